@@ -1,0 +1,189 @@
+"""Real processes on loopback and UNIX sockets: start zergserve, wait for conditions, clean up by pid."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError, http.client.HTTPException) as exc:
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last error: {last_exc!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def connect(addr: str, timeout: float = 5.0) -> socket.socket:
+    """A client socket to a zergserve address string ('127.0.0.1:PORT' or a UNIX path)."""
+    if addr.startswith("/"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(addr)
+        return sock
+    host, _, port = addr.rpartition(":")
+    return socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
+
+
+def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Read until EOF (or a reset, which also ends the reply)."""
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while data := sock.recv(65536):
+            chunks.append(data)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def raw(addr: str, payload: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes on a fresh connection and return everything until EOF."""
+    with connect(addr, timeout) as sock:
+        sock.sendall(payload)
+        return recv_all(sock, timeout)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 5.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def http_request(addr: str, method: str = "GET", path: str = "/", body: bytes | None = None,
+                 headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict, bytes]:
+    """One request with http.client; returns (status, headers, body)."""
+    if addr.startswith("/"):
+        conn: http.client.HTTPConnection = UnixHTTPConnection(addr, timeout)
+    else:
+        host, _, port = addr.rpartition(":")
+        conn = http.client.HTTPConnection(host or "127.0.0.1", int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+class Server:
+    """One zergserve process tree, started in its own session so it can be killed as a group."""
+
+    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.logfile = workdir / f"zergserve-{len(list(workdir.glob('zergserve-*.log')))}.log"
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(APPS)])
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env.update(env or {})
+        self.log_fh = open(self.logfile, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "zergserve", *args], cwd=workdir,
+                                     stdout=self.log_fh, stderr=subprocess.STDOUT, env=full_env,
+                                     start_new_session=True)
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        return wait_for(lambda: text in self.log() and self.log(), timeout, message=f"log line {text!r}")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        return self.proc.wait(timeout)
+
+    def worker_pids(self) -> list[int]:
+        """Children of the master, read from /proc."""
+        try:
+            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        else:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.log_fh.close()
+
+
+@pytest.fixture
+def workdir():
+    """A short temporary directory (UNIX socket paths must stay under 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="zs-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def spawn(workdir):
+    """Start zergserve processes; every one is killed (process group, by pid) at teardown."""
+    started: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, wait: str | None = None,
+              timeout: float = 15.0) -> Server:
+        server = Server(list(args), workdir, env)
+        started.append(server)
+        if wait:
+            try:
+                wait_for(lambda: _answers(wait), timeout, message=f"zergserve answering on {wait}")
+            except AssertionError:
+                raise AssertionError(f"server did not come up on {wait}; log:\n{server.log()}") from None
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+def _answers(addr: str) -> bool:
+    with connect(addr, 1.0):
+        return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "nginx: needs the nginx binary")

@@ -1,0 +1,85 @@
+"""Loading the application: 'pkg.mod:callable', --wsgi-file, --chdir, --pythonpath."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Any, Callable
+
+
+class AppLoadError(Exception):
+    """The application could not be found, imported or is not callable."""
+
+
+def prepare(chdir: str | None, pythonpath: list[str], env: list[str]) -> None:
+    """Process-wide setup that must happen before the import: cwd, sys.path, environment."""
+    if chdir:
+        try:
+            os.chdir(chdir)
+        except OSError as exc:
+            raise AppLoadError(f"chdir {chdir}: {exc.strerror}") from None
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AppLoadError(f"env {item!r}: expected KEY=VALUE")
+        os.environ[key] = value
+    for path in reversed(pythonpath):
+        sys.path.insert(0, os.path.abspath(path))
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def load(module: str | None, wsgi_file: str | None, callable_name: str = "application") -> Callable[..., Any]:
+    """Import the app object; every failure becomes an AppLoadError with a message a user can act on."""
+    if module and wsgi_file:
+        raise AppLoadError("give either --module or --wsgi-file, not both")
+    if not module and not wsgi_file:
+        raise AppLoadError("no application: use --module pkg.mod:callable or --wsgi-file FILE")
+    if module:
+        modname, _, attr = module.partition(":")
+        attr = attr or callable_name
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name and modname.startswith(exc.name):
+                raise AppLoadError(f"module {modname!r} not found (sys.path[0] is {sys.path[0]!r})") from exc
+            raise AppLoadError(f"importing {modname!r} failed: {exc!r}") from exc
+        except Exception as exc:
+            raise AppLoadError(f"importing {modname!r} failed: {exc!r}") from exc
+        where = f"module {modname!r}"
+    else:
+        attr = callable_name
+        mod = _load_file(wsgi_file)  # type: ignore[arg-type]
+        where = f"file {wsgi_file!r}"
+    try:
+        app = _resolve(mod, attr)
+    except AttributeError:
+        raise AppLoadError(f"{where} has no callable {attr!r}") from None
+    if not callable(app):
+        raise AppLoadError(f"{attr!r} in {where} is not callable")
+    return app
+
+
+def _load_file(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise AppLoadError(f"wsgi-file {path!r} not found")
+    name = "zergserve_wsgi_file_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise AppLoadError(f"wsgi-file {path!r} cannot be imported")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:
+        raise AppLoadError(f"executing {path!r} failed: {exc!r}") from exc
+    return mod
+
+
+def _resolve(mod: Any, attr: str) -> Any:
+    obj = mod
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

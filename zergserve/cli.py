@@ -1,0 +1,106 @@
+"""argv → Config → the role's run(); nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+from zergserve import app as app_loader
+from zergserve import config, log, sockets, workers
+from zergserve.log import logger
+from zergserve.master import Master, adopt_reexec_listeners
+from zergserve.workers.base import EXIT_APP_LOAD_ERROR
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = config.load(args, os.environ)
+    except config.HelpRequested as exc:
+        print(exc.args[0])
+        return 0
+    except config.VersionRequested as exc:
+        print(exc.args[0])
+        return 0
+    except config.ConfigError as exc:
+        print(f"zergserve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log.setup(cfg.logto)
+    if cfg.print_config:
+        print(json.dumps({opt.name: getattr(cfg, opt.name.replace("-", "_")) for opt in config.OPTIONS},
+                         indent=1, default=str))
+        return 0
+    return run_instance(cfg, args)
+
+
+def run_instance(cfg: config.Config, argv: list[str]) -> int:
+    """An instance: a master and its workers over the configured sockets."""
+    try:
+        app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
+    except app_loader.AppLoadError as exc:
+        logger.error("%s", exc)
+        return EXIT_APP_LOAD_ERROR
+    if cfg.check_config:
+        return _check_app(cfg)
+    try:
+        listeners = bind_listeners(cfg)
+    except sockets.AddressError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    if not listeners:
+        logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
+        return EXIT_USAGE
+    app = None
+    if not cfg.lazy_apps:
+        app = _load_app(cfg)
+        if app is None:
+            return EXIT_APP_LOAD_ERROR
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv)
+    return master.run()
+
+
+def bind_listeners(cfg: config.Config) -> list[sockets.Listener]:
+    """Adopt what a previous master image or systemd passed us, bind the rest."""
+    adopted = adopt_reexec_listeners()
+    activated = {f"fd://{fd}": fd for fd in sockets.systemd_fds()}
+    listeners = []
+    try:
+        for proto, addrs in (("http", cfg.http), ("uwsgi", cfg.socket)):
+            for addr in addrs:
+                if addr in adopted:
+                    listeners.append(adopted.pop(addr))
+                elif addr in activated:
+                    listeners.append(sockets.from_fd(activated.pop(addr), proto, name=addr, origin="systemd"))
+                else:
+                    listeners.append(sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket))
+        for name, fd in activated.items():
+            listeners.append(sockets.from_fd(fd, "http", name=name, origin="systemd"))
+    except sockets.AddressError:
+        for listener in listeners:
+            sockets.close_listener(listener)
+        raise
+    for listener in adopted.values():
+        logger.info("closing %s: no longer in the configuration", listener.name)
+        sockets.close_listener(listener, cfg.vacuum)
+    return listeners
+
+
+def _load_app(cfg: config.Config):
+    try:
+        return app_loader.load(cfg.module, cfg.wsgi_file, cfg.callable)
+    except app_loader.AppLoadError as exc:
+        logger.error("cannot load the app: %s", exc)
+        if exc.__cause__ is not None:
+            logger.error("%s", "".join(traceback.format_exception(exc.__cause__)).rstrip())
+        return None
+
+
+def _check_app(cfg: config.Config) -> int:
+    if _load_app(cfg) is None:
+        return EXIT_APP_LOAD_ERROR
+    logger.info("configuration and app OK")
+    return 0

@@ -1,0 +1,394 @@
+"""Serving one accepted connection over a blocking socket: read, parse, run the app, write.
+
+The sans-I/O codecs (protocols/) decide what bytes mean; this module owns the socket, the
+deadlines and the logging around them. Blocking sockets with timeouts serve the sync worker as
+they are and a gevent worker unchanged (its sockets are cooperative), one greenlet per connection.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from zergserve import wsgi
+from zergserve.protocols import http as h1
+from zergserve.protocols import uwsgi
+from zergserve.scoreboard import RowWriter
+from zergserve.sockets import Listener
+
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 1 << 20
+_RECV = 65536
+
+
+@dataclass
+class Context:
+    """Everything a connection needs from its worker, fixed for the worker's life."""
+
+    app: Callable
+    row: RowWriter
+    wid: int
+    log_error: Callable[[str], None]
+    access_log: Callable[[str], None] | None
+    limits: h1.Limits
+    http_timeout: float = 4.0
+    socket_timeout: float = 4.0
+    keepalive_timeout: float = 0.0
+    limit_post: int = 0
+    buffer_size: int = 4096
+    max_vars: int = 128
+    keep_alive: bool = False
+    environs: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def base_environ(self, listener: Listener) -> dict[str, Any]:
+        key = listener.fileno()
+        env = self.environs.get(key)
+        if env is None:
+            env = self.environs[key] = wsgi.base_environ(*listener.server_name_port())
+        return env
+
+
+def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> None:
+    """Serve one connection until it is done; never raises for anything a client sends."""
+    try:
+        if listener.proto == "http":
+            _serve_http(conn, peer, listener, ctx)
+        else:
+            _serve_uwsgi(conn, peer, listener, ctx)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+class _Timeout(Exception):
+    """The request head did not arrive before its deadline."""
+
+
+def _recv_before(conn: socket.socket, deadline: float) -> bytes:
+    """recv() bounded by an absolute deadline, so a byte-a-second trickle cannot hold the worker."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Timeout
+    conn.settimeout(left)
+    try:
+        return conn.recv(_RECV)
+    except (socket.timeout, TimeoutError):
+        raise _Timeout from None
+
+
+def _linger_close(conn: socket.socket) -> None:
+    """Half-close and discard what the client is still sending, so our reply is not lost to a RST."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + _LINGER_SECONDS
+        total = 0
+        while total < _LINGER_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            conn.settimeout(left)
+            data = conn.recv(_RECV)
+            if not data:
+                break
+            total += len(data)
+    except OSError:
+        pass
+
+
+def _printable(text: str) -> str:
+    """Escape control bytes so a request path cannot forge or colour log lines."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
+def _access(ctx: Context, peer: Any, method: str, target: str, proto: str, status: int, sent: int,
+            started: float) -> None:
+    if ctx.access_log is None:
+        return
+    addr = peer[0] if peer else "-"
+    ms = (time.time() - started) * 1000
+    ctx.access_log(f'{addr} "{_printable(method)} {_printable(target)} {proto}" {status} {sent} '
+                   f"{ms:.1f}ms w{ctx.wid}")
+
+
+# --- uwsgi -------------------------------------------------------------------------------------
+
+class _RawSink:
+    """Writes a raw HTTP response on a uwsgi connection, as uWSGI does: status line, the app's
+    headers verbatim, body; the connection closes after it."""
+
+    __slots__ = ("conn", "protocol")
+
+    def __init__(self, conn: socket.socket, protocol: str) -> None:
+        self.conn = conn
+        self.protocol = protocol.encode("latin-1")
+
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        parts = [b"%s %d %s\r\n" % (self.protocol, status, reason)]
+        parts.extend(b"%s: %s\r\n" % header for header in headers)
+        parts.append(b"\r\n")
+        parts.append(body)
+        self.conn.sendall(b"".join(parts))
+
+    def send_body(self, data: bytes) -> None:
+        self.conn.sendall(data)
+
+    def sendfile(self, file: Any, count: int | None) -> int | None:
+        return _sendfile(self.conn, file, count)
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _sendfile(conn: socket.socket, file: Any, count: int | None) -> int | None:
+    try:
+        return conn.sendfile(file, count=count)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> None:
+    deadline = time.monotonic() + ctx.socket_timeout
+    parser = uwsgi.PacketParser(ctx.buffer_size, ctx.max_vars)
+    try:
+        packet = parser.next_packet()
+        while packet is None:
+            parser.receive_data(_recv_before(conn, deadline))
+            packet = parser.next_packet()
+    except uwsgi.UwsgiError as exc:
+        ctx.log_error(f"uwsgi: {exc} (peer {_peer_text(peer, listener)})")
+        return
+    except _Timeout:
+        ctx.log_error(f"uwsgi: no complete packet within {ctx.socket_timeout:g}s "
+                      f"(peer {_peer_text(peer, listener)})")
+        return
+    if packet.modifier1 == uwsgi.MODIFIER_PING:
+        conn.sendall(uwsgi.PONG)
+        return
+    started = time.time()
+    variables = packet.vars
+    method = variables.get("REQUEST_METHOD", "GET")
+    target = variables.get("REQUEST_URI") or variables.get("PATH_INFO", "")
+    protocol = variables.get("SERVER_PROTOCOL") or "HTTP/1.0"
+    try:
+        length = uwsgi.content_length(variables)
+    except uwsgi.BadContentLength as exc:
+        ctx.log_error(f"uwsgi: {exc} (peer {_peer_text(peer, listener)})")
+        _raw_error(conn, protocol, 400, b"Bad Request")
+        return
+    if ctx.limit_post and length > ctx.limit_post:
+        ctx.log_error(f"uwsgi: body of {length} bytes over limit-post {ctx.limit_post}")
+        _raw_error(conn, protocol, 413, b"Request Entity Too Large")
+        _linger_close(conn)
+        return
+    body = wsgi.Input(_uwsgi_body(conn, parser.trailing, length, ctx.socket_timeout) if length else None)
+    environ = wsgi.uwsgi_environ(ctx.base_environ(listener), variables, body)
+    ctx.row.begin(f"{method} {target}".encode("latin-1", "replace"), started)
+    response = wsgi.run(ctx.app, environ, _RawSink(conn, protocol), ctx.log_error)
+    ctx.row.end(response.sent, time.time() - started, response.status >= 500)
+    _access(ctx, peer or (variables.get("REMOTE_ADDR", "-"),), method, target, protocol, response.status,
+            response.sent, started)
+    if not body.drained():
+        _linger_close(conn)
+
+
+def _uwsgi_body(conn: socket.socket, first: bytes, length: int, timeout: float) -> Callable[[int], bytes]:
+    """A pull function over exactly `length` body bytes: the ones read with the packet, then the socket."""
+    state = {"left": length, "first": first[:length]}
+
+    def pull(size: int) -> bytes:
+        left = state["left"]
+        if left <= 0:
+            return b""
+        head = state["first"]
+        if head:
+            state["first"] = b""
+            state["left"] = left - len(head)
+            return head
+        conn.settimeout(timeout)
+        try:
+            data = conn.recv(min(size, left, _RECV))
+        except (socket.timeout, TimeoutError):
+            raise wsgi.ClientDisconnected(f"body stalled with {left} of {length} bytes unread") from None
+        if not data:
+            raise wsgi.ClientDisconnected(f"client closed with {left} of {length} body bytes unsent")
+        state["left"] = left - len(data)
+        return data
+
+    return pull
+
+
+def _raw_error(conn: socket.socket, protocol: str, status: int, reason: bytes) -> None:
+    body = reason + b"\n"
+    conn.sendall(b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+                 % (protocol.encode("latin-1"), status, reason, len(body), body))
+
+
+def _peer_text(peer: Any, listener: Listener) -> str:
+    return f"{peer[0]}:{peer[1]}" if peer else listener.name
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+class _HTTPSink:
+    """Writes the response through the h11 connection, which frames it (chunked, HEAD, close)."""
+
+    __slots__ = ("conn", "h", "raw")
+
+    def __init__(self, conn: socket.socket, h: h1.HTTPConnection) -> None:
+        self.conn = conn
+        self.h = h
+        self.raw = False
+
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        data = self.h.send_response(status, reason, headers)
+        if body:
+            data += self.h.send_data(body)
+        self.conn.sendall(data)
+
+    def send_body(self, data: bytes) -> None:
+        self.conn.sendall(self.h.send_data(data))
+
+    def sendfile(self, file: Any, count: int | None) -> int | None:
+        if self.h.must_close and count is not None:
+            self.raw = True  # the codec no longer frames this response; the connection closes after it
+            return _sendfile(self.conn, file, count)
+        return None
+
+    def finish(self) -> None:
+        if not self.raw:
+            self.conn.sendall(self.h.send_end())
+
+    def abort(self) -> None:
+        self.raw = True
+
+
+def _serve_http(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> None:
+    h = h1.HTTPConnection(ctx.limits, keep_alive=ctx.keep_alive)
+    deadline = time.monotonic() + ctx.http_timeout
+    received_any = False
+    while True:
+        try:
+            event = h.next_event()
+            while event is h1.NEED_DATA:
+                data = _recv_before(conn, deadline)
+                received_any = received_any or bool(data)
+                h.receive_data(data)
+                event = h.next_event()
+        except h1.HTTPError as exc:
+            ctx.log_error(f"http: {exc.status} {exc.reason} (peer {_peer_text(peer, listener)})")
+            conn.sendall(h.error_response(exc))
+            _linger_close(conn)
+            return
+        except _Timeout:
+            if received_any:
+                ctx.log_error(f"http: request head not complete within {ctx.http_timeout:g}s "
+                              f"(peer {_peer_text(peer, listener)})")
+                conn.sendall(h.error_response(h1.HTTPError(408, "request head timeout")))
+            return
+        if not isinstance(event, h1.Request):
+            return  # ConnectionClosed, or PAUSED with nothing more to do
+        if not _serve_request(conn, peer, listener, ctx, h, event):
+            return
+        if not h.start_next_cycle():
+            return
+        deadline = time.monotonic() + (ctx.keepalive_timeout or ctx.http_timeout)
+        received_any = False
+
+
+def _serve_request(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
+                   h: h1.HTTPConnection, request: Any) -> bool:
+    """Run the app for one request; False when the connection must close afterwards."""
+    started = time.time()
+    if ctx.limit_post and request.content_length is not None and request.content_length > ctx.limit_post:
+        ctx.log_error(f"http: body of {request.content_length} bytes over limit-post {ctx.limit_post}")
+        conn.sendall(h.error_response(h1.HTTPError(413, "body over limit-post")))
+        _linger_close(conn)
+        return False
+    has_body = request.chunked or bool(request.content_length)
+    body = wsgi.Input(_http_body(conn, h, ctx) if has_body else None)
+    environ = wsgi.http_environ(ctx.base_environ(listener), request, peer, body)
+    ctx.row.begin(f"{request.method} {request.target}".encode("latin-1", "replace"), started)
+    sink = _HTTPSink(conn, h)
+    try:
+        response = wsgi.run(ctx.app, environ, sink, ctx.log_error)
+    except h1.HTTPError as exc:  # the codec refused what the app produced
+        ctx.log_error(f"http: cannot send response: {exc.reason}")
+        ctx.row.end(0, time.time() - started, True)
+        return False
+    ctx.row.end(response.sent, time.time() - started, response.status >= 500)
+    _access(ctx, peer, request.method, request.target, "HTTP/" + request.http_version, response.status,
+            response.sent, started)
+    if sink.raw:
+        if not body.drained():
+            _linger_close(conn)
+        return False
+    if not body.drained():
+        if h.must_close or not _drain(body):
+            _linger_close(conn)
+            return False
+    return not h.must_close
+
+
+def _drain(body: wsgi.Input, cap: int = 65536) -> bool:
+    """Read what the app left of the body so the next request can be parsed; give up past `cap`."""
+    total = 0
+    try:
+        while chunk := body.read(8192):
+            total += len(chunk)
+            if total > cap:
+                return False
+    except (OSError, wsgi.RequestTooLarge, h1.HTTPError):
+        return False
+    return True
+
+
+def _http_body(conn: socket.socket, h: h1.HTTPConnection, ctx: Context) -> Callable[[int], bytes]:
+    """A pull function that feeds h11 from the socket until the body's EndOfMessage."""
+    state = {"read": 0, "continued": False}
+
+    def pull(size: int) -> bytes:
+        if not state["continued"]:
+            state["continued"] = True
+            interim = h.send_continue()
+            if interim:
+                conn.sendall(interim)
+        while True:
+            try:
+                event = h.next_event()
+            except h1.HTTPError as exc:
+                raise wsgi.ClientDisconnected(f"bad request body: {exc.reason}") from None
+            if event is h1.NEED_DATA:
+                conn.settimeout(ctx.socket_timeout)
+                try:
+                    data = conn.recv(_RECV)
+                except (socket.timeout, TimeoutError):
+                    raise wsgi.ClientDisconnected("request body stalled") from None
+                h.receive_data(data)
+                continue
+            if isinstance(event, h1.Data):
+                state["read"] += len(event.data)
+                if ctx.limit_post and state["read"] > ctx.limit_post:
+                    raise wsgi.RequestTooLarge
+                return bytes(event.data)
+            return b""
+
+    return pull
+
+
+def log_writer(fd: int) -> Callable[[str], None]:
+    """A line writer straight to a descriptor: the access log is on the hot path, logging is not."""
+    def write(line: str) -> None:
+        try:
+            os.write(fd, (time.strftime("[%Y-%m-%d %H:%M:%S] ") + line + "\n").encode("utf-8", "replace"))
+        except OSError:
+            pass
+    return write

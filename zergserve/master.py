@@ -1,0 +1,493 @@
+"""The master: binds the sockets, forks the workers and supervises them.
+
+Signal handlers only queue the signal; `run()` handles the queue between housekeeping turns
+(reap, respawn, harakiri, reload progress). Signals:
+
+    HUP         graceful reload: re-exec this master in place (same pid, same listening sockets,
+                re-read config, reload the app), start new workers, and only when they are ready
+                let the old ones finish their requests and exit. A check of the new config and
+                app runs first; if it fails the old master and workers go on serving.
+    TERM        graceful shutdown: workers stop accepting, finish what they have, exit.
+    INT, QUIT   quick shutdown: workers exit at once.
+    TTIN, TTOU  one worker more, one fewer.
+    USR1        log a line per worker.
+    TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
+
+Other roles (zerg server, emperor link, idle watch) plug in through `add_reader()` and
+`add_housekeeping()` instead of growing this loop.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from setproctitle import setproctitle
+
+from zergserve import __version__, sockets
+from zergserve.log import logger
+from zergserve.scoreboard import BUSY, STARTING, Scoreboard
+from zergserve.stats import StatsServer
+from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
+
+REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
+REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
+_HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
+            signal.SIGTTOU, signal.SIGUSR1, signal.SIGTSTP, signal.SIGCHLD)
+_QUICK_MERCY = 3.0
+_BOOT_GRACE = 30.0
+
+
+@dataclass
+class WorkerProc:
+    """The master's record of one live worker process."""
+
+    wid: int
+    pid: int
+    spawned: float
+    harakiri_count: int = 0
+    respawns: int = 0
+
+
+@dataclass
+class Retiring:
+    """A worker told to stop (old generation, TTOU, shutdown): killed if it outlives its deadline."""
+
+    pid: int
+    deadline: float | None  # None: not told yet (old generation waiting for the new one)
+
+
+class Master:
+    """Supervises a pool of workers of one class over a set of listeners."""
+
+    def __init__(self, cfg: Any, listeners: list[sockets.Listener], app: Any, worker_class: type,
+                 argv: list[str]) -> None:
+        self.cfg = cfg
+        self.listeners = listeners
+        self.app = app
+        self.worker_class = worker_class
+        self.argv = argv
+        self.num_workers = cfg.processes
+        self.workers: dict[int, WorkerProc] = {}
+        self.retiring: dict[int, Retiring] = {}
+        self.respawn_at: dict[int, float] = {}
+        self.history: dict[int, WorkerProc] = {}
+        self.signals: list[int] = []
+        self.selector = selectors.DefaultSelector()
+        self.housekeeping: list[Callable[[], None]] = []
+        self.stopping: str | None = None
+        self.stop_deadline = 0.0
+        self.paused = False
+        self.canary: int | None = None
+        self.exit_code = 0
+        self.started = time.time()
+        self.scoreboard = Scoreboard(max(self.num_workers, 1))
+        self.stats: StatsServer | None = None
+        self._adopt_old_workers()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until told to stop; return the process exit code."""
+        self._setup()
+        for wid in range(1, self.num_workers + 1):
+            self.spawn(wid)
+        while True:
+            timeout = self.cfg.check_interval if not self.stopping else 0.2
+            for key, _ in self.selector.select(timeout):
+                key.data()
+            self._handle_signals()
+            self._reap()
+            if self.stopping:
+                if self._stop_progress():
+                    break
+                continue
+            self._retire_old_generation()
+            self._harakiri()
+            self._respawn_missing()
+            self._kill_overdue()
+            for task in self.housekeeping:
+                task()
+        self._cleanup()
+        return self.exit_code
+
+    def add_reader(self, fileobj: Any, callback: Callable[[], None]) -> None:
+        """Call `callback` from the loop whenever `fileobj` is readable."""
+        self.selector.register(fileobj, selectors.EVENT_READ, callback)
+
+    def add_housekeeping(self, task: Callable[[], None]) -> None:
+        """Call `task` once per master cycle (at least every --check-interval seconds)."""
+        self.housekeeping.append(task)
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        prefix = cfg.procname_prefix or (cfg.procname_prefix_spaced + " " if cfg.procname_prefix_spaced else "")
+        setproctitle(f"{prefix}zergserve master")
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake = (wake_r, wake_w)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for signum in _HANDLED:
+            signal.signal(signum, self._queue_signal)
+        self.add_reader(wake_r, self._drain_wake)
+        if cfg.stats:
+            self.stats = StatsServer(cfg.stats, self.stats_document, http=cfg.stats_http,
+                                     minified=cfg.stats_minified, chmod=cfg.chmod_socket)
+            self.add_reader(self.stats, self.stats.serve_one)
+            logger.info("stats server enabled on %s", cfg.stats)
+        if cfg.pidfile:
+            with open(cfg.pidfile, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        for listener in self.listeners:
+            logger.info("%s socket %s (%s, fd %d)", listener.proto, listener.name, listener.origin,
+                        listener.fileno())
+        logger.info("zergserve %s master %d: %d %s worker(s)", __version__, os.getpid(), self.num_workers,
+                    cfg.worker)
+
+    def _queue_signal(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake[0], 512):
+                pass
+        except OSError:
+            pass
+
+    def master_fds(self) -> list[int]:
+        """Descriptors a forked worker must close: they belong to the master's loop."""
+        fds = [key.fd for key in self.selector.get_map().values()]
+        return fds + [self._wake[1]]
+
+    # --- workers ----------------------------------------------------------------------------
+
+    def spawn(self, wid: int) -> None:
+        if wid > self.scoreboard.size:
+            self.scoreboard.grow(wid)
+        self.scoreboard.reset(wid, 0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                for signum in _HANDLED:
+                    signal.signal(signum, signal.SIG_DFL)
+                worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
+                                           self.master_fds())
+                worker.paused = self.paused
+                worker.run()
+            finally:
+                os._exit(EXIT_BOOT_ERROR)
+        self.scoreboard.writer(wid).set_pid(pid)
+        previous = self.history.get(wid)
+        proc = WorkerProc(wid, pid, time.time())
+        if previous is not None:
+            proc.harakiri_count = previous.harakiri_count
+            proc.respawns = previous.respawns + 1
+        self.workers[wid] = proc
+        self.history[wid] = proc
+        logger.info("spawned worker %d (pid %d)", wid, pid)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if pid == self.canary:
+                self._canary_done(code)
+                continue
+            if self.retiring.pop(pid, None) is not None:
+                continue
+            for wid, proc in list(self.workers.items()):
+                if proc.pid == pid:
+                    del self.workers[wid]
+                    self._worker_died(proc, code)
+                    break
+
+    def _worker_died(self, proc: WorkerProc, code: int) -> None:
+        if self.stopping:
+            return
+        if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR):
+            what = "load the app" if code == EXIT_APP_LOAD_ERROR else "boot"
+            logger.error("worker %d (pid %d) could not %s; stopping the master instead of respawning it",
+                         proc.wid, proc.pid, what)
+            self.exit_code = code
+            self.begin_stop("quick")
+            return
+        if code < 0:
+            logger.error("worker %d (pid %d) killed by signal %d", proc.wid, proc.pid, -code)
+        elif code != 0:
+            logger.error("worker %d (pid %d) exited with code %d", proc.wid, proc.pid, code)
+        if proc.wid > self.num_workers:
+            return
+        lived = time.time() - proc.spawned
+        delay = 0.0 if lived > 1.0 or code == 0 else min(0.1 * 2 ** min(proc.respawns, 6), 5.0)
+        self.respawn_at[proc.wid] = time.time() + delay
+
+    def _respawn_missing(self) -> None:
+        now = time.time()
+        for wid in range(1, self.num_workers + 1):
+            if wid not in self.workers and self.respawn_at.get(wid, 0.0) <= now:
+                self.respawn_at.pop(wid, None)
+                self.spawn(wid)
+
+    def _harakiri(self) -> None:
+        limit = self.cfg.harakiri
+        if not limit:
+            return
+        now = time.time()
+        for wid, proc in self.workers.items():
+            row = self.scoreboard.row(wid)
+            if row.status == BUSY and row.request_start and now - row.request_start > limit:
+                proc.harakiri_count += 1
+                logger.error("*** HARAKIRI ON WORKER %d (pid %d, request %r running for %.1fs) ***",
+                             wid, proc.pid, row.request, now - row.request_start)
+                _kill(proc.pid, signal.SIGKILL)
+
+    def _kill_overdue(self) -> None:
+        now = time.time()
+        for pid, item in self.retiring.items():
+            if item.deadline is not None and now > item.deadline:
+                logger.error("worker pid %d still running after worker-reload-mercy: killing it", pid)
+                _kill(pid, signal.SIGKILL)
+                item.deadline = None
+
+    def _retire(self, pid: int, mercy: float) -> None:
+        self.retiring[pid] = Retiring(pid, time.time() + mercy)
+        _kill(pid, signal.SIGTERM)
+
+    # --- signals ----------------------------------------------------------------------------
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum == signal.SIGCHLD:
+                continue
+            name = signal.Signals(signum).name
+            handler = getattr(self, "handle_" + name[3:].lower(), None)
+            if handler is not None:
+                handler()
+
+    def handle_hup(self) -> None:
+        if self.stopping:
+            return
+        if self.canary is not None:
+            logger.info("reload already in progress")
+            return
+        logger.info("graceful reload requested: checking the new configuration and app")
+        args = [sys.executable, "-m", "zergserve", *self.argv, "--check-config"]
+        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_LISTENERS, REEXEC_WORKERS)}
+        try:
+            self.canary = os.posix_spawn(sys.executable, args, env)
+        except OSError as exc:
+            logger.error("reload aborted: cannot start the check: %s", exc)
+
+    def _canary_done(self, code: int) -> None:
+        self.canary = None
+        if code != 0:
+            logger.error("reload aborted: the new configuration or app failed its check (exit %d); "
+                         "old workers keep serving", code)
+            return
+        self.reexec()
+
+    def reexec(self) -> None:
+        """Replace this master's image with a fresh one: same pid, so the workers stay its children."""
+        logger.info("re-executing the master (pid %d) for a graceful reload", os.getpid())
+        keep = []
+        for listener in self.listeners:
+            os.set_inheritable(listener.fileno(), True)
+            keep.append(f"{listener.fileno()}:{listener.proto}:{listener.origin}:{listener.name}")
+        env = dict(os.environ)
+        env[REEXEC_LISTENERS] = "\n".join(keep)
+        env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
+                                                         *self.retiring])
+        if self.stats is not None:
+            self.stats.close(vacuum=False)
+        signal.set_wakeup_fd(-1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "zergserve", *self.argv], env)
+
+    def _adopt_old_workers(self) -> None:
+        """After a re-exec: the previous image's workers are still our children; retire them later."""
+        pids = os.environ.pop(REEXEC_WORKERS, "")
+        for item in filter(None, pids.split(",")):
+            self.retiring[int(item)] = Retiring(int(item), None)
+
+    def _retire_old_generation(self) -> None:
+        """Tell the old generation to stop once every new worker is ready (or boot grace ran out)."""
+        waiting = [item for item in self.retiring.values() if item.deadline is None]
+        if not waiting:
+            return
+        ready = all(self.scoreboard.row(wid).status != STARTING for wid in self.workers)
+        if ready or time.time() - self.started > _BOOT_GRACE:
+            for item in waiting:
+                self._retire(item.pid, self.cfg.worker_reload_mercy)
+            logger.info("new workers ready; %d old worker(s) finishing their requests", len(waiting))
+
+    def handle_term(self) -> None:
+        self.begin_stop("graceful")
+
+    def handle_int(self) -> None:
+        self.begin_stop("quick")
+
+    handle_quit = handle_int
+
+    def handle_ttin(self) -> None:
+        self.num_workers += 1
+        logger.info("TTIN: now %d workers", self.num_workers)
+        self.spawn(self.num_workers)
+
+    def handle_ttou(self) -> None:
+        if self.num_workers <= 1:
+            logger.info("TTOU: keeping the last worker")
+            return
+        wid = self.num_workers
+        self.num_workers -= 1
+        self.respawn_at.pop(wid, None)
+        proc = self.workers.pop(wid, None)
+        if proc is not None:
+            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+        logger.info("TTOU: now %d workers", self.num_workers)
+
+    def handle_usr1(self) -> None:
+        for row in self.scoreboard.rows()[: self.num_workers]:
+            logger.info("worker %d pid %d %s requests %d exceptions %d avg_rt %dus tx %d",
+                        row.wid, row.pid, row.status_name, row.requests, row.exceptions, row.avg_rt, row.tx)
+
+    def handle_tstp(self) -> None:
+        self.paused = not self.paused
+        logger.info("%s accepting in all workers", "pausing" if self.paused else "resuming")
+        for proc in self.workers.values():
+            _kill(proc.pid, signal.SIGTSTP)
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def begin_stop(self, how: str) -> None:
+        """Start a shutdown: 'graceful' lets requests finish (within worker-reload-mercy)."""
+        if self.stopping == "quick" or self.stopping == how:
+            return
+        self.stopping = how
+        if how == "graceful":
+            mercy, signum = float(self.cfg.worker_reload_mercy), signal.SIGTERM
+        else:
+            mercy, signum = _QUICK_MERCY, signal.SIGINT
+        logger.info("%s shutdown: stopping %d worker(s)", how, len(self.workers) + len(self.retiring))
+        self.stop_deadline = time.time() + mercy
+        for pid in [proc.pid for proc in self.workers.values()] + list(self.retiring):
+            _kill(pid, signum)
+
+    def _stop_progress(self) -> bool:
+        """True once every worker is gone (killing those past the deadline)."""
+        if not self.workers and not self.retiring:
+            return True
+        if time.time() > self.stop_deadline:
+            for pid in [proc.pid for proc in self.workers.values()] + list(self.retiring):
+                logger.error("worker pid %d did not stop in time: killing it", pid)
+                _kill(pid, signal.SIGKILL)
+            self.stop_deadline = time.time() + 5.0
+        return False
+
+    def _cleanup(self) -> None:
+        vacuum = self.cfg.vacuum
+        for listener in self.listeners:
+            sockets.close_listener(listener, vacuum)
+        if self.stats is not None:
+            self.stats.close(vacuum)
+        if vacuum and self.cfg.pidfile:
+            try:
+                os.unlink(self.cfg.pidfile)
+            except OSError:
+                pass
+        logger.info("master %d exiting (code %d)", os.getpid(), self.exit_code)
+
+    # --- stats ------------------------------------------------------------------------------
+
+    def stats_document(self) -> dict[str, Any]:
+        """uWSGI's --stats layout (research §6.1), with the fields zergserve can fill truthfully."""
+        socks = []
+        total_queue = 0
+        for listener in self.listeners:
+            queue, max_queue = sockets.queue_length(listener)
+            total_queue += queue
+            socks.append({"name": listener.name, "proto": listener.proto, "queue": queue,
+                          "max_queue": max_queue or self.cfg.listen, "shared": 0, "can_offload": 0})
+        now = time.time()
+        workers = []
+        for row in self.scoreboard.rows()[: self.num_workers]:
+            proc = self.workers.get(row.wid)
+            alive = proc is not None and proc.pid == row.pid
+            workers.append({
+                "id": row.wid,
+                "pid": row.pid if alive else 0,
+                "accepting": int(alive and row.status in (1, 2)),
+                "requests": row.requests,
+                "delta_requests": 0,
+                "exceptions": row.exceptions,
+                "harakiri_count": proc.harakiri_count if proc else 0,
+                "signals": 0,
+                "signal_queue": 0,
+                "status": row.status_name if alive else "dead",
+                "rss": _rss(row.pid) if alive else 0,
+                "vsz": 0,
+                "running_time": int((now - row.spawned) * 1e6) if alive else 0,
+                "last_spawn": int(row.spawned),
+                "respawn_count": proc.respawns if proc else 0,
+                "tx": row.tx,
+                "avg_rt": int(row.avg_rt),
+                "request_start": row.request_start,
+                "apps": [],
+            })
+        return {
+            "version": __version__,
+            "listen_queue": total_queue,
+            "listen_queue_errors": 0,
+            "signal_queue": 0,
+            "load": total_queue,
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "cwd": os.getcwd(),
+            "locks": [],
+            "sockets": socks,
+            "workers": workers,
+        }
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _rss(pid: int) -> int:
+    """Resident set size in bytes, from /proc (0 if the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def adopt_reexec_listeners(environ: dict[str, str] | None = None) -> dict[str, sockets.Listener]:
+    """Listeners handed over by the previous master image, by name (consumed from the environ)."""
+    env = os.environ if environ is None else environ
+    raw = env.pop(REEXEC_LISTENERS, "")
+    adopted = {}
+    for line in filter(None, raw.split("\n")):
+        fd, proto, origin, name = line.split(":", 3)
+        listener = sockets.from_fd(int(fd), proto, name=name, origin=origin)
+        os.set_inheritable(listener.fileno(), False)
+        sockets.remember_path(listener)
+        adopted[name] = listener
+    return adopted

@@ -1,0 +1,145 @@
+"""A shared-memory table with one row per worker: the master's only view into its workers.
+
+Each worker writes its own row (a few bytes per request, no locks: one writer per row); the
+master reads every row each cycle for harakiri, max-requests, idle/cheap, the SOS watch and stats.
+The table lives in a memfd so that it can be handed across the master's re-exec on reload.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import time
+from dataclasses import dataclass
+
+# pid, status, requests, exceptions, tx bytes, request start, last heartbeat, avg response time (µs),
+# spawn time, then the request line being served (method and path, for the harakiri log).
+_ROW = struct.Struct("=iiQQQdddd")
+_REQ_INFO = 120
+ROW_SIZE = 256
+assert _ROW.size + _REQ_INFO <= ROW_SIZE
+
+STARTING, IDLE, BUSY, STOPPING, PAUSED, CHEAP, DEAD = range(7)
+STATUS_NAMES = {STARTING: "starting", IDLE: "idle", BUSY: "busy", STOPPING: "stopping",
+                PAUSED: "pause", CHEAP: "cheap", DEAD: "dead"}
+
+_STATUS = struct.Struct("=i")
+_OFF_PID = 0
+_OFF_STATUS = 4
+_OFF_REQUESTS = 8
+_OFF_START = 8 + 8 * 3
+_OFF_HEARTBEAT = _OFF_START + 8
+_OFF_AVG = _OFF_HEARTBEAT + 8
+_COUNTERS = struct.Struct("=QQQ")  # requests, exceptions, tx
+_D = struct.Struct("=d")
+
+
+@dataclass
+class Row:
+    """A snapshot of one worker's row."""
+
+    wid: int
+    pid: int
+    status: int
+    requests: int
+    exceptions: int
+    tx: int
+    request_start: float
+    heartbeat: float
+    avg_rt: float
+    spawned: float
+    request: str
+
+    @property
+    def status_name(self) -> str:
+        return STATUS_NAMES.get(self.status, "unknown")
+
+
+class Scoreboard:
+    """Rows 1..size (worker ids start at 1, as in uWSGI); row 0 is unused."""
+
+    def __init__(self, size: int, fd: int | None = None) -> None:
+        self.size = size
+        length = ROW_SIZE * (size + 1)
+        if fd is None:
+            fd = os.memfd_create("zergserve-scoreboard", os.MFD_CLOEXEC)
+            os.ftruncate(fd, length)
+        self.fd = fd
+        self.mem = mmap.mmap(fd, length)
+
+    def close(self) -> None:
+        self.mem.close()
+        os.close(self.fd)
+
+    def grow(self, size: int) -> None:
+        """Make room for more workers (TTIN); existing rows keep their place."""
+        if size <= self.size:
+            return
+        self.mem.close()
+        os.ftruncate(self.fd, ROW_SIZE * (size + 1))
+        self.mem = mmap.mmap(self.fd, ROW_SIZE * (size + 1))
+        self.size = size
+
+    def reset(self, wid: int, pid: int) -> None:
+        """Called by the master when it forks worker `wid` (before the child writes anything)."""
+        base = wid * ROW_SIZE
+        self.mem[base:base + ROW_SIZE] = bytes(ROW_SIZE)
+        _ROW.pack_into(self.mem, base, pid, STARTING, 0, 0, 0, 0.0, time.time(), 0.0, time.time())
+
+    def row(self, wid: int) -> Row:
+        base = wid * ROW_SIZE
+        values = _ROW.unpack_from(self.mem, base)
+        raw = self.mem[base + _ROW.size:base + _ROW.size + _REQ_INFO]
+        return Row(wid, *values, request=raw.split(b"\0", 1)[0].decode("latin-1"))
+
+    def rows(self) -> list[Row]:
+        return [self.row(wid) for wid in range(1, self.size + 1)]
+
+    def writer(self, wid: int) -> "RowWriter":
+        return RowWriter(self.mem, wid * ROW_SIZE)
+
+
+class RowWriter:
+    """The worker's handle on its own row; every method is a couple of pack_into calls."""
+
+    __slots__ = ("mem", "base", "requests", "exceptions", "tx", "avg_rt")
+
+    def __init__(self, mem: mmap.mmap, base: int) -> None:
+        self.mem = mem
+        self.base = base
+        self.requests = 0
+        self.exceptions = 0
+        self.tx = 0
+        self.avg_rt = 0.0
+
+    def set_pid(self, pid: int) -> None:
+        struct.pack_into("=i", self.mem, self.base + _OFF_PID, pid)
+
+    def set_status(self, status: int) -> None:
+        _STATUS.pack_into(self.mem, self.base + _OFF_STATUS, status)
+        _D.pack_into(self.mem, self.base + _OFF_HEARTBEAT, time.time())
+
+    def heartbeat(self) -> None:
+        _D.pack_into(self.mem, self.base + _OFF_HEARTBEAT, time.time())
+
+    def begin(self, request_line: bytes, now: float) -> None:
+        """A request has started: busy, its start time and its request line for harakiri logs."""
+        info = self.base + _ROW.size
+        self.mem[info:info + _REQ_INFO] = request_line[:_REQ_INFO - 1].ljust(_REQ_INFO, b"\0")
+        _STATUS.pack_into(self.mem, self.base + _OFF_STATUS, BUSY)
+        _D.pack_into(self.mem, self.base + _OFF_START, now)
+
+    def end(self, sent: int, elapsed: float, failed: bool) -> None:
+        """A request has ended: counters, moving average of the response time, back to idle."""
+        self.requests += 1
+        self.tx += sent
+        if failed:
+            self.exceptions += 1
+        micros = elapsed * 1e6
+        self.avg_rt = micros if self.requests == 1 else self.avg_rt + (micros - self.avg_rt) / 16
+        base = self.base
+        _COUNTERS.pack_into(self.mem, base + _OFF_REQUESTS, self.requests, self.exceptions, self.tx)
+        _D.pack_into(self.mem, base + _OFF_START, 0.0)
+        _D.pack_into(self.mem, base + _OFF_AVG, self.avg_rt)
+        _STATUS.pack_into(self.mem, base + _OFF_STATUS, IDLE)

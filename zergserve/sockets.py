@@ -1,0 +1,234 @@
+"""Listening sockets: address parsing, binding, inheritance and accept-queue measurement.
+
+Addresses use uWSGI's spellings so that the same strings work in both servers:
+
+    :3031            every IPv4 interface, port 3031
+    127.0.0.1:3031   one IPv4 address
+    [::1]:3031       IPv6
+    /run/app.sock    UNIX socket (a path: anything without ':' that is not '@...' or 'fd://')
+    @name            Linux abstract namespace, stored as '\\0name\\0' like uWSGI so its peers can connect
+    fd://3           an already listening, inherited descriptor
+
+systemd socket activation (LISTEN_FDS/LISTEN_PID) is read by `systemd_fds()`; the master binds
+everything and workers inherit the descriptors through fork.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import struct
+from dataclasses import dataclass, field
+
+PROTOCOLS = ("http", "uwsgi")
+SD_LISTEN_FDS_START = 3
+_TCP_INFO_UNACKED = struct.Struct("=7B x 6I")  # up to tcpi_unacked; see linux/tcp.h
+
+
+class AddressError(ValueError):
+    """An address string that cannot be parsed or bound."""
+
+
+@dataclass
+class Listener:
+    """One listening socket and what it serves."""
+
+    sock: socket.socket
+    name: str
+    proto: str
+    path: str | None = None  # filesystem path of a UNIX socket, for --vacuum
+    inode: tuple[int, int] | None = None  # (st_dev, st_ino) of that path when we bound it
+    origin: str = "bound"  # bound | inherited | systemd | fd | zerg:<server>
+    extra: dict = field(default_factory=dict)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.sock.family in (socket.AF_INET, socket.AF_INET6)
+
+    def server_name_port(self) -> tuple[str, str]:
+        """SERVER_NAME and SERVER_PORT for the WSGI environ."""
+        if self.is_tcp:
+            host, port = self.sock.getsockname()[:2]
+            return host, str(port)
+        return self.name, ""
+
+
+def parse_address(addr: str) -> tuple[socket.AddressFamily, object]:
+    """Turn an address string into (family, sockaddr); raise AddressError if it is malformed."""
+    if not addr:
+        raise AddressError("empty address")
+    if addr.startswith("fd://"):
+        raise AddressError(f"{addr}: an fd:// address has no sockaddr")
+    if addr.startswith("@"):
+        name = addr[1:]
+        if not name or len(name) > 102:
+            raise AddressError(f"{addr}: invalid abstract socket name")
+        return socket.AF_UNIX, "\0" + name + "\0"
+    if ":" not in addr or addr.startswith("/") or addr.startswith("."):
+        return socket.AF_UNIX, addr
+    if addr.startswith("["):
+        host, sep, port = addr[1:].partition("]:")
+        if not sep:
+            raise AddressError(f"{addr}: expected [ipv6]:port")
+        family = socket.AF_INET6
+    else:
+        host, _, port = addr.rpartition(":")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        host = host or "0.0.0.0"
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise AddressError(f"{addr}: port {port!r} is not a number") from None
+    if not 0 <= port_no <= 65535:
+        raise AddressError(f"{addr}: port {port_no} out of range")
+    if family == socket.AF_INET6:
+        return family, (host, port_no, 0, 0)
+    return family, (host, port_no)
+
+
+def socket_name(sock: socket.socket) -> str:
+    """Render a bound socket's address the way uWSGI names it (used to match zerg sockets)."""
+    addr = sock.getsockname()
+    if sock.family == socket.AF_INET:
+        host, port = addr
+        return f":{port}" if host == "0.0.0.0" else f"{host}:{port}"
+    if sock.family == socket.AF_INET6:
+        return f"[{addr[0]}]:{addr[1]}"
+    if isinstance(addr, bytes):
+        addr = addr.decode("latin-1")
+    if addr.startswith("\0"):
+        return "@" + addr[1:].rstrip("\0")
+    return addr
+
+
+def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None) -> Listener:
+    """Bind and listen on `addr`; a stale UNIX socket file left by a dead server is replaced."""
+    if proto not in PROTOCOLS:
+        raise AddressError(f"unknown protocol {proto!r}")
+    if addr.startswith("fd://"):
+        return from_fd(_parse_fd(addr), proto, name=addr, origin="fd")
+    family, sockaddr = parse_address(addr)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        path = None
+        if family == socket.AF_UNIX:
+            if not str(sockaddr).startswith("\0"):
+                path = str(sockaddr)
+                _remove_stale_unix(path)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        inode = None
+        if path is not None:
+            if chmod is not None:
+                os.chmod(path, chmod)
+            st = os.stat(path)
+            inode = (st.st_dev, st.st_ino)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise AddressError(f"cannot bind {addr}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return Listener(sock, addr, proto, path=path, inode=inode)
+
+
+def from_fd(fd: int, proto: str, name: str | None = None, origin: str = "inherited") -> Listener:
+    """Adopt an inherited listening descriptor after checking that it is one."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise AddressError(f"fd {fd}: not a socket ({exc.strerror})") from None
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise AddressError(f"fd {fd}: not a listening stream socket")
+    sock.setblocking(False)
+    return Listener(sock, name or socket_name(sock), proto, origin=origin)
+
+
+def remember_path(listener: Listener) -> None:
+    """Record the file of an adopted UNIX listener so --vacuum can still remove it at exit."""
+    if listener.sock.family != socket.AF_UNIX:
+        return
+    path = listener.sock.getsockname()
+    if isinstance(path, bytes) or not path or path.startswith("\0"):
+        return
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    listener.path, listener.inode = path, (st.st_dev, st.st_ino)
+
+
+def systemd_fds(environ: dict[str, str] | None = None) -> list[int]:
+    """Descriptors passed by systemd socket activation, if they are meant for this process."""
+    env = os.environ if environ is None else environ
+    try:
+        if int(env.get("LISTEN_PID", "0")) != os.getpid():
+            return []
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
+
+
+def queue_length(listener: Listener) -> tuple[int, int]:
+    """(connections waiting in the accept queue, its maximum); (0, 0) where the kernel does not say.
+
+    For TCP, Linux reports a listening socket's queue in TCP_INFO: tcpi_unacked is the current
+    length and tcpi_sacked the backlog. UNIX sockets are measured by `unix_queue_lengths`.
+    """
+    if not listener.is_tcp:
+        return 0, 0
+    try:
+        raw = listener.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        fields = _TCP_INFO_UNACKED.unpack_from(raw)
+    except (OSError, struct.error):
+        return 0, 0
+    return fields[11], fields[12]
+
+
+def close_listener(listener: Listener, vacuum: bool = False) -> None:
+    """Close the socket; with vacuum, also remove its file if it is still the one we bound."""
+    listener.sock.close()
+    if vacuum and listener.path and listener.inode:
+        try:
+            st = os.stat(listener.path)
+            if (st.st_dev, st.st_ino) == listener.inode:
+                os.unlink(listener.path)
+        except OSError:
+            pass
+
+
+def _parse_fd(addr: str) -> int:
+    try:
+        return int(addr[len("fd://"):])
+    except ValueError:
+        raise AddressError(f"{addr}: fd:// needs a number") from None
+
+
+def _remove_stale_unix(path: str) -> None:
+    """Remove a socket file nobody listens on; refuse to clobber a live server or a regular file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise AddressError(f"cannot bind {path}: exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            os.unlink(path)
+            return
+        raise AddressError(f"cannot bind {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise AddressError(f"cannot bind {path}: another server is listening on it")

@@ -1,0 +1,145 @@
+"""What every worker class shares: boot in the forked child, signals, the scoreboard row, limits.
+
+A worker class only adds `serve_forever()`: how it waits for connections and how many it serves at
+once. The master forks, then calls `run()`, which never returns: the process exits with a code the
+master understands (0: done, respawn me; 3: cannot boot; 4: cannot load the app — stop, don't
+respawn).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from typing import Any, Callable
+
+from setproctitle import setproctitle
+
+from zergserve import app as app_loader
+from zergserve import connection
+from zergserve.log import logger
+from zergserve.protocols.http import Limits
+from zergserve.scoreboard import IDLE, PAUSED, STOPPING, Scoreboard
+from zergserve.sockets import Listener
+
+EXIT_OK = 0
+EXIT_BOOT_ERROR = 3
+EXIT_APP_LOAD_ERROR = 4
+
+
+class Worker:
+    """Base worker; subclasses implement serve_forever()."""
+
+    keep_alive = False
+
+    def __init__(self, wid: int, cfg: Any, listeners: list[Listener], app: Callable | None,
+                 scoreboard: Scoreboard, close_fds: list[int]) -> None:
+        self.wid = wid
+        self.cfg = cfg
+        self.listeners = listeners
+        self.app = app
+        self.row = scoreboard.writer(wid)
+        self.close_fds = close_fds
+        self.alive = True
+        self.paused = False
+        self.max_requests = cfg.max_requests + (wid - 1) * cfg.max_requests_delta if cfg.max_requests else 0
+        self.wake_r = self.wake_w = -1
+
+    def run(self) -> None:
+        """Boot and serve; always ends the process."""
+        code = EXIT_OK
+        try:
+            self.boot()
+        except app_loader.AppLoadError as exc:
+            logger.error("worker %d: cannot load the app: %s", self.wid, exc)
+            if exc.__cause__ is not None:
+                logger.error("%s", "".join(traceback.format_exception(exc.__cause__)).rstrip())
+            os._exit(EXIT_APP_LOAD_ERROR)
+        except Exception:
+            logger.error("worker %d: boot failed:\n%s", self.wid, traceback.format_exc().rstrip())
+            os._exit(EXIT_BOOT_ERROR)
+        try:
+            self.row.set_status(IDLE)
+            self.serve_forever()
+        except Exception:
+            logger.error("worker %d: crashed:\n%s", self.wid, traceback.format_exc().rstrip())
+            code = 1
+        finally:
+            self.row.set_status(STOPPING)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    def boot(self) -> None:
+        for fd in self.close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        prefix = self.cfg.procname_prefix or (self.cfg.procname_prefix_spaced + " " if self.cfg.procname_prefix_spaced else "")
+        setproctitle(f"{prefix}zergserve worker {self.wid}")
+        self.install_signals()
+        if self.app is None:
+            self.app = app_loader.load(self.cfg.module, self.cfg.wsgi_file, self.cfg.callable)
+        cfg = self.cfg
+        self.ctx = connection.Context(
+            app=self.app,
+            row=self.row,
+            wid=self.wid,
+            log_error=self.log_error,
+            access_log=None if cfg.disable_logging else connection.log_writer(2),
+            limits=Limits(cfg.limit_request_line or 1 << 30, cfg.limit_request_fields or 1 << 30,
+                          cfg.limit_request_field_size or 1 << 30),
+            http_timeout=cfg.http_timeout,
+            socket_timeout=cfg.socket_timeout,
+            limit_post=cfg.limit_post,
+            buffer_size=cfg.buffer_size,
+            max_vars=cfg.max_vars * 2,
+            keep_alive=self.keep_alive,
+        )
+
+    def log_error(self, message: str) -> None:
+        logger.error("worker %d: %s", self.wid, message)
+
+    def install_signals(self) -> None:
+        """Signals only set flags; the wake-up pipe interrupts whatever the loop is waiting on."""
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._graceful_stop)
+        signal.signal(signal.SIGHUP, self._graceful_stop)
+        signal.signal(signal.SIGINT, self._quick_stop)
+        signal.signal(signal.SIGQUIT, self._quick_stop)
+        signal.signal(signal.SIGTSTP, self._toggle_pause)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def _graceful_stop(self, signum: int, frame: Any) -> None:
+        self.alive = False
+
+    def _quick_stop(self, signum: int, frame: Any) -> None:
+        os._exit(EXIT_OK)
+
+    def _toggle_pause(self, signum: int, frame: Any) -> None:
+        self.paused = not self.paused
+        self.row.set_status(PAUSED if self.paused else IDLE)
+
+    def drain_wakeups(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except OSError:
+            pass
+
+    def done(self) -> bool:
+        """True when the worker should leave its loop: told to stop, or max-requests reached."""
+        if self.max_requests and self.row.requests >= self.max_requests:
+            if self.alive:
+                logger.info("worker %d: max-requests (%d) reached, recycling", self.wid, self.max_requests)
+            self.alive = False
+        return not self.alive
+
+    def serve_forever(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,67 @@
+"""The sync worker: one connection at a time, accepting on every listening socket.
+
+It waits in epoll with EPOLLEXCLUSIVE, so a new connection wakes one idle worker rather than
+all of them, and it answers every HTTP request with `Connection: close`: a blocking worker that
+kept a connection open would leave every other client waiting in the backlog.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import time
+
+from zergserve import connection
+from zergserve.log import logger
+from zergserve.workers.base import Worker
+
+_ACCEPT_EVENTS = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
+
+
+class SyncWorker(Worker):
+    """One request at a time per process."""
+
+    keep_alive = False
+
+    def serve_forever(self) -> None:
+        poller = select.epoll()
+        by_fd = {listener.fileno(): listener for listener in self.listeners}
+        poller.register(self.wake_r, select.EPOLLIN)
+        registered = False
+        while not self.done():
+            if registered == self.paused:
+                for fd in by_fd:
+                    if self.paused:
+                        poller.unregister(fd)
+                    else:
+                        poller.register(fd, _ACCEPT_EVENTS)
+                registered = not self.paused
+            events = poller.poll(1.0)
+            if not events:
+                self.row.heartbeat()
+                continue
+            for fd, _ in events:
+                if fd == self.wake_r:
+                    self.drain_wakeups()
+                elif registered:
+                    self._accept_all(by_fd[fd])
+        poller.close()
+
+    def _accept_all(self, listener) -> None:
+        """Serve connections from this listener until its queue is empty or we must stop."""
+        sock = listener.sock
+        ctx = self.ctx
+        while not self.done() and not self.paused:
+            try:
+                conn, peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
+                    time.sleep(0.1)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            connection.serve(conn, peer, listener, ctx)

@@ -1,0 +1,402 @@
+"""PEP 3333: the environ, wsgi.input, start_response and response writing, for both protocols.
+
+The protocol drivers in connection.py build the environ from parsed requests and hand `run()` a
+sink that knows how to put a response on their wire; everything the app can get wrong (bad status,
+bad header bytes, wrong Content-Length, exceptions before or after the head) is handled here, once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import traceback
+from http import HTTPStatus
+from typing import Any, Callable, Iterable, Protocol
+from urllib.parse import unquote_to_bytes
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_STATUS = re.compile(r"([1-5][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_ERROR_BODY = b"Internal Server Error\n"
+
+
+class ClientDisconnected(OSError):
+    """The client went away (or stalled past the timeout) while the app was reading the body."""
+
+
+class RequestTooLarge(Exception):
+    """The body grew past --limit-post while being read."""
+
+
+class AppError(Exception):
+    """The application broke the WSGI contract (bad status, bad headers, write before start_response)."""
+
+
+class Sink(Protocol):
+    """What a protocol driver offers `run()` to put a response on its wire."""
+
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
+    def send_body(self, data: bytes) -> None: ...
+    def sendfile(self, file: Any, count: int | None) -> int | None: ...
+    def finish(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: lets the driver use os.sendfile when the file has a real descriptor."""
+
+    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> "FileWrapper":
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+    def fileno(self) -> int | None:
+        try:
+            return self.filelike.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+
+
+class Input:
+    """wsgi.input: reads never go past the body; `pull(n)` returns up to n body bytes, b'' at its end."""
+
+    __slots__ = ("_pull", "_buf", "_done")
+
+    def __init__(self, pull: Callable[[int], bytes] | None) -> None:
+        self._pull = pull
+        self._buf = bytearray()
+        self._done = pull is None
+
+    def _fill(self, want: int) -> bool:
+        if self._done:
+            return False
+        chunk = self._pull(max(want, 8192))  # type: ignore[misc]
+        if not chunk:
+            self._done = True
+            return False
+        self._buf += chunk
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill(65536):
+                pass
+            data = bytes(self._buf)
+            self._buf.clear()
+            return data
+        while len(self._buf) < size and self._fill(size - len(self._buf)):
+            pass
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else None
+        start = 0
+        while True:
+            idx = self._buf.find(b"\n", start)
+            if idx >= 0:
+                end = idx + 1
+                break
+            if limit is not None and len(self._buf) >= limit:
+                end = limit
+                break
+            start = len(self._buf)
+            if not self._fill(8192):
+                end = len(self._buf)
+                break
+        if limit is not None:
+            end = min(end, limit)
+        data = bytes(self._buf[:end])
+        del self._buf[:end]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines, total = [], 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> "Input":
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def drained(self) -> bool:
+        """True when the whole body has been read (nothing left on the wire for this request)."""
+        return self._done
+
+
+def base_environ(server_name: str, server_port: str) -> dict[str, Any]:
+    """The per-listener part of the environ, built once and copied per request."""
+    return {
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+
+
+def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> dict[str, Any]:
+    """Environ for a parsed HTTP request (protocols.http.Request)."""
+    env = base.copy()
+    path = request.path
+    if path.startswith(("http://", "https://")):
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    env["REQUEST_METHOD"] = request.method
+    env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    env["QUERY_STRING"] = request.query
+    env["REQUEST_URI"] = env["RAW_URI"] = request.target
+    env["SERVER_PROTOCOL"] = "HTTP/" + request.http_version
+    if peer:
+        env["REMOTE_ADDR"] = peer[0]
+        env["REMOTE_PORT"] = str(peer[1])
+    else:
+        env["REMOTE_ADDR"] = ""
+    for name, value in request.headers:
+        if "_" in name:
+            continue  # would collide with '-' after the CGI mapping (reliability rule 3)
+        if name == "content-length":
+            env["CONTENT_LENGTH"] = value
+            continue
+        if name == "content-type":
+            env["CONTENT_TYPE"] = value
+            continue
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if key in env:
+            env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
+        else:
+            env[key] = value
+    env["wsgi.input"] = body
+    return env
+
+
+def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) -> dict[str, Any]:
+    """Environ for a uwsgi packet: its vars are already CGI variables (nginx's uwsgi_params)."""
+    env = base.copy()
+    scheme = variables.get("UWSGI_SCHEME") or variables.get("REQUEST_SCHEME")
+    for key, value in variables.items():
+        if not key.startswith("UWSGI_"):  # never honour uWSGI's code-loading magic vars
+            env[key] = value
+    if scheme == "https" or variables.get("HTTPS", "").lower() in ("on", "1"):
+        env["wsgi.url_scheme"] = "https"
+    env.setdefault("REQUEST_METHOD", "GET")
+    env.setdefault("PATH_INFO", "")
+    env.setdefault("QUERY_STRING", "")
+    env.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
+    env["wsgi.input"] = body
+    return env
+
+
+def parse_status(status: Any) -> tuple[int, bytes]:
+    if not isinstance(status, str):
+        raise AppError(f"status must be a str, got {type(status).__name__}")
+    match = _STATUS.match(status)
+    if not match:
+        raise AppError(f"invalid status {status!r}")
+    code = int(match.group(1))
+    reason = match.group(2)
+    return code, reason.encode("latin-1") if reason else _REASONS.get(code, b"Unknown")
+
+
+def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """Validate the app's headers; CR, LF, NUL or a bad name would let it split the response."""
+    if not isinstance(headers, list):
+        raise AppError(f"headers must be a list, got {type(headers).__name__}")
+    out = []
+    for item in headers:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise AppError(f"header {item!r} is not a (name, value) tuple")
+        name, value = item
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise AppError(f"header {item!r}: name and value must be str")
+        try:
+            bname, bvalue = name.encode("latin-1"), value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise AppError(f"header {item!r} is not latin-1") from None
+        if not _TOKEN.match(bname):
+            raise AppError(f"invalid header name {name!r}")
+        if _BAD_VALUE.search(bvalue):
+            raise AppError(f"invalid header value for {name!r}: {value!r}")
+        out.append((bname, bvalue))
+    return out
+
+
+class Response:
+    """start_response, write() and the bookkeeping of one response."""
+
+    __slots__ = ("sink", "status", "reason", "headers", "head_sent", "sent", "length", "truncated")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.head_sent = False
+        self.sent = 0
+        self.length: int | None = None
+        self.truncated = False
+
+    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.headers is not None:
+            raise AppError("start_response called twice without exc_info")
+        self.status, self.reason = parse_status(status)
+        self.headers = encode_headers(headers)
+        self.length = None
+        for name, value in self.headers:
+            if name.lower() == b"content-length":
+                if not value.isdigit():
+                    raise AppError(f"invalid Content-Length {value!r}")
+                self.length = int(value)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if self.headers is None:
+            raise AppError("write() before start_response()")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise AppError(f"body chunks must be bytes, got {type(data).__name__}")
+        data = self._clip(bytes(data))
+        if not self.head_sent:
+            self.head_sent = True
+            self.sink.send_head(self.status, self.reason, self.headers, data)
+        elif data:
+            self.sink.send_body(data)
+        self.sent += len(data)
+
+    def _clip(self, data: bytes) -> bytes:
+        if self.length is not None and self.sent + len(data) > self.length:
+            self.truncated = True
+            return data[: max(0, self.length - self.sent)]
+        return data
+
+    @property
+    def complete(self) -> bool:
+        return self.length is None or self.sent == self.length
+
+
+def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[[str], None]) -> Response:
+    """Call the app and write its response; never raises for anything the app does."""
+    response = Response(sink)
+    result: Any = None
+    try:
+        result = app(environ, response.start_response)
+        if response.headers is None and isinstance(result, list) and not result:
+            raise AppError("app returned without calling start_response()")
+        if isinstance(result, FileWrapper) and response.headers is not None and not response.head_sent:
+            _send_file(response, result)
+        elif isinstance(result, (list, tuple)) and len(result) == 1 and not response.head_sent:
+            _send_single(response, result[0])
+        else:
+            for chunk in result:
+                if chunk:
+                    response.write(chunk)
+            if not response.head_sent:
+                response.write(b"")
+        if response.truncated:
+            log_error(f"app sent more than its Content-Length ({response.length}) for "
+                      f"{environ.get('PATH_INFO')!r}: truncated, connection closed")
+        if not response.complete:
+            log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for "
+                      f"{environ.get('PATH_INFO')!r}: connection closed")
+            sink.abort()
+        else:
+            sink.finish()
+    except (ClientDisconnected, BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
+        response.status = response.status or 499
+        log_error(f"client gone during {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}: {exc}")
+        sink.abort()
+    except RequestTooLarge:
+        _error_response(response, sink, 413, b"Request Entity Too Large\n")
+    except Exception as exc:
+        log_error(f"error in app for {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}:\n"
+                  + "".join(traceback.format_exception(exc)).rstrip())
+        _error_response(response, sink, 500, _ERROR_BODY)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:
+                log_error("error in app's close():\n" + "".join(traceback.format_exception(exc)).rstrip())
+    return response
+
+
+def _send_single(response: Response, chunk: Any) -> None:
+    """The common one-chunk body: add a Content-Length so the head and body go in one write."""
+    if response.headers is None:
+        raise AppError("app returned without calling start_response()")
+    if not isinstance(chunk, (bytes, bytearray)):
+        raise AppError(f"body chunks must be bytes, got {type(chunk).__name__}")
+    if response.length is None:
+        response.length = len(chunk)
+        response.headers.append((b"Content-Length", str(len(chunk)).encode()))
+    response.write(chunk)
+
+
+def _send_file(response: Response, wrapper: FileWrapper) -> None:
+    """Serve a FileWrapper with os.sendfile where the sink and file allow it, else by reading."""
+    fd = wrapper.fileno()
+    if fd is not None and response.length is None:
+        try:
+            size = os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR)
+            response.length = size
+            response.headers.append((b"Content-Length", str(size).encode()))  # type: ignore[union-attr]
+        except OSError:
+            fd = None
+    if fd is not None:
+        response.write(b"")
+        sent = response.sink.sendfile(wrapper.filelike, response.length)
+        if sent is not None:
+            response.sent += sent
+            return
+    for chunk in wrapper:
+        response.write(chunk)
+    if not response.head_sent:
+        response.write(b"")
+
+
+def _error_response(response: Response, sink: Sink, status: int, body: bytes) -> None:
+    response.status = status
+    if response.head_sent:
+        sink.abort()
+        return
+    response.head_sent = True
+    headers = [(b"Content-Type", b"text/plain"), (b"Content-Length", str(len(body)).encode())]
+    try:
+        sink.send_head(status, _REASONS[status], headers, body)
+        response.sent = len(body)
+        sink.finish()
+    except OSError:
+        sink.abort()
