@@ -1,0 +1,249 @@
+"""Benchmark zergserve against gunicorn and uWSGI in the same run, and print ratios.
+
+    python bench/run.py [--duration 10] [--connections 50] [--workers 2] [--only NAME ...]
+
+Each server serves bench/hello.py with the same number of workers; wrk (Debian package) loads it
+on loopback. Two families are measured:
+
+* behind nginx `uwsgi_pass` over a UNIX socket: zergserve --socket, uWSGI --socket,
+  gunicorn --protocol uwsgi;
+* HTTP served by the workers: zergserve --http, uWSGI --http-socket, gunicorn sync.
+
+gunicorn and uWSGI are installed from PyPI into a separate venv (bench/.peers, made on first run).
+Results: requests/s, p99 latency, worker RSS after warm-up, and ratios of zergserve to each peer.
+A JSON copy goes to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PEERS = HERE / ".peers"
+
+
+@dataclass
+class Result:
+    name: str
+    family: str
+    rps: float
+    p99_ms: float
+    rss_mb: float
+    errors: int
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None, help="run only these targets")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"bench: {tool} is not installed (apt-get install wrk nginx-light)")
+    peers = ensure_peers()
+    tmp = Path(tempfile.mkdtemp(prefix="zsbench-"))
+    results = []
+    try:
+        for target in targets(peers, tmp, args.workers):
+            if args.only and target["name"] not in args.only:
+                continue
+            print(f"--- {target['name']}", flush=True)
+            results.append(measure(target, tmp, args))
+            print(f"    {results[-1].rps:10.0f} req/s  p99 {results[-1].p99_ms:6.2f} ms  "
+                  f"rss {results[-1].rss_mb:5.1f} MB  errors {results[-1].errors}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
+        json.dumps([asdict(r) for r in results], indent=1))
+    return 0
+
+
+def ensure_peers() -> Path:
+    """A venv with gunicorn and uWSGI from PyPI, kept apart from zergserve's environment."""
+    python = PEERS / "bin" / "python"
+    if not (PEERS / "bin" / "uwsgi").exists() or not (PEERS / "bin" / "gunicorn").exists():
+        print("bench: installing gunicorn and uWSGI into bench/.peers (uWSGI compiles, about a minute)")
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "gunicorn", "uwsgi"], check=True)
+    return PEERS / "bin"
+
+
+def targets(peers: Path, tmp: Path, workers: int) -> list[dict]:
+    sock = str(tmp / "app.sock")
+    port = free_port()
+    http = f"127.0.0.1:{port}"
+    zerg = [sys.executable, "-m", "zergserve", "--chdir", str(HERE), "--module", "hello:application",
+            "-p", str(workers), "--master", "--disable-logging"]
+    uwsgi = [str(peers / "uwsgi"), "--chdir", str(HERE), "--module", "hello:application",
+             "-p", str(workers), "--master", "--disable-logging", "--die-on-term"]
+    gunicorn = [str(peers / "gunicorn"), "--chdir", str(HERE), "-w", str(workers), "--worker-class", "sync"]
+    return [
+        {"name": "zergserve-uwsgi", "family": "nginx", "cmd": zerg + ["--socket", sock], "upstream": sock},
+        {"name": "uwsgi-uwsgi", "family": "nginx", "cmd": uwsgi + ["--socket", sock], "upstream": sock},
+        {"name": "gunicorn-uwsgi", "family": "nginx",
+         "cmd": gunicorn + ["--protocol", "uwsgi", "--bind", f"unix:{sock}", "hello:application"],
+         "upstream": sock},
+        {"name": "zergserve-http", "family": "http", "cmd": zerg + ["--http", http], "http": http},
+        {"name": "uwsgi-http", "family": "http", "cmd": uwsgi + ["--http-socket", http], "http": http},
+        {"name": "gunicorn-http", "family": "http", "cmd": gunicorn + ["--bind", http, "hello:application"],
+         "http": http},
+    ]
+
+
+def measure(target: dict, tmp: Path, args: argparse.Namespace) -> Result:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    log = open(tmp / f"{target['name']}.log", "wb")
+    server = subprocess.Popen(target["cmd"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                              start_new_session=True)
+    nginx = None
+    try:
+        if target["family"] == "nginx":
+            wait_unix(target["upstream"])
+            nginx, url = start_nginx(tmp, target["upstream"])
+        else:
+            wait_tcp(target["http"])
+            url = f"http://{target['http']}/"
+        wrk(url, 2, 10, 2)  # warm-up
+        out = wrk(url, args.duration, args.connections, 2)
+        rss = worker_rss(server.pid)
+    finally:
+        if nginx is not None:
+            os.killpg(nginx.pid, signal.SIGKILL)
+            nginx.wait()
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        log.close()
+    return Result(target["name"], target["family"], out["rps"], out["p99_ms"], rss, out["errors"])
+
+
+def wrk(url: str, duration: int, connections: int, threads: int) -> dict:
+    proc = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+                           "--latency", url], capture_output=True, text=True, check=True)
+    text = proc.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale,
+            "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
+
+
+def start_nginx(tmp: Path, upstream: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    conf_dir = tmp / "nginx"
+    conf_dir.mkdir(exist_ok=True)
+    params = "\n".join(f"uwsgi_param {k} ${v};" for k, v in (
+        ("QUERY_STRING", "query_string"), ("REQUEST_METHOD", "request_method"),
+        ("CONTENT_TYPE", "content_type"), ("CONTENT_LENGTH", "content_length"),
+        ("REQUEST_URI", "request_uri"), ("PATH_INFO", "document_uri"), ("DOCUMENT_ROOT", "document_root"),
+        ("SERVER_PROTOCOL", "server_protocol"), ("REQUEST_SCHEME", "scheme"),
+        ("REMOTE_ADDR", "remote_addr"), ("REMOTE_PORT", "remote_port"), ("SERVER_PORT", "server_port"),
+        ("SERVER_NAME", "server_name")))
+    conf = conf_dir / "nginx.conf"
+    conf.write_text(f"""
+{"user root;" if os.geteuid() == 0 else ""} daemon off; worker_processes 1; pid {conf_dir}/nginx.pid; error_log {conf_dir}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {conf_dir}/body; uwsgi_temp_path {conf_dir}/uwsgi;
+    proxy_temp_path {conf_dir}/proxy; fastcgi_temp_path {conf_dir}/fcgi; scgi_temp_path {conf_dir}/scgi;
+    upstream app {{ server unix:{upstream}; keepalive 0; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ {params} uwsgi_pass app; }}
+    }}
+}}
+""")
+    proc = subprocess.Popen(["nginx", "-p", str(conf_dir), "-c", str(conf)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_tcp(f"127.0.0.1:{port}")
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def worker_rss(master: int) -> float:
+    """Mean RSS of the master's children in MB (the workers), read from /proc."""
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return 0.0
+    sizes = []
+    for pid in children:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        if match:
+            sizes.append(int(match.group(1)) / 1024)
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def report(results: list[Result]) -> None:
+    by_name = {r.name: r for r in results}
+    print("\n| target | req/s | p99 ms | worker RSS MB | errors |\n|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r.name} | {r.rps:.0f} | {r.p99_ms:.2f} | {r.rss_mb:.1f} | {r.errors} |")
+    print()
+    for family, ours in (("nginx", "zergserve-uwsgi"), ("http", "zergserve-http")):
+        if ours not in by_name:
+            continue
+        mine = by_name[ours]
+        for peer in (f"uwsgi-{ours.split('-')[1]}", f"gunicorn-{ours.split('-')[1]}"):
+            if peer in by_name and by_name[peer].rps:
+                other = by_name[peer]
+                print(f"{family}: {ours} / {peer}: throughput {mine.rps / other.rps:.2f}x, "
+                      f"p99 {mine.p99_ms / other.p99_ms if other.p99_ms else 0:.2f}x, "
+                      f"RSS {mine.rss_mb / other.rss_mb if other.rss_mb else 0:.2f}x")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_tcp(addr: str, timeout: float = 20.0) -> None:
+    host, _, port = addr.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {addr}")
+
+
+def wait_unix(path: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(path)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The master with real processes: respawn, harakiri, max-requests, signals, reload, stats, pidfile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, http_request, wait_for
+from zergserve.stats import fetch
+
+
+def start(spawn, workdir, *extra: str, workers: int = 2):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    stats = str(workdir / "stats.sock")
+    server = spawn("--module", "echo:application", "--http", addr, "-p", str(workers), "--stats", stats,
+                   "--worker-reload-mercy", "10", *extra, wait=addr)
+    server.addr, server.stats = addr, stats
+    wait_for(lambda: all(w["status"] == "idle" for w in fetch(stats)["workers"]), message="workers idle")
+    return server
+
+
+def worker_pids(server) -> set[int]:
+    return {w["pid"] for w in fetch(server.stats)["workers"] if w["pid"]}
+
+
+class Load:
+    """Steady non-keep-alive clients in threads; counts every failure."""
+
+    def __init__(self, addr: str, clients: int = 4) -> None:
+        self.addr = addr
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: set[bytes] = set()
+        self.running = True
+        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _loop(self) -> None:
+        while self.running:
+            try:
+                status, _, body = http_request(self.addr, "GET", "/pid", timeout=10)
+                if status != 200:
+                    self.failures.append(f"status {status}")
+                else:
+                    self.ok += 1
+                    self.pids.add(body)
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                self.failures.append(repr(exc))
+
+    def stop(self) -> None:
+        self.running = False
+        for thread in self.threads:
+            thread.join(15)
+
+
+def test_stats_document_layout(spawn, workdir):
+    server = start(spawn, workdir)
+    http_request(server.addr, "GET", "/")
+    doc = fetch(server.stats)
+    for key in ("version", "listen_queue", "pid", "sockets", "workers"):
+        assert key in doc
+    assert doc["pid"] == server.pid
+    assert doc["sockets"][0]["name"] == server.addr and doc["sockets"][0]["proto"] == "http"
+    assert len(doc["workers"]) == 2
+    wait_for(lambda: sum(w["requests"] for w in fetch(server.stats)["workers"]) >= 1, message="request counted")
+    for worker in fetch(server.stats)["workers"]:
+        assert worker["pid"] > 0 and worker["rss"] > 0 and worker["status"] == "idle"
+        assert {"id", "requests", "avg_rt", "exceptions", "harakiri_count", "tx"} <= set(worker)
+
+
+def test_dead_worker_is_respawned(spawn, workdir):
+    server = start(spawn, workdir)
+    before = worker_pids(server)
+    victim = next(iter(before))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(worker_pids(server)) == 2 and victim not in worker_pids(server), message="respawn")
+    assert http_request(server.addr, "GET", "/")[0] == 200
+
+
+def test_harakiri_kills_stuck_worker(spawn, workdir):
+    server = start(spawn, workdir, "--harakiri", "1")
+    started = time.monotonic()
+    with pytest.raises(Exception):
+        http_request(server.addr, "GET", "/sleep?s=20", timeout=10)
+    assert time.monotonic() - started < 5
+    server.wait_log("HARAKIRI")
+    assert "GET /sleep?s=20" in server.log()
+    wait_for(lambda: sum(w["harakiri_count"] for w in fetch(server.stats)["workers"]) == 1,
+             message="harakiri_count")
+    assert http_request(server.addr, "GET", "/")[0] == 200
+
+
+def test_max_requests_recycles_workers(spawn, workdir):
+    server = start(spawn, workdir, "--max-requests", "3", workers=1)
+    first = worker_pids(server)
+    pids = {http_request(server.addr, "GET", "/pid")[2] for _ in range(7)}
+    assert len(pids) >= 3
+    assert worker_pids(server) != first
+    assert "max-requests" in server.log()
+
+
+def test_ttin_ttou(spawn, workdir):
+    server = start(spawn, workdir)
+    server.signal(signal.SIGTTIN)
+    wait_for(lambda: len(worker_pids(server)) == 3, message="3 workers")
+    server.signal(signal.SIGTTOU)
+    server.signal(signal.SIGTTOU)
+    wait_for(lambda: len(worker_pids(server)) == 1 and len(server.worker_pids()) == 1, message="1 worker")
+    assert http_request(server.addr, "GET", "/")[0] == 200
+
+
+def test_hup_reload_under_load_drops_nothing(spawn, workdir):
+    server = start(spawn, workdir)
+    before = worker_pids(server)
+    load = Load(server.addr)
+    wait_for(lambda: load.ok > 20, message="load running")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: worker_pids(server) and not (worker_pids(server) & before), timeout=20,
+             message="all workers replaced")
+    wait_for(lambda: not (set(server.worker_pids()) & before), timeout=20, message="old workers gone")
+    count = load.ok
+    wait_for(lambda: load.ok > count + 20, message="load continues after reload")
+    load.stop()
+    assert load.failures == []
+    assert fetch(server.stats)["pid"] == server.pid  # same master pid: re-executed in place
+
+
+def test_hup_with_broken_new_app_keeps_serving(spawn, workdir):
+    app = workdir / "flip.py"
+    app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'v1']\n")
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    server = spawn("--chdir", str(workdir), "--module", "flip:application", "--http", addr, wait=addr)
+    assert http_request(addr)[2] == b"v1"
+    app.write_text("raise SyntaxError('oops')\n")
+    server.signal(signal.SIGHUP)
+    server.wait_log("reload aborted")
+    assert http_request(addr)[2] == b"v1"
+    app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'v2']\n")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: http_request(addr)[2] == b"v2", timeout=20, message="new code served")
+
+
+def test_term_is_graceful(spawn, workdir):
+    server = start(spawn, workdir)
+    results: list[int] = []
+
+    def slow() -> None:
+        results.append(http_request(server.addr, "GET", "/sleep?s=1.5", timeout=10)[0])
+
+    threads = [threading.Thread(target=slow) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: sum(w["status"] == "busy" for w in fetch(server.stats)["workers"]) == 2,
+             message="both busy")
+    server.signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(10)
+    assert results == [200, 200]
+    assert server.wait_exit() == 0
+
+
+def test_int_is_quick(spawn, workdir):
+    server = start(spawn, workdir)
+    threading.Thread(target=lambda: _swallow(server.addr), daemon=True).start()
+    wait_for(lambda: any(w["status"] == "busy" for w in fetch(server.stats)["workers"]), message="busy")
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    server.wait_exit(10)
+    assert time.monotonic() - started < 4
+
+
+def _swallow(addr: str) -> None:
+    try:
+        http_request(addr, "GET", "/sleep?s=30", timeout=40)
+    except Exception:  # noqa: BLE001 - the server is killed under this request on purpose
+        pass
+
+
+def test_broken_app_stops_master_with_message(spawn):
+    port = free_port()
+    server = spawn("--module", "broken:application", "--http", f"127.0.0.1:{port}", "-p", "2")
+    assert server.wait_exit() != 0
+    assert "broken on purpose" in server.log()
+
+
+def test_broken_app_lazy_apps_stops_master(spawn):
+    port = free_port()
+    server = spawn("--module", "broken:application", "--http", f"127.0.0.1:{port}", "-p", "2", "--lazy-apps")
+    assert server.wait_exit() != 0
+    assert "broken on purpose" in server.log() and server.log().count("spawned worker") <= 4
+
+
+def test_pidfile_and_vacuum(spawn, workdir):
+    pidfile = workdir / "zs.pid"
+    sock = workdir / "app.sock"
+    server = spawn("--module", "echo:application", "--socket", str(sock), "--pidfile", str(pidfile),
+                   "--vacuum", wait=str(sock))
+    assert int(pidfile.read_text()) == server.pid
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert not pidfile.exists() and not sock.exists()
+
+
+def test_worker_crash_exit_is_respawned(spawn, workdir):
+    server = start(spawn, workdir, workers=1)
+    before = worker_pids(server)
+    with pytest.raises(Exception):
+        http_request(server.addr, "GET", "/exit")
+    wait_for(lambda: worker_pids(server) and worker_pids(server) != before, message="respawned")
+    assert http_request(server.addr, "GET", "/")[0] == 200
+
+
+def test_tstp_pauses_accepting(spawn, workdir):
+    server = start(spawn, workdir, workers=1)
+    server.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "pause", message="paused")
+    with pytest.raises(Exception):
+        http_request(server.addr, "GET", "/", timeout=1)
+    server.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
+    assert http_request(server.addr, "GET", "/")[0] == 200
