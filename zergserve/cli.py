@@ -8,7 +8,7 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import config, log, sockets, workers
+from zergserve import config, log, sockets, workers, zerg, zergpool
 from zergserve.log import logger
 from zergserve.master import Master, adopt_reexec_listeners
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({opt.name: getattr(cfg, opt.name.replace("-", "_")) for opt in config.OPTIONS},
                          indent=1, default=str))
         return 0
+    if cfg.zergpool:
+        return zergpool.run(cfg)
     return run_instance(cfg, args)
 
 
@@ -48,9 +50,9 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
         return _check_app(cfg)
     try:
         listeners = bind_listeners(cfg)
-    except sockets.AddressError as exc:
+    except (sockets.AddressError, zerg.ZergError) as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return 1 if isinstance(exc, zerg.ZergError) else EXIT_USAGE
     if not listeners:
         logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
         return EXIT_USAGE
@@ -60,17 +62,42 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
         if app is None:
             return EXIT_APP_LOAD_ERROR
     master = Master(cfg, listeners, app, workers.get(cfg.worker), argv)
+    if cfg.zerg_server:
+        try:
+            server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,
+                                     cfg.zerg_allow_uid)
+        except sockets.AddressError as exc:
+            logger.error("%s", exc)
+            return EXIT_USAGE
+        master.add_reader(server, server.serve_one)
+        master.add_cleanup(server.close)
+        master.add_stats(lambda: {"zerg_server": cfg.zerg_server, "zergs": list(server.attached)})
+    attached = sorted({item.origin[len("zerg:"):] for item in listeners if item.origin.startswith("zerg:")})
+    if attached:
+        master.add_stats(lambda: {"zerg_attached_from": attached})
     return master.run()
 
 
 def bind_listeners(cfg: config.Config) -> list[sockets.Listener]:
-    """Adopt what a previous master image or systemd passed us, bind the rest."""
+    """Adopt what a previous master image, zerg servers or systemd passed us; bind the rest.
+
+    A zerg keeps the sockets it attached across its own reload: they come back from the previous
+    image like any other, so it does not attach again.
+    """
     adopted = adopt_reexec_listeners()
     activated = {f"fd://{fd}": fd for fd in sockets.systemd_fds()}
-    listeners = []
+    configured = {addr: "http" for addr in cfg.http} | {addr: "uwsgi" for addr in cfg.socket}
+    listeners = [item for item in adopted.values() if item.origin.startswith("zerg:")]
+    for item in listeners:
+        del adopted[item.name]
+    if cfg.zerg and not listeners:
+        listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, cfg.zerg_allow_uid)
+    attached = {item.name for item in listeners}
     try:
         for proto, addrs in (("http", cfg.http), ("uwsgi", cfg.socket)):
             for addr in addrs:
+                if addr in attached:
+                    continue
                 if addr in adopted:
                     listeners.append(adopted.pop(addr))
                 elif addr in activated:

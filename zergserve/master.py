@@ -80,6 +80,8 @@ class Master:
         self.signals: list[int] = []
         self.selector = selectors.DefaultSelector()
         self.housekeeping: list[Callable[[], None]] = []
+        self.cleanups: list[Callable[[], None]] = []
+        self.stats_extras: list[Callable[[], dict[str, Any]]] = []
         self.stopping: str | None = None
         self.stop_deadline = 0.0
         self.paused = False
@@ -123,6 +125,14 @@ class Master:
     def add_housekeeping(self, task: Callable[[], None]) -> None:
         """Call `task` once per master cycle (at least every --check-interval seconds)."""
         self.housekeeping.append(task)
+
+    def add_cleanup(self, task: Callable[[], None]) -> None:
+        """Call `task` when the master exits (not when it re-executes for a reload)."""
+        self.cleanups.append(task)
+
+    def add_stats(self, provider: Callable[[], dict[str, Any]]) -> None:
+        """Merge `provider()`'s keys into every stats document."""
+        self.stats_extras.append(provider)
 
     def _setup(self) -> None:
         cfg = self.cfg
@@ -399,6 +409,8 @@ class Master:
 
     def _cleanup(self) -> None:
         vacuum = self.cfg.vacuum
+        for task in self.cleanups:
+            task()
         for listener in self.listeners:
             sockets.close_listener(listener, vacuum)
         if self.stats is not None:
@@ -447,7 +459,7 @@ class Master:
                 "request_start": row.request_start,
                 "apps": [],
             })
-        return {
+        doc = {
             "version": __version__,
             "listen_queue": total_queue,
             "listen_queue_errors": 0,
@@ -461,6 +473,9 @@ class Master:
             "sockets": socks,
             "workers": workers,
         }
+        for provider in self.stats_extras:
+            doc.update(provider())
+        return doc
 
 
 def _kill(pid: int, signum: int) -> None:

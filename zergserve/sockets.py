@@ -119,7 +119,7 @@ def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None) ->
         if family == socket.AF_UNIX:
             if not str(sockaddr).startswith("\0"):
                 path = str(sockaddr)
-                _remove_stale_unix(path)
+                remove_stale_unix(path)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -213,7 +213,7 @@ def _parse_fd(addr: str) -> int:
         raise AddressError(f"{addr}: fd:// needs a number") from None
 
 
-def _remove_stale_unix(path: str) -> None:
+def remove_stale_unix(path: str) -> None:
     """Remove a socket file nobody listens on; refuse to clobber a live server or a regular file."""
     try:
         st = os.lstat(path)
