@@ -346,7 +346,7 @@ def _drain(body: wsgi.Input, cap: int = 65536) -> bool:
             total += len(chunk)
             if total > cap:
                 return False
-    except (OSError, wsgi.RequestTooLarge, h1.HTTPError):
+    except (OSError, wsgi.RequestError, h1.HTTPError):
         return False
     return True
 
@@ -365,7 +365,7 @@ def _http_body(conn: socket.socket, h: h1.HTTPConnection, ctx: Context) -> Calla
             try:
                 event = h.next_event()
             except h1.HTTPError as exc:
-                raise wsgi.ClientDisconnected(f"bad request body: {exc.reason}") from None
+                raise wsgi.RequestError(exc.reason) from None
             if event is h1.NEED_DATA:
                 conn.settimeout(ctx.socket_timeout)
                 try:

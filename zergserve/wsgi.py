@@ -26,8 +26,16 @@ class ClientDisconnected(OSError):
     """The client went away (or stalled past the timeout) while the app was reading the body."""
 
 
-class RequestTooLarge(Exception):
+class RequestError(Exception):
+    """The request body turned out bad while the app read it: answer `status` if still possible."""
+
+    status = 400
+
+
+class RequestTooLarge(RequestError):
     """The body grew past --limit-post while being read."""
+
+    status = 413
 
 
 class AppError(Exception):
@@ -337,8 +345,9 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
         response.status = response.status or 499
         log_error(f"client gone during {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}: {exc}")
         sink.abort()
-    except RequestTooLarge:
-        _error_response(response, sink, 413, b"Request Entity Too Large\n")
+    except RequestError as exc:
+        log_error(f"bad request body for {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}: {exc}")
+        _error_response(response, sink, exc.status, _REASONS[exc.status] + b"\n")
     except Exception as exc:
         log_error(f"error in app for {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}:\n"
                   + "".join(traceback.format_exception(exc)).rstrip())

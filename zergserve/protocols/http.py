@@ -1,0 +1,348 @@
+"""HTTP/1.1 server connection, sans-I/O: h11 behind a gate that makes it safe for a public server.
+
+h11 parses and frames; on its own it accepts what a front proxy may read differently (research
+reliability.md §1.1): Content-Length with Transfer-Encoding, TE on HTTP/1.0, obs-fold, bare LF,
+control bytes, HTTP/2.0 request lines, and heads of any size when they arrive in one piece. The
+gate here holds each request head until it is complete, checks it with a few linear bytes
+operations (no regex with nested quantifiers), enforces the limits, and only then lets h11 see it.
+Any error kills the connection: nothing more is parsed on it.
+
+Each request cycle gets a fresh h11 connection whose input starts at the next head, so pipelined
+heads pass the same gate. Residual, documented: a bare CR inside a chunk extension is accepted
+(h11 takes `;.*`); nginx in front rejects it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+
+import h11
+
+Data = h11.Data
+EndOfMessage = h11.EndOfMessage
+NEED_DATA = h11.NEED_DATA
+PAUSED = h11.PAUSED
+ConnectionClosed = h11.ConnectionClosed
+
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+_REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+            414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            501: "Not Implemented", 505: "HTTP Version Not Supported"}
+
+
+class HTTPError(Exception):
+    """A request the server refuses: answer `status`, log `reason`, close."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    request_line: int = 4094
+    fields: int = 100
+    field_size: int = 8190
+    head: int = 65536
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    path: str
+    query: str
+    http_version: str
+    headers: list[tuple[str, str]]
+    content_length: int | None
+    chunked: bool
+    expect_continue: bool
+    keep_alive: bool
+
+
+class _DateCache:
+    """The Date header changes once a second; format it once a second."""
+
+    stamp = 0
+    value = b""
+
+    @classmethod
+    def get(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.stamp:
+            cls.stamp = now
+            cls.value = formatdate(now, usegmt=True).encode()
+        return cls.value
+
+
+class HTTPConnection:
+    """One server-side HTTP/1.1 connection."""
+
+    def __init__(self, limits: Limits = Limits(), keep_alive: bool = True, server: bytes = b"zergserve") -> None:
+        self.limits = limits
+        self.keep_alive = keep_alive
+        self.server = server
+        self._h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head + 1)
+        self._buf = b""
+        self._eof = False
+        self._in_head = True
+        self._scanned = 0
+        self._error: HTTPError | None = None
+        self._request: Request | None = None
+        self._continue_sent = False
+        self._started = False
+
+    # --- input ------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the socket; b'' means the client closed its side."""
+        if self._error is not None:
+            return
+        if self._in_head:
+            if data:
+                self._buf += data
+            else:
+                self._eof = True
+        else:
+            self._h.receive_data(data)
+
+    def next_event(self):
+        """The next Request, Data, EndOfMessage, NEED_DATA, PAUSED or ConnectionClosed."""
+        if self._error is not None:
+            raise self._error
+        try:
+            if self._in_head:
+                return self._next_head()
+            event = self._h.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise self._fail(exc.error_status_hint, str(exc)) from None
+        if isinstance(event, h11.EndOfMessage) and event.headers:
+            return h11.EndOfMessage()  # trailers never reach the app
+        return event
+
+    def _fail(self, status: int, reason: str) -> HTTPError:
+        self._error = HTTPError(status, reason)
+        return self._error
+
+    def _next_head(self):
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if end < 0:
+            self._check_incomplete(buf)
+            self._scanned = len(buf)
+            if self._eof:
+                if buf.strip(b"\r\n"):
+                    raise self._fail(400, "connection closed in the middle of the request head")
+                return h11.ConnectionClosed()
+            return h11.NEED_DATA
+        head = buf[: end + 4]
+        rest = buf[end + 4:]
+        self._buf = b""
+        self._scanned = 0
+        line = self._check_head(head)
+        self._h.receive_data(head)
+        event = self._h.next_event()
+        if not isinstance(event, h11.Request):
+            raise self._fail(400, "malformed request head")
+        request = self._check_request(event, line)
+        self._in_head = False
+        if rest:
+            self._h.receive_data(rest)
+        if self._eof:
+            self._h.receive_data(b"")
+        self._request = request
+        return request
+
+    def _check_incomplete(self, buf: bytes) -> None:
+        """Bound what an unfinished head may cost: line and total limits apply before it ends."""
+        first = buf.find(b"\r\n")
+        if first < 0:
+            if len(buf) > self.limits.request_line + 2:
+                raise self._fail(414, f"request line longer than {self.limits.request_line} bytes")
+            bare = buf.find(b"\n")
+            if bare >= 0:
+                raise self._fail(400, "bare LF in request line")
+            return
+        if len(buf) > self.limits.head:
+            raise self._fail(431, f"request head larger than {self.limits.head} bytes")
+        last = buf.rfind(b"\r\n")
+        if len(buf) - last - 2 > self.limits.field_size:
+            raise self._fail(431, f"header line longer than {self.limits.field_size} bytes")
+
+    def _check_head(self, head: bytes) -> bytes:
+        """Everything h11 is too lenient about, on the complete head; returns the request line."""
+        limits = self.limits
+        if len(head) > limits.head:
+            raise self._fail(431, f"request head larger than {limits.head} bytes")
+        if _CTL.search(head):
+            raise self._fail(400, "control character in request head")
+        crlf = head.count(b"\r\n")
+        if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+            raise self._fail(400, "bare CR or LF in request head")
+        lines = head[:-4].split(b"\r\n")
+        line = lines[0]
+        if len(line) > limits.request_line:
+            raise self._fail(414, f"request line longer than {limits.request_line} bytes")
+        if len(lines) - 1 > limits.fields:
+            raise self._fail(431, f"more than {limits.fields} header fields")
+        for field in lines[1:]:
+            if len(field) > limits.field_size:
+                raise self._fail(431, f"header line longer than {limits.field_size} bytes")
+            if field[:1] in (b" ", b"\t"):
+                raise self._fail(400, "obsolete line folding in header")
+            colon = field.find(b":")
+            if colon <= 0 or not _TOKEN.fullmatch(field, 0, colon):
+                raise self._fail(400, f"invalid header name {field[:colon if colon > 0 else 40]!r}")
+        parts = line.split(b" ")
+        if len(parts) != 3:
+            raise self._fail(400, "malformed request line")
+        method, target, version = parts
+        if not _TOKEN.fullmatch(method):
+            raise self._fail(400, "invalid method")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+            if _VERSION.fullmatch(version):
+                raise self._fail(505, f"unsupported version {version.decode('latin-1')}")
+            raise self._fail(400, "malformed HTTP version")
+        if not _TARGET.fullmatch(target):
+            raise self._fail(400, "invalid request target")
+        if method == b"CONNECT":
+            raise self._fail(405, "CONNECT is not served")
+        if target[:1] != b"/":
+            if target == b"*":
+                if method != b"OPTIONS":
+                    raise self._fail(400, "'*' target is only for OPTIONS")
+            elif not target.lower().startswith((b"http://", b"https://")):
+                raise self._fail(400, "request target must be origin-form or absolute-form")
+        return line
+
+    def _check_request(self, event: h11.Request, line: bytes) -> Request:
+        """Framing rules of RFC 9112 §6 that h11 leaves open."""
+        lengths, codings, headers = [], [], []
+        expect = False
+        for name, value in event.headers:
+            value_s = value.decode("latin-1")
+            if name == b"content-length":
+                lengths.append(value_s)
+            elif name == b"transfer-encoding":
+                codings.append(value_s)
+            elif name == b"expect":
+                expect = value.lower() == b"100-continue"
+            headers.append((name.decode("latin-1"), value_s))
+        version = event.http_version.decode("latin-1")
+        if codings:
+            if lengths:
+                raise self._fail(400, "both Content-Length and Transfer-Encoding")
+            if version == "1.0":
+                raise self._fail(400, "Transfer-Encoding on HTTP/1.0")
+            if len(codings) > 1:
+                raise self._fail(400, "more than one Transfer-Encoding header")
+            if codings[0].strip().lower() != "chunked":
+                raise self._fail(501, f"unsupported Transfer-Encoding {codings[0]!r}")
+        length = None
+        if lengths:
+            if len(lengths) > 1:
+                raise self._fail(400, "more than one Content-Length header")
+            value = lengths[0].strip()
+            if not (value.isascii() and value.isdigit()):
+                raise self._fail(400, f"invalid Content-Length {lengths[0]!r}")
+            if len(value) > 18:
+                raise self._fail(413, "Content-Length too large")
+            length = int(value)
+        target = event.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        return Request(method=event.method.decode("latin-1"), target=target, path=path, query=query,
+                       http_version=version, headers=headers, content_length=length,
+                       chunked=bool(codings), expect_continue=expect,
+                       keep_alive=_wants_keep_alive(version, headers))
+
+    # --- output -----------------------------------------------------------------------------
+
+    def send_continue(self) -> bytes:
+        """'100 Continue' once, if the client waits for it and no response has started."""
+        if self._continue_sent or self._started or not self._h.they_are_waiting_for_100_continue:
+            return b""
+        self._continue_sent = True
+        return self._h.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")) or b""
+
+    def send_response(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """The response head; Date, Server and (when the connection ends) Connection: close added."""
+        names = {name.lower() for name, _ in headers}
+        extra = []
+        if b"date" not in names:
+            extra.append((b"Date", _DateCache.get()))
+        if b"server" not in names:
+            extra.append((b"Server", self.server))
+        if not self.keep_alive:
+            extra.append((b"Connection", b"close"))
+        self._started = True
+        try:
+            return self._h.send(h11.Response(status_code=status, headers=headers + extra, reason=reason)) or b""
+        except h11.LocalProtocolError as exc:
+            raise HTTPError(500, f"invalid response: {exc}") from None
+
+    def send_data(self, data: bytes) -> bytes:
+        """Body bytes framed for the wire (none for a HEAD request: h11 declares its length 0)."""
+        if self._request is not None and self._request.method == "HEAD":
+            return b""
+        try:
+            return self._h.send(h11.Data(data=data)) or b""
+        except h11.LocalProtocolError as exc:
+            raise HTTPError(500, f"invalid response body: {exc}") from None
+
+    def send_end(self) -> bytes:
+        try:
+            return self._h.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as exc:
+            raise HTTPError(500, f"invalid response end: {exc}") from None
+
+    def error_response(self, err: HTTPError) -> bytes:
+        """A complete error response built without h11 (whose state may be broken); b'' if a
+        response has already started."""
+        if self._started:
+            return b""
+        self._started = True
+        reason = _REASONS.get(err.status, "Error")
+        body = f"{err.status} {reason}\n".encode()
+        return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n"
+                b"Date: %s\r\nServer: %s\r\n\r\n%s"
+                % (err.status, reason.encode(), len(body), _DateCache.get(), self.server, body))
+
+    def start_next_cycle(self) -> bool:
+        """Get ready for the next request; False when the connection must close instead."""
+        h = self._h
+        if self.must_close or h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+            return False
+        data, closed = h.trailing_data
+        self._h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.head + 1)
+        self._buf = bytes(data)
+        self._eof = closed
+        self._in_head = True
+        self._scanned = 0
+        self._request = None
+        self._continue_sent = False
+        self._started = False
+        return True
+
+    @property
+    def response_started(self) -> bool:
+        return self._started
+
+    @property
+    def must_close(self) -> bool:
+        h = self._h
+        return (not self.keep_alive or self._error is not None or h.our_state is h11.MUST_CLOSE
+                or h.their_state is h11.MUST_CLOSE or h.our_state is h11.ERROR or h.their_state is h11.ERROR)
+
+
+def _wants_keep_alive(version: str, headers: list[tuple[str, str]]) -> bool:
+    tokens = {t.strip().lower() for name, value in headers if name == "connection" for t in value.split(",")}
+    if version == "1.0":
+        return "keep-alive" in tokens
+    return "close" not in tokens
