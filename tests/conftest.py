@@ -65,10 +65,12 @@ def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
-def raw(addr: str, payload: bytes, timeout: float = 5.0) -> bytes:
-    """Send bytes on a fresh connection and return everything until EOF."""
+def raw(addr: str, payload: bytes, timeout: float = 5.0, half_close: bool = False) -> bytes:
+    """Send bytes on a fresh connection (then shut our side if asked) and return all until EOF."""
     with connect(addr, timeout) as sock:
         sock.sendall(payload)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         return recv_all(sock, timeout)
 
 
@@ -178,6 +180,7 @@ def spawn(workdir):
     yield start
     for server in started:
         server.kill()
+        print(f"--- zergserve {' '.join(server.args)} (pid {server.pid}) log:\n{server.log()}")
 
 
 def _answers(addr: str) -> bool:

@@ -80,7 +80,7 @@ def test_ping(instance):
     (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP"),
 ])
 def test_malformed_packets_close_without_reply(instance, packet, logged):
-    reply = raw(instance.addr, packet)
+    reply = raw(instance.addr, packet, half_close=True)
     assert not reply.startswith(b"HTTP/1.1 2")
     assert reply == b""
     instance.wait_log(logged)

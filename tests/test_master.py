@@ -109,7 +109,8 @@ def test_ttin_ttou(spawn, workdir):
     server = start(spawn, workdir)
     server.signal(signal.SIGTTIN)
     wait_for(lambda: len(worker_pids(server)) == 3, message="3 workers")
-    server.signal(signal.SIGTTOU)
+    server.signal(signal.SIGTTOU)  # standard signals do not queue: one at a time
+    wait_for(lambda: len(worker_pids(server)) == 2, message="2 workers")
     server.signal(signal.SIGTTOU)
     wait_for(lambda: len(worker_pids(server)) == 1 and len(server.worker_pids()) == 1, message="1 worker")
     assert http_request(server.addr, "GET", "/")[0] == 200

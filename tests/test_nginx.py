@@ -22,7 +22,8 @@ def stack(request, spawn, workdir, nginx):  # noqa: F811
     else:
         upstream = f"127.0.0.1:{free_port()}"
         target = upstream
-    spawn("--module", "echo:application", "--socket", upstream, "-p", "2", wait=upstream)
+    spawn("--module", "echo:application", "--socket", upstream, "-p", "2", "--buffer-size", "32768",
+          wait=upstream)
     server, addr = nginx(f"""
         location / {{
             include {workdir}/nginx/uwsgi_params;
@@ -58,6 +59,20 @@ def test_many_headers_and_big_cookie(stack):
     assert status == 200
     assert env["HTTP_X_TEST_59"] == "value-59" and env["HTTP_COOKIE"] == headers["Cookie"]
     assert env["SERVER_PROTOCOL"] == "HTTP/1.1" and env["REQUEST_METHOD"] == "GET"
+
+
+def test_head_over_buffer_size_is_refused_with_a_hint(spawn, workdir, nginx):  # noqa: F811
+    upstream = str(workdir / "small.sock")
+    server = spawn("--module", "echo:application", "--socket", upstream, wait=upstream)
+    _, addr = nginx(f"""
+        location / {{
+            include {workdir}/nginx/uwsgi_params;
+            uwsgi_pass unix:{upstream};
+        }}""")
+    status, _, _ = http_request(addr, "GET", "/", headers={"Cookie": "c=" + "x" * 5000})
+    assert status == 502
+    server.wait_log("raise --buffer-size")
+    assert http_request(addr, "GET", "/")[0] == 200
 
 
 def test_keepalive_client_through_nginx(stack):

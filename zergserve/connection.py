@@ -163,6 +163,8 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
         while packet is None:
             parser.receive_data(_recv_before(conn, deadline))
             packet = parser.next_packet()
+    except uwsgi.EmptyConnection:
+        return
     except uwsgi.UwsgiError as exc:
         ctx.log_error(f"uwsgi: {exc} (peer {_peer_text(peer, listener)})")
         return

@@ -25,6 +25,10 @@ class UwsgiError(ValueError):
     """A malformed packet: log str(err) and close the connection without a reply."""
 
 
+class EmptyConnection(UwsgiError):
+    """The peer closed without sending anything: a probe, not worth a log line."""
+
+
 class BadContentLength(UwsgiError):
     """CONTENT_LENGTH is not plain ASCII digits: answer 400, then close."""
 
@@ -64,12 +68,15 @@ class PacketParser:
         buf = self._buf
         if self._size < 0:
             if len(buf) < HEADER_SIZE:
+                if self._eof and not buf:
+                    raise EmptyConnection("connection closed before any byte")
                 if self._eof:
                     raise UwsgiError(f"truncated packet: got {len(buf)} of {HEADER_SIZE} header bytes")
                 return None
             modifier1, size, _ = HEADER.unpack_from(buf)
             if size > self.buffer_size:
-                hint = "; this looks like HTTP sent to a uwsgi socket" if buf[:4] in _HTTP_LIKE else ""
+                hint = ("; this looks like HTTP sent to a uwsgi socket" if buf[:4] in _HTTP_LIKE
+                        else "; raise --buffer-size for larger request heads")
                 raise UwsgiError(f"invalid request block size: {size} (max {self.buffer_size}){hint}")
             if modifier1 not in (MODIFIER_WSGI, MODIFIER_PING):
                 raise UwsgiError(f"unavailable modifier requested: {modifier1}")
