@@ -88,24 +88,23 @@ def ensure_peers() -> Path:
 
 def targets(peers: Path, tmp: Path, workers: int) -> list[dict]:
     sock = str(tmp / "app.sock")
-    port = free_port()
-    http = f"127.0.0.1:{port}"
     zerg = [sys.executable, "-m", "zergserve", "--chdir", str(HERE), "--module", "hello:application",
             "-p", str(workers), "--master", "--disable-logging"]
     uwsgi = [str(peers / "uwsgi"), "--chdir", str(HERE), "--module", "hello:application",
              "-p", str(workers), "--master", "--disable-logging", "--die-on-term"]
     gunicorn = [str(peers / "gunicorn"), "--chdir", str(HERE), "-w", str(workers), "--worker-class", "sync"]
-    return [
+    found = [
         {"name": "zergserve-uwsgi", "family": "nginx", "cmd": zerg + ["--socket", sock], "upstream": sock},
         {"name": "uwsgi-uwsgi", "family": "nginx", "cmd": uwsgi + ["--socket", sock], "upstream": sock},
         {"name": "gunicorn-uwsgi", "family": "nginx",
          "cmd": gunicorn + ["--protocol", "uwsgi", "--bind", f"unix:{sock}", "hello:application"],
          "upstream": sock},
-        {"name": "zergserve-http", "family": "http", "cmd": zerg + ["--http", http], "http": http},
-        {"name": "uwsgi-http", "family": "http", "cmd": uwsgi + ["--http-socket", http], "http": http},
-        {"name": "gunicorn-http", "family": "http", "cmd": gunicorn + ["--bind", http, "hello:application"],
-         "http": http},
     ]
+    for name, cmd in (("zergserve-http", zerg + ["--http"]), ("uwsgi-http", uwsgi + ["--http-socket"]),
+                      ("gunicorn-http", gunicorn + ["hello:application", "--bind"])):
+        http = f"127.0.0.1:{free_port()}"
+        found.append({"name": name, "family": "http", "cmd": cmd + [http], "http": http})
+    return found
 
 
 def measure(target: dict, tmp: Path, args: argparse.Namespace) -> Result:
@@ -121,8 +120,9 @@ def measure(target: dict, tmp: Path, args: argparse.Namespace) -> Result:
         else:
             wait_tcp(target["http"])
             url = f"http://{target['http']}/"
-        wrk(url, 2, 10, 2)  # warm-up
-        out = wrk(url, args.duration, args.connections, 2)
+        close = target["family"] == "http"  # sync HTTP servers close after each response: so do the clients
+        wrk(url, 2, 10, 2, close)  # warm-up
+        out = wrk(url, args.duration, args.connections, 2, close)
         rss = worker_rss(server.pid)
     finally:
         if nginx is not None:
@@ -134,9 +134,12 @@ def measure(target: dict, tmp: Path, args: argparse.Namespace) -> Result:
     return Result(target["name"], target["family"], out["rps"], out["p99_ms"], rss, out["errors"])
 
 
-def wrk(url: str, duration: int, connections: int, threads: int) -> dict:
+def wrk(url: str, duration: int, connections: int, threads: int, close: bool) -> dict:
+    extra = ["-H", "Connection: close"] if close else []
     proc = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
-                           "--latency", url], capture_output=True, text=True, check=True)
+                           "--latency", *extra, url], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed: {proc.stdout} {proc.stderr}")
     text = proc.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", text)
@@ -166,7 +169,7 @@ http {{
     access_log off;
     client_body_temp_path {conf_dir}/body; uwsgi_temp_path {conf_dir}/uwsgi;
     proxy_temp_path {conf_dir}/proxy; fastcgi_temp_path {conf_dir}/fcgi; scgi_temp_path {conf_dir}/scgi;
-    upstream app {{ server unix:{upstream}; keepalive 0; }}
+    upstream app {{ server unix:{upstream}; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{ {params} uwsgi_pass app; }}

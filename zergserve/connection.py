@@ -267,7 +267,9 @@ class _HTTPSink:
 
     def finish(self) -> None:
         if not self.raw:
-            self.conn.sendall(self.h.send_end())
+            end = self.h.send_end()
+            if end:
+                self.conn.sendall(end)
 
     def abort(self) -> None:
         self.raw = True

@@ -1,13 +1,15 @@
 """HTTP/1.1 server connection, sans-I/O: h11 behind a gate that makes it safe for a public server.
 
-h11 parses and frames; on its own it accepts what a front proxy may read differently (research
+h11 parses requests and frames their bodies; on its own it accepts what a front proxy may read differently (research
 reliability.md §1.1): Content-Length with Transfer-Encoding, TE on HTTP/1.0, obs-fold, bare LF,
 control bytes, HTTP/2.0 request lines, and heads of any size when they arrive in one piece. The
 gate here holds each request head until it is complete, checks it with a few linear bytes
 operations (no regex with nested quantifiers), enforces the limits, and only then lets h11 see it.
 Any error kills the connection: nothing more is parsed on it.
 
-Each request cycle gets a fresh h11 connection whose input starts at the next head, so pipelined
+Responses are framed here rather than by h11: their headers were validated once by the WSGI layer,
+and h11's second validation cost more than the rest of a request. Each request cycle gets a fresh
+h11 connection whose input starts at the next head, so pipelined
 heads pass the same gate. Residual, documented: a bare CR inside a chunk extension is accepted
 (h11 takes `;.*`); nginx in front rejects it.
 """
@@ -34,6 +36,9 @@ _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 _REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
             414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
             501: "Not Implemented", 505: "HTTP Version Not Supported"}
+
+
+_NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"
 
 
 class HTTPError(Exception):
@@ -98,6 +103,9 @@ class HTTPConnection:
         self._request: Request | None = None
         self._continue_sent = False
         self._started = False
+        self._finished = False
+        self._close_after = False
+        self._framing = _NONE
 
     # --- input ------------------------------------------------------------------------------
 
@@ -265,49 +273,81 @@ class HTTPConnection:
     # --- output -----------------------------------------------------------------------------
 
     def send_continue(self) -> bytes:
-        """'100 Continue' once, if the client waits for it and no response has started."""
-        if self._continue_sent or self._started or not self._h.they_are_waiting_for_100_continue:
+        """'100 Continue' once, if the client asked for it and no response has started."""
+        if self._continue_sent or self._started or self._request is None or not self._request.expect_continue:
             return b""
         self._continue_sent = True
-        return self._h.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")) or b""
+        return b"HTTP/1.1 100 Continue\r\n\r\n"
 
     def send_response(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-        """The response head; Date, Server and (when the connection ends) Connection: close added."""
-        names = {name.lower() for name, _ in headers}
-        extra = []
-        if b"date" not in names:
-            extra.append((b"Date", _DateCache.get()))
-        if b"server" not in names:
-            extra.append((b"Server", self.server))
-        if not self.keep_alive:
-            extra.append((b"Connection", b"close"))
+        """The response head, framed for this request (RFC 9112 §6): Content-Length as given,
+        else chunked for HTTP/1.1 and close-delimited for HTTP/1.0; no body for HEAD, 1xx, 204
+        and 304. Adds Date, Server and the Connection header. The caller has validated the
+        headers' bytes (wsgi.encode_headers): they are written as they are."""
+        if self._started or self._request is None:
+            raise HTTPError(500, "response already started or no request")
+        request = self._request
         self._started = True
-        try:
-            return self._h.send(h11.Response(status_code=status, headers=headers + extra, reason=reason)) or b""
-        except h11.LocalProtocolError as exc:
-            raise HTTPError(500, f"invalid response: {exc}") from None
+        length = None
+        have_date = have_server = False
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        for name, value in headers:
+            low = name.lower()
+            if low == b"content-length":
+                length = int(value)
+            elif low in (b"transfer-encoding", b"keep-alive"):
+                continue  # hop-by-hop: the framing is ours to choose
+            elif low == b"connection":
+                if b"close" in value.lower():
+                    self._close_after = True
+                continue
+            elif low == b"date":
+                have_date = True
+            elif low == b"server":
+                have_server = True
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if not have_date:
+            lines.append(b"Date: %s\r\n" % _DateCache.get())
+        if not have_server:
+            lines.append(b"Server: %s\r\n" % self.server)
+        bodiless = request.method == "HEAD" or status < 200 or status in (204, 304)
+        if bodiless:
+            self._framing = _NONE
+        elif length is not None:
+            self._framing = _LENGTH
+        elif request.http_version == "1.1":
+            self._framing = _CHUNKED
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            self._framing = _CLOSE
+            self._close_after = True
+        if not (self.keep_alive and request.keep_alive) or self._error is not None:
+            self._close_after = True
+        if self._close_after:
+            lines.append(b"Connection: close\r\n")
+        elif request.http_version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def send_data(self, data: bytes) -> bytes:
-        """Body bytes framed for the wire (none for a HEAD request: h11 declares its length 0)."""
-        if self._request is not None and self._request.method == "HEAD":
+        """Body bytes framed for the wire."""
+        if not data or self._framing is _NONE:
             return b""
-        try:
-            return self._h.send(h11.Data(data=data)) or b""
-        except h11.LocalProtocolError as exc:
-            raise HTTPError(500, f"invalid response body: {exc}") from None
+        if self._framing is _CHUNKED:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        return data
 
     def send_end(self) -> bytes:
-        try:
-            return self._h.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError as exc:
-            raise HTTPError(500, f"invalid response end: {exc}") from None
+        """The end of the response body (the last chunk for chunked framing)."""
+        self._finished = True
+        return b"0\r\n\r\n" if self._framing is _CHUNKED else b""
 
     def error_response(self, err: HTTPError) -> bytes:
-        """A complete error response built without h11 (whose state may be broken); b'' if a
-        response has already started."""
+        """A complete error response that closes the connection; b'' if a response has started."""
         if self._started:
             return b""
-        self._started = True
+        self._started = self._finished = self._close_after = True
         reason = _REASONS.get(err.status, "Error")
         body = f"{err.status} {reason}\n".encode()
         return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n"
@@ -317,7 +357,7 @@ class HTTPConnection:
     def start_next_cycle(self) -> bool:
         """Get ready for the next request; False when the connection must close instead."""
         h = self._h
-        if self.must_close or h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+        if self.must_close or not self._finished or h.their_state is not h11.DONE:
             return False
         data, closed = h.trailing_data
         self._h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.head + 1)
@@ -326,8 +366,8 @@ class HTTPConnection:
         self._in_head = True
         self._scanned = 0
         self._request = None
-        self._continue_sent = False
-        self._started = False
+        self._continue_sent = self._started = self._finished = False
+        self._framing = _NONE
         return True
 
     @property
@@ -336,9 +376,9 @@ class HTTPConnection:
 
     @property
     def must_close(self) -> bool:
-        h = self._h
-        return (not self.keep_alive or self._error is not None or h.our_state is h11.MUST_CLOSE
-                or h.their_state is h11.MUST_CLOSE or h.our_state is h11.ERROR or h.their_state is h11.ERROR)
+        """True once this connection cannot carry another request."""
+        return (not self.keep_alive or self._close_after or self._error is not None
+                or self._h.their_state in (h11.MUST_CLOSE, h11.ERROR, h11.CLOSED))
 
 
 def _wants_keep_alive(version: str, headers: list[tuple[str, str]]) -> bool:
