@@ -94,7 +94,8 @@ class HTTPConnection:
         self.limits = limits
         self.keep_alive = keep_alive
         self.server = server
-        self._h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head + 1)
+        self._h: h11.Connection | None = None  # only while a request body is being read
+        self._body_done = False
         self._buf = b""
         self._eof = False
         self._in_head = True
@@ -113,7 +114,7 @@ class HTTPConnection:
         """Feed bytes from the socket; b'' means the client closed its side."""
         if self._error is not None:
             return
-        if self._in_head:
+        if self._in_head or self._h is None:
             if data:
                 self._buf += data
             else:
@@ -125,14 +126,21 @@ class HTTPConnection:
         """The next Request, Data, EndOfMessage, NEED_DATA, PAUSED or ConnectionClosed."""
         if self._error is not None:
             raise self._error
+        if self._in_head:
+            return self._next_head()
+        if self._h is None:  # a request without a body: it ended with its head
+            if self._body_done:
+                return h11.PAUSED
+            self._body_done = True
+            return h11.EndOfMessage()
         try:
-            if self._in_head:
-                return self._next_head()
             event = self._h.next_event()
         except h11.RemoteProtocolError as exc:
             raise self._fail(exc.error_status_hint, str(exc)) from None
-        if isinstance(event, h11.EndOfMessage) and event.headers:
-            return h11.EndOfMessage()  # trailers never reach the app
+        if isinstance(event, h11.EndOfMessage):
+            self._body_done = True
+            if event.headers:
+                return h11.EndOfMessage()  # trailers never reach the app
         return event
 
     def _fail(self, status: int, reason: str) -> HTTPError:
@@ -152,20 +160,28 @@ class HTTPConnection:
             return h11.NEED_DATA
         head = buf[: end + 4]
         rest = buf[end + 4:]
-        self._buf = b""
         self._scanned = 0
-        line = self._check_head(head)
-        self._h.receive_data(head)
-        event = self._h.next_event()
-        if not isinstance(event, h11.Request):
-            raise self._fail(400, "malformed request head")
-        request = self._check_request(event, line)
+        request = self._parse_head(head)
         self._in_head = False
-        if rest:
-            self._h.receive_data(rest)
-        if self._eof:
-            self._h.receive_data(b"")
         self._request = request
+        if request.chunked or request.content_length:
+            # h11 frames the body; it re-reads the head we checked so its state machine agrees
+            self._buf = b""
+            self._h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.head + 1)
+            self._h.receive_data(head)
+            try:
+                event = self._h.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._fail(exc.error_status_hint, str(exc)) from None
+            if not isinstance(event, h11.Request):
+                raise self._fail(400, "malformed request head")
+            if rest:
+                self._h.receive_data(rest)
+            if self._eof:
+                self._h.receive_data(b"")
+        else:
+            self._h = None
+            self._buf = rest
         return request
 
     def _check_incomplete(self, buf: bytes) -> None:
@@ -174,8 +190,7 @@ class HTTPConnection:
         if first < 0:
             if len(buf) > self.limits.request_line + 2:
                 raise self._fail(414, f"request line longer than {self.limits.request_line} bytes")
-            bare = buf.find(b"\n")
-            if bare >= 0:
+            if buf.find(b"\n") >= 0:
                 raise self._fail(400, "bare LF in request line")
             return
         if len(buf) > self.limits.head:
@@ -184,8 +199,9 @@ class HTTPConnection:
         if len(buf) - last - 2 > self.limits.field_size:
             raise self._fail(431, f"header line longer than {self.limits.field_size} bytes")
 
-    def _check_head(self, head: bytes) -> bytes:
-        """Everything h11 is too lenient about, on the complete head; returns the request line."""
+    def _parse_head(self, head: bytes) -> Request:
+        """Check and parse a complete head: linear bytes operations only, every rule of RFC 9112
+        §2–§7 that h11 is lenient about, and the limits."""
         limits = self.limits
         if len(head) > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
@@ -200,23 +216,19 @@ class HTTPConnection:
             raise self._fail(414, f"request line longer than {limits.request_line} bytes")
         if len(lines) - 1 > limits.fields:
             raise self._fail(431, f"more than {limits.fields} header fields")
-        for field in lines[1:]:
-            if len(field) > limits.field_size:
-                raise self._fail(431, f"header line longer than {limits.field_size} bytes")
-            if field[:1] in (b" ", b"\t"):
-                raise self._fail(400, "obsolete line folding in header")
-            colon = field.find(b":")
-            if colon <= 0 or not _TOKEN.fullmatch(field, 0, colon):
-                raise self._fail(400, f"invalid header name {field[:colon if colon > 0 else 40]!r}")
         parts = line.split(b" ")
         if len(parts) != 3:
             raise self._fail(400, "malformed request line")
         method, target, version = parts
         if not _TOKEN.fullmatch(method):
             raise self._fail(400, "invalid method")
-        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-            if _VERSION.fullmatch(version):
-                raise self._fail(505, f"unsupported version {version.decode('latin-1')}")
+        if version == b"HTTP/1.1":
+            http_version = "1.1"
+        elif version == b"HTTP/1.0":
+            http_version = "1.0"
+        elif _VERSION.fullmatch(version):
+            raise self._fail(505, f"unsupported version {version.decode('latin-1')}")
+        else:
             raise self._fail(400, "malformed HTTP version")
         if not _TARGET.fullmatch(target):
             raise self._fail(400, "invalid request target")
@@ -228,47 +240,62 @@ class HTTPConnection:
                     raise self._fail(400, "'*' target is only for OPTIONS")
             elif not target.lower().startswith((b"http://", b"https://")):
                 raise self._fail(400, "request target must be origin-form or absolute-form")
-        return line
-
-    def _check_request(self, event: h11.Request, line: bytes) -> Request:
-        """Framing rules of RFC 9112 §6 that h11 leaves open."""
-        lengths, codings, headers = [], [], []
+        headers = []
+        lengths, codings, hosts = [], [], 0
         expect = False
-        for name, value in event.headers:
-            value_s = value.decode("latin-1")
-            if name == b"content-length":
-                lengths.append(value_s)
-            elif name == b"transfer-encoding":
-                codings.append(value_s)
-            elif name == b"expect":
-                expect = value.lower() == b"100-continue"
-            headers.append((name.decode("latin-1"), value_s))
-        version = event.http_version.decode("latin-1")
+        close = keep = False
+        for field in lines[1:]:
+            if len(field) > limits.field_size:
+                raise self._fail(431, f"header line longer than {limits.field_size} bytes")
+            if field[:1] in (b" ", b"\t"):
+                raise self._fail(400, "obsolete line folding in header")
+            colon = field.find(b":")
+            if colon <= 0 or not _TOKEN.fullmatch(field, 0, colon):
+                raise self._fail(400, f"invalid header name {field[:colon if colon > 0 else 40]!r}")
+            name = field[:colon].lower().decode("latin-1")
+            value = field[colon + 1:].strip(b" \t").decode("latin-1")
+            if name == "content-length":
+                lengths.append(value)
+            elif name == "transfer-encoding":
+                codings.append(value)
+            elif name == "host":
+                hosts += 1
+            elif name == "expect":
+                expect = value.lower() == "100-continue"
+            elif name == "connection":
+                tokens = value.lower()
+                close = close or "close" in tokens
+                keep = keep or "keep-alive" in tokens
+            headers.append((name, value))
+        if http_version == "1.1" and hosts != 1:
+            raise self._fail(400, "HTTP/1.1 needs exactly one Host header")
+        if hosts > 1:
+            raise self._fail(400, "more than one Host header")
         if codings:
             if lengths:
                 raise self._fail(400, "both Content-Length and Transfer-Encoding")
-            if version == "1.0":
+            if http_version == "1.0":
                 raise self._fail(400, "Transfer-Encoding on HTTP/1.0")
             if len(codings) > 1:
                 raise self._fail(400, "more than one Transfer-Encoding header")
-            if codings[0].strip().lower() != "chunked":
+            if codings[0].lower() != "chunked":
                 raise self._fail(501, f"unsupported Transfer-Encoding {codings[0]!r}")
         length = None
         if lengths:
             if len(lengths) > 1:
                 raise self._fail(400, "more than one Content-Length header")
-            value = lengths[0].strip()
+            value = lengths[0]
             if not (value.isascii() and value.isdigit()):
-                raise self._fail(400, f"invalid Content-Length {lengths[0]!r}")
+                raise self._fail(400, f"invalid Content-Length {value!r}")
             if len(value) > 18:
                 raise self._fail(413, "Content-Length too large")
             length = int(value)
-        target = event.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        return Request(method=event.method.decode("latin-1"), target=target, path=path, query=query,
-                       http_version=version, headers=headers, content_length=length,
+        target_s = target.decode("latin-1")
+        path, _, query = target_s.partition("?")
+        return Request(method=method.decode("latin-1"), target=target_s, path=path, query=query,
+                       http_version=http_version, headers=headers, content_length=length,
                        chunked=bool(codings), expect_continue=expect,
-                       keep_alive=_wants_keep_alive(version, headers))
+                       keep_alive=not close if http_version == "1.1" else keep and not close)
 
     # --- output -----------------------------------------------------------------------------
 
@@ -356,13 +383,13 @@ class HTTPConnection:
 
     def start_next_cycle(self) -> bool:
         """Get ready for the next request; False when the connection must close instead."""
-        h = self._h
-        if self.must_close or not self._finished or h.their_state is not h11.DONE:
+        if self.must_close or not self._finished or not self._body_done:
             return False
-        data, closed = h.trailing_data
-        self._h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.head + 1)
-        self._buf = bytes(data)
-        self._eof = closed
+        if self._h is not None:
+            data, closed = self._h.trailing_data
+            self._buf, self._eof = bytes(data), closed
+            self._h = None
+        self._body_done = False
         self._in_head = True
         self._scanned = 0
         self._request = None
@@ -378,11 +405,4 @@ class HTTPConnection:
     def must_close(self) -> bool:
         """True once this connection cannot carry another request."""
         return (not self.keep_alive or self._close_after or self._error is not None
-                or self._h.their_state in (h11.MUST_CLOSE, h11.ERROR, h11.CLOSED))
-
-
-def _wants_keep_alive(version: str, headers: list[tuple[str, str]]) -> bool:
-    tokens = {t.strip().lower() for name, value in headers if name == "connection" for t in value.split(",")}
-    if version == "1.0":
-        return "keep-alive" in tokens
-    return "close" not in tokens
+                or (self._h is not None and self._h.their_state in (h11.MUST_CLOSE, h11.ERROR, h11.CLOSED)))
