@@ -52,8 +52,14 @@ class Context:
 
 
 def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> None:
-    """Serve one connection until it is done; never raises for anything a client sends."""
+    """Serve one connection until it is done; never raises for anything a client sends.
+
+    The socket starts non-blocking: the request is usually already there and the response fits
+    the send buffer, so the common case costs one recv and one send; timeouts (and their extra
+    syscalls) are set only when the socket makes us wait.
+    """
     try:
+        conn.setblocking(False)
         if listener.proto == "http":
             _serve_http(conn, peer, listener, ctx)
         else:
@@ -70,6 +76,11 @@ class _Timeout(Exception):
 
 def _recv_before(conn: socket.socket, deadline: float) -> bytes:
     """recv() bounded by an absolute deadline, so a byte-a-second trickle cannot hold the worker."""
+    if conn.gettimeout() == 0.0:
+        try:
+            return conn.recv(_RECV)
+        except BlockingIOError:
+            pass
     left = deadline - time.monotonic()
     if left <= 0:
         raise _Timeout
@@ -78,6 +89,30 @@ def _recv_before(conn: socket.socket, deadline: float) -> bytes:
         return conn.recv(_RECV)
     except (socket.timeout, TimeoutError):
         raise _Timeout from None
+
+
+def _recv(conn: socket.socket, size: int, timeout: float) -> bytes:
+    """recv() that waits at most `timeout` seconds for data (socket.timeout past it)."""
+    if conn.gettimeout() == 0.0:
+        try:
+            return conn.recv(size)
+        except BlockingIOError:
+            conn.settimeout(timeout)
+    return conn.recv(size)
+
+
+def send_all(conn: socket.socket, data: bytes, timeout: float) -> None:
+    """sendall() that tries one non-blocking send first and waits only if the buffer is full."""
+    if conn.gettimeout() == 0.0:
+        try:
+            sent = conn.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = memoryview(data)[sent:]
+        conn.settimeout(timeout)
+    conn.sendall(data)
 
 
 def _linger_close(conn: socket.socket) -> None:
@@ -122,24 +157,25 @@ class _RawSink:
     """Writes a raw HTTP response on a uwsgi connection, as uWSGI does: status line, the app's
     headers verbatim, body; the connection closes after it."""
 
-    __slots__ = ("conn", "protocol")
+    __slots__ = ("conn", "protocol", "timeout")
 
-    def __init__(self, conn: socket.socket, protocol: str) -> None:
+    def __init__(self, conn: socket.socket, protocol: str, timeout: float) -> None:
         self.conn = conn
         self.protocol = protocol.encode("latin-1")
+        self.timeout = timeout
 
     def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         parts = [b"%s %d %s\r\n" % (self.protocol, status, reason)]
         parts.extend(b"%s: %s\r\n" % header for header in headers)
         parts.append(b"\r\n")
         parts.append(body)
-        self.conn.sendall(b"".join(parts))
+        send_all(self.conn, b"".join(parts), self.timeout)
 
     def send_body(self, data: bytes) -> None:
-        self.conn.sendall(data)
+        send_all(self.conn, data, self.timeout)
 
     def sendfile(self, file: Any, count: int | None) -> int | None:
-        return _sendfile(self.conn, file, count)
+        return _sendfile(self.conn, file, count, self.timeout)
 
     def finish(self) -> None:
         pass
@@ -148,8 +184,9 @@ class _RawSink:
         pass
 
 
-def _sendfile(conn: socket.socket, file: Any, count: int | None) -> int | None:
+def _sendfile(conn: socket.socket, file: Any, count: int | None, timeout: float) -> int | None:
     try:
+        conn.settimeout(timeout)
         return conn.sendfile(file, count=count)
     except (OSError, ValueError, AttributeError):
         return None
@@ -173,7 +210,7 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
                       f"(peer {_peer_text(peer, listener)})")
         return
     if packet.modifier1 == uwsgi.MODIFIER_PING:
-        conn.sendall(uwsgi.PONG)
+        send_all(conn, uwsgi.PONG, ctx.socket_timeout)
         return
     started = time.time()
     variables = packet.vars
@@ -184,17 +221,17 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
         length = uwsgi.content_length(variables)
     except uwsgi.BadContentLength as exc:
         ctx.log_error(f"uwsgi: {exc} (peer {_peer_text(peer, listener)})")
-        _raw_error(conn, protocol, 400, b"Bad Request")
+        _raw_error(conn, protocol, 400, b"Bad Request", ctx.socket_timeout)
         return
     if ctx.limit_post and length > ctx.limit_post:
         ctx.log_error(f"uwsgi: body of {length} bytes over limit-post {ctx.limit_post}")
-        _raw_error(conn, protocol, 413, b"Request Entity Too Large")
+        _raw_error(conn, protocol, 413, b"Request Entity Too Large", ctx.socket_timeout)
         _linger_close(conn)
         return
     body = wsgi.Input(_uwsgi_body(conn, parser.trailing, length, ctx.socket_timeout) if length else None)
     environ = wsgi.uwsgi_environ(ctx.base_environ(listener), variables, body)
     ctx.row.begin(f"{method} {target}".encode("latin-1", "replace"), started)
-    response = wsgi.run(ctx.app, environ, _RawSink(conn, protocol), ctx.log_error)
+    response = wsgi.run(ctx.app, environ, _RawSink(conn, protocol, ctx.socket_timeout), ctx.log_error)
     ctx.row.end(response.sent, time.time() - started, response.status >= 500)
     _access(ctx, peer or (variables.get("REMOTE_ADDR", "-"),), method, target, protocol, response.status,
             response.sent, started)
@@ -215,9 +252,8 @@ def _uwsgi_body(conn: socket.socket, first: bytes, length: int, timeout: float) 
             state["first"] = b""
             state["left"] = left - len(head)
             return head
-        conn.settimeout(timeout)
         try:
-            data = conn.recv(min(size, left, _RECV))
+            data = _recv(conn, min(size, left, _RECV), timeout)
         except (socket.timeout, TimeoutError):
             raise wsgi.ClientDisconnected(f"body stalled with {left} of {length} bytes unread") from None
         if not data:
@@ -228,10 +264,10 @@ def _uwsgi_body(conn: socket.socket, first: bytes, length: int, timeout: float) 
     return pull
 
 
-def _raw_error(conn: socket.socket, protocol: str, status: int, reason: bytes) -> None:
+def _raw_error(conn: socket.socket, protocol: str, status: int, reason: bytes, timeout: float) -> None:
     body = reason + b"\n"
-    conn.sendall(b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-                 % (protocol.encode("latin-1"), status, reason, len(body), body))
+    send_all(conn, b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+             % (protocol.encode("latin-1"), status, reason, len(body), body), timeout)
 
 
 def _peer_text(peer: Any, listener: Listener) -> str:
@@ -243,33 +279,34 @@ def _peer_text(peer: Any, listener: Listener) -> str:
 class _HTTPSink:
     """Writes the response through the h11 connection, which frames it (chunked, HEAD, close)."""
 
-    __slots__ = ("conn", "h", "raw")
+    __slots__ = ("conn", "h", "raw", "timeout")
 
-    def __init__(self, conn: socket.socket, h: h1.HTTPConnection) -> None:
+    def __init__(self, conn: socket.socket, h: h1.HTTPConnection, timeout: float) -> None:
         self.conn = conn
         self.h = h
         self.raw = False
+        self.timeout = timeout
 
     def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         data = self.h.send_response(status, reason, headers)
         if body:
             data += self.h.send_data(body)
-        self.conn.sendall(data)
+        send_all(self.conn, data, self.timeout)
 
     def send_body(self, data: bytes) -> None:
-        self.conn.sendall(self.h.send_data(data))
+        send_all(self.conn, self.h.send_data(data), self.timeout)
 
     def sendfile(self, file: Any, count: int | None) -> int | None:
         if self.h.must_close and count is not None:
             self.raw = True  # the codec no longer frames this response; the connection closes after it
-            return _sendfile(self.conn, file, count)
+            return _sendfile(self.conn, file, count, self.timeout)
         return None
 
     def finish(self) -> None:
         if not self.raw:
             end = self.h.send_end()
             if end:
-                self.conn.sendall(end)
+                send_all(self.conn, end, self.timeout)
 
     def abort(self) -> None:
         self.raw = True
@@ -289,14 +326,14 @@ def _serve_http(conn: socket.socket, peer: Any, listener: Listener, ctx: Context
                 event = h.next_event()
         except h1.HTTPError as exc:
             ctx.log_error(f"http: {exc.status} {exc.reason} (peer {_peer_text(peer, listener)})")
-            conn.sendall(h.error_response(exc))
+            send_all(conn, h.error_response(exc), ctx.socket_timeout)
             _linger_close(conn)
             return
         except _Timeout:
             if received_any:
                 ctx.log_error(f"http: request head not complete within {ctx.http_timeout:g}s "
                               f"(peer {_peer_text(peer, listener)})")
-                conn.sendall(h.error_response(h1.HTTPError(408, "request head timeout")))
+                send_all(conn, h.error_response(h1.HTTPError(408, "request head timeout")), ctx.socket_timeout)
             return
         if not isinstance(event, h1.Request):
             return  # ConnectionClosed, or PAUSED with nothing more to do
@@ -314,14 +351,14 @@ def _serve_request(conn: socket.socket, peer: Any, listener: Listener, ctx: Cont
     started = time.time()
     if ctx.limit_post and request.content_length is not None and request.content_length > ctx.limit_post:
         ctx.log_error(f"http: body of {request.content_length} bytes over limit-post {ctx.limit_post}")
-        conn.sendall(h.error_response(h1.HTTPError(413, "body over limit-post")))
+        send_all(conn, h.error_response(h1.HTTPError(413, "body over limit-post")), ctx.socket_timeout)
         _linger_close(conn)
         return False
     has_body = request.chunked or bool(request.content_length)
     body = wsgi.Input(_http_body(conn, h, ctx) if has_body else None)
     environ = wsgi.http_environ(ctx.base_environ(listener), request, peer, body)
     ctx.row.begin(f"{request.method} {request.target}".encode("latin-1", "replace"), started)
-    sink = _HTTPSink(conn, h)
+    sink = _HTTPSink(conn, h, ctx.socket_timeout)
     try:
         response = wsgi.run(ctx.app, environ, sink, ctx.log_error)
     except h1.HTTPError as exc:  # the codec refused what the app produced
@@ -364,16 +401,15 @@ def _http_body(conn: socket.socket, h: h1.HTTPConnection, ctx: Context) -> Calla
             state["continued"] = True
             interim = h.send_continue()
             if interim:
-                conn.sendall(interim)
+                send_all(conn, interim, ctx.socket_timeout)
         while True:
             try:
                 event = h.next_event()
             except h1.HTTPError as exc:
                 raise wsgi.RequestError(exc.reason) from None
             if event is h1.NEED_DATA:
-                conn.settimeout(ctx.socket_timeout)
                 try:
-                    data = conn.recv(_RECV)
+                    data = _recv(conn, _RECV, ctx.socket_timeout)
                 except (socket.timeout, TimeoutError):
                     raise wsgi.ClientDisconnected("request body stalled") from None
                 h.receive_data(data)

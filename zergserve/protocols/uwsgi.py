@@ -110,29 +110,30 @@ def parse_header(data: bytes) -> tuple[int, int, int]:
 
 
 def parse_vars(block: bytes, max_vars: int = 128) -> dict[str, str]:
-    """Decode a vars block (latin-1, so every byte survives); the last of a repeated key wins."""
+    """Decode a vars block (latin-1, so every byte survives); the last of a repeated key wins.
+
+    The block is decoded once and sliced as text: latin-1 maps byte offsets to character offsets.
+    """
+    text = block.decode("latin-1")
     result: dict[str, str] = {}
-    unpack = _U16.unpack_from
     pos, end, count = 0, len(block), 0
     while pos < end:
         if pos + 2 > end:
             raise UwsgiError(f"invalid uwsgi request (current strsize: {end - pos})")
-        (klen,) = unpack(block, pos)
-        pos += 2
-        if klen == 0:
+        kstart = pos + 2
+        kend = kstart + (block[pos] | block[pos + 1] << 8)
+        if kend == kstart:
             raise UwsgiError("uwsgi key cannot be null")
-        kend = pos + klen
         if kend + 2 > end:  # a key needs room for its value's length after it
-            raise UwsgiError(f"invalid uwsgi request (current strsize: {klen})")
-        (vlen,) = unpack(block, kend)
+            raise UwsgiError(f"invalid uwsgi request (current strsize: {kend - kstart})")
         vstart = kend + 2
-        vend = vstart + vlen
+        vend = vstart + (block[kend] | block[kend + 1] << 8)
         if vend > end:
-            raise UwsgiError(f"invalid uwsgi request (current strsize: {vlen})")
+            raise UwsgiError(f"invalid uwsgi request (current strsize: {vend - vstart})")
         count += 1
         if count > max_vars:
             raise UwsgiError(f"too many vars (max {max_vars})")
-        result[block[pos:kend].decode("latin-1")] = block[vstart:vend].decode("latin-1")
+        result[text[kstart:kend]] = text[vstart:vend]
         pos = vend
     return result
 
