@@ -82,18 +82,25 @@ def main() -> int:
 
 
 def ensure_peers() -> Path:
-    """A venv with gunicorn and uWSGI from PyPI, kept apart from zergserve's environment."""
+    """One clean venv for all three servers: gunicorn and uWSGI from PyPI, zergserve from this tree.
+
+    The same interpreter and site-packages for everyone, so worker memory compares like with like.
+    """
     python = PEERS / "bin" / "python"
     if not (PEERS / "bin" / "uwsgi").exists() or not (PEERS / "bin" / "gunicorn").exists():
         print("bench: installing gunicorn and uWSGI into bench/.peers (uWSGI compiles, about a minute)")
         subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "gunicorn", "uwsgi"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(ROOT)],
+                   check=True, capture_output=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "h11", "setproctitle"], check=True,
+                   capture_output=True)
     return PEERS / "bin"
 
 
 def targets(peers: Path, tmp: Path, workers: int) -> list[dict]:
     sock = str(tmp / "app.sock")
-    zerg = [sys.executable, "-m", "zergserve", "--chdir", str(HERE), "--module", "hello:application",
+    zerg = [str(peers / "zergserve"), "--chdir", str(HERE), "--module", "hello:application",
             "-p", str(workers), "--master", "--disable-logging"]
     uwsgi = [str(peers / "uwsgi"), "--chdir", str(HERE), "--module", "hello:application",
              "-p", str(workers), "--master", "--disable-logging", "--die-on-term"]
@@ -113,7 +120,7 @@ def targets(peers: Path, tmp: Path, workers: int) -> list[dict]:
 
 
 def measure(target: dict, tmp: Path, args: argparse.Namespace) -> Result:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     log = open(tmp / f"{target['name']}.log", "wb")
     server = subprocess.Popen(target["cmd"], stdout=log, stderr=subprocess.STDOUT, env=env,
                               start_new_session=True)

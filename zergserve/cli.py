@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -31,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     log.setup(cfg.logto)
     if cfg.print_config:
+        import json
         print(json.dumps({opt.name: getattr(cfg, opt.name.replace("-", "_")) for opt in config.OPTIONS},
                          indent=1, default=str))
         return 0

@@ -21,20 +21,11 @@ loaded configuration — that is how uWSGI users define their own variables.
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
 import re
-import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from zergserve import __version__
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 class ConfigError(Exception):
@@ -109,8 +100,7 @@ def key_value(value: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     name: str
     type: Callable[[str], Any]
     default: Any
@@ -273,16 +263,14 @@ def _render(opt: Option, value: Any) -> str:
     return str(value)
 
 
-@dataclass
-class _Scope:
+class _Scope(NamedTuple):
     """Placeholders defined so far while reading files, and the names referenced as %(name)."""
 
     values: dict[str, str]
     referenced: set[str]
 
 
-@dataclass
-class _Setting:
+class _Setting(NamedTuple):
     opt: Option | None
     key: str
     value: Any
@@ -313,9 +301,7 @@ def _apply(cfg: Config, setting: _Setting, used: set[str]) -> None:
         if setting.key in used:
             cfg.placeholders[setting.key] = str(setting.value)
             return
-        hint = difflib.get_close_matches(setting.key, list(_BY_NAME), 1)
-        raise ConfigError(f"{setting.source}: unknown option {setting.key!r}"
-                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        raise ConfigError(f"{setting.source}: unknown option {setting.key!r}{_suggest(setting.key)}")
     if opt.name in _FILE_OPTIONS:
         return
     if opt.name == "set":
@@ -369,8 +355,7 @@ def _parse_argv(argv: list[str]) -> list[_Setting]:
             name, eq, value = arg[2:].partition("=")
             opt = find(name)
             if opt is None:
-                hint = difflib.get_close_matches(name, list(_BY_NAME), 1)
-                raise ConfigError(f"unknown option --{name}" + (f" (did you mean --{hint[0]}?)" if hint else ""))
+                raise ConfigError(f"unknown option --{name}{_suggest(name)}")
             if not eq:
                 if opt.flag:
                     value = "true"
@@ -523,7 +508,11 @@ def _read_ini(path: str, content: str, section: str | None) -> list[tuple[str, s
 
 def _read_structured(kind: str, path: str, data: bytes, section: str | None) -> list[tuple[str, Any, str]]:
     try:
-        doc = json.loads(data) if kind == "json" else tomllib.loads(data.decode("utf-8"))
+        if kind == "json":
+            import json
+            doc = json.loads(data)
+        else:
+            doc = _tomllib().loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid {kind}: {exc}") from None
     if not isinstance(doc, dict):
@@ -545,6 +534,21 @@ def _read_structured(kind: str, path: str, data: bytes, section: str | None) -> 
                 raise ConfigError(f"{path}: {name}.{key}: unsupported value {value!r}")
             items.append((key, value, f"{path}:{name}.{key}"))
     return items
+
+
+def _tomllib():
+    """tomllib is imported only when a TOML file is read (workers never need it)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
+def _suggest(name: str) -> str:
+    import difflib
+    hint = difflib.get_close_matches(name, list(_BY_NAME), 1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
 
 
 def _magic(path: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from zergserve import wsgi
@@ -24,24 +23,27 @@ _LINGER_BYTES = 1 << 20
 _RECV = 65536
 
 
-@dataclass
 class Context:
     """Everything a connection needs from its worker, fixed for the worker's life."""
 
-    app: Callable
-    row: RowWriter
-    wid: int
-    log_error: Callable[[str], None]
-    access_log: Callable[[str], None] | None
-    limits: h1.Limits
-    http_timeout: float = 4.0
-    socket_timeout: float = 4.0
-    keepalive_timeout: float = 0.0
-    limit_post: int = 0
-    buffer_size: int = 4096
-    max_vars: int = 128
-    keep_alive: bool = False
-    environs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    def __init__(self, app: Callable, row: RowWriter, wid: int, log_error: Callable[[str], None],
+                 access_log: Callable[[str], None] | None, limits: h1.Limits, http_timeout: float = 4.0,
+                 socket_timeout: float = 4.0, keepalive_timeout: float = 0.0, limit_post: int = 0,
+                 buffer_size: int = 4096, max_vars: int = 128, keep_alive: bool = False) -> None:
+        self.app = app
+        self.row = row
+        self.wid = wid
+        self.log_error = log_error
+        self.access_log = access_log
+        self.limits = limits
+        self.http_timeout = http_timeout
+        self.socket_timeout = socket_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.limit_post = limit_post
+        self.buffer_size = buffer_size
+        self.max_vars = max_vars
+        self.keep_alive = keep_alive
+        self.environs: dict[int, dict[str, Any]] = {}
 
     def base_environ(self, listener: Listener) -> dict[str, Any]:
         key = listener.fileno()

@@ -24,7 +24,6 @@ import selectors
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from setproctitle import setproctitle
@@ -43,23 +42,23 @@ _QUICK_MERCY = 3.0
 _BOOT_GRACE = 30.0
 
 
-@dataclass
 class WorkerProc:
     """The master's record of one live worker process."""
 
-    wid: int
-    pid: int
-    spawned: float
-    harakiri_count: int = 0
-    respawns: int = 0
+    def __init__(self, wid: int, pid: int, spawned: float) -> None:
+        self.wid = wid
+        self.pid = pid
+        self.spawned = spawned
+        self.harakiri_count = 0
+        self.respawns = 0
 
 
-@dataclass
 class Retiring:
     """A worker told to stop (old generation, TTOU, shutdown): killed if it outlives its deadline."""
 
-    pid: int
-    deadline: float | None  # None: not told yet (old generation waiting for the new one)
+    def __init__(self, pid: int, deadline: float | None) -> None:
+        self.pid = pid
+        self.deadline = deadline  # None: not told yet (old generation waiting for the new one)
 
 
 class Master:

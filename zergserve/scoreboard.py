@@ -11,7 +11,7 @@ import mmap
 import os
 import struct
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # pid, status, requests, exceptions, tx bytes, request start, last heartbeat, avg response time (µs),
 # spawn time, then the request line being served (method and path, for the harakiri log).
@@ -35,8 +35,7 @@ _COUNTERS = struct.Struct("=QQQ")  # requests, exceptions, tx
 _D = struct.Struct("=d")
 
 
-@dataclass
-class Row:
+class Row(NamedTuple):
     """A snapshot of one worker's row."""
 
     wid: int

@@ -20,7 +20,6 @@ import os
 import socket
 import stat
 import struct
-from dataclasses import dataclass, field
 
 PROTOCOLS = ("http", "uwsgi")
 SD_LISTEN_FDS_START = 3
@@ -31,17 +30,20 @@ class AddressError(ValueError):
     """An address string that cannot be parsed or bound."""
 
 
-@dataclass
 class Listener:
     """One listening socket and what it serves."""
 
-    sock: socket.socket
-    name: str
-    proto: str
-    path: str | None = None  # filesystem path of a UNIX socket, for --vacuum
-    inode: tuple[int, int] | None = None  # (st_dev, st_ino) of that path when we bound it
-    origin: str = "bound"  # bound | inherited | systemd | fd | zerg:<server>
-    extra: dict = field(default_factory=dict)
+    def __init__(self, sock: socket.socket, name: str, proto: str, path: str | None = None,
+                 inode: tuple[int, int] | None = None, origin: str = "bound") -> None:
+        self.sock = sock
+        self.name = name
+        self.proto = proto
+        self.path = path  # filesystem path of a UNIX socket, for --vacuum
+        self.inode = inode  # (st_dev, st_ino) of that path when we bound it
+        self.origin = origin  # bound | inherited | systemd | fd | zerg:<server>
+
+    def __repr__(self) -> str:
+        return f"Listener({self.name!r}, {self.proto!r}, origin={self.origin!r})"
 
     def fileno(self) -> int:
         return self.sock.fileno()

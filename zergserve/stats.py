@@ -7,7 +7,6 @@ document itself comes from a callable, so each role decides what it reports.
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import Any, Callable
 
@@ -39,6 +38,7 @@ class StatsServer:
         except OSError as exc:
             logger.error("stats: accept: %s", exc.strerror)
             return
+        import json  # here, not at the top: the master forks workers before any stats request
         try:
             doc = self.document()
             text = json.dumps(doc, separators=(",", ":")) if self.minified else json.dumps(doc, indent=1)
@@ -57,6 +57,7 @@ class StatsServer:
 
 def fetch(addr: str, timeout: float = 5.0) -> dict[str, Any]:
     """Read one stats document (for tests and tools): connect, read to EOF, parse."""
+    import json
     family, sockaddr = sockets.parse_address(addr)
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)

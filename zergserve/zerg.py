@@ -21,7 +21,6 @@ import socket
 import stat
 import struct
 import time
-from dataclasses import dataclass, field
 
 from zergserve import sockets
 from zergserve.log import logger
@@ -37,15 +36,6 @@ _CRED = struct.Struct("3i")
 
 class ZergError(Exception):
     """Attaching failed: no server, a refused peer, or data that is not a zerg message."""
-
-
-@dataclass
-class Attachment:
-    """What a zerg got from one server (for its stats)."""
-
-    server: str
-    sockets: list[str]
-    attached_at: float = field(default_factory=time.time)
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:

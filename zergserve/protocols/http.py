@@ -18,16 +18,47 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
-from email.utils import formatdate
+from typing import Any, NamedTuple
 
-import h11
+h11: Any = None  # imported on the first request with a body; most workers never need it
 
-Data = h11.Data
-EndOfMessage = h11.EndOfMessage
-NEED_DATA = h11.NEED_DATA
-PAUSED = h11.PAUSED
-ConnectionClosed = h11.ConnectionClosed
+
+def _import_h11() -> Any:
+    global h11
+    if h11 is None:
+        import h11 as module
+        h11 = module
+    return h11
+
+
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")
+PAUSED = _Sentinel("PAUSED")
+
+
+class Data(NamedTuple):
+    """A piece of the request body."""
+
+    data: bytes
+
+
+class EndOfMessage:
+    """The request body is complete (trailers, if any, are dropped)."""
+
+    __slots__ = ()
+
+
+class ConnectionClosed:
+    """The client closed the connection between requests."""
+
+    __slots__ = ()
 
 _CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -50,16 +81,14 @@ class HTTPError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     request_line: int = 4094
     fields: int = 100
     field_size: int = 8190
     head: int = 65536
 
 
-@dataclass
-class Request:
+class Request(NamedTuple):
     method: str
     target: str
     path: str
@@ -83,8 +112,19 @@ class _DateCache:
         now = int(time.time())
         if now != cls.stamp:
             cls.stamp = now
-            cls.value = formatdate(now, usegmt=True).encode()
+            cls.value = _http_date(now)
         return cls.value
+
+
+_DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
+_MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
+
+
+def _http_date(stamp: float) -> bytes:
+    """IMF-fixdate (RFC 9110 §5.6.7), without importing email.utils and what it pulls in."""
+    t = time.gmtime(stamp)
+    return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (_DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1],
+                                                     t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
 
 
 class HTTPConnection:
@@ -94,7 +134,7 @@ class HTTPConnection:
         self.limits = limits
         self.keep_alive = keep_alive
         self.server = server
-        self._h: h11.Connection | None = None  # only while a request body is being read
+        self._h: Any = None  # an h11.Connection, only while a request body is being read
         self._body_done = False
         self._buf = b""
         self._eof = False
@@ -130,18 +170,24 @@ class HTTPConnection:
             return self._next_head()
         if self._h is None:  # a request without a body: it ended with its head
             if self._body_done:
-                return h11.PAUSED
+                return PAUSED
             self._body_done = True
-            return h11.EndOfMessage()
+            return EndOfMessage()
         try:
             event = self._h.next_event()
         except h11.RemoteProtocolError as exc:
             raise self._fail(exc.error_status_hint, str(exc)) from None
-        if isinstance(event, h11.EndOfMessage):
+        kind = type(event)
+        if kind is h11.Data:
+            return Data(bytes(event.data))
+        if kind is h11.EndOfMessage:
             self._body_done = True
-            if event.headers:
-                return h11.EndOfMessage()  # trailers never reach the app
-        return event
+            return EndOfMessage()  # trailers never reach the app
+        if event is h11.NEED_DATA:
+            return NEED_DATA
+        if event is h11.PAUSED:
+            return PAUSED
+        return ConnectionClosed()
 
     def _fail(self, status: int, reason: str) -> HTTPError:
         self._error = HTTPError(status, reason)
@@ -156,8 +202,8 @@ class HTTPConnection:
             if self._eof:
                 if buf.strip(b"\r\n"):
                     raise self._fail(400, "connection closed in the middle of the request head")
-                return h11.ConnectionClosed()
-            return h11.NEED_DATA
+                return ConnectionClosed()
+            return NEED_DATA
         head = buf[: end + 4]
         rest = buf[end + 4:]
         self._scanned = 0
@@ -167,6 +213,7 @@ class HTTPConnection:
         if request.chunked or request.content_length:
             # h11 frames the body; it re-reads the head we checked so its state machine agrees
             self._buf = b""
+            _import_h11()
             self._h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.head + 1)
             self._h.receive_data(head)
             try:

@@ -9,8 +9,7 @@ body, never a second request (uWSGI issue #2336 shows why).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 HEADER = struct.Struct("<BHB")
 HEADER_SIZE = 4
@@ -33,8 +32,7 @@ class BadContentLength(UwsgiError):
     """CONTENT_LENGTH is not plain ASCII digits: answer 400, then close."""
 
 
-@dataclass(frozen=True)
-class Packet:
+class Packet(NamedTuple):
     modifier1: int
     modifier2: int
     vars: dict[str, str]
