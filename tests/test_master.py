@@ -167,6 +167,31 @@ def test_term_is_graceful(spawn, workdir):
     assert server.wait_exit() == 0
 
 
+def test_term_serves_queued_connections(spawn, workdir):
+    """C31: more in-flight requests than workers; every one is answered after TERM."""
+    server = start(spawn, workdir, workers=2)
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def slow() -> None:
+        try:
+            status = http_request(server.addr, "GET", "/sleep?s=0.5", timeout=15)[0]
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            status = repr(exc)
+        with lock:
+            results.append(status)
+
+    threads = [threading.Thread(target=slow) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: fetch(server.stats)["sockets"][0]["queue"] >= 4, message="connections queued")
+    server.signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(20)
+    assert results == [200] * 8
+    assert server.wait_exit() == 0
+
+
 def test_int_is_quick(spawn, workdir):
     server = start(spawn, workdir)
     threading.Thread(target=lambda: _swallow(server.addr), daemon=True).start()

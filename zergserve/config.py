@@ -564,13 +564,13 @@ def _magic(path: str) -> dict[str, str]:
 _TOKEN = re.compile(r"%\(([^)]+)\)|%(.)|\$\(([^)]+)\)")
 
 
-def _substitute(value: str, magic: dict[str, str], placeholders: dict[str, str], env: Mapping[str, str],
-                where: str) -> str:
+def _substitute(value: str, magic: dict[str, str], scope: _Scope, env: Mapping[str, str], where: str) -> str:
     def replace(match: re.Match) -> str:
         name, letter, var = match.groups()
         if name is not None:
-            if name in placeholders:
-                return placeholders[name]
+            scope.referenced.add(name)
+            if name in scope.values:
+                return scope.values[name]
             if name in magic:
                 return magic[name]
             raise ConfigError(f"{where}: unknown placeholder %({name})")

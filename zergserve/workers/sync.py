@@ -16,6 +16,7 @@ from zergserve.log import logger
 from zergserve.workers.base import Worker
 
 _ACCEPT_EVENTS = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
+_DRAIN_SECONDS = 2.0
 
 
 class SyncWorker(Worker):
@@ -46,6 +47,24 @@ class SyncWorker(Worker):
                 elif registered:
                     self._accept_all(by_fd[fd])
         poller.close()
+        if not self.paused:
+            self._serve_queued()
+
+    def _serve_queued(self) -> None:
+        """On the way out, serve what is already queued: a client whose connection the kernel
+        accepted must get an answer, not a reset when the last holder of the socket closes it."""
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        budget = self.cfg.listen
+        pending = list(self.listeners)
+        while pending and budget > 0 and time.monotonic() < deadline:
+            for listener in list(pending):
+                try:
+                    conn, peer = listener.sock.accept()
+                except OSError:
+                    pending.remove(listener)
+                    continue
+                budget -= 1
+                connection.serve(conn, peer, listener, self.ctx)
 
     def _accept_all(self, listener) -> None:
         """Serve connections from this listener until its queue is empty or we must stop."""
