@@ -1,0 +1,150 @@
+"""Socket addresses (abstract, fd://, systemd, IPv6, chmod), logging, process titles and fd hygiene."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, ROOT, free_port, http_request, raw, wait_for
+from zergserve import sockets
+from zergserve.protocols.uwsgi import encode_packet
+
+
+def test_parse_address_forms():
+    assert sockets.parse_address(":3031") == (socket.AF_INET, ("0.0.0.0", 3031))
+    assert sockets.parse_address("127.0.0.1:80") == (socket.AF_INET, ("127.0.0.1", 80))
+    assert sockets.parse_address("[::1]:80") == (socket.AF_INET6, ("::1", 80, 0, 0))
+    assert sockets.parse_address("/run/a.sock") == (socket.AF_UNIX, "/run/a.sock")
+    assert sockets.parse_address("@zerg") == (socket.AF_UNIX, "\0zerg\0")  # uWSGI's trailing NUL
+    for bad in ("", "127.0.0.1:http", "1.2.3.4:70000", "[::1]80", "@"):
+        with pytest.raises(sockets.AddressError):
+            sockets.parse_address(bad)
+
+
+def test_abstract_socket_reachable_with_uwsgi_spelling(spawn):
+    name = f"zs-test-{os.getpid()}-{time.monotonic_ns()}"
+    server = spawn("--module", "echo:application", "--socket", f"@{name}")
+    packet = encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_PROTOCOL": "HTTP/1.1"})
+
+    def ask() -> bytes:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect("\0" + name + "\0")
+            sock.sendall(packet)
+            return sock.recv(4096)
+
+    assert wait_for(ask).startswith(b"HTTP/1.1 200 OK")
+    assert server.proc.poll() is None
+
+
+def test_ipv6_and_chmod_socket(spawn, workdir):
+    port = free_port()
+    sock_path = workdir / "m.sock"
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+        has_v6 = True
+    except OSError:
+        has_v6 = False
+    args = ["--module", "echo:application", "--http", str(sock_path), "--chmod-socket=660"]
+    if has_v6:
+        args += ["--http", f"[::1]:{port}"]
+    spawn(*args, wait=str(sock_path))
+    assert stat.S_IMODE(sock_path.stat().st_mode) == 0o660
+    if has_v6:
+        with socket.create_connection(("::1", port), timeout=5) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert conn.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def test_fd_and_systemd_activation(workdir):
+    """A listening socket passed as fd 3 with LISTEN_FDS/LISTEN_PID, as systemd does."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(10)
+    port = listener.getsockname()[1]
+    code = (
+        "import os, sys\n"
+        "os.dup2(int(sys.argv[1]), 3)\n"
+        "os.environ['LISTEN_FDS'] = '1'\n"
+        "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'zergserve', '--module', 'echo:application'])\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(listener.fileno())], pass_fds=[listener.fileno()],
+                            env=env, cwd=workdir, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    listener.close()
+    try:
+        assert wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def test_access_log_line_and_injection(spawn, workdir):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    logfile = workdir / "out.log"
+    spawn("--module", "echo:application", "--http", addr, "--logto", str(logfile), wait=addr)
+    http_request(addr, "GET", "/?x=1")
+    raw(addr, b"GET /%0d%0afake\x1b[31m HTTP/1.1\r\nHost: a\r\n\r\n")
+    raw(addr, b"GET /a%0d%0aFAKE-LINE HTTP/1.1\r\nHost: a\r\n\r\n")
+    http_request(addr, "GET", "/stderr")
+    text = wait_for(lambda: "app says hello" in logfile.read_text() and logfile.read_text())
+    lines = [line for line in text.splitlines() if '"GET ' in line]
+    assert any('"GET /?x=1 HTTP/1.1" 200 5 ' in line and line.rstrip().endswith(("w1",)) for line in lines), lines
+    assert not any(line.startswith("FAKE-LINE") for line in text.splitlines())
+    assert "\x1b" not in text
+
+
+def test_disable_logging(spawn, workdir):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    server = spawn("--module", "echo:application", "--http", addr, "--disable-logging", wait=addr)
+    http_request(addr)
+    http_request(addr, "GET", "/crash")
+    server.wait_log("boom from the test app")  # errors are always logged
+    assert '"GET / HTTP/1.1"' not in server.log()
+
+
+def test_process_titles_and_usr1(spawn, workdir):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    server = spawn("--module", "echo:application", "--http", addr, "-p", "2", "--procname-prefix", "demo-",
+                   wait=addr)
+    wait_for(lambda: len(server.worker_pids()) == 2)
+    title = Path(f"/proc/{server.pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+    assert title.startswith(b"demo-zergserve master")
+    titles = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+                    for pid in server.worker_pids())
+    assert titles == [b"demo-zergserve worker 1", b"demo-zergserve worker 2"]
+    server.signal(signal.SIGUSR1)
+    server.wait_log("worker 2 pid")
+
+
+def test_no_fd_leak_across_reloads(spawn, workdir):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    stats = str(workdir / "s.sock")
+    server = spawn("--module", "echo:application", "--http", addr, "--stats", stats, wait=addr)
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{server.pid}/fd"))
+
+    wait_for(lambda: len(server.worker_pids()) == 1)
+    before = fds()
+    for _ in range(3):
+        old = set(server.worker_pids())
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: server.worker_pids() and not set(server.worker_pids()) & old, timeout=20)
+        assert http_request(addr)[0] == 200
+    wait_for(lambda: fds() == before, message=f"master fd count back to {before}")
