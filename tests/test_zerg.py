@@ -1,0 +1,306 @@
+"""Zerg mode with real processes: zerg server, attach, detach under load, fallback, zergpools, security."""
+
+from __future__ import annotations
+
+import array
+import os
+import signal
+import socket
+import struct
+import time
+
+import pytest
+
+from conftest import ROOT, free_port, http_request, wait_for
+from test_master import Load
+from zergserve import zerg as zerg_mod
+from zergserve.stats import fetch
+
+
+def instance(spawn, workdir, name="main", workers=1, extra=()):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    zsock = str(workdir / f"{name}.zerg")
+    stats = str(workdir / f"{name}.stats")
+    server = spawn("--module", "echo:application", "--http", addr, "-p", str(workers), "--zerg-server", zsock,
+                   "--stats", stats, *extra, wait=addr)
+    server.addr, server.zsock, server.stats = addr, zsock, stats
+    wait_for(lambda: os.path.exists(zsock), message="zerg server socket")
+    return server
+
+
+def zerg(spawn, workdir, *servers, name="zerg", extra=()):
+    stats = str(workdir / f"{name}.stats")
+    args = ["--module", "echo:application", "-p", "1", "--stats", stats]
+    for server in servers:
+        args += ["--zerg", server]
+    proc = spawn(*args, *extra)
+    proc.stats = stats
+    wait_for(lambda: os.path.exists(stats) and fetch(stats)["workers"][0]["status"] == "idle",
+             message="zerg ready")
+    return proc
+
+
+def pids_answering(addr: str, count: int = 30) -> set[bytes]:
+    return {http_request(addr, "GET", "/pid")[2] for _ in range(count)}
+
+
+def test_zerg_serves_the_instance_sockets_as_http(spawn, workdir):
+    main = instance(spawn, workdir)
+    z = zerg(spawn, workdir, main.zsock)
+    zerg_workers = {str(w["pid"]).encode() for w in fetch(z.stats)["workers"]}
+    main.signal(signal.SIGTSTP)  # zerg as tester: the main instance stops accepting
+    wait_for(lambda: fetch(main.stats)["workers"][0]["status"] == "pause", message="main paused")
+    assert pids_answering(main.addr, 10) <= zerg_workers
+    main.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(main.stats)["workers"][0]["status"] == "idle", message="main resumed")
+    doc = fetch(main.stats)
+    assert doc["zergs"] and doc["zergs"][0]["pid"] == z.pid
+    assert fetch(z.stats)["zerg_attached_from"] == [main.zsock]
+    assert fetch(z.stats)["sockets"][0]["proto"] == "http"
+    assert oct(os.stat(main.zsock).st_mode & 0o777) == "0o600"
+
+
+def test_zerg_detaches_under_load_without_failures(spawn, workdir):
+    main = instance(spawn, workdir)
+    z = zerg(spawn, workdir, main.zsock)
+    load = Load(main.addr)
+    wait_for(lambda: load.ok > 30, message="load running")
+    z.signal(signal.SIGTERM)
+    assert z.wait_exit() == 0
+    count = load.ok
+    wait_for(lambda: load.ok > count + 30, message="load continues")
+    z2 = zerg(spawn, workdir, main.zsock, name="zerg2")
+    count = load.ok
+    wait_for(lambda: load.ok > count + 30, message="load continues with a new zerg")
+    z2.signal(signal.SIGINT)
+    z2.wait_exit()
+    load.stop()
+    # SIGINT on a zerg is quick, but it only had in-flight requests to lose; TERM lost nothing
+    assert len(load.failures) <= 1, load.failures
+
+
+def test_zerg_keeps_its_sockets_across_its_own_reload(spawn, workdir):
+    main = instance(spawn, workdir)
+    z = zerg(spawn, workdir, main.zsock)
+    main.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(main.stats)["workers"][0]["status"] == "pause")
+    old = fetch(z.stats)["workers"][0]["pid"]
+    z.signal(signal.SIGHUP)
+    wait_for(lambda: fetch(z.stats)["workers"][0]["pid"] not in (0, old) and
+             fetch(z.stats)["workers"][0]["status"] == "idle", timeout=20, message="zerg reloaded")
+    new = str(fetch(z.stats)["workers"][0]["pid"]).encode()
+    assert pids_answering(main.addr, 5) == {new}
+
+
+def test_zerg_survives_the_server_instance_reload(spawn, workdir):
+    main = instance(spawn, workdir)
+    z = zerg(spawn, workdir, main.zsock)
+    load = Load(main.addr)
+    wait_for(lambda: load.ok > 20)
+    main.signal(signal.SIGHUP)
+    main.wait_log("new workers ready")
+    count = load.ok
+    wait_for(lambda: load.ok > count + 20)
+    load.stop()
+    assert load.failures == []
+    assert z.proc.poll() is None
+
+
+def test_no_server_without_fallback_exits_1(spawn, workdir):
+    proc = spawn("--module", "echo:application", "--zerg", str(workdir / "nothing.sock"))
+    assert proc.wait_exit() == 1
+    assert "unable to connect to zerg server" in proc.log()
+
+
+def test_fallback_binds_configured_sockets(spawn, workdir):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    proc = spawn("--module", "echo:application", "--zerg", str(workdir / "nothing.sock"), "--zerg-fallback",
+                 "--http", addr, wait=addr)
+    assert http_request(addr)[0] == 200
+    assert "zerg-fallback" in proc.log()
+
+
+def test_configured_socket_equal_to_attached_one_is_not_bound_again(spawn, workdir):
+    main = instance(spawn, workdir)
+    z = zerg(spawn, workdir, main.zsock, extra=("--http", main.addr))
+    assert len(fetch(z.stats)["sockets"]) == 1
+
+
+def test_two_servers_into_one_zerg(spawn, workdir):
+    a = instance(spawn, workdir, "a")
+    b = instance(spawn, workdir, "b")
+    z = zerg(spawn, workdir, a.zsock, b.zsock)
+    assert {s["name"] for s in fetch(z.stats)["sockets"]} == {a.addr, b.addr}
+    for server in (a, b):
+        server.signal(signal.SIGTSTP)
+    zerg_pid = str(fetch(z.stats)["workers"][0]["pid"]).encode()
+    assert pids_answering(a.addr, 3) == {zerg_pid} and pids_answering(b.addr, 3) == {zerg_pid}
+
+
+def test_abstract_zerg_server(spawn, workdir):
+    name = f"@zs-{os.getpid()}-{time.monotonic_ns()}"
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    main = spawn("--module", "echo:application", "--http", addr, "--zerg-server", name, wait=addr)
+    main.wait_log("zerg server enabled")
+    got = zerg_mod.attach(name)
+    assert [(l.name, l.proto) for l in got] == [(addr, "http")]
+    for item in got:
+        item.sock.close()
+
+
+def test_zergpool_queues_until_zergs_attach(spawn, workdir):
+    p1, p2 = free_port(), free_port()
+    pool = str(workdir / "pool.sock")
+    spawn("--zergpool", f"{pool}:127.0.0.1:{p1},127.0.0.1:{p2}", "--zergpool-protocol", "http")
+    wait_for(lambda: os.path.exists(pool), message="pool socket")
+    results: list = []
+
+    def ask(port: int) -> None:
+        try:
+            results.append(http_request(f"127.0.0.1:{port}", "GET", "/pid", timeout=20)[0])
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            results.append(repr(exc))
+
+    import threading
+    waiting = [threading.Thread(target=ask, args=(port,)) for port in (p1, p2)]
+    for thread in waiting:
+        thread.start()
+    time.sleep(0.3)  # not an assertion: give the requests time to be queued before any zerg exists
+    assert results == []
+    z1 = zerg(spawn, workdir, pool, name="z1")
+    zerg(spawn, workdir, pool, name="z2")
+    for thread in waiting:
+        thread.join(20)
+    assert results == [200, 200]
+    assert {s["proto"] for s in fetch(z1.stats)["sockets"]} == {"http"}
+
+
+def test_zergpool_ignores_garbage_and_early_close(spawn, workdir):
+    port = free_port()
+    pool = str(workdir / "pool.sock")
+    proc = spawn("--zergpool", f"{pool}:127.0.0.1:{port}")
+    wait_for(lambda: os.path.exists(pool))
+    for _ in range(20):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(pool)
+            sock.sendall(b"garbage" * 100)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(pool)
+    assert proc.proc.poll() is None
+    got = zerg_mod.attach(pool)
+    assert [l.name for l in got] == [f"127.0.0.1:{port}"]
+    got[0].sock.close()
+
+
+def uwsgi_like_attach(path: str) -> list[int]:
+    """Exactly as uWSGI's client reads: a 14-byte buffer, room for 8 fds, one retry with more."""
+    def once(room: int) -> tuple[bytes, list[int], int]:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            data, anc, flags, _ = sock.recvmsg(14, socket.CMSG_SPACE(room * 4))
+            fds = [fd for level, kind, payload in anc if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+                   for fd in array.array("i", payload[: len(payload) - len(payload) % 4])]
+            return data, fds, flags
+
+    data, fds, flags = once(8)
+    assert data[:10] == b"uwsgi-zerg" and len(data) == 14
+    count = struct.unpack("=i", data[10:])[0]
+    if count > 8:
+        assert flags & socket.MSG_CTRUNC and len(fds) == 8
+        for fd in fds:
+            os.close(fd)
+        data, fds, flags = once(count)
+    assert len(fds) == count
+    return fds
+
+
+def test_uwsgi_style_client_gets_ten_sockets(spawn, workdir):
+    ports = [free_port() for _ in range(10)]
+    args = ["--module", "echo:application", "--zerg-server", str(workdir / "z.sock")]
+    for port in ports:
+        args += ["--socket", f"127.0.0.1:{port}"]
+    spawn(*args, wait=f"127.0.0.1:{ports[0]}")
+    wait_for(lambda: os.path.exists(workdir / "z.sock"))
+    fds = uwsgi_like_attach(str(workdir / "z.sock"))
+    names = []
+    for fd in fds:
+        sock = socket.socket(fileno=fd)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        names.append(sock.getsockname()[1])
+        sock.close()
+    assert names == ports
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
+def test_peer_with_wrong_uid_is_refused(spawn, workdir):
+    name = f"@zs-uid-{os.getpid()}-{time.monotonic_ns()}"
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    main = spawn("--module", "echo:application", "--http", addr, "--zerg-server", name, wait=addr)
+    main.wait_log("zerg server enabled")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the attacker: an unprivileged local user
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(5)
+            sock.connect("\0" + name[1:] + "\0")
+            data, anc, _, _ = sock.recvmsg(64, socket.CMSG_SPACE(32))
+            os.write(write_end, f"{len(data)} {len(anc)}".encode())
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            os.write(write_end, repr(exc).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    assert os.read(read_end, 200) == b"0 0"
+    os.close(read_end)
+    main.wait_log("refused peer")
+
+
+def test_client_refuses_fds_that_are_not_listening_sockets(workdir):
+    path = str(workdir / "evil.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    import threading
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with open(__file__, "rb") as fh:
+            conn.sendmsg([b"uwsgi-zerg", struct.pack("=i", 1)],
+                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fh.fileno()]))])
+        conn.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(zerg_mod.ZergError, match="not a socket"):
+        zerg_mod.attach(path, timeout=5)
+    thread.join(5)
+    server.close()
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_received_fds_are_cloexec(spawn, workdir):
+    main = instance(spawn, workdir)
+    got = zerg_mod.attach(main.zsock)
+    for item in got:
+        assert not os.get_inheritable(item.fileno())
+        item.sock.close()
+
+
+def test_zerg_server_must_be_unix(spawn):
+    port = free_port()
+    proc = spawn("--module", "echo:application", "--http", f"127.0.0.1:{port}", "--zerg-server",
+                 f"127.0.0.1:{free_port()}")
+    assert proc.wait_exit() == 2
+    assert "must be a UNIX socket" in proc.log()
+    assert ROOT  # the repo root is importable for the subprocesses above
