@@ -43,6 +43,7 @@ class Worker:
         self.close_fds = close_fds
         self.alive = True
         self.paused = False
+        self.recycling = False  # leaving on its own (max-requests): the others serve the queue
         self.max_requests = cfg.max_requests + (wid - 1) * cfg.max_requests_delta if cfg.max_requests else 0
         self.wake_r = self.wake_w = -1
 
@@ -138,6 +139,7 @@ class Worker:
         if self.max_requests and self.row.requests >= self.max_requests:
             if self.alive:
                 logger.info("worker %d: max-requests (%d) reached, recycling", self.wid, self.max_requests)
+                self.recycling = True
             self.alive = False
         return not self.alive
 

@@ -47,7 +47,7 @@ class SyncWorker(Worker):
                 elif registered:
                     self._accept_all(by_fd[fd])
         poller.close()
-        if not self.paused:
+        if not self.paused and not self.recycling:
             self._serve_queued()
 
     def _serve_queued(self) -> None:
