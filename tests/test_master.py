@@ -228,6 +228,7 @@ def test_pidfile_and_vacuum(spawn, workdir):
     sock = workdir / "app.sock"
     server = spawn("--module", "echo:application", "--socket", str(sock), "--pidfile", str(pidfile),
                    "--vacuum", wait=str(sock))
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"), message="pidfile written")
     assert int(pidfile.read_text()) == server.pid
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0

@@ -124,9 +124,12 @@ def test_process_titles_and_usr1(spawn, workdir):
     wait_for(lambda: len(server.worker_pids()) == 2)
     title = Path(f"/proc/{server.pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
     assert title.startswith(b"demo-zergserve master")
-    titles = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
-                    for pid in server.worker_pids())
-    assert titles == [b"demo-zergserve worker 1", b"demo-zergserve worker 2"]
+    def titles() -> list[bytes]:
+        return sorted(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+                      for pid in server.worker_pids())
+
+    wait_for(lambda: titles() == [b"demo-zergserve worker 1", b"demo-zergserve worker 2"],
+             message="worker titles")
     server.signal(signal.SIGUSR1)
     server.wait_log("worker 2 pid")
 
