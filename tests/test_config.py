@@ -175,3 +175,9 @@ def test_print_config():
     proc = subprocess.run([sys.executable, "-m", "zergserve", "-p", "3", "--print-config"], capture_output=True,
                           text=True, timeout=30, cwd=ROOT)
     assert proc.returncode == 0 and json.loads(proc.stdout)["processes"] == 3
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "deploy").rglob("*.ini")), ids=lambda p: p.name)
+def test_deploy_examples_are_valid_config(path):
+    cfg = load(["--ini", str(path)], {})
+    assert cfg.module or cfg.zergpool or cfg.zerg or getattr(cfg, "emperor", None)
