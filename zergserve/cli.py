@@ -9,10 +9,11 @@ import traceback
 from zergserve import app as app_loader
 from zergserve import config, log, sockets, workers, zerg, zergpool
 from zergserve.log import logger
-from zergserve.master import Master, adopt_reexec_listeners
+from zergserve.master import REEXEC_LISTENERS, Master, adopt_reexec_listeners
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
 EXIT_USAGE = 2
+EMPEROR_FD = "UWSGI_EMPEROR_FD"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,11 +37,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if cfg.zergpool:
         return zergpool.run(cfg)
+    if cfg.emperor:
+        return run_emperor(cfg)
     return run_instance(cfg, args)
+
+
+def run_emperor(cfg: config.Config) -> int:
+    from zergserve.emperor.emperor import Emperor
+    try:
+        emperor = Emperor(cfg)
+    except (ValueError, sockets.AddressError) as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    return emperor.run()
 
 
 def run_instance(cfg: config.Config, argv: list[str]) -> int:
     """An instance: a master and its workers over the configured sockets."""
+    start_cwd = os.getcwd()
     try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
     except app_loader.AppLoadError as exc:
@@ -48,6 +62,7 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
         return EXIT_APP_LOAD_ERROR
     if cfg.check_config:
         return _check_app(cfg)
+    reloaded = REEXEC_LISTENERS in os.environ
     try:
         listeners = bind_listeners(cfg)
     except (sockets.AddressError, zerg.ZergError) as exc:
@@ -61,7 +76,7 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
         app = _load_app(cfg)
         if app is None:
             return EXIT_APP_LOAD_ERROR
-    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv)
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,
@@ -72,6 +87,10 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
         master.add_reader(server, server.serve_one)
         master.add_cleanup(server.close)
         master.add_stats(lambda: {"zerg_server": cfg.zerg_server, "zergs": list(server.attached)})
+    emperor_fd = os.environ.get(EMPEROR_FD)
+    if emperor_fd:
+        from zergserve.emperor.link import EmperorLink
+        EmperorLink(int(emperor_fd), master, first_start=not reloaded)
     attached = sorted({item.origin[len("zerg:"):] for item in listeners if item.origin.startswith("zerg:")})
     if attached:
         master.add_stats(lambda: {"zerg_attached_from": attached})

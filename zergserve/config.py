@@ -179,6 +179,42 @@ OPTIONS: tuple[Option, ...] = (
     O("zergpool", text, [], "run a zergpool: PATH:addr1,addr2 (binds the addresses, hands them to zergs)",
       aliases=("zerg-pool",), repeatable=True, group="zerg"),
     O("zergpool-protocol", choice("uwsgi", "http"), "uwsgi", "protocol of the zergpool's sockets", group="zerg"),
+    # emperor
+    O("emperor", text, [], "run the emperor over a vassals dir (DIR, dir://DIR or glob://PATTERN)",
+      repeatable=True, group="emperor"),
+    O("emperor-freq", number, 3.0, "seconds between scans of the monitors (inotify wakes it sooner)",
+      group="emperor"),
+    O("emperor-throttle", integer(1), 1000, "milliseconds: blacklist step for a vassal that dies before "
+      "serving, and the refill interval of the global spawn budget", group="emperor"),
+    O("emperor-max-throttle", integer(1), 180000, "milliseconds: the largest blacklist delay", group="emperor"),
+    O("emperor-spawn-burst", integer(1), 16, "vassals that may be spawned at once before the global "
+      "throttle spaces the rest by --emperor-throttle", group="emperor"),
+    O("emperor-required-heartbeat", integer(1), 30, "seconds without a heartbeat before a vassal that "
+      "sends them is killed and respawned", group="emperor"),
+    O("emperor-curse-tolerance", integer(1), 30, "seconds a stopped vassal may take to exit before SIGKILL",
+      group="emperor"),
+    O("emperor-graceful-shutdown", boolean, False, "stop vassals gracefully (byte 2) instead of byte 0",
+      flag=True, group="emperor"),
+    O("emperor-stats", text, None, "serve the emperor's stats JSON on ADDR", aliases=("emperor-stats-server",),
+      group="emperor"),
+    O("emperor-pidfile", text, None, "write the emperor's pid to this file", group="emperor"),
+    O("emperor-extra-extension", text, [], "also treat files ending in EXT as vassal configs",
+      repeatable=True, group="emperor"),
+    O("emperor-nofollow", boolean, False, "use a symlink's own mtime (lstat), for the .skel trick", flag=True,
+      group="emperor"),
+    O("emperor-no-blacklist", boolean, False, "never blacklist vassals that die before serving", flag=True,
+      group="emperor"),
+    O("vassal-set", key_value, [], "pass --set key=value to every vassal", aliases=("vassals-set",),
+      repeatable=True, group="emperor"),
+    O("vassals-include", text, [], "append this config file to every vassal's command line",
+      repeatable=True, group="emperor"),
+    O("vassals-include-before", text, [], "put this config file before every vassal's own",
+      repeatable=True, group="emperor"),
+    O("binary-path", text, None, "program to run vassals with (default: this zergserve)", group="emperor"),
+    O("reload-mercy", integer(0), 30, "seconds the emperor gives vassals to stop at shutdown before SIGKILL",
+      group="emperor"),
+    O("heartbeat", integer(0), 0, "vassal: send the emperor a heartbeat every N seconds (0: off)",
+      group="emperor"),
     # stats and logging
     O("stats", text, None, "serve stats JSON on ADDR (TCP if it has ':', else UNIX)", aliases=("stats-server",),
       group="stats"),
@@ -593,7 +629,7 @@ def _placeholder_names(settings: Iterable[_Setting]) -> set[str]:
 # --- help and docs -----------------------------------------------------------------------------
 
 _GROUPS = {"app": "Application", "sockets": "Sockets", "processes": "Processes", "limits": "Limits",
-           "zerg": "Zerg mode", "stats": "Stats", "logging": "Logging", "compat": "uWSGI compatibility",
+           "zerg": "Zerg mode", "emperor": "Emperor", "stats": "Stats", "logging": "Logging", "compat": "uWSGI compatibility",
            "config": "Configuration"}
 
 

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from setproctitle import setproctitle
 
 from zergserve import __version__, sockets
+from zergserve.lifeline import die_with_parent
 from zergserve.log import logger
 from zergserve.scoreboard import BUSY, STARTING, Scoreboard
 from zergserve.stats import StatsServer
@@ -65,8 +66,9 @@ class Master:
     """Supervises a pool of workers of one class over a set of listeners."""
 
     def __init__(self, cfg: Any, listeners: list[sockets.Listener], app: Any, worker_class: type,
-                 argv: list[str]) -> None:
+                 argv: list[str], start_cwd: str | None = None) -> None:
         self.cfg = cfg
+        self.start_cwd = start_cwd or os.getcwd()
         self.listeners = listeners
         self.app = app
         self.worker_class = worker_class
@@ -180,9 +182,11 @@ class Master:
         self.scoreboard.reset(wid, 0)
         sys.stdout.flush()
         sys.stderr.flush()
+        master_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
             try:
+                die_with_parent(master_pid)
                 signal.set_wakeup_fd(-1)
                 for signum in _HANDLED:
                     signal.signal(signum, signal.SIG_DFL)
@@ -295,10 +299,16 @@ class Master:
         logger.info("graceful reload requested: checking the new configuration and app")
         args = [sys.executable, "-m", "zergserve", *self.argv, "--check-config"]
         env = {k: v for k, v in os.environ.items() if k not in (REEXEC_LISTENERS, REEXEC_WORKERS)}
-        try:
-            self.canary = os.posix_spawn(sys.executable, args, env)
-        except OSError as exc:
-            logger.error("reload aborted: cannot start the check: %s", exc)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.chdir(self.start_cwd)  # relative config paths mean what they meant at start
+                os.execve(sys.executable, args, env)
+            finally:
+                os._exit(127)
+        self.canary = pid
 
     def _canary_done(self, code: int) -> None:
         self.canary = None
@@ -324,6 +334,7 @@ class Master:
         signal.set_wakeup_fd(-1)
         sys.stdout.flush()
         sys.stderr.flush()
+        os.chdir(self.start_cwd)
         os.execve(sys.executable, [sys.executable, "-m", "zergserve", *self.argv], env)
 
     def _adopt_old_workers(self) -> None:

@@ -1,0 +1,336 @@
+"""The emperor's loop: scan the monitors, spawn, reload, stop and respawn vassals, and keep them honest.
+
+    new file            spawn a vassal (unless blacklisted and still throttled, or over the global
+                        spawn budget: --emperor-spawn-burst at once, then one per --emperor-throttle ms;
+                        uWSGI computes its global throttle and never applies it)
+    newer mtime         reload it (byte 1)
+    file removed        stop it (byte 0, or 2 with --emperor-graceful-shutdown)
+    vassal died         respawn it at once; if it died before it was loyal (served a request) it is
+                        blacklisted and each later start waits longer, up to --emperor-max-throttle
+    no heartbeat        SIGKILL and respawn (for vassals that send heartbeats)
+
+Signals: HUP reloads every vassal, USR1 logs a line per vassal, URG clears the blacklist, INT, TERM and
+QUIT stop every vassal, wait --reload-mercy seconds, then kill the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import time
+from typing import Any
+
+from setproctitle import setproctitle
+
+from zergserve import __version__
+from zergserve.emperor import protocol
+from zergserve.emperor.monitor import Inotify, Monitor
+from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
+from zergserve.log import logger
+from zergserve.stats import StatsServer
+
+_SETTLE = 0.1
+_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGURG,
+            signal.SIGCHLD, signal.SIGWINCH)
+
+
+class BlacklistEntry:
+    """A vassal that died before it was loyal: how long its next start must wait."""
+
+    def __init__(self, throttle_ms: int) -> None:
+        self.throttle_ms = throttle_ms
+        self.attempt = 0
+        self.first_attempt = self.last_attempt = time.time()
+
+    def waiting(self, now: float) -> bool:
+        return now < self.last_attempt + self.throttle_ms / 1000
+
+
+class Emperor:
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.monitors = [Monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow) for arg in cfg.emperor]
+        self.vassals: dict[int, Vassal] = {}  # by id(): zergs share their vassal's name
+        self.blacklist: dict[str, BlacklistEntry] = {}
+        self.signals: list[int] = []
+        self.selector = selectors.DefaultSelector()
+        self.inotify = Inotify()
+        self.stats: StatsServer | None = None
+        self.ragnarok_deadline = 0.0
+        self.spawn_tokens = float(cfg.emperor_spawn_burst)
+        self.tokens_at = time.monotonic()
+        self.scan_now = True
+        self.retry_at = 0.0  # when the global spawn budget allows the next spawn
+        self.broodlord_num = 0
+
+    def run(self) -> int:
+        setproctitle(f"{self.cfg.procname_prefix}zergserve emperor")
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for signum in _SIGNALS:
+            signal.signal(signum, lambda n, f: self.signals.append(n))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        self.selector.register(wake_r, selectors.EVENT_READ, lambda: _drain(wake_r))
+        if self.inotify.fileno() >= 0:
+            for monitor in self.monitors:
+                for path in monitor.watch_dirs():
+                    self.inotify.watch(path)
+            self.selector.register(self.inotify, selectors.EVENT_READ, self._changed)
+        if self.cfg.emperor_stats:
+            self.stats = StatsServer(self.cfg.emperor_stats, self.stats_document, http=self.cfg.stats_http)
+            self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
+        if self.cfg.emperor_pidfile:
+            with open(self.cfg.emperor_pidfile, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        logger.info("*** starting zergserve %s emperor (pid %d) on %s ***", __version__, os.getpid(),
+                    ", ".join(m.name for m in self.monitors))
+        last_scan = 0.0
+        while True:
+            next_scan = last_scan + self.cfg.emperor_freq
+            if self.retry_at:
+                next_scan = min(next_scan, self.retry_at)
+            timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
+            if self.ragnarok_deadline:
+                timeout = 0.2
+            for key, _ in self.selector.select(min(timeout, 1.0)):
+                key.data()
+            self._handle_signals()
+            self._reap()
+            if self.ragnarok_deadline:
+                if self._ragnarok_progress():
+                    break
+                continue
+            if self.scan_now or time.monotonic() >= next_scan:
+                self.scan_now = False
+                self.retry_at = 0.0
+                last_scan = time.monotonic()
+                self.scan()
+            self._check_heartbeats()
+            self._check_curses()
+        logger.info("The Emperor is buried.")
+        if self.stats is not None:
+            self.stats.close()
+        return 0
+
+    # --- scanning ---------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """A file changed: scan shortly, once the writer is likely done (create + write coalesce)."""
+        self.inotify.drain()
+        soon = time.monotonic() + _SETTLE
+        self.retry_at = min(self.retry_at, soon) if self.retry_at else soon
+
+    def scan(self) -> None:
+        for monitor in self.monitors:
+            found = monitor.scan()
+            known = {v.name: v for v in self.vassals.values() if v.monitor is monitor and not v.zerg}
+            for name, mtime in sorted(found.items()):
+                vassal = known.get(name)
+                if vassal is None:
+                    self.add(name, monitor, mtime)
+                elif mtime > vassal.last_mod and vassal.status == RUNNING:
+                    vassal.last_mod = mtime
+                    vassal.reload()
+            for vassal in list(self.vassals.values()):
+                if vassal.monitor is not monitor or vassal.status != RUNNING:
+                    continue
+                base = vassal.name.rsplit(":", 1)[0] if vassal.zerg else vassal.name
+                if base not in found:
+                    vassal.stop(self.cfg.emperor_graceful_shutdown)
+
+    def add(self, name: str, monitor: Monitor, mtime: float, zerg: bool = False) -> Vassal | None:
+        now = time.time()
+        entry = self.blacklist.get(name)
+        if entry is not None and entry.waiting(now) and not zerg:
+            return None
+        if not self._spawn_allowed():
+            return None
+        vassal = Vassal(name, monitor, mtime, zerg)
+        if zerg:
+            self.broodlord_num += 1
+        try:
+            vassal.spawn(self.cfg, self.broodlord_num)
+        except OSError as exc:
+            logger.error("[emperor] %s", exc)
+            return None
+        self.vassals[id(vassal)] = vassal
+        self.selector.register(vassal.sock, selectors.EVENT_READ, lambda v=vassal: self._message(v))
+        return vassal
+
+    def _spawn_allowed(self) -> bool:
+        """The global spawn budget: a burst, then one spawn per --emperor-throttle milliseconds."""
+        now = time.monotonic()
+        rate = 1000.0 / self.cfg.emperor_throttle
+        self.spawn_tokens = min(float(self.cfg.emperor_spawn_burst),
+                                self.spawn_tokens + (now - self.tokens_at) * rate)
+        self.tokens_at = now
+        if self.spawn_tokens < 1.0:
+            if not self.retry_at:
+                logger.info("[emperor] global spawn throttle: waiting before the next vassal")
+            self.retry_at = now + (1.0 - self.spawn_tokens) / rate
+            return False
+        self.spawn_tokens -= 1.0
+        return True
+
+    # --- messages from vassals --------------------------------------------------------------
+
+    def _message(self, vassal: Vassal) -> None:
+        try:
+            data = vassal.sock.recv(64) if vassal.sock is not None else b""
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            if vassal.sock is not None:
+                self.selector.unregister(vassal.sock)
+                vassal.close()
+            if vassal.status == RUNNING:
+                logger.info("[emperor] curse the vassal %s (pid %d)", vassal.name, vassal.pid)
+            vassal.curse()
+            return
+        now = time.time()
+        for byte in data:
+            if byte == protocol.SPAWNED:
+                vassal.ready, vassal.last_ready = True, now
+                logger.info("[emperor] vassal %s has been spawned", vassal.name)
+            elif byte == protocol.ACCEPTING:
+                vassal.accepting, vassal.last_accepting = True, now
+                logger.info("[emperor] vassal %s is ready to accept requests", vassal.name)
+            elif byte == protocol.LOYAL:
+                if not vassal.loyal:
+                    logger.info("[emperor] vassal %s is now loyal", vassal.name)
+                vassal.loyal, vassal.last_loyal = True, now
+                self.blacklist.pop(vassal.name, None)
+            elif byte == protocol.HEARTBEAT:
+                vassal.last_heartbeat = now
+            elif byte == protocol.VOLUNTARY_SHUTDOWN:
+                logger.info("[emperor] vassal %s asks to shut down", vassal.name)
+                vassal.stop(self.cfg.emperor_graceful_shutdown)
+            elif byte == protocol.SOS:
+                vassal.sos += 1
+                self.sos(vassal)
+
+    def sos(self, vassal: Vassal) -> None:
+        """A vassal asks for reinforcements (broodlord; see emperor --emperor-broodlord)."""
+        logger.info("[emperor] vassal %s sent SOS", vassal.name)
+
+    # --- children ---------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for key, vassal in list(self.vassals.items()):
+            if vassal.proc is None:
+                continue
+            code = vassal.proc.poll()
+            if code is None:
+                continue
+            if vassal.sock is not None:
+                self.selector.unregister(vassal.sock)
+                vassal.close()
+            del self.vassals[key]
+            logger.info("[emperor] removed vassal %s (pid %d, exit %s)", vassal.name, vassal.pid, code)
+            if code == protocol.EXILE_CODE:
+                logger.error("[emperor] vassal %s could not start its program: not respawning it", vassal.name)
+                continue
+            if not vassal.loyal and not vassal.zerg and not self.cfg.emperor_no_blacklist:
+                self._blacklist(vassal.name)
+            self.scan_now = True  # respawn a vassal whose file is still there without waiting a period
+
+    def _blacklist(self, name: str) -> None:
+        step = self.cfg.emperor_throttle
+        entry = self.blacklist.get(name)
+        if entry is None:
+            self.blacklist[name] = BlacklistEntry(step)
+            return
+        entry.last_attempt = time.time()
+        if entry.throttle_ms < self.cfg.emperor_max_throttle:
+            entry.throttle_ms = min(entry.throttle_ms + step, self.cfg.emperor_max_throttle)
+        else:
+            logger.error("[emperor] maximum throttle level for vassal %s reached", name)
+            entry.throttle_ms //= 2
+        entry.attempt += 1
+        if entry.attempt == 2:
+            logger.error("[emperor] unloyal bad behaving vassal found: %s throttling it...", name)
+
+    def _check_heartbeats(self) -> None:
+        now = time.time()
+        for vassal in self.vassals.values():
+            if vassal.status == RUNNING and vassal.last_heartbeat and \
+                    now - vassal.last_heartbeat > self.cfg.emperor_required_heartbeat:
+                logger.error("[emperor] vassal %s sent no heartbeat in the last %d seconds, respawning it",
+                             vassal.name, self.cfg.emperor_required_heartbeat)
+                vassal.last_heartbeat = 0.0
+                vassal.curse()
+                vassal.kill()
+
+    def _check_curses(self) -> None:
+        now = time.time()
+        for vassal in self.vassals.values():
+            if vassal.status == STOPPING and now - vassal.cursed_at > self.cfg.emperor_curse_tolerance:
+                logger.error("[emperor] vassal %s did not stop within %ds: killing it", vassal.name,
+                             self.cfg.emperor_curse_tolerance)
+                vassal.kill()
+                vassal.cursed_at = now
+
+    # --- signals ----------------------------------------------------------------------------
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                self.ragnarok()
+            elif signum == signal.SIGHUP:
+                for vassal in self.vassals.values():
+                    vassal.reload()
+            elif signum == signal.SIGUSR1:
+                for vassal in self.vassals.values():
+                    logger.info("vassal %s pid %d (last modified %d) status %d loyal %d zerg %d", vassal.name,
+                                vassal.pid, vassal.last_mod, vassal.status, vassal.loyal, vassal.zerg)
+            elif signum == signal.SIGURG:
+                logger.info("[emperor] cleaning up the blacklist")
+                self.blacklist.clear()
+                self.scan_now = True
+            elif signum == signal.SIGWINCH:
+                self.scan_now = True
+
+    def ragnarok(self) -> None:
+        if self.ragnarok_deadline:
+            logger.info("RAGNAROK ALREADY EVOKED (mercyless in %d seconds)",
+                        max(0, self.ragnarok_deadline - time.monotonic()))
+            return
+        logger.info("*** RAGNAROK EVOKED ***")
+        self.ragnarok_deadline = time.monotonic() + self.cfg.reload_mercy
+        for vassal in self.vassals.values():
+            vassal.stop(self.cfg.emperor_graceful_shutdown)
+
+    def _ragnarok_progress(self) -> bool:
+        if not self.vassals:
+            return True
+        if time.monotonic() > self.ragnarok_deadline:
+            for vassal in self.vassals.values():
+                logger.error("NO MERCY for vassal %s", vassal.name)
+                vassal.kill()
+            self.ragnarok_deadline = time.monotonic() + 5.0
+        return False
+
+    # --- stats ------------------------------------------------------------------------------
+
+    def stats_document(self) -> dict[str, Any]:
+        return {
+            "version": __version__, "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
+            "cwd": os.getcwd(), "emperor": [m.name for m in self.monitors], "emperor_tyrant": 0,
+            "throttle_level": round(self.spawn_tokens, 2),
+            "vassals": [v.stats() for v in self.vassals.values()],
+            "blacklist": [{"id": name, "throttle_level": entry.throttle_ms, "attempt": entry.attempt,
+                           "first_attempt": int(entry.first_attempt), "last_attempt": int(entry.last_attempt)}
+                          for name, entry in self.blacklist.items()],
+        }
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except OSError:
+        pass

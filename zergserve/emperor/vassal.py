@@ -1,0 +1,160 @@
+"""One vassal: how it is started (argv, environment, fds, PDEATHSIG) and what the emperor knows of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from zergserve.emperor import protocol
+from zergserve.emperor.monitor import Monitor
+from zergserve.lifeline import die_with_parent
+from zergserve.log import logger
+
+RUNNING, STOPPING = 0, 1
+_TYPE_FLAGS = {".ini": "--ini", ".json": "--json", ".js": "--json", ".toml": "--toml", ".yml": "--yaml",
+               ".yaml": "--yaml", ".xml": "--xml"}
+
+
+class Vassal:
+    """The emperor's record of one vassal process (a config file, or NAME:zerg for broodlord)."""
+
+    def __init__(self, name: str, monitor: Monitor, mtime: float, zerg: bool = False) -> None:
+        self.name = name
+        self.monitor = monitor
+        self.zerg = zerg
+        self.pid = -1
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.status = RUNNING
+        self.loyal = self.ready = self.accepting = False
+        self.born = self.last_mod = mtime
+        self.first_run = self.last_run = time.time()
+        self.last_loyal = self.last_ready = self.last_accepting = 0.0
+        self.last_heartbeat = 0.0
+        self.cursed_at = 0.0
+        self.respawns = 0
+        self.sos = 0
+
+    def spawn(self, cfg: Any, broodlord_num: int = 0) -> None:
+        """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
+        env = vassal_environ(os.environ)
+        env[protocol.ENV_FD] = str(theirs.fileno())
+        if self.zerg:
+            env[protocol.ENV_BROODLORD_NUM] = str(broodlord_num)
+        argv = vassal_argv(cfg, self.name)
+        emperor_pid = os.getpid()
+        try:
+            self.proc = subprocess.Popen(argv, env=env, cwd=self.monitor.cwd(), stdin=subprocess.DEVNULL,
+                                         pass_fds=[theirs.fileno()], preexec_fn=lambda: die_with_parent(emperor_pid))
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            raise OSError(f"cannot start vassal {self.name}: {exc.strerror or exc}") from None
+        theirs.close()
+        self.sock = ours
+        self.pid = self.proc.pid
+        self.status = RUNNING
+        self.loyal = self.ready = self.accepting = False
+        self.last_heartbeat = 0.0
+        self.last_run = time.time()
+        logger.info("[emperor] vassal %s spawned (pid %d): %s", self.name, self.pid, " ".join(argv))
+
+    def send(self, byte: int) -> bool:
+        if self.sock is None:
+            return False
+        try:
+            self.sock.send(bytes([byte]))
+            return True
+        except OSError:
+            return False
+
+    def stop(self, graceful: bool) -> None:
+        """Ask the vassal to stop (byte 0, or 2); it is killed if it outlives the curse tolerance."""
+        if self.status == STOPPING:
+            return
+        logger.info("[emperor] stop the vassal %s", self.name)
+        self.send(protocol.STOP_GRACEFULLY if graceful else protocol.STOP)
+        self.curse()
+
+    def curse(self) -> None:
+        if self.status != STOPPING:
+            self.status = STOPPING
+            self.cursed_at = time.time()
+
+    def reload(self) -> None:
+        if self.status != RUNNING:
+            return
+        logger.info("[emperor] reload the vassal %s", self.name)
+        if not self.send(protocol.RELOAD):
+            self.curse()
+            return
+        self.respawns += 1
+        self.last_run = time.time()
+        self.ready = self.accepting = False
+
+    def kill(self) -> None:
+        if self.pid > 0:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def stats(self) -> dict[str, Any]:
+        return {"id": self.name, "pid": self.pid, "born": int(self.born), "last_mod": int(self.last_mod),
+                "last_heartbeat": int(self.last_heartbeat), "loyal": int(self.loyal), "ready": int(self.ready),
+                "accepting": int(self.accepting), "last_loyal": int(self.last_loyal),
+                "last_ready": int(self.last_ready), "last_accepting": int(self.last_accepting),
+                "first_run": int(self.first_run), "last_run": int(self.last_run),
+                "cursed": int(self.cursed_at) if self.status == STOPPING else 0, "zerg": int(self.zerg),
+                "on_demand": "", "uid": os.getuid(), "gid": os.getgid(), "monitor": self.monitor.name,
+                "respawns": self.respawns}
+
+
+def vassal_argv(cfg: Any, name: str) -> list[str]:
+    """uWSGI's order: binary, --include-before files, --set pairs, TYPEFLAG NAME, --include files."""
+    if cfg.binary_path:
+        argv = [cfg.binary_path]
+    else:
+        argv = [sys.executable, "-m", "zergserve"]
+    for item in cfg.vassals_include_before:
+        argv += [_type_flag(item), item]
+    for item in cfg.vassal_set:
+        argv += ["--set", item]
+    argv += [_type_flag(name.split(":", 1)[0] if ":" in os.path.basename(name) else name), name]
+    for item in cfg.vassals_include:
+        argv += [_type_flag(item), item]
+    return argv
+
+
+def _type_flag(name: str) -> str:
+    return _TYPE_FLAGS.get(os.path.splitext(name)[1], "--ini")
+
+
+def vassal_environ(environ: Any) -> dict[str, str]:
+    """The emperor's environment, with UWSGI_VASSAL_X / ZERGSERVE_VASSAL_X rewritten as the
+    documented UWSGI_X / ZERGSERVE_X (uWSGI 2.0 mangles this: issue #1612)."""
+    env = {}
+    for key, value in environ.items():
+        for prefix in ("UWSGI_VASSAL_", "ZERGSERVE_VASSAL_"):
+            if key.startswith(prefix):
+                break
+        else:
+            if key not in ("UWSGI_RELOADS", "NOTIFY_SOCKET", protocol.ENV_FD, protocol.ENV_BROODLORD_NUM):
+                env[key] = value
+    for key, value in environ.items():
+        for prefix, target in (("UWSGI_VASSAL_", "UWSGI_"), ("ZERGSERVE_VASSAL_", "ZERGSERVE_")):
+            if key.startswith(prefix) and len(key) > len(prefix):
+                env[target + key[len(prefix):]] = value
+    return env
