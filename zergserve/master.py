@@ -33,7 +33,7 @@ from zergserve.lifeline import die_with_parent
 from zergserve.log import logger
 from zergserve.scoreboard import BUSY, STARTING, Scoreboard
 from zergserve.stats import StatsServer
-from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
+from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_SIGNALS
 
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
@@ -183,7 +183,14 @@ class Master:
         sys.stdout.flush()
         sys.stderr.flush()
         master_pid = os.getpid()
-        pid = os.fork()
+        # Signals sent to a new worker before it installs its handlers wait, instead of landing in
+        # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
+        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+            raise
         if pid == 0:
             try:
                 die_with_parent(master_pid)
@@ -196,6 +203,7 @@ class Master:
                 worker.run()
             finally:
                 os._exit(EXIT_BOOT_ERROR)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
         self.scoreboard.writer(wid).set_pid(pid)
         previous = self.history.get(wid)
         proc = WorkerProc(wid, pid, time.time())

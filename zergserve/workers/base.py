@@ -26,6 +26,7 @@ from zergserve.sockets import Listener
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3
 EXIT_APP_LOAD_ERROR = 4
+WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGUSR1}
 
 
 class Worker:
@@ -116,6 +117,7 @@ class Worker:
         signal.signal(signal.SIGTTIN, signal.SIG_IGN)
         signal.signal(signal.SIGTTOU, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked by the master around fork
 
     def _graceful_stop(self, signum: int, frame: Any) -> None:
         self.alive = False
