@@ -135,6 +135,7 @@ def test_two_servers_into_one_zerg(spawn, workdir):
     assert {s["name"] for s in fetch(z.stats)["sockets"]} == {a.addr, b.addr}
     for server in (a, b):
         server.signal(signal.SIGTSTP)
+        wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "pause", message="paused")
     zerg_pid = str(fetch(z.stats)["workers"][0]["pid"]).encode()
     assert pids_answering(a.addr, 3) == {zerg_pid} and pids_answering(b.addr, 3) == {zerg_pid}
 
