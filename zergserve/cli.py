@@ -88,9 +88,13 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
         master.add_cleanup(server.close)
         master.add_stats(lambda: {"zerg_server": cfg.zerg_server, "zergs": list(server.attached)})
     emperor_fd = os.environ.get(EMPEROR_FD)
+    link = None
     if emperor_fd:
         from zergserve.emperor.link import EmperorLink
-        EmperorLink(int(emperor_fd), master, first_start=not reloaded)
+        link = EmperorLink(int(emperor_fd), master, first_start=not reloaded)
+    if cfg.idle or cfg.cheap or cfg.vassal_sos_backlog or cfg.vassal_sos:
+        from zergserve.elastic import Elastic
+        Elastic(master, link.send if link else None)
     attached = sorted({item.origin[len("zerg:"):] for item in listeners if item.origin.startswith("zerg:")})
     if attached:
         master.add_stats(lambda: {"zerg_attached_from": attached})

@@ -179,6 +179,17 @@ OPTIONS: tuple[Option, ...] = (
     O("zergpool", text, [], "run a zergpool: PATH:addr1,addr2 (binds the addresses, hands them to zergs)",
       aliases=("zerg-pool",), repeatable=True, group="zerg"),
     O("zergpool-protocol", choice("uwsgi", "http"), "uwsgi", "protocol of the zergpool's sockets", group="zerg"),
+    # elastic: idle, cheap, SOS
+    O("idle", integer(0), 0, "after more than N seconds without a request, stop the workers until the next "
+      "connection (0: never)", group="elastic"),
+    O("die-on-idle", boolean, False, "with --idle: exit instead (a vassal asks its emperor, byte 22)", flag=True,
+      group="elastic"),
+    O("cheap", boolean, False, "start with no workers; the first connection spawns them", flag=True,
+      group="elastic"),
+    O("vassal-sos-backlog", integer(0), 0, "ask the emperor for reinforcements (byte 30) when a socket's "
+      "accept queue holds N or more connections (0: off)", group="elastic"),
+    O("vassal-sos", integer(0), 0, "ask the emperor for reinforcements when every worker has been busy for "
+      "more than N seconds (0: off)", group="elastic"),
     # emperor
     O("emperor", text, [], "run the emperor over a vassals dir (DIR, dir://DIR or glob://PATTERN)",
       repeatable=True, group="emperor"),
@@ -211,6 +222,8 @@ OPTIONS: tuple[Option, ...] = (
     O("vassals-include-before", text, [], "put this config file before every vassal's own",
       repeatable=True, group="emperor"),
     O("binary-path", text, None, "program to run vassals with (default: this zergserve)", group="emperor"),
+    O("emperor-broodlord", integer(0), 0, "on a vassal's SOS spawn NAME:zerg (the [zerg] section of its "
+      "file) while it has fewer than N zergs (0: off)", group="emperor"),
     O("reload-mercy", integer(0), 30, "seconds the emperor gives vassals to stop at shutdown before SIGKILL",
       group="emperor"),
     O("heartbeat", integer(0), 0, "vassal: send the emperor a heartbeat every N seconds (0: off)",
@@ -629,7 +642,7 @@ def _placeholder_names(settings: Iterable[_Setting]) -> set[str]:
 # --- help and docs -----------------------------------------------------------------------------
 
 _GROUPS = {"app": "Application", "sockets": "Sockets", "processes": "Processes", "limits": "Limits",
-           "zerg": "Zerg mode", "emperor": "Emperor", "stats": "Stats", "logging": "Logging", "compat": "uWSGI compatibility",
+           "zerg": "Zerg mode", "elastic": "Idle, cheap and SOS", "emperor": "Emperor", "stats": "Stats", "logging": "Logging", "compat": "uWSGI compatibility",
            "config": "Configuration"}
 
 

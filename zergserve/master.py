@@ -82,8 +82,10 @@ class Master:
         self.selector = selectors.DefaultSelector()
         self.housekeeping: list[Callable[[], None]] = []
         self.cleanups: list[Callable[[], None]] = []
+        self.on_wake: list[Callable[[], None]] = []
         self.stats_extras: list[Callable[[], dict[str, Any]]] = []
         self.stopping: str | None = None
+        self.cheap = False
         self.stop_deadline = 0.0
         self.paused = False
         self.canary: int | None = None
@@ -98,8 +100,11 @@ class Master:
     def run(self) -> int:
         """Serve until told to stop; return the process exit code."""
         self._setup()
-        for wid in range(1, self.num_workers + 1):
-            self.spawn(wid)
+        if self.cfg.cheap:
+            self.go_cheap()
+        else:
+            for wid in range(1, self.num_workers + 1):
+                self.spawn(wid)
         while True:
             timeout = self.cfg.check_interval if not self.stopping else 0.2
             for key, _ in self.selector.select(timeout):
@@ -254,7 +259,34 @@ class Master:
         delay = 0.0 if lived > 1.0 or code == 0 else min(0.1 * 2 ** min(proc.respawns, 6), 5.0)
         self.respawn_at[proc.wid] = time.time() + delay
 
+    def go_cheap(self) -> None:
+        """Stop every worker and wait on the sockets here; the first connection brings them back
+        (and is served by them: it stays in the backlog meanwhile)."""
+        if self.cheap or self.stopping:
+            return
+        self.cheap = True
+        for proc in list(self.workers.values()):
+            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+        self.workers.clear()
+        self.respawn_at.clear()
+        for listener in self.listeners:
+            self.add_reader(listener.sock, self._wake_from_cheap)
+        logger.info("cheap mode enabled: waiting for socket connection...")
+
+    def _wake_from_cheap(self) -> None:
+        if not self.cheap:
+            return
+        for listener in self.listeners:
+            self.selector.unregister(listener.sock)
+        self.cheap = False
+        logger.info("cheap mode off: a connection arrived, respawning %d worker(s)", self.num_workers)
+        self._respawn_missing()
+        for task in self.on_wake:
+            task()
+
     def _respawn_missing(self) -> None:
+        if self.cheap:
+            return
         now = time.time()
         for wid in range(1, self.num_workers + 1):
             if wid not in self.workers and self.respawn_at.get(wid, 0.0) <= now:
@@ -466,7 +498,7 @@ class Master:
                 "harakiri_count": proc.harakiri_count if proc else 0,
                 "signals": 0,
                 "signal_queue": 0,
-                "status": row.status_name if alive else "dead",
+                "status": row.status_name if alive else ("cheap" if self.cheap else "dead"),
                 "rss": _rss(row.pid) if alive else 0,
                 "vsz": 0,
                 "running_time": int((now - row.spawned) * 1e6) if alive else 0,

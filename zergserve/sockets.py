@@ -184,16 +184,54 @@ def queue_length(listener: Listener) -> tuple[int, int]:
     """(connections waiting in the accept queue, its maximum); (0, 0) where the kernel does not say.
 
     For TCP, Linux reports a listening socket's queue in TCP_INFO: tcpi_unacked is the current
-    length and tcpi_sacked the backlog. UNIX sockets are measured by `unix_queue_lengths`.
+    length and tcpi_sacked the backlog. For UNIX sockets (where uWSGI always reports 0) the kernel
+    tells the same through sock_diag, as `ss -xl` shows it: see `_unix_queue`.
     """
-    if not listener.is_tcp:
-        return 0, 0
+    if listener.sock.family == socket.AF_UNIX:
+        return _unix_queue(listener.sock)
     try:
         raw = listener.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
         fields = _TCP_INFO_UNACKED.unpack_from(raw)
     except (OSError, struct.error):
         return 0, 0
     return fields[11], fields[12]
+
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_UDIAG_SHOW_RQLEN = 0x10
+_UNIX_DIAG_RQLEN = 4
+_TCP_LISTEN = 10
+_NLMSG = struct.Struct("=IHHII")
+_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
+_NO_COOKIE = 0xFFFFFFFF
+
+
+def _unix_queue(sock: socket.socket) -> tuple[int, int]:
+    """(queued, backlog) of a listening UNIX socket from the kernel's sock_diag (UNIX_DIAG_RQLEN)."""
+    try:
+        ino = os.fstat(sock.fileno()).st_ino
+        request = _UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, ino, _UDIAG_SHOW_RQLEN,
+                                      _NO_COOKIE, _NO_COOKIE)
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+            nl.settimeout(1.0)
+            nl.sendto(_NLMSG.pack(_NLMSG.size + len(request), _SOCK_DIAG_BY_FAMILY, 1, 1, 0) + request, (0, 0))
+            data = nl.recv(65536)
+        length, kind = _NLMSG.unpack_from(data)[:2]
+        if kind != _SOCK_DIAG_BY_FAMILY:
+            return 0, 0
+        pos = _NLMSG.size + 16  # after struct unix_diag_msg
+        while pos + 4 <= min(length, len(data)):
+            size, attr = struct.unpack_from("=HH", data, pos)
+            if attr == _UNIX_DIAG_RQLEN:
+                queued, backlog = struct.unpack_from("=II", data, pos + 4)
+                return queued, backlog
+            if size < 4:
+                break
+            pos += (size + 3) & ~3
+    except (OSError, struct.error):
+        pass
+    return 0, 0
 
 
 def close_listener(listener: Listener, vacuum: bool = False) -> None:

@@ -213,8 +213,18 @@ class Emperor:
                 self.sos(vassal)
 
     def sos(self, vassal: Vassal) -> None:
-        """A vassal asks for reinforcements (broodlord; see emperor --emperor-broodlord)."""
-        logger.info("[emperor] vassal %s sent SOS", vassal.name)
+        """Broodlord: answer a vassal's SOS with a zerg (`NAME:zerg`, the [zerg] section of its file),
+        up to --emperor-broodlord per vassal, one starting at a time. Works for every monitor: the
+        zerg is named after the vassal's own file, whatever found it (uWSGI issue #2166)."""
+        limit = self.cfg.emperor_broodlord
+        if not limit or vassal.zerg or vassal.status != RUNNING:
+            return
+        name = vassal.name + ":zerg"
+        zergs = [v for v in self.vassals.values() if v.zerg and v.name == name and v.status == RUNNING]
+        if len(zergs) >= limit or any(not z.accepting for z in zergs):
+            return
+        logger.info("[emperor] vassal %s sent SOS: spawning zerg %d of %d", vassal.name, len(zergs) + 1, limit)
+        self.add(name, vassal.monitor, vassal.last_mod, zerg=True)
 
     # --- children ---------------------------------------------------------------------------
 

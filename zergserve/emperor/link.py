@@ -15,7 +15,7 @@ from typing import Any
 
 from zergserve.emperor import protocol
 from zergserve.log import logger
-from zergserve.scoreboard import IDLE
+from zergserve.scoreboard import BUSY, IDLE
 
 
 class EmperorLink:
@@ -76,7 +76,7 @@ class EmperorLink:
     def housekeeping(self) -> None:
         master = self.master
         rows = master.scoreboard.rows()[: master.num_workers]
-        if rows and rows[0].status == IDLE and rows[0].pid and rows[0].pid != self.accepting_pid:
+        if rows and rows[0].status in (IDLE, BUSY) and rows[0].pid and rows[0].pid != self.accepting_pid:
             self.accepting_pid = rows[0].pid
             self.send(protocol.ACCEPTING)
         requests = sum(row.requests for row in rows)

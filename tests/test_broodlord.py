@@ -1,0 +1,200 @@
+"""Idle, cheap, die-on-idle, the SOS watch, and broodlord: zergs spawned on load, gone when idle."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import APPS, ROOT, free_port, http_request, wait_for
+from test_emperor import Emperor
+from zergserve.stats import fetch
+
+
+def statuses(stats: str) -> list[str]:
+    return [w["status"] for w in fetch(stats)["workers"]]
+
+
+def test_idle_goes_cheap_and_first_request_is_served(spawn, workdir):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    stats = str(workdir / "s.sock")
+    server = spawn("--module", "echo:application", "--http", addr, "-p", "2", "--idle", "1", "--stats", stats,
+                   wait=addr)
+    assert http_request(addr)[0] == 200
+    wait_for(lambda: statuses(stats) == ["cheap", "cheap"], timeout=10, message="cheap")
+    assert server.worker_pids() == [] or wait_for(lambda: server.worker_pids() == [], message="workers gone")
+    assert http_request(addr, timeout=10)[0] == 200  # waits in the backlog, served by a respawned worker
+    wait_for(lambda: statuses(stats) == ["idle", "idle"], message="workers back")
+    server.wait_log("cheap mode enabled")
+
+
+def test_cheap_starts_without_workers(spawn, workdir):
+    sock = str(workdir / "c.sock")
+    stats = str(workdir / "s.sock")
+    server = spawn("--module", "echo:application", "--http", sock, "--cheap", "--stats", stats)
+    wait_for(lambda: os.path.exists(stats) and fetch(stats))  # no probe on the http socket: it would wake it
+    assert statuses(stats) == ["cheap"] and server.worker_pids() == []
+    assert http_request(sock, timeout=10)[2] == b"hello"
+
+
+def test_die_on_idle_instance_exits(spawn, workdir):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    server = spawn("--module", "echo:application", "--http", addr, "--idle", "1", "--die-on-idle", wait=addr)
+    assert server.wait_exit(15) == 0
+    assert "inactive for more than 1 seconds" in server.log()
+
+
+class FakeEmperor:
+    """The test holds the emperor's end of the socketpair and reads what the vassal says."""
+
+    def __init__(self, workdir, *args: str) -> None:
+        self.ours, theirs = socket.socketpair()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]),
+                   UWSGI_EMPEROR_FD=str(theirs.fileno()))
+        self.log = open(workdir / "vassal.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "zergserve", *args], env=env, cwd=workdir,
+                                     pass_fds=[theirs.fileno()], stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        theirs.close()
+        self.ours.settimeout(0.2)
+        self.received: list[int] = []
+
+    def read(self) -> list[int]:
+        try:
+            while data := self.ours.recv(64):
+                self.received.extend(data)
+        except (socket.timeout, BlockingIOError):
+            pass
+        return self.received
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.ours.close()
+        self.log.close()
+
+
+@pytest.fixture
+def fake_emperor(workdir):
+    made: list[FakeEmperor] = []
+
+    def make(*args: str) -> FakeEmperor:
+        made.append(FakeEmperor(workdir, *args))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.close()
+
+
+def block_worker(addr: str, seconds: float, count: int) -> list[threading.Thread]:
+    threads = [threading.Thread(target=lambda: _quiet(addr, seconds), daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _quiet(addr: str, seconds: float) -> None:
+    try:
+        http_request(addr, "GET", f"/sleep?s={seconds}", timeout=30)
+    except Exception:  # noqa: BLE001 - load only
+        pass
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind):
+    addr = str(workdir / "q.sock") if kind == "unix" else f"127.0.0.1:{free_port()}"
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1",
+                          "--vassal-sos-backlog", "3")
+    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    block_worker(addr, 4, 1)
+    wait_for(lambda: 17 in vassal.read() or True)
+    time.sleep(0.3)  # not a sync point: the worker is now busy with the sleeping request
+    block_worker(addr, 0.1, 2)  # two queued: below the threshold
+    deadline = time.monotonic() + 1.6
+    while time.monotonic() < deadline:
+        assert 30 not in vassal.read()
+    block_worker(addr, 0.1, 2)  # four queued: at or over it
+    wait_for(lambda: 30 in vassal.read(), timeout=5, message="SOS byte")
+
+
+def test_vassal_sends_22_when_idle_and_stops_on_0(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "--idle", "1", "--die-on-idle")
+    wait_for(lambda: 22 in vassal.read(), timeout=10, message="voluntary shutdown byte")
+    vassal.ours.send(b"\x00")
+    assert vassal.proc.wait(10) == 0
+
+
+def test_vassal_obeys_eof_from_emperor(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    vassal = fake_emperor("--module", "echo:application", "--http", addr)
+    wait_for(lambda: 1 in vassal.read(), message="spawned byte")
+    vassal.ours.close()
+    assert vassal.proc.wait(10) == 1
+
+
+def broodlord_vassal(emperor: Emperor, port: int, zsock: str, idle: int = 2) -> str:
+    path = emperor.dir / "brood.ini"
+    path.write_text(
+        "[uwsgi]\n"
+        f"chdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\nprocesses = 1\n"
+        f"zerg-server = {zsock}\nvassal-sos-backlog = 2\n"
+        "[zerg]\n"
+        f"chdir = {APPS}\nmodule = echo:application\nzerg = {zsock}\nprocesses = 1\n"
+        f"idle = {idle}\ndie-on-idle = true\n")
+    return f"127.0.0.1:{port}"
+
+
+def zergs(emperor: Emperor) -> list[dict]:
+    return [v for v in emperor.doc()["vassals"] if v["id"] == "brood.ini:zerg"]
+
+
+def test_broodlord_spawns_up_to_n_then_zergs_die_when_idle(spawn, workdir):
+    emperor = Emperor(spawn, workdir, "--emperor-broodlord", "2")
+    addr = broodlord_vassal(emperor, free_port(), str(workdir / "brood.zerg"))
+    wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
+    started = time.monotonic()
+    stop = threading.Event()
+    peak = [0]
+
+    def load() -> None:
+        while not stop.is_set():
+            _quiet(addr, 0.3)
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: any(z["accepting"] for z in zergs(emperor)), timeout=15, message="a zerg serving")
+    first = time.monotonic() - started
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        peak[0] = max(peak[0], len(zergs(emperor)))
+        time.sleep(0.1)  # sampling, not synchronisation
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert peak[0] == 2  # up to N and no more
+    assert first < 8
+    wait_for(lambda: zergs(emperor) == [], timeout=20, message="zergs gone after idle")
+    assert "brood.ini:zerg" in emperor.server.log() and "asks to shut down" in emperor.server.log()
+    assert all(e["id"] != "brood.ini:zerg" for e in emperor.doc()["blacklist"])
+
+
+def test_removing_the_vassal_file_stops_its_zergs(spawn, workdir):
+    emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1")
+    addr = broodlord_vassal(emperor, free_port(), str(workdir / "brood.zerg"), idle=60)
+    wait_for(lambda: http_request(addr)[0] == 200)
+    block_worker(addr, 3, 4)
+    wait_for(lambda: zergs(emperor), timeout=15, message="a zerg")
+    (emperor.dir / "brood.ini").unlink()
+    wait_for(lambda: emperor.doc()["vassals"] == [], timeout=20, message="vassal and zerg stopped")

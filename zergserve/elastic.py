@@ -1,0 +1,77 @@
+"""What makes an instance elastic: going cheap or dying when idle, and calling for help when loaded.
+
+    --idle T          after more than T s with no request (and no busy worker) the master goes cheap:
+                      workers stop, the master waits on the sockets, the first connection respawns them
+    --die-on-idle     instead, exit: a vassal asks its emperor (byte 22) and is stopped by it
+    --vassal-sos-backlog N   once per master cycle, a socket with N or more queued connections sends
+                      SOS (byte 30). TCP queues come from TCP_INFO; UNIX queues from sock_diag, which
+                      uWSGI does not read (it reports 0 and never calls for help on UNIX sockets)
+    --vassal-sos S    SOS when every worker has been busy for more than S s
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from zergserve import sockets
+from zergserve.emperor import protocol
+from zergserve.log import logger
+from zergserve.scoreboard import BUSY
+
+
+class Elastic:
+    def __init__(self, master: Any, send: Callable[[int], None] | None) -> None:
+        self.master = master
+        self.cfg = master.cfg
+        self.send = send
+        self.last_requests = -1
+        self.last_activity = time.time()
+        self.asked_to_die = False
+        master.add_housekeeping(self.housekeeping)
+        master.on_wake.append(self._woken)
+
+    def _woken(self) -> None:
+        self.last_activity = time.time()
+
+    def housekeeping(self) -> None:
+        master = self.master
+        now = time.time()
+        rows = master.scoreboard.rows()[: master.num_workers]
+        live = [row for row in rows if row.wid in master.workers and row.pid == master.workers[row.wid].pid]
+        requests = sum(row.requests for row in rows)
+        busy = [row for row in live if row.status == BUSY]
+        if requests != self.last_requests or busy:
+            self.last_requests = requests
+            self.last_activity = now
+        if self.cfg.idle and not master.cheap and now - self.last_activity > self.cfg.idle:
+            self._idle(now)
+        if self.send is None or master.cheap:
+            return
+        if self.cfg.vassal_sos_backlog:
+            for listener in master.listeners:
+                queued, _ = sockets.queue_length(listener)
+                if queued >= self.cfg.vassal_sos_backlog:
+                    logger.info("SOS: %d connections queued on %s (threshold %d)", queued, listener.name,
+                                self.cfg.vassal_sos_backlog)
+                    self.send(protocol.SOS)
+                    break
+        if self.cfg.vassal_sos and live and len(busy) == len(live):
+            if all(row.request_start and now - row.request_start > self.cfg.vassal_sos for row in busy):
+                logger.info("SOS: all %d workers busy for more than %ds", len(busy), self.cfg.vassal_sos)
+                self.send(protocol.SOS)
+
+    def _idle(self, now: float) -> None:
+        idle_for = int(now - self.last_activity)
+        if self.cfg.die_on_idle:
+            if self.asked_to_die:
+                return
+            self.asked_to_die = True
+            logger.info("workers have been inactive for more than %d seconds (%d): dying", self.cfg.idle, idle_for)
+            if self.send is not None:
+                self.send(protocol.VOLUNTARY_SHUTDOWN)  # the emperor answers with a stop
+            else:
+                self.master.begin_stop("graceful")
+            return
+        logger.info("workers have been inactive for more than %d seconds (%d)", self.cfg.idle, idle_for)
+        self.master.go_cheap()
