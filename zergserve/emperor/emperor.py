@@ -198,6 +198,9 @@ class Emperor:
             elif byte == protocol.ACCEPTING:
                 vassal.accepting, vassal.last_accepting = True, now
                 logger.info("[emperor] vassal %s is ready to accept requests", vassal.name)
+                if vassal.sos_at and not vassal.reinforced_in:
+                    vassal.reinforced_in = now - vassal.sos_at
+                    logger.info("[emperor] zerg %s serving %.2fs after the SOS", vassal.name, vassal.reinforced_in)
             elif byte == protocol.LOYAL:
                 if not vassal.loyal:
                     logger.info("[emperor] vassal %s is now loyal", vassal.name)
@@ -224,7 +227,9 @@ class Emperor:
         if len(zergs) >= limit or any(not z.accepting for z in zergs):
             return
         logger.info("[emperor] vassal %s sent SOS: spawning zerg %d of %d", vassal.name, len(zergs) + 1, limit)
-        self.add(name, vassal.monitor, vassal.last_mod, zerg=True)
+        zerg = self.add(name, vassal.monitor, vassal.last_mod, zerg=True)
+        if zerg is not None:
+            zerg.sos_at = time.time()
 
     # --- children ---------------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ class Vassal:
         self.cursed_at = 0.0
         self.respawns = 0
         self.sos = 0
+        self.sos_at = 0.0  # for a zerg: when the SOS that asked for it arrived
+        self.reinforced_in = 0.0  # for a zerg: seconds from that SOS to its first worker accepting
 
     def spawn(self, cfg: Any, broodlord_num: int = 0) -> None:
         """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD."""
@@ -119,7 +121,7 @@ class Vassal:
                 "first_run": int(self.first_run), "last_run": int(self.last_run),
                 "cursed": int(self.cursed_at) if self.status == STOPPING else 0, "zerg": int(self.zerg),
                 "on_demand": "", "uid": os.getuid(), "gid": os.getgid(), "monitor": self.monitor.name,
-                "respawns": self.respawns}
+                "respawns": self.respawns, "sos": self.sos, "reinforced_in": round(self.reinforced_in, 3)}
 
 
 def vassal_argv(cfg: Any, name: str) -> list[str]:

@@ -1,0 +1,1 @@
+"""Locust load tests that drive a broodlord vassal into reinforcement and show it (python -m loadtest)."""
