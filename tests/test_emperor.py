@@ -28,6 +28,18 @@ while True:
 '''
 
 
+def fake_vassal(workdir: Path) -> tuple[Path, Path]:
+    """A program (not zergserve) that speaks the vassal side of the protocol and logs what it gets."""
+    script = workdir / "fake.py"
+    script.write_text(FAKE_VASSAL)
+    wrapper = workdir / "fake-vassal"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
+    wrapper.chmod(0o755)
+    log = workdir / "fake.log"
+    log.touch()
+    return wrapper, log
+
+
 class Emperor:
     def __init__(self, spawn, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.dir = workdir / "vassals"
@@ -130,13 +142,7 @@ def test_bad_config_is_logged_and_others_go_on(spawn, workdir):
 
 
 def test_fake_vassal_speaks_the_bytes(spawn, workdir):
-    script = workdir / "fake.py"
-    script.write_text(FAKE_VASSAL)
-    wrapper = workdir / "fake-vassal"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
-    wrapper.chmod(0o755)
-    log = workdir / "fake.log"
-    log.touch()
+    wrapper, log = fake_vassal(workdir)
     emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--vassal-set", "processes=3",
                       env={"FAKE_LOG": str(log), "UWSGI_VASSAL_SOCKET": "/tmp/x.sock"})
     (emperor.dir / "f.ini").write_text("[uwsgi]\n")
@@ -152,13 +158,7 @@ def test_fake_vassal_speaks_the_bytes(spawn, workdir):
 
 
 def test_heartbeat_timeout_kills_and_respawns(spawn, workdir):
-    script = workdir / "fake.py"
-    script.write_text(FAKE_VASSAL)
-    wrapper = workdir / "fake-vassal"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
-    wrapper.chmod(0o755)
-    log = workdir / "fake.log"
-    log.touch()
+    wrapper, log = fake_vassal(workdir)
     emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-required-heartbeat", "2",
                       env={"FAKE_LOG": str(log), "FAKE_SEND": "1,5,17,26"})
     (emperor.dir / "h.ini").write_text("[uwsgi]\n")
@@ -232,13 +232,7 @@ def test_skel_symlinks_with_nofollow(spawn, workdir):
 
 
 def test_global_spawn_throttle(spawn, workdir):
-    script = workdir / "fake.py"
-    script.write_text(FAKE_VASSAL)
-    wrapper = workdir / "fake-vassal"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
-    wrapper.chmod(0o755)
-    log = workdir / "fake.log"
-    log.touch()
+    wrapper, log = fake_vassal(workdir)
     vassals = workdir / "vassals"
     vassals.mkdir()
     for i in range(8):

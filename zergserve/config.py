@@ -406,34 +406,19 @@ def _parse_argv(argv: list[str]) -> list[_Setting]:
             if opt is None:
                 raise ConfigError(f"unknown option --{name}{_suggest(name)}")
             if not eq:
-                if opt.flag:
-                    value = "true"
-                elif opt.const is not None and (i >= len(argv) or argv[i].startswith("-")):
-                    value = True  # type: ignore[assignment]
-                elif i < len(argv):
-                    value = argv[i]
-                    i += 1
-                else:
-                    raise ConfigError(f"--{name}: needs a value")
+                value, i = _take_value(opt, argv, i, f"--{name}")
             settings.append(_Setting(opt, name, value, f"--{name}"))
         elif arg.startswith("-") and len(arg) > 1:
             letter, rest = arg[1], arg[2:]
             opt = _BY_SHORT.get(letter)
             if opt is None:
                 raise ConfigError(f"unknown option -{letter}")
-            if opt.flag:
-                if rest:
-                    raise ConfigError(f"-{letter} takes no value")
-                value = "true"
-            elif rest:
+            if opt.flag and rest:
+                raise ConfigError(f"-{letter} takes no value")
+            if rest:
                 value = rest
-            elif opt.const is not None and (i >= len(argv) or argv[i].startswith("-")):
-                value = True  # type: ignore[assignment]
-            elif i < len(argv):
-                value = argv[i]
-                i += 1
             else:
-                raise ConfigError(f"-{letter}: needs a value")
+                value, i = _take_value(opt, argv, i, f"-{letter}")
             settings.append(_Setting(opt, opt.name, value, f"-{letter}"))
         else:
             kind = _file_kind(arg)
@@ -441,6 +426,18 @@ def _parse_argv(argv: list[str]) -> list[_Setting]:
                 raise ConfigError(f"unexpected argument {arg!r} (config files end in .ini, .json or .toml)")
             settings.append(_Setting(find(kind), kind, arg, arg))
     return settings
+
+
+def _take_value(opt: Option, argv: list[str], i: int, spelled: str) -> tuple[Any, int]:
+    """The value of an option written without '=': none for a flag, the const for an optional value
+    followed by another option (or nothing), else the next argument."""
+    if opt.flag:
+        return "true", i
+    if opt.const is not None and (i >= len(argv) or argv[i].startswith("-")):
+        return True, i
+    if i < len(argv):
+        return argv[i], i + 1
+    raise ConfigError(f"{spelled}: needs a value")
 
 
 def _file_kind(path: str) -> str | None:
