@@ -253,3 +253,19 @@ def test_tstp_pauses_accepting(spawn, workdir):
     server.signal(signal.SIGTSTP)
     wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
     assert http_request(server.addr, "GET", "/")[0] == 200
+
+
+def test_workers_never_outlive_a_killed_master(spawn, workdir):
+    server = start(spawn, workdir)
+    workers = server.worker_pids()
+    assert len(workers) == 2
+    os.kill(server.pid, signal.SIGKILL)
+    server.proc.wait(5)
+
+    def gone(pid: int) -> bool:
+        try:
+            return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        except OSError:
+            return True
+
+    wait_for(lambda: all(gone(pid) for pid in workers), timeout=5, message="orphaned workers exit")

@@ -1,9 +1,11 @@
-"""Die with the parent: PR_SET_PDEATHSIG, so no worker or vassal outlives a SIGKILLed parent."""
+"""Die with the parent: PR_SET_PDEATHSIG, so no vassal outlives a SIGKILLed emperor.
+
+Workers do not use it: ctypes would cost every worker a megabyte. They watch their parent pid
+instead (see workers/base.py).
+"""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
 
@@ -12,6 +14,8 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent(parent: int) -> None:
     """Ask the kernel for SIGKILL when the parent dies; exit now if it already has."""
+    import ctypes
+    import ctypes.util
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

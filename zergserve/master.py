@@ -29,7 +29,6 @@ from typing import Any, Callable
 from setproctitle import setproctitle
 
 from zergserve import __version__, sockets
-from zergserve.lifeline import die_with_parent
 from zergserve.log import logger
 from zergserve.scoreboard import BUSY, STARTING, Scoreboard
 from zergserve.stats import StatsServer
@@ -187,7 +186,6 @@ class Master:
         self.scoreboard.reset(wid, 0)
         sys.stdout.flush()
         sys.stderr.flush()
-        master_pid = os.getpid()
         # Signals sent to a new worker before it installs its handlers wait, instead of landing in
         # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
         signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
@@ -198,7 +196,6 @@ class Master:
             raise
         if pid == 0:
             try:
-                die_with_parent(master_pid)
                 signal.set_wakeup_fd(-1)
                 for signum in _HANDLED:
                     signal.signal(signum, signal.SIG_DFL)

@@ -4,6 +4,10 @@ A packet is a 4-byte header (modifier1 u8, datasize u16 little-endian, modifier2
 `datasize` bytes of vars: repeated `u16le key_len, key, u16le val_len, val`. The request body
 follows, its length given only by CONTENT_LENGTH. One packet per connection: bytes after it are
 body, never a second request (uWSGI issue #2336 shows why).
+
+Parsing follows uWSGI 2.0 (research/uwsgi-internals.md §1, reliability.md §3.11): every framing
+error is a UwsgiError whose text names the fault the way uWSGI logs it, and nothing else escapes,
+whatever the bytes.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ HEADER_SIZE = 4
 MODIFIER_WSGI = 0
 MODIFIER_PING = 100
 PONG = b"\x64\x00\x00\x01"
+_MAX_STRSIZE = 0xFFFF
 _U16 = struct.Struct("<H")
-_HTTP_LIKE = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC", b"PRI ")
+_HTTP_LIKE = frozenset((b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC",
+                        b"PRI "))
+_HTTP_HINT = "; this looks like HTTP sent to a uwsgi socket"
+_TLS_HINT = "; this looks like TLS sent to a uwsgi socket"
 
 
 class UwsgiError(ValueError):
@@ -33,34 +41,51 @@ class BadContentLength(UwsgiError):
 
 
 class Packet(NamedTuple):
+    """One parsed packet; a NamedTuple, not a dataclass, to keep `dataclasses` (~1 MB) out of workers."""
+
     modifier1: int
     modifier2: int
     vars: dict[str, str]
 
 
 class PacketParser:
-    """Incremental parser for exactly one uwsgi packet per connection."""
+    """Incremental parser for exactly one uwsgi packet per connection (never a second one).
+
+    Header errors are raised as soon as the four header bytes are in, so an oversized or foreign
+    packet is refused without waiting for (or buffering) its block.
+    """
 
     __slots__ = ("buffer_size", "max_vars", "_buf", "_eof", "_size", "_trailing", "_done")
 
     def __init__(self, buffer_size: int = 4096, max_vars: int = 128) -> None:
         self.buffer_size = buffer_size
         self.max_vars = max_vars
-        self._buf = b""
+        self._buf: bytes | bytearray = b""
         self._eof = False
         self._size = -1
         self._trailing = b""
         self._done = False
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the socket; b'' means the peer closed."""
+        """Feed bytes from the socket; b'' means the peer closed.
+
+        The first chunk is kept as is (nginx sends the whole packet in one write, so no copy);
+        later chunks go into a bytearray, so a client dribbling bytes costs linear, not quadratic, time.
+        """
         if not data:
             self._eof = True
-        elif not self._done:
+        elif self._done:
+            return
+        elif not self._buf:
+            self._buf = data
+        elif type(self._buf) is bytearray:
+            self._buf += data
+        else:
+            self._buf = bytearray(self._buf)
             self._buf += data
 
     def next_packet(self) -> Packet | None:
-        """The packet once it is complete, None while more bytes are needed."""
+        """The packet once it is complete, None while more bytes are needed (and after the packet)."""
         if self._done:
             return None
         buf = self._buf
@@ -71,16 +96,7 @@ class PacketParser:
                 if self._eof:
                     raise UwsgiError(f"truncated packet: got {len(buf)} of {HEADER_SIZE} header bytes")
                 return None
-            modifier1, size, _ = HEADER.unpack_from(buf)
-            if size > self.buffer_size:
-                hint = ("; this looks like HTTP sent to a uwsgi socket" if buf[:4] in _HTTP_LIKE
-                        else "; raise --buffer-size for larger request heads")
-                raise UwsgiError(f"invalid request block size: {size} (max {self.buffer_size}){hint}")
-            if modifier1 not in (MODIFIER_WSGI, MODIFIER_PING):
-                raise UwsgiError(f"unavailable modifier requested: {modifier1}")
-            if modifier1 == MODIFIER_WSGI and size == 0:
-                raise UwsgiError("empty request (datasize 0)")
-            self._size = size
+            self._size = _check_header(buf, self.buffer_size)
         end = HEADER_SIZE + self._size
         if len(buf) < end:
             if self._eof:
@@ -88,7 +104,7 @@ class PacketParser:
             return None
         modifier1, _, modifier2 = HEADER.unpack_from(buf)
         self._done = True
-        self._trailing = buf[end:]
+        self._trailing = bytes(buf[end:])
         self._buf = b""
         if modifier1 == MODIFIER_PING:
             return Packet(modifier1, modifier2, {})
@@ -100,8 +116,30 @@ class PacketParser:
         return self._trailing
 
 
+def _check_header(buf: bytes | bytearray, buffer_size: int) -> int:
+    """The datasize of a header uWSGI would accept; the size check comes first, as in uWSGI."""
+    modifier1, size, _ = HEADER.unpack_from(buf)
+    if size > buffer_size:
+        raise UwsgiError(f"invalid request block size: {size} (max {buffer_size})"
+                         + (_foreign_hint(buf) or "; raise --buffer-size for larger request heads"))
+    if modifier1 != MODIFIER_WSGI and modifier1 != MODIFIER_PING:
+        raise UwsgiError(f"unavailable modifier requested: {modifier1}{_foreign_hint(buf)}")
+    if size == 0 and modifier1 == MODIFIER_WSGI:
+        raise UwsgiError("empty request (datasize 0)")
+    return size
+
+
+def _foreign_hint(buf: bytes | bytearray) -> str:
+    """Name the protocol mix-up behind a bad header: HTTP (`GET ` reads as datasize 21573) or TLS."""
+    if bytes(buf[:4]) in _HTTP_LIKE:
+        return _HTTP_HINT
+    if buf[0] == 0x16 and buf[1] == 0x03:
+        return _TLS_HINT
+    return ""
+
+
 def parse_header(data: bytes) -> tuple[int, int, int]:
-    """(modifier1, datasize, modifier2) from the first four bytes."""
+    """(modifier1, datasize, modifier2) from the first four bytes, without judging them."""
     if len(data) < HEADER_SIZE:
         raise UwsgiError(f"truncated packet: got {len(data)} of {HEADER_SIZE} header bytes")
     return HEADER.unpack_from(data)
@@ -110,52 +148,70 @@ def parse_header(data: bytes) -> tuple[int, int, int]:
 def parse_vars(block: bytes, max_vars: int = 128) -> dict[str, str]:
     """Decode a vars block (latin-1, so every byte survives); the last of a repeated key wins.
 
-    The block is decoded once and sliced as text: latin-1 maps byte offsets to character offsets.
+    The block is decoded once and sliced as text, since latin-1 maps byte offsets to character
+    offsets: one str per key and value, no intermediate bytes. Lengths are read by indexing, which
+    is as fast as struct here and cannot raise past the checks below.
     """
-    text = block.decode("latin-1")
+    text = str(block, "latin-1")
     result: dict[str, str] = {}
-    pos, end, count = 0, len(block), 0
-    while pos < end:
-        if pos + 2 > end:
-            raise UwsgiError(f"invalid uwsgi request (current strsize: {end - pos})")
+    pos, end = 0, len(text)
+    for _ in range(max_vars):
+        if pos >= end:
+            return result
         kstart = pos + 2
+        if kstart > end:
+            raise UwsgiError(f"invalid uwsgi request (current strsize: {end - pos})")
         kend = kstart + (block[pos] | block[pos + 1] << 8)
         if kend == kstart:
             raise UwsgiError("uwsgi key cannot be null")
-        if kend + 2 > end:  # a key needs room for its value's length after it
-            raise UwsgiError(f"invalid uwsgi request (current strsize: {kend - kstart})")
         vstart = kend + 2
+        if vstart > end:  # a key needs room for its value's length after it
+            raise UwsgiError(f"invalid uwsgi request (current strsize: {kend - kstart})")
         vend = vstart + (block[kend] | block[kend + 1] << 8)
         if vend > end:
             raise UwsgiError(f"invalid uwsgi request (current strsize: {vend - vstart})")
-        count += 1
-        if count > max_vars:
-            raise UwsgiError(f"too many vars (max {max_vars})")
         result[text[kstart:kend]] = text[vstart:vend]
         pos = vend
+    if pos < end:
+        raise UwsgiError(f"too many vars (max {max_vars})")
     return result
 
 
 def encode_vars(variables: Mapping[str, str]) -> bytes:
-    parts = []
-    for key, value in variables.items():
-        bkey, bvalue = key.encode("latin-1"), value.encode("latin-1")
-        parts += (_U16.pack(len(bkey)), bkey, _U16.pack(len(bvalue)), bvalue)
+    """The vars block for `variables`, as nginx would send it (for tests and a client)."""
+    parts: list[bytes] = []
+    pack = _U16.pack
+    try:
+        for key, value in variables.items():
+            bkey, bvalue = key.encode("latin-1"), value.encode("latin-1")
+            parts += (pack(len(bkey)), bkey, pack(len(bvalue)), bvalue)
+    except UnicodeEncodeError as exc:
+        raise UwsgiError(f"uwsgi vars are latin-1: {exc}") from None
+    except struct.error:
+        raise UwsgiError(f"uwsgi key or value over {_MAX_STRSIZE} bytes") from None
     return b"".join(parts)
 
 
 def encode_packet(variables: Mapping[str, str], modifier1: int = 0, modifier2: int = 0) -> bytes:
+    """A whole packet (header + vars), refused when the block cannot fit the u16 datasize."""
     block = encode_vars(variables)
-    if len(block) > 0xFFFF:
+    if len(block) > _MAX_STRSIZE:
         raise UwsgiError(f"vars block of {len(block)} bytes does not fit a uwsgi packet")
-    return HEADER.pack(modifier1, len(block), modifier2) + block
+    try:
+        return HEADER.pack(modifier1, len(block), modifier2) + block
+    except struct.error:
+        raise UwsgiError(f"modifiers must be 0..255, not {modifier1}, {modifier2}") from None
 
 
 def content_length(variables: Mapping[str, str]) -> int:
-    """The body length: digits only (no sign, spaces, '_' or 0x that int() would take)."""
+    """The body length: ASCII digits only, none of the sign, spaces, '_' or 0x that int() would take.
+
+    More than 18 digits is refused too: no body is that long, and int() on thousands of digits
+    would raise its own ValueError.
+    """
     value = variables.get("CONTENT_LENGTH", "")
     if not value:
         return 0
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise BadContentLength(f"invalid CONTENT_LENGTH {value!r}")
+        raise BadContentLength(f"invalid CONTENT_LENGTH {value[:40]!r}")
     return int(value)

@@ -47,6 +47,7 @@ class Worker:
         self.recycling = False  # leaving on its own (max-requests): the others serve the queue
         self.max_requests = cfg.max_requests + (wid - 1) * cfg.max_requests_delta if cfg.max_requests else 0
         self.wake_r = self.wake_w = -1
+        self.ppid = os.getppid()  # forked by the master: this is its pid
 
     def run(self) -> None:
         """Boot and serve; always ends the process."""
@@ -136,8 +137,19 @@ class Worker:
         except OSError:
             pass
 
+    def orphaned(self) -> bool:
+        """True once the master is gone (even SIGKILLed): a worker never outlives it."""
+        if os.getppid() != self.ppid:
+            logger.error("worker %d: master %d is gone, exiting", self.wid, self.ppid)
+            self.alive = False
+            self.paused = True  # nobody will answer the queue's clients: leave at once
+            return True
+        return False
+
     def done(self) -> bool:
-        """True when the worker should leave its loop: told to stop, or max-requests reached."""
+        """True when the worker should leave its loop: told to stop, max-requests reached, or orphaned."""
+        if self.alive and self.orphaned():
+            return True
         if self.max_requests and self.row.requests >= self.max_requests:
             if self.alive:
                 logger.info("worker %d: max-requests (%d) reached, recycling", self.wid, self.max_requests)
