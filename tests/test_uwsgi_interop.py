@@ -1,0 +1,97 @@
+"""Mixing with real uWSGI (skipped without a uwsgi binary: `pip install uwsgi`, or bench/run.py's venv).
+
+Both directions of zerg mode and a uWSGI vassal under the zergserve emperor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import APPS, ROOT, free_port, http_request, wait_for
+from test_emperor import Emperor
+from test_instance_uwsgi import nginx_vars, request, split
+from zergserve.stats import fetch
+
+UWSGI = shutil.which("uwsgi") or next((str(p) for p in [ROOT / "bench" / ".peers" / "bin" / "uwsgi"] if p.exists()),
+                                      None)
+pytestmark = pytest.mark.skipif(UWSGI is None, reason="no uwsgi binary (pip install uwsgi)")
+
+
+@pytest.fixture
+def uwsgi(workdir):
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        log = open(workdir / f"uwsgi-{len(started)}.log", "wb")
+        proc = subprocess.Popen([UWSGI, "--chdir", str(APPS), "--module", "echo:application", *args],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def pid_of(addr: str) -> bytes:
+    return split(request(addr, nginx_vars("GET", "/pid")))[1]
+
+
+def test_uwsgi_zerg_attaches_to_zergserve_server(spawn, workdir, uwsgi):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    zsock = str(workdir / "z.sock")
+    stats = str(workdir / "s.sock")
+    main = spawn("--module", "echo:application", "--socket", addr, "--zerg-server", zsock, "--stats", stats,
+                 wait=addr)
+    wait_for(lambda: os.path.exists(zsock))
+    zerg = uwsgi("--master", "-p", "1", "--zerg", zsock)
+    main.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(stats)["workers"][0]["status"] == "pause")
+    ours = {str(w["pid"]).encode() for w in fetch(stats)["workers"]}
+    answered = wait_for(lambda: pid_of(addr), timeout=15, message="the uWSGI zerg answering")
+    assert answered not in ours
+    assert zerg.poll() is None
+
+
+def test_zergserve_zerg_attaches_to_uwsgi_server(spawn, workdir, uwsgi):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    zsock = str(workdir / "uz.sock")
+    server = uwsgi("--master", "-p", "1", "--socket", addr, "--zerg-server", zsock)
+    wait_for(lambda: os.path.exists(zsock), message="uWSGI zerg server")
+    stats = str(workdir / "zs.sock")
+    spawn("--module", "echo:application", "-p", "1", "--zerg", zsock, "--stats", stats)
+    wait_for(lambda: os.path.exists(stats) and fetch(stats)["workers"][0]["status"] == "idle")
+    doc = fetch(stats)
+    assert doc["sockets"][0]["name"] == addr and doc["sockets"][0]["proto"] == "uwsgi"
+    os.kill(server.pid, signal.SIGTSTP)  # uWSGI's own "zerg as tester" pause
+    ours = str(doc["workers"][0]["pid"]).encode()
+    wait_for(lambda: pid_of(addr) == ours, timeout=15, message="our zerg answering for uWSGI")
+
+
+def test_uwsgi_vassal_under_zergserve_emperor(spawn, workdir):
+    port = free_port()
+    emperor = Emperor(spawn, workdir, "--binary-path", UWSGI)
+    (emperor.dir / "u.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\n"
+                                       f"http-socket = 127.0.0.1:{port}\nprocesses = 1\n")
+    addr = f"127.0.0.1:{port}"
+    wait_for(lambda: http_request(addr)[0] == 200, timeout=20, message="uWSGI vassal serving")
+    wait_for(lambda: (emperor.vassal("u.ini") or {}).get("loyal") == 1, message="uWSGI vassal loyal")
+    assert emperor.vassal("u.ini")["ready"] == 1
+    pid = emperor.vassal("u.ini")["pid"]
+    time.sleep(0.01)
+    os.utime(emperor.dir / "u.ini")
+    wait_for(lambda: emperor.vassal("u.ini")["respawns"] == 1, message="reload sent to uWSGI")
+    wait_for(lambda: http_request(addr)[0] == 200, timeout=20)
+    assert emperor.vassal("u.ini")["pid"] == pid
+    (emperor.dir / "u.ini").unlink()
+    wait_for(lambda: emperor.vassal("u.ini") is None, timeout=20, message="uWSGI vassal stopped")
