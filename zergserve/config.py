@@ -215,6 +215,12 @@ OPTIONS: tuple[Option, ...] = (
       group="emperor"),
     O("emperor-no-blacklist", boolean, False, "never blacklist vassals that die before serving", flag=True,
       group="emperor"),
+    O("emperor-tyrant", boolean, False, "run each vassal as the owner (uid and gid) of its config file",
+      flag=True, group="emperor"),
+    O("emperor-tyrant-nofollow", boolean, False, "tyrant mode: a symlinked config runs as the owner of the "
+      "link itself (uWSGI's lstat); without it symlinks are refused", flag=True, group="emperor"),
+    O("emperor-tyrant-initgroups", boolean, False, "tyrant mode: give vassals their owner's supplementary "
+      "groups (initgroups) instead of none", flag=True, group="emperor"),
     O("vassal-set", key_value, [], "pass --set key=value to every vassal", aliases=("vassals-set",),
       repeatable=True, group="emperor"),
     O("vassals-include", text, [], "append this config file to every vassal's command line",

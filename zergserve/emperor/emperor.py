@@ -24,7 +24,7 @@ from typing import Any
 from setproctitle import setproctitle
 
 from zergserve import __version__
-from zergserve.emperor import protocol
+from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Inotify, Monitor
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger
@@ -63,6 +63,7 @@ class Emperor:
         self.scan_now = True
         self.retry_at = 0.0  # when the global spawn budget allows the next spawn
         self.broodlord_num = 0
+        self.refused: dict[str, str] = {}  # tyrant mode: files refused, with the reason last logged
 
     def run(self) -> int:
         setproctitle(f"{self.cfg.procname_prefix}zergserve emperor")
@@ -129,6 +130,10 @@ class Emperor:
                 vassal = known.get(name)
                 if vassal is None:
                     self.add(name, monitor, mtime)
+                elif self.cfg.emperor_tyrant and vassal.status == RUNNING and \
+                        self._owner(name, monitor) != (vassal.uid, vassal.gid):
+                    logger.error("[emperor] !!! permissions of file %s changed. stopping the instance... !!!", name)
+                    vassal.stop(self.cfg.emperor_graceful_shutdown)
                 elif mtime > vassal.last_mod and vassal.status == RUNNING:
                     vassal.last_mod = mtime
                     vassal.reload()
@@ -144,9 +149,16 @@ class Emperor:
         entry = self.blacklist.get(name)
         if entry is not None and entry.waiting(now) and not zerg:
             return None
+        identity = None
+        if self.cfg.emperor_tyrant:
+            identity = self._owner(name, monitor)
+            if identity is None:
+                return None
         if not self._spawn_allowed():
             return None
         vassal = Vassal(name, monitor, mtime, zerg)
+        if identity is not None:
+            vassal.uid, vassal.gid = identity
         if zerg:
             self.broodlord_num += 1
         try:
@@ -157,6 +169,18 @@ class Emperor:
         self.vassals[id(vassal)] = vassal
         self.selector.register(vassal.sock, selectors.EVENT_READ, lambda v=vassal: self._message(v))
         return vassal
+
+    def _owner(self, name: str, monitor: Monitor) -> tuple[int, int] | None:
+        """Tyrant mode: who a vassal runs as, or None (logged once per reason) if it may not run."""
+        try:
+            identity = tyrant.owner(monitor.path_of(name), self.cfg.emperor_tyrant_nofollow)
+        except tyrant.TyrantError as exc:
+            if self.refused.get(name) != str(exc):
+                self.refused[name] = str(exc)
+                logger.error("[emperor-tyrant] %s", exc)
+            return None
+        self.refused.pop(name, None)
+        return identity
 
     def _spawn_allowed(self) -> bool:
         """The global spawn budget: a burst, then one spawn per --emperor-throttle milliseconds."""
@@ -334,7 +358,8 @@ class Emperor:
     def stats_document(self) -> dict[str, Any]:
         return {
             "version": __version__, "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
-            "cwd": os.getcwd(), "emperor": [m.name for m in self.monitors], "emperor_tyrant": 0,
+            "cwd": os.getcwd(), "emperor": [m.name for m in self.monitors],
+            "emperor_tyrant": int(self.cfg.emperor_tyrant),
             "throttle_level": round(self.spawn_tokens, 2),
             "vassals": [v.stats() for v in self.vassals.values()],
             "blacklist": [{"id": name, "throttle_level": entry.throttle_ms, "attempt": entry.attempt,

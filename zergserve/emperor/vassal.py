@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from zergserve.emperor import protocol
+from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Monitor
 from zergserve.lifeline import die_with_parent
 from zergserve.log import logger
@@ -39,6 +39,8 @@ class Vassal:
         self.cursed_at = 0.0
         self.respawns = 0
         self.sos = 0
+        self.uid: int | None = None  # tyrant mode: the owner of the config file
+        self.gid: int | None = None
         self.sos_at = 0.0  # for a zerg: when the SOS that asked for it arrived
         self.reinforced_in = 0.0  # for a zerg: seconds from that SOS to its first worker accepting
 
@@ -52,9 +54,18 @@ class Vassal:
             env[protocol.ENV_BROODLORD_NUM] = str(broodlord_num)
         argv = vassal_argv(cfg, self.name)
         emperor_pid = os.getpid()
+        identity: dict[str, Any] = {}
+        if self.uid is not None and self.gid is not None:
+            uid, gid = self.uid, self.gid
+            identity = {"user": uid, "group": gid,
+                        "extra_groups": tyrant.groups_for(uid, gid, cfg.emperor_tyrant_initgroups)}
+            prepare = lambda: tyrant.after_drop(uid, gid, emperor_pid)  # noqa: E731
+            logger.info("[emperor-tyrant] dropping privileges to %d %d for vassal %s", uid, gid, self.name)
+        else:
+            prepare = lambda: die_with_parent(emperor_pid)  # noqa: E731
         try:
             self.proc = subprocess.Popen(argv, env=env, cwd=self.monitor.cwd(), stdin=subprocess.DEVNULL,
-                                         pass_fds=[theirs.fileno()], preexec_fn=lambda: die_with_parent(emperor_pid))
+                                         pass_fds=[theirs.fileno()], preexec_fn=prepare, **identity)
         except OSError as exc:
             ours.close()
             theirs.close()
@@ -120,7 +131,8 @@ class Vassal:
                 "last_ready": int(self.last_ready), "last_accepting": int(self.last_accepting),
                 "first_run": int(self.first_run), "last_run": int(self.last_run),
                 "cursed": int(self.cursed_at) if self.status == STOPPING else 0, "zerg": int(self.zerg),
-                "on_demand": "", "uid": os.getuid(), "gid": os.getgid(), "monitor": self.monitor.name,
+                "on_demand": "", "uid": os.getuid() if self.uid is None else self.uid,
+                "gid": os.getgid() if self.gid is None else self.gid, "monitor": self.monitor.name,
                 "respawns": self.respawns, "sos": self.sos, "reinforced_in": round(self.reinforced_in, 3)}
 
 

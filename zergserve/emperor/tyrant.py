@@ -1,0 +1,74 @@
+"""Tyrant mode: each vassal runs as the owner of its config file (research/reliability.md §4.2).
+
+The owner is read from a descriptor opened with O_NOFOLLOW (fstat, not a path: no symlink or
+race can lend a vassal someone else's identity), and the file must be a regular file with one link,
+not writable by group or others, owned by neither uid 0 nor gid 0. The emperor never parses a
+vassal's config: the vassal does, after the drop. In the child, before exec: supplementary groups
+(none, or the owner's with --emperor-tyrant-initgroups), then gid, then uid — subprocess does these
+in that order when given all three — and a check that root cannot be regained. PR_SET_PDEATHSIG is
+set after the drop, because a credential change clears it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+
+from zergserve.lifeline import die_with_parent
+
+
+class TyrantError(Exception):
+    """This file may not be run as a vassal in tyrant mode."""
+
+
+def owner(path: str, nofollow_link: bool) -> tuple[int, int]:
+    """(uid, gid) a vassal for `path` runs as; TyrantError says why a file is refused."""
+    try:
+        if nofollow_link:  # uWSGI's --emperor-tyrant-nofollow: the link's own owner
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                return _checked(path, st, link=True)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise TyrantError(f"{path}: {exc.strerror} (symlinks are refused without --emperor-tyrant-nofollow)"
+                          if exc.errno == 40 else f"{path}: {exc.strerror}") from None
+    try:
+        return _checked(path, os.fstat(fd), link=False)
+    finally:
+        os.close(fd)
+
+
+def _checked(path: str, st: os.stat_result, link: bool) -> tuple[int, int]:
+    if not link and not stat.S_ISREG(st.st_mode):
+        raise TyrantError(f"{path}: not a regular file")
+    if not link and st.st_nlink != 1:
+        raise TyrantError(f"{path}: has {st.st_nlink} hard links")
+    if st.st_uid == 0 or st.st_gid == 0:
+        raise TyrantError(f"invalid permissions for vassal {path}: owned by uid {st.st_uid} gid {st.st_gid}")
+    if not link and st.st_mode & 0o022:
+        raise TyrantError(f"{path}: writable by group or others (mode {oct(stat.S_IMODE(st.st_mode))})")
+    return st.st_uid, st.st_gid
+
+
+def groups_for(uid: int, gid: int, initgroups: bool) -> list[int]:
+    if not initgroups:
+        return []
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return []
+    return [g for g in os.getgrouplist(name, gid) if g != 0]
+
+
+def after_drop(uid: int, gid: int, emperor: int) -> None:
+    """Runs in the child after subprocess dropped groups, gid and uid: verify, then PDEATHSIG."""
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+        os._exit(1)
+    try:
+        os.setuid(0)
+    except PermissionError:
+        pass
+    else:
+        os._exit(1)  # root could be regained: never exec like this
+    die_with_parent(emperor)
