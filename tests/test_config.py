@@ -185,3 +185,13 @@ def test_deploy_examples_are_valid_config(path):
         args += ["--ini", str(ROOT / "deploy" / "emperor" / "common.ini")]
     cfg = load(args, {})
     assert cfg.module or cfg.zergpool or cfg.zerg or getattr(cfg, "emperor", None)
+
+
+def test_yaml(tmp_path):
+    pytest.importorskip("yaml")
+    (tmp_path / "a.yaml").write_text("uwsgi:\n  processes: 4\n  socket: [/a, /b]\n  master: true\n")
+    cfg = load([str(tmp_path / "a.yaml")], {})
+    assert cfg.processes == 4 and cfg.socket == ["/a", "/b"] and cfg.master
+    (tmp_path / "bad.yml").write_text("uwsgi: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid yaml"):
+        load(["--yaml", str(tmp_path / "bad.yml")], {})

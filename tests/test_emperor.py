@@ -273,3 +273,24 @@ def test_monitor_schemes(spawn, workdir, scheme):
     wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200)
     ids = [v["id"] for v in fetch(stats)["vassals"]]
     assert ids == ([f"{vassals}/g.ini"] if scheme == "glob" else ["g.ini"])
+
+
+def test_binary_patch_vassal_runs_another_program(spawn, workdir):
+    """uWSGI's docs run nginx as a vassal this way; a shell stands in for it here."""
+    out = workdir / "patched.out"
+    emperor = Emperor(spawn, workdir)
+    (emperor.dir / "other.ini").write_text(
+        "[uwsgi]\n"
+        f"unprivileged-binary-patch-arg = /bin/sh -c 'echo fd=$UWSGI_EMPEROR_FD > {out}; exec sleep 30'\n")
+    wait_for(lambda: out.exists() and out.read_text().startswith("fd="), message="the patched program ran")
+    pid = emperor.vassal("other.ini")["pid"]
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep")
+
+
+def test_yaml_vassal(spawn, workdir):
+    pytest.importorskip("yaml")
+    emperor = Emperor(spawn, workdir)
+    port = free_port()
+    (emperor.dir / "y.yaml").write_text(f"uwsgi:\n  chdir: {APPS}\n  module: echo:application\n"
+                                        f"  http: 127.0.0.1:{port}\n")
+    wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200, message="yaml vassal serving")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import traceback
 
@@ -30,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zergserve: {exc}", file=sys.stderr)
         return EXIT_USAGE
     log.setup(cfg.logto)
+    patch = binary_patch(cfg)
+    if patch:
+        try:
+            os.execvp(patch[0], patch)
+        except OSError as exc:
+            logger.error("binary patch %s: %s", patch[0], exc.strerror)
+            return 1
     if cfg.print_config:
         import json
         print(json.dumps({opt.name: getattr(cfg, opt.name.replace("-", "_")) for opt in config.OPTIONS},
@@ -40,6 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.emperor:
         return run_emperor(cfg)
     return run_instance(cfg, args)
+
+
+def binary_patch(cfg: config.Config) -> list[str]:
+    """The program a *-binary-patch option says to become instead of serving (uWSGI's options,
+    used to run e.g. nginx as a vassal); [] when there is none."""
+    line = cfg.privileged_binary_patch_arg or cfg.unprivileged_binary_patch_arg
+    if line:
+        return shlex.split(line)
+    program = cfg.privileged_binary_patch or cfg.unprivileged_binary_patch
+    return [program] if program else []
 
 
 def run_emperor(cfg: config.Config) -> int:

@@ -242,6 +242,13 @@ OPTIONS: tuple[Option, ...] = (
     O("disable-logging", boolean, False, "no access log lines (errors are always logged)", "L", flag=True,
       group="logging"),
     O("logto", text, None, "append the log (and the app's stdout/stderr) to this file", group="logging"),
+    O("privileged-binary-patch", text, None, "once configured, exec this program instead of serving "
+      "(a vassal that is really nginx, say)", group="processes"),
+    O("privileged-binary-patch-arg", text, None, "the same, with arguments (a shell-like command line)",
+      group="processes"),
+    O("unprivileged-binary-patch", text, None, "as privileged-binary-patch (zergserve drops no privileges of "
+      "its own before it)", group="processes"),
+    O("unprivileged-binary-patch-arg", text, None, "as privileged-binary-patch-arg", group="processes"),
     # uWSGI compatibility
     O("enable-threads", boolean, False, "accepted for uWSGI configs: Python threads always work", "T",
       flag=True, group="compat"),
@@ -258,6 +265,8 @@ OPTIONS: tuple[Option, ...] = (
     O("json", text, [], "read options from a JSON file (FILE[:section])", aliases=("js",), repeatable=True,
       group="config"),
     O("toml", text, [], "read options from a TOML file (FILE[:section])", repeatable=True, group="config"),
+    O("yaml", text, [], "read options from a YAML file (FILE[:section]; needs PyYAML)", aliases=("yml",),
+      repeatable=True, group="config"),
     O("set", key_value, [], "set an option or placeholder: key=value", "S", repeatable=True, group="config"),
     O("print-config", boolean, False, "print the merged configuration as JSON and exit", flag=True,
       group="config"),
@@ -271,7 +280,7 @@ for _opt in OPTIONS:
     for _name in (_opt.name, *_opt.aliases):
         _BY_NAME[_name] = _opt
 _BY_SHORT = {opt.short: opt for opt in OPTIONS if opt.short}
-_FILE_OPTIONS = {"ini", "json", "toml"}
+_FILE_OPTIONS = {"ini", "json", "toml", "yaml"}
 _UWSGI_INTERNAL = {"RELOADS", "VASSALS_DIR", "EMPEROR_FD", "EMPEROR_FD_CONFIG", "BROODLORD_NUM",
                    "EMPEROR_PROXY", "JAIL_PID", "ORIGINAL_PROC_NAME"}
 _MAX_INCLUDE_DEPTH = 16
@@ -448,7 +457,8 @@ def _take_value(opt: Option, argv: list[str], i: int, spelled: str) -> tuple[Any
 
 def _file_kind(path: str) -> str | None:
     base = path.split(":", 1)[0] if not os.path.exists(path) else path
-    for ext, kind in ((".ini", "ini"), (".json", "json"), (".js", "json"), (".toml", "toml")):
+    for ext, kind in ((".ini", "ini"), (".json", "json"), (".js", "json"), (".toml", "toml"), (".yml", "yaml"),
+                      (".yaml", "yaml")):
         if base.endswith(ext):
             return kind
     return None
@@ -563,9 +573,11 @@ def _read_structured(kind: str, path: str, data: bytes, section: str | None) -> 
         if kind == "json":
             import json
             doc = json.loads(data)
+        elif kind == "yaml":
+            doc = _yaml().safe_load(data)
         else:
             doc = _tomllib().loads(data.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # each parser has its own error classes (yaml.YAMLError is no ValueError)
         raise ConfigError(f"{path}: invalid {kind}: {exc}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: the top level must be an object")
@@ -595,6 +607,15 @@ def _tomllib():
     except ImportError:  # Python 3.10
         import tomli as tomllib
     return tomllib
+
+
+def _yaml():
+    """PyYAML, imported only when a YAML file is read; it is optional."""
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError("YAML config needs PyYAML (pip install pyyaml)") from None
+    return yaml
 
 
 def _suggest(name: str) -> str:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import glob
+import importlib.util
 import os
 import stat
 
-VALID_EXTENSIONS = (".ini", ".json", ".js", ".toml", ".yml", ".yaml", ".xml")
+VALID_EXTENSIONS = (".ini", ".json", ".js", ".toml") + (
+    (".yml", ".yaml") if importlib.util.find_spec("yaml") is not None else ())
 _IGNORED_SUFFIXES = (".skel", "~", ".swp", ".swx", ".tmp", ".bak")
 
 
