@@ -12,7 +12,7 @@ import re
 import sys
 import traceback
 from http import HTTPStatus
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")

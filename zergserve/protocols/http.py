@@ -88,6 +88,9 @@ class Limits(NamedTuple):
     head: int = 65536
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class Request(NamedTuple):
     method: str
     target: str
@@ -130,7 +133,7 @@ def _http_date(stamp: float) -> bytes:
 class HTTPConnection:
     """One server-side HTTP/1.1 connection."""
 
-    def __init__(self, limits: Limits = Limits(), keep_alive: bool = True, server: bytes = b"zergserve") -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, keep_alive: bool = True, server: bytes = b"zergserve") -> None:
         self.limits = limits
         self.keep_alive = keep_alive
         self.server = server
