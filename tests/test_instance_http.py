@@ -201,3 +201,45 @@ def test_silent_connection_does_not_block_other_clients_forever(spawn):
         status, _, _ = http_request(addr, "GET", "/", timeout=5)
         assert status == 200
         assert time.monotonic() - started < 3
+
+
+def test_slow_reader_of_a_large_body_is_served(instance):
+    """The send timeout bounds each wait, not the whole transfer: a slow, live download completes."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        sock.settimeout(20)
+        sock.connect(("127.0.0.1", int(instance.tcp.rsplit(":", 1)[1])))
+        sock.sendall(b"GET /big?size=30000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        received = 0
+        started = time.monotonic()
+        while chunk := sock.recv(65536):
+            received += len(chunk)
+            if time.monotonic() - started < 6:
+                time.sleep(0.01)  # read slowly for longer than the 4 s socket-timeout
+    assert received > 30_000_000
+
+
+def test_reader_that_never_reads_frees_the_worker(spawn):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    spawn("--module", "echo:application", "--http", addr, "-p", "1", "--socket-timeout", "1", wait=addr)
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", port))
+    stuck.sendall(b"GET /big?size=50000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+    started = time.monotonic()
+    assert http_request(addr, "GET", "/", timeout=15)[0] == 200
+    assert time.monotonic() - started < 10
+    stuck.close()
+
+
+def test_body_stall_raises_in_the_app_and_frees_the_worker(spawn):
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    server = spawn("--module", "echo:application", "--http", addr, "-p", "1", "--socket-timeout", "1", wait=addr)
+    with connect(addr, timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        reply = recv_all(sock, timeout=10)
+    assert not reply.startswith(b"HTTP/1.1 200")
+    server.wait_log("stalled")
+    assert http_request(addr)[0] == 200

@@ -8,7 +8,9 @@ they are and a gevent worker unchanged (its sockets are cooperative), one greenl
 from __future__ import annotations
 
 import os
+import select
 import socket
+import struct
 import time
 from typing import Any, Callable
 
@@ -104,17 +106,45 @@ def _recv(conn: socket.socket, size: int, timeout: float) -> bytes:
 
 
 def send_all(conn: socket.socket, data: bytes, timeout: float) -> None:
-    """sendall() that tries one non-blocking send first and waits only if the buffer is full."""
-    if conn.gettimeout() == 0.0:
+    """Send everything, failing only when the client takes no byte for `timeout` seconds.
+
+    Python's sendall() bounds the whole transfer, which would cut a slow but live download of a
+    large body; like nginx's send_timeout, this bounds the wait between two writes instead. The
+    first send is tried without waiting: it usually takes the whole response.
+    """
+    if conn.gettimeout() != 0.0:
+        conn.setblocking(False)
+    view = memoryview(data)
+    queued = -1
+    while view:
         try:
-            sent = conn.send(data)
+            sent = conn.send(view)
         except BlockingIOError:
             sent = 0
-        if sent == len(data):
-            return
-        data = memoryview(data)[sent:]
-        conn.settimeout(timeout)
-    conn.sendall(data)
+        if sent:
+            view = view[sent:]
+            continue
+        poller = select.poll()
+        poller.register(conn, select.POLLOUT)
+        if poller.poll(timeout * 1000):
+            continue
+        # The kernel signals room only once a third of a large send buffer is free; a slow reader
+        # may still be taking bytes. Its queue shrinking is progress too.
+        now_queued = _unsent(conn)
+        if 0 <= now_queued < queued or queued < 0 <= now_queued:
+            queued = now_queued
+            continue
+        raise TimeoutError(f"client took no data for {timeout:g}s")
+
+
+def _unsent(conn: socket.socket) -> int:
+    """Bytes still waiting in the socket's send queue (SIOCOUTQ), -1 if the kernel will not say."""
+    import fcntl
+    import termios
+    try:
+        return struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return -1
 
 
 def _linger_close(conn: socket.socket) -> None:
