@@ -195,3 +195,9 @@ def test_yaml(tmp_path):
     (tmp_path / "bad.yml").write_text("uwsgi: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid yaml"):
         load(["--yaml", str(tmp_path / "bad.yml")], {})
+
+
+def test_roles_do_not_mix_silently():
+    proc = subprocess.run([sys.executable, "-m", "zergserve", "--emperor", "/tmp", "--module", "a:b"],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 2 and "separate" in proc.stderr

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({opt.name: getattr(cfg, opt.name.replace("-", "_")) for opt in config.OPTIONS},
                          indent=1, default=str))
         return 0
+    roles = [name for name, on in (("--emperor", cfg.emperor), ("--zergpool", cfg.zergpool),
+                                   ("an app (--module/--wsgi-file)", cfg.module or cfg.wsgi_file)) if on]
+    if len(roles) > 1:
+        logger.error("%s run in separate processes here: give them to separate zergserve commands",
+                     " and ".join(roles))
+        return EXIT_USAGE
     if cfg.zergpool:
         return zergpool.run(cfg)
     if cfg.emperor:

@@ -71,7 +71,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from zergserve import __version__
+from zergserve import __version__, sockets
 
 
 class ConfigError(Exception):
@@ -151,6 +151,18 @@ def text(value: str) -> str:
     return value
 
 
+@_metavar("ADDR")
+def address(value: str) -> str:
+    """A listening address in sockets.py's spellings, checked now so that a typo is reported with
+    its file and line rather than at bind time."""
+    if value.startswith("fd://"):
+        if not value[len("fd://"):].isdigit():
+            raise ValueError(f"invalid address {value!r}: fd:// needs a number")
+    else:
+        sockets.parse_address(value)  # AddressError is a ValueError
+    return value
+
+
 @_metavar("MODE")
 def mode(value: str) -> int:
     """A file mode of exactly three octal digits, as uWSGI's --chmod-socket wants."""
@@ -218,9 +230,9 @@ OPTIONS: tuple[Option, ...] = (
     O("lazy-apps", boolean, False, "load the app in each worker instead of once in the master", flag=True,
       group="app"),
     # sockets
-    O("http", text, (), "serve HTTP/1.1 on ADDR from the workers themselves: uWSGI's --http-socket; there is "
+    O("http", address, (), "serve HTTP/1.1 on ADDR from the workers themselves: uWSGI's --http-socket; there is "
       "no separate HTTP router process", aliases=("http-socket",), repeatable=True, group="sockets"),
-    O("socket", text, (), "serve the uwsgi protocol on ADDR (for nginx uwsgi_pass)", "s", ("uwsgi-socket",),
+    O("socket", address, (), "serve the uwsgi protocol on ADDR (for nginx uwsgi_pass)", "s", ("uwsgi-socket",),
       repeatable=True, group="sockets"),
     O("listen", integer(1, 65535), 100, "listen backlog of every socket", "l", group="sockets"),
     O("chmod-socket", mode, None, "mode of UNIX sockets (without a value: 666)", "C", const="666",
@@ -301,7 +313,7 @@ OPTIONS: tuple[Option, ...] = (
       group="emperor"),
     O("emperor-graceful-shutdown", boolean, False, "stop vassals gracefully (byte 2) instead of byte 0",
       flag=True, group="emperor"),
-    O("emperor-stats", text, None, "serve the emperor's stats JSON on ADDR", aliases=("emperor-stats-server",),
+    O("emperor-stats", address, None, "serve the emperor's stats JSON on ADDR", aliases=("emperor-stats-server",),
       group="emperor"),
     O("emperor-pidfile", text, None, "write the emperor's pid to this file", group="emperor"),
     O("emperor-extra-extension", text, (), "also treat files ending in EXT as vassal configs",
@@ -330,7 +342,7 @@ OPTIONS: tuple[Option, ...] = (
     O("heartbeat", integer(0), 0, "vassal: send the emperor a heartbeat every N seconds (0: off)",
       group="emperor"),
     # stats and logging
-    O("stats", text, None, "serve stats JSON on ADDR (TCP if it has ':', else UNIX)", aliases=("stats-server",),
+    O("stats", address, None, "serve stats JSON on ADDR (TCP if it has ':', else UNIX)", aliases=("stats-server",),
       group="stats"),
     O("stats-http", boolean, False, "prefix the stats JSON with an HTTP header", flag=True, group="stats"),
     O("stats-minified", boolean, False, "compact stats JSON", flag=True, group="stats"),
