@@ -1,8 +1,11 @@
-"""The option table and every source it serves: argv, ini/json/toml files, environment, docs."""
+"""The option table and every source it serves: argv, ini/json/toml/yaml files, environment, docs."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,150 +17,464 @@ from zergserve import config
 from zergserve.config import ConfigError, load
 
 
-def test_cli_forms():
-    cfg = load(["--module", "app:application", "-p4", "-s", "/tmp/a.sock", "--http=:8000", "--http", ":8001",
-                "-M", "--chmod-socket", "--harakiri", "30"], {})
-    assert cfg.module == "app:application" and cfg.processes == 4
-    assert cfg.socket == ["/tmp/a.sock"] and cfg.http == [":8000", ":8001"]
-    assert cfg.master is True and cfg.chmod_socket == 0o666 and cfg.harakiri == 30
-    assert load(["--chmod-socket=660"], {}).chmod_socket == 0o660
-    assert load(["--workers", "3"], {}).processes == 3  # alias
-    assert load(["--http-socket", ":9"], {}).http == [":9"]
+def write(path: Path, content: str) -> str:
+    path.write_text(content)
+    return str(path)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--no-such-thing"], "--no-such-thing"),
-    (["--proceses", "2"], "did you mean"),
-    (["-p", "four"], "processes: invalid int value 'four'"),
-    (["--chmod-socket=66"], "three octal digits"),
-    (["--buffer-size", "70000"], "buffer-size"),
-    (["stray"], "unexpected argument 'stray'"),
-    (["--module"], "needs a value"),
-    (["--worker", "threads"], "invalid choice"),
-])
-def test_cli_errors_name_the_flag(argv, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load(argv, {})
+def raises(message: str):
+    """pytest.raises(ConfigError) matching `message` literally."""
+    return pytest.raises(ConfigError, match=re.escape(message))
 
 
-def test_help_and_version():
-    with pytest.raises(config.HelpRequested) as info:
-        load(["--help"], {})
-    assert "--processes" in info.value.args[0] and "--zerg-server" in info.value.args[0]
-    with pytest.raises(config.VersionRequested):
-        load(["--version"], {})
-
-
-def test_ini_sections_magic_and_placeholders(tmp_path):
-    ini = tmp_path / "myapp.ini"
-    ini.write_text(
-        "[uwsgi]\n"
-        "# a comment\n"
-        "base = /srv/%n\n"
-        "chdir = %(base)\n"
-        "socket = %d%n.sock\n"
-        "socket = /tmp/second.sock\n"
-        "processes = 2\n"
-        "master = true\n"
-        "vacuum\n"
-        "pidfile = $(HOME_FOR_TEST)/x.pid\n"
-        "[zergserve]\n"
-        "processes = 3\n"
-        "[other]\n"
-        "processes = 9\n")
-    cfg = load(["--ini", str(ini)], {"HOME_FOR_TEST": "/home/t"})
-    assert cfg.chdir == "/srv/myapp"
-    assert cfg.socket == [f"{tmp_path}/myapp.sock", "/tmp/second.sock"]
-    assert cfg.processes == 3  # [zergserve] wins over [uwsgi]
-    assert cfg.vacuum is True and cfg.master is True
-    assert cfg.pidfile == "/home/t/x.pid"
-    assert load(["--ini", f"{ini}:other"], {}).processes == 9
-    assert load([str(ini)], {}).processes == 3  # a bare .ini argument is config
-
-
-def test_unknown_key_in_file_names_file_line_and_key(tmp_path):
-    ini = tmp_path / "bad.ini"
-    ini.write_text("[uwsgi]\nprocesses = 2\nprocesess = 4\n")
-    with pytest.raises(ConfigError) as info:
-        load(["--ini", str(ini)], {})
-    assert f"{ini}:3" in str(info.value) and "processes" in str(info.value)
-    ini.write_text("[uwsgi]\nprocesses = lots\n")
-    with pytest.raises(ConfigError, match=r"bad\.ini:2: processes: invalid int value 'lots'"):
-        load(["--ini", str(ini)], {})
-
-
-def test_nested_ini_and_recursion_bound(tmp_path):
-    (tmp_path / "base.ini").write_text("[uwsgi]\nlisten = 50\nhttp = :1\n")
-    (tmp_path / "app.ini").write_text("[uwsgi]\nini = base.ini\nhttp = :2\n")
-    cfg = load(["--ini", str(tmp_path / "app.ini")], {})
-    assert cfg.listen == 50 and cfg.http == [":1", ":2"]
-    (tmp_path / "loop.ini").write_text("[uwsgi]\nini = loop.ini\n")
-    with pytest.raises(ConfigError, match="include each other"):
-        load(["--ini", str(tmp_path / "loop.ini")], {})
-
-
-def test_json_and_toml(tmp_path):
-    (tmp_path / "a.json").write_text(json.dumps({"uwsgi": {"processes": 2, "http": [":1", ":2"], "master": True}}))
-    cfg = load(["--json", str(tmp_path / "a.json")], {})
-    assert cfg.processes == 2 and cfg.http == [":1", ":2"] and cfg.master
-    (tmp_path / "a.toml").write_text('[zergserve]\nprocesses = 5\nsocket = ["/a", "/b"]\nvacuum = true\n')
-    cfg = load([str(tmp_path / "a.toml")], {})
-    assert cfg.processes == 5 and cfg.socket == ["/a", "/b"] and cfg.vacuum
-    (tmp_path / "bad.json").write_text("{nope")
-    with pytest.raises(ConfigError, match="invalid json"):
-        load(["--json", str(tmp_path / "bad.json")], {})
-
-
-def test_precedence_file_env_argv(tmp_path):
-    ini = tmp_path / "p.ini"
-    ini.write_text("[uwsgi]\nprocesses = 2\nlisten = 10\nharakiri = 5\nhttp = :1\n")
-    env = {"UWSGI_LISTEN": "20", "UWSGI_HARAKIRI": "6", "ZERGSERVE_HARAKIRI": "7", "UWSGI_HTTP": ":2",
-           "UWSGI_SOMETHING_UWSGI_ONLY": "x", "UWSGI_EMPEROR_FD": "3"}
-    cfg = load(["--ini", str(ini), "--harakiri", "8", "--http", ":3"], env)
-    assert cfg.processes == 2  # file
-    assert cfg.listen == 20  # UWSGI_ env over file
-    assert cfg.harakiri == 8  # argv over everything
-    assert cfg.http == [":1", ":2", ":3"]  # repeatables collect, lowest first
-    assert load([], {"ZERGSERVE_HARAKIRI": "7", "UWSGI_HARAKIRI": "6"}).harakiri == 7
-    assert cfg.sources["harakiri"] == "--harakiri" and cfg.sources["listen"] == "$UWSGI_LISTEN"
-
-
-def test_unknown_zergserve_env_var_is_an_error():
-    with pytest.raises(ConfigError, match="ZERGSERVE_PROCESES"):
-        load([], {"ZERGSERVE_PROCESES": "2"})
-
-
-def test_set_option_and_placeholder():
-    cfg = load(["--set", "processes=3", "--set", "mine=x"], {})
-    assert cfg.processes == 3 and cfg.placeholders["mine"] == "x"
-
-
-def test_as_args_round_trip(tmp_path):
-    cfg = load(["--module", "a:b", "-p", "3", "--http", ":1", "--chmod-socket=640", "--vacuum"], {})
-    again = load(cfg.as_args(), {})
-    for opt in config.OPTIONS:
-        assert getattr(again, opt.attr) == getattr(cfg, opt.attr), opt.name
-
-
-def test_docs_are_current():
-    assert (ROOT / "docs" / "settings.md").read_text() == config.render_markdown(), \
-        "docs/settings.md is stale: python -m zergserve.config > docs/settings.md"
-
+# --- the table ---------------------------------------------------------------------------------------
 
 def test_every_option_is_one_row():
     names = [name for opt in config.OPTIONS for name in (opt.name, *opt.aliases)]
     assert len(names) == len(set(names))
     shorts = [opt.short for opt in config.OPTIONS if opt.short]
-    assert len(shorts) == len(set(shorts))
+    assert len(shorts) == len(set(shorts)) and all(len(s) == 1 for s in shorts)
+    for opt in config.OPTIONS:
+        assert opt.help and opt.name == opt.name.lower() and "_" not in opt.name, opt.name
+        assert not (opt.flag and opt.repeatable), opt.name
 
+
+def test_defaults_are_uwsgis():
+    cfg = load([], {})
+    assert (cfg.processes, cfg.listen, cfg.buffer_size, cfg.max_vars, cfg.socket_timeout) == (1, 100, 4096, 64, 4)
+    assert cfg.callable == "application" and cfg.worker == "sync" and cfg.worker_reload_mercy == 60
+    assert cfg.http == [] and cfg.socket == [] and cfg.chmod_socket is None and cfg.vacuum is False
+    assert cfg.sources == {}
+
+
+def test_unknown_attribute_names_the_option():
+    with pytest.raises(AttributeError, match="no option 'no-such'"):
+        _ = load([], {}).no_such
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+def test_cli_forms():
+    cfg = load(["--module", "app:application", "-p4", "-s", "/tmp/a.sock", "--http=:8000", "--http", ":8001",
+                "-M", "--harakiri", "30", "--workers", "3", "--http-socket", ":9", "--env", "A=b=c"], {})
+    assert cfg.module == "app:application" and cfg.harakiri == 30
+    assert cfg.processes == 3  # the alias, later on the line, wins
+    assert cfg.socket == ["/tmp/a.sock"] and cfg.http == [":8000", ":8001", ":9"]
+    assert cfg.master is True and cfg.env == ["A=b=c"]
+    assert cfg.sources["processes"] == "--workers" and cfg.sources["http"] == "--http-socket"
+
+
+def test_cli_flags():
+    cfg = load(["-ML", "--vacuum", "--lazy-apps=false", "--stats-http=yes"], {})
+    assert cfg.master and cfg.disable_logging and cfg.vacuum  # -ML is -M -L
+    assert cfg.lazy_apps is False and cfg.stats_http is True
+    assert load(["--master=false"], {}).master is False
+    with raises("-p: processes: invalid int value 'L'"):
+        load(["-pL"], {})
+
+
+def test_chmod_socket_forms(tmp_path):
+    ini = write(tmp_path / "a.ini", "[uwsgi]\nprocesses = 2\n")
+    assert load(["--chmod-socket"], {}).chmod_socket == 0o666
+    assert load(["--chmod-socket=660"], {}).chmod_socket == 0o660
+    assert load(["--chmod-socket", "640"], {}).chmod_socket == 0o640
+    assert load(["-C"], {}).chmod_socket == 0o666
+    assert load(["-C644"], {}).chmod_socket == 0o644
+    cfg = load(["--chmod-socket", "--vacuum"], {})
+    assert cfg.chmod_socket == 0o666 and cfg.vacuum
+    cfg = load(["--chmod-socket", ini], {})  # not a mode: the next argument is a config file
+    assert cfg.chmod_socket == 0o666 and cfg.processes == 2
+    for value, expected in (("", 0o666), ("=", 0o666), ("= true", 0o666), ("= 664", 0o664)):
+        path = write(tmp_path / "c.ini", f"[uwsgi]\nchmod-socket {value}\n")
+        assert load([path], {}).chmod_socket == expected, value
+    assert load([], {"ZERGSERVE_CHMOD_SOCKET": "600"}).chmod_socket == 0o600
+    for bad in ("66", "0666", "888", "rw"):
+        with raises(f"--chmod-socket: chmod-socket: invalid mode {bad!r}: expected three octal digits"):
+            load([f"--chmod-socket={bad}"], {})
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--no-such-thing"], "unknown option --no-such-thing"),
+    (["--proceses", "2"], "unknown option --proceses (did you mean 'processes'?)"),
+    (["-X"], "unknown option -X"),
+    (["-p", "four"], "-p: processes: invalid int value 'four'"),
+    (["--processes=0"], "--processes: processes: 0 is out of range: must be between 1 and 4096"),
+    (["--buffer-size", "70000"], "--buffer-size: buffer-size: 70000 is out of range"),
+    (["--http-timeout", "-1"], "--http-timeout: http-timeout: -1 is out of range: must be at least 0"),
+    (["--master=maybe"], "--master: master: invalid boolean value 'maybe'"),
+    (["--http", "127.0.0.1:http"], "--http: http: 127.0.0.1:http: port 'http' is not a number"),
+    (["--socket", "fd://x"], "--socket: socket: invalid address 'fd://x'"),
+    (["--env", "NOEQUALS"], "--env: env: expected KEY=VALUE"),
+    (["--set", "novalue"], "--set: set: expected KEY=VALUE"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--module"], "--module: needs a value"),
+    (["--worker", "threads"], "--worker: worker: invalid choice 'threads' (choose from sync)"),
+])
+def test_cli_errors_name_the_flag(argv, message):
+    with raises(message):
+        load(argv, {})
+
+
+def test_help_and_version():
+    with pytest.raises(config.HelpRequested) as info:
+        load(["-p", "2", "--help"], {})
+    text = info.value.args[0]
+    assert "-p, --processes, --workers N" in text and "-C, --chmod-socket[=MODE]" in text
+    assert "--worker, --worker-class {sync}" in text and "no separate HTTP router process" in text
+    assert all(f"--{opt.name}" in text for opt in config.OPTIONS)
+    with pytest.raises(config.HelpRequested):
+        load(["-h"], {})
+    with pytest.raises(config.VersionRequested, match=r"zergserve \d"):
+        load(["--version"], {})
+    assert not issubclass(config.HelpRequested, ConfigError)
+
+
+def test_bare_config_arguments(tmp_path):
+    ini = write(tmp_path / "site.ini", "[uwsgi]\nprocesses = 2\n[zerg]\nprocesses = 5\n")
+    assert load([ini], {}).processes == 2
+    assert load([f"{ini}:zerg"], {}).processes == 5
+    with raises("unexpected argument 'app.py'"):
+        load(["app.py"], {})
+
+
+# --- ini files ---------------------------------------------------------------------------------------
+
+def test_ini_dialect(tmp_path):
+    ini = write(tmp_path / "app.ini", (
+        "; uWSGI's own comment style\n"
+        "[uwsgi]\n"
+        "# another comment\n"
+        "\n"
+        "  socket = /tmp/a.sock  \n"
+        "socket=/tmp/b.sock\n"
+        "env = DSN=pg://x?a=b\n"
+        "processes = 2\n"
+        "processes = 3\n"
+        "master = false\n"
+        "vacuum\n"
+        "lazy-apps =\n"
+        "stats-http = on\n"
+        "[zergserve]\n"
+        "processes = 4\n"
+        "listen = 7\n"
+        "[other]\n"
+        "listen = 9\n"))
+    cfg = load(["--ini", ini], {})
+    assert cfg.socket == ["/tmp/a.sock", "/tmp/b.sock"]  # repeated keys repeat the option
+    assert cfg.env == ["DSN=pg://x?a=b"]  # split at the first '='
+    assert cfg.processes == 4 and cfg.listen == 7  # [zergserve] wins over [uwsgi]
+    assert cfg.master is False and cfg.vacuum is True and cfg.lazy_apps is True and cfg.stats_http is True
+    assert cfg.sources["processes"] == f"{ini}:15"
+    assert load(["--ini", f"{ini}:other"], {}).listen == 9  # only that section
+    assert load(["--ini", f"{ini}:other"], {}).processes == 1
+    with raises(f"{ini}: no section [missing]"):
+        load(["--ini", f"{ini}:missing"], {})
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path):
+    ini = write(tmp_path / "bad.ini", "[uwsgi]\nprocesses = 2\nprocesess = 4\n")
+    with raises(f"{ini}:3: unknown option 'procesess' (did you mean 'processes'?)"):
+        load(["--ini", ini], {})
+
+
+def test_bad_value_names_file_line_and_key(tmp_path):
+    ini = write(tmp_path / "app.ini", "[uwsgi]\nmaster = true\n\n\n\n\nprocesses = four\n")
+    with raises(f"{ini}:7: processes: invalid int value 'four'"):
+        load(["--ini", ini], {})
+    write(tmp_path / "app.ini", "[uwsgi]\nvacuum = sometimes\n")
+    with raises(f"{ini}:2: vacuum: invalid boolean value 'sometimes'"):
+        load([ini], {})
+    write(tmp_path / "app.ini", "[uwsgi\nprocesses = 1\n")
+    with raises(f"{ini}:1: malformed section header"):
+        load([ini], {})
+
+
+def test_missing_file_names_the_flag(tmp_path):
+    with raises(f"--ini: cannot read ini file '{tmp_path}/nope.ini'"):
+        load(["--ini", str(tmp_path / "nope.ini")], {})
+
+
+def test_nested_files_are_read_in_place(tmp_path):
+    write(tmp_path / "base.ini", "[uwsgi]\nlisten = 50\nhttp = :1\nprocesses = 2\n")
+    write(tmp_path / "extra.json", json.dumps({"uwsgi": {"http": ":3"}}))
+    app = write(tmp_path / "app.ini", "[uwsgi]\nhttp = :0\nini = base.ini\nhttp = :2\nprocesses = 3\n"
+                                      "json = %dextra.json\n")
+    cfg = load(["--ini", app], {})
+    assert cfg.listen == 50 and cfg.processes == 3  # app.ini's later line wins over the include
+    assert cfg.http == [":0", ":1", ":2", ":3"]
+    assert cfg.sources["listen"] == f"{tmp_path}/base.ini:2"
+    write(tmp_path / "loop.ini", "[uwsgi]\nini = loop.ini\n")
+    with raises("config files include each other more than 16 deep"):
+        load(["--ini", str(tmp_path / "loop.ini")], {})
+
+
+def test_section_of_the_same_file(tmp_path):
+    """`ini = :zerg` (uWSGI's empty file name) reads another section of the file being read, and
+    `--ini :zerg` one of the file read last."""
+    ini = write(tmp_path / "app.ini", "[uwsgi]\nprocesses = 2\nini = :common\n[common]\nlisten = 20\n"
+                                      "[zerg]\nprocesses = 6\n")
+    cfg = load([ini], {})
+    assert cfg.processes == 2 and cfg.listen == 20
+    assert load([ini, "--ini", ":zerg"], {}).processes == 6
+    with raises("--ini: ':zerg' names a section, but no file was read before it"):
+        load(["--ini", ":zerg"], {})
+
+
+# --- magic variables and placeholders ----------------------------------------------------------------
+
+def test_magic_variables(tmp_path):
+    conf = tmp_path / "sites"
+    conf.mkdir()
+    ini = write(conf / "myapp.ini", (
+        "[uwsgi]\n"
+        "chdir = %d\n"
+        "pidfile = %p\n"
+        "logto = /var/log/%c/%n.%e.log\n"
+        "procname-prefix = %s %x %o\n"
+        "procname-prefix-spaced = 100%% %Y %h\n"
+        "[zerg]\n"
+        "procname-prefix = section=%x\n"))
+    cfg = load([ini], {})
+    assert cfg.chdir == f"{conf}/" and cfg.pidfile == ini
+    assert cfg.logto == "/var/log/sites/myapp.ini.log"
+    assert cfg.procname_prefix == f"myapp.ini  {ini}"
+    assert cfg.procname_prefix_spaced == f"100% %Y {socket.gethostname()}"  # unknown %Y stays
+    assert load([f"{ini}:zerg"], {}).procname_prefix == "section=zerg"
+
+
+def test_magic_variables_keep_a_symlinks_name(tmp_path):
+    """The .skel trick: app1.ini → app.skel gives %n = app1."""
+    write(tmp_path / "app.skel", "[uwsgi]\nprocname-prefix = %n\n")
+    (tmp_path / "app1.ini").symlink_to(tmp_path / "app.skel")
+    assert load([str(tmp_path / "app1.ini")], {}).procname_prefix == "app1"
+
+
+def test_placeholders_and_environment(tmp_path):
+    ini = write(tmp_path / "myapp.ini", (
+        "[uwsgi]\n"
+        "base = /srv/%n\n"
+        "chdir = %(base)\n"
+        "socket = %(base)/app.sock\n"
+        "stats = %(socket).stats\n"
+        "logto = $(LOGDIR)/app.log\n"
+        "pidfile = $(UNSET_VARIABLE)/x.pid\n"
+        "procname-prefix = %(site)-%(uwsgi-socket)\n"))
+    cfg = load(["--set", "site=blue", "--ini", ini], {"LOGDIR": "/var/log"})
+    assert cfg.chdir == "/srv/myapp" and cfg.socket == ["/srv/myapp/app.sock"]
+    assert cfg.stats == "/srv/myapp/app.sock.stats"  # an option's value, as a placeholder
+    assert cfg.logto == "/var/log/app.log" and cfg.pidfile == "/x.pid"
+    assert cfg.procname_prefix == "blue-/srv/myapp/app.sock"  # an alias names the same option
+    assert cfg.placeholders == {"base": "/srv/myapp", "site": "blue"}
+
+
+def test_placeholder_from_the_command_line_before_the_file(tmp_path):
+    ini = write(tmp_path / "a.ini", "[uwsgi]\nchdir = %(http)\n")
+    assert load(["--http", ":8000", ini], {}).chdir == ":8000"
+
+
+def test_placeholders_across_files(tmp_path):
+    """A vassal's file defines `app`, a shared include uses it (deploy/emperor/common.ini)."""
+    vassal = write(tmp_path / "v.ini", "[uwsgi]\napp = shop\n")
+    common = write(tmp_path / "common.ini", "[uwsgi]\nsocket = /tmp/%(app).sock\n")
+    assert load([vassal, common], {}).socket == ["/tmp/shop.sock"]
+
+
+def test_unused_custom_key_is_an_error(tmp_path):
+    ini = write(tmp_path / "a.ini", "[uwsgi]\nbase = /srv\nthreads = 4\nchdir = %(base)\n")
+    with raises(f"{ini}:3: unknown option 'threads'"):
+        load([ini], {})
+
+
+def test_placeholder_must_be_defined_first(tmp_path):
+    ini = write(tmp_path / "a.ini", "[uwsgi]\nchdir = %(base)\nbase = /srv\n")
+    with raises(f"{ini}:2: unknown placeholder %(base)"):
+        load([ini], {})
+
+
+def test_set_option_and_placeholder(tmp_path):
+    cfg = load(["--set", "processes=3", "-S", "mine=x", "--set", "http-socket=:1"], {})
+    assert cfg.processes == 3 and cfg.http == [":1"] and cfg.placeholders == {"mine": "x"}
+    assert cfg.sources["processes"] == "--set"
+    ini = write(tmp_path / "a.ini", "[uwsgi]\nset = listen=5\nset = who=me\nchdir = /%(who)\n")
+    cfg = load([ini], {})
+    assert cfg.listen == 5 and cfg.chdir == "/me"
+    with raises("--set: processes: invalid int value 'many'"):
+        load(["--set", "processes=many"], {})
+
+
+# --- json, toml, yaml --------------------------------------------------------------------------------
+
+def test_json(tmp_path):
+    path = write(tmp_path / "a.json", json.dumps({
+        "uwsgi": {"processes": 2, "http": [":1", ":2"], "master": True, "vacuum": "true", "check-interval": 0.5,
+                  "chdir": "%d"},
+        "zergserve": {"processes": 3, "chmod-socket": True},
+        "other": {"processes": 9}}))
+    cfg = load(["--json", path], {})
+    assert cfg.processes == 3 and cfg.http == [":1", ":2"] and cfg.master and cfg.vacuum
+    assert cfg.check_interval == 0.5 and cfg.chdir == f"{tmp_path}/" and cfg.chmod_socket == 0o666
+    assert cfg.sources["processes"] == f"{path}:zergserve.processes"
+    assert load(["--js", f"{path}:other"], {}).processes == 9
+    assert load([path], {}).processes == 3
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{nope", "invalid json"),
+    ("[1, 2]", "the top level must be an object"),
+    ('{"uwsgi": {"processes": null}}', "uwsgi.processes: unsupported value None"),
+    ('{"uwsgi": {"processes": [1, 2]}}', "uwsgi.processes: processes: takes one value, got a list"),
+    ('{"uwsgi": {"procesess": 2}}', "uwsgi.procesess: unknown option 'procesess'"),
+    ('{"uwsgi": 3}', "'uwsgi' must be an object"),
+])
+def test_json_errors(tmp_path, content, message):
+    path = write(tmp_path / "bad.json", content)
+    with raises(message):
+        load(["--json", path], {})
+
+
+def test_toml(tmp_path):
+    path = write(tmp_path / "a.toml", '[uwsgi]\nprocesses = 2\n[zergserve]\nprocesses = 5\n'
+                                      'socket = ["/a", "/b"]\nvacuum = true\nmodule = "%n:app"\n')
+    cfg = load([path], {})
+    assert cfg.processes == 5 and cfg.socket == ["/a", "/b"] and cfg.vacuum and cfg.module == "a:app"
+    write(tmp_path / "a.toml", "[uwsgi\n")
+    with raises("invalid toml"):
+        load(["--toml", path], {})
+
+
+def test_yaml(tmp_path):
+    pytest.importorskip("yaml")
+    path = write(tmp_path / "a.yaml", "uwsgi:\n  processes: 4\n  socket: [/a, /b]\n  master: true\n")
+    cfg = load([path], {})
+    assert cfg.processes == 4 and cfg.socket == ["/a", "/b"] and cfg.master
+    bad = write(tmp_path / "bad.yml", "uwsgi: [unclosed\n")
+    with raises("invalid yaml"):
+        load(["--yaml", bad], {})
+
+
+# --- the environment ---------------------------------------------------------------------------------
+
+def test_environment_variables():
+    cfg = load([], {"UWSGI_BUFFER_SIZE": "8192", "UWSGI_HTTP_SOCKET": ":1", "ZERGSERVE_SOCKET": "/tmp/x.sock",
+                    "UWSGI_MASTER": "", "ZERGSERVE_VACUUM": "1", "UWSGI_SET": "mine=1"})
+    assert cfg.buffer_size == 8192 and cfg.http == [":1"] and cfg.socket == ["/tmp/x.sock"]
+    assert cfg.master is True and cfg.vacuum is True and cfg.placeholders == {"mine": "1"}
+    assert cfg.sources["buffer-size"] == "$UWSGI_BUFFER_SIZE"
+    assert load([], {"ZERGSERVE_SOCKET": "/a;/b"}).socket == ["/a;/b"]  # one variable, one value
+
+
+def test_environment_ignores_uwsgis_own_variables():
+    env = {name: "3" for name in ("UWSGI_RELOADS", "UWSGI_VASSALS_DIR", "UWSGI_EMPEROR_FD", "UWSGI_EMPEROR_FD_CONFIG",
+                                  "UWSGI_BROODLORD_NUM", "UWSGI_EMPEROR_PROXY", "UWSGI_JAIL_PID",
+                                  "UWSGI_ORIGINAL_PROC_NAME", "UWSGI_VASSAL_PROCESSES", "UWSGI_SOMETHING_ELSE",
+                                  "ZERGSERVE_REEXEC_FDS", "ZERGSERVE_VASSAL_PROCESSES")}
+    cfg = load([], env)
+    assert cfg.processes == 1 and cfg.sources == {}
+
+
+def test_unknown_zergserve_variable_is_an_error():
+    with raises("environment variable ZERGSERVE_PROCESES: no option 'proceses' (did you mean 'processes'?)"):
+        load([], {"ZERGSERVE_PROCESES": "2"})
+    with raises("$UWSGI_LISTEN: listen: invalid int value 'lots'"):
+        load([], {"UWSGI_LISTEN": "lots"})
+
+
+def test_config_file_named_in_the_environment(tmp_path):
+    """UWSGI_INI=/app/uwsgi.ini is how many container images configure uWSGI."""
+    ini = write(tmp_path / "env.ini", "[uwsgi]\nprocesses = 2\nlisten = 3\nhttp = :1\n")
+    late = write(tmp_path / "late.ini", "[uwsgi]\nprocesses = 4\nhttp = :2\n")
+    cfg = load(["--ini", late], {"UWSGI_INI": ini, "UWSGI_LISTEN": "5"})
+    assert cfg.processes == 4  # files from the command line come after those from the environment
+    assert cfg.listen == 5  # the environment's own options still beat every file
+    assert cfg.http == [":1", ":2"]
+
+
+# --- precedence, all sources at once -----------------------------------------------------------------
+
+def test_precedence_file_env_argv(tmp_path):
+    ini = write(tmp_path / "p.ini", "[uwsgi]\nprocesses = 2\nlisten = 10\nharakiri = 5\nmax-requests = 9\n"
+                                    "http = :1\n")
+    env = {"UWSGI_LISTEN": "20", "UWSGI_HARAKIRI": "6", "ZERGSERVE_HARAKIRI": "7", "UWSGI_MAX_REQUESTS": "8",
+           "ZERGSERVE_MAX_REQUESTS": "7", "UWSGI_HTTP": ":2", "ZERGSERVE_HTTP": ":3"}
+    cfg = load(["--max-requests", "6", "--http", ":4", "--ini", ini], env)
+    assert cfg.processes == 2  # file over default
+    assert cfg.listen == 20  # UWSGI_ over file
+    assert cfg.harakiri == 7  # ZERGSERVE_ over UWSGI_
+    assert cfg.max_requests == 6  # command line over everything, even before the --ini
+    assert cfg.http == [":1", ":2", ":3", ":4"]  # repeatables collect, lowest source first
+    assert cfg.sources == {"processes": f"{ini}:2", "listen": "$UWSGI_LISTEN", "harakiri": "$ZERGSERVE_HARAKIRI",
+                           "max-requests": "--max-requests", "http": "--http"}
+
+
+def test_files_in_command_line_order(tmp_path):
+    a = write(tmp_path / "a.ini", "[uwsgi]\nprocesses = 2\nsocket = /a\n")
+    b = write(tmp_path / "b.toml", "[uwsgi]\nprocesses = 3\nsocket = \"/b\"\n")
+    assert load([a, b], {}).processes == 3 and load([b, a], {}).processes == 2
+    assert load([b, a], {}).socket == ["/b", "/a"]
+
+
+# --- round trip, parse_file, docs --------------------------------------------------------------------
+
+def test_as_args_round_trip(tmp_path):
+    ini = write(tmp_path / "a.ini", "[uwsgi]\nsocket = %d%n.sock\nprocname-prefix = -x\n")
+    cfg = load(["--module", "a:b", "-p", "3", "--http", ":1", "--chmod-socket=640", "--vacuum", "--master=false",
+                "--check-interval", "0.25", "--env", "A=1", "--env", "B=--two", "--ini", ini, "--set", "x=y",
+                "--zerg-server-mode", "660"], {})
+    args = cfg.as_args()
+    assert "--ini" not in " ".join(args) and "--set" not in " ".join(args)
+    assert "--master=false" in args and "--chmod-socket=640" in args and "--check-interval=0.25" in args
+    again = load(args, {})
+    for opt in config.OPTIONS:
+        assert getattr(again, opt.attr) == getattr(cfg, opt.attr), opt.name
+    assert load([], {}).as_args() == []
+
+
+def test_parse_file_for_the_emperor(tmp_path):
+    write(tmp_path / "common.ini", "[uwsgi]\nlisten = 5\n")
+    ini = write(tmp_path / "vassal.ini", "[uwsgi]\nsocket = %d%n.sock\nini = common.ini\nvacuum\n"
+                                         "[zerg]\nzerg = /tmp/%x.sock\n")
+    assert config.parse_file(ini, environ={}) == [
+        ("socket", f"{tmp_path}/vassal.sock", f"{ini}:2"),
+        ("listen", "5", f"{tmp_path}/common.ini:2"),
+        ("vacuum", "", f"{ini}:4"),
+    ]
+    assert config.parse_file(ini, "zerg") == [("zerg", "/tmp/zerg.sock", f"{ini}:6")]
+    assert config.parse_file(f"{ini}:zerg") == config.parse_file(ini, "zerg")
+    path = write(tmp_path / "v.json", json.dumps({"uwsgi": {"http": [":1", ":2"], "master": True}}))
+    assert config.parse_file(path) == [("http", ":1", f"{path}:uwsgi.http"), ("http", ":2", f"{path}:uwsgi.http"),
+                                       ("master", "true", f"{path}:uwsgi.master")]
+
+
+def test_docs_are_current():
+    expected = config.render_markdown()
+    assert (ROOT / "docs" / "settings.md").read_text() == expected, \
+        "docs/settings.md is stale: python -m zergserve.config > docs/settings.md"
+    assert all(f"`{opt.name}`" in expected for opt in config.OPTIONS)
+    assert "no separate HTTP router process" in expected and "UWSGI_<OPTION>" in expected
+
+
+# --- through the real command ------------------------------------------------------------------------
 
 def test_bad_config_exits_nonzero_with_message(tmp_path):
-    ini = tmp_path / "bad.ini"
-    ini.write_text("[uwsgi]\nhttp = :0\nthreads-please = 4\n")
-    proc = subprocess.run([sys.executable, "-m", "zergserve", "--ini", str(ini)], capture_output=True, text=True,
-                          timeout=30, cwd=ROOT)
+    ini = write(tmp_path / "bad.ini", "[uwsgi]\nhttp = :0\nthreads-please = 4\n")
+    proc = subprocess.run([sys.executable, "-m", "zergserve", "--ini", ini], capture_output=True, text=True,
+                          timeout=30, cwd=ROOT, check=False)
     assert proc.returncode == 2
     assert f"{ini}:3" in proc.stderr and "threads-please" in proc.stderr
+
+
+def test_print_config():
+    proc = subprocess.run([sys.executable, "-m", "zergserve", "-p", "3", "--print-config"], capture_output=True,
+                          text=True, timeout=30, cwd=ROOT, check=False, env={**os.environ, "ZERGSERVE_LISTEN": "7"})
+    assert proc.returncode == 0
+    printed = json.loads(proc.stdout)
+    assert printed["processes"] == 3 and printed["listen"] == 7
+
+
+def test_roles_do_not_mix_silently():
+    proc = subprocess.run([sys.executable, "-m", "zergserve", "--emperor", "/tmp", "--module", "a:b"],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT, check=False)
+    assert proc.returncode == 2 and "separate" in proc.stderr
 
 
 def test_instance_from_ini_and_env(spawn, workdir):
@@ -171,12 +488,6 @@ def test_instance_from_ini_and_env(spawn, workdir):
     assert Path(workdir / "site.sock").exists()
 
 
-def test_print_config():
-    proc = subprocess.run([sys.executable, "-m", "zergserve", "-p", "3", "--print-config"], capture_output=True,
-                          text=True, timeout=30, cwd=ROOT)
-    assert proc.returncode == 0 and json.loads(proc.stdout)["processes"] == 3
-
-
 @pytest.mark.parametrize("path", sorted(p for p in (ROOT / "deploy").rglob("*.ini") if p.name != "common.ini"),
                          ids=lambda p: p.name)
 def test_deploy_examples_are_valid_config(path):
@@ -184,20 +495,4 @@ def test_deploy_examples_are_valid_config(path):
     if "apps-" in str(path):  # vassals get the emperor's vassals-include
         args += ["--ini", str(ROOT / "deploy" / "emperor" / "common.ini")]
     cfg = load(args, {})
-    assert cfg.module or cfg.zergpool or cfg.zerg or getattr(cfg, "emperor", None)
-
-
-def test_yaml(tmp_path):
-    pytest.importorskip("yaml")
-    (tmp_path / "a.yaml").write_text("uwsgi:\n  processes: 4\n  socket: [/a, /b]\n  master: true\n")
-    cfg = load([str(tmp_path / "a.yaml")], {})
-    assert cfg.processes == 4 and cfg.socket == ["/a", "/b"] and cfg.master
-    (tmp_path / "bad.yml").write_text("uwsgi: [unclosed\n")
-    with pytest.raises(ConfigError, match="invalid yaml"):
-        load(["--yaml", str(tmp_path / "bad.yml")], {})
-
-
-def test_roles_do_not_mix_silently():
-    proc = subprocess.run([sys.executable, "-m", "zergserve", "--emperor", "/tmp", "--module", "a:b"],
-                          capture_output=True, text=True, timeout=30, cwd=ROOT)
-    assert proc.returncode == 2 and "separate" in proc.stderr
+    assert cfg.module or cfg.zergpool or cfg.zerg or cfg.emperor

@@ -68,8 +68,8 @@ import math
 import os
 import re
 import socket
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from zergserve import __version__, sockets
 
@@ -191,9 +191,11 @@ def key_value(value: str) -> str:
 
 # --- the table -----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Option:
-    """One row of the table: everything every source, --help and the docs need to know."""
+class Option(NamedTuple):
+    """One row of the table: everything every source, --help and the docs need to know.
+
+    A NamedTuple, not a dataclass: `dataclasses` imports `inspect` and friends, a megabyte in
+    every worker (the workers are forked from a master that imported this module)."""
 
     name: str                     # canonical, dashed: "buffer-size"
     type: Callable[[str], Any]    # converts a string value; raises ValueError on bad input
@@ -414,6 +416,9 @@ class Config:
     def __getattr__(self, name: str) -> Any:  # only called for names that are no option
         raise AttributeError(f"no option {name.replace('_', '-')!r}")
 
+    def __repr__(self) -> str:
+        return f"Config({' '.join(self.as_args())})"
+
     def as_args(self) -> list[str]:
         """argv that reproduces every value that differs from its default (to re-exec, or to pass
         on to a vassal); always `--name=value`, so no value can be mistaken for an option."""
@@ -441,8 +446,7 @@ def _render(opt: Option, value: Any) -> str:
     return str(value)
 
 
-@dataclass
-class _Setting:
+class _Setting(NamedTuple):
     """One key = value from one source, before conversion; opt is None for a file key that is no
     option (a placeholder, or a mistake)."""
 
@@ -453,14 +457,14 @@ class _Setting:
     placeholder: bool = False  # defined by `set`, so it needs no %(key) use to be accepted
 
 
-@dataclass
 class _Scope:
     """What files see while they are read: values for %(name), the names used so, and the last
     file read (the file of a bare ':section')."""
 
-    values: dict[str, str] = field(default_factory=dict)
-    referenced: set[str] = field(default_factory=set)
-    last_file: str | None = None
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.referenced: set[str] = set()
+        self.last_file: str | None = None
 
     def define(self, setting: _Setting) -> None:
         if _is_file_option(setting):
@@ -680,7 +684,8 @@ def _expand_file(kind: str, path: str, section: str | None, given: str, source: 
     settings: list[_Setting] = []
     for key, value, where in raw:
         if isinstance(value, list):
-            value = [_substitute(item, magic, scope, env, where) for item in value]
+            value = [_substitute(item, magic, scope, env, where) if isinstance(item, str) else item
+                     for item in value]
         elif isinstance(value, str):
             value = _substitute(value, magic, scope, env, where)
         setting = _resolve_set(_Setting(find(key), key, value, where))
@@ -749,10 +754,12 @@ def _read_structured(kind: str, path: str, data: bytes, section: str | None) -> 
             import json
             doc = json.loads(data)
         elif kind == "yaml":
-            doc = _yaml().safe_load(data)
+            doc = _yaml(path).safe_load(data)
         else:
             doc = _tomllib().loads(data.decode("utf-8"))
-    except Exception as exc:  # each parser has its own error classes (yaml.YAMLError is no ValueError)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each parser has its own errors (yaml.YAMLError is no ValueError)
         raise ConfigError(f"{path}: invalid {kind}: {exc}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: the top level must be an object")
@@ -789,12 +796,12 @@ def _tomllib() -> Any:
     return tomllib
 
 
-def _yaml() -> Any:
+def _yaml(path: str) -> Any:
     """PyYAML, imported only when a YAML file is read; it is optional."""
     try:
         import yaml
     except ImportError:
-        raise ValueError("YAML config needs PyYAML (pip install pyyaml)") from None
+        raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
     return yaml
 
 
@@ -898,8 +905,8 @@ def help_text() -> str:
 def render_markdown() -> str:
     """docs/settings.md: the module docstring, then one table per group."""
     out = ["# zergserve settings", "",
-           "Generated from the option table in `zergserve/config.py` "
-           "(`python -m zergserve.config > docs/settings.md`); do not edit by hand.", ""]
+           ("Generated from the option table in `zergserve/config.py` "
+            "(`python -m zergserve.config > docs/settings.md`); do not edit by hand."), ""]
     out += (__doc__ or "").strip().splitlines()
     out += ["", "## Options", ""]
     for title, options in _groups():
