@@ -30,6 +30,7 @@ from setproctitle import setproctitle
 
 from zergserve import __version__, sockets
 from zergserve.log import logger
+from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.scoreboard import BUSY, STARTING, Scoreboard
 from zergserve.stats import StatsServer
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_SIGNALS
@@ -143,12 +144,11 @@ class Master:
         cfg = self.cfg
         prefix = cfg.procname_prefix or (cfg.procname_prefix_spaced + " " if cfg.procname_prefix_spaced else "")
         setproctitle(f"{prefix}zergserve master")
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        wake_r, wake_w = wakeup_pipe()
         self._wake = (wake_r, wake_w)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for signum in _HANDLED:
             signal.signal(signum, self._queue_signal)
-        self.add_reader(wake_r, self._drain_wake)
+        self.add_reader(wake_r, lambda: drain(wake_r))
         if cfg.stats:
             self.stats = StatsServer(cfg.stats, self.stats_document, http=cfg.stats_http,
                                      minified=cfg.stats_minified, chmod=cfg.chmod_socket)
@@ -165,13 +165,6 @@ class Master:
 
     def _queue_signal(self, signum: int, frame: Any) -> None:
         self.signals.append(signum)
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake[0], 512):
-                pass
-        except OSError:
-            pass
 
     def master_fds(self) -> list[int]:
         """Descriptors a forked worker must close: they belong to the master's loop."""

@@ -8,7 +8,6 @@ sockets, and so their queues, alive. The pool runs no app and has no workers.
 
 from __future__ import annotations
 
-import os
 import selectors
 import signal
 from typing import Any
@@ -17,6 +16,7 @@ from setproctitle import setproctitle
 
 from zergserve import sockets
 from zergserve.log import logger
+from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.zerg import ZergServer
 
 
@@ -53,8 +53,7 @@ def run(cfg: Any) -> int:
         return 2
     setproctitle(f"{cfg.procname_prefix}zergserve zergpool")
     stop: list[int] = []
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    wake_r, _ = wakeup_pipe()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, lambda n, f: stop.append(n))
     selector = selectors.DefaultSelector()
@@ -65,11 +64,7 @@ def run(cfg: Any) -> int:
         for key, _ in selector.select(5.0):
             if key.data is not None:
                 key.data.serve_one()
-        try:
-            while os.read(wake_r, 512):
-                pass
-        except OSError:
-            pass
+        drain(wake_r)
     logger.info("zergpool stopping")
     for server in servers:
         server.close()

@@ -28,6 +28,7 @@ from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Inotify, Monitor
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger
+from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.stats import StatsServer
 
 _SETTLE = 0.1
@@ -67,12 +68,11 @@ class Emperor:
 
     def run(self) -> int:
         setproctitle(f"{self.cfg.procname_prefix}zergserve emperor")
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        wake_r, _ = wakeup_pipe()
         for signum in _SIGNALS:
             signal.signal(signum, lambda n, f: self.signals.append(n))
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        self.selector.register(wake_r, selectors.EVENT_READ, lambda: _drain(wake_r))
+        self.selector.register(wake_r, selectors.EVENT_READ, lambda: drain(wake_r))
         if self.inotify.fileno() >= 0:
             for monitor in self.monitors:
                 for path in monitor.watch_dirs():
@@ -366,11 +366,3 @@ class Emperor:
                            "first_attempt": int(entry.first_attempt), "last_attempt": int(entry.last_attempt)}
                           for name, entry in self.blacklist.items()],
         }
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except OSError:
-        pass

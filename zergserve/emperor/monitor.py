@@ -17,6 +17,8 @@ import importlib.util
 import os
 import stat
 
+from zergserve.wakeup import drain
+
 VALID_EXTENSIONS = (".ini", ".json", ".js", ".toml") + (
     (".yml", ".yaml") if importlib.util.find_spec("yaml") is not None else ())
 _IGNORED_SUFFIXES = (".skel", "~", ".swp", ".swx", ".tmp", ".bak")
@@ -122,11 +124,7 @@ class Inotify:
         return self.fd
 
     def drain(self) -> None:
-        try:
-            while os.read(self.fd, 65536):
-                pass
-        except OSError:
-            pass
+        drain(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:

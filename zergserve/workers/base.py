@@ -19,6 +19,7 @@ from setproctitle import setproctitle
 from zergserve import app as app_loader
 from zergserve import connection
 from zergserve.log import logger
+from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
 from zergserve.scoreboard import IDLE, PAUSED, STOPPING, Scoreboard
 from zergserve.sockets import Listener
@@ -107,8 +108,7 @@ class Worker:
 
     def install_signals(self) -> None:
         """Signals only set flags; the wake-up pipe interrupts whatever the loop is waiting on."""
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        self.wake_r, self.wake_w = wakeup_pipe()
         signal.signal(signal.SIGTERM, self._graceful_stop)
         signal.signal(signal.SIGHUP, self._graceful_stop)
         signal.signal(signal.SIGINT, self._quick_stop)
@@ -131,11 +131,7 @@ class Worker:
         self.row.set_status(PAUSED if self.paused else IDLE)
 
     def drain_wakeups(self) -> None:
-        try:
-            while os.read(self.wake_r, 512):
-                pass
-        except OSError:
-            pass
+        drain(self.wake_r)
 
     def orphaned(self) -> bool:
         """True once the master is gone (even SIGKILLed): a worker never outlives it."""
