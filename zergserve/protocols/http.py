@@ -1,17 +1,25 @@
 """HTTP/1.1 server connection, sans-I/O: h11 behind a gate that makes it safe for a public server.
 
-h11 parses requests and frames their bodies; on its own it accepts what a front proxy may read differently (research
-reliability.md §1.1): Content-Length with Transfer-Encoding, TE on HTTP/1.0, obs-fold, bare LF,
-control bytes, HTTP/2.0 request lines, and heads of any size when they arrive in one piece. The
-gate here holds each request head until it is complete, checks it with a few linear bytes
-operations (no regex with nested quantifiers), enforces the limits, and only then lets h11 see it.
-Any error kills the connection: nothing more is parsed on it.
+h11 on its own accepts what a front proxy may read differently (research reliability.md §1.1):
+Content-Length with Transfer-Encoding, TE on HTTP/1.0, obs-fold, bare LF, control bytes, HTTP/2.0
+request lines, and heads of any size when they arrive in one piece. So the gate here holds each
+request head until it is complete, checks it with a few linear bytes operations (no regex with
+nested quantifiers, CVE-2020-5236), enforces the limits, and parses it itself. An unfinished head
+is bounded as it grows, and each byte of it is scanned a constant number of times, however it is
+split into reads.
+
+h11 frames request bodies (Content-Length and chunked: sizes, chunk footers, EOF), re-reading the
+head the gate accepted so its state machine agrees. For chunked bodies the gate follows the chunk
+framing ahead of h11 and refuses what h11 lets through: a chunk line or a trailer line that does not
+end in CRLF, holds a bare CR or a control byte, or is longer than a bound. Trailers are never
+exposed. Residual, documented: whitespace after a chunk size (`5 \\r\\n`) is accepted, as h11 0.14+
+does.
 
 Responses are framed here rather than by h11: their headers were validated once by the WSGI layer,
-and h11's second validation cost more than the rest of a request. Each request cycle gets a fresh
-h11 connection whose input starts at the next head, so pipelined
-heads pass the same gate. Residual, documented: a bare CR inside a chunk extension is accepted
-(h11 takes `;.*`); nginx in front rejects it.
+and h11's second validation cost more than the rest of a request. h11 is imported on the first
+request with a body, so a worker that never sees one never loads it.
+
+Any error kills the connection: next_event keeps raising it and nothing more is parsed.
 """
 
 from __future__ import annotations
@@ -54,26 +62,35 @@ class EndOfMessage:
 
     __slots__ = ()
 
+    def __repr__(self) -> str:
+        return "EndOfMessage()"
+
 
 class ConnectionClosed:
     """The client closed the connection between requests."""
 
     __slots__ = ()
 
-_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+    def __repr__(self) -> str:
+        return "ConnectionClosed()"
+
+
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # every CTL but HTAB, CR and LF (counted apart)
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
-_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+_HEX = re.compile(rb"[0-9A-Fa-f]*")
+_MAX_CHUNK_LINE = 8190  # a chunk-size line with its extensions; fixed, so '0 = unlimited' field sizes keep it
 _REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
             414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
             501: "Not Implemented", 505: "HTTP Version Not Supported"}
 
-
-_NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"
+_NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"  # response framings
+_C_LINE, _C_DATA, _C_TRAILER, _C_DONE = 0, 1, 2, 3  # where the chunk follower is in a chunked body
 
 
 class HTTPError(Exception):
-    """A request the server refuses: answer `status`, log `reason`, close."""
+    """A request the server refuses (or a response it cannot send): answer `status`, log `reason`, close."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"{status} {reason}")
@@ -82,6 +99,8 @@ class HTTPError(Exception):
 
 
 class Limits(NamedTuple):
+    """Request head limits in bytes (lines without their CRLF) and header count."""
+
     request_line: int = 4094
     fields: int = 100
     field_size: int = 8190
@@ -92,6 +111,8 @@ DEFAULT_LIMITS = Limits()
 
 
 class Request(NamedTuple):
+    """A request head that passed the gate."""
+
     method: str
     target: str
     path: str
@@ -102,6 +123,9 @@ class Request(NamedTuple):
     chunked: bool
     expect_continue: bool
     keep_alive: bool
+
+
+Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel  # NEED_DATA and PAUSED are _Sentinels
 
 
 class _DateCache:
@@ -139,17 +163,29 @@ class HTTPConnection:
         self.server = server
         self._h: Any = None  # an h11.Connection, only while a request body is being read
         self._body_done = False
-        self._buf = b""
+        # Head input: _buf[_pos:] is unparsed. Absolute indexes into _buf remember how far the
+        # unfinished head was checked, so a head split into many reads is scanned once.
+        self._buf: bytes | bytearray = b""
+        self._pos = 0
+        self._scanned = 0
+        self._line_start = 0
+        self._lines = 0
         self._eof = False
         self._in_head = True
-        self._scanned = 0
         self._error: HTTPError | None = None
         self._request: Request | None = None
+        # The chunk follower (chunked bodies only).
+        self._cstate = _C_DONE
+        self._cleft = 0
+        self._cline = bytearray()
+        self._trailer_bytes = 0
+        # Response state.
         self._continue_sent = False
         self._started = False
         self._finished = False
         self._close_after = False
         self._framing = _NONE
+        self._left = 0
 
     # --- input ------------------------------------------------------------------------------
 
@@ -157,29 +193,44 @@ class HTTPConnection:
         """Feed bytes from the socket; b'' means the client closed its side."""
         if self._error is not None:
             return
-        if self._in_head or self._h is None:
-            if data:
-                self._buf += data
-            else:
-                self._eof = True
+        if self._h is not None:
+            self._feed_body(data)
+            return
+        if not data:
+            self._eof = True
+            return
+        buf, pos = self._buf, self._pos
+        if pos:  # forget what was parsed; the indexes follow
+            buf = buf[pos:]
+            self._scanned -= pos
+            self._line_start -= pos
+            self._pos = 0
+        if not buf:
+            self._buf = data
         else:
-            self._h.receive_data(data)
+            if type(buf) is bytes:
+                buf = bytearray(buf)  # appends to a bytearray are amortised O(1), bytes concatenation is not
+            buf += data
+            self._buf = buf
 
-    def next_event(self):
-        """The next Request, Data, EndOfMessage, NEED_DATA, PAUSED or ConnectionClosed."""
+    def next_event(self) -> Event:
+        """The next Request, Data, EndOfMessage, NEED_DATA, PAUSED or ConnectionClosed; raises HTTPError."""
         if self._error is not None:
             raise self._error
         if self._in_head:
             return self._next_head()
+        if self._body_done:  # until start_next_cycle: bytes after the request wait (h11 would refuse some)
+            return PAUSED
         if self._h is None:  # a request without a body: it ended with its head
-            if self._body_done:
-                return PAUSED
             self._body_done = True
             return EndOfMessage()
         try:
             event = self._h.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise self._fail(exc.error_status_hint, str(exc)) from None
+        except h11.ProtocolError as exc:
+            reason = str(exc)
+            if "peer closed" in reason:
+                reason = f"truncated request body ({reason})"
+            raise self._fail(getattr(exc, "error_status_hint", 400), reason) from None
         kind = type(event)
         if kind is h11.Data:
             return Data(bytes(event.data))
@@ -196,58 +247,79 @@ class HTTPConnection:
         self._error = HTTPError(status, reason)
         return self._error
 
-    def _next_head(self):
-        buf = self._buf
-        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+    def _next_head(self) -> Event:
+        buf, pos = self._buf, self._pos
+        while buf.startswith(b"\r\n", pos):  # RFC 9112 §2.2: ignore empty lines before a request line
+            pos += 2
+        if pos != self._pos:
+            self._pos = pos
+            self._scanned = max(self._scanned, pos)
+            self._line_start = max(self._line_start, pos)
+        scanned = self._scanned
+        end = buf.find(b"\r\n\r\n", max(pos, scanned - 3))
         if end < 0:
-            self._check_incomplete(buf)
+            self._check_incomplete(buf, pos, max(pos, scanned))
             self._scanned = len(buf)
             if self._eof:
-                if buf.strip(b"\r\n"):
-                    raise self._fail(400, "connection closed in the middle of the request head")
+                if buf[pos:].strip(b"\r\n"):
+                    raise self._fail(400, "truncated request head (connection closed)")
                 return ConnectionClosed()
             return NEED_DATA
-        head = buf[: end + 4]
-        rest = buf[end + 4:]
-        self._scanned = 0
+        head = bytes(buf[pos:end + 4])
+        pos = end + 4
+        self._pos = self._scanned = self._line_start = pos
+        self._lines = 0
         request = self._parse_head(head)
         self._in_head = False
         self._request = request
         if request.chunked or request.content_length:
+            rest = bytes(buf[pos:])
+            self._buf, self._pos, self._scanned, self._line_start = b"", 0, 0, 0
             # h11 frames the body; it re-reads the head we checked so its state machine agrees
-            self._buf = b""
             _import_h11()
             self._h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.head + 1)
             self._h.receive_data(head)
             try:
                 event = self._h.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise self._fail(exc.error_status_hint, str(exc)) from None
-            if not isinstance(event, h11.Request):
+            except h11.ProtocolError as exc:
+                raise self._fail(getattr(exc, "error_status_hint", 400), str(exc)) from None
+            if type(event) is not h11.Request:
                 raise self._fail(400, "malformed request head")
+            if request.chunked:
+                self._cstate, self._cleft, self._trailer_bytes = _C_LINE, 0, 0
+                self._cline.clear()
+            else:
+                self._cstate = _C_DONE
             if rest:
-                self._h.receive_data(rest)
+                self._feed_body(rest)
             if self._eof:
-                self._h.receive_data(b"")
-        else:
-            self._h = None
-            self._buf = rest
+                self._feed_body(b"")
         return request
 
-    def _check_incomplete(self, buf: bytes) -> None:
-        """Bound what an unfinished head may cost: line and total limits apply before it ends."""
-        first = buf.find(b"\r\n")
-        if first < 0:
-            if len(buf) > self.limits.request_line + 2:
-                raise self._fail(414, f"request line longer than {self.limits.request_line} bytes")
-            if buf.find(b"\n") >= 0:
-                raise self._fail(400, "bare LF in request line")
-            return
-        if len(buf) > self.limits.head:
-            raise self._fail(431, f"request head larger than {self.limits.head} bytes")
-        last = buf.rfind(b"\r\n")
-        if len(buf) - last - 2 > self.limits.field_size:
-            raise self._fail(431, f"header line longer than {self.limits.field_size} bytes")
+    def _check_incomplete(self, buf: bytes | bytearray, pos: int, start: int) -> None:
+        """Bound what an unfinished head may cost, looking only at the bytes from `start` on:
+        total size, line count, the current line's length, and bare LFs (a head that uses them
+        would otherwise wait for its timeout)."""
+        limits = self.limits
+        new_lines = buf.count(b"\n", start)
+        if new_lines:
+            if new_lines != buf.count(b"\r\n", max(pos, start - 1)):
+                raise self._fail(400, "bare LF in request head")
+            if not self._lines:
+                first = buf.find(b"\n", start)
+                if first - 1 - pos > limits.request_line:
+                    raise self._fail(414, f"request line longer than {limits.request_line} bytes")
+            self._lines += new_lines
+            if self._lines > limits.fields + 1:
+                raise self._fail(431, f"more than {limits.fields} header fields")
+            self._line_start = buf.rfind(b"\n", start) + 1
+        if not self._lines:
+            if len(buf) - pos > limits.request_line + 1:
+                raise self._fail(414, f"request line longer than {limits.request_line} bytes")
+        elif len(buf) - self._line_start > limits.field_size + 1:
+            raise self._fail(431, f"header line longer than {limits.field_size} bytes")
+        if len(buf) - pos > limits.head:
+            raise self._fail(431, f"request head larger than {limits.head} bytes")
 
     def _parse_head(self, head: bytes) -> Request:
         """Check and parse a complete head: linear bytes operations only, every rule of RFC 9112
@@ -292,8 +364,7 @@ class HTTPConnection:
                 raise self._fail(400, "request target must be origin-form or absolute-form")
         headers = []
         lengths, codings, hosts = [], [], 0
-        expect = False
-        close = keep = False
+        expect = close = keep = False
         for field in lines[1:]:
             if len(field) > limits.field_size:
                 raise self._fail(431, f"header line longer than {limits.field_size} bytes")
@@ -313,7 +384,7 @@ class HTTPConnection:
             elif name == "expect":
                 expect = value.lower() == "100-continue"
             elif name == "connection":
-                tokens = value.lower()
+                tokens = [token.strip(" \t") for token in value.lower().split(",")]
                 close = close or "close" in tokens
                 keep = keep or "keep-alive" in tokens
             headers.append((name, value))
@@ -344,8 +415,82 @@ class HTTPConnection:
         path, _, query = target_s.partition("?")
         return Request(method=method.decode("latin-1"), target=target_s, path=path, query=query,
                        http_version=http_version, headers=headers, content_length=length,
-                       chunked=bool(codings), expect_continue=expect,
+                       chunked=bool(codings), expect_continue=expect and http_version == "1.1",
                        keep_alive=not close if http_version == "1.1" else keep and not close)
+
+    def _feed_body(self, data: bytes) -> None:
+        """Pass body bytes to h11, after the chunk follower has checked them."""
+        if data and self._cstate != _C_DONE:
+            error = self._follow_chunks(data)
+            if error is not None:
+                self._fail(*error)
+                return  # h11 never sees the bad bytes
+        self._h.receive_data(data)
+
+    def _follow_chunks(self, data: bytes) -> tuple[int, str] | None:
+        """Track the chunk framing h11 will parse and check what h11 is lenient about (§1.1): a
+        chunk line (size and extensions) or trailer line must end in CRLF and hold no bare CR or
+        control byte but HTAB, and is bounded. h11 still validates sizes, footers and trailers'
+        syntax; a body we pass is framed by h11 exactly where we followed it, since every line
+        we accept ends in CRLF. Returns (status, reason) for the first fault."""
+        state, left, cline = self._cstate, self._cleft, self._cline
+        pos, end = 0, len(data)
+        error = None
+        while pos < end:
+            if state == _C_DATA:
+                if left > end - pos:
+                    left -= end - pos
+                    break
+                pos += left
+                left = 0
+                state = _C_LINE
+                continue
+            if state == _C_DONE:
+                break
+            bound = _MAX_CHUNK_LINE if state == _C_LINE else min(self.limits.field_size, self.limits.head)
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                if len(cline) + end - pos > bound + 1:
+                    error = (400, f"chunk or trailer line longer than {bound} bytes")
+                else:
+                    cline += data[pos:]
+                break
+            if cline:
+                cline += data[pos:nl]
+                line = bytes(cline)
+                cline.clear()
+            else:
+                line = data[pos:nl]
+            pos = nl + 1
+            if len(line) > bound + 1:
+                error = (400, f"chunk or trailer line longer than {bound} bytes")
+                break
+            if line[-1:] != b"\r" or line.count(b"\r") != 1 or _CTL.search(line):
+                error = (400, "bare CR or LF, or control character, in a chunk or trailer line")
+                break
+            if state == _C_LINE:
+                size = _HEX.match(line).group()  # type: ignore[union-attr]
+                if not size or len(size) > 16:
+                    error = (400, f"invalid chunk size {line[:20]!r}")
+                    break
+                left = int(size, 16)
+                if left:
+                    left += 2  # the CRLF after the data: h11 checks it
+                    state = _C_DATA
+                else:
+                    state = _C_TRAILER
+            elif len(line) == 1:
+                state = _C_DONE  # what follows is the next request, h11 hands it back
+            else:
+                self._trailer_bytes += len(line) + 1
+                if self._trailer_bytes > self.limits.head:
+                    error = (431, f"trailers larger than {self.limits.head} bytes")
+                    break
+                if line[:1] in (b" ", b"\t"):
+                    error = (400, "obsolete line folding in trailer")
+                    break
+        self._cstate, self._cleft = state, left
+        return error
 
     # --- output -----------------------------------------------------------------------------
 
@@ -360,23 +505,28 @@ class HTTPConnection:
         """The response head, framed for this request (RFC 9112 §6): Content-Length as given,
         else chunked for HTTP/1.1 and close-delimited for HTTP/1.0; no body for HEAD, 1xx, 204
         and 304. Adds Date, Server and the Connection header. The caller has validated the
-        headers' bytes (wsgi.encode_headers): they are written as they are."""
+        headers' bytes (wsgi.encode_headers): they are written as they are. Raises HTTPError(500)
+        for what cannot be framed, before anything is written."""
         if self._started or self._request is None:
             raise HTTPError(500, "response already started or no request")
+        if not 200 <= status <= 999:
+            raise HTTPError(500, f"cannot send status {status} as a final response")
         request = self._request
-        self._started = True
         length = None
-        have_date = have_server = False
+        have_date = have_server = close = False
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         for name, value in headers:
             low = name.lower()
             if low == b"content-length":
+                if not value.isdigit() or (length is not None and int(value) != length):
+                    raise HTTPError(500, f"invalid Content-Length {value!r} in response")
+                if length is not None:
+                    continue
                 length = int(value)
             elif low in (b"transfer-encoding", b"keep-alive"):
                 continue  # hop-by-hop: the framing is ours to choose
             elif low == b"connection":
-                if b"close" in value.lower():
-                    self._close_after = True
+                close = close or b"close" in value.lower()
                 continue
             elif low == b"date":
                 have_date = True
@@ -387,11 +537,13 @@ class HTTPConnection:
             lines.append(b"Date: %s\r\n" % _DateCache.get())
         if not have_server:
             lines.append(b"Server: %s\r\n" % self.server)
-        bodiless = request.method == "HEAD" or status < 200 or status in (204, 304)
-        if bodiless:
+        self._started = True
+        self._close_after = close
+        if request.method == "HEAD" or status in (204, 304):
             self._framing = _NONE
         elif length is not None:
             self._framing = _LENGTH
+            self._left = length
         elif request.http_version == "1.1":
             self._framing = _CHUNKED
             lines.append(b"Transfer-Encoding: chunked\r\n")
@@ -408,16 +560,28 @@ class HTTPConnection:
         return b"".join(lines)
 
     def send_data(self, data: bytes) -> bytes:
-        """Body bytes framed for the wire."""
-        if not data or self._framing is _NONE:
+        """Body bytes framed for the wire; bytes past a declared Content-Length are cut and the
+        connection will close (its framing could no longer be trusted)."""
+        framing = self._framing
+        if not data or framing is _NONE or self._finished:
             return b""
-        if self._framing is _CHUNKED:
+        if framing is _CHUNKED:
             return b"%x\r\n%s\r\n" % (len(data), data)
+        if framing is _LENGTH:
+            if len(data) > self._left:
+                self._close_after = True
+                data = data[:self._left]
+            self._left -= len(data)
         return data
 
     def send_end(self) -> bytes:
-        """The end of the response body (the last chunk for chunked framing)."""
+        """The end of the response body (the last chunk for chunked framing). A body shorter than
+        its Content-Length leaves the connection to be closed: the client is still waiting."""
+        if self._finished:
+            return b""
         self._finished = True
+        if self._framing is _LENGTH and self._left:
+            self._close_after = True
         return b"0\r\n\r\n" if self._framing is _CHUNKED else b""
 
     def error_response(self, err: HTTPError) -> bytes:
@@ -438,13 +602,14 @@ class HTTPConnection:
         if self._h is not None:
             data, closed = self._h.trailing_data
             self._buf, self._eof = bytes(data), closed
+            self._pos = self._scanned = self._line_start = self._lines = 0
             self._h = None
         self._body_done = False
         self._in_head = True
-        self._scanned = 0
         self._request = None
         self._continue_sent = self._started = self._finished = False
         self._framing = _NONE
+        self._cstate = _C_DONE
         return True
 
     @property
