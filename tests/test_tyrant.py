@@ -18,8 +18,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd")
                                 reason="tyrant mode needs root and useradd to create two users")
 
 # A vassal program any user can run: it records who it is, then waits for the emperor to go away.
+# The record appears whole (written aside, then renamed): the test reads it as soon as it exists.
 PROBE = """#!/bin/sh
-grep -E '^(Uid|Gid|Groups):' /proc/self/status > "$PROBE_DIR/$(basename "$2").$(id -u)"
+record="$PROBE_DIR/$(basename "$2").$(id -u)"
+grep -E '^(Uid|Gid|Groups):' /proc/self/status > "$record.tmp" && mv "$record.tmp" "$record"
 exec sleep 60
 """
 
