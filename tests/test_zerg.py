@@ -81,10 +81,12 @@ def test_zerg_detaches_under_load_without_failures(spawn, workdir):
 
 
 def test_zerg_keeps_its_sockets_across_its_own_reload(spawn, workdir):
+    """uWSGI #854: a zerg that reloads attaches again and dies if its server is gone. Ours keeps
+    the sockets it holds: the server instance is stopped before the zerg's reload."""
     main = instance(spawn, workdir)
     z = zerg(spawn, workdir, main.zsock)
-    main.signal(signal.SIGTSTP)
-    wait_for(lambda: fetch(main.stats)["workers"][0]["status"] == "pause")
+    main.signal(signal.SIGTERM)
+    assert main.wait_exit() == 0
     old = fetch(z.stats)["workers"][0]["pid"]
     z.signal(signal.SIGHUP)
     wait_for(lambda: fetch(z.stats)["workers"][0]["pid"] not in (0, old) and

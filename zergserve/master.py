@@ -354,7 +354,8 @@ class Master:
         keep = []
         for listener in self.listeners:
             os.set_inheritable(listener.fileno(), True)
-            keep.append(f"{listener.fileno()}:{listener.proto}:{listener.origin}:{listener.name}")
+            keep.append(":".join(_escape(field) for field in (str(listener.fileno()), listener.proto,
+                                                                   listener.origin, listener.name)))
         env = dict(os.environ)
         env[REEXEC_LISTENERS] = "\n".join(keep)
         env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
@@ -540,9 +541,19 @@ def adopt_reexec_listeners(environ: dict[str, str] | None = None) -> dict[str, s
     raw = env.pop(REEXEC_LISTENERS, "")
     adopted = {}
     for line in filter(None, raw.split("\n")):
-        fd, proto, origin, name = line.split(":", 3)
+        fd, proto, origin, name = (_unescape(field) for field in line.split(":"))
         listener = sockets.from_fd(int(fd), proto, name=name, origin=origin)
         os.set_inheritable(listener.fileno(), False)
         sockets.remember_path(listener)
         adopted[name] = listener
     return adopted
+
+
+def _escape(field: str) -> str:
+    """A listener field for the re-exec environment: origins and names hold ':' themselves
+    ('zerg:/run/app.zerg', '127.0.0.1:3031')."""
+    return field.replace("%", "%25").replace(":", "%3A").replace("\n", "%0A")
+
+
+def _unescape(field: str) -> str:
+    return field.replace("%0A", "\n").replace("%3A", ":").replace("%25", "%")
