@@ -228,7 +228,7 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
     deadline = time.monotonic() + ctx.socket_timeout
     parser = uwsgi.PacketParser(ctx.buffer_size, ctx.max_vars)
     try:
-        packet = parser.next_packet()
+        packet = None
         while packet is None:
             parser.receive_data(_recv_before(conn, deadline))
             packet = parser.next_packet()

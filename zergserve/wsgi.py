@@ -206,12 +206,23 @@ def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> 
 
 
 def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) -> dict[str, Any]:
-    """Environ for a uwsgi packet: its vars are already CGI variables (nginx's uwsgi_params)."""
+    """Environ for a uwsgi packet: its vars are already CGI variables (nginx's uwsgi_params).
+
+    uWSGI's magic `UWSGI_*` vars (which load code in uWSGI) are dropped, and a var named like a
+    `wsgi.*` key cannot replace the server's; one scan of the joined names finds either."""
     env = base.copy()
+    env.update(variables)
+    names = "\0".join(variables)
+    if "UWSGI_" in names or "wsgi." in names:
+        for key in variables:
+            if key.startswith("UWSGI_"):
+                del env[key]
+            elif key.startswith("wsgi."):
+                if key in base:
+                    env[key] = base[key]
+                else:
+                    del env[key]
     scheme = variables.get("UWSGI_SCHEME") or variables.get("REQUEST_SCHEME")
-    for key, value in variables.items():
-        if not key.startswith("UWSGI_"):  # never honour uWSGI's code-loading magic vars
-            env[key] = value
     if scheme == "https" or variables.get("HTTPS", "").lower() in ("on", "1"):
         env["wsgi.url_scheme"] = "https"
     env.setdefault("REQUEST_METHOD", "GET")
@@ -222,7 +233,24 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) 
     return env
 
 
+_CACHE_SIZE = 256  # distinct statuses and header fields remembered as already checked
+
+
 def parse_status(status: Any) -> tuple[int, bytes]:
+    """(code, reason bytes) of a WSGI status line; an app uses a handful, so each is checked once."""
+    cached = _STATUSES.get(status) if type(status) is str else None
+    if cached is not None:
+        return cached
+    parsed = _parse_status(status)
+    if len(_STATUSES) < _CACHE_SIZE:
+        _STATUSES[status] = parsed
+    return parsed
+
+
+_STATUSES: dict[str, tuple[int, bytes]] = {}
+
+
+def _parse_status(status: Any) -> tuple[int, bytes]:
     if not isinstance(status, str):
         raise AppError(f"status must be a str, got {type(status).__name__}")
     match = _STATUS.match(status)
@@ -234,26 +262,42 @@ def parse_status(status: Any) -> tuple[int, bytes]:
 
 
 def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    """Validate the app's headers; CR, LF, NUL or a bad name would let it split the response."""
+    """Validate the app's headers; CR, LF, NUL or a bad name would let it split the response.
+    Most apps send the same few fields on every response: each is checked once and remembered."""
     if not isinstance(headers, list):
         raise AppError(f"headers must be a list, got {type(headers).__name__}")
     out = []
     for item in headers:
-        if not isinstance(item, tuple) or len(item) != 2:
-            raise AppError(f"header {item!r} is not a (name, value) tuple")
-        name, value = item
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise AppError(f"header {item!r}: name and value must be str")
         try:
-            bname, bvalue = name.encode("latin-1"), value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise AppError(f"header {item!r} is not latin-1") from None
-        if not _TOKEN.match(bname):
-            raise AppError(f"invalid header name {name!r}")
-        if _BAD_VALUE.search(bvalue):
-            raise AppError(f"invalid header value for {name!r}: {value!r}")
-        out.append((bname, bvalue))
+            field = _FIELDS.get(item) if type(item) is tuple else None
+        except TypeError:  # an unhashable value: _encode_field says what is wrong with it
+            field = None
+        if field is None:
+            field = _encode_field(item)
+            if len(_FIELDS) < _CACHE_SIZE:
+                _FIELDS[item] = field
+        out.append(field)
     return out
+
+
+_FIELDS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def _encode_field(item: Any) -> tuple[bytes, bytes]:
+    if not isinstance(item, tuple) or len(item) != 2:
+        raise AppError(f"header {item!r} is not a (name, value) tuple")
+    name, value = item
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise AppError(f"header {item!r}: name and value must be str")
+    try:
+        bname, bvalue = name.encode("latin-1"), value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise AppError(f"header {item!r} is not latin-1") from None
+    if not _TOKEN.match(bname):
+        raise AppError(f"invalid header name {name!r}")
+    if _BAD_VALUE.search(bvalue):
+        raise AppError(f"invalid header value for {name!r}: {value!r}")
+    return bname, bvalue
 
 
 class Response:

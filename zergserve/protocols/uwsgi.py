@@ -149,15 +149,36 @@ def parse_vars(block: bytes, max_vars: int = 128) -> dict[str, str]:
     """Decode a vars block (latin-1, so every byte survives); the last of a repeated key wins.
 
     The block is decoded once and sliced as text, since latin-1 maps byte offsets to character
-    offsets: one str per key and value, no intermediate bytes. Lengths are read by indexing, which
-    is as fast as struct here and cannot raise past the checks below.
+    offsets: one str per key and value, no intermediate bytes. This is the hottest loop of a
+    uwsgi request, so it checks nothing it does not have to: a length that points past the block
+    raises IndexError or ends beyond it, an empty key leaves "" in the dict, and any of these
+    hands the block to the careful parser, which names the fault as uWSGI does.
     """
     text = str(block, "latin-1")
     result: dict[str, str] = {}
     pos, end = 0, len(text)
+    try:
+        for _ in range(max_vars):
+            if pos >= end:
+                break
+            kstart = pos + 2
+            kend = kstart + (block[pos] | block[pos + 1] << 8)
+            vstart = kend + 2
+            pos = vstart + (block[kend] | block[kend + 1] << 8)
+            result[text[kstart:kend]] = text[vstart:pos]
+    except IndexError:
+        pos = -1
+    if pos != end or "" in result:
+        _explain(block, max_vars)
+    return result
+
+
+def _explain(block: bytes, max_vars: int) -> None:
+    """Raise the UwsgiError for a vars block the fast loop refused, checking each length."""
+    pos, end = 0, len(block)
     for _ in range(max_vars):
         if pos >= end:
-            return result
+            return
         kstart = pos + 2
         if kstart > end:
             raise UwsgiError(f"invalid uwsgi request (current strsize: {end - pos})")
@@ -170,11 +191,10 @@ def parse_vars(block: bytes, max_vars: int = 128) -> dict[str, str]:
         vend = vstart + (block[kend] | block[kend + 1] << 8)
         if vend > end:
             raise UwsgiError(f"invalid uwsgi request (current strsize: {vend - vstart})")
-        result[text[kstart:kend]] = text[vstart:vend]
         pos = vend
     if pos < end:
         raise UwsgiError(f"too many vars (max {max_vars})")
-    return result
+    raise AssertionError("the fast vars loop refused a valid block")  # pragma: no cover
 
 
 def encode_vars(variables: Mapping[str, str]) -> bytes:

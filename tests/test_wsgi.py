@@ -1,0 +1,94 @@
+"""The WSGI adapter alone: start_response checks (cached or not), the uwsgi environ's filtering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from zergserve import wsgi
+
+
+class Sink:
+    """Collects what wsgi.run() would put on the wire."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+        self.finished = self.aborted = False
+
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def send_body(self, data: bytes) -> None:
+        self.body += data
+
+    def sendfile(self, file: Any, count: int | None) -> int | None:
+        return None
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def serve(status: Any, headers: Any) -> tuple[Sink, list[str]]:
+    def app(environ, start_response):
+        start_response(status, headers)
+        return [b"body"]
+    sink, errors = Sink(), []
+    wsgi.run(app, {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, sink, errors.append)
+    return sink, errors
+
+
+@pytest.mark.parametrize("headers", [
+    [("X-Ok", "1"), ("Set-Cookie", "a=1\r\nX-Injected: 1")],
+    [("Bad Name", "1")],
+    [("X", "nul\0byte")],
+    [("X", ["not", "hashable"])],
+    [("X", "1", "extra")],
+    [["X", "1"]],
+    [("X", "\u20ac")],
+])
+def test_bad_headers_are_a_500_every_time(headers):
+    """The field cache remembers only fields that passed: a bad one fails on every response."""
+    for _ in range(3):
+        sink, errors = serve("200 OK", headers)
+        assert sink.status == 500 and b"Injected" not in b"".join(v for _, v in sink.headers)
+        assert errors and "error in app" in errors[0]
+
+
+def test_good_headers_are_encoded_and_remembered():
+    headers = [("Content-Type", "text/plain"), ("X-A", "caf\xe9")]
+    for _ in range(2):
+        sink, errors = serve("201 Created", headers)
+        assert errors == [] and sink.status == 201
+        assert sink.headers[:2] == [(b"Content-Type", b"text/plain"), (b"X-A", b"caf\xe9")]
+        assert (b"Content-Length", b"4") in sink.headers and sink.body == b"body"
+
+
+@pytest.mark.parametrize("status", ["2000 OK", "200  OK\n", b"200 OK", 200, "099 Low"])
+def test_bad_status_is_a_500_every_time(status):
+    for _ in range(2):
+        assert serve(status, [])[0].status == 500
+
+
+def test_status_with_unknown_or_no_reason():
+    assert serve("299 Custom Thing", [])[0].status == 299
+    assert serve("204", [])[0].status == 204
+
+
+def test_uwsgi_environ_drops_magic_vars_and_keeps_the_servers_wsgi_keys():
+    base = wsgi.base_environ("host", "80")
+    body = wsgi.Input(None)
+    env = wsgi.uwsgi_environ(base, {"REQUEST_METHOD": "POST", "PATH_INFO": "/p", "UWSGI_FILE": "/tmp/evil.py",
+                                    "wsgi.url_scheme": "javascript", "wsgi.errors": "x", "wsgi.evil": "1",
+                                    "SERVER_NAME": "from-nginx"}, body)
+    assert "UWSGI_FILE" not in env and "wsgi.evil" not in env
+    assert env["wsgi.url_scheme"] == "http" and env["wsgi.errors"] is base["wsgi.errors"]
+    assert env["wsgi.input"] is body and env["SERVER_NAME"] == "from-nginx"
+    assert env["REQUEST_METHOD"] == "POST" and env["QUERY_STRING"] == "" and env["SERVER_PROTOCOL"] == "HTTP/1.0"
+    https = wsgi.uwsgi_environ(base, {"HTTPS": "on"}, body)
+    assert https["wsgi.url_scheme"] == "https" and base["wsgi.url_scheme"] == "http"
