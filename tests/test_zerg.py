@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import array
 import os
+import select
 import signal
 import socket
 import struct
+import threading
 import time
 
 import pytest
 
 from conftest import ROOT, free_port, http_request, wait_for
 from test_master import Load
+from zergserve import sockets
 from zergserve import zerg as zerg_mod
 from zergserve.stats import fetch
 
@@ -130,6 +133,86 @@ def test_configured_socket_equal_to_attached_one_is_not_bound_again(spawn, workd
     assert len(fetch(z.stats)["sockets"]) == 1
 
 
+def test_protocols_survive_other_spellings_of_the_address(spawn, workdir):
+    """The server's options say '0.0.0.0:P' and 'localhost:P', getsockname() on the zerg's side says
+    ':P' and '127.0.0.1:P': each protocol still reaches its socket."""
+    p1, p2, p3 = free_port(), free_port(), free_port()
+    zsock, stats = str(workdir / "main.zerg"), str(workdir / "main.stats")
+    main = spawn("--module", "echo:application", "--http", f"0.0.0.0:{p1}", "--http", f"localhost:{p2}",
+                 "--socket", f"127.0.0.1:{p3}", "--zerg-server", zsock, "--stats", stats, wait=f"127.0.0.1:{p2}")
+    wait_for(lambda: os.path.exists(zsock), message="zerg server socket")
+    z = zerg(spawn, workdir, zsock)
+    assert {s["name"]: s["proto"] for s in fetch(z.stats)["sockets"]} == {
+        f":{p1}": "http", f"127.0.0.1:{p2}": "http", f"127.0.0.1:{p3}": "uwsgi"}
+    main.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(stats)["workers"][0]["status"] == "pause", message="main paused")
+    zerg_pid = str(fetch(z.stats)["workers"][0]["pid"]).encode()
+    assert pids_answering(f"127.0.0.1:{p1}", 3) == {zerg_pid}
+    assert pids_answering(f"127.0.0.1:{p2}", 3) == {zerg_pid}
+
+
+def serve_once_in_thread(server: zerg_mod.ZergServer) -> threading.Thread:
+    def serve() -> None:
+        if select.select([server], [], [], 10)[0]:
+            server.serve_one()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return thread
+
+
+def test_protocol_of_an_fd_socket_reaches_the_zerg(workdir):
+    """fd:// and systemd sockets are named 'fd://N' on the server, never what the zerg sees."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        fd_listener = sockets.Listener(listening, f"fd://{listening.fileno()}", "http", origin="fd")
+        server = zerg_mod.ZergServer(str(workdir / "z.sock"), [fd_listener])
+        thread = serve_once_in_thread(server)
+        got = zerg_mod.attach(server.addr, timeout=5)
+        thread.join(10)
+        server.close()
+        assert [(item.name, item.proto) for item in got] == [(f"127.0.0.1:{listening.getsockname()[1]}", "http")]
+        for item in got:
+            item.sock.close()
+
+
+def test_zerg_does_not_bind_again_an_address_spelled_differently(spawn, workdir):
+    p1, p2 = free_port(), free_port()
+    zsock, stats = str(workdir / "main.zerg"), str(workdir / "main.stats")
+    spawn("--module", "echo:application", "--http", f":{p1}", "--socket", f"127.0.0.1:{p2}", "--zerg-server", zsock,
+          "--stats", stats, wait=f"127.0.0.1:{p1}")
+    wait_for(lambda: os.path.exists(zsock), message="zerg server socket")
+    z = zerg(spawn, workdir, zsock, extra=("--http", f"0.0.0.0:{p1}", "--socket", f"localhost:{p2}"))
+    assert {s["name"]: s["proto"] for s in fetch(z.stats)["sockets"]} == {f":{p1}": "http", f"127.0.0.1:{p2}": "uwsgi"}
+
+
+def test_zerg_of_a_uwsgi_server_takes_the_protocol_of_any_spelling(workdir):
+    """A uWSGI server sends only its 14 bytes: the zerg's own '--http localhost:P' says which
+    socket speaks HTTP, although the fd's name is '127.0.0.1:P'."""
+    path = str(workdir / "uwsgi.zerg")
+    with socket.socket(socket.AF_UNIX) as server, socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        server.bind(path)
+        server.listen(1)
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendmsg([b"uwsgi-zerg", struct.pack("=i", 1)],
+                             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [listening.fileno()]))])
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        port = listening.getsockname()[1]
+        got = zerg_mod.attach_all([path], False, {f"localhost:{port}": "http"})
+        thread.join(10)
+        assert [(item.name, item.proto) for item in got] == [(f"127.0.0.1:{port}", "http")]
+        for item in got:
+            item.sock.close()
+
+
 def test_two_servers_into_one_zerg(spawn, workdir):
     a = instance(spawn, workdir, "a")
     b = instance(spawn, workdir, "b")
@@ -167,7 +250,6 @@ def test_zergpool_queues_until_zergs_attach(spawn, workdir):
         except Exception as exc:  # noqa: BLE001 - asserted below
             results.append(repr(exc))
 
-    import threading
     waiting = [threading.Thread(target=ask, args=(port,)) for port in (p1, p2)]
     for thread in waiting:
         thread.start()
@@ -273,7 +355,6 @@ def test_client_refuses_fds_that_are_not_listening_sockets(workdir):
     server = socket.socket(socket.AF_UNIX)
     server.bind(path)
     server.listen(1)
-    import threading
 
     def serve() -> None:
         conn, _ = server.accept()

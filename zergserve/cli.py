@@ -139,11 +139,11 @@ def bind_listeners(cfg: config.Config) -> list[sockets.Listener]:
         del adopted[item.name]
     if cfg.zerg and not listeners:
         listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, cfg.zerg_allow_uid)
-    attached = {item.name for item in listeners}
+    attached = {sockets.canonical_name(item.name) for item in listeners}
     try:
         for proto, addrs in (("http", cfg.http), ("uwsgi", cfg.socket)):
             for addr in addrs:
-                if addr in attached:
+                if sockets.canonical_name(addr) in attached:
                     continue
                 if addr in adopted:
                     listeners.append(adopted.pop(addr))

@@ -95,17 +95,51 @@ def parse_address(addr: str) -> tuple[socket.AddressFamily, object]:
 
 def socket_name(sock: socket.socket) -> str:
     """Render a bound socket's address the way uWSGI names it (used to match zerg sockets)."""
-    addr = sock.getsockname()
-    if sock.family == socket.AF_INET:
-        host, port = addr
+    return _render(sock.family, sock.getsockname())
+
+
+def canonical_name(addr: str) -> str:
+    """The name socket_name() gives a socket bound to `addr`, so that two spellings of one address
+    compare equal (':80' and '0.0.0.0:80', '127.0.0.1:80' and 'localhost:80', an fd:// and the
+    address it listens on). UNIX paths are made absolute. `addr` itself when it cannot be resolved:
+    binding it will then say why."""
+    if addr.startswith("fd://"):
+        try:
+            sock = socket.socket(fileno=_parse_fd(addr))
+        except (AddressError, OSError):
+            return addr
+        try:
+            return canonical_name(socket_name(sock))
+        except OSError:
+            return addr
+        finally:
+            sock.detach()
+    try:
+        family, sockaddr = parse_address(addr)
+    except AddressError:
+        return addr
+    if family == socket.AF_UNIX:
+        path = str(sockaddr)
+        return _render(family, path) if path.startswith("\0") else os.path.abspath(path)
+    try:
+        infos = socket.getaddrinfo(sockaddr[0], sockaddr[1], family, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return addr
+    return _render(family, infos[0][4]) if infos else addr
+
+
+def _render(family: int, addr: object) -> str:
+    if family == socket.AF_INET:
+        host, port = addr  # type: ignore[misc]
         return f":{port}" if host == "0.0.0.0" else f"{host}:{port}"
-    if sock.family == socket.AF_INET6:
-        return f"[{addr[0]}]:{addr[1]}"
+    if family == socket.AF_INET6:
+        return f"[{addr[0]}]:{addr[1]}"  # type: ignore[index]
     if isinstance(addr, bytes):
         addr = addr.decode("latin-1")
-    if addr.startswith("\0"):
-        return "@" + addr[1:].rstrip("\0")
-    return addr
+    text = str(addr)
+    if text.startswith("\0"):
+        return "@" + text[1:].rstrip("\0")
+    return text
 
 
 def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None) -> Listener:

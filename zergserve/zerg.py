@@ -4,8 +4,10 @@ The wire format is uWSGI's, byte for byte (research/uwsgi-internals.md §2.2): o
 the server sends one message, `uwsgi-zerg` + the fd count as a native C int (14 bytes), with every
 listening fd in one SCM_RIGHTS block, and closes. uWSGI sends nothing else, so its zergs cannot
 tell an HTTP socket from a uwsgi one. A zergserve server therefore sends a second, fd-less message
-after the first: `zergserve:` + one `proto name` line per fd. uWSGI clients read only the first
-14 bytes and never see it; a zergserve zerg reads it to serve each socket in its own protocol.
+after the first: `zergserve:` + one `proto name` line per fd, in the order of the fds. uWSGI clients
+read only the first 14 bytes and never see it; a zergserve zerg pairs the lines with the fds by
+position (names are spelled many ways: '0.0.0.0:80', 'localhost:80', 'fd://3') to serve each socket
+in its own protocol.
 
 Security (research/reliability.md §4.1): the server socket file is created 0600, and the server
 checks each peer's SO_PEERCRED, serving only its own uid, root and uids it is told to trust —
@@ -128,7 +130,7 @@ def send_sockets(conn: socket.socket, listeners: list[sockets.Listener]) -> None
         unique.setdefault(listener.name, listener)
     fds = array.array("i", (listener.fileno() for listener in unique.values()))
     conn.sendmsg([MAGIC, _COUNT.pack(len(fds))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    lines = "".join(f"{listener.proto} {listener.name}\n" for listener in unique.values())
+    lines = "".join(f"{listener.proto} {sockets.socket_name(listener.sock)}\n" for listener in unique.values())
     try:
         conn.sendall(EXTENSION + lines.encode("utf-8", "replace"))
     except (BrokenPipeError, ConnectionResetError):
@@ -175,7 +177,11 @@ def _receive(addr: str, room: int, timeout: float,
                 _close_all(fds)
                 return None, count
             protos = _read_extension(sock)
-            listeners = [_adopt(fd, addr, protos) for fd in fds]
+            if protos and len(protos) != len(fds):
+                logger.error("zerg server %s: %d protocol lines for %d fds; serving every socket as uwsgi",
+                             addr, len(protos), len(fds))
+                protos = []
+            listeners = [_adopt(fd, addr, proto) for fd, proto in zip(fds, protos or ["uwsgi"] * len(fds))]
         except OSError as exc:
             _close_all(fds)
             raise ZergError(f"unable to connect to zerg server {addr}: {exc.strerror or exc}") from None
@@ -185,8 +191,9 @@ def _receive(addr: str, room: int, timeout: float,
     return listeners, count
 
 
-def _read_extension(sock: socket.socket) -> dict[str, str]:
-    """name → protocol from a zergserve server; empty from uWSGI, which sends nothing more."""
+def _read_extension(sock: socket.socket) -> list[str]:
+    """The protocol of each fd, in order, from a zergserve server; empty from uWSGI, which sends
+    nothing more."""
     chunks = []
     try:
         sock.settimeout(2.0)
@@ -195,19 +202,18 @@ def _read_extension(sock: socket.socket) -> dict[str, str]:
             if sum(map(len, chunks)) > 1 << 20:
                 break
     except OSError:
-        return {}
+        return []
     raw = b"".join(chunks)
     if not raw.startswith(EXTENSION):
-        return {}
-    protos = {}
+        return []
+    protos = []
     for line in raw[len(EXTENSION):].decode("utf-8", "replace").splitlines():
-        proto, _, name = line.partition(" ")
-        if proto in sockets.PROTOCOLS and name:
-            protos[name] = proto
+        proto = line.partition(" ")[0]
+        protos.append(proto if proto in sockets.PROTOCOLS else "uwsgi")
     return protos
 
 
-def _adopt(fd: int, server: str, protos: dict[str, str]) -> sockets.Listener:
+def _adopt(fd: int, server: str, proto: str) -> sockets.Listener:
     """Check that a received fd is a listening stream socket before trusting it."""
     st = os.fstat(fd)
     if not stat.S_ISSOCK(st.st_mode):
@@ -220,8 +226,7 @@ def _adopt(fd: int, server: str, protos: dict[str, str]) -> sockets.Listener:
         sock.detach()
         raise ZergError(f"zerg server {server} sent fd {fd}, which is not a listening stream socket")
     sock.setblocking(False)
-    name = sockets.socket_name(sock)
-    return sockets.Listener(sock, name, protos.get(name, "uwsgi"), origin=f"zerg:{server}")
+    return sockets.Listener(sock, sockets.socket_name(sock), proto, origin=f"zerg:{server}")
 
 
 def _close_all(fds: list[int]) -> None:
@@ -234,8 +239,10 @@ def _close_all(fds: list[int]) -> None:
 
 def attach_all(servers: list[str], fallback: bool, configured: dict[str, str],
                allow_uids: list[int] | None = None) -> list[sockets.Listener]:
-    """Attach to every server; a socket whose name a --http/--socket option also gives takes that
-    option's protocol (how a zerg of a real uWSGI server learns which socket is HTTP)."""
+    """Attach to every server; a socket whose address a --http/--socket option also gives (in any
+    spelling) takes that option's protocol (how a zerg of a real uWSGI server learns which socket
+    is HTTP)."""
+    protos = {sockets.canonical_name(addr): proto for addr, proto in configured.items()}
     listeners: list[sockets.Listener] = []
     for server in servers:
         try:
@@ -248,8 +255,7 @@ def attach_all(servers: list[str], fallback: bool, configured: dict[str, str],
             logger.error("%s; --zerg-fallback: going on without it", exc)
             continue
         for listener in got:
-            if listener.name in configured:
-                listener.proto = configured[listener.name]
+            listener.proto = protos.get(sockets.canonical_name(listener.name), listener.proto)
             logger.info("zerg socket %s (%s) attached from %s", listener.name, listener.proto, server)
         listeners.extend(got)
     return listeners
