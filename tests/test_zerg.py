@@ -112,6 +112,56 @@ def test_zerg_survives_the_server_instance_reload(spawn, workdir):
     assert z.proc.poll() is None
 
 
+def main_worker(main) -> dict:
+    return fetch(main.stats)["workers"][0]
+
+
+def test_pause_during_a_request_still_says_pause_after_it(spawn, workdir):
+    main = instance(spawn, workdir)
+    answers: list = []
+    thread = threading.Thread(target=lambda: answers.append(http_request(main.addr, "GET", "/sleep?s=1", timeout=10)[0]))
+    thread.start()
+    wait_for(lambda: main_worker(main)["status"] == "busy", message="request in flight")
+    main.signal(signal.SIGTSTP)
+    thread.join(10)
+    assert answers == [200]
+    wait_for(lambda: main_worker(main)["requests"] == 1, message="request counted")
+    wait_for(lambda: main_worker(main)["status"] == "pause", timeout=3, message="pause once the request ended")
+
+
+def test_worker_respawned_while_paused_stays_paused(spawn, workdir):
+    main = instance(spawn, workdir)
+    z = zerg(spawn, workdir, main.zsock)
+    main.signal(signal.SIGTSTP)
+    wait_for(lambda: main_worker(main)["status"] == "pause", message="main paused")
+    old = main_worker(main)["pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: main_worker(main)["pid"] not in (0, old) and main_worker(main)["status"] != "starting",
+             message="worker respawned")
+    assert (main_worker(main)["status"], main_worker(main)["accepting"]) == ("pause", 0)
+    assert pids_answering(main.addr, 10) == {str(fetch(z.stats)["workers"][0]["pid"]).encode()}
+    main.signal(signal.SIGTSTP)
+    wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed")
+
+
+def test_pause_holds_across_the_master_reload(spawn, workdir):
+    main = instance(spawn, workdir)
+    z = zerg(spawn, workdir, main.zsock)
+    main.signal(signal.SIGTSTP)
+    wait_for(lambda: main_worker(main)["status"] == "pause", message="main paused")
+    old = main_worker(main)["pid"]
+    main.signal(signal.SIGHUP)
+    main.wait_log("new workers ready", timeout=20)
+    wait_for(lambda: main_worker(main)["pid"] not in (0, old) and main_worker(main)["status"] != "starting",
+             message="new worker")
+    assert (main_worker(main)["status"], main_worker(main)["accepting"]) == ("pause", 0)
+    assert pids_answering(main.addr, 10) == {str(fetch(z.stats)["workers"][0]["pid"]).encode()}
+    main.signal(signal.SIGTSTP)
+    wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed after the reload")
+    new = str(main_worker(main)["pid"]).encode()
+    wait_for(lambda: new in pids_answering(main.addr, 5), message="the main instance answering again")
+
+
 def test_no_server_without_fallback_exits_1(spawn, workdir):
     proc = spawn("--module", "echo:application", "--zerg", str(workdir / "nothing.sock"))
     assert proc.wait_exit() == 1

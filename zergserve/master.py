@@ -37,6 +37,7 @@ from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_
 
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
+REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGTSTP, signal.SIGCHLD)
 _QUICK_MERCY = 3.0
@@ -87,7 +88,7 @@ class Master:
         self.stopping: str | None = None
         self.cheap = False
         self.stop_deadline = 0.0
-        self.paused = False
+        self.paused = os.environ.pop(REEXEC_PAUSED, "") == "1"  # TSTP holds across a reload
         self.canary: int | None = None
         self.exit_code = 0
         self.started = time.time()
@@ -328,7 +329,7 @@ class Master:
             return
         logger.info("graceful reload requested: checking the new configuration and app")
         args = [sys.executable, "-m", "zergserve", *self.argv, "--check-config"]
-        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_LISTENERS, REEXEC_WORKERS)}
+        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_LISTENERS, REEXEC_WORKERS, REEXEC_PAUSED)}
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -360,6 +361,8 @@ class Master:
         env[REEXEC_LISTENERS] = "\n".join(keep)
         env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
                                                          *self.retiring])
+        if self.paused:
+            env[REEXEC_PAUSED] = "1"
         if self.stats is not None:
             self.stats.close(vacuum=False)
         signal.set_wakeup_fd(-1)

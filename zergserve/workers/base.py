@@ -64,7 +64,7 @@ class Worker:
             logger.error("worker %d: boot failed:\n%s", self.wid, traceback.format_exc().rstrip())
             os._exit(EXIT_BOOT_ERROR)
         try:
-            self.row.set_status(IDLE)
+            self.row.set_status(PAUSED if self.paused else IDLE)  # respawned while the master is paused
             self.serve_forever()
         except Exception:
             logger.error("worker %d: crashed:\n%s", self.wid, traceback.format_exc().rstrip())

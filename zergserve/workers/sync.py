@@ -13,6 +13,7 @@ import time
 
 from zergserve import connection
 from zergserve.log import logger
+from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.workers.base import Worker
 
 _ACCEPT_EVENTS = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
@@ -37,6 +38,7 @@ class SyncWorker(Worker):
                     else:
                         poller.register(fd, _ACCEPT_EVENTS)
                 registered = not self.paused
+                self.row.set_status(PAUSED if self.paused else IDLE)  # a request that ended meanwhile said idle
             events = poller.poll(1.0)
             if not events:
                 self.row.heartbeat()
