@@ -8,7 +8,10 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
                 let the old ones finish their requests and exit. A check of the new config and
                 app runs first; if it fails the old master and workers go on serving.
     TERM        graceful shutdown: workers stop accepting, finish what they have, exit.
-    INT, QUIT   quick shutdown: workers exit at once.
+    INT, QUIT   quick shutdown: workers exit at once. On a zerg (an instance with attached sockets)
+                INT leaves instead: workers finish the request in hand and exit without serving the
+                queue, which the zerg server or pool still holds for its other workers; QUIT is
+                still quick there.
     TTIN, TTOU  one worker more, one fewer.
     USR1        log a line per worker.
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
@@ -85,7 +88,8 @@ class Master:
         self.cleanups: list[Callable[[], None]] = []
         self.on_wake: list[Callable[[], None]] = []
         self.stats_extras: list[Callable[[], dict[str, Any]]] = []
-        self.stopping: str | None = None
+        self.stopping: str | None = None  # graceful | leave | quick
+        self.zerg = any(listener.attached for listener in listeners)
         self.cheap = False
         self.stop_deadline = 0.0
         self.paused = os.environ.pop(REEXEC_PAUSED, "") == "1"  # TSTP holds across a reload
@@ -392,9 +396,10 @@ class Master:
         self.begin_stop("graceful")
 
     def handle_int(self) -> None:
-        self.begin_stop("quick")
+        self.begin_stop("leave" if self.zerg else "quick")
 
-    handle_quit = handle_int
+    def handle_quit(self) -> None:
+        self.begin_stop("quick")
 
     def handle_ttin(self) -> None:
         self.num_workers += 1
@@ -427,14 +432,17 @@ class Master:
     # --- stopping ---------------------------------------------------------------------------
 
     def begin_stop(self, how: str) -> None:
-        """Start a shutdown: 'graceful' lets requests finish (within worker-reload-mercy)."""
+        """Start a shutdown: 'graceful' lets requests finish and serves the queue, 'leave' (a zerg's
+        INT) lets requests finish, both within worker-reload-mercy; 'quick' exits at once."""
         if self.stopping == "quick" or self.stopping == how:
             return
         self.stopping = how
         if how == "graceful":
             mercy, signum = float(self.cfg.worker_reload_mercy), signal.SIGTERM
+        elif how == "leave":
+            mercy, signum = float(self.cfg.worker_reload_mercy), signal.SIGINT
         else:
-            mercy, signum = _QUICK_MERCY, signal.SIGINT
+            mercy, signum = _QUICK_MERCY, signal.SIGQUIT
         logger.info("%s shutdown: stopping %d worker(s)", how, len(self.workers) + len(self.retiring))
         self.stop_deadline = time.time() + mercy
         for pid in [proc.pid for proc in self.workers.values()] + list(self.retiring):

@@ -49,6 +49,11 @@ class Listener:
         return self.sock.fileno()
 
     @property
+    def attached(self) -> bool:
+        """Received from a zerg server or pool, which still holds it (and its queue)."""
+        return self.origin.startswith("zerg:")
+
+    @property
     def is_tcp(self) -> bool:
         return self.sock.family in (socket.AF_INET, socket.AF_INET6)
 

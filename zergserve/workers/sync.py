@@ -49,7 +49,7 @@ class SyncWorker(Worker):
                 elif registered:
                     self._accept_all(by_fd[fd])
         poller.close()
-        if not self.paused and not self.recycling:
+        if not self.paused and not self.recycling and not self.leaving:
             self._serve_queued()
 
     def _serve_queued(self) -> None:
@@ -58,7 +58,7 @@ class SyncWorker(Worker):
         deadline = time.monotonic() + _DRAIN_SECONDS
         budget = self.cfg.listen
         pending = list(self.listeners)
-        while pending and budget > 0 and time.monotonic() < deadline:
+        while pending and budget > 0 and time.monotonic() < deadline and not self.leaving:
             for listener in list(pending):
                 try:
                     conn, peer = listener.sock.accept()
@@ -69,10 +69,11 @@ class SyncWorker(Worker):
                 connection.serve(conn, peer, listener, self.ctx)
 
     def _accept_all(self, listener) -> None:
-        """Serve connections from this listener until its queue is empty or we must stop."""
+        """Serve connections from this listener until its queue is empty or we must stop. The first
+        is served even if we must stop: EPOLLEXCLUSIVE woke no other worker for it."""
         sock = listener.sock
         ctx = self.ctx
-        while not self.done() and not self.paused:
+        while True:
             try:
                 conn, peer = sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -82,7 +83,9 @@ class SyncWorker(Worker):
                     logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
                     time.sleep(0.1)
                     return
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
-                    continue
-                raise
-            connection.serve(conn, peer, listener, ctx)
+                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                    raise
+            else:
+                connection.serve(conn, peer, listener, ctx)
+            if self.done() or self.paused:
+                return
