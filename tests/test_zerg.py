@@ -340,6 +340,32 @@ def test_zergpool_queues_until_zergs_attach(spawn, workdir):
     assert {s["proto"] for s in fetch(z1.stats)["sockets"]} == {"http"}
 
 
+def test_zergpool_survives_hup_with_connections_queued(spawn, workdir):
+    port = free_port()
+    pool = str(workdir / "pool.sock")
+    proc = spawn("--zergpool", f"{pool}:127.0.0.1:{port}", "--zergpool-protocol", "http")
+    wait_for(lambda: os.path.exists(pool), message="pool socket")
+    results: list = []
+
+    def ask() -> None:
+        try:
+            results.append(http_request(f"127.0.0.1:{port}", "GET", "/pid", timeout=20)[0])
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            results.append(repr(exc))
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    (probe,) = zerg_mod.attach(pool)  # our own handle on the pooled socket, to watch its queue
+    wait_for(lambda: sockets.queue_length(probe)[0] == 1, message="the connection queued in the pool")
+    probe.sock.close()
+    proc.signal(signal.SIGHUP)
+    wait_for(lambda: proc.proc.poll() is not None or "HUP ignored" in proc.log(), message="the HUP handled")
+    assert proc.proc.poll() is None, proc.log()
+    zerg(spawn, workdir, pool)
+    thread.join(20)
+    assert results == [200]
+
+
 def test_zergpool_ignores_garbage_and_early_close(spawn, workdir):
     port = free_port()
     pool = str(workdir / "pool.sock")
