@@ -7,13 +7,16 @@ import os
 import select
 import signal
 import socket
+import re
 import struct
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from conftest import ROOT, free_port, http_request, wait_for
+from conftest import APPS, ROOT, free_port, http_request, wait_for
 from test_master import Load
 from zergserve import sockets
 from zergserve import zerg as zerg_mod
@@ -187,6 +190,47 @@ def test_pause_holds_across_the_master_reload(spawn, workdir):
     wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed after the reload")
     new = str(main_worker(main)["pid"]).encode()
     wait_for(lambda: new in pids_answering(main.addr, 5), message="the main instance answering again")
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_tester_script_resumes_the_main_instance_first(spawn, workdir):
+    """deploy/zerg/tester.sh gives the traffic back before it stops the zerg: even a zerg that died
+    meanwhile (so that stopping it fails) cannot leave the main instance paused."""
+    main = instance(spawn, workdir)
+    shim = workdir / "bin"
+    shim.mkdir()
+    (shim / "zergserve").write_text(f'#!/bin/sh\nexec {sys.executable} -m zergserve "$@"\n')
+    (shim / "zergserve").chmod(0o755)
+    env = dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}", PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
+    out = workdir / "tester.out"
+    with open(out, "wb") as fh:
+        script = subprocess.Popen(["sh", str(ROOT / "deploy/zerg/tester.sh"), str(main.pid), str(ROOT / "examples"),
+                                   main.zsock], stdin=subprocess.PIPE, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                  start_new_session=True)
+    try:
+        wait_for(lambda: main_worker(main)["status"] == "pause", message="main paused by the script")
+        wait_for(lambda: http_request(main.addr)[2].startswith(b"Hello from zergserve"), timeout=15,
+                 message="the zerg with the new code answering")
+        zerg_pid = int(re.search(rb"zerg (\d+) serving", out.read_bytes()).group(1))
+        os.kill(zerg_pid, signal.SIGKILL)
+        wait_for(lambda: dead(zerg_pid), message="the zerg gone")
+        script.communicate(b"\n", timeout=15)
+        wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed")
+        wait_for(lambda: http_request(main.addr)[2] == b"hello", message="the main instance answering")
+    finally:
+        try:
+            os.killpg(script.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        script.wait(10)
 
 
 def test_no_server_without_fallback_exits_1(spawn, workdir):
