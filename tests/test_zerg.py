@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import gc
 import os
 import select
 import signal
@@ -518,6 +519,42 @@ def test_client_refuses_fds_that_are_not_listening_sockets(workdir):
     thread.join(5)
     server.close()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_bad_fd_after_good_ones_closes_each_fd_once(workdir, monkeypatch):
+    """A listening socket, then a file: the attach fails and closes both fds, and nothing closes the
+    first one's number again later (by then it may be an unrelated file)."""
+    path = str(workdir / "evil.sock")
+    opened: list[int] = []
+    close_all = zerg_mod._close_all
+
+    def close_all_while_another_thread_opens(fds: list[int]) -> None:
+        opened.append(os.open(os.devnull, os.O_RDONLY))  # takes the lowest free number
+        close_all(fds)
+
+    monkeypatch.setattr(zerg_mod, "_close_all", close_all_while_another_thread_opens)
+    with socket.socket(socket.AF_UNIX) as server, socket.socket() as listening, open(__file__, "rb") as fh:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        server.bind(path)
+        server.listen(1)
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendmsg([b"uwsgi-zerg", struct.pack("=i", 2)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                                    array.array("i", [listening.fileno(), fh.fileno()]))])
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        with pytest.raises(zerg_mod.ZergError, match="not a socket"):
+            zerg_mod.attach(path, timeout=5)
+        thread.join(5)
+    gc.collect()
+    try:
+        os.close(opened[0])
+    except OSError as exc:
+        pytest.fail(f"an fd opened after the failed attach was closed behind our back: {exc}")
 
 
 def test_received_fds_are_cloexec(spawn, workdir):

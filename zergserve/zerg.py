@@ -181,6 +181,8 @@ def _receive(addr: str, room: int, timeout: float,
                 logger.error("zerg server %s: %d protocol lines for %d fds; serving every socket as uwsgi",
                              addr, len(protos), len(fds))
                 protos = []
+            for fd in fds:
+                _check(fd, addr)
             listeners = [_adopt(fd, addr, proto) for fd, proto in zip(fds, protos or ["uwsgi"] * len(fds))]
         except OSError as exc:
             _close_all(fds)
@@ -213,18 +215,26 @@ def _read_extension(sock: socket.socket) -> list[str]:
     return protos
 
 
-def _adopt(fd: int, server: str, proto: str) -> sockets.Listener:
-    """Check that a received fd is a listening stream socket before trusting it."""
+def _check(fd: int, server: str) -> None:
+    """Check that a received fd is a listening stream socket before trusting it. No socket object
+    keeps the fd: if a later fd fails, _close_all closes each one exactly once."""
     st = os.fstat(fd)
     if not stat.S_ISSOCK(st.st_mode):
         raise ZergError(f"zerg server {server} sent fd {fd}, which is not a socket")
     sock = socket.socket(fileno=fd)
-    ok = (sock.type == socket.SOCK_STREAM
-          and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
-          and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
-    if not ok:
+    try:
+        ok = (sock.type == socket.SOCK_STREAM
+              and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+              and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    finally:
         sock.detach()
+    if not ok:
         raise ZergError(f"zerg server {server} sent fd {fd}, which is not a listening stream socket")
+
+
+def _adopt(fd: int, server: str, proto: str) -> sockets.Listener:
+    """A listener for an fd that passed _check."""
+    sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     return sockets.Listener(sock, sockets.socket_name(sock), proto, origin=f"zerg:{server}")
 
