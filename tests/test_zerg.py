@@ -468,6 +468,27 @@ def test_uwsgi_style_client_gets_ten_sockets(spawn, workdir):
     assert names == ports
 
 
+def test_zerg_server_with_more_sockets_than_one_message_can_pass_refuses_to_start(spawn, workdir):
+    args = ["--module", "echo:application", "--zerg-server", str(workdir / "z.sock")]
+    for n in range(zerg_mod.MAX_FDS + 1):
+        args += ["--socket", str(workdir / f"s{n}.sock")]
+    proc = spawn(*args)
+    assert proc.wait_exit() == 2
+    assert f"{zerg_mod.MAX_FDS + 1} listening sockets, but one message can pass at most {zerg_mod.MAX_FDS}" in proc.log()
+
+
+def test_zerg_server_with_the_most_sockets_one_message_can_pass(spawn, workdir):
+    args = ["--module", "echo:application", "--zerg-server", str(workdir / "z.sock")]
+    for n in range(zerg_mod.MAX_FDS):
+        args += ["--socket", str(workdir / f"s{n}.sock")]
+    spawn(*args, wait=str(workdir / "s0.sock"), timeout=30)
+    wait_for(lambda: os.path.exists(workdir / "z.sock"), message="zerg server socket")
+    got = zerg_mod.attach(str(workdir / "z.sock"))
+    assert len(got) == zerg_mod.MAX_FDS and {item.proto for item in got} == {"uwsgi"}
+    for item in got:
+        item.sock.close()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
 def test_peer_with_wrong_uid_is_refused(spawn, workdir):
     name = f"@zs-uid-{os.getpid()}-{time.monotonic_ns()}"

@@ -54,6 +54,10 @@ class ZergServer:
 
     def __init__(self, addr: str, listeners: list[sockets.Listener], backlog: int = 100,
                  mode: int = 0o600, allow_uids: list[int] | None = None) -> None:
+        count = len(unique_listeners(listeners))
+        if count > MAX_FDS:
+            raise sockets.AddressError(f"zerg server {addr}: {count} listening sockets, but one message can pass "
+                                       f"at most {MAX_FDS} fds (SCM_MAX_FD): no zerg could ever attach")
         self.addr = addr
         self.listeners = listeners
         self.allowed = trusted_uids(allow_uids)
@@ -123,14 +127,20 @@ class ZergServer:
                 pass
 
 
-def send_sockets(conn: socket.socket, listeners: list[sockets.Listener]) -> None:
-    """uWSGI's message with every unique listener, then the fd-less protocol extension."""
+def unique_listeners(listeners: list[sockets.Listener]) -> list[sockets.Listener]:
+    """One listener per name, in order, as uWSGI's uwsgi_socket_uniq() passes them."""
     unique: dict[str, sockets.Listener] = {}
     for listener in listeners:
         unique.setdefault(listener.name, listener)
-    fds = array.array("i", (listener.fileno() for listener in unique.values()))
+    return list(unique.values())
+
+
+def send_sockets(conn: socket.socket, listeners: list[sockets.Listener]) -> None:
+    """uWSGI's message with every unique listener, then the fd-less protocol extension."""
+    unique = unique_listeners(listeners)
+    fds = array.array("i", (listener.fileno() for listener in unique))
     conn.sendmsg([MAGIC, _COUNT.pack(len(fds))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    lines = "".join(f"{listener.proto} {sockets.socket_name(listener.sock)}\n" for listener in unique.values())
+    lines = "".join(f"{listener.proto} {sockets.socket_name(listener.sock)}\n" for listener in unique)
     try:
         conn.sendall(EXTENSION + lines.encode("utf-8", "replace"))
     except (BrokenPipeError, ConnectionResetError):
