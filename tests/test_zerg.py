@@ -489,6 +489,28 @@ def test_zerg_server_with_the_most_sockets_one_message_can_pass(spawn, workdir):
         item.sock.close()
 
 
+def test_zerg_server_counts_each_zerg_once_and_across_its_reload(spawn, workdir):
+    """A uWSGI-style client with room for 8 of 10 fds connects twice: one zerg. The count and the
+    list survive the server's HUP re-exec."""
+    ports = [free_port() for _ in range(10)]
+    zsock, stats = str(workdir / "z.sock"), str(workdir / "main.stats")
+    args = ["--module", "echo:application", "--zerg-server", zsock, "--stats", stats]
+    for port in ports:
+        args += ["--socket", f"127.0.0.1:{port}"]
+    main = spawn(*args, wait=f"127.0.0.1:{ports[0]}")
+    wait_for(lambda: os.path.exists(zsock), message="zerg server socket")
+    for fd in uwsgi_like_attach(zsock):
+        os.close(fd)
+    wait_for(lambda: fetch(stats)["zerg_attaches"] == 1, message="one zerg counted")
+    z = zerg(spawn, workdir, zsock)
+    doc = wait_for(lambda: (doc := fetch(stats))["zerg_attaches"] == 2 and doc, message="two zergs counted")
+    assert [(item["pid"], item["uid"]) for item in doc["zergs"]] == [(os.getpid(), os.getuid()), (z.pid, os.getuid())]
+    main.signal(signal.SIGHUP)
+    main.wait_log("new workers ready", timeout=20)
+    after = fetch(stats)
+    assert after["zerg_attaches"] == 2 and after["zergs"] == doc["zergs"]
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
 def test_peer_with_wrong_uid_is_refused(spawn, workdir):
     name = f"@zs-uid-{os.getpid()}-{time.monotonic_ns()}"

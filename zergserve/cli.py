@@ -110,7 +110,8 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
             return EXIT_USAGE
         master.add_reader(server, server.serve_one)
         master.add_cleanup(server.close)
-        master.add_stats(lambda: {"zerg_server": cfg.zerg_server, "zergs": list(server.attached)})
+        master.add_stats(server.stats)
+        master.add_handover(server.handover)
     emperor_fd = os.environ.get(EMPEROR_FD)
     link = None
     if emperor_fd:

@@ -88,6 +88,7 @@ class Master:
         self.cleanups: list[Callable[[], None]] = []
         self.on_wake: list[Callable[[], None]] = []
         self.stats_extras: list[Callable[[], dict[str, Any]]] = []
+        self.handovers: list[Callable[[], dict[str, str]]] = []
         self.stopping: str | None = None  # graceful | leave | quick
         self.zerg = any(listener.attached for listener in listeners)
         self.cheap = False
@@ -144,6 +145,11 @@ class Master:
     def add_stats(self, provider: Callable[[], dict[str, Any]]) -> None:
         """Merge `provider()`'s keys into every stats document."""
         self.stats_extras.append(provider)
+
+    def add_handover(self, provider: Callable[[], dict[str, str]]) -> None:
+        """Merge `provider()`'s entries into the environment of the master's re-exec: state that must
+        outlive a reload (the next image pops them back)."""
+        self.handovers.append(provider)
 
     def _setup(self) -> None:
         cfg = self.cfg
@@ -367,6 +373,8 @@ class Master:
                                                          *self.retiring])
         if self.paused:
             env[REEXEC_PAUSED] = "1"
+        for provider in self.handovers:
+            env.update(provider())
         if self.stats is not None:
             self.stats.close(vacuum=False)
         signal.set_wakeup_fd(-1)

@@ -32,6 +32,8 @@ MESSAGE_SIZE = len(MAGIC) + 4
 EXTENSION = b"zergserve:"
 FIRST_TRY_FDS = 8  # what a uWSGI client makes room for before retrying with the advertised count
 MAX_FDS = 253  # SCM_MAX_FD on Linux
+REEXEC_ZERGS = "ZERGSERVE_REEXEC_ZERGS"  # the attach record, handed across the master's reload
+KEEP_ZERGS = 100
 _COUNT = struct.Struct("=i")
 _CRED = struct.Struct("3i")
 
@@ -61,7 +63,9 @@ class ZergServer:
         self.addr = addr
         self.listeners = listeners
         self.allowed = trusted_uids(allow_uids)
-        self.attached: list[dict] = []
+        self.attaches = 0  # distinct zerg processes served since the instance started
+        self.zergs: dict[int, dict] = {}  # pid → {pid, uid, time, last}, least recently attached first
+        self._restore()
         family, sockaddr = sockets.parse_address(addr)
         if family != socket.AF_UNIX:
             raise sockets.AddressError(f"zerg server {addr}: must be a UNIX socket path or @abstract name")
@@ -114,9 +118,42 @@ class ZergServer:
             except OSError as exc:
                 logger.error("zerg server %s: sending to pid %d: %s", self.addr, pid, exc.strerror or exc)
                 return
-        self.attached.append({"pid": pid, "uid": uid, "time": int(time.time())})
-        del self.attached[:-100]
+        self.record(pid, uid)
         logger.info("zerg server %s: handed %d socket(s) to pid %d", self.addr, len(self.listeners), pid)
+
+    def record(self, pid: int, uid: int) -> None:
+        """Count zerg processes, not connections: a uWSGI client with room for too few fds
+        connects again, and a zerg attached to several of our sockets' servers is still one."""
+        now = int(time.time())
+        entry = self.zergs.pop(pid, None)
+        if entry is None:
+            self.attaches += 1
+            entry = {"pid": pid, "uid": uid, "time": now}
+        entry["last"] = now
+        self.zergs[pid] = entry
+        while len(self.zergs) > KEEP_ZERGS:
+            del self.zergs[next(iter(self.zergs))]
+
+    def stats(self) -> dict[str, object]:
+        return {"zerg_server": self.addr, "zerg_attaches": self.attaches, "zergs": list(self.zergs.values())}
+
+    def handover(self) -> dict[str, str]:
+        """The attach record for the master's next image (see Master.add_handover)."""
+        import json
+        return {REEXEC_ZERGS: json.dumps({"attaches": self.attaches, "zergs": list(self.zergs.values())})}
+
+    def _restore(self) -> None:
+        raw = os.environ.pop(REEXEC_ZERGS, "")
+        if not raw:
+            return
+        import json
+        try:
+            state = json.loads(raw)
+            zergs = {int(entry["pid"]): entry for entry in state["zergs"]}
+            self.attaches, self.zergs = int(state["attaches"]), zergs
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.error("zerg server %s: attach record from the previous image unreadable (%r): starting afresh",
+                         self.addr, exc)
 
     def close(self) -> None:
         self.sock.close()
