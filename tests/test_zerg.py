@@ -541,6 +541,37 @@ def test_peer_with_wrong_uid_is_refused(spawn, workdir):
     main.wait_log("refused peer")
 
 
+def stale_socket(path: str) -> None:
+    """A socket file nobody listens on, as a killed server leaves it."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another uid")
+def test_stale_socket_of_another_uid_is_not_removed(spawn, workdir):
+    path = str(workdir / "main.zerg")
+    stale_socket(path)
+    os.chown(path, 65534, 65534)
+    proc = spawn("--module", "echo:application", "--http", f"127.0.0.1:{free_port()}", "--zerg-server", path)
+    assert proc.wait_exit() == 2
+    assert "a stale socket owned by uid 65534 is in the way" in proc.log()
+    assert os.stat(path).st_uid == 65534
+
+
+def test_stale_socket_in_a_world_writable_dir_without_sticky_bit_is_not_removed(spawn, workdir):
+    shared = workdir / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    path = str(shared / "app.sock")
+    stale_socket(path)
+    proc = spawn("--module", "echo:application", "--socket", path)
+    assert proc.wait_exit() == 2
+    assert "which anyone may write to (no sticky bit)" in proc.log()
+    assert os.path.exists(path)
+    shared.chmod(0o1777)  # like /tmp: only the owner may remove or rename the file
+    spawn("--module", "echo:application", "--socket", path, wait=path)
+
+
 def test_client_refuses_fds_that_are_not_listening_sockets(workdir):
     path = str(workdir / "evil.sock")
     server = socket.socket(socket.AF_UNIX)

@@ -305,9 +305,23 @@ def remove_stale_unix(path: str) -> None:
         probe.connect(path)
     except OSError as exc:
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            _check_removable(path, st)
             os.unlink(path)
             return
         raise AddressError(f"cannot bind {path}: {exc.strerror}") from None
     finally:
         probe.close()
     raise AddressError(f"cannot bind {path}: another server is listening on it")
+
+
+def _check_removable(path: str, st: os.stat_result) -> None:
+    """Only our own stale socket, in a directory others cannot swap files in (reliability.md §4.1
+    rule 1): otherwise another user chooses what we unlink, or replaces it before we bind."""
+    if st.st_uid != os.geteuid():
+        raise AddressError(f"cannot bind {path}: a stale socket owned by uid {st.st_uid} is in the way, and "
+                           f"zergserve removes only its own (uid {os.geteuid()}); remove it by hand")
+    parent = os.path.dirname(os.path.abspath(path))
+    mode = os.stat(parent).st_mode
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        raise AddressError(f"cannot bind {path}: not removing the stale socket in {parent}, which anyone may "
+                           f"write to (no sticky bit); remove it by hand, or use a directory only you can write")
