@@ -110,7 +110,8 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
             return EXIT_USAGE
         master.add_reader(server, server.serve_one)
         master.add_cleanup(server.close)
-        master.add_stats(lambda: {"zerg_server": cfg.zerg_server, "zergs": list(server.attached)})
+        master.add_stats(server.stats)
+        master.add_handover(server.handover)
     emperor_fd = os.environ.get(EMPEROR_FD)
     link = None
     if emperor_fd:
@@ -139,11 +140,11 @@ def bind_listeners(cfg: config.Config) -> list[sockets.Listener]:
         del adopted[item.name]
     if cfg.zerg and not listeners:
         listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, cfg.zerg_allow_uid)
-    attached = {item.name for item in listeners}
+    attached = {sockets.canonical_name(item.name) for item in listeners}
     try:
         for proto, addrs in (("http", cfg.http), ("uwsgi", cfg.socket)):
             for addr in addrs:
-                if addr in attached:
+                if sockets.canonical_name(addr) in attached:
                     continue
                 if addr in adopted:
                     listeners.append(adopted.pop(addr))

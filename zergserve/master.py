@@ -8,7 +8,10 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
                 let the old ones finish their requests and exit. A check of the new config and
                 app runs first; if it fails the old master and workers go on serving.
     TERM        graceful shutdown: workers stop accepting, finish what they have, exit.
-    INT, QUIT   quick shutdown: workers exit at once.
+    INT, QUIT   quick shutdown: workers exit at once. On a zerg (an instance with attached sockets)
+                INT leaves instead: workers finish the request in hand and exit without serving the
+                queue, which the zerg server or pool still holds for its other workers; QUIT is
+                still quick there.
     TTIN, TTOU  one worker more, one fewer.
     USR1        log a line per worker.
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
@@ -37,6 +40,7 @@ from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_
 
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
+REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGTSTP, signal.SIGCHLD)
 _QUICK_MERCY = 3.0
@@ -84,10 +88,12 @@ class Master:
         self.cleanups: list[Callable[[], None]] = []
         self.on_wake: list[Callable[[], None]] = []
         self.stats_extras: list[Callable[[], dict[str, Any]]] = []
-        self.stopping: str | None = None
+        self.handovers: list[Callable[[], dict[str, str]]] = []
+        self.stopping: str | None = None  # graceful | leave | quick
+        self.zerg = any(listener.attached for listener in listeners)
         self.cheap = False
         self.stop_deadline = 0.0
-        self.paused = False
+        self.paused = os.environ.pop(REEXEC_PAUSED, "") == "1"  # TSTP holds across a reload
         self.canary: int | None = None
         self.exit_code = 0
         self.started = time.time()
@@ -139,6 +145,11 @@ class Master:
     def add_stats(self, provider: Callable[[], dict[str, Any]]) -> None:
         """Merge `provider()`'s keys into every stats document."""
         self.stats_extras.append(provider)
+
+    def add_handover(self, provider: Callable[[], dict[str, str]]) -> None:
+        """Merge `provider()`'s entries into the environment of the master's re-exec: state that must
+        outlive a reload (the next image pops them back)."""
+        self.handovers.append(provider)
 
     def _setup(self) -> None:
         cfg = self.cfg
@@ -328,7 +339,7 @@ class Master:
             return
         logger.info("graceful reload requested: checking the new configuration and app")
         args = [sys.executable, "-m", "zergserve", *self.argv, "--check-config"]
-        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_LISTENERS, REEXEC_WORKERS)}
+        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_LISTENERS, REEXEC_WORKERS, REEXEC_PAUSED)}
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -360,6 +371,10 @@ class Master:
         env[REEXEC_LISTENERS] = "\n".join(keep)
         env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
                                                          *self.retiring])
+        if self.paused:
+            env[REEXEC_PAUSED] = "1"
+        for provider in self.handovers:
+            env.update(provider())
         if self.stats is not None:
             self.stats.close(vacuum=False)
         signal.set_wakeup_fd(-1)
@@ -389,9 +404,10 @@ class Master:
         self.begin_stop("graceful")
 
     def handle_int(self) -> None:
-        self.begin_stop("quick")
+        self.begin_stop("leave" if self.zerg else "quick")
 
-    handle_quit = handle_int
+    def handle_quit(self) -> None:
+        self.begin_stop("quick")
 
     def handle_ttin(self) -> None:
         self.num_workers += 1
@@ -424,14 +440,17 @@ class Master:
     # --- stopping ---------------------------------------------------------------------------
 
     def begin_stop(self, how: str) -> None:
-        """Start a shutdown: 'graceful' lets requests finish (within worker-reload-mercy)."""
+        """Start a shutdown: 'graceful' lets requests finish and serves the queue, 'leave' (a zerg's
+        INT) lets requests finish, both within worker-reload-mercy; 'quick' exits at once."""
         if self.stopping == "quick" or self.stopping == how:
             return
         self.stopping = how
         if how == "graceful":
             mercy, signum = float(self.cfg.worker_reload_mercy), signal.SIGTERM
+        elif how == "leave":
+            mercy, signum = float(self.cfg.worker_reload_mercy), signal.SIGINT
         else:
-            mercy, signum = _QUICK_MERCY, signal.SIGINT
+            mercy, signum = _QUICK_MERCY, signal.SIGQUIT
         logger.info("%s shutdown: stopping %d worker(s)", how, len(self.workers) + len(self.retiring))
         self.stop_deadline = time.time() + mercy
         for pid in [proc.pid for proc in self.workers.values()] + list(self.retiring):

@@ -49,6 +49,11 @@ class Listener:
         return self.sock.fileno()
 
     @property
+    def attached(self) -> bool:
+        """Received from a zerg server or pool, which still holds it (and its queue)."""
+        return self.origin.startswith("zerg:")
+
+    @property
     def is_tcp(self) -> bool:
         return self.sock.family in (socket.AF_INET, socket.AF_INET6)
 
@@ -95,17 +100,51 @@ def parse_address(addr: str) -> tuple[socket.AddressFamily, object]:
 
 def socket_name(sock: socket.socket) -> str:
     """Render a bound socket's address the way uWSGI names it (used to match zerg sockets)."""
-    addr = sock.getsockname()
-    if sock.family == socket.AF_INET:
-        host, port = addr
+    return _render(sock.family, sock.getsockname())
+
+
+def canonical_name(addr: str) -> str:
+    """The name socket_name() gives a socket bound to `addr`, so that two spellings of one address
+    compare equal (':80' and '0.0.0.0:80', '127.0.0.1:80' and 'localhost:80', an fd:// and the
+    address it listens on). UNIX paths are made absolute. `addr` itself when it cannot be resolved:
+    binding it will then say why."""
+    if addr.startswith("fd://"):
+        try:
+            sock = socket.socket(fileno=_parse_fd(addr))
+        except (AddressError, OSError):
+            return addr
+        try:
+            return canonical_name(socket_name(sock))
+        except OSError:
+            return addr
+        finally:
+            sock.detach()
+    try:
+        family, sockaddr = parse_address(addr)
+    except AddressError:
+        return addr
+    if family == socket.AF_UNIX:
+        path = str(sockaddr)
+        return _render(family, path) if path.startswith("\0") else os.path.abspath(path)
+    try:
+        infos = socket.getaddrinfo(sockaddr[0], sockaddr[1], family, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return addr
+    return _render(family, infos[0][4]) if infos else addr
+
+
+def _render(family: int, addr: object) -> str:
+    if family == socket.AF_INET:
+        host, port = addr  # type: ignore[misc]
         return f":{port}" if host == "0.0.0.0" else f"{host}:{port}"
-    if sock.family == socket.AF_INET6:
-        return f"[{addr[0]}]:{addr[1]}"
+    if family == socket.AF_INET6:
+        return f"[{addr[0]}]:{addr[1]}"  # type: ignore[index]
     if isinstance(addr, bytes):
         addr = addr.decode("latin-1")
-    if addr.startswith("\0"):
-        return "@" + addr[1:].rstrip("\0")
-    return addr
+    text = str(addr)
+    if text.startswith("\0"):
+        return "@" + text[1:].rstrip("\0")
+    return text
 
 
 def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None) -> Listener:
@@ -266,9 +305,23 @@ def remove_stale_unix(path: str) -> None:
         probe.connect(path)
     except OSError as exc:
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            _check_removable(path, st)
             os.unlink(path)
             return
         raise AddressError(f"cannot bind {path}: {exc.strerror}") from None
     finally:
         probe.close()
     raise AddressError(f"cannot bind {path}: another server is listening on it")
+
+
+def _check_removable(path: str, st: os.stat_result) -> None:
+    """Only our own stale socket, in a directory others cannot swap files in (reliability.md §4.1
+    rule 1): otherwise another user chooses what we unlink, or replaces it before we bind."""
+    if st.st_uid != os.geteuid():
+        raise AddressError(f"cannot bind {path}: a stale socket owned by uid {st.st_uid} is in the way, and "
+                           f"zergserve removes only its own (uid {os.geteuid()}); remove it by hand")
+    parent = os.path.dirname(os.path.abspath(path))
+    mode = os.stat(parent).st_mode
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        raise AddressError(f"cannot bind {path}: not removing the stale socket in {parent}, which anyone may "
+                           f"write to (no sticky bit); remove it by hand, or use a directory only you can write")

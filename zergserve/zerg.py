@@ -4,8 +4,10 @@ The wire format is uWSGI's, byte for byte (research/uwsgi-internals.md §2.2): o
 the server sends one message, `uwsgi-zerg` + the fd count as a native C int (14 bytes), with every
 listening fd in one SCM_RIGHTS block, and closes. uWSGI sends nothing else, so its zergs cannot
 tell an HTTP socket from a uwsgi one. A zergserve server therefore sends a second, fd-less message
-after the first: `zergserve:` + one `proto name` line per fd. uWSGI clients read only the first
-14 bytes and never see it; a zergserve zerg reads it to serve each socket in its own protocol.
+after the first: `zergserve:` + one `proto name` line per fd, in the order of the fds. uWSGI clients
+read only the first 14 bytes and never see it; a zergserve zerg pairs the lines with the fds by
+position (names are spelled many ways: '0.0.0.0:80', 'localhost:80', 'fd://3') to serve each socket
+in its own protocol.
 
 Security (research/reliability.md §4.1): the server socket file is created 0600, and the server
 checks each peer's SO_PEERCRED, serving only its own uid, root and uids it is told to trust —
@@ -30,6 +32,8 @@ MESSAGE_SIZE = len(MAGIC) + 4
 EXTENSION = b"zergserve:"
 FIRST_TRY_FDS = 8  # what a uWSGI client makes room for before retrying with the advertised count
 MAX_FDS = 253  # SCM_MAX_FD on Linux
+REEXEC_ZERGS = "ZERGSERVE_REEXEC_ZERGS"  # the attach record, handed across the master's reload
+KEEP_ZERGS = 100
 _COUNT = struct.Struct("=i")
 _CRED = struct.Struct("3i")
 
@@ -52,10 +56,16 @@ class ZergServer:
 
     def __init__(self, addr: str, listeners: list[sockets.Listener], backlog: int = 100,
                  mode: int = 0o600, allow_uids: list[int] | None = None) -> None:
+        count = len(unique_listeners(listeners))
+        if count > MAX_FDS:
+            raise sockets.AddressError(f"zerg server {addr}: {count} listening sockets, but one message can pass "
+                                       f"at most {MAX_FDS} fds (SCM_MAX_FD): no zerg could ever attach")
         self.addr = addr
         self.listeners = listeners
         self.allowed = trusted_uids(allow_uids)
-        self.attached: list[dict] = []
+        self.attaches = 0  # distinct zerg processes served since the instance started
+        self.zergs: dict[int, dict] = {}  # pid → {pid, uid, time, last}, least recently attached first
+        self._restore()
         family, sockaddr = sockets.parse_address(addr)
         if family != socket.AF_UNIX:
             raise sockets.AddressError(f"zerg server {addr}: must be a UNIX socket path or @abstract name")
@@ -108,9 +118,42 @@ class ZergServer:
             except OSError as exc:
                 logger.error("zerg server %s: sending to pid %d: %s", self.addr, pid, exc.strerror or exc)
                 return
-        self.attached.append({"pid": pid, "uid": uid, "time": int(time.time())})
-        del self.attached[:-100]
+        self.record(pid, uid)
         logger.info("zerg server %s: handed %d socket(s) to pid %d", self.addr, len(self.listeners), pid)
+
+    def record(self, pid: int, uid: int) -> None:
+        """Count zerg processes, not connections: a uWSGI client with room for too few fds
+        connects again, and a zerg attached to several of our sockets' servers is still one."""
+        now = int(time.time())
+        entry = self.zergs.pop(pid, None)
+        if entry is None:
+            self.attaches += 1
+            entry = {"pid": pid, "uid": uid, "time": now}
+        entry["last"] = now
+        self.zergs[pid] = entry
+        while len(self.zergs) > KEEP_ZERGS:
+            del self.zergs[next(iter(self.zergs))]
+
+    def stats(self) -> dict[str, object]:
+        return {"zerg_server": self.addr, "zerg_attaches": self.attaches, "zergs": list(self.zergs.values())}
+
+    def handover(self) -> dict[str, str]:
+        """The attach record for the master's next image (see Master.add_handover)."""
+        import json
+        return {REEXEC_ZERGS: json.dumps({"attaches": self.attaches, "zergs": list(self.zergs.values())})}
+
+    def _restore(self) -> None:
+        raw = os.environ.pop(REEXEC_ZERGS, "")
+        if not raw:
+            return
+        import json
+        try:
+            state = json.loads(raw)
+            zergs = {int(entry["pid"]): entry for entry in state["zergs"]}
+            self.attaches, self.zergs = int(state["attaches"]), zergs
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.error("zerg server %s: attach record from the previous image unreadable (%r): starting afresh",
+                         self.addr, exc)
 
     def close(self) -> None:
         self.sock.close()
@@ -121,14 +164,20 @@ class ZergServer:
                 pass
 
 
-def send_sockets(conn: socket.socket, listeners: list[sockets.Listener]) -> None:
-    """uWSGI's message with every unique listener, then the fd-less protocol extension."""
+def unique_listeners(listeners: list[sockets.Listener]) -> list[sockets.Listener]:
+    """One listener per name, in order, as uWSGI's uwsgi_socket_uniq() passes them."""
     unique: dict[str, sockets.Listener] = {}
     for listener in listeners:
         unique.setdefault(listener.name, listener)
-    fds = array.array("i", (listener.fileno() for listener in unique.values()))
+    return list(unique.values())
+
+
+def send_sockets(conn: socket.socket, listeners: list[sockets.Listener]) -> None:
+    """uWSGI's message with every unique listener, then the fd-less protocol extension."""
+    unique = unique_listeners(listeners)
+    fds = array.array("i", (listener.fileno() for listener in unique))
     conn.sendmsg([MAGIC, _COUNT.pack(len(fds))], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    lines = "".join(f"{listener.proto} {listener.name}\n" for listener in unique.values())
+    lines = "".join(f"{listener.proto} {sockets.socket_name(listener.sock)}\n" for listener in unique)
     try:
         conn.sendall(EXTENSION + lines.encode("utf-8", "replace"))
     except (BrokenPipeError, ConnectionResetError):
@@ -175,7 +224,13 @@ def _receive(addr: str, room: int, timeout: float,
                 _close_all(fds)
                 return None, count
             protos = _read_extension(sock)
-            listeners = [_adopt(fd, addr, protos) for fd in fds]
+            if protos and len(protos) != len(fds):
+                logger.error("zerg server %s: %d protocol lines for %d fds; serving every socket as uwsgi",
+                             addr, len(protos), len(fds))
+                protos = []
+            for fd in fds:
+                _check(fd, addr)
+            listeners = [_adopt(fd, addr, proto) for fd, proto in zip(fds, protos or ["uwsgi"] * len(fds))]
         except OSError as exc:
             _close_all(fds)
             raise ZergError(f"unable to connect to zerg server {addr}: {exc.strerror or exc}") from None
@@ -185,8 +240,9 @@ def _receive(addr: str, room: int, timeout: float,
     return listeners, count
 
 
-def _read_extension(sock: socket.socket) -> dict[str, str]:
-    """name → protocol from a zergserve server; empty from uWSGI, which sends nothing more."""
+def _read_extension(sock: socket.socket) -> list[str]:
+    """The protocol of each fd, in order, from a zergserve server; empty from uWSGI, which sends
+    nothing more."""
     chunks = []
     try:
         sock.settimeout(2.0)
@@ -195,33 +251,39 @@ def _read_extension(sock: socket.socket) -> dict[str, str]:
             if sum(map(len, chunks)) > 1 << 20:
                 break
     except OSError:
-        return {}
+        return []
     raw = b"".join(chunks)
     if not raw.startswith(EXTENSION):
-        return {}
-    protos = {}
+        return []
+    protos = []
     for line in raw[len(EXTENSION):].decode("utf-8", "replace").splitlines():
-        proto, _, name = line.partition(" ")
-        if proto in sockets.PROTOCOLS and name:
-            protos[name] = proto
+        proto = line.partition(" ")[0]
+        protos.append(proto if proto in sockets.PROTOCOLS else "uwsgi")
     return protos
 
 
-def _adopt(fd: int, server: str, protos: dict[str, str]) -> sockets.Listener:
-    """Check that a received fd is a listening stream socket before trusting it."""
+def _check(fd: int, server: str) -> None:
+    """Check that a received fd is a listening stream socket before trusting it. No socket object
+    keeps the fd: if a later fd fails, _close_all closes each one exactly once."""
     st = os.fstat(fd)
     if not stat.S_ISSOCK(st.st_mode):
         raise ZergError(f"zerg server {server} sent fd {fd}, which is not a socket")
     sock = socket.socket(fileno=fd)
-    ok = (sock.type == socket.SOCK_STREAM
-          and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
-          and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
-    if not ok:
+    try:
+        ok = (sock.type == socket.SOCK_STREAM
+              and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+              and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    finally:
         sock.detach()
+    if not ok:
         raise ZergError(f"zerg server {server} sent fd {fd}, which is not a listening stream socket")
+
+
+def _adopt(fd: int, server: str, proto: str) -> sockets.Listener:
+    """A listener for an fd that passed _check."""
+    sock = socket.socket(fileno=fd)
     sock.setblocking(False)
-    name = sockets.socket_name(sock)
-    return sockets.Listener(sock, name, protos.get(name, "uwsgi"), origin=f"zerg:{server}")
+    return sockets.Listener(sock, sockets.socket_name(sock), proto, origin=f"zerg:{server}")
 
 
 def _close_all(fds: list[int]) -> None:
@@ -234,8 +296,10 @@ def _close_all(fds: list[int]) -> None:
 
 def attach_all(servers: list[str], fallback: bool, configured: dict[str, str],
                allow_uids: list[int] | None = None) -> list[sockets.Listener]:
-    """Attach to every server; a socket whose name a --http/--socket option also gives takes that
-    option's protocol (how a zerg of a real uWSGI server learns which socket is HTTP)."""
+    """Attach to every server; a socket whose address a --http/--socket option also gives (in any
+    spelling) takes that option's protocol (how a zerg of a real uWSGI server learns which socket
+    is HTTP)."""
+    protos = {sockets.canonical_name(addr): proto for addr, proto in configured.items()}
     listeners: list[sockets.Listener] = []
     for server in servers:
         try:
@@ -248,8 +312,7 @@ def attach_all(servers: list[str], fallback: bool, configured: dict[str, str],
             logger.error("%s; --zerg-fallback: going on without it", exc)
             continue
         for listener in got:
-            if listener.name in configured:
-                listener.proto = configured[listener.name]
+            listener.proto = protos.get(sockets.canonical_name(listener.name), listener.proto)
             logger.info("zerg socket %s (%s) attached from %s", listener.name, listener.proto, server)
         listeners.extend(got)
     return listeners

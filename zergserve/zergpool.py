@@ -3,7 +3,8 @@
 `--zergpool PATH:addr1,addr2` (repeatable, split at the first ':' as uWSGI does); the pooled
 sockets speak `--zergpool-protocol` (uwsgi by default), which zergserve zergs learn from the pool. With no zerg
 attached, connections wait in the kernel backlog; zergs can come and go while the pool keeps the
-sockets, and so their queues, alive. The pool runs no app and has no workers.
+sockets, and so their queues, alive. The pool runs no app and has no workers, so HUP (which would
+otherwise kill it and reset every queued connection) is logged and ignored.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def parse(spec: str) -> tuple[str, list[str]]:
 
 
 def run(cfg: Any) -> int:
-    """Bind every pool and answer zergs until TERM/INT/QUIT."""
+    """Bind every pool and answer zergs until TERM/INT/QUIT; HUP is harmless."""
     servers: list[ZergServer] = []
     bound: list[sockets.Listener] = []
     try:
@@ -53,9 +54,11 @@ def run(cfg: Any) -> int:
         return 2
     setproctitle(f"{cfg.procname_prefix}zergserve zergpool")
     stop: list[int] = []
+    hups: list[int] = []
     wake_r, _ = wakeup_pipe()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, lambda n, f: stop.append(n))
+    signal.signal(signal.SIGHUP, lambda n, f: hups.append(n))
     selector = selectors.DefaultSelector()
     selector.register(wake_r, selectors.EVENT_READ, None)
     for server in servers:
@@ -65,6 +68,9 @@ def run(cfg: Any) -> int:
             if key.data is not None:
                 key.data.serve_one()
         drain(wake_r)
+        if hups:
+            hups.clear()
+            logger.info("zergpool: HUP ignored, a pool has nothing to reload (its sockets and queues stay)")
     logger.info("zergpool stopping")
     for server in servers:
         server.close()

@@ -46,6 +46,8 @@ class Worker:
         self.alive = True
         self.paused = False
         self.recycling = False  # leaving on its own (max-requests): the others serve the queue
+        self.leaving = False  # INT on a zerg: finish the request in hand, leave the queue to the others
+        self.zerg = any(listener.attached for listener in listeners)
         self.max_requests = cfg.max_requests + (wid - 1) * cfg.max_requests_delta if cfg.max_requests else 0
         self.wake_r = self.wake_w = -1
         self.ppid = os.getppid()  # forked by the master: this is its pid
@@ -64,7 +66,7 @@ class Worker:
             logger.error("worker %d: boot failed:\n%s", self.wid, traceback.format_exc().rstrip())
             os._exit(EXIT_BOOT_ERROR)
         try:
-            self.row.set_status(IDLE)
+            self.row.set_status(PAUSED if self.paused else IDLE)  # respawned while the master is paused
             self.serve_forever()
         except Exception:
             logger.error("worker %d: crashed:\n%s", self.wid, traceback.format_exc().rstrip())
@@ -111,7 +113,7 @@ class Worker:
         self.wake_r, self.wake_w = wakeup_pipe()
         signal.signal(signal.SIGTERM, self._graceful_stop)
         signal.signal(signal.SIGHUP, self._graceful_stop)
-        signal.signal(signal.SIGINT, self._quick_stop)
+        signal.signal(signal.SIGINT, self._interrupt)
         signal.signal(signal.SIGQUIT, self._quick_stop)
         signal.signal(signal.SIGTSTP, self._toggle_pause)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
@@ -125,6 +127,14 @@ class Worker:
 
     def _quick_stop(self, signum: int, frame: Any) -> None:
         os._exit(EXIT_OK)
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        """Quick on an instance; on a zerg the server still holds the sockets, so the request in
+        hand can finish while the queue waits for the server's other workers."""
+        if not self.zerg:
+            os._exit(EXIT_OK)
+        self.leaving = True
+        self.alive = False
 
     def _toggle_pause(self, signum: int, frame: Any) -> None:
         self.paused = not self.paused
