@@ -66,14 +66,19 @@ class FakeEmperor:
         theirs.close()
         self.ours.settimeout(0.2)
         self.received: list[int] = []
+        self.arrived: list[float] = []  # time.monotonic() of each received byte, as read
 
     def read(self) -> list[int]:
         try:
             while data := self.ours.recv(64):
                 self.received.extend(data)
+                self.arrived.extend([time.monotonic()] * len(data))
         except (socket.timeout, BlockingIOError):
             pass
         return self.received
+
+    def times_of(self, byte: int) -> list[float]:
+        return [at for got, at in zip(self.received, self.arrived) if got == byte]
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -125,6 +130,43 @@ def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind)
         assert 30 not in vassal.read()
     block_worker(addr, 0.1, 2)  # four queued: at or over it
     wait_for(lambda: 30 in vassal.read(), timeout=5, message="SOS byte")
+
+
+def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    stats = str(workdir / "s.sock")
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+                          "--vassal-sos-backlog", "1", "--check-interval", "0.5")
+    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    block_worker(addr, 10, 3)
+    stop = threading.Event()
+    polls = [0]
+
+    def hammer() -> None:  # every stats read is an event in the master's loop
+        while not stop.is_set():
+            try:
+                fetch(stats)
+                polls[0] += 1
+            except (OSError, ValueError):
+                pass
+
+    poller = threading.Thread(target=hammer, daemon=True)
+    poller.start()
+    try:
+        first = wait_for(lambda: vassal.times_of(30) if vassal.read() else None, timeout=5, message="first SOS")[0]
+        wait_for(lambda: vassal.read() and time.monotonic() > first + 2.0, timeout=5, message="two more seconds")
+    finally:
+        stop.set()
+        poller.join(5)
+    sos = [at for at in vassal.times_of(30) if at <= first + 2.0]
+    assert polls[0] > 20  # the loop really was busy
+    assert len(sos) <= 2.0 / 0.5 + 1, f"{len(sos)} SOS in 2 s with a 0.5 s cycle"
+
+
+def test_accepting_is_sent_when_the_worker_is_ready_not_at_the_next_cycle(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "--check-interval", "30")
+    wait_for(lambda: 5 in vassal.read(), timeout=10, message="byte 5 long before a 30 s cycle")
 
 
 def test_vassal_sends_22_when_idle_and_stops_on_0(fake_emperor, workdir):

@@ -31,6 +31,7 @@ class EmperorLink:
         self.last_requests = -1
         master.add_reader(self.sock, self.receive)
         master.add_housekeeping(self.housekeeping)
+        master.on_ready.append(self._check_accepting)
         logger.info("*** has_emperor mode detected (fd: %d) ***", fd)
         if first_start:
             self.send(protocol.SPAWNED)
@@ -73,12 +74,21 @@ class EmperorLink:
         except (KeyError, ValueError):
             pass
 
+    def _check_accepting(self) -> None:
+        """Byte 5 once per (re)spawn of worker 1, as soon as it is ready (called on the master's
+        worker-ready wake-up, and each cycle in case a wake-up was missed)."""
+        master = self.master
+        if not master.num_workers:
+            return
+        row = master.scoreboard.row(1)
+        if row.status in (IDLE, BUSY) and row.pid and row.pid != self.accepting_pid:
+            self.accepting_pid = row.pid
+            self.send(protocol.ACCEPTING)
+
     def housekeeping(self) -> None:
         master = self.master
+        self._check_accepting()
         rows = master.scoreboard.rows()[: master.num_workers]
-        if rows and rows[0].status in (IDLE, BUSY) and rows[0].pid and rows[0].pid != self.accepting_pid:
-            self.accepting_pid = rows[0].pid
-            self.send(protocol.ACCEPTING)
         requests = sum(row.requests for row in rows)
         if not self.loyal and requests > 0:
             self.loyal = True
