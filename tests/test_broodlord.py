@@ -163,6 +163,30 @@ def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
     assert len(sos) <= 2.0 / 0.5 + 1, f"{len(sos)} SOS in 2 s with a 0.5 s cycle"
 
 
+def test_vassal_sos_when_no_worker_idle_for_s_with_short_requests(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--vassal-sos", "1",
+                          "--check-interval", "0.25")
+    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    stop = threading.Event()
+
+    def back_to_back() -> None:  # no request lasts S, but the worker is never idle
+        while not stop.is_set():
+            _quiet(addr, 0.05)
+
+    threads = [threading.Thread(target=back_to_back, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: vassal.read().count(30) >= 2, timeout=8, message="two SOS under steady short requests")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+    sos = vassal.times_of(30)
+    assert all(b - a > 0.9 for a, b in zip(sos, sos[1:])), f"SOS more than once per S: {sos}"
+
+
 def test_accepting_is_sent_when_the_worker_is_ready_not_at_the_next_cycle(fake_emperor, workdir):
     addr = f"127.0.0.1:{free_port()}"
     vassal = fake_emperor("--module", "echo:application", "--http", addr, "--check-interval", "30")

@@ -6,7 +6,10 @@
     --vassal-sos-backlog N   once per master cycle, a socket with N or more queued connections sends
                       SOS (byte 30). TCP queues come from TCP_INFO; UNIX queues from sock_diag, which
                       uWSGI does not read (it reports 0 and never calls for help on UNIX sockets)
-    --vassal-sos S    SOS when every worker has been busy for more than S s
+    --vassal-sos S    SOS when no worker has been seen idle for more than S s (back-to-back short
+                      requests count, not only long ones), at most once every S s
+
+All of it runs from the master's housekeeping, once per cycle.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class Elastic:
         self.last_requests = -1
         self.last_activity = time.time()
         self.asked_to_die = False
+        self.last_idle_worker = time.time()  # when a worker was last seen not busy (--vassal-sos)
+        self.last_overload_sos = 0.0
         master.add_housekeeping(self.housekeeping)
         master.on_wake.append(self._woken)
 
@@ -56,10 +61,20 @@ class Elastic:
                                 self.cfg.vassal_sos_backlog)
                     self.send(protocol.SOS)
                     break
-        if self.cfg.vassal_sos and live and len(busy) == len(live):
-            if all(row.request_start and now - row.request_start > self.cfg.vassal_sos for row in busy):
-                logger.info("SOS: all %d workers busy for more than %ds", len(busy), self.cfg.vassal_sos)
-                self.send(protocol.SOS)
+        if self.cfg.vassal_sos:
+            self._overload_sos(now, live, busy)
+
+    def _overload_sos(self, now: float, live: list, busy: list) -> None:
+        """uWSGI counts a cycle as overloaded when every worker is busy and asks at most once per S;
+        here the whole last S seconds must have been overloaded, too."""
+        limit = self.cfg.vassal_sos
+        if not live or len(busy) < len(live) or len(live) < self.master.num_workers:
+            self.last_idle_worker = now
+            return
+        if now - self.last_idle_worker > limit and now - self.last_overload_sos > limit:
+            self.last_overload_sos = now
+            logger.info("SOS: no idle worker among %d for more than %ds", len(live), limit)
+            self.send(protocol.SOS)
 
     def _idle(self, now: float) -> None:
         idle_for = int(now - self.last_activity)
