@@ -115,21 +115,27 @@ def _quiet(addr: str, seconds: float) -> None:
         pass
 
 
+def queued(stats: str) -> int:
+    return fetch(stats)["listen_queue"]
+
+
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
 def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind):
     addr = str(workdir / "q.sock") if kind == "unix" else f"127.0.0.1:{free_port()}"
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1",
-                          "--vassal-sos-backlog", "3")
+    stats = str(workdir / "s.sock")
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+                          "--vassal-sos-backlog", "3", "--check-interval", "0.25")
     wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
-    block_worker(addr, 4, 1)
-    wait_for(lambda: 17 in vassal.read() or True)
-    time.sleep(0.3)  # not a sync point: the worker is now busy with the sleeping request
-    block_worker(addr, 0.1, 2)  # two queued: below the threshold
-    deadline = time.monotonic() + 1.6
+    block_worker(addr, 10, 1)
+    wait_for(lambda: statuses(stats) == ["busy"], message="the only worker busy")
+    block_worker(addr, 0.1, 2)
+    wait_for(lambda: queued(stats) == 2, message="N-1 = 2 connections queued")
+    deadline = time.monotonic() + 1.0  # four master cycles at N-1: none may call for help
     while time.monotonic() < deadline:
         assert 30 not in vassal.read()
-    block_worker(addr, 0.1, 2)  # four queued: at or over it
-    wait_for(lambda: 30 in vassal.read(), timeout=5, message="SOS byte")
+    block_worker(addr, 0.1, 1)
+    wait_for(lambda: queued(stats) == 3, message="N = 3 connections queued")
+    wait_for(lambda: 30 in vassal.read(), timeout=5, message="SOS byte at exactly N queued")
 
 
 def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
