@@ -199,6 +199,19 @@ def test_accepting_is_sent_when_the_worker_is_ready_not_at_the_next_cycle(fake_e
     wait_for(lambda: 5 in vassal.read(), timeout=10, message="byte 5 long before a 30 s cycle")
 
 
+def test_ttin_while_cheap_raises_the_count_and_the_wake_up_spawns_all(spawn, workdir):
+    sock = str(workdir / "c.sock")
+    stats = str(workdir / "s.sock")
+    server = spawn("--module", "echo:application", "--http", sock, "--cheap", "--stats", stats)
+    wait_for(lambda: os.path.exists(stats) and statuses(stats) == ["cheap"], message="cheap")
+    server.signal(signal.SIGTTIN)
+    wait_for(lambda: statuses(stats) == ["cheap", "cheap"], message="two cheap workers")
+    assert server.worker_pids() == []
+    assert http_request(sock, timeout=10)[2] == b"hello"
+    wait_for(lambda: statuses(stats) == ["idle", "idle"], message="both workers up")
+    assert "crashed" not in server.log() and "exited with code" not in server.log()
+
+
 def test_vassal_sends_22_when_idle_and_stops_on_0(fake_emperor, workdir):
     addr = f"127.0.0.1:{free_port()}"
     vassal = fake_emperor("--module", "echo:application", "--http", addr, "--idle", "1", "--die-on-idle")

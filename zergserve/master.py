@@ -414,6 +414,11 @@ class Master:
     def handle_ttin(self) -> None:
         self.num_workers += 1
         logger.info("TTIN: now %d workers", self.num_workers)
+        if self.cheap:
+            # Not now: the listening sockets sit in the master's loop, so a worker forked now would
+            # close them as master fds. The wake-up spawns every worker, this one included.
+            self.scoreboard.grow(self.num_workers)
+            return
         self.spawn(self.num_workers)
 
     def handle_ttou(self) -> None:
