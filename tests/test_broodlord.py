@@ -212,6 +212,23 @@ def test_ttin_while_cheap_raises_the_count_and_the_wake_up_spawns_all(spawn, wor
     assert "crashed" not in server.log() and "exited with code" not in server.log()
 
 
+def test_stop_after_asking_to_die_is_graceful(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    stats = str(workdir / "s.sock")
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+                          "--idle", "1", "--die-on-idle")
+    wait_for(lambda: 22 in vassal.read(), timeout=10, message="voluntary shutdown byte")
+    wait_for(lambda: statuses(stats) == ["cheap"], message="no worker accepting after byte 22")
+    result: list = []
+    client = threading.Thread(target=lambda: result.append(http_request(addr, "GET", "/sleep?s=1", timeout=10)))
+    client.start()  # lands between 22 and the emperor's answer
+    wait_for(lambda: statuses(stats) == ["busy"], message="the late request in flight")
+    vassal.ours.send(b"\x00")
+    client.join(10)
+    assert result and result[0][0] == 200
+    assert vassal.proc.wait(10) == 0
+
+
 def test_vassal_sends_22_when_idle_and_stops_on_0(fake_emperor, workdir):
     addr = f"127.0.0.1:{free_port()}"
     vassal = fake_emperor("--module", "echo:application", "--http", addr, "--idle", "1", "--die-on-idle")
@@ -272,6 +289,7 @@ def test_broodlord_spawns_up_to_n_then_zergs_die_when_idle(spawn, workdir):
     assert first < 8
     wait_for(lambda: zergs(emperor) == [], timeout=20, message="zergs gone after idle")
     assert "brood.ini:zerg" in emperor.server.log() and "asks to shut down" in emperor.server.log()
+    assert "received message 2 from emperor" in emperor.server.log()  # 22 is answered by a graceful stop
     assert all(e["id"] != "brood.ini:zerg" for e in emperor.doc()["blacklist"])
 
 

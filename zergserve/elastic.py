@@ -2,7 +2,9 @@
 
     --idle T          after more than T s with no request (and no busy worker) the master goes cheap:
                       workers stop, the master waits on the sockets, the first connection respawns them
-    --die-on-idle     instead, exit: a vassal asks its emperor (byte 22) and is stopped by it
+    --die-on-idle     instead, exit: a vassal goes cheap first (it takes no new work, and a connection
+                      that arrives anyway respawns workers that serve it), then asks its emperor
+                      (byte 22); the stop that answers is graceful, so no request is cut off
     --vassal-sos-backlog N   once per master cycle, a socket with N or more queued connections sends
                       SOS (byte 30). TCP queues come from TCP_INFO; UNIX queues from sock_diag, which
                       uWSGI does not read (it reports 0 and never calls for help on UNIX sockets)
@@ -24,10 +26,12 @@ from zergserve.scoreboard import BUSY
 
 
 class Elastic:
-    def __init__(self, master: Any, send: Callable[[int], None] | None) -> None:
+    def __init__(self, master: Any, send: Callable[[int], None] | None,
+                 ask_to_die: Callable[[], None] | None = None) -> None:
         self.master = master
         self.cfg = master.cfg
         self.send = send
+        self.ask_to_die = ask_to_die
         self.last_requests = -1
         self.last_activity = time.time()
         self.asked_to_die = False
@@ -83,8 +87,9 @@ class Elastic:
                 return
             self.asked_to_die = True
             logger.info("workers have been inactive for more than %d seconds (%d): dying", self.cfg.idle, idle_for)
-            if self.send is not None:
-                self.send(protocol.VOLUNTARY_SHUTDOWN)  # the emperor answers with a stop
+            if self.ask_to_die is not None:
+                self.master.go_cheap()  # no new work while the emperor decides; its stop will be graceful
+                self.ask_to_die()
             else:
                 self.master.begin_stop("graceful")
             return

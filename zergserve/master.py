@@ -287,6 +287,8 @@ class Master:
         for listener in self.listeners:
             self.selector.unregister(listener.sock)
         self.cheap = False
+        if self.stopping:
+            return  # no new workers while stopping (a zerg's socket stays with its other holders)
         logger.info("cheap mode off: a connection arrived, respawning %d worker(s)", self.num_workers)
         self._respawn_missing()
         for task in self.on_wake:

@@ -8,6 +8,7 @@
     vassal died         respawn it at once; if it died before it was loyal (served a request) it is
                         blacklisted and each later start waits longer, up to --emperor-max-throttle
     no heartbeat        SIGKILL and respawn (for vassals that send heartbeats)
+    vassal asks to die  (byte 22, --die-on-idle) stop it gracefully (byte 2): it may hold a request
 
 Signals: HUP reloads every vassal, USR1 logs a line per vassal, URG clears the blacklist, INT, TERM and
 QUIT stop every vassal, wait --reload-mercy seconds, then kill the rest.
@@ -234,7 +235,7 @@ class Emperor:
                 vassal.last_heartbeat = now
             elif byte == protocol.VOLUNTARY_SHUTDOWN:
                 logger.info("[emperor] vassal %s asks to shut down", vassal.name)
-                vassal.stop(self.cfg.emperor_graceful_shutdown)
+                vassal.stop(graceful=True)
             elif byte == protocol.SOS:
                 vassal.sos += 1
                 self.sos(vassal)

@@ -3,7 +3,8 @@
 When UWSGI_EMPEROR_FD is set the master tells its emperor: 1 once it has started (not after its own
 reloads), 5 when worker 1 is ready to accept, 17 after the first request (loyal), 26 every
 --heartbeat seconds while its workers make progress. It obeys 0 (stop), 1 (graceful reload) and
-2 (graceful stop); EOF means the emperor is gone, and the vassal shuts down.
+2 (graceful stop); EOF means the emperor is gone, and the vassal shuts down. After the vassal asked
+to die (22, --die-on-idle) a 0 is obeyed gracefully too: a request that arrived meanwhile is served.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class EmperorLink:
         self.master = master
         self.first_start = first_start
         self.loyal = False
+        self.asked_to_die = False
         self.accepting_pid = 0
         self.last_heartbeat = 0.0
         self.last_requests = -1
@@ -57,11 +59,16 @@ class EmperorLink:
         for byte in data:
             logger.info("received message %d from emperor", byte)
             if byte == protocol.STOP:
-                self.master.begin_stop("quick")
+                self.master.begin_stop("graceful" if self.asked_to_die else "quick")
             elif byte == protocol.STOP_GRACEFULLY:
                 self.master.begin_stop("graceful")
             elif byte == protocol.RELOAD:
                 self.master.handle_hup()
+
+    def ask_to_die(self) -> None:
+        """Byte 22: the emperor answers with a stop, which this vassal will then obey gracefully."""
+        self.asked_to_die = True
+        self.send(protocol.VOLUNTARY_SHUTDOWN)
 
     def lost(self) -> None:
         if self.master.stopping:
