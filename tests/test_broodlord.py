@@ -301,3 +301,31 @@ def test_removing_the_vassal_file_stops_its_zergs(spawn, workdir):
     wait_for(lambda: zergs(emperor), timeout=15, message="a zerg")
     (emperor.dir / "brood.ini").unlink()
     wait_for(lambda: emperor.doc()["vassals"] == [], timeout=20, message="vassal and zerg stopped")
+
+
+def loaded_vassal(emperor: Emperor, zerg_section: str, extra: str = "") -> str:
+    """A vassal that calls for help four times a second once one connection waits."""
+    port = free_port()
+    (emperor.dir / "brood.ini").write_text(
+        "[uwsgi]\n"
+        f"chdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\nprocesses = 1\n"
+        f"zerg-server = {emperor.dir.parent / 'brood.zerg'}\nvassal-sos-backlog = 1\ncheck-interval = 0.25\n{extra}"
+        "[zerg]\n"
+        f"chdir = {APPS}\nzerg = {emperor.dir.parent / 'brood.zerg'}\nprocesses = 1\n{zerg_section}")
+    addr = f"127.0.0.1:{port}"
+    wait_for(lambda: http_request(addr)[0] == 200, timeout=15, message="vassal serving")
+    return addr
+
+
+def test_zerg_failing_at_boot_is_throttled(spawn, workdir):
+    emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1", "--emperor-throttle", "5000")
+    addr = loaded_vassal(emperor, "module = echo:application\nno-such-option = 1\n")
+    block_worker(addr, 8, 3)
+    wait_for(lambda: any(e["id"] == "brood.ini:zerg" for e in emperor.doc()["blacklist"]), timeout=10,
+             message="the failed zerg blacklisted")
+    spawned = emperor.server.log().count("vassal brood.ini:zerg spawned")
+    asked = emperor.vassal("brood.ini")["sos"]
+    wait_for(lambda: emperor.vassal("brood.ini")["sos"] >= asked + 3, timeout=5, message="three more SOS")
+    assert emperor.server.log().count("vassal brood.ini:zerg spawned") == spawned == 1
+    assert "zerg brood.ini:zerg failed to boot (exit 2)" in emperor.server.log()
+    assert emperor.vassal("brood.ini")["pid"] > 0 and all(e["id"] != "brood.ini" for e in emperor.doc()["blacklist"])

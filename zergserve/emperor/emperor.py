@@ -10,6 +10,10 @@
     no heartbeat        SIGKILL and respawn (for vassals that send heartbeats)
     vassal asks to die  (byte 22, --die-on-idle) stop it gracefully (byte 2): it may hold a request
 
+Broodlord (see sos()): a zerg that was accepting is never blacklisted, whenever and however it dies;
+one that fails to boot (exits non-zero before accepting) is, so a broken [zerg] section is retried
+with a growing delay instead of once per SOS.
+
 Signals: HUP reloads every vassal, USR1 logs a line per vassal, URG clears the blacklist, INT, TERM and
 QUIT stop every vassal, wait --reload-mercy seconds, then kill the rest.
 """
@@ -148,7 +152,7 @@ class Emperor:
     def add(self, name: str, monitor: Monitor, mtime: float, zerg: bool = False) -> Vassal | None:
         now = time.time()
         entry = self.blacklist.get(name)
-        if entry is not None and entry.waiting(now) and not zerg:
+        if entry is not None and entry.waiting(now):
             return None
         identity = None
         if self.cfg.emperor_tyrant:
@@ -223,6 +227,8 @@ class Emperor:
             elif byte == protocol.ACCEPTING:
                 vassal.accepting, vassal.last_accepting = True, now
                 logger.info("[emperor] vassal %s is ready to accept requests", vassal.name)
+                if vassal.zerg:
+                    self.blacklist.pop(vassal.name, None)  # it boots: the [zerg] section is fine
                 if vassal.sos_at and not vassal.reinforced_in:
                     vassal.reinforced_in = now - vassal.sos_at
                     logger.info("[emperor] zerg %s serving %.2fs after the SOS", vassal.name, vassal.reinforced_in)
@@ -243,11 +249,15 @@ class Emperor:
     def sos(self, vassal: Vassal) -> None:
         """Broodlord: answer a vassal's SOS with a zerg (`NAME:zerg`, the [zerg] section of its file),
         up to --emperor-broodlord per vassal, one starting at a time. Works for every monitor: the
-        zerg is named after the vassal's own file, whatever found it (uWSGI issue #2166)."""
+        zerg is named after the vassal's own file, whatever found it (uWSGI issue #2166). While the
+        last zerg's failed boot is throttled (the blacklist), the SOS is ignored."""
         limit = self.cfg.emperor_broodlord
         if not limit or vassal.zerg or vassal.status != RUNNING:
             return
         name = vassal.name + ":zerg"
+        entry = self.blacklist.get(name)
+        if entry is not None and entry.waiting(time.time()):
+            return
         zergs = [v for v in self.vassals.values() if v.zerg and v.name == name and v.status == RUNNING]
         if len(zergs) >= limit or any(not z.accepting for z in zergs):
             return
@@ -275,7 +285,19 @@ class Emperor:
                 continue
             if not vassal.loyal and not vassal.zerg and not self.cfg.emperor_no_blacklist:
                 self._blacklist(vassal.name)
+            elif vassal.zerg and not vassal.accepting and code != 0 and not vassal.boot_failed:
+                self._zerg_boot_failed(vassal, f"exit {code}")
             self.scan_now = True  # respawn a vassal whose file is still there without waiting a period
+
+    def _zerg_boot_failed(self, vassal: Vassal, why: str) -> None:
+        """A zerg that never accepted: throttle the next ones (not for a late reinforcement that
+        booted fine and found no load: that one was accepting)."""
+        vassal.boot_failed = True
+        if self.cfg.emperor_no_blacklist:
+            return
+        self._blacklist(vassal.name)
+        logger.error("[emperor] zerg %s failed to boot (%s): next reinforcement in %.1fs at the earliest",
+                     vassal.name, why, self.blacklist[vassal.name].throttle_ms / 1000)
 
     def _blacklist(self, name: str) -> None:
         step = self.cfg.emperor_throttle
