@@ -329,3 +329,13 @@ def test_zerg_failing_at_boot_is_throttled(spawn, workdir):
     assert emperor.server.log().count("vassal brood.ini:zerg spawned") == spawned == 1
     assert "zerg brood.ini:zerg failed to boot (exit 2)" in emperor.server.log()
     assert emperor.vassal("brood.ini")["pid"] > 0 and all(e["id"] != "brood.ini" for e in emperor.doc()["blacklist"])
+
+
+def test_zerg_stuck_booting_is_killed_and_another_starts(spawn, workdir):
+    emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1", "--emperor-broodlord-boot-timeout", "1",
+                      "--emperor-throttle", "100")
+    addr = loaded_vassal(emperor, f"module = slowboot:application\nenv = SLOWBOOT_MARKER={workdir}/booted\n")
+    block_worker(addr, 8, 3)
+    emperor.server.wait_log("not accepting 1s after its spawn: killing it", timeout=10)
+    wait_for(lambda: any(z["accepting"] for z in zergs(emperor)), timeout=10, message="a second zerg accepting")
+    assert emperor.server.log().count("vassal brood.ini:zerg spawned") == 2

@@ -11,8 +11,8 @@
     vassal asks to die  (byte 22, --die-on-idle) stop it gracefully (byte 2): it may hold a request
 
 Broodlord (see sos()): a zerg that was accepting is never blacklisted, whenever and however it dies;
-one that fails to boot (exits non-zero before accepting) is, so a broken [zerg] section is retried
-with a growing delay instead of once per SOS.
+one that fails to boot (exits non-zero, or is not accepting within --emperor-broodlord-boot-timeout
+and is killed) is, so a broken [zerg] section is retried with a growing delay instead of once per SOS.
 
 Signals: HUP reloads every vassal, USR1 logs a line per vassal, URG clears the blacklist, INT, TERM and
 QUIT stop every vassal, wait --reload-mercy seconds, then kill the rest.
@@ -113,6 +113,7 @@ class Emperor:
                 last_scan = time.monotonic()
                 self.scan()
             self._check_heartbeats()
+            self._check_zerg_boots()
             self._check_curses()
         logger.info("The Emperor is buried.")
         if self.stats is not None:
@@ -298,6 +299,21 @@ class Emperor:
         self._blacklist(vassal.name)
         logger.error("[emperor] zerg %s failed to boot (%s): next reinforcement in %.1fs at the earliest",
                      vassal.name, why, self.blacklist[vassal.name].throttle_ms / 1000)
+
+    def _check_zerg_boots(self) -> None:
+        """Kill a zerg that is not accepting within the boot timeout: the emperor starts one zerg at
+        a time per vassal, so a stuck one would block reinforcements for good."""
+        limit = self.cfg.emperor_broodlord_boot_timeout
+        if not limit:
+            return
+        now = time.time()
+        for vassal in self.vassals.values():
+            if vassal.zerg and vassal.status == RUNNING and not vassal.accepting and now - vassal.last_run > limit:
+                logger.error("[emperor] zerg %s (pid %d) not accepting %gs after its spawn: killing it",
+                             vassal.name, vassal.pid, limit)
+                vassal.curse()
+                vassal.kill()
+                self._zerg_boot_failed(vassal, "boot timeout")
 
     def _blacklist(self, name: str) -> None:
         step = self.cfg.emperor_throttle
