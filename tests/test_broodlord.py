@@ -339,3 +339,27 @@ def test_zerg_stuck_booting_is_killed_and_another_starts(spawn, workdir):
     emperor.server.wait_log("not accepting 1s after its spawn: killing it", timeout=10)
     wait_for(lambda: any(z["accepting"] for z in zergs(emperor)), timeout=10, message="a second zerg accepting")
     assert emperor.server.log().count("vassal brood.ini:zerg spawned") == 2
+
+
+class GlobEmperor(Emperor):
+    """The same emperor, finding its vassals through glob:// (uWSGI #2166: broodlord for every monitor)."""
+
+    def __init__(self, spawn, workdir, *extra: str) -> None:
+        self.dir = workdir / "vassals"
+        self.dir.mkdir(exist_ok=True)
+        self.stats = str(workdir / "emperor.stats")
+        self.server = spawn("--emperor", f"glob://{self.dir}/*.ini", "--emperor-stats", self.stats, *extra)
+        wait_for(lambda: os.path.exists(self.stats), message="emperor stats socket")
+
+
+def test_broodlord_with_a_glob_monitor_numbers_its_zergs(spawn, workdir):
+    emperor = GlobEmperor(spawn, workdir, "--emperor-broodlord", "2")
+    # each zerg names its stats socket after UWSGI_BROODLORD_NUM, the emperor's spawn counter
+    addr = loaded_vassal(emperor, "module = echo:application\nidle = 30\ndie-on-idle = true\n"
+                                  f"stats = {workdir}/zerg-$(UWSGI_BROODLORD_NUM).stats\n")
+    block_worker(addr, 8, 6)
+    name = f"{emperor.dir}/brood.ini:zerg"
+    wait_for(lambda: [z["accepting"] for z in emperor.doc()["vassals"] if z["id"] == name] == [1, 1], timeout=15,
+             message="two zergs of a glob:// vassal accepting")
+    pids = sorted(fetch(str(workdir / f"zerg-{n}.stats"))["pid"] for n in (1, 2))
+    assert pids == sorted(z["pid"] for z in emperor.doc()["vassals"] if z["id"] == name)
