@@ -185,7 +185,7 @@ def report(tmp: Path, out: Path, sampler: Sampler, started: float, load_end: flo
     return {"requests": totals.get("requests", 0), "failures": totals.get("failures", 0),
             "peak_zergs": max((r["zergs"] for r in rows), default=0),
             "first_zerg_at_s": first_zerg,
-            "sos_to_zerg_serving_s": sorted(sampler.reinforced.values()),
+            "sos_to_zerg_accepting_s": sorted(sampler.reinforced.values()),
             "last_zerg_gone_after_load_end_s": gone,
             "csv": str(out / "samples.csv"), "plot": str(out / "broodlord.png")}
 

@@ -66,14 +66,19 @@ class FakeEmperor:
         theirs.close()
         self.ours.settimeout(0.2)
         self.received: list[int] = []
+        self.arrived: list[float] = []  # time.monotonic() of each received byte, as read
 
     def read(self) -> list[int]:
         try:
             while data := self.ours.recv(64):
                 self.received.extend(data)
+                self.arrived.extend([time.monotonic()] * len(data))
         except (socket.timeout, BlockingIOError):
             pass
         return self.received
+
+    def times_of(self, byte: int) -> list[float]:
+        return [at for got, at in zip(self.received, self.arrived) if got == byte]
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -110,21 +115,118 @@ def _quiet(addr: str, seconds: float) -> None:
         pass
 
 
+def queued(stats: str) -> int:
+    return fetch(stats)["listen_queue"]
+
+
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
 def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind):
     addr = str(workdir / "q.sock") if kind == "unix" else f"127.0.0.1:{free_port()}"
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1",
-                          "--vassal-sos-backlog", "3")
+    stats = str(workdir / "s.sock")
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+                          "--vassal-sos-backlog", "3", "--check-interval", "0.25")
     wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
-    block_worker(addr, 4, 1)
-    wait_for(lambda: 17 in vassal.read() or True)
-    time.sleep(0.3)  # not a sync point: the worker is now busy with the sleeping request
-    block_worker(addr, 0.1, 2)  # two queued: below the threshold
-    deadline = time.monotonic() + 1.6
+    block_worker(addr, 10, 1)
+    wait_for(lambda: statuses(stats) == ["busy"], message="the only worker busy")
+    block_worker(addr, 0.1, 2)
+    wait_for(lambda: queued(stats) == 2, message="N-1 = 2 connections queued")
+    deadline = time.monotonic() + 1.0  # four master cycles at N-1: none may call for help
     while time.monotonic() < deadline:
         assert 30 not in vassal.read()
-    block_worker(addr, 0.1, 2)  # four queued: at or over it
-    wait_for(lambda: 30 in vassal.read(), timeout=5, message="SOS byte")
+    block_worker(addr, 0.1, 1)
+    wait_for(lambda: queued(stats) == 3, message="N = 3 connections queued")
+    wait_for(lambda: 30 in vassal.read(), timeout=5, message="SOS byte at exactly N queued")
+
+
+def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    stats = str(workdir / "s.sock")
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+                          "--vassal-sos-backlog", "1", "--check-interval", "0.5")
+    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    block_worker(addr, 10, 3)
+    stop = threading.Event()
+    polls = [0]
+
+    def hammer() -> None:  # every stats read is an event in the master's loop
+        while not stop.is_set():
+            try:
+                fetch(stats)
+                polls[0] += 1
+            except (OSError, ValueError):
+                pass
+
+    poller = threading.Thread(target=hammer, daemon=True)
+    poller.start()
+    try:
+        first = wait_for(lambda: vassal.times_of(30) if vassal.read() else None, timeout=5, message="first SOS")[0]
+        wait_for(lambda: vassal.read() and time.monotonic() > first + 2.0, timeout=5, message="two more seconds")
+    finally:
+        stop.set()
+        poller.join(5)
+    sos = [at for at in vassal.times_of(30) if at <= first + 2.0]
+    assert polls[0] > 20  # the loop really was busy
+    assert len(sos) <= 2.0 / 0.5 + 1, f"{len(sos)} SOS in 2 s with a 0.5 s cycle"
+
+
+def test_vassal_sos_when_no_worker_idle_for_s_with_short_requests(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--vassal-sos", "1",
+                          "--check-interval", "0.25")
+    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    stop = threading.Event()
+
+    def back_to_back() -> None:  # no request lasts S, but the worker is never idle
+        while not stop.is_set():
+            _quiet(addr, 0.05)
+
+    threads = [threading.Thread(target=back_to_back, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: vassal.read().count(30) >= 2, timeout=8, message="two SOS under steady short requests")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+    sos = vassal.times_of(30)
+    assert all(b - a > 0.9 for a, b in zip(sos, sos[1:])), f"SOS more than once per S: {sos}"
+
+
+def test_accepting_is_sent_when_the_worker_is_ready_not_at_the_next_cycle(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "--check-interval", "30")
+    wait_for(lambda: 5 in vassal.read(), timeout=10, message="byte 5 long before a 30 s cycle")
+
+
+def test_ttin_while_cheap_raises_the_count_and_the_wake_up_spawns_all(spawn, workdir):
+    sock = str(workdir / "c.sock")
+    stats = str(workdir / "s.sock")
+    server = spawn("--module", "echo:application", "--http", sock, "--cheap", "--stats", stats)
+    wait_for(lambda: os.path.exists(stats) and statuses(stats) == ["cheap"], message="cheap")
+    server.signal(signal.SIGTTIN)
+    wait_for(lambda: statuses(stats) == ["cheap", "cheap"], message="two cheap workers")
+    assert server.worker_pids() == []
+    assert http_request(sock, timeout=10)[2] == b"hello"
+    wait_for(lambda: statuses(stats) == ["idle", "idle"], message="both workers up")
+    assert "crashed" not in server.log() and "exited with code" not in server.log()
+
+
+def test_stop_after_asking_to_die_is_graceful(fake_emperor, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    stats = str(workdir / "s.sock")
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+                          "--idle", "1", "--die-on-idle")
+    wait_for(lambda: 22 in vassal.read(), timeout=10, message="voluntary shutdown byte")
+    wait_for(lambda: statuses(stats) == ["cheap"], message="no worker accepting after byte 22")
+    result: list = []
+    client = threading.Thread(target=lambda: result.append(http_request(addr, "GET", "/sleep?s=1", timeout=10)))
+    client.start()  # lands between 22 and the emperor's answer
+    wait_for(lambda: statuses(stats) == ["busy"], message="the late request in flight")
+    vassal.ours.send(b"\x00")
+    client.join(10)
+    assert result and result[0][0] == 200
+    assert vassal.proc.wait(10) == 0
 
 
 def test_vassal_sends_22_when_idle_and_stops_on_0(fake_emperor, workdir):
@@ -187,6 +289,7 @@ def test_broodlord_spawns_up_to_n_then_zergs_die_when_idle(spawn, workdir):
     assert first < 8
     wait_for(lambda: zergs(emperor) == [], timeout=20, message="zergs gone after idle")
     assert "brood.ini:zerg" in emperor.server.log() and "asks to shut down" in emperor.server.log()
+    assert "received message 2 from emperor" in emperor.server.log()  # 22 is answered by a graceful stop
     assert all(e["id"] != "brood.ini:zerg" for e in emperor.doc()["blacklist"])
 
 
@@ -198,3 +301,65 @@ def test_removing_the_vassal_file_stops_its_zergs(spawn, workdir):
     wait_for(lambda: zergs(emperor), timeout=15, message="a zerg")
     (emperor.dir / "brood.ini").unlink()
     wait_for(lambda: emperor.doc()["vassals"] == [], timeout=20, message="vassal and zerg stopped")
+
+
+def loaded_vassal(emperor: Emperor, zerg_section: str, extra: str = "") -> str:
+    """A vassal that calls for help four times a second once one connection waits."""
+    port = free_port()
+    (emperor.dir / "brood.ini").write_text(
+        "[uwsgi]\n"
+        f"chdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\nprocesses = 1\n"
+        f"zerg-server = {emperor.dir.parent / 'brood.zerg'}\nvassal-sos-backlog = 1\ncheck-interval = 0.25\n{extra}"
+        "[zerg]\n"
+        f"chdir = {APPS}\nzerg = {emperor.dir.parent / 'brood.zerg'}\nprocesses = 1\n{zerg_section}")
+    addr = f"127.0.0.1:{port}"
+    wait_for(lambda: http_request(addr)[0] == 200, timeout=15, message="vassal serving")
+    return addr
+
+
+def test_zerg_failing_at_boot_is_throttled(spawn, workdir):
+    emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1", "--emperor-throttle", "5000")
+    addr = loaded_vassal(emperor, "module = echo:application\nno-such-option = 1\n")
+    block_worker(addr, 8, 3)
+    wait_for(lambda: any(e["id"] == "brood.ini:zerg" for e in emperor.doc()["blacklist"]), timeout=10,
+             message="the failed zerg blacklisted")
+    spawned = emperor.server.log().count("vassal brood.ini:zerg spawned")
+    asked = emperor.vassal("brood.ini")["sos"]
+    wait_for(lambda: emperor.vassal("brood.ini")["sos"] >= asked + 3, timeout=5, message="three more SOS")
+    assert emperor.server.log().count("vassal brood.ini:zerg spawned") == spawned == 1
+    assert "zerg brood.ini:zerg failed to boot (exit 2)" in emperor.server.log()
+    assert emperor.vassal("brood.ini")["pid"] > 0 and all(e["id"] != "brood.ini" for e in emperor.doc()["blacklist"])
+
+
+def test_zerg_stuck_booting_is_killed_and_another_starts(spawn, workdir):
+    emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1", "--emperor-broodlord-boot-timeout", "1",
+                      "--emperor-throttle", "100")
+    addr = loaded_vassal(emperor, f"module = slowboot:application\nenv = SLOWBOOT_MARKER={workdir}/booted\n")
+    block_worker(addr, 8, 3)
+    emperor.server.wait_log("not accepting 1s after its spawn: killing it", timeout=10)
+    wait_for(lambda: any(z["accepting"] for z in zergs(emperor)), timeout=10, message="a second zerg accepting")
+    assert emperor.server.log().count("vassal brood.ini:zerg spawned") == 2
+
+
+class GlobEmperor(Emperor):
+    """The same emperor, finding its vassals through glob:// (uWSGI #2166: broodlord for every monitor)."""
+
+    def __init__(self, spawn, workdir, *extra: str) -> None:
+        self.dir = workdir / "vassals"
+        self.dir.mkdir(exist_ok=True)
+        self.stats = str(workdir / "emperor.stats")
+        self.server = spawn("--emperor", f"glob://{self.dir}/*.ini", "--emperor-stats", self.stats, *extra)
+        wait_for(lambda: os.path.exists(self.stats), message="emperor stats socket")
+
+
+def test_broodlord_with_a_glob_monitor_numbers_its_zergs(spawn, workdir):
+    emperor = GlobEmperor(spawn, workdir, "--emperor-broodlord", "2")
+    # each zerg names its stats socket after UWSGI_BROODLORD_NUM, the emperor's spawn counter
+    addr = loaded_vassal(emperor, "module = echo:application\nidle = 30\ndie-on-idle = true\n"
+                                  f"stats = {workdir}/zerg-$(UWSGI_BROODLORD_NUM).stats\n")
+    block_worker(addr, 8, 6)
+    name = f"{emperor.dir}/brood.ini:zerg"
+    wait_for(lambda: [z["accepting"] for z in emperor.doc()["vassals"] if z["id"] == name] == [1, 1], timeout=15,
+             message="two zergs of a glob:// vassal accepting")
+    pids = sorted(fetch(str(workdir / f"zerg-{n}.stats"))["pid"] for n in (1, 2))
+    assert pids == sorted(z["pid"] for z in emperor.doc()["vassals"] if z["id"] == name)

@@ -119,7 +119,7 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
         link = EmperorLink(int(emperor_fd), master, first_start=not reloaded)
     if cfg.idle or cfg.cheap or cfg.vassal_sos_backlog or cfg.vassal_sos:
         from zergserve.elastic import Elastic
-        Elastic(master, link.send if link else None)
+        Elastic(master, link.send if link else None, link.ask_to_die if link else None)
     attached = sorted({item.origin[len("zerg:"):] for item in listeners if item.origin.startswith("zerg:")})
     if attached:
         master.add_stats(lambda: {"zerg_attached_from": attached})

@@ -339,6 +339,9 @@ OPTIONS: tuple[Option, ...] = (
     O("binary-path", text, None, "program to run vassals with (default: this zergserve)", group="emperor"),
     O("emperor-broodlord", integer(0), 0, "on a vassal's SOS spawn NAME:zerg (the [zerg] section of its "
       "file) while it has fewer than N zergs (0: off)", group="emperor"),
+    O("emperor-broodlord-boot-timeout", number(), 10.0, "seconds a zerg may take from its spawn to "
+      "accepting requests; a slower one is killed and counted as a failed boot (0: wait forever)",
+      group="emperor"),
     O("reload-mercy", integer(0), 30, "seconds the emperor gives vassals to stop at shutdown before SIGKILL",
       group="emperor"),
     O("heartbeat", integer(0), 0, "vassal: send the emperor a heartbeat every N seconds (0: off)",

@@ -2,11 +2,16 @@
 
     --idle T          after more than T s with no request (and no busy worker) the master goes cheap:
                       workers stop, the master waits on the sockets, the first connection respawns them
-    --die-on-idle     instead, exit: a vassal asks its emperor (byte 22) and is stopped by it
+    --die-on-idle     instead, exit: a vassal goes cheap first (it takes no new work, and a connection
+                      that arrives anyway respawns workers that serve it), then asks its emperor
+                      (byte 22); the stop that answers is graceful, so no request is cut off
     --vassal-sos-backlog N   once per master cycle, a socket with N or more queued connections sends
                       SOS (byte 30). TCP queues come from TCP_INFO; UNIX queues from sock_diag, which
                       uWSGI does not read (it reports 0 and never calls for help on UNIX sockets)
-    --vassal-sos S    SOS when every worker has been busy for more than S s
+    --vassal-sos S    SOS when no worker has been seen idle for more than S s (back-to-back short
+                      requests count, not only long ones), at most once every S s
+
+All of it runs from the master's housekeeping, once per cycle.
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ from zergserve.scoreboard import BUSY
 
 
 class Elastic:
-    def __init__(self, master: Any, send: Callable[[int], None] | None) -> None:
+    def __init__(self, master: Any, send: Callable[[int], None] | None,
+                 ask_to_die: Callable[[], None] | None = None) -> None:
         self.master = master
         self.cfg = master.cfg
         self.send = send
+        self.ask_to_die = ask_to_die
         self.last_requests = -1
         self.last_activity = time.time()
         self.asked_to_die = False
+        self.last_idle_worker = time.time()  # when a worker was last seen not busy (--vassal-sos)
+        self.last_overload_sos = 0.0
         master.add_housekeeping(self.housekeeping)
         master.on_wake.append(self._woken)
 
@@ -56,10 +65,20 @@ class Elastic:
                                 self.cfg.vassal_sos_backlog)
                     self.send(protocol.SOS)
                     break
-        if self.cfg.vassal_sos and live and len(busy) == len(live):
-            if all(row.request_start and now - row.request_start > self.cfg.vassal_sos for row in busy):
-                logger.info("SOS: all %d workers busy for more than %ds", len(busy), self.cfg.vassal_sos)
-                self.send(protocol.SOS)
+        if self.cfg.vassal_sos:
+            self._overload_sos(now, live, busy)
+
+    def _overload_sos(self, now: float, live: list, busy: list) -> None:
+        """uWSGI counts a cycle as overloaded when every worker is busy and asks at most once per S;
+        here the whole last S seconds must have been overloaded, too."""
+        limit = self.cfg.vassal_sos
+        if not live or len(busy) < len(live) or len(live) < self.master.num_workers:
+            self.last_idle_worker = now
+            return
+        if now - self.last_idle_worker > limit and now - self.last_overload_sos > limit:
+            self.last_overload_sos = now
+            logger.info("SOS: no idle worker among %d for more than %ds", len(live), limit)
+            self.send(protocol.SOS)
 
     def _idle(self, now: float) -> None:
         idle_for = int(now - self.last_activity)
@@ -68,8 +87,9 @@ class Elastic:
                 return
             self.asked_to_die = True
             logger.info("workers have been inactive for more than %d seconds (%d): dying", self.cfg.idle, idle_for)
-            if self.send is not None:
-                self.send(protocol.VOLUNTARY_SHUTDOWN)  # the emperor answers with a stop
+            if self.ask_to_die is not None:
+                self.master.go_cheap()  # no new work while the emperor decides; its stop will be graceful
+                self.ask_to_die()
             else:
                 self.master.begin_stop("graceful")
             return

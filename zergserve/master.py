@@ -16,8 +16,12 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     USR1        log a line per worker.
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
 
-Other roles (zerg server, emperor link, idle watch) plug in through `add_reader()` and
-`add_housekeeping()` instead of growing this loop.
+Other roles (zerg server, emperor link, idle watch) plug in through `add_reader()`,
+`add_housekeeping()` and `on_ready` instead of growing this loop. Housekeeping runs once per
+--check-interval, however many events (stats reads, zerg attaches, emperor bytes) wake the loop, so
+checks that talk to the emperor (SOS) happen once per cycle, as in uWSGI. A worker that becomes
+ready writes a byte to a pipe the master watches: whoever waits for that (the emperor's
+"accepting") hears it at once instead of at the next cycle.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class Master:
         self.housekeeping: list[Callable[[], None]] = []
         self.cleanups: list[Callable[[], None]] = []
         self.on_wake: list[Callable[[], None]] = []
+        self.on_ready: list[Callable[[], None]] = []
         self.stats_extras: list[Callable[[], dict[str, Any]]] = []
         self.handovers: list[Callable[[], dict[str, str]]] = []
         self.stopping: str | None = None  # graceful | leave | quick
@@ -111,8 +116,9 @@ class Master:
         else:
             for wid in range(1, self.num_workers + 1):
                 self.spawn(wid)
+        next_cycle = time.monotonic()
         while True:
-            timeout = self.cfg.check_interval if not self.stopping else 0.2
+            timeout = max(0.0, next_cycle - time.monotonic()) if not self.stopping else 0.2
             for key, _ in self.selector.select(timeout):
                 key.data()
             self._handle_signals()
@@ -122,8 +128,11 @@ class Master:
                     break
                 continue
             self._retire_old_generation()
-            self._harakiri()
             self._respawn_missing()
+            if time.monotonic() < next_cycle:
+                continue
+            next_cycle = time.monotonic() + self.cfg.check_interval
+            self._harakiri()
             self._kill_overdue()
             for task in self.housekeeping:
                 task()
@@ -160,6 +169,9 @@ class Master:
         for signum in _HANDLED:
             signal.signal(signum, self._queue_signal)
         self.add_reader(wake_r, lambda: drain(wake_r))
+        ready_r, ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._ready_w = ready_w
+        self.add_reader(ready_r, lambda: self._worker_ready(ready_r))
         if cfg.stats:
             self.stats = StatsServer(cfg.stats, self.stats_document, http=cfg.stats_http,
                                      minified=cfg.stats_minified, chmod=cfg.chmod_socket)
@@ -176,6 +188,11 @@ class Master:
 
     def _queue_signal(self, signum: int, frame: Any) -> None:
         self.signals.append(signum)
+
+    def _worker_ready(self, ready_r: int) -> None:
+        drain(ready_r)
+        for task in self.on_ready:
+            task()
 
     def master_fds(self) -> list[int]:
         """Descriptors a forked worker must close: they belong to the master's loop."""
@@ -206,6 +223,7 @@ class Master:
                 worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
                                            self.master_fds())
                 worker.paused = self.paused
+                worker.ready_fd = self._ready_w
                 worker.run()
             finally:
                 os._exit(EXIT_BOOT_ERROR)
@@ -280,6 +298,8 @@ class Master:
         for listener in self.listeners:
             self.selector.unregister(listener.sock)
         self.cheap = False
+        if self.stopping:
+            return  # no new workers while stopping (a zerg's socket stays with its other holders)
         logger.info("cheap mode off: a connection arrived, respawning %d worker(s)", self.num_workers)
         self._respawn_missing()
         for task in self.on_wake:
@@ -412,6 +432,11 @@ class Master:
     def handle_ttin(self) -> None:
         self.num_workers += 1
         logger.info("TTIN: now %d workers", self.num_workers)
+        if self.cheap:
+            # Not now: the listening sockets sit in the master's loop, so a worker forked now would
+            # close them as master fds. The wake-up spawns every worker, this one included.
+            self.scoreboard.grow(self.num_workers)
+            return
         self.spawn(self.num_workers)
 
     def handle_ttou(self) -> None:

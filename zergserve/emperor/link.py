@@ -3,7 +3,8 @@
 When UWSGI_EMPEROR_FD is set the master tells its emperor: 1 once it has started (not after its own
 reloads), 5 when worker 1 is ready to accept, 17 after the first request (loyal), 26 every
 --heartbeat seconds while its workers make progress. It obeys 0 (stop), 1 (graceful reload) and
-2 (graceful stop); EOF means the emperor is gone, and the vassal shuts down.
+2 (graceful stop); EOF means the emperor is gone, and the vassal shuts down. After the vassal asked
+to die (22, --die-on-idle) a 0 is obeyed gracefully too: a request that arrived meanwhile is served.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ class EmperorLink:
         self.master = master
         self.first_start = first_start
         self.loyal = False
+        self.asked_to_die = False
         self.accepting_pid = 0
         self.last_heartbeat = 0.0
         self.last_requests = -1
         master.add_reader(self.sock, self.receive)
         master.add_housekeeping(self.housekeeping)
+        master.on_ready.append(self._check_accepting)
         logger.info("*** has_emperor mode detected (fd: %d) ***", fd)
         if first_start:
             self.send(protocol.SPAWNED)
@@ -56,11 +59,16 @@ class EmperorLink:
         for byte in data:
             logger.info("received message %d from emperor", byte)
             if byte == protocol.STOP:
-                self.master.begin_stop("quick")
+                self.master.begin_stop("graceful" if self.asked_to_die else "quick")
             elif byte == protocol.STOP_GRACEFULLY:
                 self.master.begin_stop("graceful")
             elif byte == protocol.RELOAD:
                 self.master.handle_hup()
+
+    def ask_to_die(self) -> None:
+        """Byte 22: the emperor answers with a stop, which this vassal will then obey gracefully."""
+        self.asked_to_die = True
+        self.send(protocol.VOLUNTARY_SHUTDOWN)
 
     def lost(self) -> None:
         if self.master.stopping:
@@ -73,12 +81,21 @@ class EmperorLink:
         except (KeyError, ValueError):
             pass
 
+    def _check_accepting(self) -> None:
+        """Byte 5 once per (re)spawn of worker 1, as soon as it is ready (called on the master's
+        worker-ready wake-up, and each cycle in case a wake-up was missed)."""
+        master = self.master
+        if not master.num_workers:
+            return
+        row = master.scoreboard.row(1)
+        if row.status in (IDLE, BUSY) and row.pid and row.pid != self.accepting_pid:
+            self.accepting_pid = row.pid
+            self.send(protocol.ACCEPTING)
+
     def housekeeping(self) -> None:
         master = self.master
+        self._check_accepting()
         rows = master.scoreboard.rows()[: master.num_workers]
-        if rows and rows[0].status in (IDLE, BUSY) and rows[0].pid and rows[0].pid != self.accepting_pid:
-            self.accepting_pid = rows[0].pid
-            self.send(protocol.ACCEPTING)
         requests = sum(row.requests for row in rows)
         if not self.loyal and requests > 0:
             self.loyal = True

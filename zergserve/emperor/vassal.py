@@ -43,6 +43,7 @@ class Vassal:
         self.gid: int | None = None
         self.sos_at = 0.0  # for a zerg: when the SOS that asked for it arrived
         self.reinforced_in = 0.0  # for a zerg: seconds from that SOS to its first worker accepting
+        self.boot_failed = False  # for a zerg: counted (blacklisted) as a failed boot already
 
     def spawn(self, cfg: Any, broodlord_num: int = 0) -> None:
         """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD."""

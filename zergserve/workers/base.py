@@ -50,6 +50,7 @@ class Worker:
         self.zerg = any(listener.attached for listener in listeners)
         self.max_requests = cfg.max_requests + (wid - 1) * cfg.max_requests_delta if cfg.max_requests else 0
         self.wake_r = self.wake_w = -1
+        self.ready_fd = -1  # the master's "a worker is ready" pipe, set by the master after the fork
         self.ppid = os.getppid()  # forked by the master: this is its pid
 
     def run(self) -> None:
@@ -67,6 +68,7 @@ class Worker:
             os._exit(EXIT_BOOT_ERROR)
         try:
             self.row.set_status(PAUSED if self.paused else IDLE)  # respawned while the master is paused
+            self.announce_ready()
             self.serve_forever()
         except Exception:
             logger.error("worker %d: crashed:\n%s", self.wid, traceback.format_exc().rstrip())
@@ -104,6 +106,18 @@ class Worker:
             max_vars=cfg.max_vars * 2,
             keep_alive=self.keep_alive,
         )
+
+    def announce_ready(self) -> None:
+        """Wake the master now (it would otherwise see the IDLE row only at its next cycle): the
+        emperor's "accepting" byte, which ends a broodlord reinforcement, waits for it."""
+        if self.ready_fd < 0:
+            return
+        try:
+            os.write(self.ready_fd, b"r")
+        except OSError:
+            pass
+        os.close(self.ready_fd)
+        self.ready_fd = -1
 
     def log_error(self, message: str) -> None:
         logger.error("worker %d: %s", self.wid, message)
