@@ -388,11 +388,27 @@ _NOT_FORWARDED = _FILE_OPTIONS | {"set", "print-config", "check-config"}
 _EXTENSIONS = {".ini": "ini", ".json": "json", ".js": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
 _DEFAULT_SECTIONS = ("uwsgi", "zergserve")
 _MAX_INCLUDE_DEPTH = 16
+# Tyrant mode: "FD:NAME", the vassal's config file NAME as the emperor opened and checked it (see _read).
+CONFIG_FD_VARIABLE = "ZERGSERVE_CONFIG_FD"
 # Variables of uWSGI's and our own machinery, never options.
 _RESERVED_ENV = frozenset({"UWSGI_RELOADS", "UWSGI_VASSALS_DIR", "UWSGI_EMPEROR_FD", "UWSGI_EMPEROR_FD_CONFIG",
                            "UWSGI_BROODLORD_NUM", "UWSGI_EMPEROR_PROXY", "UWSGI_JAIL_PID",
-                           "UWSGI_ORIGINAL_PROC_NAME"})
+                           "UWSGI_ORIGINAL_PROC_NAME", CONFIG_FD_VARIABLE})
 _RESERVED_ENV_PREFIXES = ("UWSGI_VASSAL_", "ZERGSERVE_VASSAL_", "ZERGSERVE_REEXEC_")
+# uWSGI reads config files named by these variables too (UWSGI_XML=...), though they are no options here.
+_UWSGI_CONFIG_VARIABLES = frozenset({"UWSGI_XML", "UWSGI_INCLUDE", "UWSGI_INHERIT", "UWSGI_CONFIG"})
+
+
+def is_option_variable(name: str) -> bool:
+    """Whether the environment variable `name` configures a zergserve or uWSGI process (an option,
+    or a config file to read). The emperor keeps its own such variables from its vassals: a vassal
+    reading ZERGSERVE_EMPEROR would become an emperor of the same directory, and so on forever."""
+    if name in _UWSGI_CONFIG_VARIABLES:
+        return True
+    for prefix in ("UWSGI_", "ZERGSERVE_"):
+        if name.startswith(prefix) and name not in _RESERVED_ENV and not name.startswith(_RESERVED_ENV_PREFIXES):
+            return find(name[len(prefix):].lower()) is not None
+    return False
 
 
 def find(name: str) -> Option | None:

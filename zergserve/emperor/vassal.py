@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from zergserve import config
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Monitor
 from zergserve.lifeline import die_with_parent
@@ -157,15 +158,19 @@ def _type_flag(name: str) -> str:
 
 
 def vassal_environ(environ: Any) -> dict[str, str]:
-    """The emperor's environment, with UWSGI_VASSAL_X / ZERGSERVE_VASSAL_X rewritten as the
-    documented UWSGI_X / ZERGSERVE_X (uWSGI 2.0 mangles this: issue #1612)."""
+    """The emperor's environment without the variables that configured the emperor itself
+    (UWSGI_<OPT>, ZERGSERVE_<OPT>, UWSGI_INI and the like: a vassal would read them as its own
+    options, and ZERGSERVE_EMPEROR would make every vassal an emperor of the same directory), with
+    UWSGI_VASSAL_X / ZERGSERVE_VASSAL_X rewritten as the documented UWSGI_X / ZERGSERVE_X, the one
+    way to give vassals options through the environment (uWSGI 2.0 mangles this: issue #1612)."""
     env = {}
     for key, value in environ.items():
         for prefix in ("UWSGI_VASSAL_", "ZERGSERVE_VASSAL_"):
             if key.startswith(prefix):
                 break
         else:
-            if key not in ("UWSGI_RELOADS", "NOTIFY_SOCKET", protocol.ENV_FD, protocol.ENV_BROODLORD_NUM):
+            if key not in ("UWSGI_RELOADS", "NOTIFY_SOCKET", protocol.ENV_FD, protocol.ENV_BROODLORD_NUM,
+                           config.CONFIG_FD_VARIABLE) and not config.is_option_variable(key):
                 env[key] = value
     for key, value in environ.items():
         for prefix, target in (("UWSGI_VASSAL_", "UWSGI_"), ("ZERGSERVE_VASSAL_", "ZERGSERVE_")):
