@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -607,3 +608,41 @@ def test_vassal_send_waits_for_room_instead_of_dropping(workdir):
     protocol.send(vassal, protocol.LOYAL)
     reader.join(10)
     assert received[-1] == protocol.LOYAL and len(received) == filled + 1
+
+
+def test_deploy_layout_runs_as_shipped(spawn, workdir):
+    """deploy/emperor copied as is (ports aside): vassals, their sockets and logs under the root,
+    and nginx as a vassal in front of them when nginx is installed."""
+    root = workdir / "deploy" / "emperor"
+    shutil.copytree(ROOT / "deploy" / "emperor", root, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if n != ".gitignore" and Path(d).name in ("logs", "sockets")])
+    (workdir / "examples").symlink_to(ROOT / "examples")
+    http_port, nginx_port = free_port(), free_port()
+    demo = root / "apps-available" / "demo.ini"
+    demo.write_text(demo.read_text().replace("127.0.0.1:8001", f"127.0.0.1:{http_port}"))
+    template = root / "nginx" / "nginx.conf.in"
+    template.write_text(template.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{nginx_port}"))
+    with_nginx = shutil.which("nginx") is not None and shutil.which("setpriv") is not None
+    if with_nginx:
+        (root / "apps-enabled" / "nginx.ini").symlink_to("../apps-available/nginx.ini")
+    server = spawn("--ini", str(root / "emperor.ini"))
+    stats = str(root / "sockets" / "emperor.stats")
+    wait_for(lambda: http_request(f"127.0.0.1:{http_port}")[1] is not None, timeout=15, message="demo serves")
+    for name in ("demo", "demo2"):
+        wait_for((root / "sockets" / f"{name}.sock").exists, message=f"{name}'s socket in sockets/")
+        assert (root / "logs" / f"{name}.log").exists()
+    assert (root / "sockets" / "emperor.pid").read_text().strip() == str(server.pid)
+    if with_nginx:
+        status, _, body = wait_for(lambda: (r := http_request(f"127.0.0.1:{nginx_port}", path="/via-nginx"))[0] == 200 and r,
+                                   timeout=15, message="nginx in front of demo")
+        assert b"GET /via-nginx" in body
+        nginx = next(v for v in fetch(stats)["vassals"] if v["id"] == "nginx.ini")
+        assert nginx["loyal"] == 1
+        tree = [nginx["pid"], *descendants(nginx["pid"])]
+        (root / "apps-enabled" / "nginx.ini").unlink()  # byte 0: vassal.sh stops nginx gracefully
+        for pid in tree:
+            wait_for(lambda: not alive(pid), message=f"nginx vassal process {pid} gone")
+        assert "did not stop within" not in server.log()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(20) == 0
+    assert not (root / "sockets" / "emperor.stats").exists() and not (root / "sockets" / "demo.sock").exists()
