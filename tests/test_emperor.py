@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import APPS, free_port, http_request, wait_for
+from conftest import APPS, ROOT, connect, free_port, http_request, wait_for
 from zergserve.stats import fetch
 
 FAKE_VASSAL = '''\
 import os, socket, sys, time
 sock = socket.socket(fileno=int(os.environ["UWSGI_EMPEROR_FD"]))
-log = open(os.environ["FAKE_LOG"], "a")
-log.write(f"start {os.getpid()} {' '.join(sys.argv[1:])} {os.environ.get('UWSGI_SOCKET', '')}\\n"); log.flush()
+path = os.environ["FAKE_LOG"]
+starts = open(path).read().count("start ")
+log = open(path, "a")
+log.write(f"start {os.getpid()} {' '.join(sys.argv[1:])} {os.environ.get('UWSGI_SOCKET', '')}\\n")
+names = filter(None, os.environ.get("FAKE_ENV", "").split(","))
+log.write(f"at {time.time():.4f} " + " ".join(f"{n}={os.environ.get(n, '')}" for n in names) + "\\n"); log.flush()
+if starts < int(os.environ.get("FAKE_CRASHES", "0")):  # die before loyal, this many times
+    sock.send(bytes([1]))
+    sys.exit(1)
 for byte in map(int, os.environ.get("FAKE_SEND", "1,5,17").split(",")):
     sock.send(bytes([byte]))
 while True:
@@ -115,20 +126,86 @@ def test_dead_vassal_is_respawned(spawn, workdir):
     assert emperor.doc()["blacklist"] == []  # it was loyal: no throttling
 
 
+def start_times(log: Path) -> list[float]:
+    """When each start of the fake vassal happened, by its own clock."""
+    return [float(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("at ")]
+
+
 def test_crashing_vassal_is_throttled_more_each_time(spawn, workdir):
-    emperor = Emperor(spawn, workdir, "--emperor-throttle", "300")
-    (emperor.dir / "bad.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = broken:application\n"
-                                         f"http = 127.0.0.1:{free_port()}\n")
-    wait_for(lambda: any(e["id"] == "bad.ini" and e["attempt"] >= 3 for e in emperor.doc()["blacklist"]),
-             timeout=20, message="three throttled attempts")
-    log = emperor.server.log()
-    starts = [line for line in log.splitlines() if "vassal bad.ini spawned" in line]
-    assert 4 <= len(starts) <= 6
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "300",
+                      env={"FAKE_LOG": str(log), "FAKE_CRASHES": "100"})
+    (emperor.dir / "bad.ini").write_text("[uwsgi]\n")
+    wait_for(lambda: len(start_times(log)) >= 5, timeout=20, message="five starts")
+    starts = start_times(log)[:5]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    print("gaps between starts:", [round(g, 3) for g in gaps])
+    # the first respawn is at once; then each waits one more --emperor-throttle step (300 ms)
+    assert gaps[0] < 0.3
+    for level, gap in enumerate(gaps[1:], start=1):
+        assert 0.3 * level <= gap < 0.3 * level + 0.5, gaps  # polling every --emperor-freq (1 s) would not
     entry = next(e for e in emperor.doc()["blacklist"] if e["id"] == "bad.ini")
     assert entry["throttle_level"] >= 900
-    assert "unloyal bad behaving vassal found: bad.ini" in log
+    assert "unloyal bad behaving vassal found: bad.ini" in emperor.server.log()
+
+
+def test_sigurg_clears_the_blacklist_and_respawns_at_once(spawn, workdir):
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "20000",
+                      env={"FAKE_LOG": str(log), "FAKE_CRASHES": "2"})
+    (emperor.dir / "bad.ini").write_text("[uwsgi]\n")
+    wait_for(lambda: any(e["id"] == "bad.ini" and e["throttle_level"] == 20000 for e in emperor.doc()["blacklist"]),
+             message="throttled for 20 s")
+    assert len(start_times(log)) == 2
+    signalled = time.time()
     emperor.server.signal(signal.SIGURG)
-    emperor.server.wait_log("cleaning up the blacklist")
+    wait_for(lambda: len(start_times(log)) == 3, timeout=5, message="respawn after SIGURG")
+    assert start_times(log)[2] - signalled < 2.0
+    assert "cleaning up the blacklist" in emperor.server.log()
+    wait_for(lambda: (emperor.vassal("bad.ini") or {}).get("loyal") == 1, message="loyal third start")
+    assert emperor.doc()["blacklist"] == []
+
+
+def test_loyalty_clears_a_blacklist_entry(spawn, workdir):
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "100",
+                      env={"FAKE_LOG": str(log), "FAKE_CRASHES": "3"})
+    (emperor.dir / "l.ini").write_text("[uwsgi]\n")
+    emperor.server.wait_log("unloyal bad behaving vassal found: l.ini")  # three deaths: attempt 2
+    wait_for(lambda: (emperor.vassal("l.ini") or {}).get("loyal") == 1, message="loyal fourth start")
+    assert emperor.doc()["blacklist"] == []
+    assert len(start_times(log)) == 4
+
+
+def test_unstartable_vassal_is_throttled_and_others_go_on(spawn, workdir):
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "300",
+                      env={"FAKE_LOG": str(log)})
+    (emperor.dir / "good.ini").write_text("[uwsgi]\n")
+    wait_for(lambda: (emperor.vassal("good.ini") or {}).get("loyal") == 1, message="good vassal")
+    good = emperor.vassal("good.ini")["pid"]
+    hidden = workdir / "fake-vassal.away"
+    wrapper.rename(hidden)  # the binary is gone: spawning fails in Popen
+    (emperor.dir / "bad.ini").write_text("[uwsgi]\n")
+    failures: list[float] = []
+
+    def count() -> bool:
+        seen = emperor.server.log().count("cannot start vassal bad.ini")
+        failures.extend([time.monotonic()] * (seen - len(failures)))
+        return seen >= 5
+    wait_for(count, timeout=20, interval=0.01, message="five failed starts")
+    gaps = [b - a for a, b in zip(failures, failures[1:])]
+    print("gaps between failed starts:", [round(g, 3) for g in gaps])
+    for level, gap in enumerate(gaps[1:4], start=1):  # 0.3, 0.6, 0.9 s: growing, not every scan
+        assert 0.3 * level - 0.05 <= gap < 0.3 * level + 0.5, gaps
+    assert f"with {wrapper}: No such file or directory" in emperor.server.log()
+    assert emperor.server.proc.poll() is None
+    assert emperor.vassal("good.ini")["pid"] == good and alive(good)
+    emperor.server.signal(signal.SIGHUP)
+    wait_for(lambda: "got 1" in log.read_text(), message="the good vassal still obeys")
+    hidden.rename(wrapper)
+    emperor.server.signal(signal.SIGURG)
+    wait_for(lambda: (emperor.vassal("bad.ini") or {}).get("loyal") == 1, message="bad.ini starts once it can")
 
 
 def test_bad_config_is_logged_and_others_go_on(spawn, workdir):
@@ -294,3 +371,278 @@ def test_yaml_vassal(spawn, workdir):
     (emperor.dir / "y.yaml").write_text(f"uwsgi:\n  chdir: {APPS}\n  module: echo:application\n"
                                         f"  http: 127.0.0.1:{port}\n")
     wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200, message="yaml vassal serving")
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
+@pytest.mark.parametrize("variable", ["ZERGSERVE_EMPEROR", "UWSGI_EMPEROR", "UWSGI_INI"])
+def test_emperor_configured_by_env_runs_instances_not_emperors(spawn, workdir, variable):
+    vassals = workdir / "vassals"
+    vassals.mkdir()
+    value = str(vassals)
+    if variable == "UWSGI_INI":
+        value = str(workdir / "emperor.ini")
+        Path(value).write_text(f"[uwsgi]\nemperor = {vassals}\n")
+    stats = str(workdir / "e.stats")
+    server = spawn("--emperor-stats", stats, "--emperor-freq", "1", env={variable: value})
+    port = free_port()
+    (vassals / "app.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\n")
+    wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200, message="the vassal serves")
+    vassal = fetch(stats)["vassals"][0]["pid"]
+    assert cmdline(vassal).startswith("zergserve master")
+    emperors = [pid for pid in [server.pid, *descendants(server.pid)] if "emperor" in cmdline(pid)]
+    assert emperors == [server.pid]
+    assert "refusing to run an emperor" not in server.log()
+
+
+def test_vassal_refuses_to_be_an_emperor(spawn, workdir):
+    emperor = Emperor(spawn, workdir)
+    (workdir / "sub").mkdir()
+    (emperor.dir / "sub.ini").write_text(f"[uwsgi]\nemperor = {workdir / 'sub'}\n")
+    emperor.server.wait_log("refusing to run an emperor as a vassal (UWSGI_EMPEROR_FD is set)")
+    wait_for(lambda: any(e["id"] == "sub.ini" for e in emperor.doc()["blacklist"]), message="blacklisted")
+    assert [pid for pid in descendants(emperor.server.pid) if "emperor" in cmdline(pid)] == []
+
+
+def test_graceful_shutdown_sends_byte_2(spawn, workdir):
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-graceful-shutdown",
+                      env={"FAKE_LOG": str(log)})
+    (emperor.dir / "g.ini").write_text("[uwsgi]\n")
+    wait_for(lambda: (emperor.vassal("g.ini") or {}).get("loyal") == 1, message="loyal")
+    (emperor.dir / "g.ini").unlink()
+    wait_for(lambda: "got 2" in log.read_text(), message="byte 2")
+    wait_for(lambda: emperor.vassal("g.ini") is None, message="vassal gone")
+    assert "got 0" not in log.read_text()
+
+
+def test_usr1_logs_a_line_per_vassal(spawn, workdir):
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), env={"FAKE_LOG": str(log)})
+    for name in ("a.ini", "b.ini"):
+        (emperor.dir / name).write_text("[uwsgi]\n")
+    wait_for(lambda: len(emperor.doc()["vassals"]) == 2, message="two vassals")
+    pids = {v["id"]: v["pid"] for v in emperor.doc()["vassals"]}
+    emperor.server.signal(signal.SIGUSR1)
+    for name, pid in pids.items():
+        emperor.server.wait_log(f"vassal {name} pid {pid} (last modified")
+
+
+def test_sigint_stops_every_vassal(spawn, workdir):
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), env={"FAKE_LOG": str(log)})
+    for name in ("a.ini", "b.ini"):
+        (emperor.dir / name).write_text("[uwsgi]\n")
+    wait_for(lambda: len(emperor.doc()["vassals"]) == 2, message="two vassals")
+    pids = [v["pid"] for v in emperor.doc()["vassals"]]
+    emperor.server.signal(signal.SIGINT)
+    assert emperor.server.wait_exit(10) == 0
+    assert log.read_text().count("got 0") == 2  # each was asked to stop; none needed killing
+    assert "NO MERCY" not in emperor.server.log()
+    for pid in pids:
+        wait_for(lambda: not alive(pid), message=f"vassal {pid} gone")
+
+
+def test_include_before_and_zergserve_vassal_env(spawn, workdir):
+    wrapper, log = fake_vassal(workdir)
+    before, after = workdir / "before.ini", workdir / "after.ini"
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--vassals-include-before", str(before),
+                      "--vassals-include", str(after), "--vassal-set", "a=1",
+                      env={"FAKE_LOG": str(log), "ZERGSERVE_VASSAL_PROCESSES": "2", "ZERGSERVE_EMPEROR_FREQ": "1",
+                           "FAKE_ENV": "ZERGSERVE_PROCESSES,ZERGSERVE_EMPEROR_FREQ,ZERGSERVE_VASSAL_PROCESSES"})
+    (emperor.dir / "x.ini").write_text("[uwsgi]\n")
+    wait_for(lambda: "start " in log.read_text(), message="vassal started")
+    text = log.read_text()
+    assert f"--ini {before} --set a=1 --ini x.ini --ini {after}" in text
+    # the documented rewrite, and none of the emperor's own options
+    assert "ZERGSERVE_PROCESSES=2 ZERGSERVE_EMPEROR_FREQ= ZERGSERVE_VASSAL_PROCESSES=" in text
+
+
+def test_inotify_acts_in_well_under_a_second(spawn, workdir):
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-freq", "60",
+                      env={"FAKE_LOG": str(log)})
+    emperor.doc()
+    scans = emperor.doc()["scans"]  # served after the first scan: the file below is news to it
+    tmp = workdir / "new.ini"
+    tmp.write_text("[uwsgi]\n")
+    started = time.monotonic()
+    tmp.rename(emperor.dir / "new.ini")
+    wait_for(lambda: emperor.vassal("new.ini") is not None, timeout=2, interval=0.005, message="spawned via inotify")
+    elapsed = time.monotonic() - started
+    print(f"inotify: vassal spawned {elapsed * 1000:.0f} ms after its file appeared (--emperor-freq 60)")
+    assert elapsed < 2.0
+    assert emperor.doc()["scans"] == scans + 1
+
+
+def test_writes_to_other_files_cause_no_scan(spawn, workdir):
+    emperor = Emperor(spawn, workdir, "--emperor-freq", "60")
+    emperor.doc()
+    scans = emperor.doc()["scans"]
+    with open(emperor.dir / "emperor.log", "w") as fh:
+        for i in range(20):
+            fh.write(f"line {i}\n")
+            fh.flush()
+            time.sleep(0.02)  # pacing the writes, not a sync point
+    (emperor.dir / "ready.ini").write_text("[uwsgi]\nunknown-key = 1\n")  # a relevant event, scanned
+    wait_for(lambda: emperor.doc()["scans"] > scans, message="the config file's scan")
+    assert emperor.doc()["scans"] <= scans + 2  # created + closed may take two; the 20 writes none
+
+
+def test_emperor_removes_its_stats_socket_and_pidfile(spawn, workdir):
+    pidfile = workdir / "emperor.pid"
+    emperor = Emperor(spawn, workdir, "--emperor-pidfile", str(pidfile))
+    wait_for(pidfile.exists, message="pidfile")
+    emperor.server.signal(signal.SIGTERM)
+    assert emperor.server.wait_exit(10) == 0
+    assert not pidfile.exists() and not os.path.exists(emperor.stats)
+
+
+def test_zergpool_as_a_vassal(spawn, workdir):
+    emperor = Emperor(spawn, workdir)
+    port = free_port()
+    pool = emperor.dir / "pool.ini"
+    pool.write_text(f"[uwsgi]\nzergpool = {workdir}/pool.sock:127.0.0.1:{port}\n")
+    wait_for(lambda: (emperor.vassal("pool.ini") or {}).get("loyal") == 1, message="loyal zergpool")
+    vassal = emperor.vassal("pool.ini")
+    assert vassal["ready"] == 1 and vassal["accepting"] == 1
+    queued = connect(f"127.0.0.1:{port}")  # waits in the pool's backlog across the reload
+    time.sleep(0.01)
+    os.utime(pool)
+    wait_for(lambda: emperor.vassal("pool.ini")["respawns"] == 1, message="reload sent")
+    emperor.server.wait_log("zergpool reloading")
+    wait_for(lambda: emperor.vassal("pool.ini")["accepting"] == 1, message="accepting again after the re-exec")
+    assert emperor.vassal("pool.ini")["pid"] == vassal["pid"]
+    attached = zerg_attach(f"{workdir}/pool.sock")
+    accepted, _ = attached.accept()  # the connection made before the reload is still queued
+    accepted.close()
+    attached.close()
+    queued.close()
+    pool.unlink()
+    wait_for(lambda: emperor.vassal("pool.ini") is None, message="stopped by byte 0")
+    assert not alive(vassal["pid"])
+
+
+def zerg_attach(path: str):
+    """The pool's first listening socket, as a zerg receives it."""
+    from zergserve import zerg
+    listener = zerg.attach(path)[0].sock
+    listener.settimeout(5)
+    return listener
+
+
+def run_vassal(workdir: Path, args: list[str], emperor_end) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]), PYTHONUNBUFFERED="1",
+               UWSGI_EMPEROR_FD=str(emperor_end.fileno()))
+    out = open(workdir / "vassal.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "zergserve", *args], cwd=workdir, env=env, stdout=out,
+                            stderr=subprocess.STDOUT, pass_fds=[emperor_end.fileno()], start_new_session=True)
+
+
+def test_eof_on_the_emperor_socket_stops_the_vassal(workdir):
+    ours, theirs = socket.socketpair()
+    port = free_port()
+    proc = run_vassal(workdir, ["--chdir", str(APPS), "--module", "echo:application", "--http",
+                                f"127.0.0.1:{port}", "-p", "2"], theirs)
+    theirs.close()
+    try:
+        ours.settimeout(10)
+        assert ours.recv(1) == bytes([1])
+        wait_for(lambda: len(children(proc.pid)) == 2, message="two workers")
+        workers = children(proc.pid)
+        ours.close()  # the emperor is gone
+        assert proc.wait(10) == 1
+        for pid in workers:
+            wait_for(lambda: not alive(pid), message=f"worker {pid} gone")
+        assert "lost connection with my emperor" in (workdir / "vassal.log").read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.parametrize("value", ["abc", "99"])
+def test_bad_emperor_fd_is_a_clear_error(spawn, workdir, value):
+    server = spawn("--chdir", str(APPS), "--module", "echo:application", "--http", f"127.0.0.1:{free_port()}",
+                   env={"UWSGI_EMPEROR_FD": value})
+    assert server.wait_exit(10) == 2
+    log = server.log()
+    assert f"UWSGI_EMPEROR_FD={value!r}: not a file descriptor number" in log if value == "abc" else \
+        "UWSGI_EMPEROR_FD=99: Bad file descriptor" in log
+    assert "Traceback" not in log
+
+
+def test_vassal_send_waits_for_room_instead_of_dropping(workdir):
+    from zergserve.emperor import protocol
+    vassal, emperor = socket.socketpair()
+    vassal.setblocking(False)
+    filled = 0
+    try:
+        while True:
+            filled += vassal.send(b"\x1a" * 4096)
+    except BlockingIOError:
+        pass
+    with pytest.raises(TimeoutError):
+        protocol.send(vassal, protocol.LOYAL, timeout=0.1)
+    received = bytearray()
+
+    def drain() -> None:
+        time.sleep(0.2)  # the emperor reads late
+        emperor.settimeout(5)
+        while len(received) < filled + 1:
+            received.extend(emperor.recv(65536))
+    reader = threading.Thread(target=drain)
+    reader.start()
+    protocol.send(vassal, protocol.LOYAL)
+    reader.join(10)
+    assert received[-1] == protocol.LOYAL and len(received) == filled + 1
+
+
+def test_deploy_layout_runs_as_shipped(spawn, workdir):
+    """deploy/emperor copied as is (ports aside): vassals, their sockets and logs under the root,
+    and nginx as a vassal in front of them when nginx is installed."""
+    root = workdir / "deploy" / "emperor"
+    shutil.copytree(ROOT / "deploy" / "emperor", root, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if n != ".gitignore" and Path(d).name in ("logs", "sockets")])
+    (workdir / "examples").symlink_to(ROOT / "examples")
+    http_port, nginx_port = free_port(), free_port()
+    demo = root / "apps-available" / "demo.ini"
+    demo.write_text(demo.read_text().replace("127.0.0.1:8001", f"127.0.0.1:{http_port}"))
+    template = root / "nginx" / "nginx.conf.in"
+    template.write_text(template.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{nginx_port}"))
+    with_nginx = shutil.which("nginx") is not None and shutil.which("setpriv") is not None
+    if with_nginx:
+        (root / "apps-enabled" / "nginx.ini").symlink_to("../apps-available/nginx.ini")
+    server = spawn("--ini", str(root / "emperor.ini"))
+    stats = str(root / "sockets" / "emperor.stats")
+    wait_for(lambda: http_request(f"127.0.0.1:{http_port}")[1] is not None, timeout=15, message="demo serves")
+    for name in ("demo", "demo2"):
+        wait_for((root / "sockets" / f"{name}.sock").exists, message=f"{name}'s socket in sockets/")
+        assert (root / "logs" / f"{name}.log").exists()
+    assert (root / "sockets" / "emperor.pid").read_text().strip() == str(server.pid)
+    if with_nginx:
+        status, _, body = wait_for(lambda: (r := http_request(f"127.0.0.1:{nginx_port}", path="/via-nginx"))[0] == 200 and r,
+                                   timeout=15, message="nginx in front of demo")
+        assert b"GET /via-nginx" in body
+        nginx = next(v for v in fetch(stats)["vassals"] if v["id"] == "nginx.ini")
+        assert nginx["loyal"] == 1
+        tree = [nginx["pid"], *descendants(nginx["pid"])]
+        (root / "apps-enabled" / "nginx.ini").unlink()  # byte 0: vassal.sh stops nginx gracefully
+        for pid in tree:
+            wait_for(lambda: not alive(pid), message=f"nginx vassal process {pid} gone")
+        assert "did not stop within" not in server.log()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(20) == 0
+    assert not (root / "sockets" / "emperor.stats").exists() and not (root / "sockets" / "demo.sock").exists()

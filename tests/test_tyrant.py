@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import pwd
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
-from test_emperor import Emperor
+from conftest import APPS, ROOT, free_port, http_request, wait_for
+from test_emperor import Emperor, children
 
 USERS = ("zstyrant1", "zstyrant2")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"),
@@ -122,3 +125,99 @@ def test_nofollow_takes_the_links_owner(spawn, workdir, users):
     os.symlink("app.skel", link)
     os.chown(link, users[1].pw_uid, users[1].pw_gid, follow_symlinks=False)
     wait_for((probe_dir / f"app.ini.{users[1].pw_uid}").exists, message="vassal as the link's owner")
+
+
+@pytest.fixture(scope="module")
+def vassal_python(users, tmp_path_factory):
+    """A zergserve the tyrant users can run: sys.executable if they may exec it, else the system
+    Python of the same version with copies of zergserve's dependencies (the test interpreter
+    usually lives under /root, mode 0700). Skips when neither works as an unprivileged user."""
+    site = Path(tempfile.mkdtemp(prefix="zs-site-", dir="/tmp"))
+    site.chmod(0o755)
+    for name in ("setproctitle", "h11"):
+        package = Path(importlib.import_module(name).__file__).parent
+        shutil.copytree(package, site / name, ignore=shutil.ignore_patterns("__pycache__"))
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    tried = []
+    for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        if runs_zergserve(python, users[0], site):
+            yield python, str(site)
+            shutil.rmtree(site, ignore_errors=True)
+            return
+        tried.append(python)
+    shutil.rmtree(site, ignore_errors=True)
+    pytest.skip(f"user {users[0].pw_name} can run zergserve with none of {tried} (not executable or "
+                "dependencies missing for that user)")
+
+
+def runs_zergserve(python: str, user: pwd.struct_passwd, site: Path) -> bool:
+    try:
+        return subprocess.run([python, "-c", "import zergserve.cli"], user=user.pw_uid, group=user.pw_gid,
+                              extra_groups=[], env={"PYTHONPATH": f"{ROOT}:{site}"}, capture_output=True,
+                              cwd="/", timeout=30).returncode == 0
+    except OSError:  # not executable by that user
+        return False
+
+
+def real_vassals(spawn, workdir: Path, python: tuple[str, str], before_exec: str = "") -> Emperor:
+    """An emperor in tyrant mode whose vassals are zergserve itself, run by `python`."""
+    workdir.chmod(0o755)
+    program = workdir / "zergserve.sh"
+    program.write_text(f"#!/bin/sh\n{before_exec}\n"
+                       f"PYTHONPATH=\"$PYTHONPATH:{python[1]}\" exec {python[0]} -m zergserve \"$@\"\n")
+    program.chmod(0o755)
+    emperor = Emperor(spawn, workdir, "--emperor-tyrant", "--binary-path", str(program))
+    emperor.dir.chmod(0o755)
+    return emperor
+
+
+def app_config(port: int) -> str:
+    return f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\n"
+
+
+def test_real_zergserve_vassal_runs_as_its_owner(spawn, workdir, users, vassal_python):
+    emperor = real_vassals(spawn, workdir, vassal_python)
+    port = free_port()
+    path = emperor.dir / "app.ini"
+    path.write_text(app_config(port))
+    own(path, users[0])
+    wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200, timeout=15, message="the vassal serves")
+    master = emperor.vassal("app.ini")["pid"]
+    for pid in [master, *children(master)]:
+        fields = status_of_pid(pid)
+        assert fields["Uid"] == [str(users[0].pw_uid)] * 4 and fields["Gid"] == [str(users[0].pw_gid)] * 4
+    fds = [os.readlink(fd) for fd in Path(f"/proc/{master}/fd").iterdir()]
+    assert str(path) in fds  # the file the emperor checked, still open: what reloads read
+
+
+def test_a_config_swapped_after_the_check_is_not_read(spawn, workdir, users, vassal_python):
+    """The race of reliability.md §4.2: between the emperor's check and the vassal's read, someone
+    who can write the directory replaces the file. Here the vassal's own wrapper does it, right
+    before exec: the vassal must still read the file that was checked, as its owner."""
+    checked_port, swapped_port = free_port(), free_port()
+    vassals = workdir / "vassals"
+    vassals.mkdir()
+    vassals.chmod(0o777)  # writable by the users: the swap needs it
+    swap = vassals / "swap.txt"  # not a vassal name: the emperor ignores it
+    swap.write_text(app_config(swapped_port))
+    own(swap, users[1])
+    emperor = real_vassals(spawn, workdir, vassal_python, f'[ -e {swap} ] && mv -f {swap} {vassals}/app.ini')
+    vassals.chmod(0o777)
+    path = vassals / "app.ini.tmp"
+    path.write_text(app_config(checked_port))
+    own(path, users[0])
+    path.rename(vassals / "app.ini")
+    first = int(emperor.server.wait_log("vassal app.ini spawned (pid ").split("vassal app.ini spawned (pid ")[1]
+                .split(")")[0])
+    bound = emperor.server.wait_log(f"[{first}] INFO: http socket")
+    assert f"[{first}] INFO: http socket 127.0.0.1:{checked_port} " in bound
+    assert f"[{first}] INFO: http socket 127.0.0.1:{swapped_port} " not in bound
+    # the file now belongs to users[1]: that is who runs it next, from the swapped content
+    wait_for(lambda: http_request(f"127.0.0.1:{swapped_port}")[0] == 200, timeout=15,
+             message="respawned from the new file")
+    assert emperor.vassal("app.ini")["uid"] == users[1].pw_uid
+
+
+def status_of_pid(pid: int) -> dict[str, list[str]]:
+    return {line.split(":")[0]: line.split(":")[1].split()
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(("Uid", "Gid"))}

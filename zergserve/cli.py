@@ -9,12 +9,12 @@ import traceback
 
 from zergserve import app as app_loader
 from zergserve import config, log, sockets, workers, zerg, zergpool
+from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import REEXEC_LISTENERS, Master, adopt_reexec_listeners
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
 EXIT_USAGE = 2
-EMPEROR_FD = "UWSGI_EMPEROR_FD"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,11 +49,21 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s run in separate processes here: give them to separate zergserve commands",
                      " and ".join(roles))
         return EXIT_USAGE
+    try:
+        emperor_fd = protocol.vassal_fd(os.environ)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    if cfg.emperor and emperor_fd is not None:
+        logger.error("refusing to run an emperor as a vassal (%s is set): an emperor's environment or "
+                     "config made this vassal an emperor too; give vassals options with UWSGI_VASSAL_* "
+                     "or --vassal-set instead", protocol.ENV_FD)
+        return EXIT_USAGE
     if cfg.zergpool:
-        return zergpool.run(cfg)
+        return zergpool.run(cfg, args, emperor_fd)
     if cfg.emperor:
         return run_emperor(cfg)
-    return run_instance(cfg, args)
+    return run_instance(cfg, args, emperor_fd)
 
 
 def binary_patch(cfg: config.Config) -> list[str]:
@@ -76,8 +86,9 @@ def run_emperor(cfg: config.Config) -> int:
     return emperor.run()
 
 
-def run_instance(cfg: config.Config, argv: list[str]) -> int:
-    """An instance: a master and its workers over the configured sockets."""
+def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = None) -> int:
+    """An instance: a master and its workers over the configured sockets; a vassal when its
+    emperor's socket is given."""
     start_cwd = os.getcwd()
     try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
@@ -112,11 +123,10 @@ def run_instance(cfg: config.Config, argv: list[str]) -> int:
         master.add_cleanup(server.close)
         master.add_stats(server.stats)
         master.add_handover(server.handover)
-    emperor_fd = os.environ.get(EMPEROR_FD)
     link = None
-    if emperor_fd:
+    if emperor_fd is not None:
         from zergserve.emperor.link import EmperorLink
-        link = EmperorLink(int(emperor_fd), master, first_start=not reloaded)
+        link = EmperorLink(emperor_fd, master, first_start=not reloaded)
     if cfg.idle or cfg.cheap or cfg.vassal_sos_backlog or cfg.vassal_sos:
         from zergserve.elastic import Elastic
         Elastic(master, link.send if link else None, link.ask_to_die if link else None)

@@ -391,11 +391,27 @@ _NOT_FORWARDED = _FILE_OPTIONS | {"set", "print-config", "check-config"}
 _EXTENSIONS = {".ini": "ini", ".json": "json", ".js": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
 _DEFAULT_SECTIONS = ("uwsgi", "zergserve")
 _MAX_INCLUDE_DEPTH = 16
+# Tyrant mode: "FD:NAME", the vassal's config file NAME as the emperor opened and checked it (see _read).
+CONFIG_FD_VARIABLE = "ZERGSERVE_CONFIG_FD"
 # Variables of uWSGI's and our own machinery, never options.
 _RESERVED_ENV = frozenset({"UWSGI_RELOADS", "UWSGI_VASSALS_DIR", "UWSGI_EMPEROR_FD", "UWSGI_EMPEROR_FD_CONFIG",
                            "UWSGI_BROODLORD_NUM", "UWSGI_EMPEROR_PROXY", "UWSGI_JAIL_PID",
-                           "UWSGI_ORIGINAL_PROC_NAME"})
+                           "UWSGI_ORIGINAL_PROC_NAME", CONFIG_FD_VARIABLE})
 _RESERVED_ENV_PREFIXES = ("UWSGI_VASSAL_", "ZERGSERVE_VASSAL_", "ZERGSERVE_REEXEC_")
+# uWSGI reads config files named by these variables too (UWSGI_XML=...), though they are no options here.
+_UWSGI_CONFIG_VARIABLES = frozenset({"UWSGI_XML", "UWSGI_INCLUDE", "UWSGI_INHERIT", "UWSGI_CONFIG"})
+
+
+def is_option_variable(name: str) -> bool:
+    """Whether the environment variable `name` configures a zergserve or uWSGI process (an option,
+    or a config file to read). The emperor keeps its own such variables from its vassals: a vassal
+    reading ZERGSERVE_EMPEROR would become an emperor of the same directory, and so on forever."""
+    if name in _UWSGI_CONFIG_VARIABLES:
+        return True
+    for prefix in ("UWSGI_", "ZERGSERVE_"):
+        if name.startswith(prefix) and name not in _RESERVED_ENV and not name.startswith(_RESERVED_ENV_PREFIXES):
+            return find(name[len(prefix):].lower()) is not None
+    return False
 
 
 def find(name: str) -> Option | None:
@@ -674,8 +690,7 @@ def _expand_file(kind: str, path: str, section: str | None, given: str, source: 
     if not path:
         raise ConfigError(f"{source}: {given!r} names a section, but no file was read before it")
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = _read(path, env)
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read {kind} file {path!r}: {exc.strerror}") from None
     scope.last_file = path
@@ -705,6 +720,23 @@ def _expand_file(kind: str, path: str, section: str | None, given: str, source: 
         scope.define(setting)
         settings.append(setting)
     return settings
+
+
+def _read(path: str, env: Mapping[str, str]) -> bytes:
+    """The bytes of a config file. In tyrant mode the emperor passes the vassal its file already
+    open (CONFIG_FD_VARIABLE): it checked the owner on that descriptor, so reading the name again
+    would let anyone who can write the directory swap the file in between. The name still gives
+    the magic variables (%n, %d, ...); includes are opened by name, after the privilege drop."""
+    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
+    if not (sep and fd.isdigit() and os.path.abspath(name) == os.path.abspath(path)):
+        with open(path, "rb") as fh:
+            return fh.read()
+    chunks = []
+    offset = 0
+    while chunk := os.pread(int(fd), 65536, offset):  # pread: every reload reads it from the start
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 def _split_section(spec: str) -> tuple[str, str | None]:

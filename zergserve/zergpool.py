@@ -5,20 +5,34 @@ sockets speak `--zergpool-protocol` (uwsgi by default), which zergserve zergs le
 attached, connections wait in the kernel backlog; zergs can come and go while the pool keeps the
 sockets, and so their queues, alive. The pool runs no app and has no workers, so HUP (which would
 otherwise kill it and reset every queued connection) is logged and ignored.
+
+As a vassal (UWSGI_EMPEROR_FD set) it tells its emperor 1, 5 and 17 once its sockets are bound (it
+serves no request itself, so it is loyal at once, as uWSGI's sub-emperor is), 26 every --heartbeat
+seconds; 0 and 2 stop it, EOF stops it with exit code 1, and 1 re-executes it with the new
+configuration, handing the bound sockets over so that no queued connection is lost.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import selectors
 import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from setproctitle import setproctitle
 
-from zergserve import sockets
+from zergserve import config, sockets
+from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.zerg import ZergServer
+
+_REEXEC = "ZERGSERVE_REEXEC_POOL"  # {address: fd} of the sockets kept across a reload
 
 
 def parse(spec: str) -> tuple[str, list[str]]:
@@ -30,8 +44,10 @@ def parse(spec: str) -> tuple[str, list[str]]:
     return path, items
 
 
-def run(cfg: Any) -> int:
-    """Bind every pool and answer zergs until TERM/INT/QUIT; HUP is harmless."""
+def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> int:
+    """Bind every pool and answer zergs until TERM/INT/QUIT (or the emperor says stop); HUP is harmless."""
+    kept = {addr: int(fd) for addr, fd in json.loads(os.environ.pop(_REEXEC, "{}")).items()}
+    reloaded = bool(kept)
     servers: list[ZergServer] = []
     bound: list[sockets.Listener] = []
     try:
@@ -40,7 +56,11 @@ def run(cfg: Any) -> int:
             pool = []
             for addr in addrs:
                 proto = cfg.zergpool_protocol
-                listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket)
+                if addr in kept:
+                    listener = sockets.from_fd(kept.pop(addr), proto, name=addr, origin="reload")
+                    sockets.remember_path(listener)
+                else:
+                    listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket)
                 bound.append(listener)
                 pool.append(listener)
                 logger.info("zergpool %s bound to %s (%s, fd %d)", path, addr, proto, listener.fileno())
@@ -52,6 +72,8 @@ def run(cfg: Any) -> int:
         for server in servers:
             server.close()
         return 2
+    for fd in kept.values():  # addresses no longer in the configuration
+        os.close(fd)
     setproctitle(f"{cfg.procname_prefix}zergserve zergpool")
     stop: list[int] = []
     hups: list[int] = []
@@ -63,17 +85,98 @@ def run(cfg: Any) -> int:
     selector.register(wake_r, selectors.EVENT_READ, None)
     for server in servers:
         selector.register(server, selectors.EVENT_READ, server)
+    emperor = _Emperor(emperor_fd, cfg.heartbeat, reloaded) if emperor_fd is not None else None
+    if emperor is not None:
+        selector.register(emperor.sock, selectors.EVENT_READ, emperor)
+    code = 0
     while not stop:
-        for key, _ in selector.select(5.0):
-            if key.data is not None:
+        for key, _ in selector.select(emperor.timeout() if emperor else 5.0):
+            if key.data is emperor and emperor is not None:
+                code = emperor.receive(stop)
+            elif key.data is not None:
                 key.data.serve_one()
         drain(wake_r)
         if hups:
             hups.clear()
             logger.info("zergpool: HUP ignored, a pool has nothing to reload (its sockets and queues stay)")
+        if emperor is not None:
+            emperor.heartbeat()
+            if emperor.reload and not stop:
+                emperor.reload = False
+                _reexec(argv, bound, servers)
     logger.info("zergpool stopping")
     for server in servers:
         server.close()
     for listener in bound:
         sockets.close_listener(listener, cfg.vacuum)
-    return 0
+    return code
+
+
+class _Emperor:
+    """The vassal side of the emperor protocol, for a pool: no workers, so no reload of its own."""
+
+    def __init__(self, fd: int, heartbeat: int, reloaded: bool) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(False)
+        os.set_inheritable(fd, True)  # kept across a reload's re-exec
+        self.every = heartbeat
+        self.last_heartbeat = time.monotonic()
+        self.reload = False
+        logger.info("*** has_emperor mode detected (fd: %d) ***", fd)
+        for byte in (protocol.ACCEPTING,) if reloaded else (protocol.SPAWNED, protocol.ACCEPTING, protocol.LOYAL):
+            self.send(byte)
+
+    def send(self, byte: int) -> None:
+        try:
+            protocol.send(self.sock, byte)
+        except OSError as exc:
+            logger.error("emperor: cannot send message %d: %s", byte, exc.strerror or exc)
+
+    def timeout(self) -> float:
+        return min(5.0, float(self.every)) if self.every else 5.0
+
+    def heartbeat(self) -> None:
+        if self.every and time.monotonic() - self.last_heartbeat >= self.every:
+            self.last_heartbeat = time.monotonic()
+            self.send(protocol.HEARTBEAT)
+
+    def receive(self, stop: list[int]) -> int:
+        """Act on the emperor's bytes; the exit code (1 once the emperor is gone)."""
+        try:
+            data = self.sock.recv(16)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            data = b""
+        if not data:
+            logger.error("lost connection with my emperor !!!")
+            stop.append(0)
+            return 1
+        for byte in data:
+            logger.info("received message %d from emperor", byte)
+            if byte in (protocol.STOP, protocol.STOP_GRACEFULLY):
+                stop.append(0)
+            elif byte == protocol.RELOAD:
+                self.reload = True
+        return 0
+
+
+def _reexec(argv: Sequence[str], bound: list[sockets.Listener], servers: list[ZergServer]) -> None:
+    """Reload: check the configuration, then become a fresh zergpool that adopts the bound sockets
+    (their queues survive; zergs keep the fds they hold). A bad configuration keeps this one."""
+    try:
+        config.load(argv, os.environ)
+    except config.ConfigError as exc:
+        logger.error("reload aborted, the zergpool goes on as it was: %s", exc)
+        return
+    logger.info("zergpool reloading: re-executing (pid %d)", os.getpid())
+    env = dict(os.environ)
+    env[_REEXEC] = json.dumps({listener.name: listener.fileno() for listener in bound})
+    for listener in bound:
+        os.set_inheritable(listener.fileno(), True)
+    for server in servers:
+        server.close()
+    signal.set_wakeup_fd(-1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "zergserve", *argv], env)

@@ -6,7 +6,10 @@
     newer mtime         reload it (byte 1)
     file removed        stop it (byte 0, or 2 with --emperor-graceful-shutdown)
     vassal died         respawn it at once; if it died before it was loyal (served a request) it is
-                        blacklisted and each later start waits longer, up to --emperor-max-throttle
+                        blacklisted and each later start waits longer, up to --emperor-max-throttle:
+                        --emperor-throttle ms after the second death, twice that after the third...
+                        The loop wakes when the wait is over, whatever --emperor-freq says
+    cannot start        (exec failed: a missing --binary-path, say) blacklisted the same way
     no heartbeat        SIGKILL and respawn (for vassals that send heartbeats)
     vassal asks to die  (byte 22, --die-on-idle) stop it gracefully (byte 2): it may hold a request
 
@@ -30,7 +33,7 @@ from setproctitle import setproctitle
 
 from zergserve import __version__
 from zergserve.emperor import protocol, tyrant
-from zergserve.emperor.monitor import Inotify, Monitor
+from zergserve.emperor.monitor import Inotify, Monitor, noise
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -42,15 +45,20 @@ _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal
 
 
 class BlacklistEntry:
-    """A vassal that died before it was loyal: how long its next start must wait."""
+    """A vassal that died before it was loyal: how long its next start must wait. A new entry
+    waits nothing (uWSGI's is 1 ms), so the first respawn is at once; each later death adds a step."""
 
-    def __init__(self, throttle_ms: int) -> None:
-        self.throttle_ms = throttle_ms
+    def __init__(self) -> None:
+        self.throttle_ms = 0
         self.attempt = 0
         self.first_attempt = self.last_attempt = time.time()
 
+    def due(self) -> float:
+        """When (time.time()) the vassal may start again."""
+        return self.last_attempt + self.throttle_ms / 1000
+
     def waiting(self, now: float) -> bool:
-        return now < self.last_attempt + self.throttle_ms / 1000
+        return now < self.due()
 
 
 class Emperor:
@@ -67,7 +75,9 @@ class Emperor:
         self.spawn_tokens = float(cfg.emperor_spawn_burst)
         self.tokens_at = time.monotonic()
         self.scan_now = True
-        self.retry_at = 0.0  # when the global spawn budget allows the next spawn
+        self.scans = 0
+        self.retry_at = 0.0  # when the next scan is due before --emperor-freq: a budget or throttle expires
+        self.budget_waiting = False
         self.broodlord_num = 0
         self.refused: dict[str, str] = {}  # tyrant mode: files refused, with the reason last logged
 
@@ -117,18 +127,22 @@ class Emperor:
             self._check_curses()
         logger.info("The Emperor is buried.")
         if self.stats is not None:
-            self.stats.close()
+            self.stats.close(vacuum=True)
+        if self.cfg.emperor_pidfile:
+            _remove_pidfile(self.cfg.emperor_pidfile)
         return 0
 
     # --- scanning ---------------------------------------------------------------------------
 
     def _changed(self) -> None:
         """A file changed: scan shortly, once the writer is likely done (create + write coalesce)."""
-        self.inotify.drain()
+        if noise(self.inotify.changes(), self.monitors):
+            return
         soon = time.monotonic() + _SETTLE
         self.retry_at = min(self.retry_at, soon) if self.retry_at else soon
 
     def scan(self) -> None:
+        self.scans += 1
         for monitor in self.monitors:
             found = monitor.scan()
             known = {v.name: v for v in self.vassals.values() if v.monitor is monitor and not v.zerg}
@@ -136,9 +150,7 @@ class Emperor:
                 vassal = known.get(name)
                 if vassal is None:
                     self.add(name, monitor, mtime)
-                elif self.cfg.emperor_tyrant and vassal.status == RUNNING and \
-                        self._owner(name, monitor) != (vassal.uid, vassal.gid):
-                    logger.error("[emperor] !!! permissions of file %s changed. stopping the instance... !!!", name)
+                elif self.cfg.emperor_tyrant and vassal.status == RUNNING and self._tyrant_changed(vassal):
                     vassal.stop(self.cfg.emperor_graceful_shutdown)
                 elif mtime > vassal.last_mod and vassal.status == RUNNING:
                     vassal.last_mod = mtime
@@ -154,39 +166,69 @@ class Emperor:
         now = time.time()
         entry = self.blacklist.get(name)
         if entry is not None and entry.waiting(now):
+            self._wake_at(time.monotonic() + entry.due() - now)
             return None
-        identity = None
+        checked = None
         if self.cfg.emperor_tyrant:
-            identity = self._owner(name, monitor)
-            if identity is None:
+            checked = self._checked(name, monitor)
+            if checked is None:
                 return None
-        if not self._spawn_allowed():
-            return None
-        vassal = Vassal(name, monitor, mtime, zerg)
-        if identity is not None:
-            vassal.uid, vassal.gid = identity
-        if zerg:
-            self.broodlord_num += 1
         try:
-            vassal.spawn(self.cfg, self.broodlord_num)
-        except OSError as exc:
-            logger.error("[emperor] %s", exc)
-            return None
+            if not self._spawn_allowed():
+                return None
+            vassal = Vassal(name, monitor, mtime, zerg)
+            if checked is not None:
+                vassal.uid, vassal.gid, vassal.ident = checked.uid, checked.gid, checked.ident
+            if zerg:
+                self.broodlord_num += 1
+            try:
+                vassal.spawn(self.cfg, self.broodlord_num, checked.fd if checked is not None else -1)
+            except OSError as exc:
+                logger.error("[emperor] %s", exc)
+                if zerg:
+                    self._zerg_boot_failed(vassal, "cannot start")
+                elif not self.cfg.emperor_no_blacklist:
+                    self._blacklist(name)
+                if name in self.blacklist:
+                    self._wake_at(time.monotonic() + self.blacklist[name].due() - time.time())
+                return None
+        finally:
+            if checked is not None:
+                checked.close()
         self.vassals[id(vassal)] = vassal
         self.selector.register(vassal.sock, selectors.EVENT_READ, lambda v=vassal: self._message(v))
         return vassal
 
-    def _owner(self, name: str, monitor: Monitor) -> tuple[int, int] | None:
-        """Tyrant mode: who a vassal runs as, or None (logged once per reason) if it may not run."""
+    def _checked(self, name: str, monitor: Monitor) -> tyrant.Checked | None:
+        """Tyrant mode: the checked, open file a vassal runs from (the caller closes it), or None
+        (logged once per reason) if it may not run."""
         try:
-            identity = tyrant.owner(monitor.path_of(name), self.cfg.emperor_tyrant_nofollow)
+            checked = tyrant.check(monitor.path_of(name), self.cfg.emperor_tyrant_nofollow)
         except tyrant.TyrantError as exc:
             if self.refused.get(name) != str(exc):
                 self.refused[name] = str(exc)
                 logger.error("[emperor-tyrant] %s", exc)
             return None
         self.refused.pop(name, None)
-        return identity
+        return checked
+
+    def _tyrant_changed(self, vassal: Vassal) -> bool:
+        """Whether a running vassal's file changed owner, or was replaced by another file (the
+        vassal read the old one through its descriptor): either way it must be checked and run anew."""
+        checked = self._checked(vassal.name, vassal.monitor)
+        if checked is not None:
+            checked.close()
+        if checked is None or (checked.uid, checked.gid) != (vassal.uid, vassal.gid):
+            logger.error("[emperor] !!! permissions of file %s changed. stopping the instance... !!!", vassal.name)
+            return True
+        if checked.ident != vassal.ident:
+            logger.info("[emperor-tyrant] file %s was replaced: restarting its vassal from the new file", vassal.name)
+            return True
+        return False
+
+    def _wake_at(self, when: float) -> None:
+        """Scan at `when` (time.monotonic()) if that is sooner than already planned."""
+        self.retry_at = min(self.retry_at, when) if self.retry_at else when
 
     def _spawn_allowed(self) -> bool:
         """The global spawn budget: a burst, then one spawn per --emperor-throttle milliseconds."""
@@ -196,10 +238,12 @@ class Emperor:
                                 self.spawn_tokens + (now - self.tokens_at) * rate)
         self.tokens_at = now
         if self.spawn_tokens < 1.0:
-            if not self.retry_at:
+            if not self.budget_waiting:
+                self.budget_waiting = True
                 logger.info("[emperor] global spawn throttle: waiting before the next vassal")
-            self.retry_at = now + (1.0 - self.spawn_tokens) / rate
+            self._wake_at(now + (1.0 - self.spawn_tokens) / rate)
             return False
+        self.budget_waiting = False
         self.spawn_tokens -= 1.0
         return True
 
@@ -282,8 +326,7 @@ class Emperor:
             del self.vassals[key]
             logger.info("[emperor] removed vassal %s (pid %d, exit %s)", vassal.name, vassal.pid, code)
             if code == protocol.EXILE_CODE:
-                logger.error("[emperor] vassal %s could not start its program: not respawning it", vassal.name)
-                continue
+                logger.error("[emperor] vassal %s could not start its program (exit %d)", vassal.name, code)
             if not vassal.loyal and not vassal.zerg and not self.cfg.emperor_no_blacklist:
                 self._blacklist(vassal.name)
             elif vassal.zerg and not vassal.accepting and code != 0 and not vassal.boot_failed:
@@ -319,7 +362,7 @@ class Emperor:
         step = self.cfg.emperor_throttle
         entry = self.blacklist.get(name)
         if entry is None:
-            self.blacklist[name] = BlacklistEntry(step)
+            self.blacklist[name] = BlacklistEntry()
             return
         entry.last_attempt = time.time()
         if entry.throttle_ms < self.cfg.emperor_max_throttle:
@@ -399,9 +442,19 @@ class Emperor:
             "version": __version__, "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
             "cwd": os.getcwd(), "emperor": [m.name for m in self.monitors],
             "emperor_tyrant": int(self.cfg.emperor_tyrant),
-            "throttle_level": round(self.spawn_tokens, 2),
+            "throttle_level": round(self.spawn_tokens, 2), "scans": self.scans,
             "vassals": [v.stats() for v in self.vassals.values()],
             "blacklist": [{"id": name, "throttle_level": entry.throttle_ms, "attempt": entry.attempt,
                            "first_attempt": int(entry.first_attempt), "last_attempt": int(entry.last_attempt)}
                           for name, entry in self.blacklist.items()],
         }
+
+
+def _remove_pidfile(path: str) -> None:
+    """Remove the pidfile if it still names this process (another emperor may have taken it over)."""
+    try:
+        with open(path) as fh:
+            if fh.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except (OSError, ValueError):
+        pass

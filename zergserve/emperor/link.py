@@ -40,9 +40,9 @@ class EmperorLink:
 
     def send(self, byte: int) -> None:
         try:
-            self.sock.send(bytes([byte]))
-        except BlockingIOError:
-            pass
+            protocol.send(self.sock, byte)
+        except TimeoutError as exc:
+            logger.error("emperor not reading: %s", exc)
         except OSError:
             self.lost()
 

@@ -6,6 +6,13 @@ either side means the other one is gone.
 
 from __future__ import annotations
 
+import os
+import select
+import socket
+import stat
+import time
+from collections.abc import Mapping
+
 # vassal → emperor
 SPAWNED = 1
 CONFIG_REQUEST = 2
@@ -22,7 +29,44 @@ STOP_GRACEFULLY = 2
 
 ENV_FD = "UWSGI_EMPEROR_FD"
 ENV_BROODLORD_NUM = "UWSGI_BROODLORD_NUM"
+SEND_TIMEOUT = 1.0  # seconds a vassal waits for room on a full socket before giving up on a byte
 EXILE_CODE = 26  # a vassal that could not even exec: do not respawn it
 
 NAMES = {SPAWNED: "spawned", CONFIG_REQUEST: "config request", ACCEPTING: "accepting", LOYAL: "loyal",
          VOLUNTARY_SHUTDOWN: "voluntary shutdown", HEARTBEAT: "heartbeat", SOS: "SOS"}
+
+
+def vassal_fd(environ: Mapping[str, str]) -> int | None:
+    """The emperor's socket named by UWSGI_EMPEROR_FD, None when it is unset; ValueError, with a
+    message for the log, when it names no open socket (a typo, or an fd its parent did not pass)."""
+    value = environ.get(ENV_FD)
+    if value is None or value == "":
+        return None
+    try:
+        fd = int(value)
+        mode = os.fstat(fd).st_mode if fd >= 0 else 0
+    except ValueError:
+        raise ValueError(f"{ENV_FD}={value!r}: not a file descriptor number") from None
+    except OSError as exc:
+        raise ValueError(f"{ENV_FD}={value}: {exc.strerror} (the emperor's socket was not passed)") from None
+    if not stat.S_ISSOCK(mode):
+        raise ValueError(f"{ENV_FD}={value}: not a socket")
+    return fd
+
+
+def send(sock: socket.socket, byte: int, timeout: float = SEND_TIMEOUT) -> None:
+    """Send one message on a non-blocking socket, waiting up to `timeout` s for room rather than
+    dropping it (a lost 17 would keep a vassal blacklisted). TimeoutError when the peer reads
+    nothing for that long; another OSError when it is gone."""
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    while True:
+        try:
+            sock.send(bytes([byte]))
+            return
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"message {byte}: no room on the emperor socket for {timeout:g}s") from None
+            poller.poll(remaining * 1000)

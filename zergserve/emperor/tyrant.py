@@ -3,7 +3,12 @@
 The owner is read from a descriptor opened with O_NOFOLLOW (fstat, not a path: no symlink or
 race can lend a vassal someone else's identity), and the file must be a regular file with one link,
 not writable by group or others, owned by neither uid 0 nor gid 0. The emperor never parses a
-vassal's config: the vassal does, after the drop. In the child, before exec: supplementary groups
+vassal's config: the vassal does, after the drop, from that same descriptor (passed to it as
+ZERGSERVE_CONFIG_FD), so a file swapped in the directory after the check is never the one read. A
+program that is not zergserve (--binary-path, a real uWSGI) ignores the descriptor and opens the
+name again: for those the check and the read stay two steps, as in uWSGI. A config symlink taken with
+--emperor-tyrant-nofollow is read by name too, by the vassal as its owner: a descriptor opened by
+root would let it read a file its owner cannot. In the child, before exec: supplementary groups
 (none, or the owner's with --emperor-tyrant-initgroups), then gid, then uid — subprocess does these
 in that order when given all three — and a check that root cannot be regained. PR_SET_PDEATHSIG is
 set after the drop, because a credential change clears it.
@@ -14,6 +19,7 @@ from __future__ import annotations
 import os
 import pwd
 import stat
+from typing import NamedTuple
 
 from zergserve.lifeline import die_with_parent
 
@@ -22,21 +28,36 @@ class TyrantError(Exception):
     """This file may not be run as a vassal in tyrant mode."""
 
 
-def owner(path: str, nofollow_link: bool) -> tuple[int, int]:
-    """(uid, gid) a vassal for `path` runs as; TyrantError says why a file is refused."""
+class Checked(NamedTuple):
+    """A config file that passed the checks: who its vassal runs as, and what was checked."""
+
+    uid: int
+    gid: int
+    ident: tuple[int, int]  # (st_dev, st_ino): a replaced file is a new file, checked and run anew
+    fd: int  # the checked file, open for the vassal to read; -1 for a link read by name (nofollow)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+
+
+def check(path: str, nofollow_link: bool) -> Checked:
+    """The checked file behind `path` (the caller closes it); TyrantError says why it is refused."""
     try:
         if nofollow_link:  # uWSGI's --emperor-tyrant-nofollow: the link's own owner
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
-                return _checked(path, st, link=True)
+                return Checked(*_checked(path, st, link=True), (st.st_dev, st.st_ino), -1)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise TyrantError(f"{path}: {exc.strerror} (symlinks are refused without --emperor-tyrant-nofollow)"
                           if exc.errno == 40 else f"{path}: {exc.strerror}") from None
     try:
-        return _checked(path, os.fstat(fd), link=False)
-    finally:
+        st = os.fstat(fd)
+        return Checked(*_checked(path, st, link=False), (st.st_dev, st.st_ino), fd)
+    except BaseException:
         os.close(fd)
+        raise
 
 
 def _checked(path: str, st: os.stat_result, link: bool) -> tuple[int, int]:

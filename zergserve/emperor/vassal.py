@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from zergserve import config
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Monitor
 from zergserve.lifeline import die_with_parent
@@ -41,16 +42,22 @@ class Vassal:
         self.sos = 0
         self.uid: int | None = None  # tyrant mode: the owner of the config file
         self.gid: int | None = None
+        self.ident: tuple[int, int] | None = None  # tyrant mode: (st_dev, st_ino) of the file checked
         self.sos_at = 0.0  # for a zerg: when the SOS that asked for it arrived
         self.reinforced_in = 0.0  # for a zerg: seconds from that SOS to its first worker accepting
         self.boot_failed = False  # for a zerg: counted (blacklisted) as a failed boot already
 
-    def spawn(self, cfg: Any, broodlord_num: int = 0) -> None:
-        """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD."""
+    def spawn(self, cfg: Any, broodlord_num: int = 0, config_fd: int = -1) -> None:
+        """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and in
+        tyrant mode its checked config file open as ZERGSERVE_CONFIG_FD ("FD:NAME")."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         env = vassal_environ(os.environ)
         env[protocol.ENV_FD] = str(theirs.fileno())
+        pass_fds = [theirs.fileno()]
+        if config_fd >= 0:
+            env[config.CONFIG_FD_VARIABLE] = f"{config_fd}:{self.monitor.path_of(self.name)}"
+            pass_fds.append(config_fd)
         if self.zerg:
             env[protocol.ENV_BROODLORD_NUM] = str(broodlord_num)
         argv = vassal_argv(cfg, self.name)
@@ -66,11 +73,12 @@ class Vassal:
             prepare = lambda: die_with_parent(emperor_pid)  # noqa: E731
         try:
             self.proc = subprocess.Popen(argv, env=env, cwd=self.monitor.cwd(), stdin=subprocess.DEVNULL,
-                                         pass_fds=[theirs.fileno()], preexec_fn=prepare, **identity)
-        except OSError as exc:
+                                         pass_fds=pass_fds, preexec_fn=prepare, **identity)
+        except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn raised
             ours.close()
             theirs.close()
-            raise OSError(f"cannot start vassal {self.name}: {exc.strerror or exc}") from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise OSError(f"cannot start vassal {self.name} with {argv[0]}: {reason}") from None
         theirs.close()
         self.sock = ours
         self.pid = self.proc.pid
@@ -158,15 +166,19 @@ def _type_flag(name: str) -> str:
 
 
 def vassal_environ(environ: Any) -> dict[str, str]:
-    """The emperor's environment, with UWSGI_VASSAL_X / ZERGSERVE_VASSAL_X rewritten as the
-    documented UWSGI_X / ZERGSERVE_X (uWSGI 2.0 mangles this: issue #1612)."""
+    """The emperor's environment without the variables that configured the emperor itself
+    (UWSGI_<OPT>, ZERGSERVE_<OPT>, UWSGI_INI and the like: a vassal would read them as its own
+    options, and ZERGSERVE_EMPEROR would make every vassal an emperor of the same directory), with
+    UWSGI_VASSAL_X / ZERGSERVE_VASSAL_X rewritten as the documented UWSGI_X / ZERGSERVE_X, the one
+    way to give vassals options through the environment (uWSGI 2.0 mangles this: issue #1612)."""
     env = {}
     for key, value in environ.items():
         for prefix in ("UWSGI_VASSAL_", "ZERGSERVE_VASSAL_"):
             if key.startswith(prefix):
                 break
         else:
-            if key not in ("UWSGI_RELOADS", "NOTIFY_SOCKET", protocol.ENV_FD, protocol.ENV_BROODLORD_NUM):
+            if key not in ("UWSGI_RELOADS", "NOTIFY_SOCKET", protocol.ENV_FD, protocol.ENV_BROODLORD_NUM,
+                           config.CONFIG_FD_VARIABLE) and not config.is_option_variable(key):
                 env[key] = value
     for key, value in environ.items():
         for prefix, target in (("UWSGI_VASSAL_", "UWSGI_"), ("ZERGSERVE_VASSAL_", "ZERGSERVE_")):
