@@ -340,6 +340,8 @@ class Emperor:
         if self.cfg.emperor_no_blacklist:
             return
         self._blacklist(vassal.name)
+        entry = self.blacklist[vassal.name]
+        entry.throttle_ms = max(entry.throttle_ms, self.cfg.emperor_throttle)  # SOS comes every cycle: no retry at once
         logger.error("[emperor] zerg %s failed to boot (%s): next reinforcement in %.1fs at the earliest",
                      vassal.name, why, self.blacklist[vassal.name].throttle_ms / 1000)
 
