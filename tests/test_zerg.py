@@ -169,8 +169,10 @@ def test_worker_respawned_while_paused_stays_paused(spawn, workdir):
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: main_worker(main)["pid"] not in (0, old) and main_worker(main)["status"] != "starting",
              message="worker respawned")
-    assert (main_worker(main)["status"], main_worker(main)["accepting"]) == ("pause", 0)
-    assert pids_answering(main.addr, 10) == {str(fetch(z.stats)["workers"][0]["pid"]).encode()}
+    worker = main_worker(main)
+    assert (worker["status"], worker["accepting"]) == ("pause", 0), fetch(main.stats)["workers"]
+    answering = pids_answering(main.addr, 10)
+    assert answering == {str(fetch(z.stats)["workers"][0]["pid"]).encode()}, (answering, fetch(main.stats)["workers"])
     main.signal(signal.SIGTSTP)
     wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed")
 
@@ -185,8 +187,10 @@ def test_pause_holds_across_the_master_reload(spawn, workdir):
     main.wait_log("new workers ready", timeout=20)
     wait_for(lambda: main_worker(main)["pid"] not in (0, old) and main_worker(main)["status"] != "starting",
              message="new worker")
-    assert (main_worker(main)["status"], main_worker(main)["accepting"]) == ("pause", 0)
-    assert pids_answering(main.addr, 10) == {str(fetch(z.stats)["workers"][0]["pid"]).encode()}
+    worker = main_worker(main)
+    assert (worker["status"], worker["accepting"]) == ("pause", 0), fetch(main.stats)["workers"]
+    answering = pids_answering(main.addr, 10)
+    assert answering == {str(fetch(z.stats)["workers"][0]["pid"]).encode()}, (answering, fetch(main.stats)["workers"])
     main.signal(signal.SIGTSTP)
     wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed after the reload")
     new = str(main_worker(main)["pid"]).encode()
