@@ -8,7 +8,7 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import config, log, sockets, workers, zerg, zergpool
+from zergserve import config, log, sockets, workers, zerg
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import REEXEC_LISTENERS, Master, adopt_reexec_listeners
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                      "or --vassal-set instead", protocol.ENV_FD)
         return EXIT_USAGE
     if cfg.zergpool:
+        from zergserve import zergpool  # here: an instance's workers never need it (nor its json)
         return zergpool.run(cfg, args, emperor_fd)
     if cfg.emperor:
         return run_emperor(cfg)
