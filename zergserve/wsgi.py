@@ -90,7 +90,12 @@ class Input:
     def _fill(self, want: int) -> bool:
         if self._done:
             return False
-        chunk = self._pull(max(want, 8192))  # type: ignore[misc]
+        try:
+            chunk = self._pull(max(want, 8192))  # type: ignore[misc]
+        except ClientDisconnected:
+            raise
+        except OSError as exc:  # the socket failed while the app read: the client is gone
+            raise ClientDisconnected(f"reading the body: {exc}") from exc
         if not chunk:
             self._done = True
             return False
@@ -340,11 +345,16 @@ class Response:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise AppError(f"body chunks must be bytes, got {type(data).__name__}")
         data = self._clip(bytes(data))
-        if not self.head_sent:
-            self.head_sent = True
-            self.sink.send_head(self.status, self.reason, self.headers, data)
-        elif data:
-            self.sink.send_body(data)
+        try:
+            if not self.head_sent:
+                self.head_sent = True
+                self.sink.send_head(self.status, self.reason, self.headers, data)
+            elif data:
+                self.sink.send_body(data)
+        except ClientDisconnected:
+            raise
+        except OSError as exc:  # the socket failed: the client, not the app
+            raise ClientDisconnected(str(exc)) from exc
         self.sent += len(data)
 
     def _clip(self, data: bytes) -> bytes:
@@ -356,6 +366,11 @@ class Response:
     @property
     def complete(self) -> bool:
         return self.length is None or self.sent == self.length
+
+
+# What an app may raise that must cost it one 500, not the worker: sys.exit() in a view would
+# otherwise end the process with the code it passed, which the master could read as a boot failure.
+_APP_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 
 
 def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[[str], None]) -> Response:
@@ -379,20 +394,23 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
         if response.truncated:
             log_error(f"app sent more than its Content-Length ({response.length}) for "
                       f"{environ.get('PATH_INFO')!r}: truncated, connection closed")
-        if not response.complete:
+        if not response.complete and environ.get("REQUEST_METHOD") != "HEAD" and response.status not in (204, 304):
             log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for "
                       f"{environ.get('PATH_INFO')!r}: connection closed")
             sink.abort()
         else:
-            sink.finish()
-    except (ClientDisconnected, BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
+            try:
+                sink.finish()
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from exc
+    except ClientDisconnected as exc:  # raised by the sink or wsgi.input only: the app's own OSErrors are its errors
         response.status = response.status or 499
         log_error(f"client gone during {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}: {exc}")
         sink.abort()
     except RequestError as exc:
         log_error(f"bad request body for {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}: {exc}")
         _error_response(response, sink, exc.status, _REASONS[exc.status] + b"\n")
-    except Exception as exc:
+    except _APP_FAILURES as exc:
         log_error(f"error in app for {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}:\n"
                   + "".join(traceback.format_exception(exc)).rstrip())
         _error_response(response, sink, 500, _ERROR_BODY)
@@ -401,7 +419,7 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
         if close is not None:
             try:
                 close()
-            except Exception as exc:
+            except _APP_FAILURES as exc:
                 log_error("error in app's close():\n" + "".join(traceback.format_exception(exc)).rstrip())
     return response
 

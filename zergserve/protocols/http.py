@@ -596,8 +596,9 @@ class HTTPConnection:
                 % (err.status, reason.encode(), len(body), _DateCache.get(), self.server, body))
 
     def start_next_cycle(self) -> bool:
-        """Get ready for the next request; False when the connection must close instead."""
-        if self.must_close or not self._finished or not self._body_done:
+        """Get ready for the next request; False when the connection must close instead. A request
+        without a body is done with its head, whether or not its EndOfMessage was asked for."""
+        if self.must_close or not self._finished or (self._h is not None and not self._body_done):
             return False
         if self._h is not None:
             data, closed = self._h.trailing_data

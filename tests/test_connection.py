@@ -1,0 +1,125 @@
+"""connection.serve() in process over a socketpair: keep-alive cycles (for workers that keep
+connections, like a later gevent worker) and what an app's exceptions turn into."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from typing import Any, Callable
+
+import pytest
+
+from zergserve import connection
+from zergserve.protocols import http as h1
+from zergserve.protocols.uwsgi import encode_packet
+from zergserve.scoreboard import Scoreboard
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class FakeListener:
+    name = "test"
+
+    def __init__(self, proto: str) -> None:
+        self.proto = proto
+
+    def fileno(self) -> int:
+        return -1 if self.proto == "http" else -2
+
+    def server_name_port(self) -> tuple[str, str]:
+        return "host", "80"
+
+
+def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+    path = environ["PATH_INFO"]
+    if path == "/read":
+        body = environ["wsgi.input"].read()
+    elif path == "/exit":
+        sys.exit(3)
+    elif path == "/interrupt":
+        raise KeyboardInterrupt
+    elif path == "/timeout":
+        raise TimeoutError("the database did not answer")
+    elif path == "/reset":
+        raise ConnectionResetError("the backend reset us")
+    elif path == "/head-no-body":
+        start_response("200 OK", [("Content-Length", "100")])
+        return []
+    else:
+        body = b""
+    start_response("200 OK", [])
+    return [path.encode() + b":" + body]
+
+
+def exchange(data: bytes, proto: str = "http", keep_alive: bool = True) -> tuple[bytes, list[str]]:
+    """Serve one connection that sends `data` then half-closes; everything it answered, and the errors logged."""
+    errors: list[str] = []
+    ctx = connection.Context(app=app, row=Scoreboard(1).writer(1), wid=1, log_error=errors.append,
+                             access_log=None, limits=h1.Limits(), http_timeout=2, socket_timeout=2,
+                             keep_alive=keep_alive)
+    client, server = socket.socketpair()
+    with client:
+        client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+        thread = threading.Thread(target=connection.serve, args=(server, None, FakeListener(proto), ctx))
+        thread.start()
+        out = b""
+        while chunk := client.recv(65536):
+            out += chunk
+        thread.join()
+    return out, errors
+
+
+def bodies(out: bytes) -> list[bytes]:
+    return [part.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0] for part in out.split(b"HTTP/1.1 200 OK")[1:]]
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: h\r\n{extra}\r\n".encode()
+
+
+def test_pipelined_requests_without_bodies_each_get_an_answer():
+    out, errors = exchange(get("/1") + get("/2") + get("/3", "Connection: close\r\n") + get("/4"))
+    assert bodies(out) == [b"/1:", b"/2:", b"/3:"] and errors == []
+
+
+def test_body_read_or_left_then_the_next_request():
+    out, _ = exchange(b"POST /read HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                      + get("/after"))
+    assert bodies(out) == [b"/read:hello", b"/after:"]
+    out, _ = exchange(b"POST /left HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello" + get("/after"))
+    assert bodies(out) == [b"/left:", b"/after:"]
+
+
+def test_http_1_0_keeps_alive_only_when_asked():
+    out, _ = exchange(b"GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\nGET /3 HTTP/1.0\r\n\r\n")
+    assert out.count(b" 200 OK") == 2
+
+
+def test_sync_worker_closes_after_one_response():
+    out, _ = exchange(get("/1") + get("/2"), keep_alive=False)
+    assert bodies(out) == [b"/1:"] and b"Connection: close" in out
+
+
+@pytest.mark.parametrize("path", ["/exit", "/interrupt"])
+@pytest.mark.parametrize("proto", ["http", "uwsgi"])
+def test_sys_exit_or_interrupt_in_the_app_is_a_500(path, proto):
+    """sys.exit() in a view must cost one 500, never the worker (nor the master, that would read exit code 3)."""
+    data = get(path) if proto == "http" else encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": path})
+    out, errors = exchange(data, proto)
+    assert b" 500 " in out.split(b"\r\n")[0]
+    assert errors and "error in app" in errors[0]
+
+
+@pytest.mark.parametrize("path", ["/timeout", "/reset"])
+def test_an_apps_own_socket_errors_are_app_errors(path):
+    """A backend's TimeoutError is the app's failure: a 500 and a traceback, not a silent 'client gone'."""
+    out, errors = exchange(get(path))
+    assert out.startswith(b"HTTP/1.1 500 ")
+    assert "error in app" in errors[0] and "Traceback" in errors[0]
+
+
+def test_head_with_content_length_and_no_body_is_complete():
+    out, errors = exchange(b"HEAD /head-no-body HTTP/1.1\r\nHost: h\r\n\r\n" + get("/after"))
+    assert errors == [] and out.count(b"HTTP/1.1 200 OK") == 2 and b"Content-Length: 100" in out
