@@ -244,7 +244,11 @@ OPTIONS: tuple[Option, ...] = (
     O("processes", integer(1, 4096), 1, "number of worker processes", "p", ("workers",), group="processes"),
     O("master", boolean, True, "run a master (zergserve always does; accepted for uWSGI configs)", "M",
       flag=True, group="processes"),
-    O("worker", choice("sync"), "sync", "worker class", aliases=("worker-class",), group="processes"),
+    O("worker", choice("sync", "gevent"), "sync", "worker class: sync (one request at a time) or gevent "
+      "(many connections per process, HTTP keep-alive; pip install zergserve[gevent])", "k",
+      aliases=("worker-class",), group="processes"),
+    O("worker-connections", integer(1), 1000, "most connections a gevent worker serves at once",
+      group="processes"),
     O("harakiri", integer(0), 0, "kill a worker stuck on one request for more than N seconds (0: off)", "t",
       group="processes"),
     O("max-requests", integer(0), 0, "recycle a worker after N requests (0: never)", "R", group="processes"),
@@ -268,6 +272,8 @@ OPTIONS: tuple[Option, ...] = (
     O("max-vars", integer(1), 64, "uwsgi packets may carry at most 2 * N vars", group="limits"),
     O("http-timeout", number(), 4.0, "absolute deadline in seconds for the whole request head to arrive",
       group="limits"),
+    O("keep-alive", number(), 2.0, "seconds a gevent worker waits for the next request on a kept-alive "
+      "HTTP connection", group="limits"),
     O("socket-timeout", number(), 4.0, "timeout in seconds for each read and write on an accepted "
       "connection (body reads, sends)", "z", group="limits"),
     O("limit-request-line", integer(0), 4094, "longest HTTP request line (414 above; 0: no limit)", group="limits"),

@@ -45,6 +45,7 @@ class Context:
         self.buffer_size = buffer_size
         self.max_vars = max_vars
         self.keep_alive = keep_alive
+        self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
         self.environs: dict[int, dict[str, Any]] = {}
 
     def base_environ(self, listener: Listener) -> dict[str, Any]:
@@ -371,7 +372,7 @@ def _serve_http(conn: socket.socket, peer: Any, listener: Listener, ctx: Context
             return  # ConnectionClosed, or PAUSED with nothing more to do
         if not _serve_request(conn, peer, listener, ctx, h, event):
             return
-        if not h.start_next_cycle():
+        if ctx.draining or not h.start_next_cycle():
             return
         deadline = time.monotonic() + (ctx.keepalive_timeout or ctx.http_timeout)
         received_any = False
@@ -386,6 +387,8 @@ def _serve_request(conn: socket.socket, peer: Any, listener: Listener, ctx: Cont
         send_all(conn, h.error_response(h1.HTTPError(413, "body over limit-post")), ctx.socket_timeout)
         _linger_close(conn)
         return False
+    if ctx.draining:
+        h.keep_alive = False  # this response says Connection: close
     has_body = request.chunked or bool(request.content_length)
     body = wsgi.Input(_http_body(conn, h, ctx) if has_body else None)
     environ = wsgi.http_environ(ctx.base_environ(listener), request, peer, body)

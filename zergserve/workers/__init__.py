@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-CLASSES = {"sync": "zergserve.workers.sync:SyncWorker"}
+CLASSES = {"sync": "zergserve.workers.sync:SyncWorker", "gevent": "zergserve.workers.gevent:GeventWorker"}
 
 
 def get(name: str) -> type:

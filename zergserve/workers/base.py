@@ -101,6 +101,7 @@ class Worker:
                           cfg.limit_request_field_size or 1 << 30),
             http_timeout=cfg.http_timeout,
             socket_timeout=cfg.socket_timeout,
+            keepalive_timeout=cfg.keep_alive,
             limit_post=cfg.limit_post,
             buffer_size=cfg.buffer_size,
             max_vars=cfg.max_vars * 2,

@@ -1,0 +1,147 @@
+"""The gevent worker with real processes: many connections per process, keep-alive, slow clients,
+graceful stop and reload, pause, and the uwsgi protocol."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import connect, free_port, http_request, recv_all, wait_for
+from test_master import Load
+from zergserve.protocols.uwsgi import encode_packet
+from zergserve.stats import fetch
+
+pytest.importorskip("gevent", reason="the gevent worker needs gevent (pip install zergserve[gevent])")
+
+
+def start(spawn, workdir, *extra: str, workers: int = 1):
+    addr = f"127.0.0.1:{free_port()}"
+    usock = str(workdir / "app.sock")
+    stats = str(workdir / "stats.sock")
+    server = spawn("--module", "echo:application", "--worker", "gevent", "--http", addr, "--socket", usock,
+                   "-p", str(workers), "--stats", stats, "--worker-reload-mercy", "10", *extra, wait=addr)
+    server.addr, server.usock, server.stats = addr, usock, stats
+    wait_for(lambda: all(w["status"] == "idle" for w in fetch(stats)["workers"]), message="workers idle")
+    return server
+
+
+def responses(sock: socket.socket, count: int) -> list[bytes]:
+    """Read `count` responses with Content-Length bodies off a kept-alive connection."""
+    data, out = b"", []
+    while len(out) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end]
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(data) >= head_end + 4 + length:
+                out.append(data[:head_end + 4 + length])
+                data = data[head_end + 4 + length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(out)} responses"
+        data += chunk
+    return out
+
+
+def test_one_worker_serves_many_slow_requests_at_once(spawn, workdir):
+    server = start(spawn, workdir)
+    results: list[int] = []
+
+    def one() -> None:
+        results.append(http_request(server.addr, "GET", "/sleep?s=1", timeout=10)[0])
+    threads = [threading.Thread(target=one) for _ in range(40)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert results == [200] * 40
+    assert time.monotonic() - started < 5  # one at a time would take 40 s
+    wait_for(lambda: fetch(server.stats)["workers"][0]["requests"] == 40, message="40 requests counted")
+
+
+def test_keep_alive_and_pipelining(spawn, workdir):
+    server = start(spawn, workdir)
+    with connect(server.addr) as sock:
+        for path in (b"/pid", b"/"):
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path)
+            (reply,) = responses(sock, 1)
+            assert reply.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in reply
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n" * 3 + b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        replies = responses(sock, 4)
+        assert [r.split(b"\r\n")[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 4
+        assert b"Connection: close" in replies[3]
+        assert recv_all(sock) == b""
+
+
+def test_idle_kept_alive_connection_is_closed_after_keep_alive_seconds(spawn, workdir):
+    server = start(spawn, workdir, "--keep-alive", "0.5")
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
+        responses(sock, 1)
+        started = time.monotonic()
+        assert recv_all(sock, timeout=5) == b""
+        assert time.monotonic() - started < 3
+
+
+def test_a_trickling_client_does_not_hold_the_worker(spawn, workdir):
+    server = start(spawn, workdir)
+    with connect(server.addr) as slow:
+        slow.sendall(b"GET /pid HTTP/1.1\r\nHo")
+        for _ in range(5):
+            assert http_request(server.addr, "GET", "/pid", timeout=2)[0] == 200
+
+
+def test_uwsgi_protocol(spawn, workdir):
+    server = start(spawn, workdir)
+    with connect(server.usock) as sock:
+        sock.sendall(encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_PROTOCOL": "HTTP/1.1"}))
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"hello")
+
+
+def test_term_finishes_in_flight_requests(spawn, workdir):
+    server = start(spawn, workdir)
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        http_request(server.addr, "GET", "/sleep?s=1", timeout=10)[0])) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "busy", message="requests in flight")
+    server.signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(10)
+    assert results == [200] * 5
+    assert server.wait_exit() == 0
+
+
+def test_reload_under_load_loses_nothing(spawn, workdir):
+    server = start(spawn, workdir, workers=2)
+    old = {w["pid"] for w in fetch(server.stats)["workers"]}
+    load = Load(server.addr)
+    wait_for(lambda: load.ok > 30, message="load running")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: not old & {w["pid"] for w in fetch(server.stats)["workers"]}, timeout=20,
+             message="new workers")
+    count = load.ok
+    wait_for(lambda: load.ok > count + 30, message="load continues")
+    load.stop()
+    assert load.failures == []
+
+
+def test_pause_stops_accepting(spawn, workdir):
+    server = start(spawn, workdir)
+    server.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "pause", message="paused")
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
+        server.signal(signal.SIGTSTP)
+        assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")

@@ -1,0 +1,132 @@
+"""The gevent worker: many connections per process, each served by a greenlet of its own.
+
+For what a blocking worker cannot do: HTTP keep-alive and pipelining, slow clients, long polls,
+streaming responses and apps that wait on the network. The connection code is the sync worker's:
+`monkey.patch_all()` in the forked worker makes its blocking sockets, timeouts and polls
+cooperative. The patch happens in the worker only (the master never runs gevent), after the fork:
+an app the master loaded before it (the default; --lazy-apps loads in each worker) keeps any
+socket or lock it made at import unpatched, as with gunicorn's gevent worker.
+
+One scoreboard row stands for many requests: it is busy while any request is in flight, and its
+request start moves on each time one finishes. So --harakiri kills a worker that finished nothing
+for N seconds while busy (a loop stuck in CPU or in an unpatched blocking call), not one whose long
+request runs among others that finish.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import Any
+
+from zergserve import connection
+from zergserve.log import logger
+from zergserve.scoreboard import IDLE, PAUSED, RowWriter
+from zergserve.sockets import Listener
+from zergserve.workers.base import Worker
+
+_DRAIN_SECONDS = 2.0
+
+
+class GeventWorker(Worker):
+    """Up to --worker-connections connections at once per process."""
+
+    keep_alive = True
+
+    def boot(self) -> None:
+        from gevent import monkey
+        monkey.patch_all()
+        super().boot()
+        self.ctx.row = _SharedRow(self.row, self)
+
+    def serve_forever(self) -> None:
+        import gevent
+        from gevent.pool import Pool
+        from gevent.socket import wait_read
+
+        pool = Pool(self.cfg.worker_connections)
+        acceptors: list[Any] = []
+        while not self.done():
+            if self.paused and acceptors:
+                gevent.killall(acceptors)
+                acceptors = []
+                self.row.set_status(PAUSED)
+            elif not self.paused and not acceptors:
+                acceptors = [gevent.spawn(self._accept_forever, listener, pool) for listener in self.listeners]
+                if not self.ctx.row.inflight:
+                    self.row.set_status(IDLE)
+            try:
+                wait_read(self.wake_r, timeout=1.0, timeout_exc=TimeoutError)
+                self.drain_wakeups()
+            except TimeoutError:
+                self.row.heartbeat()
+        gevent.killall(acceptors)
+        self.ctx.draining = True  # kept-alive connections close after the response in hand
+        if not self.paused and not self.recycling and not self.leaving:
+            self._spawn_queued(pool)
+        if not pool.join(timeout=self.cfg.worker_reload_mercy):
+            logger.error("worker %d: %d connections still open after %ds, closing them",
+                         self.wid, len(pool), self.cfg.worker_reload_mercy)
+
+    def _accept_forever(self, listener: Listener, pool: Any) -> None:
+        """Accept on one listener while there is room in the pool; a greenlet per connection."""
+        from gevent import socket as gsocket
+        sock = gsocket.socket(fileno=listener.sock.dup().detach())
+        try:
+            while True:
+                pool.wait_available()
+                try:
+                    conn, peer = sock.accept()
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
+                        time.sleep(0.1)
+                    elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EAGAIN):
+                        raise
+                    continue
+                pool.spawn(connection.serve, conn, peer, listener, self.ctx)
+        finally:
+            sock.close()
+
+    def _spawn_queued(self, pool: Any) -> None:
+        """On the way out, take what is already queued (the sync worker does the same)."""
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        for listener in self.listeners:
+            for _ in range(self.cfg.listen):
+                if time.monotonic() > deadline:
+                    return
+                try:
+                    conn, peer = listener.sock.accept()  # accept() builds the patched socket class
+                except OSError:
+                    break
+                pool.spawn(connection.serve, conn, peer, listener, self.ctx)
+
+
+class _SharedRow:
+    """The worker's scoreboard row as many concurrent requests see it (see the module docstring)."""
+
+    __slots__ = ("row", "worker", "inflight", "line")
+
+    def __init__(self, row: RowWriter, worker: GeventWorker) -> None:
+        self.row = row
+        self.worker = worker
+        self.inflight = 0
+        self.line = b""
+
+    def begin(self, request_line: bytes, now: float) -> None:
+        self.inflight += 1
+        self.line = request_line
+        if self.inflight == 1:
+            self.row.begin(request_line, now)
+
+    def end(self, sent: int, elapsed: float, failed: bool) -> None:
+        self.inflight -= 1
+        self.row.end(sent, elapsed, failed)
+        if self.inflight:
+            self.row.begin(self.line, time.time())
+        elif self.worker.paused:
+            self.row.set_status(PAUSED)
+
+    @property
+    def requests(self) -> int:
+        return self.row.requests
