@@ -145,3 +145,31 @@ def test_pause_stops_accepting(spawn, workdir):
         server.signal(signal.SIGTSTP)
         assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
     wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
+
+
+def test_harakiri_kills_a_stuck_loop_not_a_long_request_among_others(spawn, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    stats = str(workdir / "stats.sock")
+    server = spawn("--module", "spin:application", "--worker", "gevent", "--http", addr, "--stats", stats,
+                   "--harakiri", "2", wait=addr)
+    pid = fetch(stats)["workers"][0]["pid"]
+    with connect(addr) as stuck:
+        stuck.sendall(b"GET /spin?s=30 HTTP/1.1\r\nHost: h\r\n\r\n")
+        server.wait_log("HARAKIRI", timeout=10)
+        assert recv_all(stuck, timeout=5) == b""
+    wait_for(lambda: fetch(stats)["workers"][0]["pid"] not in (0, pid), message="worker respawned")
+    assert http_request(addr, "GET", "/", timeout=5)[0] == 200
+
+
+def test_harakiri_spares_a_long_request_while_others_finish(spawn, workdir):
+    server = start(spawn, workdir, "--harakiri", "2")
+    pid = fetch(server.stats)["workers"][0]["pid"]
+    long: list[int] = []
+    thread = threading.Thread(target=lambda: long.append(http_request(server.addr, "GET", "/sleep?s=3.5",
+                                                                      timeout=10)[0]))
+    thread.start()
+    while thread.is_alive():
+        assert http_request(server.addr, "GET", "/pid", timeout=5)[0] == 200
+        thread.join(0.2)
+    assert long == [200] and fetch(server.stats)["workers"][0]["pid"] == pid
+    assert "HARAKIRI" not in server.log()
