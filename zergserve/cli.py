@@ -99,11 +99,15 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     if cfg.check_config:
         return _check_app(cfg)
     reloaded = REEXEC_LISTENERS in os.environ
+    adopted = adopt_reexec_listeners()
     try:
-        listeners = bind_listeners(cfg)
+        listeners = bind_listeners(cfg, adopted)
     except (sockets.AddressError, zerg.ZergError) as exc:
         logger.error("%s", exc)
         return 1 if isinstance(exc, zerg.ZergError) else EXIT_USAGE
+    for listener in adopted.values():
+        logger.info("closing %s: no longer in the configuration", listener.name)
+        sockets.close_listener(listener, cfg.vacuum)
     if not listeners:
         logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
         return EXIT_USAGE
@@ -137,41 +141,44 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     return master.run()
 
 
-def bind_listeners(cfg: config.Config) -> list[sockets.Listener]:
+def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
+                   attach: bool = True) -> list[sockets.Listener]:
     """Adopt what a previous master image, zerg servers or systemd passed us; bind the rest.
 
-    A zerg keeps the sockets it attached across its own reload: they come back from the previous
-    image like any other, so it does not attach again.
+    `adopted` holds the previous image's listeners by name: what is kept is taken out of it, and the
+    caller closes what is left (no longer configured). A zerg keeps the sockets it attached across
+    its own reload: they come back from the previous image like any other, so it does not attach
+    again. A systemd socket comes back from the previous image too (after the re-exec LISTEN_PID
+    still names this pid): it is that listener again, never a second one over the same fd.
+    Without `attach` a zerg that has not attached yet does not try (the reload check).
     """
-    adopted = adopt_reexec_listeners()
-    activated = {f"fd://{fd}": fd for fd in sockets.systemd_fds()}
-    configured = {addr: "http" for addr in cfg.http} | {addr: "uwsgi" for addr in cfg.socket}
-    listeners = [item for item in adopted.values() if item.origin.startswith("zerg:")]
+    listeners = [item for item in adopted.values() if item.attached]
     for item in listeners:
         del adopted[item.name]
-    if cfg.zerg and not listeners:
+    configured = {addr: "http" for addr in cfg.http} | {addr: "uwsgi" for addr in cfg.socket}
+    if cfg.zerg and not listeners and attach:
         listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, cfg.zerg_allow_uid)
     attached = {sockets.canonical_name(item.name) for item in listeners}
+    activated = [f"fd://{fd}" for fd in sockets.systemd_fds()]
+    unflagged = [(addr, "http") for addr in activated if addr not in configured]
+    fresh: list[sockets.Listener] = []
     try:
-        for proto, addrs in (("http", cfg.http), ("uwsgi", cfg.socket)):
-            for addr in addrs:
-                if sockets.canonical_name(addr) in attached:
-                    continue
-                if addr in adopted:
-                    listeners.append(adopted.pop(addr))
-                elif addr in activated:
-                    listeners.append(sockets.from_fd(activated.pop(addr), proto, name=addr, origin="systemd"))
-                else:
-                    listeners.append(sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket))
-        for name, fd in activated.items():
-            listeners.append(sockets.from_fd(fd, "http", name=name, origin="systemd"))
+        for addr, proto in [*configured.items(), *unflagged]:
+            if sockets.canonical_name(addr) in attached:
+                continue
+            if addr in adopted:
+                listener = adopted.pop(addr)
+                listener.proto = proto
+            elif addr in activated:
+                listener = sockets.from_fd(int(addr[len("fd://"):]), proto, name=addr, origin="systemd")
+            else:
+                listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket)
+                fresh.append(listener)
+            listeners.append(listener)
     except sockets.AddressError:
         for listener in listeners:
-            sockets.close_listener(listener)
+            sockets.close_listener(listener, vacuum=listener in fresh)  # our new files only
         raise
-    for listener in adopted.values():
-        logger.info("closing %s: no longer in the configuration", listener.name)
-        sockets.close_listener(listener, cfg.vacuum)
     return listeners
 
 
