@@ -245,6 +245,22 @@ def test_worker_crash_exit_is_respawned(spawn, workdir):
     assert http_request(server.addr, "GET", "/")[0] == 200
 
 
+@pytest.mark.parametrize("code", [3, 4])
+def test_worker_that_served_then_exits_3_or_4_is_respawned(spawn, workdir, code):
+    """Codes 3 and 4 stop the master only from a worker that never finished booting: an app that
+    calls os._exit(3) in a request must not take the server down."""
+    server = start(spawn, workdir, workers=2)
+    for _ in range(4):
+        assert http_request(server.addr, "GET", "/")[0] == 200
+    before = worker_pids(server)
+    with pytest.raises((OSError, http.client.HTTPException)):
+        http_request(server.addr, "GET", f"/os-exit?code={code}")
+    wait_for(lambda: len(worker_pids(server)) == 2 and worker_pids(server) != before, message="respawned")
+    assert server.proc.poll() is None
+    assert http_request(server.addr, "GET", "/")[0] == 200
+    assert f"exited with code {code}" in server.log()
+
+
 def test_tstp_pauses_accepting(spawn, workdir):
     server = start(spawn, workdir, workers=1)
     server.signal(signal.SIGTSTP)

@@ -261,7 +261,7 @@ class Master:
     def _worker_died(self, proc: WorkerProc, code: int) -> None:
         if self.stopping:
             return
-        if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR):
+        if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) and not self._booted(proc):
             what = "load the app" if code == EXIT_APP_LOAD_ERROR else "boot"
             logger.error("worker %d (pid %d) could not %s; stopping the master instead of respawning it",
                          proc.wid, proc.pid, what)
@@ -277,6 +277,13 @@ class Master:
         lived = time.time() - proc.spawned
         delay = 0.0 if lived > 1.0 or code == 0 else min(0.1 * 2 ** min(proc.respawns, 6), 5.0)
         self.respawn_at[proc.wid] = time.time() + delay
+
+    def _booted(self, proc: WorkerProc) -> bool:
+        """Whether the worker got past its boot (its row left STARTING): codes 3 and 4 from one that
+        did come from the app (os._exit(3), an escaped SystemExit), not from a boot that will fail
+        again, so it is respawned rather than stopping the master."""
+        row = self.scoreboard.row(proc.wid)
+        return row.pid == proc.pid and (row.status != STARTING or row.requests > 0)
 
     def go_cheap(self) -> None:
         """Stop every worker and wait on the sockets here; the first connection brings them back
