@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -234,6 +235,27 @@ def test_pidfile_and_vacuum(spawn, workdir):
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     assert not pidfile.exists() and not sock.exists()
+
+
+def test_unwritable_pidfile_is_a_named_error(spawn, workdir):
+    pidfile = workdir / "missing" / "zs.pid"
+    sock = workdir / "app.sock"
+    server = spawn("--module", "echo:application", "--socket", str(sock), "--pidfile", str(pidfile), "--vacuum")
+    assert server.wait_exit() == 2
+    assert f"cannot write pidfile {pidfile}: No such file or directory" in server.log()
+    assert "Traceback" not in server.log()
+    assert not sock.exists()
+
+
+def test_stats_address_in_use_is_a_named_error(spawn):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        taken = f"127.0.0.1:{blocker.getsockname()[1]}"
+        server = spawn("--module", "echo:application", "--http", f"127.0.0.1:{free_port()}", "--stats", taken)
+        assert server.wait_exit() == 2
+    assert f"stats server: cannot bind {taken}: Address already in use" in server.log()
+    assert "Traceback" not in server.log()
 
 
 def test_worker_crash_exit_is_respawned(spawn, workdir):

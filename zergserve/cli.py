@@ -11,7 +11,8 @@ from zergserve import app as app_loader
 from zergserve import config, log, sockets, workers, zerg
 from zergserve.emperor import protocol
 from zergserve.log import logger
-from zergserve.master import REEXEC_LISTENERS, Master, adopt_reexec_listeners
+from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
+                              check_start)
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
 EXIT_USAGE = 2
@@ -97,7 +98,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         logger.error("%s", exc)
         return EXIT_APP_LOAD_ERROR
     if cfg.check_config:
-        return _check_app(cfg)
+        return _check_config(cfg)
     reloaded = REEXEC_LISTENERS in os.environ
     adopted = adopt_reexec_listeners()
     try:
@@ -192,8 +193,38 @@ def _load_app(cfg: config.Config):
         return None
 
 
-def _check_app(cfg: config.Config) -> int:
+def _check_config(cfg: config.Config) -> int:
+    """--check-config: the configuration and the app load. As the master's HUP check it also
+    tries what the new master will bind and create, so that a reload that would fail is refused
+    while the old workers go on serving."""
+    if RELOAD_CHECK in os.environ:
+        code = _check_reload_resources(cfg, os.environ.pop(RELOAD_CHECK))
+        if code:
+            return code
     if _load_app(cfg) is None:
         return EXIT_APP_LOAD_ERROR
     logger.info("configuration and app OK")
+    return 0
+
+
+def _check_reload_resources(cfg: config.Config, held_stats: str) -> int:
+    """Bind the addresses the running master does not hold (it passes us the ones it does, which
+    are taken over, never rebound), then release them and remove the socket files made here; check
+    the stats address and the pidfile. A zerg that has not attached yet would attach at start, so
+    it has nothing to bind here."""
+    adopted = adopt_reexec_listeners()
+    held = list(adopted.values())
+    listeners: list[sockets.Listener] = []
+    try:
+        if not cfg.zerg or any(item.attached for item in held):
+            listeners = bind_listeners(cfg, adopted, attach=False)
+        check_start(cfg, held_stats)
+    except (sockets.AddressError, StartError) as exc:
+        logger.error("reload check: %s", exc)
+        return EXIT_USAGE
+    finally:
+        for listener in listeners:
+            sockets.close_listener(listener, vacuum=listener not in held)
+        for listener in adopted.values():
+            sockets.close_listener(listener)
     return 0

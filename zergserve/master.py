@@ -6,7 +6,7 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     HUP         graceful reload: re-exec this master in place (same pid, same listening sockets,
                 re-read config, reload the app), start new workers, and only when they are ready
                 let the old ones finish their requests and exit. A check of the new config and
-                app runs first; if it fails the old master and workers go on serving.
+                app, and of what the new master binds and creates, runs first; if it fails the old master and workers go on serving.
     TERM        graceful shutdown: workers stop accepting, finish what they have, exit.
     INT, QUIT   quick shutdown: workers exit at once. On a zerg (an instance with attached sockets)
                 INT leaves instead: workers finish the request in hand and exit without serving the
@@ -45,10 +45,16 @@ from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
 REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
+RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # set for the HUP check: the stats address the master holds
+EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGTSTP, signal.SIGCHLD)
 _QUICK_MERCY = 3.0
 _BOOT_GRACE = 30.0
+
+
+class StartError(Exception):
+    """Something the master creates besides its sockets (stats socket, pidfile) cannot be created."""
 
 
 class WorkerProc:
@@ -100,6 +106,7 @@ class Master:
         self.stop_deadline = 0.0
         self.paused = os.environ.pop(REEXEC_PAUSED, "") == "1"  # TSTP holds across a reload
         self.canary: int | None = None
+        self.pidfile_written = False
         self.exit_code = 0
         self.started = time.time()
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
@@ -110,7 +117,13 @@ class Master:
 
     def run(self) -> int:
         """Serve until told to stop; return the process exit code."""
-        self._setup()
+        try:
+            self._setup()
+        except StartError as exc:
+            logger.error("%s", exc)
+            self.exit_code = EXIT_START_ERROR
+            self._cleanup()
+            return self.exit_code
         if self.cfg.cheap:
             self.go_cheap()
         else:
@@ -173,13 +186,12 @@ class Master:
         self._ready_w = ready_w
         self.add_reader(ready_r, lambda: self._worker_ready(ready_r))
         if cfg.stats:
-            self.stats = StatsServer(cfg.stats, self.stats_document, http=cfg.stats_http,
-                                     minified=cfg.stats_minified, chmod=cfg.chmod_socket)
+            self.stats = open_stats(cfg, self.stats_document)
             self.add_reader(self.stats, self.stats.serve_one)
             logger.info("stats server enabled on %s", cfg.stats)
         if cfg.pidfile:
-            with open(cfg.pidfile, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
+            write_pidfile(cfg.pidfile)
+            self.pidfile_written = True
         for listener in self.listeners:
             logger.info("%s socket %s (%s, fd %d)", listener.proto, listener.name, listener.origin,
                         listener.fileno())
@@ -366,12 +378,17 @@ class Master:
             return
         logger.info("graceful reload requested: checking the new configuration and app")
         args = [sys.executable, "-m", "zergserve", *self.argv, "--check-config"]
-        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_LISTENERS, REEXEC_WORKERS, REEXEC_PAUSED)}
+        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_WORKERS, REEXEC_PAUSED)}
+        # The check binds what the new master would bind, except what this one holds and passes on.
+        env[REEXEC_LISTENERS] = self._listener_handover()
+        env[RELOAD_CHECK] = sockets.canonical_name(self.cfg.stats) if self.cfg.stats else ""
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             try:
+                for listener in self.listeners:
+                    os.set_inheritable(listener.fileno(), True)
                 os.chdir(self.start_cwd)  # relative config paths mean what they meant at start
                 os.execve(sys.executable, args, env)
             finally:
@@ -389,13 +406,10 @@ class Master:
     def reexec(self) -> None:
         """Replace this master's image with a fresh one: same pid, so the workers stay its children."""
         logger.info("re-executing the master (pid %d) for a graceful reload", os.getpid())
-        keep = []
         for listener in self.listeners:
             os.set_inheritable(listener.fileno(), True)
-            keep.append(":".join(_escape(field) for field in (str(listener.fileno()), listener.proto,
-                                                                   listener.origin, listener.name)))
         env = dict(os.environ)
-        env[REEXEC_LISTENERS] = "\n".join(keep)
+        env[REEXEC_LISTENERS] = self._listener_handover()
         env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
                                                          *self.retiring])
         if self.paused:
@@ -409,6 +423,12 @@ class Master:
         sys.stderr.flush()
         os.chdir(self.start_cwd)
         os.execve(sys.executable, [sys.executable, "-m", "zergserve", *self.argv], env)
+
+    def _listener_handover(self) -> str:
+        """The listeners as `adopt_reexec_listeners` reads them back in the next image."""
+        return "\n".join(":".join(_escape(field) for field in (str(listener.fileno()), listener.proto,
+                                                               listener.origin, listener.name))
+                         for listener in self.listeners)
 
     def _adopt_old_workers(self) -> None:
         """After a re-exec: the previous image's workers are still our children; retire them later."""
@@ -507,7 +527,7 @@ class Master:
             sockets.close_listener(listener, vacuum)
         if self.stats is not None:
             self.stats.close(vacuum)
-        if vacuum and self.cfg.pidfile:
+        if vacuum and self.pidfile_written:
             try:
                 os.unlink(self.cfg.pidfile)
             except OSError:
@@ -568,6 +588,38 @@ class Master:
         for provider in self.stats_extras:
             doc.update(provider())
         return doc
+
+
+def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
+    try:
+        return StatsServer(cfg.stats, document, http=cfg.stats_http, minified=cfg.stats_minified,
+                           chmod=cfg.chmod_socket)
+    except sockets.AddressError as exc:
+        raise StartError(f"stats server: {exc}") from None
+
+
+def write_pidfile(path: str) -> None:
+    try:
+        with open(path, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise StartError(f"cannot write pidfile {path}: {exc.strerror or exc}") from None
+
+
+def check_start(cfg: Any, held_stats: str) -> None:
+    """For the reload check: raise StartError unless a new master could create its stats socket and
+    pidfile. The stats address the running master holds (`held_stats`, canonical) is not probed:
+    the master closes it just before its re-exec."""
+    if cfg.stats and sockets.canonical_name(cfg.stats) != held_stats:
+        open_stats(cfg, dict).close(vacuum=True)
+    if cfg.pidfile:
+        existed = os.path.lexists(cfg.pidfile)
+        try:
+            os.close(os.open(cfg.pidfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+            if not existed:
+                os.unlink(cfg.pidfile)
+        except OSError as exc:
+            raise StartError(f"cannot write pidfile {cfg.pidfile}: {exc.strerror or exc}") from None
 
 
 def _kill(pid: int, signum: int) -> None:
