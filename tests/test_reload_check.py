@@ -1,5 +1,5 @@
 """The HUP check: a new configuration the new master could not start with is refused while the old
-workers go on serving; a master that fails after all leaves no workers."""
+workers go on serving; a check that hangs is killed; a master that fails after all leaves no workers."""
 
 from __future__ import annotations
 
@@ -99,6 +99,22 @@ def test_hup_keeps_held_stats_and_pidfile(spawn, workdir):
     hup_reloads(server)
     hup_reloads(server)
     assert int(pidfile.read_text()) == server.pid
+
+
+def test_hung_check_is_killed_and_the_next_hup_reloads(spawn, workdir):
+    app = workdir / "flip.py"
+    app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'v1']\n")
+    addr = f"127.0.0.1:{free_port()}"
+    server = spawn("--chdir", str(workdir), "--module", "flip:application", "--http", addr,
+                   "--worker-reload-mercy", "2", wait=addr)
+    app.write_text("import time\ntime.sleep(600)\n")
+    server.signal(signal.SIGHUP)
+    server.wait_log("took more than 2s (worker-reload-mercy); killed it", timeout=8)
+    assert http_request(addr)[2] == b"v1"
+    app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'v2']\n")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: http_request(addr)[2] == b"v2", timeout=15, message="new code served")
+    assert "reload already in progress" not in server.log()
 
 
 def test_master_failing_after_the_check_leaves_no_workers(spawn, workdir):

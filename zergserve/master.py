@@ -6,7 +6,8 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     HUP         graceful reload: re-exec this master in place (same pid, same listening sockets,
                 re-read config, reload the app), start new workers, and only when they are ready
                 let the old ones finish their requests and exit. A check of the new config and
-                app, and of what the new master binds and creates, runs first; if it fails the old master and workers go on serving.
+                app, and of what the new master binds and creates, runs first (killed after
+                worker-reload-mercy); if it fails the old master and workers go on serving.
     TERM        graceful shutdown: workers stop accepting, finish what they have, exit.
     INT, QUIT   quick shutdown: workers exit at once. On a zerg (an instance with attached sockets)
                 INT leaves instead: workers finish the request in hand and exit without serving the
@@ -106,6 +107,8 @@ class Master:
         self.stop_deadline = 0.0
         self.paused = os.environ.pop(REEXEC_PAUSED, "") == "1"  # TSTP holds across a reload
         self.canary: int | None = None
+        self.canary_deadline = 0.0
+        self.canary_timed_out = False
         self.pidfile_written = False
         self.exit_code = 0
         self.started = time.time()
@@ -147,6 +150,7 @@ class Master:
             next_cycle = time.monotonic() + self.cfg.check_interval
             self._harakiri()
             self._kill_overdue()
+            self._watch_canary()
             for task in self.housekeeping:
                 task()
         self._cleanup()
@@ -394,9 +398,24 @@ class Master:
             finally:
                 os._exit(127)
         self.canary = pid
+        self.canary_deadline = time.monotonic() + self.cfg.worker_reload_mercy
+        self.canary_timed_out = False
+
+    def _watch_canary(self) -> None:
+        """A check stuck in the new app's import would answer every later HUP with "reload already
+        in progress": past worker-reload-mercy it is killed and the reload abandoned."""
+        if self.canary is None or self.canary_timed_out or time.monotonic() < self.canary_deadline:
+            return
+        logger.error("reload aborted: the check of the new configuration and app (pid %d) took more than "
+                     "%ds (worker-reload-mercy); killed it; old workers keep serving",
+                     self.canary, self.cfg.worker_reload_mercy)
+        _kill(self.canary, signal.SIGKILL)
+        self.canary_timed_out = True
 
     def _canary_done(self, code: int) -> None:
         self.canary = None
+        if self.canary_timed_out:
+            return
         if code != 0:
             logger.error("reload aborted: the new configuration or app failed its check (exit %d); "
                          "old workers keep serving", code)
@@ -497,6 +516,9 @@ class Master:
         if self.stopping == "quick" or self.stopping == how:
             return
         self.stopping = how
+        if self.canary is not None and not self.canary_timed_out:
+            _kill(self.canary, signal.SIGKILL)  # no reload after a stop
+            self.canary_timed_out = True
         if how == "graceful":
             mercy, signum = float(self.cfg.worker_reload_mercy), signal.SIGTERM
         elif how == "leave":
