@@ -192,6 +192,20 @@ def test_process_titles_and_usr1(spawn, workdir):
     server.wait_log("worker 2 pid")
 
 
+def test_worker_holds_only_its_own_epoll(spawn, workdir):
+    """The master's selector is closed in the forked worker, which waits on its own poller only."""
+    addr = f"127.0.0.1:{free_port()}"
+    server = spawn("--module", "echo:application", "--http", addr, "--stats", str(workdir / "s.sock"), wait=addr)
+    (worker,) = wait_for(lambda: len(server.worker_pids()) == 1 and server.worker_pids())
+
+    def epolls() -> int:
+        fds = Path(f"/proc/{worker}/fd")
+        return sum(os.readlink(fds / fd) == "anon_inode:[eventpoll]" for fd in os.listdir(fds))
+
+    assert http_request(addr)[0] == 200  # the worker is in its loop
+    assert epolls() == 1
+
+
 def test_no_fd_leak_across_reloads(spawn, workdir):
     port = free_port()
     addr = f"127.0.0.1:{port}"

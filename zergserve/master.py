@@ -213,7 +213,7 @@ class Master:
     def master_fds(self) -> list[int]:
         """Descriptors a forked worker must close: they belong to the master's loop."""
         fds = [key.fd for key in self.selector.get_map().values()]
-        return fds + [self._wake[1]]
+        return fds + [self._wake[1], self.selector.fileno()]
 
     # --- workers ----------------------------------------------------------------------------
 
