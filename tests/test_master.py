@@ -258,6 +258,34 @@ def test_stats_address_in_use_is_a_named_error(spawn):
     assert "Traceback" not in server.log()
 
 
+def test_vacuum_when_the_app_fails_to_load(spawn, workdir):
+    sock = workdir / "app.sock"
+    server = spawn("--module", "broken:application", "--socket", str(sock), "--vacuum")
+    assert server.wait_exit() == 4
+    assert not sock.exists()
+
+
+def test_usr2_is_logged_and_ignored(spawn, workdir):
+    server = start(spawn, workdir, workers=1)
+    (worker,) = worker_pids(server)
+    server.signal(signal.SIGUSR2)
+    os.kill(worker, signal.SIGUSR2)  # `systemctl kill` signals the whole group
+    server.wait_log("USR2 ignored")
+    assert int(http_request(server.addr, "GET", "/pid")[2]) == worker  # the signal came before the request
+    assert server.proc.poll() is None and worker_pids(server) == {worker}
+
+
+def test_hup_resets_the_worker_count_to_processes(spawn, workdir):
+    """Documented: TTIN/TTOU change the running count only; a reload starts -p workers again."""
+    server = start(spawn, workdir, workers=1)
+    server.signal(signal.SIGTTIN)
+    wait_for(lambda: len(worker_pids(server)) == 2, message="2 workers")
+    before = worker_pids(server)
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: worker_pids(server) and not worker_pids(server) & before, timeout=15, message="reloaded")
+    wait_for(lambda: len(server.worker_pids()) == 1, message="1 worker after the reload")
+
+
 def test_worker_crash_exit_is_respawned(spawn, workdir):
     server = start(spawn, workdir, workers=1)
     before = worker_pids(server)

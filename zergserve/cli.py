@@ -116,6 +116,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     if not cfg.lazy_apps:
         app = _load_app(cfg)
         if app is None:
+            _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
     master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd)
     if cfg.zerg_server:
@@ -124,6 +125,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
                                      cfg.zerg_allow_uid)
         except sockets.AddressError as exc:
             logger.error("%s", exc)
+            _abandon(listeners, cfg.vacuum)
             return EXIT_USAGE
         master.add_reader(server, server.serve_one)
         master.add_cleanup(server.close)
@@ -191,6 +193,12 @@ def _load_app(cfg: config.Config):
         if exc.__cause__ is not None:
             logger.error("%s", "".join(traceback.format_exception(exc.__cause__)).rstrip())
         return None
+
+
+def _abandon(listeners: list[sockets.Listener], vacuum: bool) -> None:
+    """Close the sockets of an instance that will not start (with --vacuum, their files too)."""
+    for listener in listeners:
+        sockets.close_listener(listener, vacuum)
 
 
 def _check_config(cfg: config.Config) -> int:

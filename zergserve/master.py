@@ -15,6 +15,7 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
                 still quick there.
     TTIN, TTOU  one worker more, one fewer.
     USR1        log a line per worker.
+    USR2        logged and ignored (gunicorn's binary upgrade; HUP is the in-place upgrade here).
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
 
 Other roles (zerg server, emperor link, idle watch) plug in through `add_reader()`,
@@ -49,7 +50,7 @@ REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
 RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # set for the HUP check: the stats address the master holds
 EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
-            signal.SIGTTOU, signal.SIGUSR1, signal.SIGTSTP, signal.SIGCHLD)
+            signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGCHLD)
 _QUICK_MERCY = 3.0
 _BOOT_GRACE = 30.0
 
@@ -236,6 +237,7 @@ class Master:
                 signal.set_wakeup_fd(-1)
                 for signum in _HANDLED:
                     signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
                 worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
                                            self.master_fds())
                 worker.paused = self.paused
@@ -501,6 +503,11 @@ class Master:
         for row in self.scoreboard.rows()[: self.num_workers]:
             logger.info("worker %d pid %d %s requests %d exceptions %d avg_rt %dus tx %d",
                         row.wid, row.pid, row.status_name, row.requests, row.exceptions, row.avg_rt, row.tx)
+
+    def handle_usr2(self) -> None:
+        """gunicorn's binary upgrade signal; its default action would kill the master silently."""
+        logger.info("USR2 ignored: zergserve has no binary upgrade; HUP reloads code and configuration "
+                    "in place")
 
     def handle_tstp(self) -> None:
         self.paused = not self.paused
