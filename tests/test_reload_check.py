@@ -78,6 +78,15 @@ def test_hup_adds_a_unix_socket_and_keeps_the_held_one(spawn, workdir):
     assert names == sorted([server.addr, str(held), str(added)])
 
 
+def test_hup_takes_over_a_held_address_spelled_differently(spawn, workdir):
+    server = start_from_ini(spawn, workdir)
+    port = server.addr.rpartition(":")[2]
+    server.ini.write_text(server.ini.read_text().replace(f"http = {server.addr}", f"http = localhost:{port}"))
+    hup_reloads(server)
+    assert http_request(server.addr)[0] == 200
+    assert [s["name"] for s in fetch(server.stats)["sockets"]] == [f"localhost:{port}"]
+
+
 @pytest.mark.parametrize("line,reason", [
     ("pidfile = {workdir}/missing/zs.pid", "reload check: cannot write pidfile {workdir}/missing/zs.pid: "
                                            "No such file or directory"),
@@ -107,6 +116,7 @@ def test_hung_check_is_killed_and_the_next_hup_reloads(spawn, workdir):
     addr = f"127.0.0.1:{free_port()}"
     server = spawn("--chdir", str(workdir), "--module", "flip:application", "--http", addr,
                    "--worker-reload-mercy", "2", wait=addr)
+    assert http_request(addr)[2] == b"v1"  # the master is past its setup: HUP is handled now
     app.write_text("import time\ntime.sleep(600)\n")
     server.signal(signal.SIGHUP)
     server.wait_log("took more than 2s (worker-reload-mercy); killed it", timeout=8)

@@ -169,8 +169,8 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
         for addr, proto in [*configured.items(), *unflagged]:
             if sockets.canonical_name(addr) in attached:
                 continue
-            if addr in adopted:
-                listener = adopted.pop(addr)
+            listener = _take_adopted(addr, adopted)
+            if listener is not None:
                 listener.proto = proto
             elif addr in activated:
                 listener = sockets.from_fd(int(addr[len("fd://"):]), proto, name=addr, origin="systemd")
@@ -183,6 +183,20 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
             sockets.close_listener(listener, vacuum=listener in fresh)  # our new files only
         raise
     return listeners
+
+
+def _take_adopted(addr: str, adopted: dict[str, sockets.Listener]) -> sockets.Listener | None:
+    """The previous image's listener on `addr`, however either spelled it ('localhost:80' is
+    '127.0.0.1:80'): binding it again would fail, the old one still holds it."""
+    if addr in adopted:
+        return adopted.pop(addr)
+    canonical = sockets.canonical_name(addr)
+    for name in adopted:
+        if sockets.canonical_name(name) == canonical:
+            listener = adopted.pop(name)
+            listener.name = addr
+            return listener
+    return None
 
 
 def _load_app(cfg: config.Config):
