@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -236,6 +237,55 @@ def test_pidfile_and_vacuum(spawn, workdir):
     assert not pidfile.exists() and not sock.exists()
 
 
+def test_unwritable_pidfile_is_a_named_error(spawn, workdir):
+    pidfile = workdir / "missing" / "zs.pid"
+    sock = workdir / "app.sock"
+    server = spawn("--module", "echo:application", "--socket", str(sock), "--pidfile", str(pidfile), "--vacuum")
+    assert server.wait_exit() == 2
+    assert f"cannot write pidfile {pidfile}: No such file or directory" in server.log()
+    assert "Traceback" not in server.log()
+    assert not sock.exists()
+
+
+def test_stats_address_in_use_is_a_named_error(spawn):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        taken = f"127.0.0.1:{blocker.getsockname()[1]}"
+        server = spawn("--module", "echo:application", "--http", f"127.0.0.1:{free_port()}", "--stats", taken)
+        assert server.wait_exit() == 2
+    assert f"stats server: cannot bind {taken}: Address already in use" in server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_vacuum_when_the_app_fails_to_load(spawn, workdir):
+    sock = workdir / "app.sock"
+    server = spawn("--module", "broken:application", "--socket", str(sock), "--vacuum")
+    assert server.wait_exit() == 4
+    assert not sock.exists()
+
+
+def test_usr2_is_logged_and_ignored(spawn, workdir):
+    server = start(spawn, workdir, workers=1)
+    (worker,) = worker_pids(server)
+    server.signal(signal.SIGUSR2)
+    os.kill(worker, signal.SIGUSR2)  # `systemctl kill` signals the whole group
+    server.wait_log("USR2 ignored")
+    assert int(http_request(server.addr, "GET", "/pid")[2]) == worker  # the signal came before the request
+    assert server.proc.poll() is None and worker_pids(server) == {worker}
+
+
+def test_hup_resets_the_worker_count_to_processes(spawn, workdir):
+    """Documented: TTIN/TTOU change the running count only; a reload starts -p workers again."""
+    server = start(spawn, workdir, workers=1)
+    server.signal(signal.SIGTTIN)
+    wait_for(lambda: len(worker_pids(server)) == 2, message="2 workers")
+    before = worker_pids(server)
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: worker_pids(server) and not worker_pids(server) & before, timeout=15, message="reloaded")
+    wait_for(lambda: len(server.worker_pids()) == 1, message="1 worker after the reload")
+
+
 def test_worker_crash_exit_is_respawned(spawn, workdir):
     server = start(spawn, workdir, workers=1)
     before = worker_pids(server)
@@ -243,6 +293,22 @@ def test_worker_crash_exit_is_respawned(spawn, workdir):
         http_request(server.addr, "GET", "/exit")
     wait_for(lambda: worker_pids(server) and worker_pids(server) != before, message="respawned")
     assert http_request(server.addr, "GET", "/")[0] == 200
+
+
+@pytest.mark.parametrize("code", [3, 4])
+def test_worker_that_served_then_exits_3_or_4_is_respawned(spawn, workdir, code):
+    """Codes 3 and 4 stop the master only from a worker that never finished booting: an app that
+    calls os._exit(3) in a request must not take the server down."""
+    server = start(spawn, workdir, workers=2)
+    for _ in range(4):
+        assert http_request(server.addr, "GET", "/")[0] == 200
+    before = worker_pids(server)
+    with pytest.raises((OSError, http.client.HTTPException)):
+        http_request(server.addr, "GET", f"/os-exit?code={code}")
+    wait_for(lambda: len(worker_pids(server)) == 2 and worker_pids(server) != before, message="respawned")
+    assert server.proc.poll() is None
+    assert http_request(server.addr, "GET", "/")[0] == 200
+    assert f"exited with code {code}" in server.log()
 
 
 def test_tstp_pauses_accepting(spawn, workdir):

@@ -16,6 +16,7 @@ import pytest
 from conftest import APPS, ROOT, free_port, http_request, raw, wait_for
 from zergserve import sockets
 from zergserve.protocols.uwsgi import encode_packet
+from zergserve.stats import fetch
 
 
 def test_parse_address_forms():
@@ -90,6 +91,63 @@ def test_fd_and_systemd_activation(workdir):
         proc.wait(10)
 
 
+@pytest.mark.parametrize("flagged", [False, True], ids=["unflagged-http", "socket-fd-uwsgi"])
+def test_systemd_socket_survives_hup(workdir, flagged):
+    """After any number of HUPs an activated fd is still one listener with its protocol: the
+    re-executed master takes it back from the previous image instead of closing it as unconfigured
+    (unflagged) or wrapping it a second time as HTTP (`--socket fd://3`)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(10)
+    port = listener.getsockname()[1]
+    http_addr = f"127.0.0.1:{free_port()}"
+    stats = str(workdir / "stats.sock")
+    extra = ["--socket", "fd://3", "--http", http_addr] if flagged else []
+    argv = ["-m", "zergserve", "--module", "echo:application", "-p", "2", "--stats", stats,
+            "--worker-reload-mercy", "5", *extra]
+    code = (
+        "import os, sys\n"
+        "os.dup2(int(sys.argv[1]), 3)\n"
+        "os.environ['LISTEN_FDS'] = '1'\n"
+        "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+        f"os.execv(sys.executable, [sys.executable, *{argv!r}])\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
+    log = workdir / "zs.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(listener.fileno())], pass_fds=[listener.fileno()],
+                                env=env, cwd=workdir, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+    listener.close()
+    packet = encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_PROTOCOL": "HTTP/1.1"})
+
+    def activated_answers() -> bool:
+        if flagged:
+            return raw(f"127.0.0.1:{port}", packet).startswith(b"HTTP/1.1 200 OK")
+        return http_request(f"127.0.0.1:{port}")[0] == 200
+
+    def pids() -> set[int]:
+        return {w["pid"] for w in fetch(stats)["workers"] if w["pid"] and w["status"] == "idle"}
+
+    expected = sorted([("fd://3", "uwsgi"), (http_addr, "http")] if flagged else [("fd://3", "http")])
+    try:
+        wait_for(activated_answers, message="activated socket answering")
+        for _ in range(2):
+            before = wait_for(lambda: len(pids()) == 2 and pids(), message="2 idle workers")
+            proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: len(pids()) == 2 and not pids() & before, timeout=15, message="workers replaced")
+            for _ in range(4):
+                assert activated_answers()
+            if flagged:
+                assert http_request(http_addr)[0] == 200
+            doc = fetch(stats)
+            assert sorted((s["name"], s["proto"]) for s in doc["sockets"]) == expected
+            assert doc["pid"] == proc.pid
+        assert "Traceback" not in log.read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        print(log.read_text())
+
+
 def test_access_log_line_and_injection(spawn, workdir):
     port = free_port()
     addr = f"127.0.0.1:{port}"
@@ -132,6 +190,20 @@ def test_process_titles_and_usr1(spawn, workdir):
              message="worker titles")
     server.signal(signal.SIGUSR1)
     server.wait_log("worker 2 pid")
+
+
+def test_worker_holds_only_its_own_epoll(spawn, workdir):
+    """The master's selector is closed in the forked worker, which waits on its own poller only."""
+    addr = f"127.0.0.1:{free_port()}"
+    server = spawn("--module", "echo:application", "--http", addr, "--stats", str(workdir / "s.sock"), wait=addr)
+    (worker,) = wait_for(lambda: len(server.worker_pids()) == 1 and server.worker_pids())
+
+    def epolls() -> int:
+        fds = Path(f"/proc/{worker}/fd")
+        return sum(os.readlink(fds / fd) == "anon_inode:[eventpoll]" for fd in os.listdir(fds))
+
+    assert http_request(addr)[0] == 200  # the worker is in its loop
+    assert epolls() == 1
 
 
 def test_no_fd_leak_across_reloads(spawn, workdir):

@@ -11,7 +11,8 @@ from zergserve import app as app_loader
 from zergserve import config, log, sockets, workers, zerg
 from zergserve.emperor import protocol
 from zergserve.log import logger
-from zergserve.master import REEXEC_LISTENERS, Master, adopt_reexec_listeners
+from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
+                              check_start)
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
 EXIT_USAGE = 2
@@ -97,13 +98,17 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         logger.error("%s", exc)
         return EXIT_APP_LOAD_ERROR
     if cfg.check_config:
-        return _check_app(cfg)
+        return _check_config(cfg)
     reloaded = REEXEC_LISTENERS in os.environ
+    adopted = adopt_reexec_listeners()
     try:
-        listeners = bind_listeners(cfg)
+        listeners = bind_listeners(cfg, adopted)
     except (sockets.AddressError, zerg.ZergError) as exc:
         logger.error("%s", exc)
         return 1 if isinstance(exc, zerg.ZergError) else EXIT_USAGE
+    for listener in adopted.values():
+        logger.info("closing %s: no longer in the configuration", listener.name)
+        sockets.close_listener(listener, cfg.vacuum)
     if not listeners:
         logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
         return EXIT_USAGE
@@ -111,6 +116,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     if not cfg.lazy_apps:
         app = _load_app(cfg)
         if app is None:
+            _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
     master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd)
     if cfg.zerg_server:
@@ -119,6 +125,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
                                      cfg.zerg_allow_uid)
         except sockets.AddressError as exc:
             logger.error("%s", exc)
+            _abandon(listeners, cfg.vacuum)
             return EXIT_USAGE
         master.add_reader(server, server.serve_one)
         master.add_cleanup(server.close)
@@ -137,42 +144,59 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     return master.run()
 
 
-def bind_listeners(cfg: config.Config) -> list[sockets.Listener]:
+def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
+                   attach: bool = True) -> list[sockets.Listener]:
     """Adopt what a previous master image, zerg servers or systemd passed us; bind the rest.
 
-    A zerg keeps the sockets it attached across its own reload: they come back from the previous
-    image like any other, so it does not attach again.
+    `adopted` holds the previous image's listeners by name: what is kept is taken out of it, and the
+    caller closes what is left (no longer configured). A zerg keeps the sockets it attached across
+    its own reload: they come back from the previous image like any other, so it does not attach
+    again. A systemd socket comes back from the previous image too (after the re-exec LISTEN_PID
+    still names this pid): it is that listener again, never a second one over the same fd.
+    Without `attach` a zerg that has not attached yet does not try (the reload check).
     """
-    adopted = adopt_reexec_listeners()
-    activated = {f"fd://{fd}": fd for fd in sockets.systemd_fds()}
-    configured = {addr: "http" for addr in cfg.http} | {addr: "uwsgi" for addr in cfg.socket}
-    listeners = [item for item in adopted.values() if item.origin.startswith("zerg:")]
+    listeners = [item for item in adopted.values() if item.attached]
     for item in listeners:
         del adopted[item.name]
-    if cfg.zerg and not listeners:
+    configured = {addr: "http" for addr in cfg.http} | {addr: "uwsgi" for addr in cfg.socket}
+    if cfg.zerg and not listeners and attach:
         listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, cfg.zerg_allow_uid)
     attached = {sockets.canonical_name(item.name) for item in listeners}
+    activated = [f"fd://{fd}" for fd in sockets.systemd_fds()]
+    unflagged = [(addr, "http") for addr in activated if addr not in configured]
+    fresh: list[sockets.Listener] = []
     try:
-        for proto, addrs in (("http", cfg.http), ("uwsgi", cfg.socket)):
-            for addr in addrs:
-                if sockets.canonical_name(addr) in attached:
-                    continue
-                if addr in adopted:
-                    listeners.append(adopted.pop(addr))
-                elif addr in activated:
-                    listeners.append(sockets.from_fd(activated.pop(addr), proto, name=addr, origin="systemd"))
-                else:
-                    listeners.append(sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket))
-        for name, fd in activated.items():
-            listeners.append(sockets.from_fd(fd, "http", name=name, origin="systemd"))
+        for addr, proto in [*configured.items(), *unflagged]:
+            if sockets.canonical_name(addr) in attached:
+                continue
+            listener = _take_adopted(addr, adopted)
+            if listener is not None:
+                listener.proto = proto
+            elif addr in activated:
+                listener = sockets.from_fd(int(addr[len("fd://"):]), proto, name=addr, origin="systemd")
+            else:
+                listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket)
+                fresh.append(listener)
+            listeners.append(listener)
     except sockets.AddressError:
         for listener in listeners:
-            sockets.close_listener(listener)
+            sockets.close_listener(listener, vacuum=listener in fresh)  # our new files only
         raise
-    for listener in adopted.values():
-        logger.info("closing %s: no longer in the configuration", listener.name)
-        sockets.close_listener(listener, cfg.vacuum)
     return listeners
+
+
+def _take_adopted(addr: str, adopted: dict[str, sockets.Listener]) -> sockets.Listener | None:
+    """The previous image's listener on `addr`, however either spelled it ('localhost:80' is
+    '127.0.0.1:80'): binding it again would fail, the old one still holds it."""
+    if addr in adopted:
+        return adopted.pop(addr)
+    canonical = sockets.canonical_name(addr)
+    for name in adopted:
+        if sockets.canonical_name(name) == canonical:
+            listener = adopted.pop(name)
+            listener.name = addr
+            return listener
+    return None
 
 
 def _load_app(cfg: config.Config):
@@ -185,8 +209,44 @@ def _load_app(cfg: config.Config):
         return None
 
 
-def _check_app(cfg: config.Config) -> int:
+def _abandon(listeners: list[sockets.Listener], vacuum: bool) -> None:
+    """Close the sockets of an instance that will not start (with --vacuum, their files too)."""
+    for listener in listeners:
+        sockets.close_listener(listener, vacuum)
+
+
+def _check_config(cfg: config.Config) -> int:
+    """--check-config: the configuration and the app load. As the master's HUP check it also
+    tries what the new master will bind and create, so that a reload that would fail is refused
+    while the old workers go on serving."""
+    if RELOAD_CHECK in os.environ:
+        code = _check_reload_resources(cfg, os.environ.pop(RELOAD_CHECK))
+        if code:
+            return code
     if _load_app(cfg) is None:
         return EXIT_APP_LOAD_ERROR
     logger.info("configuration and app OK")
+    return 0
+
+
+def _check_reload_resources(cfg: config.Config, held_stats: str) -> int:
+    """Bind the addresses the running master does not hold (it passes us the ones it does, which
+    are taken over, never rebound), then release them and remove the socket files made here; check
+    the stats address and the pidfile. A zerg that has not attached yet would attach at start, so
+    it has nothing to bind here."""
+    adopted = adopt_reexec_listeners()
+    held = list(adopted.values())
+    listeners: list[sockets.Listener] = []
+    try:
+        if not cfg.zerg or any(item.attached for item in held):
+            listeners = bind_listeners(cfg, adopted, attach=False)
+        check_start(cfg, held_stats)
+    except (sockets.AddressError, StartError) as exc:
+        logger.error("reload check: %s", exc)
+        return EXIT_USAGE
+    finally:
+        for listener in listeners:
+            sockets.close_listener(listener, vacuum=listener not in held)
+        for listener in adopted.values():
+            sockets.close_listener(listener)
     return 0

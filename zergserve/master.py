@@ -6,7 +6,8 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     HUP         graceful reload: re-exec this master in place (same pid, same listening sockets,
                 re-read config, reload the app), start new workers, and only when they are ready
                 let the old ones finish their requests and exit. A check of the new config and
-                app runs first; if it fails the old master and workers go on serving.
+                app, and of what the new master binds and creates, runs first (killed after
+                worker-reload-mercy); if it fails the old master and workers go on serving.
     TERM        graceful shutdown: workers stop accepting, finish what they have, exit.
     INT, QUIT   quick shutdown: workers exit at once. On a zerg (an instance with attached sockets)
                 INT leaves instead: workers finish the request in hand and exit without serving the
@@ -14,6 +15,7 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
                 still quick there.
     TTIN, TTOU  one worker more, one fewer.
     USR1        log a line per worker.
+    USR2        logged and ignored (gunicorn's binary upgrade; HUP is the in-place upgrade here).
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
 
 Other roles (zerg server, emperor link, idle watch) plug in through `add_reader()`,
@@ -45,10 +47,16 @@ from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
 REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
+RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # set for the HUP check: the stats address the master holds
+EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
-            signal.SIGTTOU, signal.SIGUSR1, signal.SIGTSTP, signal.SIGCHLD)
+            signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGCHLD)
 _QUICK_MERCY = 3.0
 _BOOT_GRACE = 30.0
+
+
+class StartError(Exception):
+    """Something the master creates besides its sockets (stats socket, pidfile) cannot be created."""
 
 
 class WorkerProc:
@@ -100,6 +108,9 @@ class Master:
         self.stop_deadline = 0.0
         self.paused = os.environ.pop(REEXEC_PAUSED, "") == "1"  # TSTP holds across a reload
         self.canary: int | None = None
+        self.canary_deadline = 0.0
+        self.canary_timed_out = False
+        self.pidfile_written = False
         self.exit_code = 0
         self.started = time.time()
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
@@ -110,7 +121,13 @@ class Master:
 
     def run(self) -> int:
         """Serve until told to stop; return the process exit code."""
-        self._setup()
+        try:
+            self._setup()
+        except StartError as exc:
+            logger.error("%s", exc)
+            self.exit_code = EXIT_START_ERROR
+            self._cleanup()
+            return self.exit_code
         if self.cfg.cheap:
             self.go_cheap()
         else:
@@ -134,6 +151,7 @@ class Master:
             next_cycle = time.monotonic() + self.cfg.check_interval
             self._harakiri()
             self._kill_overdue()
+            self._watch_canary()
             for task in self.housekeeping:
                 task()
         self._cleanup()
@@ -173,13 +191,12 @@ class Master:
         self._ready_w = ready_w
         self.add_reader(ready_r, lambda: self._worker_ready(ready_r))
         if cfg.stats:
-            self.stats = StatsServer(cfg.stats, self.stats_document, http=cfg.stats_http,
-                                     minified=cfg.stats_minified, chmod=cfg.chmod_socket)
+            self.stats = open_stats(cfg, self.stats_document)
             self.add_reader(self.stats, self.stats.serve_one)
             logger.info("stats server enabled on %s", cfg.stats)
         if cfg.pidfile:
-            with open(cfg.pidfile, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
+            write_pidfile(cfg.pidfile)
+            self.pidfile_written = True
         for listener in self.listeners:
             logger.info("%s socket %s (%s, fd %d)", listener.proto, listener.name, listener.origin,
                         listener.fileno())
@@ -197,7 +214,7 @@ class Master:
     def master_fds(self) -> list[int]:
         """Descriptors a forked worker must close: they belong to the master's loop."""
         fds = [key.fd for key in self.selector.get_map().values()]
-        return fds + [self._wake[1]]
+        return fds + [self._wake[1], self.selector.fileno()]
 
     # --- workers ----------------------------------------------------------------------------
 
@@ -220,6 +237,7 @@ class Master:
                 signal.set_wakeup_fd(-1)
                 for signum in _HANDLED:
                     signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
                 worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
                                            self.master_fds())
                 worker.paused = self.paused
@@ -261,7 +279,7 @@ class Master:
     def _worker_died(self, proc: WorkerProc, code: int) -> None:
         if self.stopping:
             return
-        if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR):
+        if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) and not self._booted(proc):
             what = "load the app" if code == EXIT_APP_LOAD_ERROR else "boot"
             logger.error("worker %d (pid %d) could not %s; stopping the master instead of respawning it",
                          proc.wid, proc.pid, what)
@@ -277,6 +295,13 @@ class Master:
         lived = time.time() - proc.spawned
         delay = 0.0 if lived > 1.0 or code == 0 else min(0.1 * 2 ** min(proc.respawns, 6), 5.0)
         self.respawn_at[proc.wid] = time.time() + delay
+
+    def _booted(self, proc: WorkerProc) -> bool:
+        """Whether the worker got past its boot (its row left STARTING): codes 3 and 4 from one that
+        did come from the app (os._exit(3), an escaped SystemExit), not from a boot that will fail
+        again, so it is respawned rather than stopping the master."""
+        row = self.scoreboard.row(proc.wid)
+        return row.pid == proc.pid and (row.status != STARTING or row.requests > 0)
 
     def go_cheap(self) -> None:
         """Stop every worker and wait on the sockets here; the first connection brings them back
@@ -359,20 +384,40 @@ class Master:
             return
         logger.info("graceful reload requested: checking the new configuration and app")
         args = [sys.executable, "-m", "zergserve", *self.argv, "--check-config"]
-        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_LISTENERS, REEXEC_WORKERS, REEXEC_PAUSED)}
+        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_WORKERS, REEXEC_PAUSED)}
+        # The check binds what the new master would bind, except what this one holds and passes on.
+        env[REEXEC_LISTENERS] = self._listener_handover()
+        env[RELOAD_CHECK] = sockets.canonical_name(self.cfg.stats) if self.cfg.stats else ""
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             try:
+                for listener in self.listeners:
+                    os.set_inheritable(listener.fileno(), True)
                 os.chdir(self.start_cwd)  # relative config paths mean what they meant at start
                 os.execve(sys.executable, args, env)
             finally:
                 os._exit(127)
         self.canary = pid
+        self.canary_deadline = time.monotonic() + self.cfg.worker_reload_mercy
+        self.canary_timed_out = False
+
+    def _watch_canary(self) -> None:
+        """A check stuck in the new app's import would answer every later HUP with "reload already
+        in progress": past worker-reload-mercy it is killed and the reload abandoned."""
+        if self.canary is None or self.canary_timed_out or time.monotonic() < self.canary_deadline:
+            return
+        logger.error("reload aborted: the check of the new configuration and app (pid %d) took more than "
+                     "%ds (worker-reload-mercy); killed it; old workers keep serving",
+                     self.canary, self.cfg.worker_reload_mercy)
+        _kill(self.canary, signal.SIGKILL)
+        self.canary_timed_out = True
 
     def _canary_done(self, code: int) -> None:
         self.canary = None
+        if self.canary_timed_out:
+            return
         if code != 0:
             logger.error("reload aborted: the new configuration or app failed its check (exit %d); "
                          "old workers keep serving", code)
@@ -382,13 +427,10 @@ class Master:
     def reexec(self) -> None:
         """Replace this master's image with a fresh one: same pid, so the workers stay its children."""
         logger.info("re-executing the master (pid %d) for a graceful reload", os.getpid())
-        keep = []
         for listener in self.listeners:
             os.set_inheritable(listener.fileno(), True)
-            keep.append(":".join(_escape(field) for field in (str(listener.fileno()), listener.proto,
-                                                                   listener.origin, listener.name)))
         env = dict(os.environ)
-        env[REEXEC_LISTENERS] = "\n".join(keep)
+        env[REEXEC_LISTENERS] = self._listener_handover()
         env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
                                                          *self.retiring])
         if self.paused:
@@ -402,6 +444,12 @@ class Master:
         sys.stderr.flush()
         os.chdir(self.start_cwd)
         os.execve(sys.executable, [sys.executable, "-m", "zergserve", *self.argv], env)
+
+    def _listener_handover(self) -> str:
+        """The listeners as `adopt_reexec_listeners` reads them back in the next image."""
+        return "\n".join(":".join(_escape(field) for field in (str(listener.fileno()), listener.proto,
+                                                               listener.origin, listener.name))
+                         for listener in self.listeners)
 
     def _adopt_old_workers(self) -> None:
         """After a re-exec: the previous image's workers are still our children; retire them later."""
@@ -456,6 +504,11 @@ class Master:
             logger.info("worker %d pid %d %s requests %d exceptions %d avg_rt %dus tx %d",
                         row.wid, row.pid, row.status_name, row.requests, row.exceptions, row.avg_rt, row.tx)
 
+    def handle_usr2(self) -> None:
+        """gunicorn's binary upgrade signal; its default action would kill the master silently."""
+        logger.info("USR2 ignored: zergserve has no binary upgrade; HUP reloads code and configuration "
+                    "in place")
+
     def handle_tstp(self) -> None:
         self.paused = not self.paused
         logger.info("%s accepting in all workers", "pausing" if self.paused else "resuming")
@@ -470,6 +523,9 @@ class Master:
         if self.stopping == "quick" or self.stopping == how:
             return
         self.stopping = how
+        if self.canary is not None and not self.canary_timed_out:
+            _kill(self.canary, signal.SIGKILL)  # no reload after a stop
+            self.canary_timed_out = True
         if how == "graceful":
             mercy, signum = float(self.cfg.worker_reload_mercy), signal.SIGTERM
         elif how == "leave":
@@ -500,7 +556,7 @@ class Master:
             sockets.close_listener(listener, vacuum)
         if self.stats is not None:
             self.stats.close(vacuum)
-        if vacuum and self.cfg.pidfile:
+        if vacuum and self.pidfile_written:
             try:
                 os.unlink(self.cfg.pidfile)
             except OSError:
@@ -561,6 +617,38 @@ class Master:
         for provider in self.stats_extras:
             doc.update(provider())
         return doc
+
+
+def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
+    try:
+        return StatsServer(cfg.stats, document, http=cfg.stats_http, minified=cfg.stats_minified,
+                           chmod=cfg.chmod_socket)
+    except sockets.AddressError as exc:
+        raise StartError(f"stats server: {exc}") from None
+
+
+def write_pidfile(path: str) -> None:
+    try:
+        with open(path, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise StartError(f"cannot write pidfile {path}: {exc.strerror or exc}") from None
+
+
+def check_start(cfg: Any, held_stats: str) -> None:
+    """For the reload check: raise StartError unless a new master could create its stats socket and
+    pidfile. The stats address the running master holds (`held_stats`, canonical) is not probed:
+    the master closes it just before its re-exec."""
+    if cfg.stats and sockets.canonical_name(cfg.stats) != held_stats:
+        open_stats(cfg, dict).close(vacuum=True)
+    if cfg.pidfile:
+        existed = os.path.lexists(cfg.pidfile)
+        try:
+            os.close(os.open(cfg.pidfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+            if not existed:
+                os.unlink(cfg.pidfile)
+        except OSError as exc:
+            raise StartError(f"cannot write pidfile {cfg.pidfile}: {exc.strerror or exc}") from None
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -96,5 +96,7 @@ def application(environ, start_response):
         print("app says hello on stderr", file=sys.stderr, flush=True)
         start_response("200 OK", [])
         return [b"ok"]
+    if path == "/os-exit":
+        os._exit(int(query.get("code", "3")))
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found"]
