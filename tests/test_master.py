@@ -336,3 +336,21 @@ def test_workers_never_outlive_a_killed_master(spawn, workdir):
             return True
 
     wait_for(lambda: all(gone(pid) for pid in workers), timeout=5, message="orphaned workers exit")
+
+
+def test_signal_before_the_master_loop_is_queued_not_fatal(spawn, workdir):
+    """The port listens while the app is still importing: a HUP sent then is a reload once the
+    master runs, not the default action (death)."""
+    (workdir / "slowimport.py").write_text(
+        "import time\ntime.sleep(1.5)\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [])\n    return [b'ok']\n")
+    port = free_port()
+    server = spawn("--module", "slowimport:application", "--pythonpath", str(workdir), "--http", f"127.0.0.1:{port}")
+    wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+             message="port listening")
+    server.signal(signal.SIGHUP)
+    server.wait_log("graceful reload requested", timeout=15)
+    assert server.proc.poll() is None
+    wait_for(lambda: http_request(f"127.0.0.1:{port}", "GET", "/", timeout=5)[0] == 200, timeout=15,
+             message="serving after the early HUP")

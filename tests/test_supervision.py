@@ -474,11 +474,6 @@ def _epoll_targets(pid: int, fd: int) -> frozenset[str]:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(strict=True, reason=(
-    "fd leak into workers: Master.master_fds() (zergserve/master.py:197-200) lists the fds registered "
-    "in the master's selector and the wake-up pipe's write end, but not the selector's own epoll fd "
-    "(self.selector, master.py:90), so every worker keeps an open fd on the master's epoll instance "
-    "(the one watching the stats socket, the wake-up pipe and the ready pipe) for its whole life"))
 def test_c35_worker_holds_only_its_own_fds(spawn, workdir):
     """C35 fd inventory of a sync worker: stdio, the listening sockets, the shared scoreboard memfd
     (its fd and the mmap's own dup), its own epoll and its own wake-up pipe; nothing of the master's

@@ -12,7 +12,7 @@ from zergserve import config, log, sockets, workers, zerg
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
-                              check_start)
+                              check_start, hold_signals)
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
 EXIT_USAGE = 2
@@ -100,6 +100,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     if cfg.check_config:
         return _check_config(cfg)
     reloaded = REEXEC_LISTENERS in os.environ
+    hold_signals()
     adopted = adopt_reexec_listeners()
     try:
         listeners = bind_listeners(cfg, adopted)

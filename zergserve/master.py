@@ -55,6 +55,16 @@ _QUICK_MERCY = 3.0
 _BOOT_GRACE = 30.0
 
 
+_EARLY: list[int] = []  # signals that came before the master's loop was ready, see hold_signals()
+
+
+def hold_signals() -> None:
+    """Remember the master's signals instead of dying of them, from before the sockets listen
+    until the loop runs: a HUP sent as soon as the port answers is then a reload, not a kill."""
+    for signum in _HANDLED:
+        signal.signal(signum, lambda signum, frame: _EARLY.append(signum))
+
+
 class StartError(Exception):
     """Something the master creates besides its sockets (stats socket, pidfile) cannot be created."""
 
@@ -186,6 +196,8 @@ class Master:
         self._wake = (wake_r, wake_w)
         for signum in _HANDLED:
             signal.signal(signum, self._queue_signal)
+        self.signals.extend(_EARLY)
+        _EARLY.clear()
         self.add_reader(wake_r, lambda: drain(wake_r))
         ready_r, ready_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._ready_w = ready_w
