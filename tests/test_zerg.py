@@ -147,6 +147,16 @@ def main_worker(main) -> dict:
     return fetch(main.stats)["workers"][0]
 
 
+def assert_replaced_and_paused(main, z, old: int) -> None:
+    """The main instance's worker `old` was replaced by one that stays paused: the zerg answers alone."""
+    wait_for(lambda: main_worker(main)["pid"] not in (0, old) and main_worker(main)["status"] != "starting",
+             message="a new worker")
+    worker = main_worker(main)
+    assert (worker["status"], worker["accepting"]) == ("pause", 0), fetch(main.stats)["workers"]
+    answering = pids_answering(main.addr, 10)
+    assert answering == {str(fetch(z.stats)["workers"][0]["pid"]).encode()}, (answering, fetch(main.stats)["workers"])
+
+
 def test_pause_during_a_request_still_says_pause_after_it(spawn, workdir):
     main = instance(spawn, workdir)
     answers: list = []
@@ -167,12 +177,7 @@ def test_worker_respawned_while_paused_stays_paused(spawn, workdir):
     wait_for(lambda: main_worker(main)["status"] == "pause", message="main paused")
     old = main_worker(main)["pid"]
     os.kill(old, signal.SIGKILL)
-    wait_for(lambda: main_worker(main)["pid"] not in (0, old) and main_worker(main)["status"] != "starting",
-             message="worker respawned")
-    worker = main_worker(main)
-    assert (worker["status"], worker["accepting"]) == ("pause", 0), fetch(main.stats)["workers"]
-    answering = pids_answering(main.addr, 10)
-    assert answering == {str(fetch(z.stats)["workers"][0]["pid"]).encode()}, (answering, fetch(main.stats)["workers"])
+    assert_replaced_and_paused(main, z, old)
     main.signal(signal.SIGTSTP)
     wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed")
 
@@ -185,12 +190,7 @@ def test_pause_holds_across_the_master_reload(spawn, workdir):
     old = main_worker(main)["pid"]
     main.signal(signal.SIGHUP)
     main.wait_log("new workers ready", timeout=20)
-    wait_for(lambda: main_worker(main)["pid"] not in (0, old) and main_worker(main)["status"] != "starting",
-             message="new worker")
-    worker = main_worker(main)
-    assert (worker["status"], worker["accepting"]) == ("pause", 0), fetch(main.stats)["workers"]
-    answering = pids_answering(main.addr, 10)
-    assert answering == {str(fetch(z.stats)["workers"][0]["pid"]).encode()}, (answering, fetch(main.stats)["workers"])
+    assert_replaced_and_paused(main, z, old)
     main.signal(signal.SIGTSTP)
     wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed after the reload")
     new = str(main_worker(main)["pid"]).encode()
