@@ -1,0 +1,167 @@
+"""The asyncio worker with an ASGI app, real processes: both protocols, keep-alive and pipelining,
+concurrency on one loop, app errors, graceful stop and lifespan."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+
+from conftest import connect, free_port, http_request, recv_all, responses, wait_for
+from zergserve.protocols.uwsgi import encode_packet
+from zergserve.stats import fetch
+
+
+def start(spawn, workdir, *extra: str, module: str = "asgi_app:application"):
+    addr = f"127.0.0.1:{free_port()}"
+    usock = str(workdir / "app.sock")
+    stats = str(workdir / "stats.sock")
+    server = spawn("--module", module, "--worker", "asyncio", "--http", addr, "--socket", usock,
+                   "--stats", stats, "--worker-reload-mercy", "10", *extra, wait=addr)
+    server.addr, server.usock, server.stats = addr, usock, stats
+    wait_for(lambda: all(w["status"] == "idle" for w in fetch(stats)["workers"]), message="workers idle")
+    return server
+
+
+def test_get_post_and_chunked_body_over_http(spawn, workdir):
+    server = start(spawn, workdir)
+    assert http_request(server.addr)[::2] == (200, b"hello")
+    status, _, body = http_request(server.addr, "POST", "/echo?x=1", body=b"a" * 100000,
+                                   headers={"Content-Type": "text/plain"})
+    reply = json.loads(body)
+    assert status == 200 and reply["length"] == 100000 and reply["method"] == "POST"
+    assert reply["query"] == "x=1" and reply["headers"]["content-type"] == "text/plain"
+    chunked = b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" \
+              b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+    with connect(server.addr) as sock:
+        sock.sendall(chunked)
+        reply_bytes = recv_all(sock)
+    assert reply_bytes.startswith(b"HTTP/1.1 200 ") and b'"body": "abcdefg"' in reply_bytes
+
+
+def test_streaming_response_with_more_body(spawn, workdir):
+    server = start(spawn, workdir)
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        reply = recv_all(sock)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"
+
+
+def test_uwsgi_protocol(spawn, workdir):
+    server = start(spawn, workdir)
+    with connect(server.usock) as sock:
+        sock.sendall(encode_packet({"REQUEST_METHOD": "POST", "PATH_INFO": "/echo", "QUERY_STRING": "q=2",
+                                    "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "5",
+                                    "HTTP_X_TEST": "yes"}) + b"hello")
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    body = json.loads(reply.partition(b"\r\n\r\n")[2])
+    assert body["body"] == "hello" and body["query"] == "q=2" and body["headers"]["x-test"] == "yes"
+
+
+def test_keep_alive_and_pipelining(spawn, workdir):
+    server = start(spawn, workdir)
+    with connect(server.addr) as sock:
+        for path in (b"/pid", b"/"):
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path)
+            (reply,) = responses(sock, 1)
+            assert reply.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in reply
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
+                     + b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n" * 2
+                     + b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        replies = responses(sock, 4)
+        assert [r.split(b"\r\n")[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 4
+        assert b'"body": "hi"' in replies[0] and b"Connection: close" in replies[3]
+        assert recv_all(sock) == b""
+
+
+def test_idle_kept_alive_connection_is_closed_after_keep_alive_seconds(spawn, workdir):
+    server = start(spawn, workdir, "--keep-alive", "0.5")
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
+        responses(sock, 1)
+        started = time.monotonic()
+        assert recv_all(sock, timeout=5) == b""
+        assert time.monotonic() - started < 3
+
+
+def test_one_worker_serves_many_slow_requests_at_once(spawn, workdir):
+    server = start(spawn, workdir)
+    results: list[int] = []
+
+    def one() -> None:
+        results.append(http_request(server.addr, "GET", "/sleep?s=1", timeout=10)[0])
+    threads = [threading.Thread(target=one) for _ in range(40)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert results == [200] * 40
+    assert time.monotonic() - started < 5  # one at a time would take 40 s
+    wait_for(lambda: fetch(server.stats)["workers"][0]["requests"] == 40, message="40 requests counted")
+
+
+def test_app_exception_and_bad_header_are_500_and_the_worker_lives_on(spawn, workdir):
+    server = start(spawn, workdir)
+    pid = http_request(server.addr, "GET", "/pid")[2]
+    assert http_request(server.addr, "GET", "/error")[::2] == (500, b"Internal Server Error\n")
+    status, headers, body = http_request(server.addr, "GET", "/badheader")
+    assert status == 500 and "Injected" not in headers and body == b"Internal Server Error\n"
+    assert http_request(server.addr, "GET", "/pid")[::2] == (200, pid)
+    log = server.log()
+    assert "RuntimeError: boom from the ASGI app" in log and "invalid header value for b'x-bad'" in log
+
+
+def test_term_finishes_in_flight_requests(spawn, workdir):
+    server = start(spawn, workdir)
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        http_request(server.addr, "GET", "/sleep?s=1", timeout=10)[0])) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    with connect(server.addr) as idle:  # a kept-alive connection between requests closes at once
+        idle.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
+        responses(idle, 1)
+        wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "busy", message="requests in flight")
+        server.signal(signal.SIGTERM)
+        assert recv_all(idle, timeout=5) == b""
+    for thread in threads:
+        thread.join(10)
+    assert results == [200] * 5
+    assert server.wait_exit() == 0
+
+
+def test_lifespan_startup_ran_before_the_first_request(spawn, workdir):
+    addr = f"127.0.0.1:{free_port()}"
+    spawn("--module", "asgi_app:application", "--worker", "asyncio", "--http", addr, wait=addr)
+    # the master listens before the worker booted: this request waits in the backlog for startup
+    reply = json.loads(http_request(addr, "GET", "/lifespan")[2])
+    assert reply["state"] is True and 0 < reply["started_at"] <= reply["now"]
+
+
+def test_app_without_lifespan_is_served(spawn, workdir):
+    server = start(spawn, workdir, module="asgi_app:no_lifespan")
+    assert http_request(server.addr)[::2] == (200, b"plain")
+    assert "does not support ASGI lifespan" in server.log()
+
+
+def test_pause_stops_accepting(spawn, workdir):
+    server = start(spawn, workdir)
+    server.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "pause", message="paused")
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        sock.settimeout(0.5)
+        try:
+            sock.recv(100)
+            raise AssertionError("a paused worker answered")
+        except (TimeoutError, socket.timeout):
+            pass
+        server.signal(signal.SIGTSTP)
+        assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
