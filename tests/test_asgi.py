@@ -9,8 +9,15 @@ import socket
 import threading
 import time
 
+import asyncio
+
+import pytest
+
 from conftest import connect, free_port, http_request, recv_all, responses, wait_for
+from zergserve import asgi
+from zergserve.protocols.http import HTTPConnection
 from zergserve.protocols.uwsgi import encode_packet
+from zergserve.wsgi import AppError
 from zergserve.stats import fetch
 
 
@@ -165,3 +172,124 @@ def test_pause_stops_accepting(spawn, workdir):
         server.signal(signal.SIGTSTP)
         assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
     wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
+
+
+def test_lifespan_startup_failure_stops_the_master(spawn, workdir):
+    server = spawn("--module", "asgi_app:failing_startup", "--worker", "asyncio", "--http",
+                   f"127.0.0.1:{free_port()}")
+    assert server.wait_exit(timeout=10) != 0
+    assert "ASGI lifespan startup failed: no database" in server.log()
+
+
+def test_harakiri_kills_a_blocked_loop(spawn, workdir):
+    server = start(spawn, workdir, "--harakiri", "2")
+    pid = fetch(server.stats)["workers"][0]["pid"]
+    with connect(server.addr) as stuck:
+        stuck.sendall(b"GET /spin?s=30 HTTP/1.1\r\nHost: h\r\n\r\n")
+        server.wait_log("HARAKIRI", timeout=10)
+        assert recv_all(stuck, timeout=5) == b""
+    wait_for(lambda: fetch(server.stats)["workers"][0]["pid"] not in (0, pid), message="worker respawned")
+    assert http_request(server.addr)[::2] == (200, b"hello")
+
+
+def test_http_scope_from_a_parsed_request():
+    h = HTTPConnection()
+    h.receive_data(b"GET /a%20b/%C3%A9?x=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n")
+    state = {"k": 1}
+    scope = asgi.http_scope(h.next_event(), ("10.0.0.1", 5000), ("localhost", "8000"), state)
+    assert (scope["type"], scope["method"], scope["http_version"]) == ("http", "GET", "1.1")
+    assert scope["path"] == "/a b/\u00e9" and scope["raw_path"] == b"/a%20b/%C3%A9"
+    assert scope["query_string"] == b"x=1" and scope["headers"] == [(b"host", b"h"), (b"x-a", b"1")]
+    assert scope["client"] == ("10.0.0.1", 5000) and scope["server"] == ("localhost", 8000)
+    assert scope["state"] == state and scope["state"] is not state
+
+
+def test_uwsgi_scope_from_vars():
+    scope = asgi.uwsgi_scope({"REQUEST_METHOD": "PUT", "PATH_INFO": "/caf\u00c3\u00a9", "REQUEST_URI": "/caf%C3%A9?a=b",
+                              "QUERY_STRING": "a=b", "SERVER_PROTOCOL": "HTTP/1.0", "HTTPS": "on",
+                              "CONTENT_LENGTH": "3", "HTTP_X_FORWARDED_FOR": "1.1.1.1", "SCRIPT_NAME": "/app",
+                              "REMOTE_ADDR": "10.0.0.2", "REMOTE_PORT": "41000"}, ("/tmp/s", ""), {})
+    assert (scope["method"], scope["http_version"], scope["scheme"]) == ("PUT", "1.0", "https")
+    assert scope["path"] == "/caf\u00e9" and scope["raw_path"] == b"/caf%C3%A9" and scope["root_path"] == "/app"
+    assert set(scope["headers"]) == {(b"content-length", b"3"), (b"x-forwarded-for", b"1.1.1.1")}
+    assert scope["client"] == ("10.0.0.2", 41000)
+
+
+@pytest.mark.parametrize("headers", [[(b"x", "text")], [(b"bad name", b"v")], [(b"x", b"a\nb")], [(b"x",)], 5])
+def test_bad_response_headers_are_refused(headers):
+    with pytest.raises(AppError):
+        asgi.encode_headers(headers)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.heads: list[tuple[int, bytes]] = []
+        self.body = b""
+        self.aborted = False
+
+    async def send_head(self, status, reason, headers, body):
+        self.heads.append((status, body))
+
+    async def send_body(self, data):
+        self.body += data
+
+    async def finish(self):
+        pass
+
+    def abort(self):
+        self.aborted = True
+
+
+def _run(app, pull=None):
+    sink, errors = _Sink(), []
+    scope = {"method": "GET", "path": "/"}
+    response = asyncio.run(asgi.run(app, scope, pull, sink, errors.append))
+    return response, sink, errors
+
+
+def test_contract_breaks_before_the_head_are_500s():
+    async def started_twice(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.start", "status": 200})
+
+    async def no_body(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200})
+
+    async def bad_status(scope, receive, send):
+        await send({"type": "http.response.start", "status": "200"})
+
+    for app in (started_twice, no_body, bad_status):
+        response, sink, errors = _run(app)
+        assert response.status == 500 and sink.heads == [(500, b"Internal Server Error\n")] and errors
+
+
+def test_exception_after_the_head_cuts_the_response():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise ValueError("late")
+
+    response, sink, errors = _run(app)
+    assert sink.heads == [(200, b"part")] and sink.aborted and "ValueError: late" in errors[0]
+
+
+def test_receive_yields_the_body_then_disconnect():
+    chunks = [b"ab", b"cd", b""]
+    seen = []
+
+    async def pull():
+        return chunks.pop(0)
+
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            seen.append(message)
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body"})
+        seen.append(await receive())
+
+    response, _, errors = _run(app, pull)
+    assert response.status == 204 and not errors
+    assert [m.get("body") for m in seen[:3]] == [b"ab", b"cd", b""] and seen[3] == {"type": "http.disconnect"}

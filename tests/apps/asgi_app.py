@@ -61,6 +61,11 @@ async def application(scope, receive, send):
     elif path == "/sleep":
         await asyncio.sleep(float(query.get("s", "1")))
         await _reply(send, 200, b"slept")
+    elif path == "/spin":
+        end = time.time() + float(query.get("s", "30"))
+        while time.time() < end:  # blocks the loop, as a CPU-bound view would
+            pass
+        await _reply(send, 200, b"spun")
     elif path == "/error":
         raise RuntimeError("boom from the ASGI app")
     elif path == "/badheader":
@@ -77,3 +82,12 @@ async def no_lifespan(scope, receive, send):
     """An app that knows only HTTP, as many do: lifespan must not cost it the worker."""
     assert scope["type"] == "http", f"unsupported scope {scope['type']}"
     await _reply(send, 200, b"plain")
+
+
+async def failing_startup(scope, receive, send):
+    """An app whose startup fails: the worker must not serve, and the master must not respawn it forever."""
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+        return
+    await _reply(send, 200, b"never")

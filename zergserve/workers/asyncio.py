@@ -339,7 +339,7 @@ class AsyncioWorker(Worker):
 class _HTTPBody:
     """The request body as an async pull: feeds h11 from the socket until the body's end."""
 
-    __slots__ = ("worker", "conn", "h", "read", "continued", "done")
+    __slots__ = ("worker", "conn", "h", "read", "continued", "done", "failed")
 
     def __init__(self, worker: AsyncioWorker, conn: socket.socket, h: h1.HTTPConnection) -> None:
         self.worker = worker
@@ -348,6 +348,7 @@ class _HTTPBody:
         self.read = 0
         self.continued = False
         self.done = False
+        self.failed = False  # a read failed (stalled, bad framing): the rest of the body is lost
 
     async def pull(self) -> bytes:
         if self.done:
@@ -357,6 +358,13 @@ class _HTTPBody:
             interim = self.h.send_continue()
             if interim:
                 await self.worker._send_all(self.conn, interim)
+        try:
+            return await self._next_chunk()
+        except (OSError, RequestError):
+            self.failed = True
+            raise
+
+    async def _next_chunk(self) -> bytes:
         limit = self.worker.ctx.limit_post
         while True:
             try:
@@ -376,6 +384,8 @@ class _HTTPBody:
 
     async def drain(self) -> bool:
         """Read what the app left of the body so the next request can be parsed; give up past a cap."""
+        if self.failed:
+            return False
         total = 0
         try:
             while chunk := await self.pull():
