@@ -3,22 +3,22 @@ concurrency on one loop, app errors, graceful stop and lifespan."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
 import threading
 import time
 
-import asyncio
-
 import pytest
 
 from conftest import connect, free_port, http_request, recv_all, responses, wait_for
+from test_master import Load
 from zergserve import asgi
 from zergserve.protocols.http import HTTPConnection
 from zergserve.protocols.uwsgi import encode_packet
-from zergserve.wsgi import AppError
 from zergserve.stats import fetch
+from zergserve.wsgi import AppError
 
 
 def start(spawn, workdir, *extra: str, module: str = "asgi_app:application"):
@@ -149,6 +149,31 @@ def test_lifespan_startup_ran_before_the_first_request(spawn, workdir):
     # the master listens before the worker booted: this request waits in the backlog for startup
     reply = json.loads(http_request(addr, "GET", "/lifespan")[2])
     assert reply["state"] is True and 0 < reply["started_at"] <= reply["now"]
+
+
+def test_lifespan_shutdown_runs_on_stop(spawn, workdir):
+    marker = workdir / "shutdown.txt"
+    addr = f"127.0.0.1:{free_port()}"
+    server = spawn("--module", "asgi_app:application", "--worker", "asyncio", "--http", addr,
+                   env={"ASGI_SHUTDOWN_FILE": str(marker)}, wait=addr)
+    pid = http_request(addr, "GET", "/pid")[2].decode()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert marker.read_text() == f"shutdown {pid}\n"
+
+
+def test_reload_under_load_loses_nothing(spawn, workdir):
+    server = start(spawn, workdir, "-p", "2")
+    old = {w["pid"] for w in fetch(server.stats)["workers"]}
+    load = Load(server.addr)
+    wait_for(lambda: load.ok > 30, message="load running")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: not old & {w["pid"] for w in fetch(server.stats)["workers"]}, timeout=20,
+             message="new workers")
+    count = load.ok
+    wait_for(lambda: load.ok > count + 30, message="load continues")
+    load.stop()
+    assert load.failures == []
 
 
 def test_app_without_lifespan_is_served(spawn, workdir):

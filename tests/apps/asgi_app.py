@@ -38,6 +38,10 @@ async def application(scope, receive, send):
                 scope["state"]["started"] = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                marker = os.environ.get("ASGI_SHUTDOWN_FILE")
+                if marker:
+                    with open(marker, "a") as f:
+                        f.write(f"shutdown {os.getpid()}\n")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     path = scope["path"]
