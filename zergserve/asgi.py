@@ -121,7 +121,7 @@ def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
 class Response:
     """What the app sent so far, for the access log, the scoreboard and the error path."""
 
-    __slots__ = ("status", "headers", "head_sent", "sent", "finished", "done")
+    __slots__ = ("status", "headers", "head_sent", "sent", "finished", "gone", "done")
 
     def __init__(self) -> None:
         self.status = 0
@@ -129,6 +129,7 @@ class Response:
         self.head_sent = False
         self.sent = 0
         self.finished = False
+        self.gone = False  # the client left (a read or write failed): not the app's fault
         self.done = asyncio.Event()  # the response ended or the client left: receive() says disconnect
 
 
@@ -154,6 +155,7 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
         try:
             chunk = await pull()
         except ClientDisconnected:
+            response.gone = True
             response.done.set()
             return {"type": "http.disconnect"}
         ended = not chunk
@@ -190,10 +192,11 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
                     response.finished = True
                     await sink.finish()
                     response.done.set()
-            except ClientDisconnected:
-                raise
             except OSError as exc:  # the socket failed: the client, not the app
+                response.gone = True
                 response.done.set()
+                if isinstance(exc, ClientDisconnected):
+                    raise
                 raise ClientDisconnected(str(exc)) from exc
         else:
             raise AppError(f"unexpected ASGI message {kind!r}")
@@ -202,6 +205,8 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
     try:
         await app(scope, receive, send)
         if not response.finished:
+            if response.gone:
+                raise ClientDisconnected("the app stopped once told")
             raise AppError("app returned without completing its response")
     except ClientDisconnected as exc:
         response.status = response.status or 499
