@@ -124,6 +124,27 @@ def test_app_exception_and_bad_header_are_500_and_the_worker_lives_on(spawn, wor
     assert "RuntimeError: boom from the ASGI app" in log and "invalid header value for b'x-bad'" in log
 
 
+def test_client_leaving_a_stream_ends_it_and_the_worker_serves_on(spawn, workdir):
+    server = start(spawn, workdir)
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /forever HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+    server.wait_log("client gone during GET '/forever'")
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="stream ended")
+    assert http_request(server.addr)[::2] == (200, b"hello")
+
+
+def test_body_over_limit_post_is_413(spawn, workdir):
+    server = start(spawn, workdir, "--limit-post", "1000")
+    assert http_request(server.addr, "POST", "/echo", body=b"a" * 2000)[0] == 413
+    chunked = b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" \
+              + b"%x\r\n%s\r\n" % (1500, b"b" * 1500) + b"0\r\n\r\n"
+    with connect(server.addr) as sock:
+        sock.sendall(chunked)
+        assert recv_all(sock).startswith(b"HTTP/1.1 413 ")
+    assert http_request(server.addr, "POST", "/echo", body=b"a" * 10)[0] == 200
+
+
 def test_term_finishes_in_flight_requests(spawn, workdir):
     server = start(spawn, workdir)
     results: list[int] = []

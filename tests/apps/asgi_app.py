@@ -62,6 +62,11 @@ async def application(scope, receive, send):
             await send({"type": "http.response.body", "body": part, "more_body": True})
             await asyncio.sleep(0.05)
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/forever":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        while True:  # until the client leaves and send() raises
+            await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
+            await asyncio.sleep(0.02)
     elif path == "/sleep":
         await asyncio.sleep(float(query.get("s", "1")))
         await _reply(send, 200, b"slept")
