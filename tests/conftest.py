@@ -74,6 +74,24 @@ def raw(addr: str, payload: bytes, timeout: float = 5.0, half_close: bool = Fals
         return recv_all(sock, timeout)
 
 
+def responses(sock: socket.socket, count: int) -> list[bytes]:
+    """Read `count` responses with Content-Length bodies off a kept-alive connection."""
+    data, out = b"", []
+    while len(out) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end]
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(data) >= head_end + 4 + length:
+                out.append(data[:head_end + 4 + length])
+                data = data[head_end + 4 + length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(out)} responses"
+        data += chunk
+    return out
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float = 5.0) -> None:
         super().__init__("localhost", timeout=timeout)

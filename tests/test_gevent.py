@@ -4,13 +4,12 @@ graceful stop and reload, pause, and the uwsgi protocol."""
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 
 import pytest
 
-from conftest import connect, free_port, http_request, recv_all, wait_for
+from conftest import connect, free_port, http_request, recv_all, responses, wait_for
 from test_master import Load
 from zergserve.protocols.uwsgi import encode_packet
 from zergserve.stats import fetch
@@ -27,24 +26,6 @@ def start(spawn, workdir, *extra: str, workers: int = 1):
     server.addr, server.usock, server.stats = addr, usock, stats
     wait_for(lambda: all(w["status"] == "idle" for w in fetch(stats)["workers"]), message="workers idle")
     return server
-
-
-def responses(sock: socket.socket, count: int) -> list[bytes]:
-    """Read `count` responses with Content-Length bodies off a kept-alive connection."""
-    data, out = b"", []
-    while len(out) < count:
-        head_end = data.find(b"\r\n\r\n")
-        if head_end >= 0:
-            head = data[:head_end]
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            if len(data) >= head_end + 4 + length:
-                out.append(data[:head_end + 4 + length])
-                data = data[head_end + 4 + length:]
-                continue
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {len(out)} responses"
-        data += chunk
-    return out
 
 
 def test_one_worker_serves_many_slow_requests_at_once(spawn, workdir):

@@ -244,10 +244,11 @@ OPTIONS: tuple[Option, ...] = (
     O("processes", integer(1, 4096), 1, "number of worker processes", "p", ("workers",), group="processes"),
     O("master", boolean, True, "run a master (zergserve always does; accepted for uWSGI configs)", "M",
       flag=True, group="processes"),
-    O("worker", choice("sync", "gevent"), "sync", "worker class: sync (one request at a time) or gevent "
-      "(many connections per process, HTTP keep-alive; pip install zergserve[gevent])", "k",
+    O("worker", choice("sync", "gevent", "asyncio"), "sync", "worker class: sync (one request at a time), gevent "
+      "(many connections per process, HTTP keep-alive; pip install zergserve[gevent]) or asyncio (ASGI apps "
+      "only, on an event loop)", "k",
       aliases=("worker-class",), group="processes"),
-    O("worker-connections", integer(1), 1000, "most connections a gevent worker serves at once",
+    O("worker-connections", integer(1), 1000, "most connections a gevent or asyncio worker serves at once",
       group="processes"),
     O("harakiri", integer(0), 0, "kill a worker stuck on one request for more than N seconds (0: off)", "t",
       group="processes"),
@@ -272,7 +273,7 @@ OPTIONS: tuple[Option, ...] = (
     O("max-vars", integer(1), 64, "uwsgi packets may carry at most 2 * N vars", group="limits"),
     O("http-timeout", number(), 4.0, "absolute deadline in seconds for the whole request head to arrive",
       group="limits"),
-    O("keep-alive", number(), 2.0, "seconds a gevent worker waits for the next request on a kept-alive "
+    O("keep-alive", number(), 2.0, "seconds a gevent or asyncio worker waits for the next request on a kept-alive "
       "HTTP connection", group="limits"),
     O("socket-timeout", number(), 4.0, "timeout in seconds for each read and write on an accepted "
       "connection (body reads, sends)", "z", group="limits"),

@@ -174,7 +174,7 @@ def _printable(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
-def _access(ctx: Context, peer: Any, method: str, target: str, proto: str, status: int, sent: int,
+def access(ctx: Context, peer: Any, method: str, target: str, proto: str, status: int, sent: int,
             started: float) -> None:
     if ctx.access_log is None:
         return
@@ -236,11 +236,11 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
     except uwsgi.EmptyConnection:
         return
     except uwsgi.UwsgiError as exc:
-        ctx.log_error(f"uwsgi: {exc} (peer {_peer_text(peer, listener)})")
+        ctx.log_error(f"uwsgi: {exc} (peer {peer_text(peer, listener)})")
         return
     except _Timeout:
         ctx.log_error(f"uwsgi: no complete packet within {ctx.socket_timeout:g}s "
-                      f"(peer {_peer_text(peer, listener)})")
+                      f"(peer {peer_text(peer, listener)})")
         return
     if packet.modifier1 == uwsgi.MODIFIER_PING:
         send_all(conn, uwsgi.PONG, ctx.socket_timeout)
@@ -253,7 +253,7 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
     try:
         length = uwsgi.content_length(variables)
     except uwsgi.BadContentLength as exc:
-        ctx.log_error(f"uwsgi: {exc} (peer {_peer_text(peer, listener)})")
+        ctx.log_error(f"uwsgi: {exc} (peer {peer_text(peer, listener)})")
         _raw_error(conn, protocol, 400, b"Bad Request", ctx.socket_timeout)
         return
     if ctx.limit_post and length > ctx.limit_post:
@@ -266,7 +266,7 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
     ctx.row.begin(f"{method} {target}".encode("latin-1", "replace"), started)
     response = wsgi.run(ctx.app, environ, _RawSink(conn, protocol, ctx.socket_timeout), ctx.log_error)
     ctx.row.end(response.sent, time.time() - started, response.status >= 500)
-    _access(ctx, peer or (variables.get("REMOTE_ADDR", "-"),), method, target, protocol, response.status,
+    access(ctx, peer or (variables.get("REMOTE_ADDR", "-"),), method, target, protocol, response.status,
             response.sent, started)
     if not body.drained():
         _linger_close(conn)
@@ -303,7 +303,7 @@ def _raw_error(conn: socket.socket, protocol: str, status: int, reason: bytes, t
              % (protocol.encode("latin-1"), status, reason, len(body), body), timeout)
 
 
-def _peer_text(peer: Any, listener: Listener) -> str:
+def peer_text(peer: Any, listener: Listener) -> str:
     return f"{peer[0]}:{peer[1]}" if peer else listener.name
 
 
@@ -358,14 +358,14 @@ def _serve_http(conn: socket.socket, peer: Any, listener: Listener, ctx: Context
                 h.receive_data(data)
                 event = h.next_event()
         except h1.HTTPError as exc:
-            ctx.log_error(f"http: {exc.status} {exc.reason} (peer {_peer_text(peer, listener)})")
+            ctx.log_error(f"http: {exc.status} {exc.reason} (peer {peer_text(peer, listener)})")
             send_all(conn, h.error_response(exc), ctx.socket_timeout)
             _linger_close(conn)
             return
         except _Timeout:
             if received_any:
                 ctx.log_error(f"http: request head not complete within {ctx.http_timeout:g}s "
-                              f"(peer {_peer_text(peer, listener)})")
+                              f"(peer {peer_text(peer, listener)})")
                 send_all(conn, h.error_response(h1.HTTPError(408, "request head timeout")), ctx.socket_timeout)
             return
         if not isinstance(event, h1.Request):
@@ -401,7 +401,7 @@ def _serve_request(conn: socket.socket, peer: Any, listener: Listener, ctx: Cont
         ctx.row.end(0, time.time() - started, True)
         return False
     ctx.row.end(response.sent, time.time() - started, response.status >= 500)
-    _access(ctx, peer, request.method, request.target, "HTTP/" + request.http_version, response.status,
+    access(ctx, peer, request.method, request.target, "HTTP/" + request.http_version, response.status,
             response.sent, started)
     if sink.raw:
         if not body.drained():

@@ -298,11 +298,22 @@ def _encode_field(item: Any) -> tuple[bytes, bytes]:
         bname, bvalue = name.encode("latin-1"), value.encode("latin-1")
     except UnicodeEncodeError:
         raise AppError(f"header {item!r} is not latin-1") from None
+    check_field(bname, bvalue, name, value)
+    return bname, bvalue
+
+
+def check_field(bname: bytes, bvalue: bytes, name: Any, value: Any) -> None:
+    """Refuse a field that could split the response: a name that is no token, CR, LF or NUL in the
+    value. `name` and `value` are what the app gave, for the message (the ASGI adapter shares it)."""
     if not _TOKEN.match(bname):
         raise AppError(f"invalid header name {name!r}")
     if _BAD_VALUE.search(bvalue):
         raise AppError(f"invalid header value for {name!r}: {value!r}")
-    return bname, bvalue
+
+
+def reason(code: int) -> bytes:
+    """The standard reason phrase of a status code (b'Unknown' for others)."""
+    return _REASONS.get(code, b"Unknown")
 
 
 class Response:

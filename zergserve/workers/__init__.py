@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib
 
-CLASSES = {"sync": "zergserve.workers.sync:SyncWorker", "gevent": "zergserve.workers.gevent:GeventWorker"}
+CLASSES = {
+    "sync": "zergserve.workers.sync:SyncWorker",
+    "gevent": "zergserve.workers.gevent:GeventWorker",
+    "asyncio": "zergserve.workers.asyncio:AsyncioWorker",
+}
 
 
 def get(name: str) -> type:

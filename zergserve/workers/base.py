@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 import traceback
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ from zergserve import connection
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
-from zergserve.scoreboard import IDLE, PAUSED, STOPPING, Scoreboard
+from zergserve.scoreboard import IDLE, PAUSED, STOPPING, RowWriter, Scoreboard
 from zergserve.sockets import Listener
 
 EXIT_OK = 0
@@ -180,3 +181,37 @@ class Worker:
 
     def serve_forever(self) -> None:
         raise NotImplementedError
+
+
+class SharedRow:
+    """The worker's scoreboard row as many concurrent requests see it (gevent and asyncio workers).
+
+    It is busy while any request is in flight, and its request start moves on each time one
+    finishes: --harakiri then kills a worker that finished nothing for N seconds while busy, not
+    one whose long request runs among others that finish."""
+
+    __slots__ = ("row", "worker", "inflight", "line")
+
+    def __init__(self, row: RowWriter, worker: Worker) -> None:
+        self.row = row
+        self.worker = worker
+        self.inflight = 0
+        self.line = b""
+
+    def begin(self, request_line: bytes, now: float) -> None:
+        self.inflight += 1
+        self.line = request_line
+        if self.inflight == 1:
+            self.row.begin(request_line, now)
+
+    def end(self, sent: int, elapsed: float, failed: bool) -> None:
+        self.inflight -= 1
+        self.row.end(sent, elapsed, failed)
+        if self.inflight:
+            self.row.begin(self.line, time.time())
+        elif self.worker.paused:
+            self.row.set_status(PAUSED)
+
+    @property
+    def requests(self) -> int:
+        return self.row.requests

@@ -21,9 +21,9 @@ from typing import Any
 
 from zergserve import connection
 from zergserve.log import logger
-from zergserve.scoreboard import IDLE, PAUSED, RowWriter
+from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
-from zergserve.workers.base import Worker
+from zergserve.workers.base import SharedRow, Worker
 
 _DRAIN_SECONDS = 2.0
 
@@ -37,7 +37,7 @@ class GeventWorker(Worker):
         from gevent import monkey
         monkey.patch_all()
         super().boot()
-        self.ctx.row = _SharedRow(self.row, self)
+        self.ctx.row = SharedRow(self.row, self)
 
     def serve_forever(self) -> None:
         import gevent
@@ -101,32 +101,3 @@ class GeventWorker(Worker):
                     break
                 pool.spawn(connection.serve, conn, peer, listener, self.ctx)
 
-
-class _SharedRow:
-    """The worker's scoreboard row as many concurrent requests see it (see the module docstring)."""
-
-    __slots__ = ("row", "worker", "inflight", "line")
-
-    def __init__(self, row: RowWriter, worker: GeventWorker) -> None:
-        self.row = row
-        self.worker = worker
-        self.inflight = 0
-        self.line = b""
-
-    def begin(self, request_line: bytes, now: float) -> None:
-        self.inflight += 1
-        self.line = request_line
-        if self.inflight == 1:
-            self.row.begin(request_line, now)
-
-    def end(self, sent: int, elapsed: float, failed: bool) -> None:
-        self.inflight -= 1
-        self.row.end(sent, elapsed, failed)
-        if self.inflight:
-            self.row.begin(self.line, time.time())
-        elif self.worker.paused:
-            self.row.set_status(PAUSED)
-
-    @property
-    def requests(self) -> int:
-        return self.row.requests

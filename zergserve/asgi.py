@@ -1,0 +1,298 @@
+"""ASGI 3.0: the HTTP scope, receive and send, and the lifespan protocol, for both wire protocols.
+
+The asyncio worker parses requests with the same sans-I/O codecs as the WSGI workers and hands
+`run()` a scope, an async body source and an async sink that puts a response on its wire.
+Everything the app can get wrong (bad messages, bad status or header bytes, an exception before
+or after the head) is handled here, once, the way wsgi.run() does for WSGI: a 500 if nothing was
+sent, else the connection is cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import Any, Awaitable, Callable, Protocol
+from urllib.parse import unquote_to_bytes
+
+from zergserve import wsgi
+from zergserve.wsgi import AppError, ClientDisconnected, RequestError
+
+ASGI = {"version": "3.0", "spec_version": "2.3"}
+_ERROR_BODY = b"Internal Server Error\n"
+_SHUTDOWN_SECONDS = 10.0
+
+Pull = Callable[[], Awaitable[bytes]]  # the next body chunk, b'' at the end of the body
+
+
+class Sink(Protocol):
+    """What a protocol driver offers `run()` to put a response on its wire."""
+
+    async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
+    async def send_body(self, data: bytes) -> None: ...
+    async def finish(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+def http_scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str, Any]) -> dict[str, Any]:
+    """The scope of a parsed HTTP request (protocols.http.Request)."""
+    path = request.path
+    if path.startswith(("http://", "https://")):
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    raw_path = path.encode("latin-1")
+    return {
+        "type": "http",
+        "asgi": ASGI,
+        "http_version": request.http_version,
+        "method": request.method,
+        "scheme": "http",
+        "path": _decode_path(unquote_to_bytes(raw_path) if "%" in path else raw_path),
+        "raw_path": raw_path,
+        "query_string": request.query.encode("latin-1"),
+        "root_path": "",
+        "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.headers],
+        "client": (peer[0], peer[1]) if peer else None,
+        "server": _server(*server),
+        "state": state.copy(),
+    }
+
+
+def uwsgi_scope(variables: dict[str, str], server: tuple[str, str], state: dict[str, Any]) -> dict[str, Any]:
+    """The scope of a uwsgi packet: its vars are CGI variables (nginx's uwsgi_params)."""
+    headers = []
+    for key, value in variables.items():
+        if key.startswith("HTTP_"):
+            headers.append((key[5:].lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            headers.append((key.lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
+    scheme = variables.get("UWSGI_SCHEME") or variables.get("REQUEST_SCHEME") or "http"
+    if variables.get("HTTPS", "").lower() in ("on", "1"):
+        scheme = "https"
+    uri = variables.get("REQUEST_URI", "")
+    path = variables.get("PATH_INFO", "")
+    addr, port = variables.get("REMOTE_ADDR"), variables.get("REMOTE_PORT", "0")
+    protocol = variables.get("SERVER_PROTOCOL") or "HTTP/1.0"
+    return {
+        "type": "http",
+        "asgi": ASGI,
+        "http_version": protocol.partition("/")[2] or "1.0",
+        "method": variables.get("REQUEST_METHOD", "GET"),
+        "scheme": scheme,
+        "path": _decode_path(path.encode("latin-1")),
+        "raw_path": uri.partition("?")[0].encode("latin-1") if uri else path.encode("latin-1"),
+        "query_string": variables.get("QUERY_STRING", "").encode("latin-1"),
+        "root_path": _decode_path(variables.get("SCRIPT_NAME", "").encode("latin-1")),
+        "headers": headers,
+        "client": (addr, int(port) if port.isdigit() else 0) if addr else None,
+        "server": _server(variables.get("SERVER_NAME", server[0]), variables.get("SERVER_PORT", server[1])),
+        "state": state.copy(),
+    }
+
+
+def _decode_path(raw: bytes) -> str:
+    """ASGI paths are UTF-8 text; undecodable bytes survive as surrogates rather than failing the request."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _server(name: str, port: str) -> tuple[str, int | None] | None:
+    if not name:
+        return None
+    return (name, int(port) if port.isdigit() else None)
+
+
+def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """Validate the app's headers: an iterable of (name, value) byte strings, checked like WSGI's."""
+    out = []
+    try:
+        items = list(headers)
+    except TypeError:
+        raise AppError(f"headers must be iterable, got {type(headers).__name__}") from None
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise AppError(f"header {item!r} is not a (name, value) pair") from None
+        if not isinstance(name, (bytes, bytearray)) or not isinstance(value, (bytes, bytearray)):
+            raise AppError(f"header {item!r}: name and value must be bytes")
+        wsgi.check_field(bytes(name), bytes(value), name, value)
+        out.append((bytes(name), bytes(value)))
+    return out
+
+
+class Response:
+    """What the app sent so far, for the access log, the scoreboard and the error path."""
+
+    __slots__ = ("status", "headers", "head_sent", "sent", "finished", "gone", "done")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] | None = None
+        self.head_sent = False
+        self.sent = 0
+        self.finished = False
+        self.gone = False  # the client left (a read or write failed): not the app's fault
+        self.done = asyncio.Event()  # the response ended or the client left: receive() says disconnect
+
+
+_APP_FAILURES = (Exception, SystemExit, KeyboardInterrupt)  # one 500, never the worker
+
+
+async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sink,
+              log_error: Callable[[str], None]) -> Response:
+    """Call the app for one request and write its response; never raises for anything the app does."""
+    response = Response()
+    ended = False  # the last http.request (more_body False) went to the app
+
+    async def receive() -> dict[str, Any]:
+        nonlocal ended
+        if response.done.is_set():
+            return {"type": "http.disconnect"}
+        if ended:
+            await response.done.wait()  # the body was read: only a disconnect is left to report
+            return {"type": "http.disconnect"}
+        if pull is None:
+            ended = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        try:
+            chunk = await pull()
+        except ClientDisconnected:
+            response.gone = True
+            response.done.set()
+            return {"type": "http.disconnect"}
+        ended = not chunk
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
+
+    async def send(message: dict[str, Any]) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if response.finished:
+            raise AppError(f"{kind!r} sent after the response completed")
+        if kind == "http.response.start":
+            if response.headers is not None:
+                raise AppError("http.response.start sent twice")
+            status = message.get("status")
+            if type(status) is not int or not 100 <= status <= 599:
+                raise AppError(f"invalid status {status!r}")
+            response.headers = encode_headers(message.get("headers", []))
+            response.status = status
+        elif kind == "http.response.body":
+            if response.headers is None:
+                raise AppError("http.response.body before http.response.start")
+            data = message.get("body", b"")
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise AppError(f"body must be bytes, got {type(data).__name__}")
+            data = bytes(data)
+            more = bool(message.get("more_body", False))
+            try:
+                if not response.head_sent:
+                    await sink.send_head(response.status, wsgi.reason(response.status), response.headers, data)
+                    response.head_sent = True  # after: a head the codec refused leaves room for a 500
+                elif data:
+                    await sink.send_body(data)
+                response.sent += len(data)
+                if not more:
+                    response.finished = True
+                    await sink.finish()
+                    response.done.set()
+            except OSError as exc:  # the socket failed: the client, not the app
+                response.gone = True
+                response.done.set()
+                if isinstance(exc, ClientDisconnected):
+                    raise
+                raise ClientDisconnected(str(exc)) from exc
+        else:
+            raise AppError(f"unexpected ASGI message {kind!r}")
+
+    where = f"{scope['method']} {scope['path']!r}"
+    try:
+        await app(scope, receive, send)
+        if not response.finished:
+            if response.gone:
+                raise ClientDisconnected("the app stopped once told")
+            raise AppError("app returned without completing its response")
+    except ClientDisconnected as exc:
+        response.status = response.status or 499
+        log_error(f"client gone during {where}: {exc}")
+        sink.abort()
+    except RequestError as exc:
+        log_error(f"bad request body for {where}: {exc}")
+        await _error_response(response, sink, exc.status, wsgi.reason(exc.status) + b"\n")
+    except _APP_FAILURES as exc:
+        log_error(f"error in app for {where}:\n" + "".join(traceback.format_exception(exc)).rstrip())
+        await _error_response(response, sink, 500, _ERROR_BODY)
+    finally:
+        response.done.set()
+    return response
+
+
+async def _error_response(response: Response, sink: Sink, status: int, body: bytes) -> None:
+    """A plain error if nothing went out yet; else cut the connection (the client sees a short reply)."""
+    response.status = status
+    if response.head_sent:
+        sink.abort()
+        return
+    response.head_sent = response.finished = True
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    try:
+        await sink.send_head(status, wsgi.reason(status), headers, body)
+        response.sent = len(body)
+        await sink.finish()
+    except OSError:
+        sink.abort()
+
+
+class LifespanFailed(Exception):
+    """The app answered lifespan.startup.failed: the worker must not serve."""
+
+
+class Lifespan:
+    """The lifespan scope: startup before the worker accepts, shutdown once it stopped serving.
+
+    An app that raises on the scope (one that does not know lifespan) is served without it."""
+
+    def __init__(self, app: Callable, log_info: Callable[[str], None], log_error: Callable[[str], None]) -> None:
+        self.app = app
+        self.log_info = log_info
+        self.log_error = log_error
+        self.state: dict[str, Any] = {}
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self._started = False
+
+    async def startup(self) -> None:
+        """Run the app's startup; raises LifespanFailed when the app says it failed."""
+        self._task = asyncio.get_running_loop().create_task(self._main())
+        await self._inbox.put({"type": "lifespan.startup"})
+        message = await self._outbox.get()
+        if message["type"] == "lifespan.startup.failed":
+            raise LifespanFailed(message.get("message", ""))
+        self._started = message["type"] == "lifespan.startup.complete"
+
+    async def shutdown(self) -> None:
+        """Run the app's shutdown, bounded in time; nothing to do if startup was not completed."""
+        if not self._started or self._task is None or self._task.done():
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        try:
+            message = await asyncio.wait_for(self._outbox.get(), _SHUTDOWN_SECONDS)
+        except TimeoutError:
+            self.log_error(f"lifespan shutdown not complete after {_SHUTDOWN_SECONDS:g}s")
+            self._task.cancel()
+            return
+        if message["type"] == "lifespan.shutdown.failed":
+            self.log_error(f"lifespan shutdown failed: {message.get('message', '')}")
+
+    async def _main(self) -> None:
+        scope = {"type": "lifespan", "asgi": ASGI, "state": self.state}
+        try:
+            await self.app(scope, self._inbox.get, self._send)
+        except _APP_FAILURES as exc:
+            if self._started:
+                self.log_error("error in app's lifespan:\n" + "".join(traceback.format_exception(exc)).rstrip())
+            else:
+                self.log_info(f"the app does not support ASGI lifespan ({type(exc).__name__}: {exc}); "
+                              "serving without it")
+        finally:
+            self._outbox.put_nowait({"type": "lifespan.ended"})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self._outbox.put(message)
