@@ -74,6 +74,20 @@ def raw(addr: str, payload: bytes, timeout: float = 5.0, half_close: bool = Fals
         return recv_all(sock, timeout)
 
 
+def at_once(addr: str, path: str, count: int) -> tuple[list[int], float]:
+    """`count` requests for `path` sent together from threads: their statuses and the seconds all took."""
+    import threading
+    statuses: list[int] = []
+    threads = [threading.Thread(target=lambda: statuses.append(http_request(addr, "GET", path, timeout=10)[0]))
+               for _ in range(count)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    return statuses, time.monotonic() - started
+
+
 def responses(sock: socket.socket, count: int) -> list[bytes]:
     """Read `count` responses with Content-Length bodies off a kept-alive connection."""
     data, out = b"", []

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import connect, free_port, http_request, recv_all, responses, wait_for
+from conftest import at_once, connect, free_port, http_request, recv_all, responses, wait_for
 from test_master import Load
 from zergserve import asgi
 from zergserve.protocols.http import HTTPConnection
@@ -98,18 +98,8 @@ def test_idle_kept_alive_connection_is_closed_after_keep_alive_seconds(spawn, wo
 
 def test_one_worker_serves_many_slow_requests_at_once(spawn, workdir):
     server = start(spawn, workdir)
-    results: list[int] = []
-
-    def one() -> None:
-        results.append(http_request(server.addr, "GET", "/sleep?s=1", timeout=10)[0])
-    threads = [threading.Thread(target=one) for _ in range(40)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(15)
-    assert results == [200] * 40
-    assert time.monotonic() - started < 5  # one at a time would take 40 s
+    statuses, seconds = at_once(server.addr, "/sleep?s=1", 40)
+    assert statuses == [200] * 40 and seconds < 5  # one at a time would take 40 s
     wait_for(lambda: fetch(server.stats)["workers"][0]["requests"] == 40, message="40 requests counted")
 
 
