@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import traceback
 
@@ -73,6 +72,7 @@ def binary_patch(cfg: config.Config) -> list[str]:
     used to run e.g. nginx as a vassal); [] when there is none."""
     line = cfg.privileged_binary_patch_arg or cfg.unprivileged_binary_patch_arg
     if line:
+        import shlex  # here: only a binary-patched vassal needs it, not every worker
         return shlex.split(line)
     program = cfg.privileged_binary_patch or cfg.unprivileged_binary_patch
     return [program] if program else []
