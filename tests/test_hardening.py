@@ -176,19 +176,25 @@ def test_idle_keep_alive_flood_is_closed_after_keep_alive(worker, spawn, workdir
 @pytest.mark.parametrize("worker", WORKERS)
 def test_worker_connections_cap_leaves_the_excess_in_the_backlog(worker, spawn, workdir):
     server = start(worker, spawn, workdir, "--worker-connections", "50", "--keep-alive", "30",
-                   "--http-timeout", "30")
+                   "--http-timeout", "30", "--socket-timeout", "30")
+    pid = worker_pid(server)
     held = []
     try:
-        for _ in range(50):
+        for _ in range(49):
             sock = connect(server.addr)
             sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
             responses(sock, 1)
             held.append(sock)
+        # the 50th slot goes to the other listener (a uwsgi client yet to send its packet), while
+        # the http listener's acceptor may already be waiting: it must not take one more
+        held.append(connect(server.usock))
+        time.sleep(0.3)
         with connect(server.addr) as extra:  # the kernel completes the handshake: it waits in the backlog
             extra.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
             extra.settimeout(1.0)
             with pytest.raises(TimeoutError):
                 extra.recv(100)
+            assert not holds(pid, extra), "connection over --worker-connections accepted"
             held.pop().close()  # a slot frees: the waiting connection is accepted and served
             extra.settimeout(3.0)
             (reply,) = responses(extra, 1)
