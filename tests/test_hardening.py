@@ -146,6 +146,57 @@ def test_slowloris_heads_are_cut_at_the_absolute_head_deadline(worker, spawn, wo
     assert worker_pid(server) == pid
 
 
+@pytest.mark.parametrize("worker", WORKERS)
+def test_trickles_after_keep_alive_and_on_the_uwsgi_socket_are_cut_at_their_deadline(worker, spawn, workdir):
+    """The next head on a kept-alive connection has --keep-alive from the last response, and a
+    uwsgi packet --socket-timeout from accept, both absolute: bytes trickling in do not extend them."""
+    keep_alive, packet_deadline, count = 1.0, 1.5, 20
+    server = start(worker, spawn, workdir, "--keep-alive", str(keep_alive), "--socket-timeout",
+                   str(packet_deadline))
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 100
+    packet = b"\x00\xff\x0f\x00" + b"\x00" * 200  # announces 4095 bytes of vars
+    socks, since, limits = [], [], []
+    for index in range(count):
+        if index % 2:
+            sock = connect(server.usock)
+            since.append(time.monotonic())
+            limits.append(packet_deadline)
+        else:
+            sock = connect(server.addr)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            responses(sock, 1)
+            since.append(time.monotonic())
+            limits.append(keep_alive)
+        sock.setblocking(False)
+        socks.append(sock)
+    closed: dict[int, float] = {}
+    try:
+        for pos in range(int((packet_deadline + 2) / 0.1)):
+            for index, sock in enumerate(socks):
+                if index in closed:
+                    continue
+                try:
+                    sock.send((packet if index % 2 else head)[pos:pos + 1])
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    closed[index] = time.monotonic()
+            if len(closed) == count:
+                break
+            time.sleep(0.1)
+        assert len(closed) == count, f"{count - len(closed)} trickling connections still open"
+        for index in range(count):
+            held = closed[index] - since[index]
+            assert limits[index] - 0.3 < held < limits[index] + 1.0, (index, held)
+        probe(server.addr)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 # --- C25: idle keep-alive flood and the connection cap -----------------------------------------
 
 @pytest.mark.parametrize("worker", WORKERS)
@@ -206,12 +257,19 @@ def test_worker_connections_cap_leaves_the_excess_in_the_backlog(worker, spawn, 
 
 # --- C26: body stall -----------------------------------------------------------------------------
 
+STALLED_BODIES = {
+    "content-length": b"Content-Length: 1000\r\n\r\n" + b"x" * 10,
+    "chunked": b"Transfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"x" * 10,
+}
+
+
+@pytest.mark.parametrize("framing", STALLED_BODIES)
 @pytest.mark.parametrize("worker", WORKERS)
-def test_body_stall_is_never_a_short_complete_body(worker, spawn, workdir):
+def test_body_stall_is_never_a_short_complete_body(worker, framing, spawn, workdir):
     server = start(worker, spawn, workdir, "--socket-timeout", "1")
     pid = worker_pid(server)
     with connect(server.addr) as sock:
-        sock.sendall(b"POST /bodycheck HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        sock.sendall(b"POST /bodycheck HTTP/1.1\r\nHost: h\r\n" + STALLED_BODIES[framing])
         started = time.monotonic()
         reply = recv_all(sock, timeout=6)
         took = time.monotonic() - started
