@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import connect, http_request, recv_all, responses, wait_for
+from zergserve.protocols.uwsgi import encode_packet
 from zergserve.stats import fetch
 
 WORKERS = ("gevent", "asyncio")
@@ -260,6 +261,7 @@ def test_worker_connections_cap_leaves_the_excess_in_the_backlog(worker, spawn, 
 STALLED_BODIES = {
     "content-length": b"Content-Length: 1000\r\n\r\n" + b"x" * 10,
     "chunked": b"Transfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"x" * 10,
+    "uwsgi": b"",  # CONTENT_LENGTH 1000 in a uwsgi packet, 10 bytes
 }
 
 
@@ -268,8 +270,14 @@ STALLED_BODIES = {
 def test_body_stall_is_never_a_short_complete_body(worker, framing, spawn, workdir):
     server = start(worker, spawn, workdir, "--socket-timeout", "1")
     pid = worker_pid(server)
-    with connect(server.addr) as sock:
+    if framing == "uwsgi":
+        sock = connect(server.usock)
+        sock.sendall(encode_packet({"REQUEST_METHOD": "POST", "PATH_INFO": "/bodycheck", "CONTENT_LENGTH": "1000",
+                                    "SERVER_PROTOCOL": "HTTP/1.1"}) + b"x" * 10)
+    else:
+        sock = connect(server.addr)
         sock.sendall(b"POST /bodycheck HTTP/1.1\r\nHost: h\r\n" + STALLED_BODIES[framing])
+    with sock:
         started = time.monotonic()
         reply = recv_all(sock, timeout=6)
         took = time.monotonic() - started
@@ -337,5 +345,11 @@ def test_framing_errors_get_one_error_and_a_close(worker, spawn, workdir):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGARBAGE\r\n\r\n")
         reply = recv_all(sock, timeout=5)
     assert reply.startswith(b"HTTP/1.1 200 ") and b"hello" in reply and b"HTTP/1.1 400 " in reply, reply
+    # a body the app never reads (CL.0) holds a request: drained as body, never parsed as the next
+    with connect(server.addr) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s" % (len(SMUGGLE), SMUGGLE)
+                     + b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        reply = recv_all(sock, timeout=5)
+    assert reply.count(b"HTTP/1.1 200 ") == 2 and b"HTTP/1.1 404" not in reply, reply
     assert http_request(server.addr, "GET", "/")[0] == 200
     assert '"GET /smuggled' not in server.log()  # no access line: the app never saw it
