@@ -163,6 +163,8 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
 
     async def send(message: dict[str, Any]) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
+        if response.gone:  # a body read failed (stall, EOF): whatever the app sends now is not for a
+            raise ClientDisconnected("client gone")  # request it saw whole, so none of it goes out
         if response.finished:
             raise AppError(f"{kind!r} sent after the response completed")
         if kind == "http.response.start":

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import sys
 import time
 from urllib.parse import parse_qs
 
@@ -67,6 +68,24 @@ async def application(scope, receive, send):
         while True:  # until the client leaves and send() raises
             await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
             await asyncio.sleep(0.02)
+    elif path == "/bigstream":
+        size = int(query.get("size", "20000000"))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream")]})
+        while size > 0:
+            await send({"type": "http.response.body", "body": b"y" * min(size, 65536), "more_body": True})
+            size -= 65536
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/bodycheck":  # says on stderr whether the body came whole or the client left
+        body, message = b"", {"type": "http.disconnect"}
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        outcome = "disconnect" if message["type"] == "http.disconnect" else "complete"
+        print(f"BODYCHECK {outcome} {len(body)}", file=sys.stderr, flush=True)
+        await _reply(send, 200, b"got %d" % len(body))
     elif path == "/sleep":
         await asyncio.sleep(float(query.get("s", "1")))
         await _reply(send, 200, b"slept")

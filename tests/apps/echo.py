@@ -33,6 +33,15 @@ def application(environ, start_response):
             "content_length": environ.get("CONTENT_LENGTH"),
             "content_type": environ.get("CONTENT_TYPE"),
         })
+    if path == "/bodycheck":  # says on stderr whether the body came whole or the read raised
+        try:
+            body = environ["wsgi.input"].read()
+        except Exception as exc:
+            print(f"BODYCHECK raised {type(exc).__name__}", file=sys.stderr, flush=True)
+            raise
+        print(f"BODYCHECK complete {len(body)}", file=sys.stderr, flush=True)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"got %d" % len(body)]
     if path == "/lines":
         stream = environ["wsgi.input"]
         lines = [line.decode("latin-1") for line in stream]

@@ -54,7 +54,9 @@ class AsyncioWorker(Worker):
             self.loop.run_until_complete(self.lifespan.startup())
         except asgi.LifespanFailed as exc:
             raise app_loader.AppLoadError(f"ASGI lifespan startup failed: {exc}") from None
-        self.slots = asyncio.Semaphore(self.cfg.worker_connections)
+        self.active = 0  # connections holding one of the --worker-connections slots
+        self.room = asyncio.Event()  # set while active < --worker-connections
+        self.room.set()
         self.tasks: set[asyncio.Task] = set()
         self.idle: set[asyncio.Task] = set()  # kept-alive connections waiting for their next request
         self.woke = asyncio.Event()
@@ -102,34 +104,53 @@ class AsyncioWorker(Worker):
         self.woke.set()
 
     async def _accept_forever(self, listener: Listener) -> None:
-        """Accept on one listener while a connection slot is free; a task per connection."""
-        loop = self.loop
+        """Accept on one listener while a connection slot is free; a task per connection.
+
+        A slot is taken only together with a connection (no await between the check and the
+        accept): an acceptor waiting on a quiet listener holds none, and above the cap the excess
+        stays in the kernel's backlog, where another worker may take it.
+        """
+        sock = listener.sock
         while True:
-            await self.slots.acquire()
+            await self.room.wait()
+            await self._readable(sock)
+            if self.active >= self.cfg.worker_connections:
+                continue  # another listener's acceptor took the last slot meanwhile
             try:
-                conn, peer = await loop.sock_accept(listener.sock)
+                conn, peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                continue  # another worker took it
             except OSError as exc:
-                self.slots.release()
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
                     await asyncio.sleep(0.1)
-                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EAGAIN):
+                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
                     raise
                 continue
-            except BaseException:
-                self.slots.release()
-                raise
             self._spawn(conn, peer, listener)
 
+    async def _readable(self, sock: socket.socket) -> None:
+        ready = self.loop.create_future()
+        self.loop.add_reader(sock, ready.set_result, None)
+        try:
+            await ready
+        finally:
+            self.loop.remove_reader(sock)
+
     def _spawn(self, conn: socket.socket, peer: Any, listener: Listener, slotted: bool = True) -> None:
-        """A task for the connection; `slotted` when it holds one of the --worker-connections slots."""
+        """A task for the connection; `slotted` when it takes one of the --worker-connections slots."""
         task = self.loop.create_task(self._serve_connection(conn, peer, listener))
         self.tasks.add(task)
+        if slotted:
+            self.active += 1
+            if self.active >= self.cfg.worker_connections:
+                self.room.clear()
         task.add_done_callback(self._connection_done if slotted else self.tasks.discard)
 
     def _connection_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
-        self.slots.release()
+        self.active -= 1
+        self.room.set()
 
     def _spawn_queued(self) -> None:
         """On the way out, take what is already queued (the other workers do the same)."""

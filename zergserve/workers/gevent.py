@@ -69,12 +69,22 @@ class GeventWorker(Worker):
                          self.wid, len(pool), self.cfg.worker_reload_mercy)
 
     def _accept_forever(self, listener: Listener, pool: Any) -> None:
-        """Accept on one listener while there is room in the pool; a greenlet per connection."""
+        """Accept on one listener while there is room in the pool; a greenlet per connection.
+
+        The pool is checked and the connection accepted and spawned with no switch between
+        (the accept does not wait): an acceptor already waiting on its listener when another
+        one took the last slot must not take one more, which it would then hold out of the
+        backlog (where another worker could serve it) until a slot frees.
+        """
         from gevent import socket as gsocket
         sock = gsocket.socket(fileno=listener.sock.dup().detach())
+        sock.setblocking(False)
         try:
             while True:
                 pool.wait_available()
+                gsocket.wait_read(sock.fileno())
+                if pool.full():
+                    continue
                 try:
                     conn, peer = sock.accept()
                 except OSError as exc:
