@@ -281,11 +281,12 @@ def test_body_stall_is_never_a_short_complete_body(worker, framing, spawn, workd
         started = time.monotonic()
         reply = recv_all(sock, timeout=6)
         took = time.monotonic() - started
-    assert 0.7 < took < 3.0, took
+    assert 0.7 < took < 5.0, took  # --socket-timeout 1, with room for a loaded CI host
     assert not reply.startswith(b"HTTP/1.1 200 ") and b"got 10" not in reply, reply
     log = server.wait_log("BODYCHECK")
     assert "BODYCHECK complete" not in log
-    assert ("BODYCHECK raised" if worker == "gevent" else "BODYCHECK disconnect 10") in log
+    expected = "BODYCHECK raised" if worker == "gevent" else "BODYCHECK disconnect 10"
+    server.wait_log(expected, timeout=5)  # the app logs as it unwinds, maybe after the close
     assert http_request(server.addr, "GET", "/pid")[2] == str(pid).encode()
     assert worker_pid(server) == pid
     assert http_request(server.addr, "GET", "/")[0] == 200
