@@ -47,12 +47,11 @@ def test_abstract_socket_reachable_with_uwsgi_spelling(spawn):
 
 
 def test_ipv6_and_chmod_socket(spawn, workdir):
-    port = free_port()
     sock_path = workdir / "m.sock"
     try:
-        probe = socket.socket(socket.AF_INET6)
-        probe.bind(("::1", 0))
-        probe.close()
+        with socket.socket(socket.AF_INET6) as probe:  # a port free on ::1 itself, not on 127.0.0.1
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
         has_v6 = True
     except OSError:
         has_v6 = False
