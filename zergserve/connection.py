@@ -247,19 +247,11 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
         return
     started = time.time()
     variables = packet.vars
-    method = variables.get("REQUEST_METHOD", "GET")
-    target = variables.get("REQUEST_URI") or variables.get("PATH_INFO", "")
-    protocol = variables.get("SERVER_PROTOCOL") or "HTTP/1.0"
-    try:
-        length = uwsgi.content_length(variables)
-    except uwsgi.BadContentLength as exc:
-        ctx.log_error(f"uwsgi: {exc} (peer {peer_text(peer, listener)})")
-        _raw_error(conn, protocol, 400, b"Bad Request", ctx.socket_timeout)
-        return
-    if ctx.limit_post and length > ctx.limit_post:
-        ctx.log_error(f"uwsgi: body of {length} bytes over limit-post {ctx.limit_post}")
-        _raw_error(conn, protocol, 413, b"Request Entity Too Large", ctx.socket_timeout)
-        _linger_close(conn)
+    method, target, protocol, length, refused = uwsgi_head(variables, ctx, peer, listener)
+    if refused:
+        send_all(conn, raw_error(protocol, refused), ctx.socket_timeout)
+        if refused == 413:
+            _linger_close(conn)
         return
     body = wsgi.Input(_uwsgi_body(conn, parser.trailing, length, ctx.socket_timeout) if length else None)
     environ = wsgi.uwsgi_environ(ctx.base_environ(listener), variables, body)
@@ -297,10 +289,31 @@ def _uwsgi_body(conn: socket.socket, first: bytes, length: int, timeout: float) 
     return pull
 
 
-def _raw_error(conn: socket.socket, protocol: str, status: int, reason: bytes, timeout: float) -> None:
-    body = reason + b"\n"
-    send_all(conn, b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-             % (protocol.encode("latin-1"), status, reason, len(body), body), timeout)
+def uwsgi_head(variables: dict[str, str], ctx: Context, peer: Any,
+               listener: Listener) -> tuple[str, str, str, int, int]:
+    """Method, target, protocol and body length of a uwsgi request, and the status to refuse it
+    with (400 for a bad CONTENT_LENGTH, 413 over --limit-post; 0 to serve it), logged here once
+    for every worker class."""
+    method = variables.get("REQUEST_METHOD", "GET")
+    target = variables.get("REQUEST_URI") or variables.get("PATH_INFO", "")
+    protocol = variables.get("SERVER_PROTOCOL") or "HTTP/1.0"
+    try:
+        length = uwsgi.content_length(variables)
+    except uwsgi.BadContentLength as exc:
+        ctx.log_error(f"uwsgi: {exc} (peer {peer_text(peer, listener)})")
+        return method, target, protocol, 0, 400
+    if ctx.limit_post and length > ctx.limit_post:
+        ctx.log_error(f"uwsgi: body of {length} bytes over limit-post {ctx.limit_post}")
+        return method, target, protocol, length, 413
+    return method, target, protocol, length, 0
+
+
+def raw_error(protocol: str, status: int) -> bytes:
+    """A whole plain-text error response in the request's protocol, as uWSGI writes one."""
+    text = wsgi.reason(status)
+    body = text + b"\n"
+    return (b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+            % (protocol.encode("latin-1"), status, text, len(body), body))
 
 
 def peer_text(peer: Any, listener: Listener) -> str:

@@ -25,7 +25,7 @@ from zergserve.protocols import uwsgi
 from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
 from zergserve.workers.base import SharedRow, Worker
-from zergserve.wsgi import ClientDisconnected, RequestError, RequestTooLarge, reason
+from zergserve.wsgi import ClientDisconnected, RequestError, RequestTooLarge
 
 _RECV = 65536
 _DRAIN_SECONDS = 2.0
@@ -258,19 +258,11 @@ class AsyncioWorker(Worker):
             return
         started = time.time()
         variables = packet.vars
-        method = variables.get("REQUEST_METHOD", "GET")
-        target = variables.get("REQUEST_URI") or variables.get("PATH_INFO", "")
-        protocol = variables.get("SERVER_PROTOCOL") or "HTTP/1.0"
-        try:
-            length = uwsgi.content_length(variables)
-        except uwsgi.BadContentLength as exc:
-            ctx.log_error(f"uwsgi: {exc} (peer {connection.peer_text(peer, listener)})")
-            await self._send_all(conn, _raw_error(protocol, 400))
-            return
-        if ctx.limit_post and length > ctx.limit_post:
-            ctx.log_error(f"uwsgi: body of {length} bytes over limit-post {ctx.limit_post}")
-            await self._send_all(conn, _raw_error(protocol, 413))
-            await self._linger_close(conn)
+        method, target, protocol, length, refused = connection.uwsgi_head(variables, ctx, peer, listener)
+        if refused:
+            await self._send_all(conn, connection.raw_error(protocol, refused))
+            if refused == 413:
+                await self._linger_close(conn)
             return
         body = _UwsgiBody(self, conn, parser.trailing, length)
         scope = asgi.uwsgi_scope(variables, listener.server_name_port(), self.lifespan.state)
@@ -499,13 +491,6 @@ class _RawSink:
 
     def abort(self) -> None:
         pass
-
-
-def _raw_error(protocol: str, status: int) -> bytes:
-    text = reason(status)
-    body = text + b"\n"
-    return (b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-            % (protocol.encode("latin-1"), status, text, len(body), body))
 
 
 def _cancel(tasks: Any) -> None:
