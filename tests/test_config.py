@@ -231,14 +231,14 @@ def test_magic_variables(tmp_path):
         "pidfile = %p\n"
         "logto = /var/log/%c/%n.%e.log\n"
         "procname-prefix = %s %x %o\n"
-        "procname-prefix-spaced = 100%% %Y %h\n"
+        "procname-prefix-spaced = 100%% %h\n"
         "[zerg]\n"
         "procname-prefix = section=%x\n"))
     cfg = load([ini], {})
     assert cfg.chdir == f"{conf}/" and cfg.pidfile == ini
     assert cfg.logto == "/var/log/sites/myapp.ini.log"
     assert cfg.procname_prefix == f"myapp.ini  {ini}"
-    assert cfg.procname_prefix_spaced == f"100% %Y {socket.gethostname()}"  # unknown %Y stays
+    assert cfg.procname_prefix_spaced == f"100% {socket.gethostname()}"
     assert load([f"{ini}:zerg"], {}).procname_prefix == "section=zerg"
 
 
@@ -373,7 +373,7 @@ def test_environment_ignores_uwsgis_own_variables():
 
 
 def test_unknown_zergserve_variable_is_an_error():
-    with raises("environment variable ZERGSERVE_PROCESES: no option 'proceses' (did you mean 'processes'?)"):
+    with raises("environment variable ZERGSERVE_PROCESES: unknown option 'proceses' (did you mean 'processes'?)"):
         load([], {"ZERGSERVE_PROCESES": "2"})
     with raises("$UWSGI_LISTEN: listen: invalid int value 'lots'"):
         load([], {"UWSGI_LISTEN": "lots"})

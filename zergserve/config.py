@@ -68,7 +68,8 @@ import math
 import os
 import re
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from zergserve import __version__, sockets
@@ -154,7 +155,9 @@ def text(value: str) -> str:
 @_metavar("ADDR")
 def address(value: str) -> str:
     """A listening address in sockets.py's spellings, checked now so that a typo is reported with
-    its file and line rather than at bind time."""
+    its file and line rather than at bind time. gunicorn's `unix:PATH` is PATH."""
+    if value.startswith("unix:"):
+        value = value[len("unix:"):]
     if value.startswith("fd://"):
         if not value[len("fd://"):].isdigit():
             raise ValueError(f"invalid address {value!r}: fd:// needs a number")
@@ -233,10 +236,10 @@ OPTIONS: tuple[Option, ...] = (
       group="app"),
     # sockets
     O("http", address, (), "serve HTTP/1.1 on ADDR from the workers themselves: uWSGI's --http-socket; there is "
-      "no separate HTTP router process", aliases=("http-socket",), repeatable=True, group="sockets"),
+      "no separate HTTP router process", aliases=("http-socket", "bind"), repeatable=True, group="sockets"),
     O("socket", address, (), "serve the uwsgi protocol on ADDR (for nginx uwsgi_pass)", "s", ("uwsgi-socket",),
       repeatable=True, group="sockets"),
-    O("listen", integer(1, 65535), 100, "listen backlog of every socket", "l", group="sockets"),
+    O("listen", integer(1, 65535), 100, "listen backlog of every socket", "l", ("backlog",), group="sockets"),
     O("chmod-socket", mode, None, "mode of UNIX sockets (without a value: 666)", "C", const="666",
       group="sockets"),
     O("vacuum", boolean, False, "remove UNIX socket and pid files at exit", flag=True, group="sockets"),
@@ -250,13 +253,17 @@ OPTIONS: tuple[Option, ...] = (
       aliases=("worker-class",), group="processes"),
     O("worker-connections", integer(1), 1000, "most connections a gevent or asyncio worker serves at once",
       group="processes"),
+    O("gevent", integer(1), None, "uWSGI's gevent loop: the same as --worker gevent --worker-connections N",
+      group="processes"),
     O("harakiri", integer(0), 0, "kill a worker stuck on one request for more than N seconds (0: off)", "t",
       group="processes"),
     O("max-requests", integer(0), 0, "recycle a worker after N requests (0: never)", "R", group="processes"),
     O("max-requests-delta", integer(0), 0, "add (worker id - 1) * N to max-requests, so workers do not "
       "recycle together", group="processes"),
+    O("max-requests-jitter", integer(0), 0, "add a random 0..N to each worker's max-requests (gunicorn's), so "
+      "workers do not recycle together", group="processes"),
     O("worker-reload-mercy", integer(0), 60, "seconds a worker may take to finish its requests on reload or "
-      "stop before SIGKILL", group="processes"),
+      "stop before SIGKILL", aliases=("graceful-timeout",), group="processes"),
     O("check-interval", number(), 1.0, "seconds between the master's housekeeping turns", group="processes"),
     O("procname-prefix", text, "", "prefix for process titles", group="processes"),
     O("procname-prefix-spaced", text, "", "prefix for process titles, followed by a space", group="processes"),
@@ -372,6 +379,22 @@ OPTIONS: tuple[Option, ...] = (
       group="compat"),
     O("strict", boolean, True, "accepted for uWSGI configs: unknown keys are always errors", flag=True,
       group="compat"),
+    O("thunder-lock", boolean, False, "accepted for uWSGI configs: zergserve has no accept lock to "
+      "choose", flag=True, group="compat"),
+    O("post-buffering", integer(0), 0, "accepted for uWSGI configs: wsgi.input reads the body from the socket "
+      "as the app asks, within --limit-post", group="compat"),
+    O("offload-threads", integer(0), 0, "accepted for uWSGI configs: wsgi.file_wrapper uses sendfile in the "
+      "worker", group="compat"),
+    O("memory-report", boolean, False, "accepted for uWSGI configs: the stats server reports each worker's rss",
+      flag=True, group="compat"),
+    O("harakiri-verbose", boolean, False, "accepted for uWSGI configs: a harakiri is always logged with the "
+      "request it killed", flag=True, group="compat"),
+    O("plugins", text, (), "accepted for uWSGI configs: Python is built in, there are no plugins to load",
+      aliases=("plugin",), repeatable=True, group="compat"),
+    O("gevent-monkey-patch", boolean, False, "accepted for uWSGI configs: the gevent worker always "
+      "monkey-patches", flag=True, group="compat"),
+    O("preload", boolean, False, "accepted for gunicorn configs: the app is loaded in the master before the "
+      "fork unless --lazy-apps", flag=True, group="compat"),
     # config sources
     O("ini", text, (), "read options from an ini file (FILE[:section])", repeatable=True, group="config"),
     O("json", text, (), "read options from a JSON file (FILE[:section])", aliases=("js",), repeatable=True,
@@ -379,8 +402,14 @@ OPTIONS: tuple[Option, ...] = (
     O("toml", text, (), "read options from a TOML file (FILE[:section])", repeatable=True, group="config"),
     O("yaml", text, (), "read options from a YAML file (FILE[:section]; needs PyYAML)", aliases=("yml",),
       repeatable=True, group="config"),
+    O("include", text, (), "read a config file (any format, by extension) in place, as uWSGI's --include",
+      repeatable=True, group="config"),
+    O("inherit", text, (), "read a config file after every other source (uWSGI's template: only its magic "
+      "variables are expanded)", repeatable=True, group="config"),
     O("set", key_value, (), "set an option, or a placeholder if KEY is no option", "S", repeatable=True,
       group="config"),
+    O("set-placeholder", key_value, (), "set a placeholder, even if KEY is an option's name", aliases=("set-ph",),
+      repeatable=True, group="config"),
     O("print-config", boolean, False, "print the merged configuration as JSON and exit", flag=True,
       group="config"),
     O("check-config", boolean, False, "load the configuration and the app, then exit", flag=True,
@@ -393,8 +422,48 @@ _GROUP_TITLES = {"app": "Application", "sockets": "Sockets", "processes": "Proce
                  "logging": "Logging", "compat": "uWSGI compatibility", "config": "Configuration"}
 _BY_NAME: dict[str, Option] = {name: opt for opt in OPTIONS for name in (opt.name, *opt.aliases)}
 _BY_SHORT: dict[str, Option] = {opt.short: opt for opt in OPTIONS if opt.short}
-_FILE_OPTIONS = frozenset({"ini", "json", "toml", "yaml"})
-_NOT_FORWARDED = _FILE_OPTIONS | {"set", "print-config", "check-config"}
+_FILE_OPTIONS = frozenset({"ini", "json", "toml", "yaml", "include", "inherit"})
+_NOT_FORWARDED = _FILE_OPTIONS | {"set", "set-placeholder", "print-config", "check-config", "gevent"}
+# An option whose value stands for others (uWSGI's gevent = N); the row keeps its own value too.
+_EXPANDS: dict[str, Callable[[Any], list[tuple[str, str]]]] = {
+    "gevent": lambda n: [("worker", "gevent"), ("worker-connections", str(n))]}
+# A value of a live option that changes nothing here: warned about with the reason (the compat group's
+# rows are warned about whatever their value, with their help as the reason).
+_NO_EFFECT: dict[str, tuple[Any, str]] = {"master": (False, "zergserve always runs a master process")}
+# Configuration logic (uWSGI's ConfigLogic): the keys that open a block, what closes it, and the test of
+# each if-* key with its -not- form folded in (if-not-env → if-env).
+_BLOCK_KIND = {**dict.fromkeys(("for", "for-glob", "for-times", "for-readline"), "for"),
+               **dict.fromkeys(("if-env", "ifenv", "if-not-env", "if-opt", "if-not-opt", "if-exists", "ifexists",
+                                "if-not-exists", "if-file", "if-not-file", "if-dir", "ifdir", "if-directory",
+                                "if-not-dir", "if-hostname", "if-not-hostname"), "if")}
+_ENDS = {"endfor": "for", "end-for": "for", "endif": "if", "end-if": "if"}
+_CONDITIONS = {"if-env": "env", "ifenv": "env", "if-opt": "opt", "if-exists": "exists", "ifexists": "exists",
+               "if-file": "file", "if-dir": "dir", "ifdir": "dir", "if-directory": "dir", "if-hostname": "hostname"}
+# Migration hints for names that are no option here, from uWSGI and gunicorn: what to use instead.
+_SERVE_TLS = "zergserve speaks no TLS: terminate it in nginx (or another proxy) in front"
+_VENV = "run zergserve with the virtualenv's own python (VENV/bin/python -m zergserve) instead"
+_LOGIC = "configuration logic works in config files, not on the command line or in the environment"
+_HINTS: dict[str, str] = {
+    "threads": "workers have no thread pool here: use --worker gevent (many connections per process) or more "
+               "--processes",
+    "async": "use --worker gevent --worker-connections N",
+    "http-keepalive": "--http keeps connections alive with --worker gevent or asyncio (see --keep-alive)",
+    "daemonize": "zergserve stays in the foreground: run it under systemd (deploy/systemd) with --logto FILE",
+    "daemon": "zergserve stays in the foreground: run it under systemd (deploy/systemd)",
+    "virtualenv": _VENV, "venv": _VENV, "home": _VENV, "pyhome": _VENV,
+    "static-map": "zergserve serves no static files: let nginx serve them (or whitenoise in the app)",
+    "check-static": "zergserve serves no static files: let nginx serve them (or whitenoise in the app)",
+    "https": _SERVE_TLS, "https-socket": _SERVE_TLS, "certfile": _SERVE_TLS, "keyfile": _SERVE_TLS,
+    "timeout": "gunicorn's --timeout kills a silent worker; the nearest here is --harakiri N (a request running "
+               "more than N seconds)",
+    "pid": "--pidfile FILE",
+    "log-file": "--logto FILE",
+    "config": "zergserve reads ini/json/toml/yaml files (--ini FILE), not gunicorn's Python config files",
+    "reload": "restarting on code changes is not supported yet: send HUP to reload",
+    "cheaper": "uWSGI's cheaper algorithms are not supported yet; --cheap and --idle are zergserve's elastic modes",
+    "max-worker-lifetime": "not supported yet: --max-requests recycles workers",
+    **dict.fromkeys((*_BLOCK_KIND, *_ENDS), _LOGIC),
+}
 _EXTENSIONS = {".ini": "ini", ".json": "json", ".js": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
 _DEFAULT_SECTIONS = ("uwsgi", "zergserve")
 _MAX_INCLUDE_DEPTH = 16
@@ -436,6 +505,7 @@ class Config:
     def __init__(self) -> None:
         self.sources: dict[str, str] = {}
         self.placeholders: dict[str, str] = {}
+        self.warnings: list[str] = []  # options that change nothing here, ignored variables: for the log
         for opt in OPTIONS:
             setattr(self, opt.attr, list(opt.default) if opt.repeatable else opt.default)
 
@@ -450,7 +520,7 @@ class Config:
         on to a vassal); always `--name=value`, so no value can be mistaken for an option."""
         args: list[str] = []
         for opt in OPTIONS:
-            if opt.name in _NOT_FORWARDED:
+            if opt.name in _NOT_FORWARDED or opt.group == "compat":
                 continue
             value = getattr(self, opt.attr)
             if opt.repeatable:
@@ -484,13 +554,20 @@ class _Setting(NamedTuple):
 
 
 class _Scope:
-    """What files see while they are read: values for %(name), the names used so, and the last
-    file read (the file of a bare ':section')."""
+    """What files see while they are read: values for %(name), the names used so, the last file
+    read (the file of a bare ':section'), the magic variables of the first file read (%N, %P...),
+    and every error and warning so far: a file's errors are reported together, not one per run."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
         self.values: dict[str, str] = {}
         self.referenced: set[str] = set()
         self.last_file: str | None = None
+        self.first: dict[str, str] | None = None
+        self.inherited: list[_Setting] = []
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self.started = time.time()
 
     def define(self, setting: _Setting) -> None:
         if _is_file_option(setting):
@@ -503,6 +580,14 @@ class _Scope:
         if setting.opt is not None:
             self.values[setting.opt.name] = value
 
+    def lookup(self, name: str) -> str | None:
+        """The value of the option or placeholder `name` set so far (an alias names its option)."""
+        option = find(name)
+        for candidate in (name, option.name if option else None):
+            if candidate in self.values:
+                return self.values[candidate]
+        return None
+
 
 def _is_file_option(setting: _Setting) -> bool:
     """Whether the setting names a config file to read in its place (--ini and friends)."""
@@ -511,26 +596,31 @@ def _is_file_option(setting: _Setting) -> bool:
 
 def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
     """Merge every source into a Config (argv without the program name). Raises ConfigError naming
-    the source and key of a problem, HelpRequested or VersionRequested."""
+    the source and key of every problem found, HelpRequested or VersionRequested. Options that
+    change nothing here and unknown UWSGI_* variables end up in cfg.warnings, for the caller to log."""
     env = os.environ if environ is None else environ
     command_line = _parse_argv(argv)
-    environment = _from_environ(env, "UWSGI_", strict=False) + _from_environ(env, "ZERGSERVE_", strict=True)
-    scope = _Scope()
+    scope = _Scope(env)
+    environment = _from_environ(env, "UWSGI_", scope) + _from_environ(env, "ZERGSERVE_", scope)
     files: list[_Setting] = []
     others: list[_Setting] = []
     for setting in environment + command_line:
         if _is_file_option(setting):
-            path, section = _split_section(setting.value)
-            files += _expand_file(setting.opt.name, path or scope.last_file or "", section, setting.value,
-                                  setting.source, env, 0, scope)
+            files += _read_named(setting.opt.name, setting.value, None, setting.source, 0, scope, False)
         else:
             scope.define(setting)
             others.append(setting)
-    ordered = files + others
+    ordered = files + others + scope.inherited
     used = scope.referenced | _placeholder_names(ordered)
     cfg = Config()
     for setting in ordered:
-        _apply(cfg, setting, used)
+        try:
+            _apply(cfg, setting, used)
+        except ConfigError as exc:
+            scope.errors.append(str(exc))
+    if scope.errors:
+        raise ConfigError("\n".join(dict.fromkeys(scope.errors)))
+    cfg.warnings[:0] = dict.fromkeys(scope.warnings)
     return cfg
 
 
@@ -542,8 +632,11 @@ def parse_file(path: str, section: str | None = None,
     env = os.environ if environ is None else environ
     if section is None:
         path, section = _split_section(path)
-    settings = _expand_file(_file_kind(path) or "ini", path, section, path, path, env, 0, _Scope())
-    return [(s.key, _as_text(item), s.source) for s in settings
+    scope = _Scope(env)
+    settings = _expand_file(_file_kind(path) or "ini", path, section, path, path, 0, scope)
+    if scope.errors:
+        raise ConfigError("\n".join(scope.errors))
+    return [(s.key, _as_text(item), s.source) for s in settings + scope.inherited
             for item in (s.value if isinstance(s.value, list) else [s.value])]
 
 
@@ -552,15 +645,32 @@ def _apply(cfg: Config, setting: _Setting, used: set[str]) -> None:
     opt = setting.opt
     if opt is None:
         if not (setting.placeholder or setting.key in used):
-            raise ConfigError(f"{setting.source}: unknown option {setting.key!r}{_suggest(setting.key)}")
+            raise ConfigError(f"{setting.source}: {_unknown(setting.key)}")
         cfg.placeholders[setting.key] = _as_text(setting.value)
         return
     value = _convert(opt, setting.value, setting.source)
+    _warn_if_inert(cfg, opt, value, setting.source)
+    if opt.name in _EXPANDS:
+        for name, item in _EXPANDS[opt.name](value):
+            _apply(cfg, _Setting(find(name), name, item, setting.source), used)
     if opt.repeatable:
         getattr(cfg, opt.attr).extend(value if isinstance(value, list) else [value])
     else:
         setattr(cfg, opt.attr, value)
     cfg.sources[opt.name] = setting.source
+
+
+def _warn_if_inert(cfg: Config, opt: Option, value: Any, source: str) -> None:
+    """One warning line per option that is accepted but changes nothing here, saying why (the
+    row's help for the compat group; _NO_EFFECT for a value of a live option, like master = false)."""
+    if opt.group == "compat":
+        why = opt.help.split(": ", 1)[-1]
+    elif opt.name in _NO_EFFECT and _NO_EFFECT[opt.name][0] == value:
+        why = _NO_EFFECT[opt.name][1]
+    else:
+        return
+    if not any(f" {opt.name} has no effect here" in line for line in cfg.warnings):
+        cfg.warnings.append(f"{source}: {opt.name} has no effect here: {why}")
 
 
 def _convert(opt: Option, raw: Any, source: str) -> Any:
@@ -588,14 +698,15 @@ def _as_text(value: Any) -> str:
 
 
 def _resolve_set(setting: _Setting) -> _Setting:
-    """`set = key=value` as the setting of option `key`, or of the placeholder `key`."""
-    if setting.opt is None or setting.opt.name != "set":
+    """`set = key=value` as the setting of option `key`, or of the placeholder `key`;
+    `set-placeholder = key=value` always as a placeholder."""
+    if setting.opt is None or setting.opt.name not in ("set", "set-placeholder"):
         return setting
     try:
         key, _, value = key_value(_as_text(setting.value)).partition("=")
     except ValueError as exc:
-        raise ConfigError(f"{setting.source}: set: {exc}") from None
-    target = find(key)
+        raise ConfigError(f"{setting.source}: {setting.opt.name}: {exc}") from None
+    target = find(key) if setting.opt.name == "set" else None
     return _Setting(target, key, value, setting.source, placeholder=target is None)
 
 
@@ -618,7 +729,7 @@ def _parse_argv(argv: Sequence[str]) -> list[_Setting]:
             name, eq, value = arg[2:].partition("=")
             opt = find(name)
             if opt is None:
-                raise ConfigError(f"unknown option --{name}{_suggest(name)}")
+                raise ConfigError(_unknown(name, f"--{name}"))
             spelled = f"--{name}"
             if not eq:
                 value, i = _take_value(opt, args, i, spelled)
@@ -668,9 +779,9 @@ def _is_valid(opt: Option, value: str) -> bool:
 
 # --- the environment -------------------------------------------------------------------------------
 
-def _from_environ(env: Mapping[str, str], prefix: str, strict: bool) -> list[_Setting]:
-    """PREFIX_<OPTION> variables as settings, in name order; `strict` makes an unknown name an
-    error instead of someone else's variable."""
+def _from_environ(env: Mapping[str, str], prefix: str, scope: _Scope) -> list[_Setting]:
+    """PREFIX_<OPTION> variables as settings, in name order. A ZERGSERVE_ name that is no option is
+    an error (a typo in our own namespace); a UWSGI_ one a warning (the variable is ignored)."""
     settings = []
     for name in sorted(env):
         if not name.startswith(prefix) or name in _RESERVED_ENV or name.startswith(_RESERVED_ENV_PREFIXES):
@@ -678,55 +789,164 @@ def _from_environ(env: Mapping[str, str], prefix: str, strict: bool) -> list[_Se
         key = name[len(prefix):].lower()
         opt = find(key)
         if opt is None:
-            if strict:
-                raise ConfigError(f"environment variable {name}: no option {key.replace('_', '-')!r}"
-                                  f"{_suggest(key.replace('_', '-'))}")
+            message = f"environment variable {name}: {_unknown(key.replace('_', '-'))}"
+            if prefix == "ZERGSERVE_":
+                scope.errors.append(message)
+            else:
+                scope.warnings.append(f"{message} (ignored)")
             continue
-        settings.append(_resolve_set(_Setting(opt, opt.name, env[name], f"${name}")))
+        try:
+            settings.append(_resolve_set(_Setting(opt, opt.name, env[name], f"${name}")))
+        except ConfigError as exc:
+            scope.errors.append(str(exc))
     return settings
 
 
 # --- files -----------------------------------------------------------------------------------------
 
-def _expand_file(kind: str, path: str, section: str | None, given: str, source: str, env: Mapping[str, str],
-                 depth: int, scope: _Scope) -> list[_Setting]:
-    """The settings of one file in order, with its includes read in their place and its values
-    expanded (magic variables, placeholders, environment)."""
+def _expand_file(kind: str, path: str, section: str | None, given: str, source: str, depth: int, scope: _Scope,
+                 template: bool = False) -> list[_Setting]:
+    """The settings of one file in order, with its includes read in their place, its logic blocks
+    (for, if-*) applied and its values expanded (magic variables, placeholders, environment, @()).
+    An error is recorded in the scope and the line skipped, so that every error of a file shows."""
     if depth > _MAX_INCLUDE_DEPTH:
-        raise ConfigError(f"{source}: config files include each other more than {_MAX_INCLUDE_DEPTH} deep")
+        scope.errors.append(f"{source}: config files include each other more than {_MAX_INCLUDE_DEPTH} deep")
+        return []
     if not path:
-        raise ConfigError(f"{source}: {given!r} names a section, but no file was read before it")
+        scope.errors.append(f"{source}: {given!r} names a section, but no file was read before it")
+        return []
     try:
-        data = _read(path, env)
+        data = _read(path, scope.env)
+        scope.last_file = path
+        if kind == "ini":
+            raw = _read_ini(path, data.decode("utf-8", "replace"), section)
+        else:
+            raw = _read_structured(kind, path, data, section)
     except OSError as exc:
-        raise ConfigError(f"{source}: cannot read {kind} file {path!r}: {exc.strerror}") from None
-    scope.last_file = path
-    if kind == "ini":
-        raw = _read_ini(path, data.decode("utf-8", "replace"), section)
-    else:
-        raw = _read_structured(kind, path, data, section)
-    magic = _magic(path, given, section)
+        scope.errors.append(f"{source}: cannot read {kind} file {path!r}: {exc.strerror}")
+        return []
+    except ConfigError as exc:
+        scope.errors.append(str(exc))
+        return []
+    magic = _magic(path, given, section, scope, template)
     settings: list[_Setting] = []
-    for key, value, where in raw:
+
+    def one(key: str, value: Any, where: str, context: str | None) -> None:
+        expand = lambda item: _substitute(item, magic, scope, where, context)  # noqa: E731
         if isinstance(value, list):
-            value = [_substitute(item, magic, scope, env, where) if isinstance(item, str) else item
-                     for item in value]
+            value = [expand(item) if isinstance(item, str) else item for item in value]
         elif isinstance(value, str):
-            value = _substitute(value, magic, scope, env, where)
+            value = expand(value)
         setting = _resolve_set(_Setting(find(key), key, value, where))
         if _is_file_option(setting):
             for item in setting.value if isinstance(setting.value, list) else [setting.value]:
-                include, include_section = _split_section(_as_text(item))
-                if not include:
-                    include = path
-                elif not os.path.isabs(include):
-                    include = os.path.join(os.path.dirname(path), include)
-                settings += _expand_file(setting.opt.name, include, include_section, _as_text(item), where, env,
-                                         depth + 1, scope)
-            continue
+                settings.extend(_read_named(setting.opt.name, _as_text(item), path, where, depth + 1, scope,
+                                            template))
+            return
         scope.define(setting)
         settings.append(setting)
+
+    for key, value, where, context in _logic(raw, magic, scope):
+        try:
+            one(key, value, where, context)
+        except ConfigError as exc:
+            scope.errors.append(str(exc))
     return settings
+
+
+def _read_named(option: str, spec: str, including: str | None, source: str, depth: int, scope: _Scope,
+                template: bool) -> list[_Setting]:
+    """The settings of the file an ini/json/toml/yaml/include/inherit setting names: relative to the
+    including file if any; an empty name is a section of that file (or of the file read last).
+    include reads any format by its extension; inherit's settings are kept for the very end."""
+    path, section = _split_section(spec)
+    if not path:
+        path = including or scope.last_file or ""
+    elif including and not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(including), path)
+    if option == "inherit":
+        scope.inherited += _inherit(path, section, spec, source, depth, scope)
+        return []
+    kind = (_file_kind(path) or "ini") if option == "include" else option
+    return _expand_file(kind, path, section, spec, source, depth, scope, template or option == "include")
+
+
+def _inherit(path: str, section: str | None, given: str, source: str, depth: int,
+             scope: _Scope) -> list[_Setting]:
+    """uWSGI's --inherit: the template's settings go after every other source, with its magic
+    variables expanded and nothing else: uWSGI leaves $(), @() and %() there as they are written,
+    so here they are an error rather than text that looks expanded and is not."""
+    inner = _Scope(scope.env)
+    inner.first = scope.first
+    settings = _expand_file(_file_kind(path) or "ini", path, section, given, source, depth + 1, inner, True)
+    scope.errors += inner.errors
+    return settings
+
+
+def _logic(raw: list[tuple[str, Any, str]], magic: dict[str, str],
+           scope: _Scope) -> Iterator[tuple[str, Any, str, str | None]]:
+    """uWSGI's configuration logic: (key, value, where, %(_) value) of every line a for/if block
+    keeps, each block line once per loop item. Blocks do not nest, as in uWSGI."""
+    block: tuple[str, str, list[str | None]] | None = None  # opening key, where, contexts
+    lines: list[tuple[str, Any, str]] = []
+    for key, value, where in raw:
+        low = key.lower().replace("_", "-")
+        if low in _ENDS:
+            if block is None or _ENDS[low] != _BLOCK_KIND[block[0]]:
+                scope.errors.append(f"{where}: {key} without a matching {_ENDS[low]}")
+                continue
+            for context in block[2]:
+                for item in lines:
+                    yield (*item, context)
+            block, lines = None, []
+        elif low in _BLOCK_KIND:
+            if block is not None:
+                scope.errors.append(f"{where}: {key} inside the {block[0]} block of line "
+                                    f"{block[1].rsplit(':', 1)[-1]}: blocks do not nest (nor in uWSGI)")
+                continue
+            block = (low, where, [])
+            try:
+                block = (low, where, _contexts(low, _substitute(_as_text(value), magic, scope, where, None), scope))
+            except ConfigError as exc:
+                scope.errors.append(str(exc))
+            except ValueError as exc:
+                scope.errors.append(f"{where}: {key}: {exc}")
+        elif block is not None:
+            lines.append((key, value, where))
+        else:
+            yield key, value, where, None
+    if block is not None:
+        scope.errors.append(f"{block[1]}: {block[0]} without its end{_BLOCK_KIND[block[0]]}")
+
+
+def _contexts(key: str, arg: str, scope: _Scope) -> list[str | None]:
+    """The %(_) values a block's lines are read with: one per loop item, one for an if that holds
+    (the variable's, option's or path's value), none for an if that does not."""
+    if key == "for":
+        return [item for item in arg.split(" ") if item]
+    if key == "for-glob":
+        import glob
+        return sorted(glob.glob(arg))
+    if key == "for-times":
+        return [str(n) for n in range(1, integer(0)(arg) + 1)] if arg.strip() else []
+    if key == "for-readline":
+        try:
+            with open(arg, encoding="utf-8") as fh:
+                return [line.rstrip("\r\n") for line in fh if line.strip()]
+        except OSError as exc:
+            raise ValueError(f"cannot read {arg!r}: {exc.strerror}") from None
+    negate = "-not-" in key
+    test = _CONDITIONS[key.replace("-not-", "-")]
+    if test in ("env", "opt"):
+        name, eq, wanted = arg.partition("=")
+        found = scope.env.get(name) if test == "env" else scope.lookup(name)
+        holds = found is not None and (not eq or found == wanted)
+        context = found
+    else:
+        holds = {"exists": lambda: os.access(arg, os.R_OK), "file": lambda: os.path.isfile(arg),
+                 "dir": lambda: os.path.isdir(arg), "hostname": lambda: socket.gethostname() == arg}[test]()
+        context = arg
+    return [context] if holds != negate else []
 
 
 def _read(path: str, env: Mapping[str, str]) -> bytes:
@@ -847,35 +1067,111 @@ def _yaml(path: str) -> Any:
     return yaml
 
 
-def _magic(path: str, given: str, section: str | None) -> dict[str, str]:
+def _magic(path: str, given: str, section: str | None, scope: _Scope, template: bool) -> dict[str, str]:
     """uWSGI's magic variables of one file. abspath, not realpath: a symlink to a .skel template
-    keeps its own name in %n, which is the point of the trick."""
+    keeps its own name in %n, which is the point of the trick. The upper-case letters are those of
+    the first file that was no template (include, inherit): the vassal's own file."""
     absolute = os.path.abspath(path)
     directory, filename = os.path.split(absolute)
     stem, ext = os.path.splitext(filename)
-    return {"d": directory.rstrip("/") + "/", "p": absolute, "s": filename, "n": stem, "e": ext[1:],
-            "c": os.path.basename(directory), "x": section or "", "o": given, "v": os.getcwd(),
-            "h": socket.gethostname(), "%": "%"}
+    try:
+        inode = str(os.stat(absolute).st_ino)
+    except OSError:
+        inode = ""
+    own = {"d": directory.rstrip("/") + "/", "p": absolute, "s": filename, "n": stem, "e": ext[1:],
+           "c": os.path.basename(directory), "x": section or "", "o": given, "i": inode, "j": _djb33x(absolute)}
+    if scope.first is None and not template:
+        scope.first = own
+    first = scope.first or own
+    parts = [part for part in directory.split("/") if part]
+    import pwd
+    import grp
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return {**own, **{letter.upper(): value for letter, value in first.items()},
+            **{str(n): parts[n] if n < len(parts) else "" for n in range(10)},
+            "v": os.getcwd(), "h": socket.gethostname(), "t": str(int(scope.started)),
+            "T": str(int(scope.started * 1_000_000)), "V": __version__, "k": str(os.cpu_count() or 1),
+            "u": str(uid), "U": user, "g": str(gid), "G": group, "%": "%", "[": "\x1b"}
 
 
-_TOKEN = re.compile(r"%\(([^)]+)\)|%(.)|\$\(([^)]+)\)")
+def _djb33x(text: str) -> str:
+    """%j: uWSGI's djb33x hash of the path, its four bytes in memory (little-endian) order, in hex."""
+    value = 5381
+    for byte in text.encode():
+        value = ((value << 5) + value ^ byte) & 0xFFFFFFFF
+    return value.to_bytes(4, "little").hex().upper()
 
 
-def _substitute(value: str, magic: dict[str, str], scope: _Scope, env: Mapping[str, str], where: str) -> str:
-    """One value with %(name), %X magic and $(ENV) replaced; an unknown %X stays as written."""
+_TOKEN = re.compile(r"%\(([^)]*)\)|%(.?)|\$\(([^)]*)\)|@\(((?:[^()]|\([^()]*\))*)\)", re.S)
+
+
+def _substitute(value: str, magic: dict[str, str], scope: _Scope, where: str, context: str | None) -> str:
+    """One value with %(name), %X magic, $(ENV) and @(file) replaced. Anything that looks like
+    one of them and is not known is an error: never text that looks expanded and is not."""
     def replace(match: re.Match[str]) -> str:
-        name, letter, var = match.groups()
+        name, letter, var, source = match.groups()
         if name is not None:
+            if name == "_":
+                if context is None:
+                    raise ConfigError(f"{where}: %(_) has no value here: it is set inside for/endfor and "
+                                      f"if-*/endif blocks (and if-not-env, if-not-opt give none)")
+                return context
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ConfigError(f"{where}: %({name}): placeholder math and other expressions are not supported")
             scope.referenced.add(name)
-            option = find(name)
-            for candidate in (name, option.name if option else None):
-                if candidate in scope.values:
-                    return scope.values[candidate]
-            raise ConfigError(f"{where}: unknown placeholder %({name}): it must be set before it is used")
+            found = scope.lookup(name)
+            if found is None:
+                raise ConfigError(f"{where}: unknown placeholder %({name}): it must be set before it is used")
+            return found
         if letter is not None:
-            return magic.get(letter, match.group(0))
-        return env.get(var, "")
+            if letter in magic:
+                return magic[letter]
+            raise ConfigError(f"{where}: unknown magic variable %{letter} (write %% for a literal %)")
+        if var is not None:
+            parts = re.fullmatch(r"([^:-]*)(?:(:-|-)(.*))?", var, re.S)
+            if parts is None:
+                raise ConfigError(f"{where}: $({var}): expected $(NAME), $(NAME:-DEFAULT) or $(NAME-DEFAULT)")
+            name, sep, fallback = parts.groups()
+            found = scope.env.get(name)
+            if sep == ":-":
+                return found or fallback
+            if sep == "-":
+                return fallback if found is None else found
+            return found or ""
+        return _read_value(_substitute(source, magic, scope, where, context), where)
     return _TOKEN.sub(replace, value)
+
+
+def _read_value(source: str, where: str) -> str:
+    """@(file) and @(exec://command): the file's content or the command's output, without one
+    trailing newline, as uWSGI reads them (a relative file is relative to the working directory)."""
+    if source.startswith("exec://"):
+        import subprocess
+        try:
+            done = subprocess.run(source[len("exec://"):], shell=True, stdout=subprocess.PIPE, check=False)
+        except OSError as exc:
+            raise ConfigError(f"{where}: @({source}): {exc.strerror}") from None
+        if done.returncode:
+            raise ConfigError(f"{where}: @({source}): the command exited with status {done.returncode}")
+        data = done.stdout
+    elif re.match(r"[a-z]+://", source):
+        raise ConfigError(f"{where}: @({source}): only files and exec:// are supported")
+    else:
+        try:
+            with open(source, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"{where}: @({source}): cannot read it: {exc.strerror}") from None
+    text_value = data.decode("utf-8", "replace")
+    return text_value[:-1] if text_value.endswith(("\n", "\r")) else text_value
 
 
 def _placeholder_names(settings: Iterable[_Setting]) -> set[str]:
@@ -888,10 +1184,19 @@ def _placeholder_names(settings: Iterable[_Setting]) -> set[str]:
     return names
 
 
-def _suggest(name: str) -> str:
+def _unknown(name: str, shown: str | None = None) -> str:
+    """'unknown option NAME' and what to do about it: a migration hint where the option has
+    another name here, "not supported yet" for a uWSGI option zergserve lacks, else the closest
+    option name when one is close (a uWSGI option is never answered with some other option)."""
+    shown = shown or repr(name)
+    if name in _HINTS:
+        return f"unknown option {shown}: {_HINTS[name]}"
+    from zergserve.uwsgi_names import NAMES
+    if name in NAMES or name.replace("_", "-") in NAMES:
+        return f"unknown option {shown}: a uWSGI option that zergserve does not support yet"
     import difflib
     hint = difflib.get_close_matches(name, list(_BY_NAME), 1)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown option {shown}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
 
 
 # --- help and docs ---------------------------------------------------------------------------------

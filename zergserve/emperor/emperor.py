@@ -33,7 +33,7 @@ from setproctitle import setproctitle
 
 from zergserve import __version__
 from zergserve.emperor import protocol, tyrant
-from zergserve.emperor.monitor import Inotify, Monitor, noise
+from zergserve.emperor.monitor import Inotify, Monitor, create as create_monitor, noise
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -64,7 +64,8 @@ class BlacklistEntry:
 class Emperor:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.monitors = [Monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow) for arg in cfg.emperor]
+        self.monitors = [create_monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow)
+                         for arg in cfg.emperor]
         self.vassals: dict[int, Vassal] = {}  # by id(): zergs share their vassal's name
         self.blacklist: dict[str, BlacklistEntry] = {}
         self.signals: list[int] = []

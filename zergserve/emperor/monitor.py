@@ -5,7 +5,8 @@ when they change.
 vassals start with DIR as their cwd. `glob://PATTERN` (or anything else) matches a pattern; names
 are the paths as matched and vassals start in the emperor's cwd. uWSGI polls every --emperor-freq
 seconds; zergserve also asks the kernel (inotify, through ctypes) to wake it on any change, so a new,
-touched or removed file is acted on at once.
+touched or removed file is acted on at once. Other schemes register a class in MONITORS; an
+unknown scheme is an error at start.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import ctypes.util
 import glob
 import importlib.util
 import os
+import re
 import stat
 import struct
 
@@ -99,6 +101,24 @@ class Monitor:
             return [self.target]
         pattern = self.target if os.path.isabs(self.target) else os.path.join(self.start_cwd, self.target)
         return sorted({d for d in glob.glob(os.path.dirname(pattern)) if os.path.isdir(d)})
+
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://")
+# scheme → monitor class, each made with (arg, extra_extensions, nofollow). Bare paths are dir or glob.
+# A scheme that is not here is an error at start, never a glob that matches nothing.
+MONITORS: dict[str, type] = {"dir": Monitor, "glob": Monitor}
+
+
+def create(arg: str, extra_extensions: list[str], nofollow: bool) -> Monitor:
+    """The monitor an --emperor argument names: by its scheme, else a directory or a glob."""
+    scheme = _SCHEME.match(arg)
+    if scheme is None:
+        return Monitor(arg, extra_extensions, nofollow)
+    factory = MONITORS.get(arg[:scheme.end() - 3])
+    if factory is None:
+        raise ValueError(f"emperor: {arg}: unknown monitor (known: {', '.join(f'{s}://' for s in MONITORS)}, "
+                         "or a directory or glob pattern)")
+    return factory(arg, extra_extensions, nofollow)
 
 
 class Inotify:
