@@ -276,7 +276,8 @@ OPTIONS: tuple[Option, ...] = (
       "its own before it)", group="processes"),
     O("unprivileged-binary-patch-arg", text, None, "as privileged-binary-patch-arg", group="processes"),
     # limits
-    O("buffer-size", integer(1, 65535), 4096, "largest uwsgi vars block accepted", "b", group="limits"),
+    O("buffer-size", integer(1, 65535), 4096, "largest uwsgi vars block accepted; above 4096 it also raises the "
+      "HTTP request line and header field limits to N, as in uWSGI", "b", group="limits"),
     O("max-vars", integer(1), 64, "uwsgi packets may carry at most 2 * N vars", group="limits"),
     O("http-timeout", number(), 4.0, "absolute deadline in seconds for the whole request head to arrive",
       group="limits"),
@@ -568,6 +569,7 @@ class _Scope:
         self.errors: list[str] = []
         self.warnings: list[str] = []
         self.started = time.time()
+        self.magic_only = False  # an inherited file: uWSGI expands nothing else there
 
     def define(self, setting: _Setting) -> None:
         if _is_file_option(setting):
@@ -877,7 +879,7 @@ def _inherit(path: str, section: str | None, given: str, source: str, depth: int
     variables expanded and nothing else: uWSGI leaves $(), @() and %() there as they are written,
     so here they are an error rather than text that looks expanded and is not."""
     inner = _Scope(scope.env)
-    inner.first = scope.first
+    inner.first, inner.magic_only = scope.first, True
     settings = _expand_file(_file_kind(path) or "ini", path, section, given, source, depth + 1, inner, True)
     scope.errors += inner.errors
     return settings
@@ -1118,6 +1120,9 @@ def _substitute(value: str, magic: dict[str, str], scope: _Scope, where: str, co
     one of them and is not known is an error: never text that looks expanded and is not."""
     def replace(match: re.Match[str]) -> str:
         name, letter, var, source = match.groups()
+        if scope.magic_only and letter is None:
+            raise ConfigError(f"{where}: {match.group(0)}: uWSGI expands only magic variables (%n, %d...) in a file "
+                              "read by inherit; use include to expand the rest")
         if name is not None:
             if name == "_":
                 if context is None:
