@@ -351,3 +351,31 @@ def test_expansion_matches_uwsgi(tmp_path):
     finally:
         os.chdir(cwd)
     assert ours == theirs
+
+
+# --- the migration tables in docs/ -------------------------------------------------------------------
+
+@pytest.mark.parametrize("doc", ["from-uwsgi.md", "from-gunicorn.md"])
+def test_migration_tables_say_what_the_table_does(doc):
+    """Every row of docs/from-*.md agrees with the option table: "same" and named options exist,
+    "accepted" ones are in the compat group, "—" ones are no option and get a hint, never a guess."""
+    from conftest import ROOT
+    rows = [line.split(" | ") for line in (ROOT / "docs" / doc).read_text().splitlines()
+            if line.startswith("| `")]
+    assert len(rows) > 20
+    for theirs, ours, _ in (row for row in rows if len(row) == 3):
+        if any(sign in theirs for sign in ("%", "$(", "@(")):
+            continue
+        names = [name.lstrip("-") for name in re.findall(r"`([^`]+)`", theirs) if not re.fullmatch(r"-\w", name)]
+        for name in names:
+            if ours == "same":
+                assert config.find(name) is not None, (doc, name)
+            elif ours == "accepted":
+                assert config.find(name).group == "compat", (doc, name)
+            elif ours == "in files":
+                assert name in config._BLOCK_KIND or name in config._ENDS, (doc, name)
+            elif ours == "—":
+                assert config.find(name) is None, (doc, name)
+                assert "did you mean" not in config._unknown(name), (doc, name)
+            else:
+                assert config.find(ours.strip("`")) is not None, (doc, ours)
