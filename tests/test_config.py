@@ -600,3 +600,13 @@ def test_buffer_size_raises_the_http_head_limit(spawn, workdir):
     spawn("--module", "echo:application", "--http", large, "--buffer-size", "16384", wait=large)
     assert http_request(small, headers=cookie)[0] == 431
     assert http_request(large, headers=cookie)[0] == 200
+
+
+def test_check_config_of_a_zergpool_binds_nothing(workdir):
+    pool = workdir / "pool.sock"
+    sock = workdir / "app.sock"
+    proc = run_zergserve("--zergpool", f"{pool}:{sock}", "--check-config")
+    assert proc.returncode == 0 and "zergpool configuration OK" in proc.stderr, proc.stderr
+    assert not pool.exists() and not sock.exists()
+    proc = run_zergserve("--zergpool", str(pool), "--check-config")
+    assert proc.returncode == 2 and "expected PATH:addr1,addr2" in proc.stderr
