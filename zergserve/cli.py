@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.args[0])
         return 0
     except config.ConfigError as exc:
-        print(f"zergserve: {exc}", file=sys.stderr)
+        print(f"zergserve: {log.printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     log.setup(cfg.logto)
     patch = binary_patch(cfg)
