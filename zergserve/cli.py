@@ -129,6 +129,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
             _abandon(listeners, cfg.vacuum)
             return EXIT_USAGE
         master.add_reader(server, server.serve_one)
+        master.add_housekeeping(server.refusals.flush)
         master.add_cleanup(server.close)
         master.add_stats(server.stats)
         master.add_handover(server.handover)
