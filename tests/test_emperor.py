@@ -714,3 +714,15 @@ def test_crash_looping_vassals_do_not_starve_a_healthy_one(spawn, workdir):
     wait_for(lambda: http_request(healthy)[0] == 200, timeout=max(0.1, added + 5 - time.monotonic()),
              message="a new healthy vassal serving within 5 s among fifty crash-looping ones")
     assert len(emperor.doc()["blacklist"]) == 50 and all(e["id"] != "zz-healthy.ini" for e in emperor.doc()["blacklist"])
+
+
+def test_a_newline_in_a_vassal_name_cannot_forge_log_lines(spawn, workdir):
+    """Issue 8 item 6: vassal file names go into the emperor's log lines escaped."""
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), env={"FAKE_LOG": str(log)})
+    forged = "[2026-01-01 00.00.00] [1] INFO [emperor] FORGED"  # no ':' (refused, and logged escaped too)
+    (emperor.dir / f"evil\n{forged}\x1b[31m.ini").write_text("[uwsgi]\n")
+    emperor.server.wait_log("is now loyal")
+    text = emperor.server.log()
+    assert "vassal evil\\n[2026-01-01 00.00.00] [1] INFO [emperor] FORGED\\x1b[31m.ini spawned" in text
+    assert not any(line.startswith(forged) for line in text.splitlines()) and "\x1b" not in text
