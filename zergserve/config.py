@@ -312,10 +312,11 @@ OPTIONS: tuple[Option, ...] = (
     O("emperor-freq", number(), 3.0, "seconds between scans of the monitors (inotify wakes it sooner)",
       group="emperor"),
     O("emperor-throttle", integer(1), 1000, "milliseconds: blacklist step for a vassal that dies before "
-      "serving, and the refill interval of the global spawn budget", group="emperor"),
+      "serving, how long a silent vassal counts as starting, and how often failing vassals may "
+      "start, all together", group="emperor"),
     O("emperor-max-throttle", integer(1), 180000, "milliseconds: the largest blacklist delay", group="emperor"),
-    O("emperor-spawn-burst", integer(1), 16, "vassals that may be spawned at once before the global "
-      "throttle spaces the rest by --emperor-throttle", group="emperor"),
+    O("emperor-spawn-burst", integer(1), 16, "vassals that may be starting at once (failing ones: "
+      "half of them, and this many before one per --emperor-throttle)", group="emperor"),
     O("emperor-required-heartbeat", integer(1), 30, "seconds without a heartbeat before a vassal that "
       "sends them is killed and respawned", group="emperor"),
     O("emperor-curse-tolerance", integer(1), 30, "seconds a stopped vassal may take to exit before SIGKILL",
