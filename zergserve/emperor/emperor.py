@@ -33,7 +33,7 @@ from setproctitle import setproctitle
 
 from zergserve import __version__
 from zergserve.emperor import protocol, tyrant
-from zergserve.emperor.monitor import Inotify, Monitor, noise
+from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -64,7 +64,7 @@ class BlacklistEntry:
 class Emperor:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.monitors = [Monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow) for arg in cfg.emperor]
+        self.monitors = [build_monitor(arg, cfg) for arg in cfg.emperor]
         self.vassals: dict[int, Vassal] = {}  # by id(): zergs share their vassal's name
         self.blacklist: dict[str, BlacklistEntry] = {}
         self.signals: list[int] = []
@@ -93,6 +93,8 @@ class Emperor:
                 for path in monitor.watch_dirs():
                     self.inotify.watch(path)
             self.selector.register(self.inotify, selectors.EVENT_READ, self._changed)
+        for monitor in self.monitors:
+            monitor.attach(self.selector, self._wake_at)
         if self.cfg.emperor_stats:
             self.stats = StatsServer(self.cfg.emperor_stats, self.stats_document, http=self.cfg.stats_http)
             self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
@@ -203,7 +205,7 @@ class Emperor:
         """Tyrant mode: the checked, open file a vassal runs from (the caller closes it), or None
         (logged once per reason) if it may not run."""
         try:
-            checked = tyrant.check(monitor.path_of(name), self.cfg.emperor_tyrant_nofollow)
+            checked = monitor.check(name, self.cfg.emperor_tyrant_nofollow)
         except tyrant.TyrantError as exc:
             if self.refused.get(name) != str(exc):
                 self.refused[name] = str(exc)
@@ -443,6 +445,7 @@ class Emperor:
         return {
             "version": __version__, "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
             "cwd": os.getcwd(), "emperor": [m.name for m in self.monitors],
+            "monitors": [m.stats() for m in self.monitors],
             "emperor_tyrant": int(self.cfg.emperor_tyrant),
             "throttle_level": round(self.spawn_tokens, 2), "scans": self.scans,
             "vassals": [v.stats() for v in self.vassals.values()],

@@ -48,8 +48,13 @@ class Vassal:
         self.boot_failed = False  # for a zerg: counted (blacklisted) as a failed boot already
 
     def spawn(self, cfg: Any, broodlord_num: int = 0, config_fd: int = -1) -> None:
-        """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and in
-        tyrant mode its checked config file open as ZERGSERVE_CONFIG_FD ("FD:NAME")."""
+        """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and its
+        config open as ZERGSERVE_CONFIG_FD ("FD:NAME") when there is one to hand over: the checked
+        file in tyrant mode, a database row's text (the monitor's, which stays open)."""
+        if config_fd < 0:
+            config_fd = self.monitor.config_fd(self.name)
+        if self.uid is None:
+            self.uid, self.gid = self.monitor.identity(self.name)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         env = vassal_environ(os.environ)

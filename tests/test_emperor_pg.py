@@ -1,0 +1,162 @@
+"""The pg:// imperial monitor against a real PostgreSQL: rows are vassals, NOTIFY wakes the emperor,
+and the database may go away without taking a vassal along."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, ROOT, http_request, wait_for
+from pgserver import Postgres, requires_postgres
+from zergserve.stats import fetch
+
+pytest.importorskip("psycopg", reason="the pg extra is not installed (pip install 'zergserve[pg]')")
+pytestmark = requires_postgres
+
+SCHEMA = ROOT / "deploy" / "fleet" / "vassals.sql"
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = Postgres()
+    try:
+        server.start()
+        server.execute(SCHEMA.read_text())
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def db(postgres):
+    """The module's database, running, with an empty vassals table."""
+    if postgres.proc is None:
+        postgres.start()
+    postgres.execute("TRUNCATE vassals")
+    return postgres
+
+
+def app_config(workdir: Path, processes: int = 1, extra: str = "") -> str:
+    """A real vassal serving HTTP on a UNIX socket named after its row (%n); its worker count
+    shows which text it runs."""
+    return (f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {workdir}/%n.sock\n"
+            f"processes = {processes}\n{extra}")
+
+
+class Emperor:
+    def __init__(self, spawn, workdir: Path, db: Postgres, host: str, *extra: str) -> None:
+        self.stats = str(workdir / f"emperor-{host}.stats")
+        query = f"SELECT name, config, ts FROM vassals WHERE host = '{host}'"
+        self.server = spawn("--emperor", f"pg://{db.conninfo};{query}", "--emperor-stats", self.stats,
+                            "--emperor-freq", "60", *extra)
+        wait_for(lambda: self.monitor()["state"] == "connected", message="monitor connected")
+
+    def doc(self) -> dict:
+        return fetch(self.stats)
+
+    def monitor(self) -> dict:
+        return self.doc()["monitors"][0]
+
+    def vassal(self, name: str) -> dict | None:
+        return next((v for v in self.doc()["vassals"] if v["id"] == name), None)
+
+    def names(self) -> list[str]:
+        return sorted(v["id"] for v in self.doc()["vassals"])
+
+
+def insert(db: Postgres, host: str, name: str, config: str) -> None:
+    db.execute("INSERT INTO vassals (host, name, config) VALUES (%s, %s, %s)", (host, name, config))
+
+
+def serving(workdir: Path, name: str) -> bool:
+    return http_request(str(workdir / f"{name}.sock"))[0] == 200
+
+
+def workers(pid: int) -> int:
+    try:
+        return len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except OSError:
+        return 0
+
+
+def test_rows_spawn_reload_and_stop_vassals(spawn, workdir, db):
+    emperor = Emperor(spawn, workdir, db, "a")
+    insert(db, "a", "site.ini", app_config(workdir, processes=1))
+    wait_for(lambda: emperor.vassal("site.ini"), timeout=1, interval=0.01, message="spawned within 1 s of the insert")
+    wait_for(lambda: serving(workdir, "site"), timeout=20, message="the vassal serves on its row's %n socket")
+    pid = emperor.vassal("site.ini")["pid"]
+    wait_for(lambda: workers(pid) == 1, message="one worker, as the row says")
+
+    db.execute("UPDATE vassals SET config = %s WHERE name = 'site.ini'", (app_config(workdir, processes=2),))
+    wait_for(lambda: emperor.vassal("site.ini")["respawns"] == 1, timeout=1, interval=0.01,
+             message="reload sent within 1 s of the update")
+    wait_for(lambda: workers(pid) == 2, timeout=20, message="the reload read the new text: two workers")
+    assert emperor.vassal("site.ini")["pid"] == pid  # a graceful reload, not a new vassal
+    assert serving(workdir, "site")
+
+    db.execute("DELETE FROM vassals WHERE name = 'site.ini'")
+    wait_for(lambda: emperor.vassal("site.ini") is None, timeout=10, message="deleted row stops its vassal")
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), message="vassal gone")
+    assert emperor.monitor()["notifications"] >= 3
+
+
+def test_two_emperors_each_run_only_their_rows(spawn, workdir, db):
+    one = Emperor(spawn, workdir, db, "one")
+    two = Emperor(spawn, workdir, db, "two")
+    insert(db, "one", "a.ini", app_config(workdir))
+    insert(db, "two", "b.ini", app_config(workdir))
+    insert(db, "three", "c.ini", app_config(workdir))
+    wait_for(lambda: one.names() == ["a.ini"] and two.names() == ["b.ini"], timeout=2, message="each its row")
+    wait_for(lambda: serving(workdir, "a") and serving(workdir, "b"), timeout=20, message="a and b serving")
+    assert not (workdir / "c.sock").exists()
+    db.execute("UPDATE vassals SET host = 'two' WHERE name = 'a.ini'")  # move a site to the other host
+    wait_for(lambda: one.names() == [] and two.names() == ["a.ini", "b.ini"], timeout=5, message="a moved")
+
+
+def test_database_restart_loses_no_vassal(spawn, workdir, db):
+    emperor = Emperor(spawn, workdir, db, "a")
+    insert(db, "a", "keep.ini", app_config(workdir))
+    wait_for(lambda: serving(workdir, "keep"), timeout=20, message="serving")
+    pid = emperor.vassal("keep.ini")["pid"]
+
+    db.stop()
+    wait_for(lambda: emperor.monitor()["state"] == "disconnected", timeout=5, message="loss noticed")
+    assert emperor.vassal("keep.ini")["pid"] == pid
+    assert serving(workdir, "keep")
+    os.kill(pid, 9)  # a vassal that dies meanwhile comes back from the rows last read
+    wait_for(lambda: (emperor.vassal("keep.ini") or {}).get("pid") not in (None, pid, -1), timeout=10,
+             message="respawned while the database is down")
+    wait_for(lambda: emperor.monitor()["failures"] >= 2, timeout=10, message="reconnection attempts")
+
+    db.start()
+    wait_for(lambda: emperor.monitor()["state"] == "connected", timeout=20, message="reconnected")
+    insert(db, "a", "later.ini", app_config(workdir))
+    wait_for(lambda: emperor.vassal("later.ini"), timeout=1, interval=0.01, message="a later row applies")
+    wait_for(lambda: serving(workdir, "later"), timeout=20, message="later serving")
+    wait_for(lambda: serving(workdir, "keep"), timeout=20, message="keep serving")
+    log = emperor.server.log()
+    assert log.count("lost the database") == 1, log
+    assert log.count("cannot connect") <= 1, log  # once, not once per attempt
+
+
+def test_bad_rows_are_their_vassals_errors(spawn, workdir, db):
+    emperor = Emperor(spawn, workdir, db, "a")
+    insert(db, "a", "broken.ini", "[uwsgi\nmodule = nowhere\n")
+    insert(db, "a", "../evil.ini", app_config(workdir))
+    insert(db, "a", "good.ini", app_config(workdir))
+    wait_for(lambda: serving(workdir, "good"), timeout=20, message="the good row serves")
+    emperor.server.wait_log("malformed section header")
+    emperor.server.wait_log("'../evil.ini': not a vassal name")
+    assert emperor.vassal("../evil.ini") is None
+    assert emperor.server.proc.poll() is None
+
+
+def test_unknown_scheme_and_bad_conninfo_fail_at_start(spawn, workdir):
+    bad = spawn("--emperor", "zmq://tcp://127.0.0.1:5000")
+    assert bad.wait_exit() != 0
+    assert "unknown imperial monitor scheme zmq://" in bad.log()
+    bad = spawn("--emperor", "pg://nonsense without equals;SELECT 1")
+    assert bad.wait_exit() != 0
+    assert "bad connection string" in bad.log()
