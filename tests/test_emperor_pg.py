@@ -4,6 +4,7 @@ and the database may go away without taking a vassal along."""
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,12 @@ def app_config(workdir: Path, processes: int = 1, extra: str = "") -> str:
 
 
 class Emperor:
-    def __init__(self, spawn, workdir: Path, db: Postgres, host: str, *extra: str) -> None:
+    def __init__(self, spawn, workdir: Path, db: Postgres, host: str, *extra: str, columns: str = "name, config, ts",
+                 env: dict[str, str] | None = None) -> None:
         self.stats = str(workdir / f"emperor-{host}.stats")
-        query = f"SELECT name, config, ts FROM vassals WHERE host = '{host}'"
+        query = f"SELECT {columns} FROM vassals WHERE host = '{host}'"
         self.server = spawn("--emperor", f"pg://{db.conninfo};{query}", "--emperor-stats", self.stats,
-                            "--emperor-freq", "60", *extra)
+                            "--emperor-freq", "60", *extra, env=env)
         wait_for(lambda: self.monitor()["state"] == "connected", message="monitor connected")
 
     def doc(self) -> dict:
@@ -160,3 +162,48 @@ def test_unknown_scheme_and_bad_conninfo_fail_at_start(spawn, workdir):
     bad = spawn("--emperor", "pg://nonsense without equals;SELECT 1")
     assert bad.wait_exit() != 0
     assert "bad connection string" in bad.log()
+
+
+# A vassal program any user can run: who it is and the config text it was handed, written aside then
+# renamed so that the test reads it whole.
+PROBE = """#!/bin/bash
+out="$PROBE_DIR/$2"
+{ grep -E '^(Uid|Gid):' /proc/self/status; echo "config: $(cat <&"${ZERGSERVE_CONFIG_FD%%:*}")"; } > "$out.tmp"
+mv "$out.tmp" "$out"
+exec sleep 60
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="uid and gid columns apply only when the emperor runs as root")
+def test_uid_gid_columns_as_root_never_root(spawn, workdir, db):
+    workdir.chmod(0o755)
+    probes = workdir / "probes"
+    probes.mkdir(mode=0o777)
+    probes.chmod(0o777)
+    program = workdir / "probe.sh"
+    program.write_text(PROBE)
+    program.chmod(0o755)
+    nobody = pwd.getpwnam("nobody")
+    emperor = Emperor(spawn, workdir, db, "a", "--binary-path", str(program), "--emperor-curse-tolerance", "1",
+                      columns="name, config, ts, uid, gid", env={"PROBE_DIR": str(probes)})
+    db.execute("INSERT INTO vassals (host, name, config, uid, gid) VALUES ('a', 'low.ini', '[uwsgi]', %s, %s), "
+               "('a', 'root.ini', '[uwsgi]', 0, 0), ('a', 'null.ini', '[uwsgi]', NULL, NULL)",
+               (nobody.pw_uid, nobody.pw_gid))
+    probe = probes / "low.ini"
+    wait_for(probe.exists, message="low.ini started")
+    lines = probe.read_text().splitlines()
+    assert lines[0].split()[1:] == [str(nobody.pw_uid)] * 4 and lines[1].split()[1:] == [str(nobody.pw_gid)] * 4
+    assert lines[2] == "config: [uwsgi]"  # its row's text, readable after the drop
+    emperor.server.wait_log("row 'root.ini': uid 0 gid 0: a vassal from the database never runs as root")
+    emperor.server.wait_log("row 'null.ini': uid None gid None")
+    assert emperor.vassal("root.ini") is None and emperor.vassal("null.ini") is None
+    assert emperor.vassal("low.ini")["uid"] == nobody.pw_uid
+
+    other = pwd.getpwnam("daemon")
+    old_pid = emperor.vassal("low.ini")["pid"]
+    probe.unlink()
+    db.execute("UPDATE vassals SET uid = %s, gid = %s WHERE name = 'low.ini'", (other.pw_uid, other.pw_gid))
+    wait_for(probe.exists, message="low.ini started anew as its new owner")
+    assert probe.read_text().splitlines()[0].split()[1:] == [str(other.pw_uid)] * 4
+    assert emperor.vassal("low.ini")["pid"] != old_pid
+    assert emperor.server.log().count("row 'root.ini'") == 1  # refused once, not once per scan

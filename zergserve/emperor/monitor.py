@@ -78,7 +78,8 @@ class Monitor:
         Files need neither: inotify is the emperor's."""
 
     def config_fd(self, name: str) -> int:
-        """A descriptor the vassal reads its config from (ZERGSERVE_CONFIG_FD), or -1: by name."""
+        """A descriptor, the caller's to close, the vassal reads its config from (ZERGSERVE_CONFIG_FD);
+        -1: the vassal opens its file by name."""
         return -1
 
     def identity(self, name: str) -> tuple[int | None, int | None]:

@@ -93,7 +93,7 @@ class PgMonitor(Monitor):
         self.selector: selectors.BaseSelector | None = None
         self.wake: Callable[[float], None] = lambda when: None
         self.rows: dict[str, Row] = {}
-        self.fds: dict[str, tuple[int, int]] = {}  # name → (memfd we write, read-only fd vassals get)
+        self.fds: dict[str, int] = {}  # name → the memfd holding its row's text
         self.spawned_as: dict[str, tuple[int, int]] = {}
         self.refused: dict[str, str] = {}  # rows skipped, with the reason last logged
         self.state, self.since, self.last_error = "connecting", time.time(), ""
@@ -129,9 +129,10 @@ class PgMonitor(Monitor):
         return {name: row.ts for name, row in self.rows.items() if not self._identity_changed(name, row)}
 
     def config_fd(self, name: str) -> int:
-        """The read-only descriptor of the row's text (kept open here: a reload reads it anew)."""
-        fds = self.fds.get(self._base(name))
-        return fds[1] if fds else -1
+        """A new read-only descriptor of the row's memfd, so every vassal reads from its own offset;
+        the memfd itself stays open here, to be rewritten when the row changes."""
+        memfd = self.fds.get(self._base(name))
+        return -1 if memfd is None else os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY | os.O_CLOEXEC)
 
     def identity(self, name: str) -> tuple[int | None, int | None]:
         """Whom the vassal runs as: the row's uid and gid when the emperor is root and the query
@@ -155,7 +156,7 @@ class PgMonitor(Monitor):
             uid, gid = _resolve(row.identity)
         except (KeyError, ValueError) as exc:
             raise tyrant.TyrantError(f"vassal {name}: {exc}") from None
-        return tyrant.Checked(uid, gid, (0, 0), os.dup(self.fds[self._base(name)][1]))
+        return tyrant.Checked(uid, gid, (0, 0), self.config_fd(name))
 
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "state": self.state, "since": int(self.since),
@@ -248,18 +249,16 @@ class PgMonitor(Monitor):
                 rows[row[0]] = row[1]
         for name in list(self.rows):
             if name not in rows:
-                for fd in self.fds.pop(name):
-                    os.close(fd)
+                os.close(self.fds.pop(name))
                 del self.rows[name]
                 self.spawned_as.pop(name, None)
         for name, row in rows.items():
             old = self.rows.get(name)
             if old is None:
-                memfd = os.memfd_create(f"zergserve-vassal:{name}", os.MFD_CLOEXEC)
-                _write(memfd, row.config)
-                self.fds[name] = (memfd, os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY | os.O_CLOEXEC))
+                self.fds[name] = os.memfd_create(f"zergserve-vassal:{name}", os.MFD_CLOEXEC)
+                _write(self.fds[name], row.config)
             elif row.ts > old.ts:
-                _write(self.fds[name][0], row.config)
+                _write(self.fds[name], row.config)
             else:
                 row = old._replace(identity=row.identity)  # the text changes with its ts only
             self.rows[name] = row
@@ -282,9 +281,16 @@ class PgMonitor(Monitor):
         except (TypeError, ValueError):
             self._refuse(name, f"row {name!r}: ts {ts!r} is neither a timestamp nor a number")
             return None
+        identity = tuple(record[3:5]) if len(record) >= 5 else None
+        if identity is not None and os.geteuid() == 0:
+            try:
+                _resolve(identity)
+            except (KeyError, ValueError) as exc:
+                self._refuse(name, f"row {name!r}: {exc}")
+                return None
         self.refused.pop(name, None)
         config = bytes(text) if isinstance(text, (bytes, memoryview)) else str(text).encode()
-        return name, Row(config, stamp, tuple(record[3:5]) if len(record) >= 5 else None)
+        return name, Row(config, stamp, identity)
 
     def _refuse(self, name: str, reason: str) -> None:
         if self.refused.get(name) != reason:

@@ -50,11 +50,12 @@ class Vassal:
     def spawn(self, cfg: Any, broodlord_num: int = 0, config_fd: int = -1) -> None:
         """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and its
         config open as ZERGSERVE_CONFIG_FD ("FD:NAME") when there is one to hand over: the checked
-        file in tyrant mode, a database row's text (the monitor's, which stays open)."""
-        if config_fd < 0:
-            config_fd = self.monitor.config_fd(self.name)
+        file in tyrant mode, else what the monitor hands over (a database row's text)."""
         if self.uid is None:
             self.uid, self.gid = self.monitor.identity(self.name)
+        handed = -1
+        if config_fd < 0:
+            config_fd = handed = self.monitor.config_fd(self.name)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         env = vassal_environ(os.environ)
@@ -82,9 +83,11 @@ class Vassal:
         except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn raised
             ours.close()
             theirs.close()
+            _close(handed)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise OSError(f"cannot start vassal {self.name} with {argv[0]}: {reason}") from None
         theirs.close()
+        _close(handed)
         self.sock = ours
         self.pid = self.proc.pid
         self.status = RUNNING
@@ -164,6 +167,11 @@ def vassal_argv(cfg: Any, name: str) -> list[str]:
     for item in cfg.vassals_include:
         argv += [_type_flag(item), item]
     return argv
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _type_flag(name: str) -> str:
