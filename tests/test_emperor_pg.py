@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, http_request, wait_for
+from conftest import APPS, ROOT, _answers, free_port, http_request, wait_for
+from nginx import NGINX, Nginx
 from pgserver import Postgres, requires_postgres
 from zergserve.stats import fetch
 
@@ -207,3 +209,57 @@ def test_uid_gid_columns_as_root_never_root(spawn, workdir, db):
     assert probe.read_text().splitlines()[0].split()[1:] == [str(other.pw_uid)] * 4
     assert emperor.vassal("low.ini")["pid"] != old_pid
     assert emperor.server.log().count("row 'root.ini'") == 1  # refused once, not once per scan
+
+
+def test_fleet_runs_as_shipped(spawn, workdir, db):
+    """deploy/fleet copied as is: two hosts' emperors over one table, a site added to both, a config
+    rolled out on one, the site removed from one, and nginx (when installed) spreading it over both."""
+    fleet = workdir / "deploy" / "fleet"
+    shutil.copytree(ROOT / "deploy" / "fleet", fleet)
+    (workdir / "examples").symlink_to(ROOT / "examples")  # sites/shop.ini: chdir = %(fleet)../../examples
+    emperors = {}
+    for host in ("web1", "web2"):
+        server = spawn("--ini", str(fleet / "emperor.ini"), env={"FLEET_HOST": host, "FLEET_CONNINFO": db.conninfo})
+        stats = str(fleet / "sockets" / f"emperor-{host}.stats")
+        wait_for(lambda: os.path.exists(stats) and fetch(stats)["monitors"][0]["state"] == "connected",
+                 message=f"{host}'s emperor connected")
+        emperors[host] = (server, stats)
+
+    def vassal(host: str) -> dict | None:
+        return next((v for v in fetch(emperors[host][1])["vassals"] if v["id"] == "shop.ini"), None)
+
+    site = (fleet / "sites" / "shop.ini").read_text()
+    db.execute("INSERT INTO vassals (host, name, config) SELECT h, 'shop.ini', %s FROM unnest(ARRAY['web1', 'web2']) h",
+               (site,))
+    for host in ("web1", "web2"):
+        wait_for(lambda: (fleet / "sockets" / f"{host}-shop.sock").exists(), timeout=20, message=f"shop on {host}")
+        wait_for(lambda: (vassal(host) or {}).get("accepting") == 1, timeout=20, message=f"shop accepting on {host}")
+
+    db.execute("UPDATE vassals SET config = %s WHERE name = 'shop.ini' AND host = 'web1'",
+               (site.replace("processes = 2", "processes = 3"),))
+    wait_for(lambda: vassal("web1")["respawns"] == 1, timeout=2, message="the change rolled to web1")
+    wait_for(lambda: workers(vassal("web1")["pid"]) == 3, timeout=20, message="web1 runs the new text")
+    assert vassal("web2")["respawns"] == 0
+
+    nginx = None
+    if Path(NGINX).exists():
+        port = free_port()
+        conf = (fleet / "nginx-fleet.conf").read_text().replace("/srv/zergserve/deploy/fleet", str(fleet))
+        conf = conf.replace("/etc/nginx/uwsgi_params", str(ROOT / "nginx" / "uwsgi_params"))
+        nginx = Nginx(workdir, conf.replace("listen 8080;", f"listen 127.0.0.1:{port};"))
+        addr = f"127.0.0.1:{port}"
+        wait_for(lambda: _answers(addr), message="nginx listening")
+        upstreams = {http_request(addr)[1].get("X-Fleet-Upstream") for _ in range(6)}
+        assert upstreams == {f"unix:{fleet}/sockets/web1-shop.sock", f"unix:{fleet}/sockets/web2-shop.sock"}
+    try:
+        db.execute("DELETE FROM vassals WHERE name = 'shop.ini' AND host = 'web2'")
+        wait_for(lambda: vassal("web2") is None, timeout=10, message="shop removed from web2")
+        assert vassal("web1") is not None
+        if nginx is not None:
+            wait_for(lambda: not (fleet / "sockets" / "web2-shop.sock").exists(), message="web2's socket gone")
+            for _ in range(4):
+                status, headers, _ = http_request(addr)
+                assert status == 200 and headers["X-Fleet-Upstream"].endswith("web1-shop.sock")
+    finally:
+        if nginx is not None:
+            nginx.stop()
