@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -87,8 +88,10 @@ def workers(pid: int) -> int:
 
 def test_rows_spawn_reload_and_stop_vassals(spawn, workdir, db):
     emperor = Emperor(spawn, workdir, db, "a")
+    started = time.monotonic()
     insert(db, "a", "site.ini", app_config(workdir, processes=1))
-    wait_for(lambda: emperor.vassal("site.ini"), timeout=1, interval=0.01, message="spawned within 1 s of the insert")
+    wait_for(lambda: emperor.vassal("site.ini"), timeout=1, interval=0.005, message="spawned within 1 s of the insert")
+    print(f"pg://: vassal spawned {(time.monotonic() - started) * 1000:.0f} ms after its INSERT (--emperor-freq 60)")
     wait_for(lambda: serving(workdir, "site"), timeout=20, message="the vassal serves on its row's %n socket")
     pid = emperor.vassal("site.ini")["pid"]
     wait_for(lambda: workers(pid) == 1, message="one worker, as the row says")
@@ -157,13 +160,26 @@ def test_bad_rows_are_their_vassals_errors(spawn, workdir, db):
     assert emperor.server.proc.poll() is None
 
 
+def test_bad_query_keeps_the_emperor_and_says_so(spawn, workdir, db):
+    stats = str(workdir / "e.stats")
+    server = spawn("--emperor", f"pg://{db.conninfo};SELECT name, config, ts FROM no_such_table", "--emperor-stats",
+                   stats, "--emperor-freq", "0.2")
+    wait_for(lambda: os.path.exists(stats) and fetch(stats)["monitors"][0]["state"] == "query failed",
+             message="the query's failure in the stats")
+    monitor = fetch(stats)["monitors"][0]
+    assert 'relation "no_such_table" does not exist' in monitor["last_error"]
+    wait_for(lambda: fetch(stats)["scans"] >= 5, message="more scans")
+    assert server.log().count("query failed") == 1  # one line for all those scans
+    assert server.proc.poll() is None
+
+
 def test_unknown_scheme_and_bad_conninfo_fail_at_start(spawn, workdir):
     bad = spawn("--emperor", "zmq://tcp://127.0.0.1:5000")
-    assert bad.wait_exit() != 0
+    assert bad.wait_exit() == 2
     assert "unknown imperial monitor scheme zmq://" in bad.log()
-    bad = spawn("--emperor", "pg://nonsense without equals;SELECT 1")
-    assert bad.wait_exit() != 0
-    assert "bad connection string" in bad.log()
+    bad = spawn("--emperor", "pg://nonsense password=hunter2 without equals;SELECT 1")
+    assert bad.wait_exit() == 2
+    assert "bad connection string" in bad.log() and "hunter2" not in bad.log()
 
 
 # A vassal program any user can run: who it is and the config text it was handed, written aside then

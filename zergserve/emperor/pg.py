@@ -220,10 +220,11 @@ class PgMonitor(Monitor):
         self._failed("lost the database", exc)
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        """Log once per change of state; keep the rows; retry after a growing delay."""
+        """Log once per change of state (a new query error too); keep the rows; retry after a
+        growing delay."""
         error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         state = "query failed" if what == "query failed" else "disconnected"
-        if (state, error) != (self.state, self.last_error):
+        if state != self.state or (state == "query failed" and error != self.last_error):
             logger.error("[emperor-pg] %s: %s: %s; %d running vassals are kept%s", self.name, what, error,
                          len(self.rows), "" if self.conn is not None else ", reconnecting with back-off")
         self._set_state(state, error)
