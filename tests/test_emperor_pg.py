@@ -14,6 +14,7 @@ import pytest
 from conftest import APPS, ROOT, _answers, free_port, http_request, wait_for
 from nginx import NGINX, Nginx
 from pgserver import Postgres, requires_postgres
+from test_tyrant import probe_program
 from zergserve.stats import fetch
 
 pytest.importorskip("psycopg", reason="the pg extra is not installed (pip install 'zergserve[pg]')")
@@ -194,13 +195,7 @@ exec sleep 60
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="uid and gid columns apply only when the emperor runs as root")
 def test_uid_gid_columns_as_root_never_root(spawn, workdir, db):
-    workdir.chmod(0o755)
-    probes = workdir / "probes"
-    probes.mkdir(mode=0o777)
-    probes.chmod(0o777)
-    program = workdir / "probe.sh"
-    program.write_text(PROBE)
-    program.chmod(0o755)
+    program, probes = probe_program(workdir, PROBE)
     nobody = pwd.getpwnam("nobody")
     emperor = Emperor(spawn, workdir, db, "a", "--binary-path", str(program), "--emperor-curse-tolerance", "1",
                       columns="name, config, ts, uid, gid", env={"PROBE_DIR": str(probes)})
