@@ -274,3 +274,21 @@ def test_fleet_runs_as_shipped(spawn, workdir, db):
     finally:
         if nginx is not None:
             nginx.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tyrant mode needs root")
+def test_tyrant_mode_takes_identity_from_the_row_and_needs_it(spawn, workdir, db):
+    program, probes = probe_program(workdir, PROBE)
+    nobody = pwd.getpwnam("nobody")
+    tyrant = ("--emperor-tyrant", "--binary-path", str(program))
+    with_columns = Emperor(spawn, workdir, db, "a", *tyrant, columns="name, config, ts, uid, gid",
+                           env={"PROBE_DIR": str(probes)})
+    without = Emperor(spawn, workdir, db, "b", *tyrant, env={"PROBE_DIR": str(probes)})
+    db.execute("INSERT INTO vassals (host, name, config, uid, gid) VALUES ('a', 'mine.ini', '[uwsgi]', %s, %s), "
+               "('b', 'anon.ini', '[uwsgi]', %s, %s)", (nobody.pw_uid, nobody.pw_gid) * 2)
+    wait_for((probes / "mine.ini").exists, message="mine.ini started")
+    lines = (probes / "mine.ini").read_text().splitlines()
+    assert lines[0].split()[1:] == [str(nobody.pw_uid)] * 4 and lines[2] == "config: [uwsgi]"
+    without.server.wait_log("missing uid and gid for vassal anon.ini")
+    assert without.vassal("anon.ini") is None and not (probes / "anon.ini").exists()
+    assert with_columns.vassal("mine.ini")["uid"] == nobody.pw_uid
