@@ -16,6 +16,14 @@ class _Formatter(logging.Formatter):
         return f"[{stamp}] [{record.process}] {record.levelname}: {record.getMessage()}"
 
 
+def printable(text: str) -> str:
+    """Escape control characters (and undecodable bytes) so an untrusted string - a request path,
+    a vassal's file name - cannot forge or colour log lines."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def setup(logto: str | None = None) -> None:
     """Send everything to stderr, after pointing stdout and stderr at --logto if given."""
     if logto:

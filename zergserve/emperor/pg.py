@@ -111,8 +111,11 @@ class PgMonitor(Monitor):
 
     def scan(self) -> dict[str, float]:
         """name → ts of every vassal row: read now if the database answers, else the last rows read."""
-        if self.conn is None and time.monotonic() >= self.retry_at:
-            self._connect()
+        if self.conn is None:
+            if time.monotonic() >= self.retry_at:
+                self._connect()
+            else:
+                self.wake(self.retry_at)  # this scan came early, for another reason: keep the retry's
         if self.conn is not None:
             try:
                 records = self.conn.execute(self.query).fetchall()
@@ -131,25 +134,25 @@ class PgMonitor(Monitor):
     def config_fd(self, name: str) -> int:
         """A new read-only descriptor of the row's memfd, so every vassal reads from its own offset;
         the memfd itself stays open here, to be rewritten when the row changes."""
-        memfd = self.fds.get(self._base(name))
+        memfd = self.fds.get(name)
         return -1 if memfd is None else os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY | os.O_CLOEXEC)
 
     def identity(self, name: str) -> tuple[int | None, int | None]:
         """Whom the vassal runs as: the row's uid and gid when the emperor is root and the query
         has them, else the emperor's own identity. A row naming root (or nobody) is refused."""
-        row = self.rows.get(self._base(name))
+        row = self.rows.get(name)
         if row is None or row.identity is None or os.geteuid() != 0:
             return None, None
         try:
             uid, gid = _resolve(row.identity)
         except (KeyError, ValueError) as exc:
             raise OSError(f"vassal {name}: {exc}") from None
-        self.spawned_as[self._base(name)] = (uid, gid)
+        self.spawned_as[name] = (uid, gid)
         return uid, gid
 
     def check(self, name: str, nofollow: bool) -> tyrant.Checked:
         """Tyrant mode: the row must give a uid and a gid, neither of them root's."""
-        row = self.rows.get(self._base(name))
+        row = self.rows.get(name)
         if row is None or row.identity is None:
             raise tyrant.TyrantError(f"missing uid and gid for vassal {name} (add them to the query)")
         try:
@@ -312,10 +315,6 @@ class PgMonitor(Monitor):
             logger.info("[emperor-pg] uid/gid of vassal %s changed: restarting it", name)
             del self.spawned_as[name]
         return changed
-
-    def _base(self, name: str) -> str:
-        """The row of a vassal name (a broodlord zerg NAME:zerg runs from NAME's row)."""
-        return name.split(":", 1)[0]
 
 
 def _timestamp(value: Any) -> float:
