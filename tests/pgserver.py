@@ -16,16 +16,22 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from conftest import wait_for
 
 _BINDIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
 BINDIR = Path(os.environ.get("PG_BINDIR") or (_BINDIRS[-1] if _BINDIRS else "/usr/lib/postgresql/15/bin"))
 DATABASE_USER = "zerg"
 
-requires_postgres = pytest.mark.skipif(not (BINDIR / "postgres").exists() or not (BINDIR / "initdb").exists(),
-                                       reason=f"PostgreSQL is not installed ({BINDIR}; apt-get install postgresql)")
+
+def missing() -> str | None:
+    """Why a test cluster cannot run here (a reason to skip), or None."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "the pg extra is not installed (pip install 'zergserve[pg]')"
+    if not (BINDIR / "postgres").exists() or not (BINDIR / "initdb").exists():
+        return f"PostgreSQL is not installed ({BINDIR}; apt-get install postgresql)"
+    return None
 
 
 def _system_user() -> str | None:
