@@ -174,6 +174,31 @@ def test_bad_query_keeps_the_emperor_and_says_so(spawn, workdir, db):
     assert server.proc.poll() is None
 
 
+def test_a_locked_table_does_not_hold_the_emperor(spawn, workdir, db):
+    """A migration holding the table: the query gives up (statement_timeout; zergserve's default is
+    5 s, this conninfo says 200 ms), the vassals and the emperor's loop go on, and the next
+    notification after the lock finds the table again."""
+    import psycopg
+
+    stats = str(workdir / "e.stats")
+    query = "SELECT name, config, ts FROM vassals WHERE host = 'a'"
+    spawn("--emperor", f"pg://{db.conninfo} options='-c statement_timeout=200';{query}", "--emperor-stats", stats,
+          "--emperor-freq", "60")
+    monitor = lambda: fetch(stats)["monitors"][0]  # noqa: E731
+    wait_for(lambda: os.path.exists(stats) and monitor()["state"] == "connected", message="connected")
+    insert(db, "a", "keep.ini", app_config(workdir))
+    wait_for(lambda: serving(workdir, "keep"), timeout=20, message="serving")
+    with psycopg.connect(db.conninfo) as migration:
+        migration.execute("LOCK TABLE vassals IN ACCESS EXCLUSIVE MODE")
+        db.execute("NOTIFY zergserve_vassals")
+        wait_for(lambda: monitor()["state"] == "query failed", timeout=5, message="the query gave up")
+        assert "statement timeout" in monitor()["last_error"]
+        assert serving(workdir, "keep") and len(fetch(stats)["vassals"]) == 1
+    db.execute("NOTIFY zergserve_vassals")
+    wait_for(lambda: monitor()["state"] == "connected", timeout=5, message="the table is back")
+    assert len(fetch(stats)["vassals"]) == 1
+
+
 def test_unknown_scheme_and_bad_conninfo_fail_at_start(spawn, workdir):
     bad = spawn("--emperor", "zmq://tcp://127.0.0.1:5000")
     assert bad.wait_exit() == 2

@@ -18,8 +18,9 @@ the new text. The emperor never parses a config: a row that does not parse fails
 
 When the database goes away the last rows read stay in force: running vassals are left alone (and
 respawned from those rows if they die). The loss is logged once; reconnections back off from half a
-second to 30 s, and the emperor's stats show the monitor's state. Connecting blocks the emperor's
-loop for at most connect_timeout (2 s unless the conninfo says otherwise).
+second to 30 s, and the emperor's stats show the monitor's state. The database can hold the
+emperor's loop only so long (see _BOUNDS): 2 s to connect, 5 s for the query, about 10 s for a peer
+that went silent, unless the conninfo says otherwise.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ except ImportError:  # the pg extra is optional: only a pg:// monitor needs it
     psycopg = None
 
 DEFAULT_QUERY = "SELECT name, config, EXTRACT(epoch FROM ts) FROM vassals"
-_CONNECT_TIMEOUT = 2
+# Bounds on how long the emperor's loop can wait for the database, unless the conninfo (or the
+# libpq variable named) sets them: connecting; a query stuck behind a lock (a migration holding the
+# table); a peer gone silent (keepalives on the idle LISTEN connection, and unacknowledged data).
+_BOUNDS = {"connect_timeout": ("2", "PGCONNECT_TIMEOUT"), "options": ("-c statement_timeout=5000", "PGOPTIONS"),
+           "keepalives_idle": ("10", ""), "keepalives_interval": ("5", ""), "keepalives_count": ("3", ""),
+           "tcp_user_timeout": ("10000", "")}
 _MAX_BACKOFF = 30.0
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]*\Z")
 _SECRETS = (re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)"), re.compile(r"(://[^:/@]*:)[^@/]*(?=@)"))
@@ -85,8 +91,8 @@ class PgMonitor(Monitor):
         except psycopg.Error as exc:
             raise ValueError(f"emperor: {self.name}: bad connection string: {exc}") from None
         self.conninfo = conninfo
-        self.connect_args = {} if "connect_timeout" in params or os.environ.get("PGCONNECT_TIMEOUT") \
-            else {"connect_timeout": _CONNECT_TIMEOUT}
+        self.connect_args = {key: value for key, (value, variable) in _BOUNDS.items()
+                             if key not in params and not (variable and os.environ.get(variable))}
         self.channel = cfg.emperor_pg_channel
         self.conn: Any = None
         self.fd = -1  # the connection's socket, as registered with the emperor's selector
