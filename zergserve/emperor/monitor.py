@@ -23,7 +23,6 @@ import struct
 from typing import Any, Callable
 
 from zergserve.emperor import tyrant
-
 from zergserve.log import logger, printable
 
 VALID_EXTENSIONS = (".ini", ".json", ".js", ".toml") + (
@@ -50,7 +49,8 @@ def extensions(extra: list[str]) -> tuple[str, ...]:
 
 
 class Monitor:
-    """One --emperor argument."""
+    """One dir:// or glob:// --emperor argument. Its methods are what the emperor asks of every
+    monitor (pg.PgMonitor answers the same questions from database rows)."""
 
     def __init__(self, arg: str, extra_extensions: list[str], nofollow: bool) -> None:
         self.arg = arg

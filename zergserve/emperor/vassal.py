@@ -42,7 +42,7 @@ class Vassal:
         self.cursed_at = 0.0
         self.respawns = 0
         self.sos = 0
-        self.uid: int | None = None  # tyrant mode: the owner of the config file
+        self.uid: int | None = None  # tyrant mode: the owner of the config file (or its row's uid)
         self.gid: int | None = None
         self.ident: tuple[int, int] | None = None  # tyrant mode: (st_dev, st_ino) of the file checked
         self.sos_at = 0.0  # for a zerg: when the SOS that asked for it arrived
