@@ -307,8 +307,11 @@ OPTIONS: tuple[Option, ...] = (
     O("vassal-sos", integer(0), 0, "ask the emperor for reinforcements when every worker has been busy for "
       "more than N seconds (0: off)", group="elastic"),
     # emperor
-    O("emperor", text, (), "run the emperor over a vassals dir (DIR, dir://DIR or glob://PATTERN)",
-      repeatable=True, group="emperor"),
+    O("emperor", text, (), "run the emperor over a vassals dir (DIR, dir://DIR or glob://PATTERN) or the rows "
+      "of a PostgreSQL query (pg://CONNINFO;SELECT name, config, ts FROM vassals)", repeatable=True,
+      group="emperor"),
+    O("emperor-pg-channel", text, "zergserve_vassals", "pg:// monitors LISTEN on this channel and re-read "
+      "their rows on a NOTIFY (empty: poll only)", group="emperor"),
     O("emperor-freq", number(), 3.0, "seconds between scans of the monitors (inotify wakes it sooner)",
       group="emperor"),
     O("emperor-throttle", integer(1), 1000, "milliseconds: blacklist step for a vassal that dies before "

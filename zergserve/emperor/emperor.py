@@ -32,8 +32,8 @@ from setproctitle import setproctitle
 
 from zergserve import __version__
 from zergserve.emperor import protocol, tyrant
+from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
 from zergserve.emperor.throttle import Throttle
-from zergserve.emperor.monitor import Inotify, Monitor, noise
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger, printable
 from zergserve.wakeup import drain, wakeup_pipe
@@ -48,7 +48,7 @@ _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal
 class Emperor:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.monitors = [Monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow) for arg in cfg.emperor]
+        self.monitors = [build_monitor(arg, cfg) for arg in cfg.emperor]
         self.vassals: dict[int, Vassal] = {}  # by id(): zergs share their vassal's name
         self.throttle = Throttle(cfg.emperor_spawn_burst, cfg.emperor_throttle, cfg.emperor_max_throttle)
         self.signals: list[int] = []
@@ -75,6 +75,8 @@ class Emperor:
                 for path in monitor.watch_dirs():
                     self.inotify.watch(path)
             self.selector.register(self.inotify, selectors.EVENT_READ, self._changed)
+        for monitor in self.monitors:
+            monitor.attach(self.selector, self._wake_at)
         if self.cfg.emperor_stats:
             self.stats = StatsServer(self.cfg.emperor_stats, self.stats_document, http=self.cfg.stats_http)
             self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
@@ -197,7 +199,7 @@ class Emperor:
         """Tyrant mode: the checked, open file a vassal runs from (the caller closes it), or None
         (logged once per reason) if it may not run."""
         try:
-            checked = tyrant.check(monitor.path_of(file), self.cfg.emperor_tyrant_nofollow)
+            checked = monitor.check(file, self.cfg.emperor_tyrant_nofollow)
         except tyrant.TyrantError as exc:
             if self.refused.get(file) != str(exc):
                 self.refused[file] = str(exc)
@@ -421,6 +423,7 @@ class Emperor:
         return {
             "version": __version__, "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
             "cwd": os.getcwd(), "emperor": [m.name for m in self.monitors],
+            "monitors": [m.stats() for m in self.monitors],
             "emperor_tyrant": int(self.cfg.emperor_tyrant),
             "throttle_level": round(self.throttle.tokens, 2), "scans": self.scans,
             "vassals": [v.stats() for v in self.vassals.values()],
