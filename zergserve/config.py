@@ -258,8 +258,15 @@ OPTIONS: tuple[Option, ...] = (
     O("worker-reload-mercy", integer(0), 60, "seconds a worker may take to finish its requests on reload or "
       "stop before SIGKILL", group="processes"),
     O("check-interval", number(), 1.0, "seconds between the master's housekeeping turns", group="processes"),
+    O("auto-procname", boolean, True, "title processes by role and app: 'zergserve master [shop.ini]', "
+      "'zergserve worker 2 [mysite.wsgi]' (uWSGI's default is off; false keeps the command line)", flag=True,
+      group="processes"),
+    O("procname", text, None, "title every process (but the master, with --procname-master) NAME",
+      group="processes"),
+    O("procname-master", text, None, "title the master (an emperor's, a zergpool's too) NAME", group="processes"),
     O("procname-prefix", text, "", "prefix for process titles", group="processes"),
     O("procname-prefix-spaced", text, "", "prefix for process titles, followed by a space", group="processes"),
+    O("procname-append", text, "", "append this to process titles", group="processes"),
     O("pidfile", text, None, "write the master's pid to this file", group="processes"),
     O("privileged-binary-patch", text, None, "once configured, exec this program instead of serving "
       "(a vassal that is really nginx, say)", group="processes"),

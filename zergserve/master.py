@@ -35,9 +35,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from setproctitle import setproctitle
-
-from zergserve import __version__, sockets
+from zergserve import __version__, proctitle, sockets
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.scoreboard import BUSY, STARTING, Scoreboard
@@ -190,8 +188,7 @@ class Master:
 
     def _setup(self) -> None:
         cfg = self.cfg
-        prefix = cfg.procname_prefix or (cfg.procname_prefix_spaced + " " if cfg.procname_prefix_spaced else "")
-        setproctitle(f"{prefix}zergserve master")
+        proctitle.set_title(cfg, "master", master=True)
         wake_r, wake_w = wakeup_pipe()
         self._wake = (wake_r, wake_w)
         for signum in _HANDLED:

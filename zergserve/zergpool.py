@@ -24,9 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from setproctitle import setproctitle
-
-from zergserve import config, sockets
+from zergserve import config, proctitle, sockets
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -74,7 +72,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
         return 2
     for fd in kept.values():  # addresses no longer in the configuration
         os.close(fd)
-    setproctitle(f"{cfg.procname_prefix}zergserve zergpool")
+    proctitle.set_title(cfg, "zergpool", master=True)
     stop: list[int] = []
     hups: list[int] = []
     wake_r, _ = wakeup_pipe()

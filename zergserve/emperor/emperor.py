@@ -29,9 +29,7 @@ import signal
 import time
 from typing import Any
 
-from setproctitle import setproctitle
-
-from zergserve import __version__
+from zergserve import __version__, proctitle
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Inotify, Monitor, noise
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
@@ -82,7 +80,7 @@ class Emperor:
         self.refused: dict[str, str] = {}  # tyrant mode: files refused, with the reason last logged
 
     def run(self) -> int:
-        setproctitle(f"{self.cfg.procname_prefix}zergserve emperor")
+        proctitle.set_title(self.cfg, "emperor", master=True)
         wake_r, _ = wakeup_pipe()
         for signum in _SIGNALS:
             signal.signal(signum, lambda n, f: self.signals.append(n))
