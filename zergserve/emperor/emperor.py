@@ -34,6 +34,7 @@ from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Inotify, Monitor, noise
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger
+from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.stats import StatsServer
 
@@ -62,6 +63,8 @@ class BlacklistEntry:
 class Emperor:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
+        self.notify = Notifier.take(os.environ)  # taken out first: vassals inherit the environment
+        self.notified_vassals = -1
         self.monitors = [Monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow) for arg in cfg.emperor]
         self.vassals: dict[int, Vassal] = {}  # by id(): zergs share their vassal's name
         self.blacklist: dict[str, BlacklistEntry] = {}
@@ -107,8 +110,9 @@ class Emperor:
             timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
             if self.ragnarok_deadline:
                 timeout = 0.2
-            for key, _ in self.selector.select(min(timeout, 1.0)):
+            for key, _ in self.selector.select(min(timeout, 1.0, self.notify.watchdog_in())):
                 key.data()
+            self.notify.tick()
             self._handle_signals()
             self._reap()
             if self.ragnarok_deadline:
@@ -120,6 +124,7 @@ class Emperor:
                 self.retry_at = 0.0
                 last_scan = time.monotonic()
                 self.scan()
+                self._notify_vassals()
             self._check_heartbeats()
             self._check_zerg_boots()
             self._check_curses()
@@ -394,6 +399,19 @@ class Emperor:
                 vassal.kill()
                 vassal.cursed_at = now
 
+    def _notify_vassals(self) -> None:
+        """READY=1 (systemd) after the first scan has started the vassals; a STATUS= line whenever
+        their number changes."""
+        count = len(self.vassals)
+        if count == self.notified_vassals:
+            return
+        status = f"{count} vassal(s) on {', '.join(m.name for m in self.monitors)}"
+        if self.notified_vassals < 0:
+            self.notify.ready(status)
+        else:
+            self.notify.status(status)
+        self.notified_vassals = count
+
     # --- signals ----------------------------------------------------------------------------
 
     def _handle_signals(self) -> None:
@@ -421,6 +439,7 @@ class Emperor:
                         max(0, self.ragnarok_deadline - time.monotonic()))
             return
         logger.info("*** RAGNAROK EVOKED ***")
+        self.notify.stopping(f"stopping {len(self.vassals)} vassal(s)")
         self.ragnarok_deadline = time.monotonic() + self.cfg.reload_mercy
         for vassal in self.vassals.values():
             vassal.stop(self.cfg.emperor_graceful_shutdown)
