@@ -71,7 +71,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from zergserve import __version__, sockets
+from zergserve import __version__, proxy, sockets
 
 
 class ConfigError(Exception):
@@ -163,6 +163,13 @@ def address(value: str) -> str:
     return value
 
 
+@_metavar("IPS")
+def proxies(value: str) -> str:
+    """--forwarded-allow-ips: checked now, so that a bad entry is reported with its file and line."""
+    proxy.Trust(value)
+    return value
+
+
 @_metavar("MODE")
 def mode(value: str) -> int:
     """A file mode of exactly three octal digits, as uWSGI's --chmod-socket wants."""
@@ -239,6 +246,9 @@ OPTIONS: tuple[Option, ...] = (
     O("listen", integer(1, 65535), 100, "listen backlog of every socket", "l", group="sockets"),
     O("chmod-socket", mode, None, "mode of UNIX sockets (without a value: 666)", "C", const="666",
       group="sockets"),
+    O("forwarded-allow-ips", proxies, proxy.DEFAULT, "trust X-Forwarded-Proto/-For (or Forwarded) from these "
+      "peers on --http: comma-separated IPs, networks (10.0.0.0/8), 'unix' for UNIX socket peers, '*' for "
+      "everyone; they set wsgi.url_scheme and REMOTE_ADDR (the ASGI scheme and client)", group="sockets"),
     O("vacuum", boolean, False, "remove UNIX socket and pid files at exit", flag=True, group="sockets"),
     # processes
     O("processes", integer(1, 4096), 1, "number of worker processes", "p", ("workers",), group="processes"),

@@ -16,7 +16,7 @@ import traceback
 from typing import Any, Callable
 
 from zergserve import app as app_loader
-from zergserve import connection, proctitle
+from zergserve import connection, proctitle, proxy
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
@@ -86,6 +86,7 @@ class Worker:
                 pass
         proctitle.set_title(self.cfg, f"worker {self.wid}")
         self.install_signals()
+        proxy.configure(self.cfg.forwarded_allow_ips)
         if self.app is None:
             self.app = app_loader.load(self.cfg.module, self.cfg.wsgi_file, self.cfg.callable)
         cfg = self.cfg
