@@ -72,10 +72,10 @@ def configure(spec: str) -> None:
 
 def apply_environ(env: dict[str, Any], peer: Any) -> None:
     """Rewrite wsgi.url_scheme, REMOTE_ADDR and REMOTE_PORT of an HTTP request from a trusted peer."""
-    if not _trust.peer(peer):
+    proto, xff, rfc7239 = env.get("HTTP_X_FORWARDED_PROTO"), env.get("HTTP_X_FORWARDED_FOR"), env.get("HTTP_FORWARDED")
+    if not (proto or xff or rfc7239) or not _trust.peer(peer):
         return
-    scheme, client = forwarded(env.get("HTTP_X_FORWARDED_PROTO"), env.get("HTTP_X_FORWARDED_FOR"),
-                               env.get("HTTP_FORWARDED"))
+    scheme, client = forwarded(proto, xff, rfc7239)
     if scheme:
         env["wsgi.url_scheme"] = scheme
     if client:
@@ -88,14 +88,12 @@ def apply_environ(env: dict[str, Any], peer: Any) -> None:
 
 def apply_scope(scope: dict[str, Any], peer: Any) -> dict[str, Any]:
     """The same for an ASGI scope: `scheme` and `client`."""
-    if not _trust.peer(peer):
-        return scope
     fields: dict[bytes, str] = {}
     for name, value in scope["headers"]:
         if name in (b"x-forwarded-proto", b"x-forwarded-for", b"forwarded"):
             text = value.decode("latin-1")
             fields[name] = f"{fields[name]},{text}" if name in fields else text
-    if fields:
+    if fields and _trust.peer(peer):
         scheme, client = forwarded(fields.get(b"x-forwarded-proto"), fields.get(b"x-forwarded-for"),
                                    fields.get(b"forwarded"))
         if scheme:
