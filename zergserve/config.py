@@ -271,9 +271,9 @@ OPTIONS: tuple[Option, ...] = (
     O("auto-procname", boolean, True, "title processes by role and app: 'zergserve master [shop.ini]', "
       "'zergserve worker 2 [mysite.wsgi]' (uWSGI's default is off; false keeps the command line)", flag=True,
       group="processes"),
-    O("procname", text, None, "title every process (but the master, with --procname-master) NAME",
+    O("procname", text, None, "title every process with this name (the master too, unless --procname-master)",
       group="processes"),
-    O("procname-master", text, None, "title the master (an emperor's, a zergpool's too) NAME", group="processes"),
+    O("procname-master", text, None, "title the master (an emperor, a zergpool) with this name", group="processes"),
     O("procname-prefix", text, "", "prefix for process titles", group="processes"),
     O("procname-prefix-spaced", text, "", "prefix for process titles, followed by a space", group="processes"),
     O("procname-append", text, "", "append this to process titles", group="processes"),
