@@ -6,6 +6,7 @@ import importlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -221,3 +222,29 @@ def test_a_config_swapped_after_the_check_is_not_read(spawn, workdir, users, vas
 def status_of_pid(pid: int) -> dict[str, list[str]]:
     return {line.split(":")[0]: line.split(":")[1].split()
             for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(("Uid", "Gid"))}
+
+
+def test_a_colon_name_never_runs_as_the_owner_of_the_prefix(spawn, workdir, users, vassal_python):
+    """Issue 8 item 1: in a directory every tenant can write, users[1] puts `victim.ini:x.ini` next
+    to users[0]'s `victim.ini`. `--ini victim.ini:x.ini` is also FILE:section syntax: the attacker's
+    file must never run, least of all as the victim (it is refused, named in one log line), and the
+    victim's vassal goes on from its own file."""
+    victim_port, attacker_port = free_port(), free_port()
+    emperor = real_vassals(spawn, workdir, vassal_python)
+    emperor.dir.chmod(0o1777)
+    victim = emperor.dir / "victim.ini"
+    victim.write_text(app_config(victim_port))
+    own(victim, users[0])
+    wait_for(lambda: http_request(f"127.0.0.1:{victim_port}")[0] == 200, timeout=15, message="the victim serves")
+    attack = emperor.dir / "victim.ini.tmp"
+    attack.write_text(app_config(attacker_port))
+    own(attack, users[1])
+    attack.rename(emperor.dir / "victim.ini:x.ini")
+    emperor.server.wait_log("victim.ini:x.ini: refused")
+    os.kill(emperor.server.pid, signal.SIGWINCH)  # one more scan: still refused, logged once
+    wait_for(lambda: emperor.doc()["scans"] >= 3, message="another scan")
+    assert [v["id"] for v in emperor.doc()["vassals"]] == ["victim.ini"]
+    assert emperor.vassal("victim.ini")["uid"] == users[0].pw_uid
+    assert emperor.server.log().count("victim.ini:x.ini: refused") == 1
+    with pytest.raises(OSError):
+        http_request(f"127.0.0.1:{attacker_port}")

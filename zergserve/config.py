@@ -537,7 +537,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Confi
     others: list[_Setting] = []
     for setting in environment + command_line:
         if _is_file_option(setting):
-            path, section = _split_section(setting.value)
+            path, section = _checked_file(setting.value, env) or _split_section(setting.value)
             files += _expand_file(setting.opt.name, path or scope.last_file or "", section, setting.value,
                                   setting.source, env, 0, scope)
         else:
@@ -761,6 +761,19 @@ def _read(path: str, env: Mapping[str, str]) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
+
+
+def _checked_file(spec: str, env: Mapping[str, str]) -> tuple[str, str | None] | None:
+    """(file, section) when `spec` is the file the emperor passed open (CONFIG_FD_VARIABLE), or
+    that file with a :section: matched on the name as given, never split by what exists on disk,
+    so `app.ini:x.ini` next to the checked `app.ini` is never read in its place (nor the reverse)."""
+    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
+    if not (sep and fd.isdigit() and name):
+        return None
+    if spec == name:
+        return name, None
+    rest = spec[len(name) + 1:] if spec.startswith(name + ":") else "/"
+    return (name, rest or None) if "/" not in rest else None
 
 
 def _split_section(spec: str) -> tuple[str, str | None]:

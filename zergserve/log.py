@@ -43,6 +43,14 @@ class ServerLog:
 logger = ServerLog()
 
 
+def printable(text: str) -> str:
+    """Escape control characters (and undecodable bytes) so an untrusted string - a request path,
+    a vassal's file name - cannot forge or colour log lines."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def setup(logto: str | None = None) -> None:
     """Point stdout and stderr (fds 1 and 2) at --logto if given; the log writes to fd 2."""
     if not logto:

@@ -33,7 +33,7 @@ from zergserve import __version__, proctitle
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Inotify, Monitor, noise
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
-from zergserve.log import logger
+from zergserve.log import logger, printable
 from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.stats import StatsServer
@@ -80,7 +80,7 @@ class Emperor:
         self.retry_at = 0.0  # when the next scan is due before --emperor-freq: a budget or throttle expires
         self.budget_waiting = False
         self.broodlord_num = 0
-        self.refused: dict[str, str] = {}  # tyrant mode: files refused, with the reason last logged
+        self.refused: dict[str, str] = {}  # files (tyrant checks) and zergs refused, with the reason last logged
 
     def run(self) -> int:
         proctitle.set_title(self.cfg, "emperor", master=True)
@@ -161,11 +161,12 @@ class Emperor:
             for vassal in list(self.vassals.values()):
                 if vassal.monitor is not monitor or vassal.status != RUNNING:
                     continue
-                base = vassal.name.rsplit(":", 1)[0] if vassal.zerg else vassal.name
-                if base not in found:
+                if vassal.file not in found:
                     vassal.stop(self.cfg.emperor_graceful_shutdown)
 
-    def add(self, name: str, monitor: Monitor, mtime: float, zerg: bool = False) -> Vassal | None:
+    def add(self, file: str, monitor: Monitor, mtime: float, zerg: bool = False) -> Vassal | None:
+        """Start a vassal from `file` (its [zerg] section for a zerg), unless it must wait."""
+        name = file + ":zerg" if zerg else file
         now = time.time()
         entry = self.blacklist.get(name)
         if entry is not None and entry.waiting(now):
@@ -173,13 +174,13 @@ class Emperor:
             return None
         checked = None
         if self.cfg.emperor_tyrant:
-            checked = self._checked(name, monitor)
+            checked = self._checked(file, monitor)
             if checked is None:
                 return None
         try:
             if not self._spawn_allowed():
                 return None
-            vassal = Vassal(name, monitor, mtime, zerg)
+            vassal = Vassal(file, monitor, mtime, zerg)
             if checked is not None:
                 vassal.uid, vassal.gid, vassal.ident = checked.uid, checked.gid, checked.ident
             if zerg:
@@ -187,7 +188,7 @@ class Emperor:
             try:
                 vassal.spawn(self.cfg, self.broodlord_num, checked.fd if checked is not None else -1)
             except OSError as exc:
-                logger.error("[emperor] %s", exc)
+                logger.error("[emperor] %s", exc)  # names escaped by Vassal.spawn
                 if zerg:
                     self._zerg_boot_failed(vassal, "cannot start")
                 elif not self.cfg.emperor_no_blacklist:
@@ -202,30 +203,30 @@ class Emperor:
         self.selector.register(vassal.sock, selectors.EVENT_READ, lambda v=vassal: self._message(v))
         return vassal
 
-    def _checked(self, name: str, monitor: Monitor) -> tyrant.Checked | None:
+    def _checked(self, file: str, monitor: Monitor) -> tyrant.Checked | None:
         """Tyrant mode: the checked, open file a vassal runs from (the caller closes it), or None
         (logged once per reason) if it may not run."""
         try:
-            checked = tyrant.check(monitor.path_of(name), self.cfg.emperor_tyrant_nofollow)
+            checked = tyrant.check(monitor.path_of(file), self.cfg.emperor_tyrant_nofollow)
         except tyrant.TyrantError as exc:
-            if self.refused.get(name) != str(exc):
-                self.refused[name] = str(exc)
-                logger.error("[emperor-tyrant] %s", exc)
+            if self.refused.get(file) != str(exc):
+                self.refused[file] = str(exc)
+                logger.error("[emperor-tyrant] %s", printable(str(exc)))
             return None
-        self.refused.pop(name, None)
+        self.refused.pop(file, None)
         return checked
 
     def _tyrant_changed(self, vassal: Vassal) -> bool:
         """Whether a running vassal's file changed owner, or was replaced by another file (the
         vassal read the old one through its descriptor): either way it must be checked and run anew."""
-        checked = self._checked(vassal.name, vassal.monitor)
+        checked = self._checked(vassal.file, vassal.monitor)
         if checked is not None:
             checked.close()
         if checked is None or (checked.uid, checked.gid) != (vassal.uid, vassal.gid):
-            logger.error("[emperor] !!! permissions of file %s changed. stopping the instance... !!!", vassal.name)
+            logger.error("[emperor] !!! permissions of file %s changed. stopping the instance... !!!", vassal.label)
             return True
         if checked.ident != vassal.ident:
-            logger.info("[emperor-tyrant] file %s was replaced: restarting its vassal from the new file", vassal.name)
+            logger.info("[emperor-tyrant] file %s was replaced: restarting its vassal from the new file", vassal.label)
             return True
         return False
 
@@ -264,31 +265,31 @@ class Emperor:
                 self.selector.unregister(vassal.sock)
                 vassal.close()
             if vassal.status == RUNNING:
-                logger.info("[emperor] curse the vassal %s (pid %d)", vassal.name, vassal.pid)
+                logger.info("[emperor] curse the vassal %s (pid %d)", vassal.label, vassal.pid)
             vassal.curse()
             return
         now = time.time()
         for byte in data:
             if byte == protocol.SPAWNED:
                 vassal.ready, vassal.last_ready = True, now
-                logger.info("[emperor] vassal %s has been spawned", vassal.name)
+                logger.info("[emperor] vassal %s has been spawned", vassal.label)
             elif byte == protocol.ACCEPTING:
                 vassal.accepting, vassal.last_accepting = True, now
-                logger.info("[emperor] vassal %s is ready to accept requests", vassal.name)
+                logger.info("[emperor] vassal %s is ready to accept requests", vassal.label)
                 if vassal.zerg:
                     self.blacklist.pop(vassal.name, None)  # it boots: the [zerg] section is fine
                 if vassal.sos_at and not vassal.reinforced_in:
                     vassal.reinforced_in = now - vassal.sos_at
-                    logger.info("[emperor] zerg %s serving %.2fs after the SOS", vassal.name, vassal.reinforced_in)
+                    logger.info("[emperor] zerg %s serving %.2fs after the SOS", vassal.label, vassal.reinforced_in)
             elif byte == protocol.LOYAL:
                 if not vassal.loyal:
-                    logger.info("[emperor] vassal %s is now loyal", vassal.name)
+                    logger.info("[emperor] vassal %s is now loyal", vassal.label)
                 vassal.loyal, vassal.last_loyal = True, now
                 self.blacklist.pop(vassal.name, None)
             elif byte == protocol.HEARTBEAT:
                 vassal.last_heartbeat = now
             elif byte == protocol.VOLUNTARY_SHUTDOWN:
-                logger.info("[emperor] vassal %s asks to shut down", vassal.name)
+                logger.info("[emperor] vassal %s asks to shut down", vassal.label)
                 vassal.stop(graceful=True)
             elif byte == protocol.SOS:
                 vassal.sos += 1
@@ -309,8 +310,15 @@ class Emperor:
         zergs = [v for v in self.vassals.values() if v.zerg and v.name == name and v.status == RUNNING]
         if len(zergs) >= limit or any(not z.accepting for z in zergs):
             return
-        logger.info("[emperor] vassal %s sent SOS: spawning zerg %d of %d", vassal.name, len(zergs) + 1, limit)
-        zerg = self.add(name, vassal.monitor, vassal.last_mod, zerg=True)
+        logger.info("[emperor] vassal %s sent SOS: spawning zerg %d of %d", vassal.label, len(zergs) + 1, limit)
+        spec = vassal.monitor.path_of(name)
+        if os.path.lexists(spec):  # `--ini FILE:zerg` would read that file, not the [zerg] section
+            if self.refused.get(name) != "ambiguous":
+                self.refused[name] = "ambiguous"
+                logger.error("[emperor] no zerg for vassal %s: a file named %s exists, and would be read in "
+                             "place of the [zerg] section", vassal.label, printable(name))
+            return
+        zerg = self.add(vassal.file, vassal.monitor, vassal.last_mod, zerg=True)
         if zerg is not None:
             zerg.sos_at = time.time()
 
@@ -327,9 +335,9 @@ class Emperor:
                 self.selector.unregister(vassal.sock)
                 vassal.close()
             del self.vassals[key]
-            logger.info("[emperor] removed vassal %s (pid %d, exit %s)", vassal.name, vassal.pid, code)
+            logger.info("[emperor] removed vassal %s (pid %d, exit %s)", vassal.label, vassal.pid, code)
             if code == protocol.EXILE_CODE:
-                logger.error("[emperor] vassal %s could not start its program (exit %d)", vassal.name, code)
+                logger.error("[emperor] vassal %s could not start its program (exit %d)", vassal.label, code)
             if not vassal.loyal and not vassal.zerg and not self.cfg.emperor_no_blacklist:
                 self._blacklist(vassal.name)
             elif vassal.zerg and not vassal.accepting and code != 0 and not vassal.boot_failed:
@@ -346,7 +354,7 @@ class Emperor:
         entry = self.blacklist[vassal.name]
         entry.throttle_ms = max(entry.throttle_ms, self.cfg.emperor_throttle)  # SOS comes every cycle: no retry at once
         logger.error("[emperor] zerg %s failed to boot (%s): next reinforcement in %.1fs at the earliest",
-                     vassal.name, why, self.blacklist[vassal.name].throttle_ms / 1000)
+                     vassal.label, why, self.blacklist[vassal.name].throttle_ms / 1000)
 
     def _check_zerg_boots(self) -> None:
         """Kill a zerg that is not accepting within the boot timeout: the emperor starts one zerg at
@@ -358,7 +366,7 @@ class Emperor:
         for vassal in self.vassals.values():
             if vassal.zerg and vassal.status == RUNNING and not vassal.accepting and now - vassal.last_run > limit:
                 logger.error("[emperor] zerg %s (pid %d) not accepting %gs after its spawn: killing it",
-                             vassal.name, vassal.pid, limit)
+                             vassal.label, vassal.pid, limit)
                 vassal.curse()
                 vassal.kill()
                 self._zerg_boot_failed(vassal, "boot timeout")
@@ -373,11 +381,11 @@ class Emperor:
         if entry.throttle_ms < self.cfg.emperor_max_throttle:
             entry.throttle_ms = min(entry.throttle_ms + step, self.cfg.emperor_max_throttle)
         else:
-            logger.error("[emperor] maximum throttle level for vassal %s reached", name)
+            logger.error("[emperor] maximum throttle level for vassal %s reached", printable(name))
             entry.throttle_ms //= 2
         entry.attempt += 1
         if entry.attempt == 2:
-            logger.error("[emperor] unloyal bad behaving vassal found: %s throttling it...", name)
+            logger.error("[emperor] unloyal bad behaving vassal found: %s throttling it...", printable(name))
 
     def _check_heartbeats(self) -> None:
         now = time.time()
@@ -385,7 +393,7 @@ class Emperor:
             if vassal.status == RUNNING and vassal.last_heartbeat and \
                     now - vassal.last_heartbeat > self.cfg.emperor_required_heartbeat:
                 logger.error("[emperor] vassal %s sent no heartbeat in the last %d seconds, respawning it",
-                             vassal.name, self.cfg.emperor_required_heartbeat)
+                             vassal.label, self.cfg.emperor_required_heartbeat)
                 vassal.last_heartbeat = 0.0
                 vassal.curse()
                 vassal.kill()
@@ -394,7 +402,7 @@ class Emperor:
         now = time.time()
         for vassal in self.vassals.values():
             if vassal.status == STOPPING and now - vassal.cursed_at > self.cfg.emperor_curse_tolerance:
-                logger.error("[emperor] vassal %s did not stop within %ds: killing it", vassal.name,
+                logger.error("[emperor] vassal %s did not stop within %ds: killing it", vassal.label,
                              self.cfg.emperor_curse_tolerance)
                 vassal.kill()
                 vassal.cursed_at = now
@@ -424,7 +432,7 @@ class Emperor:
                     vassal.reload()
             elif signum == signal.SIGUSR1:
                 for vassal in self.vassals.values():
-                    logger.info("vassal %s pid %d (last modified %d) status %d loyal %d zerg %d", vassal.name,
+                    logger.info("vassal %s pid %d (last modified %d) status %d loyal %d zerg %d", vassal.label,
                                 vassal.pid, vassal.last_mod, vassal.status, vassal.loyal, vassal.zerg)
             elif signum == signal.SIGURG:
                 logger.info("[emperor] cleaning up the blacklist")
@@ -449,7 +457,7 @@ class Emperor:
             return True
         if time.monotonic() > self.ragnarok_deadline:
             for vassal in self.vassals.values():
-                logger.error("NO MERCY for vassal %s", vassal.name)
+                logger.error("NO MERCY for vassal %s", vassal.label)
                 vassal.kill()
             self.ragnarok_deadline = time.monotonic() + 5.0
         return False

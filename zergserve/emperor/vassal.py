@@ -14,7 +14,7 @@ from zergserve import config
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Monitor
 from zergserve.lifeline import die_with_parent
-from zergserve.log import logger
+from zergserve.log import logger, printable
 
 RUNNING, STOPPING = 0, 1
 _TYPE_FLAGS = {".ini": "--ini", ".json": "--json", ".js": "--json", ".toml": "--toml", ".yml": "--yaml",
@@ -24,8 +24,10 @@ _TYPE_FLAGS = {".ini": "--ini", ".json": "--json", ".js": "--json", ".toml": "--
 class Vassal:
     """The emperor's record of one vassal process (a config file, or NAME:zerg for broodlord)."""
 
-    def __init__(self, name: str, monitor: Monitor, mtime: float, zerg: bool = False) -> None:
-        self.name = name
+    def __init__(self, file: str, monitor: Monitor, mtime: float, zerg: bool = False) -> None:
+        self.file = file  # the config file, as its monitor names it: never parsed for a section
+        self.name = file + ":zerg" if zerg else file  # uWSGI's id, for stats and the blacklist
+        self.label = printable(self.name)  # the name in log lines: a file name may hold a newline
         self.monitor = monitor
         self.zerg = zerg
         self.pid = -1
@@ -56,11 +58,11 @@ class Vassal:
         env[protocol.ENV_FD] = str(theirs.fileno())
         pass_fds = [theirs.fileno()]
         if config_fd >= 0:
-            env[config.CONFIG_FD_VARIABLE] = f"{config_fd}:{self.monitor.path_of(self.name)}"
+            env[config.CONFIG_FD_VARIABLE] = f"{config_fd}:{self.file}"
             pass_fds.append(config_fd)
         if self.zerg:
             env[protocol.ENV_BROODLORD_NUM] = str(broodlord_num)
-        argv = vassal_argv(cfg, self.name)
+        argv = vassal_argv(cfg, self.file, "zerg" if self.zerg else None)
         emperor_pid = os.getpid()
         identity: dict[str, Any] = {}
         if self.uid is not None and self.gid is not None:
@@ -68,7 +70,7 @@ class Vassal:
             identity = {"user": uid, "group": gid,
                         "extra_groups": tyrant.groups_for(uid, gid, cfg.emperor_tyrant_initgroups)}
             prepare = lambda: tyrant.after_drop(uid, gid, emperor_pid)  # noqa: E731
-            logger.info("[emperor-tyrant] dropping privileges to %d %d for vassal %s", uid, gid, self.name)
+            logger.info("[emperor-tyrant] dropping privileges to %d %d for vassal %s", uid, gid, self.label)
         else:
             prepare = lambda: die_with_parent(emperor_pid)  # noqa: E731
         try:
@@ -78,7 +80,7 @@ class Vassal:
             ours.close()
             theirs.close()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise OSError(f"cannot start vassal {self.name} with {argv[0]}: {reason}") from None
+            raise OSError(f"cannot start vassal {self.label} with {printable(argv[0])}: {reason}") from None
         theirs.close()
         self.sock = ours
         self.pid = self.proc.pid
@@ -86,7 +88,8 @@ class Vassal:
         self.loyal = self.ready = self.accepting = False
         self.last_heartbeat = 0.0
         self.last_run = time.time()
-        logger.info("[emperor] vassal %s spawned (pid %d): %s", self.name, self.pid, " ".join(argv))
+        logger.info("[emperor] vassal %s spawned (pid %d): %s", self.label, self.pid,
+                    printable(" ".join(argv)))
 
     def send(self, byte: int) -> bool:
         if self.sock is None:
@@ -101,7 +104,7 @@ class Vassal:
         """Ask the vassal to stop (byte 0, or 2); it is killed if it outlives the curse tolerance."""
         if self.status == STOPPING:
             return
-        logger.info("[emperor] stop the vassal %s", self.name)
+        logger.info("[emperor] stop the vassal %s", self.label)
         self.send(protocol.STOP_GRACEFULLY if graceful else protocol.STOP)
         self.curse()
 
@@ -113,7 +116,7 @@ class Vassal:
     def reload(self) -> None:
         if self.status != RUNNING:
             return
-        logger.info("[emperor] reload the vassal %s", self.name)
+        logger.info("[emperor] reload the vassal %s", self.label)
         if not self.send(protocol.RELOAD):
             self.curse()
             return
@@ -145,8 +148,10 @@ class Vassal:
                 "respawns": self.respawns, "sos": self.sos, "reinforced_in": round(self.reinforced_in, 3)}
 
 
-def vassal_argv(cfg: Any, name: str) -> list[str]:
-    """uWSGI's order: binary, --include-before files, --set pairs, TYPEFLAG NAME, --include files."""
+def vassal_argv(cfg: Any, file: str, section: str | None = None) -> list[str]:
+    """uWSGI's order: binary, --include-before files, --set pairs, TYPEFLAG FILE[:SECTION], --include
+    files. A zergserve vassal in tyrant mode reads FILE from the descriptor the emperor checked
+    (ZERGSERVE_CONFIG_FD names FILE exactly), never by name."""
     if cfg.binary_path:
         argv = [cfg.binary_path]
     else:
@@ -155,7 +160,7 @@ def vassal_argv(cfg: Any, name: str) -> list[str]:
         argv += [_type_flag(item), item]
     for item in cfg.vassal_set:
         argv += ["--set", item]
-    argv += [_type_flag(name.split(":", 1)[0] if ":" in os.path.basename(name) else name), name]
+    argv += [_type_flag(file), f"{file}:{section}" if section else file]
     for item in cfg.vassals_include:
         argv += [_type_flag(item), item]
     return argv
