@@ -36,6 +36,7 @@ def test_trusted_unix_peer_by_default(spawn, workdir, worker):
     spawn("--module", *WORKERS[worker], "--http", addr, wait=addr)
     assert seen(addr, worker, XFF) == ("https", "203.0.113.9")  # 127.0.0.1: a trusted hop, skipped
     assert seen(addr, worker, {"Forwarded": 'for="[2001:db8::7]:4711";proto=https'}) == ("https", "2001:db8::7")
+    assert seen(addr, worker, {"X-Forwarded-For": "[2001:db8::8]:443"}) == ("http", "2001:db8::8")
     assert seen(addr, worker)[0] == "http"
 
 

@@ -113,7 +113,7 @@ def forwarded(proto: str | None, xff: str | None, rfc7239: str | None) -> tuple[
     if scheme not in ("http", "https"):
         scheme = None
     if xff:
-        hops = [(hop.strip(), 0) for hop in xff.split(",") if hop.strip()]
+        hops = [_node(hop.strip()) for hop in xff.split(",") if hop.strip()]
     else:
         hops = [_node(item["for"]) for item in elements if "for" in item]
     client = None
@@ -138,7 +138,7 @@ def _parse_forwarded(value: str) -> list[dict[str, str]]:
 
 
 def _node(value: str) -> tuple[str, int]:
-    """A Forwarded `for=` node: '1.2.3.4', '1.2.3.4:80', '[2001:db8::1]:4711' → (address, port or 0)."""
+    """A hop: '1.2.3.4', '1.2.3.4:80', '2001:db8::1', '[2001:db8::1]:4711' → (address, port or 0)."""
     if value.startswith("["):
         addr, _, rest = value[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
