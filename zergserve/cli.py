@@ -8,11 +8,11 @@ import traceback
 
 from zergserve import app as app_loader
 from zergserve import config, log, sockets, workers, zerg
-from zergserve.sdnotify import Notifier
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
                               check_start, hold_signals)
+from zergserve.sdnotify import Notifier
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
 EXIT_USAGE = 2

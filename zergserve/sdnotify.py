@@ -30,7 +30,6 @@ class Notifier:
         self.watchdog_usec = watchdog_usec
         self.interval = watchdog_usec / 2e6  # systemd's advice: ping at half the timeout
         self.next_ping = time.monotonic()
-        self._sock: socket.socket | None = None
         self._failed = False
 
     @classmethod
@@ -82,10 +81,9 @@ class Notifier:
         if not self.address:
             return
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
-        try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto("\n".join(fields).encode(), target)
+        try:  # a socket per message, as libsystemd's sd_notify: no descriptor for workers to inherit
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto("\n".join(fields).encode(), target)
         except OSError as exc:
             if not self._failed:  # once: systemd gone or a wrong path must not flood the log
                 logger.error("sd_notify to %s failed: %s", self.address, exc.strerror or exc)
