@@ -134,3 +134,14 @@ def test_zergpool_notifies(spawn, workdir, notify):
     assert pid == pool.pid and "1 socket(s)" in ready["STATUS"]
     pool.signal(signal.SIGTERM)
     assert [(pid, list(fields)[0]) for pid, fields in notify.until("STOPPING")] == [(pool.pid, "STOPPING")]
+
+
+def test_missing_notify_socket_is_logged_once_and_serving_goes_on(spawn, workdir):
+    addr = str(workdir / "h.sock")
+    server = spawn("--module", "echo:application", "--http", addr,
+                   env={"NOTIFY_SOCKET": str(workdir / "gone.sock"), "WATCHDOG_USEC": "100000"}, wait=addr)
+    server.wait_log("sd_notify to ")
+    assert http_request(addr)[0] == 200
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert server.log().count("sd_notify to ") == 1
