@@ -28,14 +28,13 @@ import signal
 import time
 from typing import Any
 
-from setproctitle import setproctitle
-
-from zergserve import __version__
+from zergserve import __version__, proctitle
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
 from zergserve.emperor.throttle import Throttle
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger, printable
+from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.stats import StatsServer
 
@@ -48,6 +47,8 @@ _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal
 class Emperor:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
+        self.notify = Notifier.take(os.environ)  # taken out first: vassals inherit the environment
+        self.notified_vassals = -1
         self.monitors = [build_monitor(arg, cfg) for arg in cfg.emperor]
         self.vassals: dict[int, Vassal] = {}  # by id(): zergs share their vassal's name
         self.throttle = Throttle(cfg.emperor_spawn_burst, cfg.emperor_throttle, cfg.emperor_max_throttle)
@@ -64,7 +65,7 @@ class Emperor:
         self.refused: dict[str, str] = {}  # files (tyrant checks) and zergs refused, with the reason last logged
 
     def run(self) -> int:
-        setproctitle(f"{self.cfg.procname_prefix}zergserve emperor")
+        proctitle.set_title(self.cfg, "emperor", master=True)
         wake_r, _ = wakeup_pipe()
         for signum in _SIGNALS:
             signal.signal(signum, lambda n, f: self.signals.append(n))
@@ -93,8 +94,9 @@ class Emperor:
             timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
             if self.ragnarok_deadline:
                 timeout = 0.2
-            for key, _ in self.selector.select(min(timeout, 1.0)):
+            for key, _ in self.selector.select(min(timeout, 1.0, self.notify.watchdog_in())):
                 key.data()
+            self.notify.tick()
             self._handle_signals()
             self._reap()
             if self.ragnarok_deadline:
@@ -106,6 +108,7 @@ class Emperor:
                 self.retry_at = 0.0
                 last_scan = time.monotonic()
                 self.scan()
+                self._notify_vassals()
             self._check_heartbeats()
             self._check_zerg_boots()
             self._check_curses()
@@ -376,6 +379,19 @@ class Emperor:
                 vassal.kill()
                 vassal.cursed_at = now
 
+    def _notify_vassals(self) -> None:
+        """READY=1 (systemd) after the first scan has started the vassals; a STATUS= line whenever
+        their number changes."""
+        count = len(self.vassals)
+        if count == self.notified_vassals:
+            return
+        status = f"{count} vassal(s) on {', '.join(m.name for m in self.monitors)}"
+        if self.notified_vassals < 0:
+            self.notify.ready(status)
+        else:
+            self.notify.status(status)
+        self.notified_vassals = count
+
     # --- signals ----------------------------------------------------------------------------
 
     def _handle_signals(self) -> None:
@@ -403,6 +419,7 @@ class Emperor:
                         max(0, self.ragnarok_deadline - time.monotonic()))
             return
         logger.info("*** RAGNAROK EVOKED ***")
+        self.notify.stopping(f"stopping {len(self.vassals)} vassal(s)")
         self.ragnarok_deadline = time.monotonic() + self.cfg.reload_mercy
         for vassal in self.vassals.values():
             vassal.stop(self.cfg.emperor_graceful_shutdown)
