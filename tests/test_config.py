@@ -492,7 +492,8 @@ def test_instance_from_ini_and_env(spawn, workdir):
                          ids=lambda p: p.name)
 def test_deploy_examples_are_valid_config(path):
     args = ["--ini", str(path)]
-    if "apps-" in str(path):  # a vassal: read as its emperor starts it (vassal-set, vassals-include)
+    if "apps-" in str(path) or path.parent.name == "sites":
+        # a vassal (deploy/fleet/sites/ holds rows' texts): read as its emperor starts it (vassal-set, vassals-include)
         from zergserve.emperor.vassal import vassal_argv
         args = vassal_argv(load(["--ini", str(path.parent.parent / "emperor.ini")], {}), str(path))[3:]
     cfg = load(args, {})
@@ -522,12 +523,13 @@ def test_check_config_of_an_emperor_only_checks(workdir):
     assert not (vassals / "good.sock").exists()
 
 
-@pytest.mark.parametrize("monitor", ["pg://localhost/vassals", "zmq://tcp://127.0.0.1:5555"])
+@pytest.mark.parametrize("monitor", ["zmq://tcp://127.0.0.1:5555", "ldap://localhost/vassals"])
 def test_unknown_monitor_is_an_error_at_start(monitor):
-    """It used to start and watch nothing, as a glob matching no file."""
-    proc = run_zergserve("--emperor", monitor)
-    assert proc.returncode == 2
-    assert f"emperor: {monitor}: unknown monitor (known: dir://, glob://" in proc.stderr
+    """It used to start and watch nothing, as a glob matching no file; also under --check-config."""
+    for extra in ((), ("--check-config",)):
+        proc = run_zergserve("--emperor", monitor, *extra)
+        assert proc.returncode == 2
+        assert f"emperor: {monitor}: unknown imperial monitor scheme {monitor.split(':')[0]}://" in proc.stderr
 
 
 def test_print_config_with_logto_prints_to_stdout(workdir):
@@ -610,3 +612,26 @@ def test_check_config_of_a_zergpool_binds_nothing(workdir):
     assert not pool.exists() and not sock.exists()
     proc = run_zergserve("--zergpool", str(pool), "--check-config")
     assert proc.returncode == 2 and "expected PATH:addr1,addr2" in proc.stderr
+
+
+def test_the_checked_descriptor_is_read_whatever_the_names_on_disk(tmp_path, monkeypatch):
+    """Issue 8 item 1: with ZERGSERVE_CONFIG_FD the vassal's file and its sections are read from
+    the descriptor the emperor checked, matched on the name as given: `victim.ini:zerg` and
+    `victim.ini:x.ini` files beside it are never read in its place."""
+    monkeypatch.chdir(tmp_path)
+    checked = tmp_path / "victim.ini"
+    checked.write_text("[uwsgi]\nprocesses = 3\n[zerg]\nprocesses = 5\n")
+    fd = os.open(checked, os.O_RDONLY)
+    try:
+        for squatter in ("victim.ini:zerg", "victim.ini:x.ini"):
+            (tmp_path / squatter).write_text("[uwsgi]\nprocesses = 9\n")
+        env = {config.CONFIG_FD_VARIABLE: f"{fd}:victim.ini"}
+        checked.unlink()  # and the checked name itself may be gone or swapped: the descriptor stays
+        assert load(["--ini", "victim.ini"], env).processes == 3
+        assert load(["--ini", "victim.ini:zerg"], env).processes == 5
+        with pytest.raises(ConfigError, match="no section"):
+            load(["--ini", "victim.ini:x.ini"], env)
+        named = {config.CONFIG_FD_VARIABLE: f"{fd}:victim.ini:x.ini"}  # a checked name with ':' is whole
+        assert load(["--ini", "victim.ini:x.ini"], named).processes == 3
+    finally:
+        os.close(fd)

@@ -12,6 +12,7 @@ from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
                               check_start, hold_signals)
+from zergserve.sdnotify import Notifier
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
 EXIT_USAGE = 2
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return _print(exc.args[0])
     except config.ConfigError as exc:
         for line in str(exc).splitlines():
-            print(f"zergserve: {line}", file=sys.stderr)
+            print(f"zergserve: {log.printable(line)}", file=sys.stderr)
         return EXIT_USAGE
     if cfg.print_config:  # before --logto takes stdout: the JSON is for the terminal or a pipe
         import json
@@ -101,19 +102,27 @@ def run_emperor(cfg: config.Config) -> int:
 
 def _check_emperor(emperor) -> int:
     """--check-config of an emperor: its monitors (checked when it was made) and the config of every
-    vassal they see now, read as the vassal would read it; nothing is started."""
+    vassal they see now, read as the vassal would read it (its cwd, environment and, for a database
+    row, the descriptor the monitor hands over); nothing is started."""
     from zergserve.emperor.vassal import vassal_argv, vassal_environ
     bad = 0
     for monitor in emperor.monitors:
         for name in sorted(monitor.scan()):
+            env = vassal_environ(os.environ)
+            fd = monitor.config_fd(name)
+            if fd >= 0:
+                env[config.CONFIG_FD_VARIABLE] = f"{fd}:{name}"
             argv = vassal_argv(emperor.cfg, name)
             os.chdir(monitor.cwd())  # where the vassal would start
             try:
-                config.load(argv[1:] if emperor.cfg.binary_path else argv[3:], vassal_environ(os.environ))
+                config.load(argv[1:] if emperor.cfg.binary_path else argv[3:], env)
             except config.ConfigError as exc:
                 bad += 1
                 for line in str(exc).splitlines():
-                    logger.error("vassal %s: %s", name, line)
+                    logger.error("vassal %s: %s", log.printable(name), log.printable(line))
+            finally:
+                if fd >= 0:
+                    os.close(fd)
     if bad:
         return EXIT_USAGE
     logger.info("emperor configuration OK (%s)", ", ".join(m.name for m in emperor.monitors))
@@ -137,6 +146,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     """An instance: a master and its workers over the configured sockets; a vassal when its
     emperor's socket is given."""
     start_cwd = os.getcwd()
+    notify = Notifier.take(os.environ)  # before the app loads: only the master speaks to systemd
     try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
     except app_loader.AppLoadError as exc:
@@ -164,7 +174,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         if app is None:
             _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
-    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd)
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,
@@ -174,6 +184,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
             _abandon(listeners, cfg.vacuum)
             return EXIT_USAGE
         master.add_reader(server, server.serve_one)
+        master.add_housekeeping(server.refusals.flush)
         master.add_cleanup(server.close)
         master.add_stats(server.stats)
         master.add_handover(server.handover)
