@@ -589,7 +589,7 @@ def test_ini_language_in_a_running_instance(spawn, workdir):
     server = spawn(str(ini), env={"SITE_WORKERS": "2", "UWSGI_NO_SUCH_OPTION": "1"}, wait=str(sock))
     assert http_request(str(sock))[0] == 200
     log = server.wait_log("2 gevent worker")
-    assert f"{ini}:11: thunder-lock has no effect here: zergserve has no accept lock to choose" in log
+    assert f"{ini}:11: thunder-lock has no effect here: the sync worker waits with EPOLLEXCLUSIVE" in log
     assert f"{ini}:12: master has no effect here: zergserve always runs a master process" in log
     assert "environment variable UWSGI_NO_SUCH_OPTION: unknown option 'no-such-option' (ignored)" in log
 

@@ -277,7 +277,8 @@ def test_options_without_effect_warn_once_with_the_reason(tmp_path):
     assert cfg.warnings[0] == ("environment variable UWSGI_NO_SUCH_THING: unknown option 'no-such-thing' "
                                "(ignored)")
     assert f"{ini}:2: master has no effect here: zergserve always runs a master process" in cfg.warnings
-    assert f"{ini}:4: thunder-lock has no effect here: zergserve has no accept lock to choose" in cfg.warnings
+    assert (f"{ini}:4: thunder-lock has no effect here: the sync worker waits with EPOLLEXCLUSIVE, so a "
+            "connection wakes one worker, not all") in cfg.warnings
     assert f"{ini}:6: plugins has no effect here: Python is built in, there are no plugins to load" in cfg.warnings
     assert load(["--master"], {}).warnings == []
     assert "--thunder-lock" not in " ".join(cfg.as_args())  # not passed on to re-execs and vassals

@@ -442,8 +442,8 @@ OPTIONS: tuple[Option, ...] = (
       group="compat"),
     O("strict", boolean, True, "accepted for uWSGI configs: unknown keys are always errors", flag=True,
       group="compat"),
-    O("thunder-lock", boolean, False, "accepted for uWSGI configs: zergserve has no accept lock to "
-      "choose", flag=True, group="compat"),
+    O("thunder-lock", boolean, False, "accepted for uWSGI configs: the sync worker waits with EPOLLEXCLUSIVE, so "
+      "a connection wakes one worker, not all", flag=True, group="compat"),
     O("post-buffering", integer(0), 0, "accepted for uWSGI configs: wsgi.input reads the body from the socket "
       "as the app asks, within --limit-post", group="compat"),
     O("offload-threads", integer(0), 0, "accepted for uWSGI configs: wsgi.file_wrapper uses sendfile in the "
