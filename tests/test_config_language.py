@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from zergserve import __version__, config
+from zergserve import __version__, config, configfile
 from zergserve.config import ConfigError, load, parse_file
 
 
@@ -94,7 +94,7 @@ def test_global_magic_variables(tmp_path):
 
 def test_path_hash_is_uwsgis():
     """%j is uWSGI's djb33x of %p, bytes in memory order: uWSGI 2.0.31 gave A589277F for this path."""
-    assert config._djb33x("/tmp/ini-lang/a.ini") == "A589277F"
+    assert configfile._djb33x("/tmp/ini-lang/a.ini") == "A589277F"
 
 
 def test_upper_case_magic_is_the_first_file(tmp_path):
@@ -374,7 +374,7 @@ def test_migration_tables_say_what_the_table_does(doc):
             elif ours == "accepted":
                 assert config.find(name).group == "compat", (doc, name)
             elif ours == "in files":
-                assert name in config._BLOCK_KIND or name in config._ENDS, (doc, name)
+                assert name in configfile.BLOCK_KIND or name in configfile.ENDS, (doc, name)
             elif ours == "—":
                 assert config.find(name) is None, (doc, name)
                 assert "did you mean" not in config._unknown(name), (doc, name)

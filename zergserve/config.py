@@ -108,12 +108,10 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from zergserve import __version__, proxy, sockets
+from zergserve import __version__, configfile, proxy, sockets
 
 
 class ConfigError(Exception):
@@ -493,15 +491,6 @@ _EXPANDS: dict[str, Callable[[Any], list[tuple[str, str]]]] = {
 # A value of a live option that changes nothing here: warned about with the reason (the compat group's
 # rows are warned about whatever their value, with their help as the reason).
 _NO_EFFECT: dict[str, tuple[Any, str]] = {"master": (False, "zergserve always runs a master process")}
-# Configuration logic (uWSGI's ConfigLogic): the keys that open a block, what closes it, and the test of
-# each if-* key with its -not- form folded in (if-not-env → if-env).
-_BLOCK_KIND = {**dict.fromkeys(("for", "for-glob", "for-times", "for-readline"), "for"),
-               **dict.fromkeys(("if-env", "ifenv", "if-not-env", "if-opt", "if-not-opt", "if-exists", "ifexists",
-                                "if-not-exists", "if-file", "if-not-file", "if-dir", "ifdir", "if-directory",
-                                "if-not-dir", "if-hostname", "if-not-hostname"), "if")}
-_ENDS = {"endfor": "for", "end-for": "for", "endif": "if", "end-if": "if"}
-_CONDITIONS = {"if-env": "env", "ifenv": "env", "if-opt": "opt", "if-exists": "exists", "ifexists": "exists",
-               "if-file": "file", "if-dir": "dir", "ifdir": "dir", "if-directory": "dir", "if-hostname": "hostname"}
 # Migration hints for names that are no option here, from uWSGI and gunicorn: what to use instead.
 _SERVE_TLS = "zergserve speaks no TLS: terminate it in nginx (or another proxy) in front"
 _VENV = "run zergserve with the virtualenv's own python (VENV/bin/python -m zergserve) instead"
@@ -525,11 +514,7 @@ _HINTS: dict[str, str] = {
     "reload": "restarting on code changes is not supported yet: send HUP to reload",
     "cheaper": "uWSGI's cheaper algorithms are not supported yet; --cheap and --idle are zergserve's elastic modes",
     "max-worker-lifetime": "not supported yet: --max-requests recycles workers",
-    **dict.fromkeys((*_BLOCK_KIND, *_ENDS), _LOGIC),
 }
-_EXTENSIONS = {".ini": "ini", ".json": "json", ".js": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
-_DEFAULT_SECTIONS = ("uwsgi", "zergserve")
-_MAX_INCLUDE_DEPTH = 16
 # Tyrant mode: "FD:NAME", the vassal's config file NAME as the emperor opened and checked it (see _read).
 CONFIG_FD_VARIABLE = "ZERGSERVE_CONFIG_FD"
 # Variables of uWSGI's and our own machinery, never options.
@@ -605,7 +590,7 @@ def _render(opt: Option, value: Any) -> str:
     return str(value)
 
 
-class _Setting(NamedTuple):
+class Setting(NamedTuple):
     """One key = value from one source, before conversion; opt is None for a file key that is no
     option (a placeholder, or a mistake)."""
 
@@ -616,44 +601,7 @@ class _Setting(NamedTuple):
     placeholder: bool = False  # defined by `set`, so it needs no %(key) use to be accepted
 
 
-class _Scope:
-    """What files see while they are read: values for %(name), the names used so, the last file
-    read (the file of a bare ':section'), the magic variables of the first file read (%N, %P...),
-    and every error and warning so far: a file's errors are reported together, not one per run."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.values: dict[str, str] = {}
-        self.referenced: set[str] = set()
-        self.last_file: str | None = None
-        self.first: dict[str, str] | None = None
-        self.inherited: list[_Setting] = []
-        self.errors: list[str] = []
-        self.warnings: list[str] = []
-        self.started = time.time()
-        self.magic_only = False  # an inherited file: uWSGI expands nothing else there
-
-    def define(self, setting: _Setting) -> None:
-        if _is_file_option(setting):
-            return
-        values = setting.value if isinstance(setting.value, list) else [setting.value]
-        if not values:
-            return
-        value = _as_text(values[-1])
-        self.values[setting.key] = value
-        if setting.opt is not None:
-            self.values[setting.opt.name] = value
-
-    def lookup(self, name: str) -> str | None:
-        """The value of the option or placeholder `name` set so far (an alias names its option)."""
-        option = find(name)
-        for candidate in (name, option.name if option else None):
-            if candidate in self.values:
-                return self.values[candidate]
-        return None
-
-
-def _is_file_option(setting: _Setting) -> bool:
+def is_file_option(setting: Setting) -> bool:
     """Whether the setting names a config file to read in its place (--ini and friends)."""
     return setting.opt is not None and setting.opt.name in _FILE_OPTIONS
 
@@ -664,18 +612,18 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Confi
     change nothing here and unknown UWSGI_* variables end up in cfg.warnings, for the caller to log."""
     env = os.environ if environ is None else environ
     command_line = _parse_argv(argv)
-    scope = _Scope(env)
+    scope = configfile.Scope(env)
     environment = _from_environ(env, "UWSGI_", scope) + _from_environ(env, "ZERGSERVE_", scope)
-    files: list[_Setting] = []
-    others: list[_Setting] = []
+    files: list[Setting] = []
+    others: list[Setting] = []
     for setting in environment + command_line:
-        if _is_file_option(setting):
-            files += _read_named(setting.opt.name, setting.value, None, setting.source, 0, scope, False)
+        if is_file_option(setting):
+            files += configfile.read_named(setting.opt.name, setting.value, None, setting.source, 0, scope, False)
         else:
             scope.define(setting)
             others.append(setting)
     ordered = files + others + scope.inherited
-    used = scope.referenced | _placeholder_names(ordered)
+    used = scope.referenced | configfile.placeholder_names(ordered)
     cfg = Config()
     for setting in ordered:
         try:
@@ -695,28 +643,28 @@ def parse_file(path: str, section: str | None = None,
     not checked against the table (the emperor reads vassal files with it)."""
     env = os.environ if environ is None else environ
     if section is None:
-        path, section = _split_section(path)
-    scope = _Scope(env)
-    settings = _expand_file(_file_kind(path) or "ini", path, section, path, path, 0, scope)
+        path, section = configfile.split_section(path)
+    scope = configfile.Scope(env)
+    settings = configfile.expand_file(configfile.file_kind(path) or "ini", path, section, path, path, 0, scope)
     if scope.errors:
         raise ConfigError("\n".join(scope.errors))
-    return [(s.key, _as_text(item), s.source) for s in settings + scope.inherited
+    return [(s.key, as_text(item), s.source) for s in settings + scope.inherited
             for item in (s.value if isinstance(s.value, list) else [s.value])]
 
 
-def _apply(cfg: Config, setting: _Setting, used: set[str]) -> None:
+def _apply(cfg: Config, setting: Setting, used: set[str]) -> None:
     """Convert one setting and store it: replace a scalar, extend a list, keep a placeholder."""
     opt = setting.opt
     if opt is None:
         if not (setting.placeholder or setting.key in used):
             raise ConfigError(f"{setting.source}: {_unknown(setting.key)}")
-        cfg.placeholders[setting.key] = _as_text(setting.value)
+        cfg.placeholders[setting.key] = as_text(setting.value)
         return
     value = _convert(opt, setting.value, setting.source)
     _warn_if_inert(cfg, opt, value, setting.source)
     if opt.name in _EXPANDS:
         for name, item in _EXPANDS[opt.name](value):
-            _apply(cfg, _Setting(find(name), name, item, setting.source), used)
+            _apply(cfg, Setting(find(name), name, item, setting.source), used)
     if opt.repeatable:
         getattr(cfg, opt.attr).extend(value if isinstance(value, list) else [value])
     else:
@@ -744,7 +692,7 @@ def _convert(opt: Option, raw: Any, source: str) -> Any:
         if not opt.repeatable:
             raise ConfigError(f"{source}: {opt.name}: takes one value, got a list")
         return [_convert(opt, item, source) for item in raw]
-    value = _as_text(raw)
+    value = as_text(raw)
     if opt.flag and not value.strip():
         return True
     if opt.const is not None and value.strip().lower() in ("", "true"):
@@ -755,32 +703,32 @@ def _convert(opt: Option, raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {opt.name}: {exc}") from None
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _resolve_set(setting: _Setting) -> _Setting:
+def resolve_set(setting: Setting) -> Setting:
     """`set = key=value` as the setting of option `key`, or of the placeholder `key`;
     `set-placeholder = key=value` always as a placeholder."""
     if setting.opt is None or setting.opt.name not in ("set", "set-placeholder"):
         return setting
     try:
-        key, _, value = key_value(_as_text(setting.value)).partition("=")
+        key, _, value = key_value(as_text(setting.value)).partition("=")
     except ValueError as exc:
         raise ConfigError(f"{setting.source}: {setting.opt.name}: {exc}") from None
     target = find(key) if setting.opt.name == "set" else None
-    return _Setting(target, key, value, setting.source, placeholder=target is None)
+    return Setting(target, key, value, setting.source, placeholder=target is None)
 
 
 # --- the command line ------------------------------------------------------------------------------
 
-def _parse_argv(argv: Sequence[str]) -> list[_Setting]:
+def _parse_argv(argv: Sequence[str]) -> list[Setting]:
     """Settings in command-line order. The table drives a small hand parser because argparse
     handles optional values and bare config-file arguments poorly."""
     args = list(argv)
-    settings: list[_Setting] = []
+    settings: list[Setting] = []
     i = 0
     while i < len(args):
         arg = args[i]
@@ -811,11 +759,11 @@ def _parse_argv(argv: Sequence[str]) -> list[_Setting]:
             else:
                 value, i = _take_value(opt, args, i, spelled)
         else:
-            kind = _file_kind(arg)
+            kind = configfile.file_kind(arg)
             if kind is None:
                 raise ConfigError(f"unexpected argument {arg!r} (config files end in .ini, .json, .toml or .yaml)")
             opt, spelled, value = _BY_NAME[kind], arg, arg
-        settings.append(_resolve_set(_Setting(opt, opt.name, value, spelled)))
+        settings.append(resolve_set(Setting(opt, opt.name, value, spelled)))
     return settings
 
 
@@ -843,7 +791,7 @@ def _is_valid(opt: Option, value: str) -> bool:
 
 # --- the environment -------------------------------------------------------------------------------
 
-def _from_environ(env: Mapping[str, str], prefix: str, scope: _Scope) -> list[_Setting]:
+def _from_environ(env: Mapping[str, str], prefix: str, scope: configfile.Scope) -> list[Setting]:
     """PREFIX_<OPTION> variables as settings, in name order. A ZERGSERVE_ name that is no option is
     an error (a typo in our own namespace); a UWSGI_ one a warning (the variable is ignored)."""
     settings = []
@@ -860,415 +808,21 @@ def _from_environ(env: Mapping[str, str], prefix: str, scope: _Scope) -> list[_S
                 scope.warnings.append(f"{message} (ignored)")
             continue
         try:
-            settings.append(_resolve_set(_Setting(opt, opt.name, env[name], f"${name}")))
+            settings.append(resolve_set(Setting(opt, opt.name, env[name], f"${name}")))
         except ConfigError as exc:
             scope.errors.append(str(exc))
     return settings
 
 
-# --- files -----------------------------------------------------------------------------------------
-
-def _expand_file(kind: str, path: str, section: str | None, given: str, source: str, depth: int, scope: _Scope,
-                 template: bool = False) -> list[_Setting]:
-    """The settings of one file in order, with its includes read in their place, its logic blocks
-    (for, if-*) applied and its values expanded (magic variables, placeholders, environment, @()).
-    An error is recorded in the scope and the line skipped, so that every error of a file shows."""
-    if depth > _MAX_INCLUDE_DEPTH:
-        scope.errors.append(f"{source}: config files include each other more than {_MAX_INCLUDE_DEPTH} deep")
-        return []
-    if not path:
-        scope.errors.append(f"{source}: {given!r} names a section, but no file was read before it")
-        return []
-    try:
-        data = _read(path, scope.env)
-        scope.last_file = path
-        if kind == "ini":
-            raw = _read_ini(path, data.decode("utf-8", "replace"), section)
-        else:
-            raw = _read_structured(kind, path, data, section)
-    except OSError as exc:
-        scope.errors.append(f"{source}: cannot read {kind} file {path!r}: {exc.strerror}")
-        return []
-    except ConfigError as exc:
-        scope.errors.append(str(exc))
-        return []
-    magic = _magic(path, given, section, scope, template)
-    settings: list[_Setting] = []
-
-    def one(key: str, value: Any, where: str, context: str | None) -> None:
-        expand = lambda item: _substitute(item, magic, scope, where, context)  # noqa: E731
-        if isinstance(value, list):
-            value = [expand(item) if isinstance(item, str) else item for item in value]
-        elif isinstance(value, str):
-            value = expand(value)
-        setting = _resolve_set(_Setting(find(key), key, value, where))
-        if _is_file_option(setting):
-            for item in setting.value if isinstance(setting.value, list) else [setting.value]:
-                settings.extend(_read_named(setting.opt.name, _as_text(item), path, where, depth + 1, scope,
-                                            template))
-            return
-        scope.define(setting)
-        settings.append(setting)
-
-    for key, value, where, context in _logic(raw, magic, scope):
-        try:
-            one(key, value, where, context)
-        except ConfigError as exc:
-            scope.errors.append(str(exc))
-    return settings
-
-
-def _read_named(option: str, spec: str, including: str | None, source: str, depth: int, scope: _Scope,
-                template: bool) -> list[_Setting]:
-    """The settings of the file an ini/json/toml/yaml/include/inherit setting names: relative to the
-    including file if any; an empty name is a section of that file (or of the file read last).
-    include reads any format by its extension; inherit's settings are kept for the very end."""
-    path, section = (None if including else _checked_file(spec, scope.env)) or _split_section(spec)
-    if not path:
-        path = including or scope.last_file or ""
-    elif including and not os.path.isabs(path):
-        path = os.path.join(os.path.dirname(including), path)
-    if option == "inherit":
-        scope.inherited += _inherit(path, section, spec, source, depth, scope)
-        return []
-    kind = (_file_kind(path) or "ini") if option == "include" else option
-    return _expand_file(kind, path, section, spec, source, depth, scope, template or option == "include")
-
-
-def _inherit(path: str, section: str | None, given: str, source: str, depth: int,
-             scope: _Scope) -> list[_Setting]:
-    """uWSGI's --inherit: the template's settings go after every other source, with its magic
-    variables expanded and nothing else: uWSGI leaves $(), @() and %() there as they are written,
-    so here they are an error rather than text that looks expanded and is not."""
-    inner = _Scope(scope.env)
-    inner.first, inner.magic_only = scope.first, True
-    settings = _expand_file(_file_kind(path) or "ini", path, section, given, source, depth + 1, inner, True)
-    scope.errors += inner.errors
-    return settings
-
-
-def _logic(raw: list[tuple[str, Any, str]], magic: dict[str, str],
-           scope: _Scope) -> Iterator[tuple[str, Any, str, str | None]]:
-    """uWSGI's configuration logic: (key, value, where, %(_) value) of every line a for/if block
-    keeps, each block line once per loop item. Blocks do not nest, as in uWSGI."""
-    block: tuple[str, str, list[str | None]] | None = None  # opening key, where, contexts
-    lines: list[tuple[str, Any, str]] = []
-    for key, value, where in raw:
-        low = key.lower().replace("_", "-")
-        if low in _ENDS:
-            if block is None or _ENDS[low] != _BLOCK_KIND[block[0]]:
-                scope.errors.append(f"{where}: {key} without a matching {_ENDS[low]}")
-                continue
-            for context in block[2]:
-                for item in lines:
-                    yield (*item, context)
-            block, lines = None, []
-        elif low in _BLOCK_KIND:
-            if block is not None:
-                scope.errors.append(f"{where}: {key} inside the {block[0]} block of line "
-                                    f"{block[1].rsplit(':', 1)[-1]}: blocks do not nest (nor in uWSGI)")
-                continue
-            block = (low, where, [])
-            try:
-                block = (low, where, _contexts(low, _substitute(_as_text(value), magic, scope, where, None), scope))
-            except ConfigError as exc:
-                scope.errors.append(str(exc))
-            except ValueError as exc:
-                scope.errors.append(f"{where}: {key}: {exc}")
-        elif block is not None:
-            lines.append((key, value, where))
-        else:
-            yield key, value, where, None
-    if block is not None:
-        scope.errors.append(f"{block[1]}: {block[0]} without its end{_BLOCK_KIND[block[0]]}")
-
-
-def _contexts(key: str, arg: str, scope: _Scope) -> list[str | None]:
-    """The %(_) values a block's lines are read with: one per loop item, one for an if that holds
-    (the variable's, option's or path's value), none for an if that does not."""
-    if key == "for":
-        return [item for item in arg.split(" ") if item]
-    if key == "for-glob":
-        import glob
-        return sorted(glob.glob(arg))
-    if key == "for-times":
-        return [str(n) for n in range(1, integer(0)(arg) + 1)] if arg.strip() else []
-    if key == "for-readline":
-        try:
-            with open(arg, encoding="utf-8") as fh:
-                return [line.rstrip("\r\n") for line in fh if line.strip()]
-        except OSError as exc:
-            raise ValueError(f"cannot read {arg!r}: {exc.strerror}") from None
-    negate = "-not-" in key
-    test = _CONDITIONS[key.replace("-not-", "-")]
-    if test in ("env", "opt"):
-        name, eq, wanted = arg.partition("=")
-        found = scope.env.get(name) if test == "env" else scope.lookup(name)
-        holds = found is not None and (not eq or found == wanted)
-        context = found
-    else:
-        holds = {"exists": lambda: os.access(arg, os.R_OK), "file": lambda: os.path.isfile(arg),
-                 "dir": lambda: os.path.isdir(arg), "hostname": lambda: socket.gethostname() == arg}[test]()
-        context = arg
-    return [context] if holds != negate else []
-
-
-def _read(path: str, env: Mapping[str, str]) -> bytes:
-    """The bytes of a config file. In tyrant mode the emperor passes the vassal its file already
-    open (CONFIG_FD_VARIABLE): it checked the owner on that descriptor, so reading the name again
-    would let anyone who can write the directory swap the file in between. The name still gives
-    the magic variables (%n, %d, ...); includes are opened by name, after the privilege drop."""
-    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
-    if not (sep and fd.isdigit() and os.path.abspath(name) == os.path.abspath(path)):
-        with open(path, "rb") as fh:
-            return fh.read()
-    chunks = []
-    offset = 0
-    while chunk := os.pread(int(fd), 65536, offset):  # pread: every reload reads it from the start
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
-def _checked_file(spec: str, env: Mapping[str, str]) -> tuple[str, str | None] | None:
-    """(file, section) when `spec` is the file the emperor passed open (CONFIG_FD_VARIABLE), or
-    that file with a :section: matched on the name as given, never split by what exists on disk,
-    so `app.ini:x.ini` next to the checked `app.ini` is never read in its place (nor the reverse)."""
-    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
-    if not (sep and fd.isdigit() and name):
-        return None
-    if spec == name:
-        return name, None
-    rest = spec[len(name) + 1:] if spec.startswith(name + ":") else "/"
-    return (name, rest or None) if "/" not in rest else None
-
-
-def _split_section(spec: str) -> tuple[str, str | None]:
-    """'file.ini:section' → ('file.ini', 'section'): the last ':' after the last '/', as uWSGI
-    splits it; an empty section means the default ones."""
-    if os.path.exists(spec):
-        return spec, None
-    path, sep, section = spec.rpartition(":")
-    if not sep or "/" in section:
-        return spec, None
-    return path, section or None
-
-
-def _file_kind(spec: str) -> str | None:
-    """ini, json, toml or yaml by extension; None for anything else."""
-    path = _split_section(spec)[0]
-    return _EXTENSIONS.get(os.path.splitext(path)[1].lower())
-
-
-def _read_ini(path: str, content: str, section: str | None) -> list[tuple[str, str, str]]:
-    """(key, value, 'file:line') in uWSGI's ini dialect. Hand-parsed because keys repeat, which
-    configparser refuses; the default sections come back [uwsgi] first so [zergserve] wins."""
-    wanted = (section,) if section else _DEFAULT_SECTIONS
-    found: dict[str, list[tuple[str, str, str]]] = {name: [] for name in wanted}
-    seen: set[str] = set()
-    current: str | None = None
-    for lineno, line in enumerate(content.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped[0] in "#;":
-            continue
-        if stripped.startswith("["):
-            if not stripped.endswith("]"):
-                raise ConfigError(f"{path}:{lineno}: malformed section header {stripped!r}")
-            current = stripped[1:-1].strip()
-            seen.add(current)
-            continue
-        if current in found:
-            key, _, value = stripped.partition("=")
-            found[current].append((key.strip(), value.strip(), f"{path}:{lineno}"))
-    if section and section not in seen:
-        raise ConfigError(f"{path}: no section [{section}]")
-    return [item for name in wanted for item in found[name]]
-
-
-def _read_structured(kind: str, path: str, data: bytes, section: str | None) -> list[tuple[str, Any, str]]:
-    """(key, value, 'file:section.key') of a json, toml or yaml file; numbers become strings, so
-    every source converts through the same option types."""
-    try:
-        if kind == "json":
-            import json
-            doc = json.loads(data)
-        elif kind == "yaml":
-            doc = _yaml(path).safe_load(data)
-        else:
-            doc = _tomllib().loads(data.decode("utf-8"))
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - each parser has its own errors (yaml.YAMLError is no ValueError)
-        raise ConfigError(f"{path}: invalid {kind}: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: the top level must be an object")
-    if section and section not in doc:
-        raise ConfigError(f"{path}: no section {section!r}")
-    items: list[tuple[str, Any, str]] = []
-    for name in (section,) if section else _DEFAULT_SECTIONS:
-        table = doc.get(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: {name!r} must be an object")
-        for key, value in table.items():
-            where = f"{path}:{name}.{key}"
-            if isinstance(value, list):
-                items.append((key, [_scalar(item, where) for item in value], where))
-            else:
-                items.append((key, _scalar(value, where), where))
-    return items
-
-
-def _scalar(value: Any, where: str) -> str | bool:
-    if isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, (int, float)):
-        return str(value)
-    raise ConfigError(f"{where}: unsupported value {value!r} (use a string, number, boolean or list)")
-
-
-def _tomllib() -> Any:
-    """tomllib, imported only when a TOML file is read (workers never need it)."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-    return tomllib
-
-
-def _yaml(path: str) -> Any:
-    """PyYAML, imported only when a YAML file is read; it is optional."""
-    try:
-        import yaml
-    except ImportError:
-        raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
-    return yaml
-
-
-def _magic(path: str, given: str, section: str | None, scope: _Scope, template: bool) -> dict[str, str]:
-    """uWSGI's magic variables of one file. abspath, not realpath: a symlink to a .skel template
-    keeps its own name in %n, which is the point of the trick. The upper-case letters are those of
-    the first file that was no template (include, inherit): the vassal's own file."""
-    absolute = os.path.abspath(path)
-    directory, filename = os.path.split(absolute)
-    stem, ext = os.path.splitext(filename)
-    try:
-        inode = str(os.stat(absolute).st_ino)
-    except OSError:
-        inode = ""
-    own = {"d": directory.rstrip("/") + "/", "p": absolute, "s": filename, "n": stem, "e": ext[1:],
-           "c": os.path.basename(directory), "x": section or "", "o": given, "i": inode, "j": _djb33x(absolute)}
-    if scope.first is None and not template:
-        scope.first = own
-    first = scope.first or own
-    parts = [part for part in directory.split("/") if part]
-    import pwd
-    import grp
-    uid, gid = os.getuid(), os.getgid()
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
-    try:
-        group = grp.getgrgid(gid).gr_name
-    except KeyError:
-        group = str(gid)
-    return {**own, **{letter.upper(): value for letter, value in first.items()},
-            **{str(n): parts[n] if n < len(parts) else "" for n in range(10)},
-            "v": os.getcwd(), "h": socket.gethostname(), "t": str(int(scope.started)),
-            "T": str(int(scope.started * 1_000_000)), "V": __version__, "k": str(os.cpu_count() or 1),
-            "u": str(uid), "U": user, "g": str(gid), "G": group, "%": "%", "[": "\x1b"}
-
-
-def _djb33x(text: str) -> str:
-    """%j: uWSGI's djb33x hash of the path, its four bytes in memory (little-endian) order, in hex."""
-    value = 5381
-    for byte in text.encode():
-        value = ((value << 5) + value ^ byte) & 0xFFFFFFFF
-    return value.to_bytes(4, "little").hex().upper()
-
-
-_TOKEN = re.compile(r"%\(([^)]*)\)|%(.?)|\$\(([^)]*)\)|@\(((?:[^()]|\([^()]*\))*)\)", re.S)
-
-
-def _substitute(value: str, magic: dict[str, str], scope: _Scope, where: str, context: str | None) -> str:
-    """One value with %(name), %X magic, $(ENV) and @(file) replaced. Anything that looks like
-    one of them and is not known is an error: never text that looks expanded and is not."""
-    def replace(match: re.Match[str]) -> str:
-        name, letter, var, source = match.groups()
-        if scope.magic_only and letter is None:
-            raise ConfigError(f"{where}: {match.group(0)}: uWSGI expands only magic variables (%n, %d...) in a file "
-                              "read by inherit; use include to expand the rest")
-        if name is not None:
-            if name == "_":
-                if context is None:
-                    raise ConfigError(f"{where}: %(_) has no value here: it is set inside for/endfor and "
-                                      f"if-*/endif blocks (and if-not-env, if-not-opt give none)")
-                return context
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise ConfigError(f"{where}: %({name}): placeholder math and other expressions are not supported")
-            scope.referenced.add(name)
-            found = scope.lookup(name)
-            if found is None:
-                raise ConfigError(f"{where}: unknown placeholder %({name}): it must be set before it is used")
-            return found
-        if letter is not None:
-            if letter in magic:
-                return magic[letter]
-            raise ConfigError(f"{where}: unknown magic variable %{letter} (write %% for a literal %)")
-        if var is not None:
-            parts = re.fullmatch(r"([^:-]*)(?:(:-|-)(.*))?", var, re.S)
-            if parts is None:
-                raise ConfigError(f"{where}: $({var}): expected $(NAME), $(NAME:-DEFAULT) or $(NAME-DEFAULT)")
-            name, sep, fallback = parts.groups()
-            found = scope.env.get(name)
-            if sep == ":-":
-                return found or fallback
-            if sep == "-":
-                return fallback if found is None else found
-            return found or ""
-        return _read_value(_substitute(source, magic, scope, where, context), where)
-    return _TOKEN.sub(replace, value)
-
-
-def _read_value(source: str, where: str) -> str:
-    """@(file) and @(exec://command): the file's content or the command's output, without one
-    trailing newline, as uWSGI reads them (a relative file is relative to the working directory)."""
-    if source.startswith("exec://"):
-        import subprocess
-        try:
-            done = subprocess.run(source[len("exec://"):], shell=True, stdout=subprocess.PIPE, check=False)
-        except OSError as exc:
-            raise ConfigError(f"{where}: @({source}): {exc.strerror}") from None
-        if done.returncode:
-            raise ConfigError(f"{where}: @({source}): the command exited with status {done.returncode}")
-        data = done.stdout
-    elif re.match(r"[a-z]+://", source):
-        raise ConfigError(f"{where}: @({source}): only files and exec:// are supported")
-    else:
-        try:
-            with open(source, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise ConfigError(f"{where}: @({source}): cannot read it: {exc.strerror}") from None
-    text_value = data.decode("utf-8", "replace")
-    return text_value[:-1] if text_value.endswith(("\n", "\r")) else text_value
-
-
-def _placeholder_names(settings: Iterable[_Setting]) -> set[str]:
-    """Names used as %(name) in values that were not expanded (the command line, environment)."""
-    names: set[str] = set()
-    for setting in settings:
-        for value in setting.value if isinstance(setting.value, list) else [setting.value]:
-            if isinstance(value, str):
-                names.update(m.group(1) for m in _TOKEN.finditer(value) if m.group(1))
-    return names
-
+# --- unknown names ---------------------------------------------------------------------------------
 
 def _unknown(name: str, shown: str | None = None) -> str:
     """'unknown option NAME' and what to do about it: a migration hint where the option has
     another name here, "not supported yet" for a uWSGI option zergserve lacks, else the closest
     option name when one is close (a uWSGI option is never answered with some other option)."""
     shown = shown or repr(name)
+    if name in configfile.BLOCK_KIND or name in configfile.ENDS:
+        return f"unknown option {shown}: {_LOGIC}"
     if name in _HINTS:
         return f"unknown option {shown}: {_HINTS[name]}"
     from zergserve.uwsgi_names import NAMES
