@@ -68,7 +68,7 @@ class Scope:
 # --- files -----------------------------------------------------------------------------------------
 
 def expand_file(kind: str, path: str, section: str | None, given: str, source: str, depth: int, scope: Scope,
-                 template: bool = False) -> list[config.Setting]:
+                template: bool = False) -> list[config.Setting]:
     """The settings of one file in order, with its includes read in their place, its logic blocks
     (for, if-*) applied and its values expanded (magic variables, placeholders, environment, @()).
     An error is recorded in the scope and the line skipped, so that every error of a file shows."""
@@ -95,16 +95,16 @@ def expand_file(kind: str, path: str, section: str | None, given: str, source: s
     settings: list[config.Setting] = []
 
     def one(key: str, value: Any, where: str, context: str | None) -> None:
-        expand = lambda item: _substitute(item, magic, scope, where, context)  # noqa: E731
         if isinstance(value, list):
-            value = [expand(item) if isinstance(item, str) else item for item in value]
+            value = [_substitute(item, magic, scope, where, context) if isinstance(item, str) else item
+                     for item in value]
         elif isinstance(value, str):
-            value = expand(value)
+            value = _substitute(value, magic, scope, where, context)
         setting = config.resolve_set(config.Setting(config.find(key), key, value, where))
         if config.is_file_option(setting):
             for item in setting.value if isinstance(setting.value, list) else [setting.value]:
                 settings.extend(read_named(setting.opt.name, config.as_text(item), path, where, depth + 1, scope,
-                                            template))
+                                           template))
             return
         scope.define(setting)
         settings.append(setting)
@@ -118,7 +118,7 @@ def expand_file(kind: str, path: str, section: str | None, given: str, source: s
 
 
 def read_named(option: str, spec: str, including: str | None, source: str, depth: int, scope: Scope,
-                template: bool) -> list[config.Setting]:
+               template: bool) -> list[config.Setting]:
     """The settings of the file an ini/json/toml/yaml/include/inherit setting names: relative to the
     including file if any; an empty name is a section of that file (or of the file read last).
     include reads any format by its extension; inherit's settings are kept for the very end."""
@@ -169,7 +169,8 @@ def _logic(raw: list[tuple[str, Any, str]], magic: dict[str, str],
                 continue
             block = (low, where, [])
             try:
-                block = (low, where, _contexts(low, _substitute(config.as_text(value), magic, scope, where, None), scope))
+                arg = _substitute(config.as_text(value), magic, scope, where, None)
+                block = (low, where, _contexts(low, arg, scope))
             except config.ConfigError as exc:
                 scope.errors.append(str(exc))
             except ValueError as exc:
@@ -395,16 +396,17 @@ def _substitute(value: str, magic: dict[str, str], scope: Scope, where: str, con
     def replace(match: re.Match[str]) -> str:
         name, letter, var, source = match.groups()
         if scope.magic_only and letter is None:
-            raise config.ConfigError(f"{where}: {match.group(0)}: uWSGI expands only magic variables (%n, %d...) in a file "
-                              "read by inherit; use include to expand the rest")
+            raise config.ConfigError(f"{where}: {match.group(0)}: uWSGI expands only magic variables (%n, %d...) "
+                                     "in a file read by inherit; use include to expand the rest")
         if name is not None:
             if name == "_":
                 if context is None:
                     raise config.ConfigError(f"{where}: %(_) has no value here: it is set inside for/endfor and "
-                                      f"if-*/endif blocks (and if-not-env, if-not-opt give none)")
+                                             f"if-*/endif blocks (and if-not-env, if-not-opt give none)")
                 return context
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise config.ConfigError(f"{where}: %({name}): placeholder math and other expressions are not supported")
+                raise config.ConfigError(f"{where}: %({name}): placeholder math and other expressions are not "
+                                         "supported")
             scope.referenced.add(name)
             found = scope.lookup(name)
             if found is None:
