@@ -12,6 +12,7 @@ from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
                               check_start, hold_signals)
+from zergserve.sdnotify import Notifier
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
 EXIT_USAGE = 2
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.args[0])
         return 0
     except config.ConfigError as exc:
-        print(f"zergserve: {exc}", file=sys.stderr)
+        print(f"zergserve: {log.printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     log.setup(cfg.logto)
     patch = binary_patch(cfg)
@@ -92,6 +93,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     """An instance: a master and its workers over the configured sockets; a vassal when its
     emperor's socket is given."""
     start_cwd = os.getcwd()
+    notify = Notifier.take(os.environ)  # before the app loads: only the master speaks to systemd
     try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
     except app_loader.AppLoadError as exc:
@@ -119,7 +121,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         if app is None:
             _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
-    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd)
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,
@@ -129,6 +131,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
             _abandon(listeners, cfg.vacuum)
             return EXIT_USAGE
         master.add_reader(server, server.serve_one)
+        master.add_housekeeping(server.refusals.flush)
         master.add_cleanup(server.close)
         master.add_stats(server.stats)
         master.add_handover(server.handover)

@@ -1,8 +1,7 @@
 """The emperor's loop: scan the monitors, spawn, reload, stop and respawn vassals, and keep them honest.
 
     new file            spawn a vassal (unless blacklisted and still throttled, or over the global
-                        spawn budget: --emperor-spawn-burst at once, then one per --emperor-throttle ms;
-                        uWSGI computes its global throttle and never applies it)
+                        spawn budget of throttle.py: new and healthy vassals first, failing ones last)
     newer mtime         reload it (byte 1)
     file removed        stop it (byte 0, or 2 with --emperor-graceful-shutdown)
     vassal died         respawn it at once; if it died before it was loyal (served a request) it is
@@ -29,60 +28,44 @@ import signal
 import time
 from typing import Any
 
-from setproctitle import setproctitle
-
-from zergserve import __version__
+from zergserve import __version__, proctitle
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
+from zergserve.emperor.throttle import Throttle
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger, printable
+from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.stats import StatsServer
 
 _SETTLE = 0.1
+_BOOTED = (protocol.SPAWNED, protocol.ACCEPTING, protocol.LOYAL)  # a vassal saying it started: its slot frees
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGURG,
             signal.SIGCHLD, signal.SIGWINCH)
-
-
-class BlacklistEntry:
-    """A vassal that died before it was loyal: how long its next start must wait. A new entry
-    waits nothing (uWSGI's is 1 ms), so the first respawn is at once; each later death adds a step."""
-
-    def __init__(self) -> None:
-        self.throttle_ms = 0
-        self.attempt = 0
-        self.first_attempt = self.last_attempt = time.time()
-
-    def due(self) -> float:
-        """When (time.time()) the vassal may start again."""
-        return self.last_attempt + self.throttle_ms / 1000
-
-    def waiting(self, now: float) -> bool:
-        return now < self.due()
 
 
 class Emperor:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
+        self.notify = Notifier.take(os.environ)  # taken out first: vassals inherit the environment
+        self.notified_vassals = -1
         self.monitors = [build_monitor(arg, cfg) for arg in cfg.emperor]
         self.vassals: dict[int, Vassal] = {}  # by id(): zergs share their vassal's name
-        self.blacklist: dict[str, BlacklistEntry] = {}
+        self.throttle = Throttle(cfg.emperor_spawn_burst, cfg.emperor_throttle, cfg.emperor_max_throttle)
         self.signals: list[int] = []
         self.selector = selectors.DefaultSelector()
         self.inotify = Inotify()
         self.stats: StatsServer | None = None
         self.ragnarok_deadline = 0.0
-        self.spawn_tokens = float(cfg.emperor_spawn_burst)
-        self.tokens_at = time.monotonic()
         self.scan_now = True
         self.scans = 0
         self.retry_at = 0.0  # when the next scan is due before --emperor-freq: a budget or throttle expires
-        self.budget_waiting = False
+        self.held = False  # a start was refused for want of a slot: scan again when one frees
         self.broodlord_num = 0
         self.refused: dict[str, str] = {}  # files (tyrant checks) and zergs refused, with the reason last logged
 
     def run(self) -> int:
-        setproctitle(f"{self.cfg.procname_prefix}zergserve emperor")
+        proctitle.set_title(self.cfg, "emperor", master=True)
         wake_r, _ = wakeup_pipe()
         for signum in _SIGNALS:
             signal.signal(signum, lambda n, f: self.signals.append(n))
@@ -111,8 +94,9 @@ class Emperor:
             timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
             if self.ragnarok_deadline:
                 timeout = 0.2
-            for key, _ in self.selector.select(min(timeout, 1.0)):
+            for key, _ in self.selector.select(min(timeout, 1.0, self.notify.watchdog_in())):
                 key.data()
+            self.notify.tick()
             self._handle_signals()
             self._reap()
             if self.ragnarok_deadline:
@@ -124,6 +108,7 @@ class Emperor:
                 self.retry_at = 0.0
                 last_scan = time.monotonic()
                 self.scan()
+                self._notify_vassals()
             self._check_heartbeats()
             self._check_zerg_boots()
             self._check_curses()
@@ -145,13 +130,15 @@ class Emperor:
 
     def scan(self) -> None:
         self.scans += 1
+        self.held = False
+        absent: list[tuple[str, Monitor, float]] = []
         for monitor in self.monitors:
             found = monitor.scan()
             known = {v.name: v for v in self.vassals.values() if v.monitor is monitor and not v.zerg}
             for name, mtime in sorted(found.items()):
                 vassal = known.get(name)
                 if vassal is None:
-                    self.add(name, monitor, mtime)
+                    absent.append((name, monitor, mtime))
                 elif self.cfg.emperor_tyrant and vassal.status == RUNNING and self._tyrant_changed(vassal):
                     vassal.stop(self.cfg.emperor_graceful_shutdown)
                 elif mtime > vassal.last_mod and vassal.status == RUNNING:
@@ -162,14 +149,18 @@ class Emperor:
                     continue
                 if vassal.file not in found:
                     vassal.stop(self.cfg.emperor_graceful_shutdown)
+        # new and healthy vassals first, in file order; then the failing ones, the earliest due first
+        blacklist = self.throttle.blacklist
+        absent.sort(key=lambda item: (item[0] in blacklist, blacklist[item[0]].due() if item[0] in blacklist else 0))
+        for name, monitor, mtime in absent:
+            self.add(name, monitor, mtime)
 
     def add(self, file: str, monitor: Monitor, mtime: float, zerg: bool = False) -> Vassal | None:
         """Start a vassal from `file` (its [zerg] section for a zerg), unless it must wait."""
         name = file + ":zerg" if zerg else file
-        now = time.time()
-        entry = self.blacklist.get(name)
-        if entry is not None and entry.waiting(now):
-            self._wake_at(time.monotonic() + entry.due() - now)
+        backoff = self.throttle.backoff(name)
+        if backoff:
+            self._wake_at(time.monotonic() + backoff)
             return None
         checked = None
         if self.cfg.emperor_tyrant:
@@ -177,9 +168,14 @@ class Emperor:
             if checked is None:
                 return None
         try:
-            if not self._spawn_allowed():
+            failing = self.throttle.failing(name)
+            wait = self.throttle.allow(failing, *self._starting())
+            if wait:
+                self.held = True
+                self._wake_at(time.monotonic() + wait)
                 return None
             vassal = Vassal(file, monitor, mtime, zerg)
+            vassal.failing = failing
             if checked is not None:
                 vassal.uid, vassal.gid, vassal.ident = checked.uid, checked.gid, checked.ident
             if zerg:
@@ -191,9 +187,9 @@ class Emperor:
                 if zerg:
                     self._zerg_boot_failed(vassal, "cannot start")
                 elif not self.cfg.emperor_no_blacklist:
-                    self._blacklist(name)
-                if name in self.blacklist:
-                    self._wake_at(time.monotonic() + self.blacklist[name].due() - time.time())
+                    self.throttle.failed(name)
+                if self.throttle.failing(name):
+                    self._wake_at(time.monotonic() + self.throttle.backoff(name))
                 return None
         finally:
             if checked is not None:
@@ -233,22 +229,12 @@ class Emperor:
         """Scan at `when` (time.monotonic()) if that is sooner than already planned."""
         self.retry_at = min(self.retry_at, when) if self.retry_at else when
 
-    def _spawn_allowed(self) -> bool:
-        """The global spawn budget: a burst, then one spawn per --emperor-throttle milliseconds."""
+    def _starting(self) -> tuple[int, int]:
+        """How many vassals are starting now, and how many of those are failing ones."""
         now = time.monotonic()
-        rate = 1000.0 / self.cfg.emperor_throttle
-        self.spawn_tokens = min(float(self.cfg.emperor_spawn_burst),
-                                self.spawn_tokens + (now - self.tokens_at) * rate)
-        self.tokens_at = now
-        if self.spawn_tokens < 1.0:
-            if not self.budget_waiting:
-                self.budget_waiting = True
-                logger.info("[emperor] global spawn throttle: waiting before the next vassal")
-            self._wake_at(now + (1.0 - self.spawn_tokens) / rate)
-            return False
-        self.budget_waiting = False
-        self.spawn_tokens -= 1.0
-        return True
+        allowance = self.cfg.emperor_throttle / 1000
+        starting = [v for v in self.vassals.values() if v.starting(now, allowance)]
+        return len(starting), sum(v.failing for v in starting)
 
     # --- messages from vassals --------------------------------------------------------------
 
@@ -268,7 +254,11 @@ class Emperor:
             vassal.curse()
             return
         now = time.time()
+        if self.held and not vassal.booted and any(b in _BOOTED for b in data):
+            self.scan_now = True  # its slot is free: a start that was refused may go now
         for byte in data:
+            if byte in _BOOTED:
+                vassal.booted = True
             if byte == protocol.SPAWNED:
                 vassal.ready, vassal.last_ready = True, now
                 logger.info("[emperor] vassal %s has been spawned", vassal.label)
@@ -276,7 +266,7 @@ class Emperor:
                 vassal.accepting, vassal.last_accepting = True, now
                 logger.info("[emperor] vassal %s is ready to accept requests", vassal.label)
                 if vassal.zerg:
-                    self.blacklist.pop(vassal.name, None)  # it boots: the [zerg] section is fine
+                    self.throttle.forgive(vassal.name)  # it boots: the [zerg] section is fine
                 if vassal.sos_at and not vassal.reinforced_in:
                     vassal.reinforced_in = now - vassal.sos_at
                     logger.info("[emperor] zerg %s serving %.2fs after the SOS", vassal.label, vassal.reinforced_in)
@@ -284,7 +274,7 @@ class Emperor:
                 if not vassal.loyal:
                     logger.info("[emperor] vassal %s is now loyal", vassal.label)
                 vassal.loyal, vassal.last_loyal = True, now
-                self.blacklist.pop(vassal.name, None)
+                self.throttle.forgive(vassal.name)
             elif byte == protocol.HEARTBEAT:
                 vassal.last_heartbeat = now
             elif byte == protocol.VOLUNTARY_SHUTDOWN:
@@ -303,8 +293,7 @@ class Emperor:
         if not limit or vassal.zerg or vassal.status != RUNNING:
             return
         name = vassal.name + ":zerg"
-        entry = self.blacklist.get(name)
-        if entry is not None and entry.waiting(time.time()):
+        if self.throttle.backoff(name):
             return
         zergs = [v for v in self.vassals.values() if v.zerg and v.name == name and v.status == RUNNING]
         if len(zergs) >= limit or any(not z.accepting for z in zergs):
@@ -337,8 +326,8 @@ class Emperor:
             logger.info("[emperor] removed vassal %s (pid %d, exit %s)", vassal.label, vassal.pid, code)
             if code == protocol.EXILE_CODE:
                 logger.error("[emperor] vassal %s could not start its program (exit %d)", vassal.label, code)
-            if not vassal.loyal and not vassal.zerg and not self.cfg.emperor_no_blacklist:
-                self._blacklist(vassal.name)
+            if not (vassal.loyal or vassal.zerg or vassal.stopped or self.cfg.emperor_no_blacklist):
+                self.throttle.failed(vassal.name)
             elif vassal.zerg and not vassal.accepting and code != 0 and not vassal.boot_failed:
                 self._zerg_boot_failed(vassal, f"exit {code}")
             self.scan_now = True  # respawn a vassal whose file is still there without waiting a period
@@ -349,11 +338,11 @@ class Emperor:
         vassal.boot_failed = True
         if self.cfg.emperor_no_blacklist:
             return
-        self._blacklist(vassal.name)
-        entry = self.blacklist[vassal.name]
+        self.throttle.failed(vassal.name)
+        entry = self.throttle.blacklist[vassal.name]
         entry.throttle_ms = max(entry.throttle_ms, self.cfg.emperor_throttle)  # SOS comes every cycle: no retry at once
         logger.error("[emperor] zerg %s failed to boot (%s): next reinforcement in %.1fs at the earliest",
-                     vassal.label, why, self.blacklist[vassal.name].throttle_ms / 1000)
+                     vassal.label, why, entry.throttle_ms / 1000)
 
     def _check_zerg_boots(self) -> None:
         """Kill a zerg that is not accepting within the boot timeout: the emperor starts one zerg at
@@ -369,22 +358,6 @@ class Emperor:
                 vassal.curse()
                 vassal.kill()
                 self._zerg_boot_failed(vassal, "boot timeout")
-
-    def _blacklist(self, name: str) -> None:
-        step = self.cfg.emperor_throttle
-        entry = self.blacklist.get(name)
-        if entry is None:
-            self.blacklist[name] = BlacklistEntry()
-            return
-        entry.last_attempt = time.time()
-        if entry.throttle_ms < self.cfg.emperor_max_throttle:
-            entry.throttle_ms = min(entry.throttle_ms + step, self.cfg.emperor_max_throttle)
-        else:
-            logger.error("[emperor] maximum throttle level for vassal %s reached", printable(name))
-            entry.throttle_ms //= 2
-        entry.attempt += 1
-        if entry.attempt == 2:
-            logger.error("[emperor] unloyal bad behaving vassal found: %s throttling it...", printable(name))
 
     def _check_heartbeats(self) -> None:
         now = time.time()
@@ -406,6 +379,19 @@ class Emperor:
                 vassal.kill()
                 vassal.cursed_at = now
 
+    def _notify_vassals(self) -> None:
+        """READY=1 (systemd) after the first scan has started the vassals; a STATUS= line whenever
+        their number changes."""
+        count = len(self.vassals)
+        if count == self.notified_vassals:
+            return
+        status = f"{count} vassal(s) on {', '.join(m.name for m in self.monitors)}"
+        if self.notified_vassals < 0:
+            self.notify.ready(status)
+        else:
+            self.notify.status(status)
+        self.notified_vassals = count
+
     # --- signals ----------------------------------------------------------------------------
 
     def _handle_signals(self) -> None:
@@ -422,7 +408,7 @@ class Emperor:
                                 vassal.pid, vassal.last_mod, vassal.status, vassal.loyal, vassal.zerg)
             elif signum == signal.SIGURG:
                 logger.info("[emperor] cleaning up the blacklist")
-                self.blacklist.clear()
+                self.throttle.clear()
                 self.scan_now = True
             elif signum == signal.SIGWINCH:
                 self.scan_now = True
@@ -433,6 +419,7 @@ class Emperor:
                         max(0, self.ragnarok_deadline - time.monotonic()))
             return
         logger.info("*** RAGNAROK EVOKED ***")
+        self.notify.stopping(f"stopping {len(self.vassals)} vassal(s)")
         self.ragnarok_deadline = time.monotonic() + self.cfg.reload_mercy
         for vassal in self.vassals.values():
             vassal.stop(self.cfg.emperor_graceful_shutdown)
@@ -455,11 +442,11 @@ class Emperor:
             "cwd": os.getcwd(), "emperor": [m.name for m in self.monitors],
             "monitors": [m.stats() for m in self.monitors],
             "emperor_tyrant": int(self.cfg.emperor_tyrant),
-            "throttle_level": round(self.spawn_tokens, 2), "scans": self.scans,
+            "throttle_level": round(self.throttle.tokens, 2), "scans": self.scans,
             "vassals": [v.stats() for v in self.vassals.values()],
             "blacklist": [{"id": name, "throttle_level": entry.throttle_ms, "attempt": entry.attempt,
                            "first_attempt": int(entry.first_attempt), "last_attempt": int(entry.last_attempt)}
-                          for name, entry in self.blacklist.items()],
+                          for name, entry in self.throttle.blacklist.items()],
         }
 
 

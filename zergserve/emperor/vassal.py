@@ -48,6 +48,10 @@ class Vassal:
         self.sos_at = 0.0  # for a zerg: when the SOS that asked for it arrived
         self.reinforced_in = 0.0  # for a zerg: seconds from that SOS to its first worker accepting
         self.boot_failed = False  # for a zerg: counted (blacklisted) as a failed boot already
+        self.failing = False  # it was blacklisted when spawned: the global throttle serves it last
+        self.booted = False  # it said it started (byte 1, 5 or 17) since its spawn
+        self.stopped = False  # the emperor stopped it: its death is no failure
+        self.spawned_at = 0.0  # time.monotonic() of the spawn
 
     def spawn(self, cfg: Any, broodlord_num: int = 0, config_fd: int = -1) -> None:
         """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and its
@@ -75,8 +79,11 @@ class Vassal:
             uid, gid = self.uid, self.gid
             identity = {"user": uid, "group": gid,
                         "extra_groups": tyrant.groups_for(uid, gid, cfg.emperor_tyrant_initgroups)}
-            prepare = lambda: tyrant.after_drop(uid, gid, emperor_pid)  # noqa: E731
-            logger.info("[emperor-tyrant] dropping privileges to %d %d for vassal %s", uid, gid, self.label)
+            log = tyrant.log_path(self.monitor.path_of(self.file))
+            tyrant.prepare_log(log, uid, gid)
+            prepare = lambda: tyrant.after_drop(uid, gid, emperor_pid, log)  # noqa: E731
+            logger.info("[emperor-tyrant] dropping privileges to %d %d for vassal %s (its output: %s)", uid, gid,
+                        self.label, printable(log))
         else:
             prepare = lambda: die_with_parent(emperor_pid)  # noqa: E731
         try:
@@ -96,8 +103,14 @@ class Vassal:
         self.loyal = self.ready = self.accepting = False
         self.last_heartbeat = 0.0
         self.last_run = time.time()
+        self.booted, self.spawned_at = False, time.monotonic()
         logger.info("[emperor] vassal %s spawned (pid %d): %s", self.label, self.pid,
                     printable(" ".join(argv)))
+
+    def starting(self, now: float, allowance: float) -> bool:
+        """Whether it holds one of the global throttle's slots: spawned, running, not yet said it
+        started, for at most `allowance` seconds (a program that never says so)."""
+        return self.status == RUNNING and not self.booted and now - self.spawned_at < allowance
 
     def send(self, byte: int) -> bool:
         if self.sock is None:
@@ -113,6 +126,7 @@ class Vassal:
         if self.status == STOPPING:
             return
         logger.info("[emperor] stop the vassal %s", self.label)
+        self.stopped = True
         self.send(protocol.STOP_GRACEFULLY if graceful else protocol.STOP)
         self.curse()
 
