@@ -189,6 +189,14 @@ def test_bad_query_keeps_the_emperor_and_says_so(spawn, workdir, db):
     assert server.proc.poll() is None
 
 
+def test_without_listen_the_query_polls_at_emperor_freq(spawn, workdir, db):
+    emperor = Emperor(spawn, workdir, db, "a", "--emperor-pg-channel", "", "--emperor-freq", "0.3")
+    insert(db, "a", "polled.ini", app_config(workdir))
+    wait_for(lambda: emperor.vassal("polled.ini"), timeout=5, message="found by polling")
+    assert emperor.monitor()["notifications"] == 0 and emperor.monitor()["queries"] >= 2
+    assert "listening on" not in emperor.server.log()
+
+
 def test_a_locked_table_does_not_hold_the_emperor(spawn, workdir, db):
     """A migration holding the table: the query gives up (statement_timeout; zergserve's default is
     5 s, this conninfo says 200 ms), the vassals and the emperor's loop go on, and the next
