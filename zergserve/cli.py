@@ -7,7 +7,7 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import config, log, sockets, workers, zerg
+from zergserve import config, log, privileges, sockets, workers, zerg
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
@@ -92,8 +92,16 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     """An instance: a master and its workers over the configured sockets; a vassal when its
     emperor's socket is given."""
     start_cwd = os.getcwd()
+    if cfg.umask is not None:
+        os.umask(cfg.umask)
     try:
-        app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
+        identity = privileges.identity(cfg.uid, cfg.gid)
+        privileges.socket_owner(cfg.chown_socket)
+    except privileges.PrivilegeError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    try:
+        app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env, cfg.home)
     except app_loader.AppLoadError as exc:
         logger.error("%s", exc)
         return EXIT_APP_LOAD_ERROR
@@ -112,6 +120,12 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         sockets.close_listener(listener, cfg.vacuum)
     if not listeners:
         logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
+        return EXIT_USAGE
+    try:
+        _drop_privileges(identity)
+    except (OSError, privileges.PrivilegeError) as exc:
+        logger.error("cannot drop privileges: %s", exc)
+        _abandon(listeners, cfg.vacuum)
         return EXIT_USAGE
     app = None
     if not cfg.lazy_apps:
@@ -139,6 +153,12 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     if cfg.idle or cfg.cheap or cfg.vassal_sos_backlog or cfg.vassal_sos:
         from zergserve.elastic import Elastic
         Elastic(master, link.send if link else None, link.ask_to_die if link else None)
+    if cfg.reload_on_rss or cfg.evil_reload_on_rss or cfg.max_worker_lifetime:
+        from zergserve.recycling import Recycler
+        Recycler(master)
+    if cfg.touch_reload or cfg.touch_workers_reload or cfg.fs_reload or cfg.py_autoreload:
+        from zergserve.reloader import Reloader
+        Reloader(master)
     attached = sorted({item.origin[len("zerg:"):] for item in listeners if item.origin.startswith("zerg:")})
     if attached:
         master.add_stats(lambda: {"zerg_attached_from": attached})
@@ -176,7 +196,8 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
             elif addr in activated:
                 listener = sockets.from_fd(int(addr[len("fd://"):]), proto, name=addr, origin="systemd")
             else:
-                listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket)
+                listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket,
+                                        privileges.socket_owner(cfg.chown_socket))
                 fresh.append(listener)
             listeners.append(listener)
     except sockets.AddressError:
@@ -184,6 +205,17 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
             sockets.close_listener(listener, vacuum=listener in fresh)  # our new files only
         raise
     return listeners
+
+
+def _drop_privileges(identity: privileges.Identity | None) -> None:
+    """uWSGI's order: after the sockets are bound, before the app loads; the workers inherit it."""
+    if identity is not None:
+        privileges.drop(identity)
+        logger.info("running as uid %d gid %d (groups %s)", os.getuid(), os.getgid(),
+                    ",".join(map(str, os.getgroups())) or "none")
+    if os.geteuid() == 0:
+        logger.warning("*** running as root: the app and its workers have every privilege; give --uid and "
+                       "--gid to drop them after the sockets are bound ***")
 
 
 def _take_adopted(addr: str, adopted: dict[str, sockets.Listener]) -> sockets.Listener | None:
