@@ -96,6 +96,8 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         os.umask(cfg.umask)
     try:
         identity = privileges.identity(cfg.uid, cfg.gid)
+        if identity is not None:
+            privileges.check_possible(identity)
         privileges.socket_owner(cfg.chown_socket)
     except privileges.PrivilegeError as exc:
         logger.error("%s", exc)

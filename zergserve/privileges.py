@@ -76,7 +76,7 @@ def socket_owner(spec: str | None) -> tuple[int, int] | None:
 def drop(who: Identity) -> None:
     """Become `who`: groups, then gid, then uid, and check that root cannot be regained."""
     if os.geteuid() != 0:
-        _check_already(who)
+        check_possible(who)
         return
     if who.gid >= 0:
         if who.user is not None and who.uid >= 0:
@@ -94,8 +94,11 @@ def drop(who: Identity) -> None:
             raise PrivilegeError(f"root could be regained after switching to uid {who.uid}: refusing to go on")
 
 
-def _check_already(who: Identity) -> None:
-    """Not root: only the identity we already have is possible."""
+def check_possible(who: Identity) -> None:
+    """Raise unless this process can become `who`: root can become anyone, others only themselves.
+    Checked before binding, so that a refused start leaves no socket file behind."""
+    if os.geteuid() == 0:
+        return
     if who.uid >= 0 and who.uid != os.getuid():
         raise PrivilegeError(f"cannot switch to uid {who.uid}: running as uid {os.getuid()}, not root "
                              "(in emperor tyrant mode a vassal runs as its config file's owner)")
