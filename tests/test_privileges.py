@@ -178,3 +178,10 @@ def _has_group(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def test_tyrant_emperor_refuses_a_uid_of_its_own(spawn, workdir):
+    (workdir / "vassals").mkdir()
+    server = spawn("--emperor", str(workdir / "vassals"), "--emperor-tyrant", "--uid", "nobody")
+    assert server.wait_exit() == 2
+    assert "give --uid/--gid to the vassals, not to the emperor" in server.log()

@@ -79,10 +79,17 @@ def binary_patch(cfg: config.Config) -> list[str]:
 
 
 def run_emperor(cfg: config.Config) -> int:
+    """An emperor with --uid/--gid drops them before it starts (its vassals then run as that user
+    too, and drop no further unless they may); without, as root, each vassal applies its own."""
     from zergserve.emperor.emperor import Emperor
+    if cfg.emperor_tyrant and (cfg.uid or cfg.gid):
+        logger.error("--emperor-tyrant runs each vassal as its config file's owner, which needs an emperor "
+                     "that stays root: give --uid/--gid to the vassals, not to the emperor")
+        return EXIT_USAGE
     try:
+        privileges.apply(privileges.prepare(cfg), warn_root=False)
         emperor = Emperor(cfg)
-    except (ValueError, sockets.AddressError) as exc:
+    except (ValueError, sockets.AddressError, privileges.PrivilegeError, OSError) as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
     return emperor.run()
@@ -92,13 +99,8 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     """An instance: a master and its workers over the configured sockets; a vassal when its
     emperor's socket is given."""
     start_cwd = os.getcwd()
-    if cfg.umask is not None:
-        os.umask(cfg.umask)
     try:
-        identity = privileges.identity(cfg.uid, cfg.gid)
-        if identity is not None:
-            privileges.check_possible(identity)
-        privileges.socket_owner(cfg.chown_socket)
+        identity = privileges.prepare(cfg)
     except privileges.PrivilegeError as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
@@ -124,7 +126,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
         return EXIT_USAGE
     try:
-        _drop_privileges(identity)
+        privileges.apply(identity)  # uWSGI's order: after the sockets are bound, before the app loads
     except (OSError, privileges.PrivilegeError) as exc:
         logger.error("cannot drop privileges: %s", exc)
         _abandon(listeners, cfg.vacuum)
@@ -207,17 +209,6 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
             sockets.close_listener(listener, vacuum=listener in fresh)  # our new files only
         raise
     return listeners
-
-
-def _drop_privileges(identity: privileges.Identity | None) -> None:
-    """uWSGI's order: after the sockets are bound, before the app loads; the workers inherit it."""
-    if identity is not None:
-        privileges.drop(identity)
-        logger.info("running as uid %d gid %d (groups %s)", os.getuid(), os.getgid(),
-                    ",".join(map(str, os.getgroups())) or "none")
-    if os.geteuid() == 0:
-        logger.warning("*** running as root: the app and its workers have every privilege; give --uid and "
-                       "--gid to drop them after the sockets are bound ***")
 
 
 def _take_adopted(addr: str, adopted: dict[str, sockets.Listener]) -> sockets.Listener | None:

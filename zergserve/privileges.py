@@ -16,7 +16,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from zergserve.log import logger
 
 
 class PrivilegeError(Exception):
@@ -29,6 +31,30 @@ class Identity(NamedTuple):
     uid: int
     gid: int
     user: str | None  # the user's name, for initgroups; None without a passwd entry
+
+
+def prepare(cfg: Any) -> Identity | None:
+    """At startup, before anything is bound or created: set --umask; resolve --uid, --gid and
+    --chown-socket and check that this process can take that identity (PrivilegeError if not)."""
+    if cfg.umask is not None:
+        os.umask(cfg.umask)
+    who = identity(cfg.uid, cfg.gid)
+    if who is not None:
+        check_possible(who)
+    socket_owner(cfg.chown_socket)
+    return who
+
+
+def apply(who: Identity | None, warn_root: bool = True) -> None:
+    """After the sockets are bound: drop to `who` (raises PrivilegeError or OSError), then warn
+    if what runs next (the app's workers) still runs as root."""
+    if who is not None:
+        drop(who)
+        logger.info("running as uid %d gid %d (groups %s)", os.getuid(), os.getgid(),
+                    ",".join(map(str, os.getgroups())) or "none")
+    if warn_root and os.geteuid() == 0:
+        logger.warning("*** running as root: the app and its workers have every privilege; give --uid and "
+                       "--gid to drop them after the sockets are bound ***")
 
 
 def resolve_user(spec: str) -> tuple[int, str | None, int | None]:
