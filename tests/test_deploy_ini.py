@@ -4,14 +4,14 @@ and each option visibly takes effect (root only: it drops to an unprivileged use
 from __future__ import annotations
 
 import grp
-import json
 import os
 import stat
 import subprocess
 
 import pytest
 
-from conftest import APPS, ROOT, http_request, wait_for
+from conftest import wait_for
+from test_privileges import env_for, has_group, whoami
 from test_tyrant import users, vassal_python  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="uid/gid and chown-socket need root")
@@ -31,16 +31,10 @@ touch-reload = %dreload.trigger
 """
 
 
-def whoami(addr: str) -> dict:
-    status, _, body = http_request(addr, "GET", "/")
-    assert status == 200, body
-    return json.loads(body)
-
-
 def test_uwsgi_deployment_ini_runs_unchanged(spawn, workdir, users, vassal_python):
     python, site = vassal_python
     user = users[0]
-    group = "www-data" if _group_exists("www-data") else "nogroup"
+    group = "www-data" if has_group("www-data") else "nogroup"
     workdir.chmod(0o755)
     (workdir / "run").mkdir(mode=0o711)  # only root can bind here: the socket comes before the drop
     venv = "venv"
@@ -56,7 +50,7 @@ def test_uwsgi_deployment_ini_runs_unchanged(spawn, workdir, users, vassal_pytho
     ini.write_text(INI.format(venv=venv, user=user.pw_name, group=group))
     sock = str(workdir / "run" / "app.sock")
     server = spawn(str(ini), python=python, wait=sock,
-                   env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(APPS), site])})
+                   env=env_for(site))
     server.wait_log(" worker(s)")
 
     def effects() -> dict:
@@ -82,10 +76,3 @@ def test_uwsgi_deployment_ini_runs_unchanged(spawn, workdir, users, vassal_pytho
     server.signal(15)
     assert server.wait_exit() == 0
 
-
-def _group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True

@@ -52,7 +52,7 @@ def private_run(workdir):
 def test_drop_after_bind_before_load_for_master_and_workers(spawn, workdir, users, vassal_python, private_run):
     python, site = vassal_python
     user = users[0]
-    nginx_gid = grp.getgrnam("www-data").gr_gid if _has_group("www-data") else 65534
+    nginx_gid = grp.getgrnam("www-data").gr_gid if has_group("www-data") else 65534
     sock = str(private_run / "app.sock")
     server = spawn("--module", "whoami:application", "--http", sock, "-p", "2", "--uid", user.pw_name,
                    "--gid", str(user.pw_gid), "--chown-socket", f"{user.pw_name}:{nginx_gid}", "--chmod-socket=660",
@@ -172,7 +172,7 @@ def _try(func, *args):
         return None
 
 
-def _has_group(name: str) -> bool:
+def has_group(name: str) -> bool:
     try:
         grp.getgrnam(name)
     except KeyError:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
-from conftest import http_request
+from test_privileges import whoami
 
 RUNNING = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -19,12 +18,6 @@ def make_venv(where: Path) -> Path:
     (site / "venvpkg").mkdir()
     (site / "venvpkg" / "__init__.py").write_text("WHERE = 'venv'\n")
     return site
-
-
-def whoami(addr: str) -> dict:
-    status, _, body = http_request(addr, "GET", "/")
-    assert status == 200, body
-    return json.loads(body)
 
 
 def test_app_runs_in_the_virtualenv(spawn, workdir):
