@@ -43,6 +43,9 @@ class Reloader:
         self.every = cfg.py_autoreload
         self.next_module_check = time.monotonic() + self.every
         self.inotify: Inotify | None = None
+        # Event names worth a look (the watched directories hold other files too: logs, sockets).
+        self.names = {os.path.basename(path) for path in [*self.fs, *self.modules] if not os.path.isdir(path)}
+        self.any_name = any(os.path.isdir(path) for path in self.fs)
         if self.fs or self.modules:
             self._watch()
         master.add_housekeeping(self.housekeeping)
@@ -63,7 +66,9 @@ class Reloader:
 
     def _changed(self) -> None:
         assert self.inotify is not None
-        self.inotify.changes()
+        events = self.inotify.changes()
+        if not self.any_name and not any(not name or name in self.names for _, name in events):
+            return
         self._check(self.fs, "fs-reload", self.master.handle_hup)
         self._check(self.modules, "py-autoreload", self.master.handle_hup)
 
