@@ -503,7 +503,7 @@ class Config:
 
 def _render(opt: Option, value: Any) -> str:
     """A converted value back as the string its option's type reads."""
-    if opt.type is mode:
+    if opt.type is mode or opt.type is umask:
         return format(value, "03o")
     if isinstance(value, float):
         return format(value, "g")
