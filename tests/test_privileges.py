@@ -185,3 +185,41 @@ def test_tyrant_emperor_refuses_a_uid_of_its_own(spawn, workdir):
     server = spawn("--emperor", str(workdir / "vassals"), "--emperor-tyrant", "--uid", "nobody")
     assert server.wait_exit() == 2
     assert "give --uid/--gid to the vassals, not to the emperor" in server.log()
+
+
+@root_only
+def test_emperor_with_uid_drops_itself_and_its_vassals_follow(spawn, workdir, users, vassal_python, private_run):
+    python, site = vassal_python
+    user = users[0]
+    private_run.chmod(0o777)  # the vassal binds as the emperor's user
+    vassals = workdir / "vassals"
+    vassals.mkdir()
+    (vassals / "app.ini").write_text(f"[uwsgi]\nmodule = whoami:application\nhttp = {private_run}/app.sock\n")
+    emperor = spawn("--emperor", str(vassals), "--emperor-freq", "1", "--uid", user.pw_name, python=python,
+                    env=env_for(site))
+    sock = f"{private_run}/app.sock"
+    doc = wait_for(lambda: os.path.exists(sock) and _try(whoami, sock), timeout=20, message="vassal")
+    assert (doc["uid"], doc["gid"]) == (user.pw_uid, user.pw_gid)
+    assert ids(emperor.pid) == ([str(user.pw_uid)] * 4, [str(user.pw_gid)] * 4)
+
+
+@root_only
+def test_zergpool_binds_chowns_then_drops(spawn, workdir, users, vassal_python, private_run):
+    python, site = vassal_python
+    user = users[0]
+    pool_dir = workdir / "pool"
+    pool_dir.mkdir()
+    os.chown(pool_dir, user.pw_uid, user.pw_gid)  # the pool's zerg server is made after the drop
+    sock = f"{private_run}/app.sock"
+    pool = spawn("--zergpool", f"{pool_dir}/pool.zerg:{sock}", "--zergpool-protocol", "http",
+                 "--chown-socket", user.pw_name, "--uid",
+                 user.pw_name, python=python, env=env_for(site))
+    wait_for(lambda: os.path.exists(f"{pool_dir}/pool.zerg"), message="zerg server socket")
+    assert os.stat(sock).st_uid == user.pw_uid
+    assert os.stat(f"{pool_dir}/pool.zerg").st_uid == user.pw_uid
+    assert ids(pool.pid)[0] == [str(user.pw_uid)] * 4
+    # a zerg that drops to the same user trusts the pool's server, attaches and serves its socket
+    spawn("--module", "whoami:application", "--zerg", f"{pool_dir}/pool.zerg", "--uid", user.pw_name,
+          python=python, env=env_for(site))
+    doc = wait_for(lambda: _try(whoami, sock), timeout=20, message="zerg serving the pool's socket")
+    assert doc["uid"] == user.pw_uid

@@ -185,7 +185,9 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
         del adopted[item.name]
     configured = {addr: "http" for addr in cfg.http} | {addr: "uwsgi" for addr in cfg.socket}
     if cfg.zerg and not listeners and attach:
-        listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, cfg.zerg_allow_uid)
+        # A zerg attaches before it drops: the server of the user it becomes is one of its own.
+        trusted = [*cfg.zerg_allow_uid, *([privileges.resolve_user(cfg.uid)[0]] if cfg.uid else [])]
+        listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, trusted)
     attached = {sockets.canonical_name(item.name) for item in listeners}
     activated = [f"fd://{fd}" for fd in sockets.systemd_fds()]
     unflagged = [(addr, "http") for addr in activated if addr not in configured]
