@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.args[0])
         return 0
     except config.ConfigError as exc:
-        print(f"zergserve: {exc}", file=sys.stderr)
+        print(f"zergserve: {log.printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     log.setup(cfg.logto)
     patch = binary_patch(cfg)
@@ -147,6 +147,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
             _abandon(listeners, cfg.vacuum)
             return EXIT_USAGE
         master.add_reader(server, server.serve_one)
+        master.add_housekeeping(server.refusals.flush)
         master.add_cleanup(server.close)
         master.add_stats(server.stats)
         master.add_handover(server.handover)

@@ -349,10 +349,11 @@ OPTIONS: tuple[Option, ...] = (
     O("emperor-freq", number(), 3.0, "seconds between scans of the monitors (inotify wakes it sooner)",
       group="emperor"),
     O("emperor-throttle", integer(1), 1000, "milliseconds: blacklist step for a vassal that dies before "
-      "serving, and the refill interval of the global spawn budget", group="emperor"),
+      "serving, how long a silent vassal counts as starting, and how often failing vassals may "
+      "start, all together", group="emperor"),
     O("emperor-max-throttle", integer(1), 180000, "milliseconds: the largest blacklist delay", group="emperor"),
-    O("emperor-spawn-burst", integer(1), 16, "vassals that may be spawned at once before the global "
-      "throttle spaces the rest by --emperor-throttle", group="emperor"),
+    O("emperor-spawn-burst", integer(1), 16, "vassals that may be starting at once (failing ones: "
+      "half of them, and this many before one per --emperor-throttle)", group="emperor"),
     O("emperor-required-heartbeat", integer(1), 30, "seconds without a heartbeat before a vassal that "
       "sends them is killed and respawned", group="emperor"),
     O("emperor-curse-tolerance", integer(1), 30, "seconds a stopped vassal may take to exit before SIGKILL",
@@ -558,7 +559,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Confi
     others: list[_Setting] = []
     for setting in environment + command_line:
         if _is_file_option(setting):
-            path, section = _split_section(setting.value)
+            path, section = _checked_file(setting.value, env) or _split_section(setting.value)
             files += _expand_file(setting.opt.name, path or scope.last_file or "", section, setting.value,
                                   setting.source, env, 0, scope)
         else:
@@ -782,6 +783,19 @@ def _read(path: str, env: Mapping[str, str]) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
+
+
+def _checked_file(spec: str, env: Mapping[str, str]) -> tuple[str, str | None] | None:
+    """(file, section) when `spec` is the file the emperor passed open (CONFIG_FD_VARIABLE), or
+    that file with a :section: matched on the name as given, never split by what exists on disk,
+    so `app.ini:x.ini` next to the checked `app.ini` is never read in its place (nor the reverse)."""
+    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
+    if not (sep and fd.isdigit() and name):
+        return None
+    if spec == name:
+        return name, None
+    rest = spec[len(name) + 1:] if spec.startswith(name + ":") else "/"
+    return (name, rest or None) if "/" not in rest else None
 
 
 def _split_section(spec: str) -> tuple[str, str | None]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from typing import Any, Hashable
 
 logger = logging.getLogger("zergserve")
 
@@ -14,6 +16,52 @@ class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = self.formatTime(record, "%Y-%m-%d %H:%M:%S")
         return f"[{stamp}] [{record.process}] {record.levelname}: {record.getMessage()}"
+
+
+def printable(text: str) -> str:
+    """Escape control characters (and undecodable bytes) so an untrusted string - a request path,
+    a vassal's file name - cannot forge or colour log lines."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
+class Repeated:
+    """Log lines an outsider can repeat at will (a refused connect): the first line of a key at
+    once, the rest of that key for `interval` seconds counted, then said in one line. flush() (the
+    master's housekeeping) says the counts of windows that are over; so does the next line of the key."""
+
+    MAX_KEYS = 1024
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.windows: dict[Hashable, list[Any]] = {}  # key → [started (monotonic), held back, last line]
+
+    def error(self, key: Hashable, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        window = self.windows.get(key)
+        line = msg % args
+        if window is not None and now - window[0] < self.interval:
+            window[1] += 1
+            window[2] = line
+            return
+        if window is not None:
+            self._say(window)
+        elif len(self.windows) >= self.MAX_KEYS:
+            self.flush(everything=True)
+        logger.error("%s", line)
+        self.windows[key] = [now, 0, line]
+
+    def flush(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        for key, window in list(self.windows.items()):
+            if everything or now - window[0] >= self.interval:
+                self._say(window)
+                del self.windows[key]
+
+    def _say(self, window: list[Any]) -> None:
+        if window[1]:
+            logger.error("%d more like it held back in %gs, the last: %s", window[1], self.interval, window[2])
 
 
 def setup(logto: str | None = None) -> None:

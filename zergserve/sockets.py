@@ -16,6 +16,7 @@ everything and workers inherit the descriptors through fork.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import stat
@@ -96,6 +97,16 @@ def parse_address(addr: str) -> tuple[socket.AddressFamily, object]:
     if family == socket.AF_INET6:
         return family, (host, port_no, 0, 0)
     return family, (host, port_no)
+
+
+def is_local(sock: socket.socket) -> bool:
+    """Whether only this host can reach the socket: UNIX, or TCP on 127.0.0.0/8 or ::1."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return True
+    address = ipaddress.ip_address(sock.getsockname()[0].split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def socket_name(sock: socket.socket) -> str:

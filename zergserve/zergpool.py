@@ -108,6 +108,8 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
             elif key.data is not None:
                 key.data.serve_one()
         drain(wake_r)
+        for server in servers:
+            server.refusals.flush()
         if hups:
             hups.clear()
             logger.info("zergpool: HUP ignored, a pool has nothing to reload (its sockets and queues stay)")

@@ -17,6 +17,7 @@ import stat
 
 from zergserve.inotify import Inotify
 
+from zergserve.log import logger, printable
 
 VALID_EXTENSIONS = (".ini", ".json", ".js", ".toml") + (
     (".yml", ".yaml") if importlib.util.find_spec("yaml") is not None else ())
@@ -47,14 +48,15 @@ class Monitor:
         else:
             self.target = target
         self.name = self.target
+        self.refused: set[str] = set()  # names with ':' seen at the last scan, logged once each
 
     def cwd(self) -> str:
         """Where this monitor's vassals start."""
         return self.target if self.kind == "dir" else self.start_cwd
 
     def path_of(self, name: str) -> str:
-        base = name.rsplit(":", 1)[0] if ":" in os.path.basename(name) else name
-        return os.path.join(self.cwd(), base)
+        """The file a vassal name is, exactly: a name is never parsed for a section."""
+        return os.path.join(self.cwd(), name)
 
     def valid(self, filename: str) -> bool:
         base = os.path.basename(filename)
@@ -74,12 +76,20 @@ class Monitor:
                               else os.path.join(self.start_cwd, self.target))
             names = [os.path.relpath(n, self.start_cwd) if not os.path.isabs(self.target) else n for n in names]
         found = {}
+        refused = set()
         for name in names:
             if not self.valid(name):
+                continue
+            if ":" in os.path.basename(name):
+                refused.add(name)
+                if name not in self.refused:
+                    logger.error("[emperor] %s: refused: a vassal name may not contain ':' (FILE:section "
+                                 "syntax would read another file)", printable(name))
                 continue
             mtime = self.mtime(name)
             if mtime is not None:
                 found[name] = mtime
+        self.refused = refused
         return found
 
     def mtime(self, name: str) -> float | None:
