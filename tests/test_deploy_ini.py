@@ -64,8 +64,7 @@ def test_uwsgi_deployment_ini_runs_unchanged(spawn, workdir, users, vassal_pytho
         return doc
 
     effects()
-    old = set(server.worker_pids())
-    assert len(old) == 2  # processes
+    old = set(wait_for(lambda: len(server.worker_pids()) == 2 and server.worker_pids(), message="2 workers"))
     st = trigger.stat()
     os.utime(trigger, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     server.wait_log("touch-reload: ")  # touch-reload

@@ -162,7 +162,10 @@ def test_tyrant_vassal_may_only_name_its_owner(spawn, workdir, users, vassal_pyt
     sock = f"{private_run}/own.ini.sock"
     doc = wait_for(lambda: os.path.exists(sock) and _try(whoami, sock), timeout=20, message="own vassal")
     assert doc["uid"] == owner.pw_uid
-    emperor.wait_log(f"cannot switch to uid {other.pw_uid}: running as uid {owner.pw_uid}, not root")
+    emperor.wait_log("vassal other.ini spawned")
+    refused = f"cannot switch to uid {other.pw_uid}: running as uid {owner.pw_uid}, not root"
+    vassal_log = vassals / "other.ini.log"  # a tyrant vassal's output goes to a file of its owner
+    wait_for(lambda: refused in (vassal_log.read_text() if vassal_log.exists() else ""), message=refused)
 
 
 def _try(func, *args):
