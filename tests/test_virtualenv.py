@@ -23,8 +23,8 @@ def make_venv(where: Path) -> Path:
 def test_app_runs_in_the_virtualenv(spawn, workdir):
     venv = workdir / "venv"
     site = make_venv(venv)
-    sock = str(workdir / "app.sock")
     for spelling in ("--home", "-H", "--virtualenv", "--venv"):
+        sock = str(workdir / f"app{spelling}.sock")
         server = spawn("--module", "whoami:application", "--http", sock, spelling, str(venv), "--lazy-apps",
                        "-p", "1", wait=sock)
         doc = whoami(sock)
