@@ -101,3 +101,14 @@ def test_py_autoreload_reloads_on_an_edit_of_the_app(spawn, workdir):
     bump(app)
     wait_for(lambda: get(sock).startswith("v3 "), message="the fixed app serving")
 
+
+
+def test_py_autoreload_with_lazy_apps_watches_the_app_the_workers_import(spawn, workdir):
+    server, sock = start(spawn, workdir, "--py-autoreload", "1", "--lazy-apps")
+    server.wait_log("py-autoreload: watching")
+    assert get(sock).startswith("v1 ")
+    app = workdir / "liveapp.py"
+    app.write_text(APP_V1.replace("v1", "v2"))
+    bump(app)
+    server.wait_log(f"py-autoreload: {app} changed")
+    wait_for(lambda: get(sock).startswith("v2 "), message="the edited app serving")

@@ -302,7 +302,7 @@ OPTIONS: tuple[Option, ...] = (
       "modification time changes", repeatable=True, group="reload"),
     O("fs-reload", text, (), "graceful reload when PATH (a file, or anything directly in a directory) changes; "
       "inotify where the kernel has it, else polled every master cycle", repeatable=True, group="reload"),
-    O("py-autoreload", integer(0), 0, "development: graceful reload when the source of a module the master "
+    O("py-autoreload", integer(0), 0, "development: graceful reload when the source of a module the app "
       "imported changes; inotify where the kernel has it, else checked every N seconds (0: off; "
       "without a value: 1)", aliases=("python-autoreload", "reload"), const="1", group="reload"),
     # limits

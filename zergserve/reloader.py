@@ -12,9 +12,9 @@ set of entries and their times), never the mere arrival of an event: an editor's
     --fs-reload PATH           a file, or the entries directly in a directory; inotify wakes the
                                master at once, else checked once per cycle
     --py-autoreload N          the source files of the modules the master imported (with the app
-                               loaded in the master, the app's); inotify on their directories wakes
-                               the master at once, else checked every N seconds. With --lazy-apps the
-                               app is imported by the workers only, so only --touch-reload can see it
+                               loaded in the master, the app's; with --lazy-apps a throwaway child
+                               imports the app to list them); inotify on their directories wakes
+                               the master at once, else checked every N seconds
 
 After the reload the new master takes the times it finds as its new reference.
 """
@@ -39,7 +39,10 @@ class Reloader:
         self.touch = {path: _stamp(path) for path in cfg.touch_reload}
         self.touch_workers = {path: _stamp(path) for path in cfg.touch_workers_reload}
         self.fs = {path: _stamp(path) for path in cfg.fs_reload}
-        self.modules = {path: _stamp(path) for path in module_files()} if cfg.py_autoreload else {}
+        files = module_files() if cfg.py_autoreload else []
+        if cfg.py_autoreload and cfg.lazy_apps:
+            files = sorted({*files, *lazy_app_files(cfg)})
+        self.modules = {path: _stamp(path) for path in files}
         self.every = cfg.py_autoreload
         self.next_module_check = time.monotonic() + self.every
         self.inotify: Inotify | None = None
@@ -105,6 +108,32 @@ def module_files() -> list[str]:
         if path and os.path.isfile(path):
             files.add(os.path.abspath(path))
     return sorted(files)
+
+
+def lazy_app_files(cfg: Any) -> list[str]:
+    """With --lazy-apps the master never imports the app: a throwaway child imports it and
+    reports the module files it then has (development mode only; the master stays clean)."""
+    from zergserve import app as app_loader
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            try:
+                app_loader.load(cfg.module, cfg.wsgi_file, cfg.callable)
+            except Exception:  # noqa: BLE001 - the workers report a broken app; watch what was imported
+                pass
+            with os.fdopen(write_end, "w") as out:
+                out.write("\n".join(module_files()))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        files = pipe.read().split("\n")
+    os.waitpid(pid, 0)
+    return [path for path in files if path]
 
 
 def _stamp(path: str) -> Stamp:
