@@ -1,4 +1,4 @@
-"""A short locust run of the broodlord deployment: at least one zerg, zero failed requests."""
+"""Short open-loop spikes against the broodlord vassal of loadtest/: the shape, not the exact times."""
 
 from __future__ import annotations
 
@@ -16,18 +16,20 @@ locust = pytest.importorskip("locust", reason="pip install -e '.[loadtest]'")
 pytest.importorskip("matplotlib", reason="pip install -e '.[loadtest]'")
 
 
-@requires_nginx
-@pytest.mark.timeout(150)
-def test_short_locust_run_reinforces_and_fails_nothing(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "loadtest", "--peak", "30", "--ramp", "2", "--hold", "6",
-                           "--fall", "1", "--zerg-idle", "2", "--broodlord", "2", "--wait-gone", "30",
-                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=140)
+def loadtest(tmp_path, *args: str, timeout: float = 100) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "loadtest", "--zerg-idle", "2", "--wait-gone", "30",
+                           "--out", str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-    summary = json.loads(proc.stdout[proc.stdout.index("{\n"):])
-    assert summary["failures"] == 0 and summary["requests"] > 100
-    assert 1 <= summary["peak_zergs"] <= 2
-    assert summary["sos_to_zerg_accepting_s"] and min(summary["sos_to_zerg_accepting_s"]) < 2
-    assert summary["last_zerg_gone_after_load_end_s"] is not None
+    return json.loads(proc.stdout[proc.stdout.index("{\n"):])
+
+
+@requires_nginx
+@pytest.mark.timeout(120)
+def test_short_spike_is_absorbed_while_it_lasts_and_zergs_leave(tmp_path):
+    summary = loadtest(tmp_path, "--before", "2", "--spike", "6", "--after", "2")
+    assert summary["failures"] == 0 and summary["requests"] >= 150
+    assert summary["peak_zergs"] >= 1 and summary["zergs_at_end"] == 0
+    assert summary["absorbed_in_s"][0] is not None, "backlog still over the threshold when the spike ended"
     rows = list(csv.DictReader(open(tmp_path / "samples.csv")))
-    assert {"t", "users", "rps", "p95_ms", "backlog", "zergs"} <= set(rows[0])
-    assert (tmp_path / "broodlord.png").stat().st_size > 10_000
+    assert {"t", "backlog", "zergs"} <= set(rows[0])
+    assert (tmp_path / "spike.png").stat().st_size > 10_000
