@@ -279,10 +279,9 @@ def report(server: str, requests_log: Path, sampler: Sampler, watcher: LogWatche
     for index, spike in enumerate(spikes):
         end = phases[phases.index(spike) + 1].end
         last = [s for s in samples if "vassal_fds" in s and s["t"] <= end]
-        waves.append({key: last[-1].get(key) for key in ("zergs", "emperor_fds", "emperor_sockets", "emperor_rss_kb",
-                                                           "vassal_fds", "vassal_sockets", "vassal_rss_kb",
-                                                           "blacklist")} if last else {})
+        waves.append(_usage(last[-1]) if last else {})
     final = [s for s in samples if "vassal_fds" in s]
+    first = [s for s in final if s["t"] < phases[0].end]
     zerg_times = [s["t"] for s in samples if s["zergs"]]
     gone = next((s["t"] for s in samples if s["t"] > load_end and not s["zergs"]), None) if zerg_times else None
     summary = {
@@ -295,10 +294,16 @@ def report(server: str, requests_log: Path, sampler: Sampler, watcher: LogWatche
         "zerg_exits": sum(1 for _, kind in events if kind == "exit"),
         "zergs_at_end": samples[-1]["zergs"] if samples else None,
         "zergs_gone_after_load_s": round(gone - load_end, 2) if gone is not None else None,
-        "after_each_wave": waves, "at_end": {k: v for k, v in final[-1].items() if k not in ("time", "t")} if final else {},
+        "after_each_wave": waves, "before_load": _usage(first[-1]) if first else {},
+        "at_end": _usage(final[-1]) if final else {},
         "blacklisted": max((s.get("blacklist", 0) for s in samples), default=0),
     }
     return {"server": server, "samples": samples, "events": events, "requests": requests, "summary": summary}
+
+
+def _usage(sample: dict) -> dict:
+    return {key: sample.get(key) for key in ("zergs", "emperor_fds", "emperor_sockets", "emperor_rss_kb", "vassal_fds",
+                                             "vassal_sockets", "vassal_rss_kb", "blacklist")}
 
 
 def absorbed_in(samples: list[dict], spike, threshold: int) -> float | None:
@@ -340,7 +345,7 @@ def plot(results: list[dict], profile: Profile, threshold: int, path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     cols = len(results)
-    fig, axes = plt.subplots(4, cols, figsize=(7 * cols, 10), sharex=True, sharey="row", squeeze=False,
+    fig, axes = plt.subplots(4, cols, figsize=(8 * cols, 10.5), sharex=True, sharey="row", squeeze=False,
                              gridspec_kw={"height_ratios": [2, 2, 3, 2]})
     phases = profile.phases()
     end = max(max((s["t"] for s in r["samples"]), default=0) for r in results)
@@ -381,10 +386,14 @@ def plot(results: list[dict], profile: Profile, threshold: int, path: Path) -> N
         absorbed = ", ".join("never" if a is None else f"{a:.2f} s" for a in s["absorbed_in_s"])
         p95s = s["p95_ms"]
         spikes = [v for k, v in p95s.items() if k.startswith("spike") and v is not None]
+        start, end = s["before_load"], s["at_end"]
         ax[0].set_title(f"{result['server']}: absorbed in {absorbed}\n"
                         f"p95 before {p95s.get('before')} ms, spike {max(spikes, default=None)} ms, "
-                        f"after {p95s.get('after')} ms · {s['failures']} failures of {s['requests']} · "
-                        f"{s['peak_zergs']} zergs at peak", fontsize=10)
+                        f"after {p95s.get('after')} ms\n{s['failures']} failures of {s['requests']} · "
+                        f"{s['peak_zergs']} zergs at peak, {s['zerg_spawns']} spawned, {s['blacklisted']} blacklisted"
+                        + (f" · vassal fds {start.get('vassal_fds')}→{end.get('vassal_fds')}, "
+                           f"RSS {start.get('vassal_rss_kb')}→{end.get('vassal_rss_kb')} kB" if profile.waves > 1 else ""),
+                        fontsize=9)
     axes[0, 0].set_ylabel("requests/s")
     axes[1, 0].set_ylabel("p95 latency ms\n(0.5 s windows)")
     axes[2, 0].set_ylabel("accept queue")
@@ -392,8 +401,9 @@ def plot(results: list[dict], profile: Profile, threshold: int, path: Path) -> N
     axes[3, 0].yaxis.get_major_locator().set_params(integer=True)
     for col in range(cols):
         axes[3, col].set_xlabel("seconds (spikes shaded)")
-    fig.suptitle(f"Open-loop spike: {profile.base:g} → {profile.peak:g} requests/s on one broodlord vassal",
-                 fontsize=12)
+    spikes = f"{profile.waves} spikes" if profile.waves > 1 else "a spike"
+    fig.suptitle(f"Open loop, {spikes} of {profile.base:g} → {profile.peak:g} requests/s on a broodlord vassal "
+                 f"(SOS at {threshold} queued)", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
