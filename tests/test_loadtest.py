@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -30,6 +31,34 @@ def test_short_spike_is_absorbed_while_it_lasts_and_zergs_leave(tmp_path):
     assert summary["failures"] == 0 and summary["requests"] >= 150
     assert summary["peak_zergs"] >= 1 and summary["zergs_at_end"] == 0
     assert summary["absorbed_in_s"][0] is not None, "backlog still over the threshold when the spike ended"
+    assert summary["p95_ms"]["after"] < summary["p95_ms"]["spike1"]
     rows = list(csv.DictReader(open(tmp_path / "samples.csv")))
     assert {"t", "backlog", "zergs"} <= set(rows[0])
     assert (tmp_path / "spike.png").stat().st_size > 10_000
+
+
+@requires_nginx
+@pytest.mark.timeout(150)
+def test_three_waves_reuse_or_respawn_zergs_and_leak_nothing(tmp_path):
+    summary = loadtest(tmp_path, "--waves", "--before", "1", "--spike", "4", "--gap", "3", "--after", "1",
+                       timeout=140)
+    assert summary["failures"] == 0 and summary["blacklisted"] == 0
+    assert summary["peak_zergs"] >= 1 and summary["zergs_at_end"] == 0
+    assert len(summary["absorbed_in_s"]) == 3 and None not in summary["absorbed_in_s"]
+    before, after = summary["before_load"], summary["at_end"]
+    for key in ("emperor_fds", "emperor_sockets", "vassal_fds", "vassal_sockets"):
+        assert after[key] == before[key], f"{key}: {before[key]} before the load, {after[key]} after three waves"
+    assert after["vassal_rss_kb"] - before["vassal_rss_kb"] < 4096
+
+
+UWSGI = shutil.which("uwsgi")
+
+
+@requires_nginx
+@pytest.mark.skipif(UWSGI is None, reason="no uwsgi binary (pip install uwsgi)")
+@pytest.mark.timeout(120)
+def test_the_same_spike_against_uwsgi_broodlord(tmp_path):
+    summary = loadtest(tmp_path, "--only", "uwsgi", "--before", "2", "--spike", "6", "--after", "2")
+    assert summary["failures"] == 0 and summary["requests"] >= 150
+    assert summary["peak_zergs"] >= 1 and summary["zergs_at_end"] == 0
+    assert "asking Emperor for reinforcements" in (tmp_path / "emperor.log").read_text()
