@@ -121,13 +121,19 @@ def queued(stats: str) -> int:
     return fetch(stats)["listen_queue"]
 
 
+def sos_vassal(fake_emperor, workdir, addr: str, threshold: int, cycle: float) -> tuple[FakeEmperor, str]:
+    """A one-worker vassal with --vassal-sos-backlog, accepting; and its stats address."""
+    stats = str(workdir / "s.sock")
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+                          "--vassal-sos-backlog", str(threshold), "--check-interval", str(cycle))
+    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    return vassal, stats
+
+
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
 def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind):
     addr = str(workdir / "q.sock") if kind == "unix" else f"127.0.0.1:{free_port()}"
-    stats = str(workdir / "s.sock")
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
-                          "--vassal-sos-backlog", "3", "--check-interval", "0.25")
-    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    vassal, stats = sos_vassal(fake_emperor, workdir, addr, 3, 0.25)
     block_worker(addr, 10, 1)
     wait_for(lambda: statuses(stats) == ["busy"], message="the only worker busy")
     block_worker(addr, 0.1, 2)
@@ -142,10 +148,7 @@ def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind)
 
 def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
     addr = f"127.0.0.1:{free_port()}"
-    stats = str(workdir / "s.sock")
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
-                          "--vassal-sos-backlog", "1", "--check-interval", "0.5")
-    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    vassal, stats = sos_vassal(fake_emperor, workdir, addr, 1, 0.5)
     block_worker(addr, 10, 3)
     stop = threading.Event()
     polls = [0]
@@ -174,10 +177,7 @@ def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
 def test_sos_asks_for_as_many_zergs_as_threshold_sized_queues(fake_emperor, workdir):
     """Six queued at a threshold of 2: three zergs' worth, asked as three 30s in one write."""
     addr = f"127.0.0.1:{free_port()}"
-    stats = str(workdir / "s.sock")
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
-                          "--vassal-sos-backlog", "2", "--check-interval", "0.5")
-    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    vassal, stats = sos_vassal(fake_emperor, workdir, addr, 2, 0.5)
     block_worker(addr, 10, 1)
     wait_for(lambda: statuses(stats) == ["busy"], message="the only worker busy")
     os.kill(vassal.proc.pid, signal.SIGSTOP)  # the master sees all six at once, not one by one
