@@ -386,13 +386,13 @@ def plot(results: list[dict], profile: Profile, threshold: int, path: Path) -> N
         absorbed = ", ".join("never" if a is None else f"{a:.2f} s" for a in s["absorbed_in_s"])
         p95s = s["p95_ms"]
         spikes = [v for k, v in p95s.items() if k.startswith("spike") and v is not None]
-        start, end = s["before_load"], s["at_end"]
+        first, last = s["before_load"], s["at_end"]
         ax[0].set_title(f"{result['server']}: absorbed in {absorbed}\n"
                         f"p95 before {p95s.get('before')} ms, spike {max(spikes, default=None)} ms, "
                         f"after {p95s.get('after')} ms\n{s['failures']} failures of {s['requests']} · "
                         f"{s['peak_zergs']} zergs at peak, {s['zerg_spawns']} spawned, {s['blacklisted']} blacklisted"
-                        + (f" · vassal fds {start.get('vassal_fds')}→{end.get('vassal_fds')}, "
-                           f"RSS {start.get('vassal_rss_kb')}→{end.get('vassal_rss_kb')} kB" if profile.waves > 1 else ""),
+                        + (f" · vassal fds {first.get('vassal_fds')}→{last.get('vassal_fds')}, "
+                           f"RSS {first.get('vassal_rss_kb')}→{last.get('vassal_rss_kb')} kB" if profile.waves > 1 else ""),
                         fontsize=9)
     axes[0, 0].set_ylabel("requests/s")
     axes[1, 0].set_ylabel("p95 latency ms\n(0.5 s windows)")
