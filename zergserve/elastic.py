@@ -6,7 +6,7 @@
                       that arrives anyway respawns workers that serve it), then asks its emperor
                       (byte 22); the stop that answers is graceful, so no request is cut off
     --vassal-sos-backlog N   a socket with N or more queued connections sends SOS (byte 30) at once,
-                      asking for as many zergs as N-sized queues it expects within a second (what
+                      asking for as many zergs as N-sized queues it expects 2 s ahead (what
                       waits now plus its growth over the last half second), sent as that many 30s
                       in one write (emperor/protocol.py). The queues are read every --check-interval,
                       and every 0.1 s while loaded (a worker was seen busy or a connection waiting in
@@ -38,7 +38,7 @@ from zergserve.scoreboard import BUSY
 LOADED_WATCH = 0.1  # seconds between looks at the queues while loaded (a connection waits, a worker is busy)
 LOADED_FOR = 2.0  # seconds the watch stays quick after it last saw a load
 GROWTH_WINDOW = 0.5  # seconds of queue lengths the growth rate is measured over
-HORIZON = 1.0  # an SOS asks for the queue expected this many seconds ahead (a zerg's boot, then its drain)
+HORIZON = 2.0  # an SOS asks for the queue expected this many seconds ahead (a zerg's boot, then its drain)
 MOST_ZERGS = 16  # per SOS; the emperor's --emperor-broodlord caps it further
 
 
