@@ -50,7 +50,7 @@ EVENTS = {  # what each emperor logs, as it happens: (event, pattern)
                   ("spawn", re.compile(r"\[emperor\] vassal \S+:zerg spawned")),
                   ("exit", re.compile(r"\[emperor\] removed vassal \S+:zerg"))],
     "uwsgi": [("sos", re.compile(r"asking Emperor for reinforcements")),
-              ("spawn", re.compile(r"\[emperor\] vassal \S+:zerg has been spawned")),
+              ("spawn", re.compile(r"going in broodlord mode: launching zergs")),
               ("exit", re.compile(r"removed uwsgi instance \S+:zerg"))],
 }
 
