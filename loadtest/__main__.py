@@ -8,8 +8,9 @@ BASE again, then nothing until the zergs are gone. Every 0.1 s it reads the sock
 the kernel (inet_diag, the same for every server) and the zergs from the emperor's stats; the
 emperor's log gives the SOS, spawn and exit events as they happen. It writes samples.csv,
 requests.csv and spike.png and prints a summary: "absorbed in X s" (from the start of a spike until
-the backlog is back under THRESHOLD for the rest of it), p95 before, during and after, failures,
-zergs, and for --waves what each wave left behind (zergs, sockets, RSS).
+the backlog is back under THRESHOLD for the rest of it) and how long the backlog was over it, p95
+before, during and after, failures, zergs, and for --waves what each wave left behind (zergs,
+sockets, RSS).
 
     --peer uwsgi   the same run against uWSGI 2.0's emperor (the `uwsgi` binary) with the same vassal
                    ini, and a side-by-side figure on the same axes
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {r["server"]: r["summary"] for r in results}
     for server, summary in summaries.items():
         absorbed = ", ".join("never" if a is None else f"{a:.2f} s" for a in summary["absorbed_in_s"])
-        print(f"{server}: absorbed in {absorbed}; p95 ms {summary['p95_ms']}; "
+        over = ", ".join(f"{o:.2f} s" for o in summary["over_threshold_s"])
+        print(f"{server}: absorbed in {absorbed} (backlog over the threshold for {over}); p95 ms {summary['p95_ms']}; "
               f"{summary['failures']} failures of {summary['requests']}", file=sys.stderr)
     print(json.dumps(summaries if len(summaries) > 1 else summaries[servers[0]], indent=1))
     ok = all(s["failures"] == 0 and s["peak_zergs"] > 0 and s["zergs_at_end"] == 0 for s in summaries.values())
@@ -287,6 +289,7 @@ def report(server: str, requests_log: Path, sampler: Sampler, watcher: LogWatche
     summary = {
         "requests": len(requests), "failures": sum(1 for _, _, ok in requests if not ok),
         "absorbed_in_s": [absorbed_in(samples, spike, threshold) for spike in spikes],
+        "over_threshold_s": [over_threshold(samples, spike, threshold) for spike in spikes],
         "p95_ms": p95, "peak_backlog": max((s["backlog"] for s in samples), default=0),
         "peak_zergs": max((s["zergs"] for s in samples), default=0),
         "sos": sum(1 for _, kind in events if kind == "sos"),
@@ -316,6 +319,13 @@ def absorbed_in(samples: list[dict], spike, threshold: int) -> float | None:
     if over[-1] + 1 >= len(during):
         return None
     return round(during[over[-1] + 1]["t"] - spike.start, 2)
+
+
+def over_threshold(samples: list[dict], spike, threshold: int) -> float:
+    """Seconds of the spike with the backlog at `threshold` or more (a spike met by zergs still alive
+    from the last one may cross late, briefly: "absorbed in" alone would read as slow)."""
+    during = [s for s in samples if spike.start <= s["t"] < spike.end]
+    return round(sum(b["t"] - a["t"] for a, b in zip(during, during[1:]) if a["backlog"] >= threshold), 2)
 
 
 def percentile(values: list[float], pct: float) -> float | None:
@@ -387,7 +397,8 @@ def plot(results: list[dict], profile: Profile, threshold: int, path: Path) -> N
         p95s = s["p95_ms"]
         spikes = [v for k, v in p95s.items() if k.startswith("spike") and v is not None]
         first, last = s["before_load"], s["at_end"]
-        ax[0].set_title(f"{result['server']}: absorbed in {absorbed}\n"
+        over = ", ".join(f"{o:.1f}" for o in s["over_threshold_s"])
+        ax[0].set_title(f"{result['server']}: absorbed in {absorbed} (backlog ≥ {threshold} for {over} s)\n"
                         f"p95 before {p95s.get('before')} ms, spike {max(spikes, default=None)} ms, "
                         f"after {p95s.get('after')} ms\n{s['failures']} failures of {s['requests']} · "
                         f"{s['peak_zergs']} zergs at peak, {s['zerg_spawns']} spawned, {s['blacklisted']} blacklisted"
