@@ -11,11 +11,11 @@
                       in one write (emperor/protocol.py). The queues are read every --check-interval,
                       and every 0.1 s while loaded (a worker was seen busy or a connection waiting in
                       the last 2 s), so the SOS leaves within 0.1 s of the crossing instead of at
-                      the next 1 s tick as in uWSGI. While the queue stays at N
-                      or more it asks again once per --check-interval, or at once if it grew by N
-                      more since it last asked. TCP queues come from TCP_INFO; UNIX queues from
-                      sock_diag, which uWSGI does not read (it reports 0 and never calls for help on
-                      UNIX sockets)
+                      the next 1 s tick as in uWSGI. It asks at most once per --check-interval (a
+                      queue that hovers about N is one call per cycle, as in uWSGI), sooner only when
+                      the queue grew by N more since it last asked. TCP queues come from TCP_INFO;
+                      UNIX queues from sock_diag, which uWSGI does not read (it reports 0 and never
+                      calls for help on UNIX sockets)
     --vassal-sos S    SOS when no worker has been seen idle for more than S s (back-to-back short
                       requests count, not only long ones), at most once every S s
 
@@ -55,7 +55,7 @@ class Elastic:
         self.last_idle_worker = time.time()  # when a worker was last seen not busy (--vassal-sos)
         self.last_overload_sos = 0.0
         self.queues: deque[tuple[float, int]] = deque()  # (monotonic, longest queue) while one waits
-        self.asked_at = 0.0  # when the backlog watch last sent SOS (monotonic); 0: not since under N
+        self.asked_at = -math.inf  # when the backlog watch last sent SOS (monotonic)
         self.asked_queue = 0
         self.loaded_at = 0.0
         master.add_housekeeping(self.housekeeping)
@@ -95,16 +95,14 @@ class Elastic:
             self.loaded_at = now
         if not queued:
             self.queues.clear()
-            self.asked_at = 0.0
             return LOADED_WATCH if now - self.loaded_at < LOADED_FOR else self.cfg.check_interval
         self.queues.append((now, queued))
         while now - self.queues[0][0] > GROWTH_WINDOW:
             self.queues.popleft()
         threshold = self.cfg.vassal_sos_backlog
         if queued < threshold:
-            self.asked_at = 0.0
             return LOADED_WATCH
-        if not self.asked_at or now - self.asked_at >= self.cfg.check_interval or queued >= self.asked_queue + threshold:
+        if now - self.asked_at >= self.cfg.check_interval or queued >= self.asked_queue + threshold:
             since, before = self.queues[0]
             growth = max(0.0, (queued - before) / (now - since)) if now > since else 0.0
             zergs = min(MOST_ZERGS, max(1, math.ceil((queued + growth * HORIZON) / threshold)))
