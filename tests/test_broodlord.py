@@ -398,3 +398,22 @@ def test_broodlord_with_a_glob_monitor_numbers_its_zergs(spawn, workdir):
              message="two zergs of a glob:// vassal accepting")
     pids = sorted(fetch(str(workdir / f"zerg-{n}.stats"))["pid"] for n in (1, 2))
     assert pids == sorted(z["pid"] for z in emperor.doc()["vassals"] if z["id"] == name)
+
+
+def test_a_file_named_like_the_zerg_is_never_read_in_its_place(spawn, workdir):
+    """Issue 8 item 1: `--ini brood.ini:zerg` means the [zerg] section, unless a file of that very
+    name exists: then it was that file that ran. The emperor spawns no zerg while the file is
+    there, and says why once."""
+    emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1")
+    stranger_port = free_port()
+    (emperor.dir / "brood.ini:zerg").write_text(
+        f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{stranger_port}\n")
+    addr = loaded_vassal(emperor, "module = echo:application\n")
+    block_worker(addr, 8, 3)
+    emperor.server.wait_log("no zerg for vassal brood.ini: a file named brood.ini:zerg exists")
+    asked = emperor.vassal("brood.ini")["sos"]
+    wait_for(lambda: emperor.vassal("brood.ini")["sos"] >= asked + 2, timeout=5, message="two more SOS")
+    assert zergs(emperor) == [] and "vassal brood.ini:zerg spawned" not in emperor.server.log()
+    assert emperor.server.log().count("no zerg for vassal brood.ini") == 1
+    with pytest.raises(OSError):
+        http_request(f"127.0.0.1:{stranger_port}")

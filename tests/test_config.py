@@ -492,8 +492,32 @@ def test_instance_from_ini_and_env(spawn, workdir):
                          ids=lambda p: p.name)
 def test_deploy_examples_are_valid_config(path):
     args = ["--ini", str(path)]
-    if "apps-" in str(path):  # a vassal: read as its emperor starts it (vassal-set, vassals-include)
+    if "apps-" in str(path) or path.parent.name == "sites":
+        # a vassal (deploy/fleet/sites/ holds rows' texts): read as its emperor starts it (vassal-set, vassals-include)
         from zergserve.emperor.vassal import vassal_argv
         args = vassal_argv(load(["--ini", str(path.parent.parent / "emperor.ini")], {}), str(path))[3:]
     cfg = load(args, {})
     assert cfg.module or cfg.zergpool or cfg.zerg or cfg.emperor or cfg.privileged_binary_patch_arg
+
+
+def test_the_checked_descriptor_is_read_whatever_the_names_on_disk(tmp_path, monkeypatch):
+    """Issue 8 item 1: with ZERGSERVE_CONFIG_FD the vassal's file and its sections are read from
+    the descriptor the emperor checked, matched on the name as given: `victim.ini:zerg` and
+    `victim.ini:x.ini` files beside it are never read in its place."""
+    monkeypatch.chdir(tmp_path)
+    checked = tmp_path / "victim.ini"
+    checked.write_text("[uwsgi]\nprocesses = 3\n[zerg]\nprocesses = 5\n")
+    fd = os.open(checked, os.O_RDONLY)
+    try:
+        for squatter in ("victim.ini:zerg", "victim.ini:x.ini"):
+            (tmp_path / squatter).write_text("[uwsgi]\nprocesses = 9\n")
+        env = {config.CONFIG_FD_VARIABLE: f"{fd}:victim.ini"}
+        checked.unlink()  # and the checked name itself may be gone or swapped: the descriptor stays
+        assert load(["--ini", "victim.ini"], env).processes == 3
+        assert load(["--ini", "victim.ini:zerg"], env).processes == 5
+        with pytest.raises(ConfigError, match="no section"):
+            load(["--ini", "victim.ini:x.ini"], env)
+        named = {config.CONFIG_FD_VARIABLE: f"{fd}:victim.ini:x.ini"}  # a checked name with ':' is whole
+        assert load(["--ini", "victim.ini:x.ini"], named).processes == 3
+    finally:
+        os.close(fd)

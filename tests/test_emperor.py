@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,7 +30,7 @@ log.write(f"at {time.time():.4f} " + " ".join(f"{n}={os.environ.get(n, '')}" for
 if starts < int(os.environ.get("FAKE_CRASHES", "0")):  # die before loyal, this many times
     sock.send(bytes([1]))
     sys.exit(1)
-for byte in map(int, os.environ.get("FAKE_SEND", "1,5,17").split(",")):
+for byte in map(int, filter(None, os.environ.get("FAKE_SEND", "1,5,17").split(","))):
     sock.send(bytes([byte]))
 while True:
     data = sock.recv(1)
@@ -309,17 +310,45 @@ def test_skel_symlinks_with_nofollow(spawn, workdir):
 
 
 def test_global_spawn_throttle(spawn, workdir):
+    """At most --emperor-spawn-burst vassals start at once: the next one waits for a slot."""
+    wrapper, log = fake_vassal(workdir)
+    vassals = workdir / "vassals"
+    vassals.mkdir()
+    for i in range(5):
+        (vassals / f"n{i}.ini").write_text("[uwsgi]\n")
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-spawn-burst", "3",
+                      "--emperor-throttle", "60000", env={"FAKE_LOG": str(log), "FAKE_SEND": ""})
+    emperor.server.wait_log("global spawn throttle: waiting before the next vassal")
+    scans = emperor.doc()["scans"]
+    emperor.server.signal(signal.SIGWINCH)
+    wait_for(lambda: emperor.doc()["scans"] >= scans + 2, message="two more scans")
+    assert sorted(v["id"] for v in emperor.doc()["vassals"]) == ["n0.ini", "n1.ini", "n2.ini"]
+    (vassals / "n0.ini").unlink()  # stopped: its slot is free
+    wait_for(lambda: emperor.vassal("n3.ini"), message="the next vassal in the freed slot")
+    assert emperor.vassal("n4.ini") is None
+
+
+def test_a_silent_vassal_holds_its_slot_for_one_throttle_step(spawn, workdir):
+    wrapper, log = fake_vassal(workdir)
+    vassals = workdir / "vassals"
+    vassals.mkdir()
+    for i in range(4):
+        (vassals / f"n{i}.ini").write_text("[uwsgi]\n")
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-spawn-burst", "1",
+                      "--emperor-throttle", "300", env={"FAKE_LOG": str(log), "FAKE_SEND": ""})
+    wait_for(lambda: len(emperor.doc()["vassals"]) == 4, message="all four, one per step")
+    assert "global spawn throttle" in emperor.server.log()
+
+
+def test_a_vassal_that_says_it_started_frees_its_slot_at_once(spawn, workdir):
     wrapper, log = fake_vassal(workdir)
     vassals = workdir / "vassals"
     vassals.mkdir()
     for i in range(8):
         (vassals / f"n{i}.ini").write_text("[uwsgi]\n")
-    started = time.monotonic()
-    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-spawn-burst", "3",
-                      "--emperor-throttle", "250", env={"FAKE_LOG": str(log)})
-    wait_for(lambda: len(emperor.doc()["vassals"]) == 8, timeout=15, message="all eight spawned")
-    assert time.monotonic() - started >= 5 * 0.25 * 0.8
-    assert "global spawn throttle" in emperor.server.log()
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-spawn-burst", "2",
+                      "--emperor-throttle", "60000", env={"FAKE_LOG": str(log), "FAKE_SEND": "1"})
+    wait_for(lambda: len(emperor.doc()["vassals"]) == 8, timeout=15, message="all eight spawned, not one a minute")
 
 
 def test_stats_layout(spawn, workdir):
@@ -646,3 +675,54 @@ def test_deploy_layout_runs_as_shipped(spawn, workdir):
     server.signal(signal.SIGTERM)
     assert server.wait_exit(20) == 0
     assert not (root / "sockets" / "emperor.stats").exists() and not (root / "sockets" / "demo.sock").exists()
+
+
+def test_crash_looping_vassals_do_not_starve_a_healthy_one(spawn, workdir):
+    """Issue 8 item 2: fifty vassals that crash at import and one healthy vassal sorted last. At a
+    cold start every file has its first start before any crasher its second (the fifty first boots
+    cost what they cost: ~0.15 s of CPU each here); then, among the fifty crash-looping, the healthy
+    one serves within 5 s of a `kill -9` of its master and within 5 s of its file reappearing."""
+    vassals = workdir / "vassals"
+    vassals.mkdir()
+    for i in range(50):
+        (vassals / f"crash{i:02d}.ini").write_text(
+            f"[uwsgi]\nchdir = {APPS}\nmodule = broken:application\nsocket = {workdir}/crash{i:02d}.sock\n")
+    healthy = str(workdir / "healthy.sock")
+    config = f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {healthy}\nprocesses = 1\n"
+    (vassals / "zz-healthy.ini").write_text(config)
+    emperor = Emperor(spawn, workdir)
+    wait_for(lambda: http_request(healthy)[0] == 200, timeout=30, message="the healthy vassal serving")
+    spawned = re.findall(r"\[emperor\] vassal (\S+) spawned \(pid", emperor.server.log())
+    first_respawn = next((i for i, name in enumerate(spawned) if name in spawned[:i]), len(spawned))
+    assert spawned.index("zz-healthy.ini") < first_respawn, spawned
+    wait_for(lambda: emperor.vassal("zz-healthy.ini")["loyal"] == 1, message="loyal")
+    wait_for(lambda: len(emperor.doc()["blacklist"]) == 50, timeout=30, message="every crasher failing")
+
+    pid = emperor.vassal("zz-healthy.ini")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: (emperor.vassal("zz-healthy.ini") or {}).get("pid", pid) not in (pid, -1)
+             and emperor.vassal("zz-healthy.ini")["accepting"] and http_request(healthy)[0] == 200,
+             timeout=max(0.1, killed + 5 - time.monotonic()),
+             message="the healthy vassal respawned and serving within 5 s of kill -9")
+
+    (vassals / "zz-healthy.ini").unlink()
+    wait_for(lambda: emperor.vassal("zz-healthy.ini") is None, message="the healthy vassal stopped")
+    (workdir / "healthy.tmp").write_text(config)
+    (workdir / "healthy.tmp").rename(vassals / "zz-healthy.ini")
+    added = time.monotonic()
+    wait_for(lambda: http_request(healthy)[0] == 200, timeout=max(0.1, added + 5 - time.monotonic()),
+             message="a new healthy vassal serving within 5 s among fifty crash-looping ones")
+    assert len(emperor.doc()["blacklist"]) == 50 and all(e["id"] != "zz-healthy.ini" for e in emperor.doc()["blacklist"])
+
+
+def test_a_newline_in_a_vassal_name_cannot_forge_log_lines(spawn, workdir):
+    """Issue 8 item 6: vassal file names go into the emperor's log lines escaped."""
+    wrapper, log = fake_vassal(workdir)
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), env={"FAKE_LOG": str(log)})
+    forged = "[2026-01-01 00.00.00] [1] INFO [emperor] FORGED"  # no ':' (refused, and logged escaped too)
+    (emperor.dir / f"evil\n{forged}\x1b[31m.ini").write_text("[uwsgi]\n")
+    emperor.server.wait_log("is now loyal")
+    text = emperor.server.log()
+    assert "vassal evil\\n[2026-01-01 00.00.00] [1] INFO [emperor] FORGED\\x1b[31m.ini spawned" in text
+    assert not any(line.startswith(forged) for line in text.splitlines()) and "\x1b" not in text

@@ -6,6 +6,7 @@ import importlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,14 +43,20 @@ def users():
     return made
 
 
-def setup(spawn, workdir: Path, *extra: str) -> tuple[Emperor, Path]:
+def probe_program(workdir: Path, script: str = PROBE) -> tuple[Path, Path]:
+    """A vassal program any user can run from `workdir`, and the dir any user can write its records to."""
     workdir.chmod(0o755)
     probe_dir = workdir / "probe"
     probe_dir.mkdir(mode=0o777)
     probe_dir.chmod(0o777)
     program = workdir / "probe.sh"
-    program.write_text(PROBE)
+    program.write_text(script)
     program.chmod(0o755)
+    return program, probe_dir
+
+
+def setup(spawn, workdir: Path, *extra: str) -> tuple[Emperor, Path]:
+    program, probe_dir = probe_program(workdir)
     emperor = Emperor(spawn, workdir, "--emperor-tyrant", "--binary-path", str(program), *extra,
                       env={"PROBE_DIR": str(probe_dir)})
     emperor.dir.chmod(0o755)
@@ -209,7 +216,9 @@ def test_a_config_swapped_after_the_check_is_not_read(spawn, workdir, users, vas
     path.rename(vassals / "app.ini")
     first = int(emperor.server.wait_log("vassal app.ini spawned (pid ").split("vassal app.ini spawned (pid ")[1]
                 .split(")")[0])
-    bound = emperor.server.wait_log(f"[{first}] INFO: http socket")
+    own_log = vassals / "app.ini.log"  # a tyrant vassal's lines go to its own log, not the emperor's
+    bound = wait_for(lambda: f"[{first}] INFO: http socket" in own_log.read_text() and own_log.read_text(),
+                     message="the vassal's socket line")
     assert f"[{first}] INFO: http socket 127.0.0.1:{checked_port} " in bound
     assert f"[{first}] INFO: http socket 127.0.0.1:{swapped_port} " not in bound
     # the file now belongs to users[1]: that is who runs it next, from the swapped content
@@ -221,3 +230,73 @@ def test_a_config_swapped_after_the_check_is_not_read(spawn, workdir, users, vas
 def status_of_pid(pid: int) -> dict[str, list[str]]:
     return {line.split(":")[0]: line.split(":")[1].split()
             for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(("Uid", "Gid"))}
+
+
+def test_a_colon_name_never_runs_as_the_owner_of_the_prefix(spawn, workdir, users, vassal_python):
+    """Issue 8 item 1: in a directory every tenant can write, users[1] puts `victim.ini:x.ini` next
+    to users[0]'s `victim.ini`. `--ini victim.ini:x.ini` is also FILE:section syntax: the attacker's
+    file must never run, least of all as the victim (it is refused, named in one log line), and the
+    victim's vassal goes on from its own file."""
+    victim_port, attacker_port = free_port(), free_port()
+    emperor = real_vassals(spawn, workdir, vassal_python)
+    emperor.dir.chmod(0o1777)
+    victim = emperor.dir / "victim.ini"
+    victim.write_text(app_config(victim_port))
+    own(victim, users[0])
+    wait_for(lambda: http_request(f"127.0.0.1:{victim_port}")[0] == 200, timeout=15, message="the victim serves")
+    attack = emperor.dir / "victim.ini.tmp"
+    attack.write_text(app_config(attacker_port))
+    own(attack, users[1])
+    attack.rename(emperor.dir / "victim.ini:x.ini")
+    emperor.server.wait_log("victim.ini:x.ini: refused")
+    os.kill(emperor.server.pid, signal.SIGWINCH)  # one more scan: still refused, logged once
+    wait_for(lambda: emperor.doc()["scans"] >= 3, message="another scan")
+    assert [v["id"] for v in emperor.doc()["vassals"]] == ["victim.ini"]
+    assert emperor.vassal("victim.ini")["uid"] == users[0].pw_uid
+    assert emperor.server.log().count("victim.ini:x.ini: refused") == 1
+    with pytest.raises(OSError):
+        http_request(f"127.0.0.1:{attacker_port}")
+
+
+NOISY = """#!/bin/sh
+echo "[2026-01-01 00:00:00] [1] INFO: [emperor] FORGED by $(id -u)" >&2
+perl -e 'truncate(STDERR, 0)'
+echo "stdout of $(id -u)"
+touch "$PROBE_DIR/$(basename "$2").done"
+exec sleep 60
+"""
+
+
+def test_a_tyrant_vassal_cannot_write_to_or_truncate_the_emperors_log(spawn, workdir, users):
+    """Issue 8 item 6: a tyrant vassal inherited the emperor's stderr: it could forge lines in its
+    log and truncate it (ftruncate needs no permission on an inherited descriptor). Its stdout
+    and stderr now go to its own log, FILE.log next to its config, opened as its owner."""
+    emperor, probe_dir = setup(spawn, workdir)
+    program = workdir / "probe.sh"
+    program.write_text(NOISY)
+    emperor.server.wait_log("emperor (pid")
+    path = emperor.dir / "noisy.ini"
+    path.write_text("[uwsgi]\n")
+    own(path, users[0])
+    wait_for((probe_dir / "noisy.ini.done").exists, message="the vassal wrote and truncated")
+    log = emperor.server.log()
+    assert "FORGED" not in log and "emperor (pid" in log
+    own_log = emperor.dir / "noisy.ini.log"
+    assert own_log.stat().st_uid == users[0].pw_uid
+    assert f"stdout of {users[0].pw_uid}" in own_log.read_text()
+    emperor.server.wait_log("noisy.ini.log")  # the emperor says where the vassal's lines go
+
+
+def test_a_squatted_vassal_log_is_not_used(spawn, workdir, users):
+    """Someone else's file (or a link) in the vassal's log's place is not written to."""
+    emperor, probe_dir = setup(spawn, workdir)
+    program = workdir / "probe.sh"
+    program.write_text(NOISY)
+    squat = emperor.dir / "noisy.ini.log"
+    squat.write_text("")
+    own(squat, users[1], 0o666)
+    path = emperor.dir / "noisy.ini"
+    path.write_text("[uwsgi]\n")
+    own(path, users[0])
+    wait_for((probe_dir / "noisy.ini.done").exists, message="the vassal ran")
+    assert squat.read_text() == "" and "FORGED" not in emperor.server.log()

@@ -652,3 +652,46 @@ def test_zerg_server_must_be_unix(spawn):
     assert proc.wait_exit() == 2
     assert "must be a UNIX socket" in proc.log()
     assert ROOT  # the repo root is importable for the subprocesses above
+
+
+def test_a_flood_of_refused_peers_writes_a_few_lines(spawn, workdir):
+    """Issue 8 item 6: 50,000 refused connects to an abstract zerg socket wrote 6 MB of log. Now
+    the first refusal of a uid is logged at once, the rest are counted: one line per uid per
+    interval says how many were held back. Every refusal is accounted for, in a few lines."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to connect as another uid")
+    name = f"@zs-flood-{os.getpid()}-{time.monotonic_ns()}"
+    stats = str(workdir / "flood.stats")
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    main = spawn("--module", "echo:application", "--http", addr, "--zerg-server", name, "--stats", stats, wait=addr)
+    main.wait_log("zerg server enabled")
+    before = len(main.log())
+    count = 20000
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the attacker: an unprivileged local user, connecting as fast as it can
+        done = 0
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            for _ in range(count):
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.connect("\0" + name[1:] + "\0")
+                    done += 1
+        finally:
+            os.write(write_end, str(done).encode())
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    connected = int(os.read(read_end, 20))
+    os.close(read_end)
+    assert connected == count
+    wait_for(lambda: fetch(stats)["zerg_refused"] == count, timeout=30, message="every connect refused")
+    wait_for(lambda: "more like it held back" in main.log()[before:], timeout=15, message="the held-back count")
+    lines = [line for line in main.log()[before:].splitlines() if "refused peer" in line]
+    held = sum(int(m.group(1)) for line in lines for m in [re.search(r"(\d+) more like it held back", line)] if m)
+    logged = sum(1 for line in lines if "more like it held back" not in line)
+    assert logged + held == count, lines
+    assert len(lines) <= 20 and len(main.log()) - before < 8000, lines

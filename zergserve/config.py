@@ -71,7 +71,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from zergserve import __version__, sockets
+from zergserve import __version__, proxy, sockets
 
 
 class ConfigError(Exception):
@@ -163,11 +163,26 @@ def address(value: str) -> str:
     return value
 
 
+@_metavar("IPS")
+def proxies(value: str) -> str:
+    """--forwarded-allow-ips: checked now, so that a bad entry is reported with its file and line."""
+    proxy.Trust(value)
+    return value
+
+
 @_metavar("MODE")
 def mode(value: str) -> int:
     """A file mode of exactly three octal digits, as uWSGI's --chmod-socket wants."""
     if not re.fullmatch(r"[0-7]{3}", value.strip()):
         raise ValueError(f"invalid mode {value!r}: expected three octal digits like 660")
+    return int(value.strip(), 8)
+
+
+@_metavar("MASK")
+def umask(value: str) -> int:
+    """A umask in octal, as uWSGI takes it: 022, 0027, 7."""
+    if not re.fullmatch(r"[0-7]{1,4}", value.strip()):
+        raise ValueError(f"invalid umask {value!r}: expected octal digits like 022")
     return int(value.strip(), 8)
 
 
@@ -229,6 +244,8 @@ OPTIONS: tuple[Option, ...] = (
       group="app"),
     O("env", key_value, (), "set KEY=VALUE in the environment before loading the app", repeatable=True,
       group="app"),
+    O("home", text, None, "run the app in this virtualenv: its site-packages first on sys.path, VIRTUAL_ENV "
+      "set; a venv of another Python version is refused", "H", ("virtualenv", "venv", "pyhome"), group="app"),
     O("lazy-apps", boolean, False, "load the app in each worker instead of once in the master", flag=True,
       group="app"),
     # sockets
@@ -239,7 +256,12 @@ OPTIONS: tuple[Option, ...] = (
     O("listen", integer(1, 65535), 100, "listen backlog of every socket", "l", group="sockets"),
     O("chmod-socket", mode, None, "mode of UNIX sockets (without a value: 666)", "C", const="666",
       group="sockets"),
+    O("forwarded-allow-ips", proxies, proxy.DEFAULT, "trust X-Forwarded-Proto/-For (or Forwarded) from these "
+      "peers on --http: comma-separated IPs, networks (10.0.0.0/8), 'unix' for UNIX socket peers, '*' for "
+      "everyone; they set wsgi.url_scheme and REMOTE_ADDR (the ASGI scheme and client)", group="sockets"),
     O("vacuum", boolean, False, "remove UNIX socket and pid files at exit", flag=True, group="sockets"),
+    O("chown-socket", text, None, "owner of UNIX sockets as USER[:GROUP] (names or numbers), set before "
+      "privileges are dropped: give the socket to nginx's user or group", group="sockets"),
     # processes
     O("processes", integer(1, 4096), 1, "number of worker processes", "p", ("workers",), group="processes"),
     O("master", boolean, True, "run a master (zergserve always does; accepted for uWSGI configs)", "M",
@@ -257,9 +279,24 @@ OPTIONS: tuple[Option, ...] = (
       "recycle together", group="processes"),
     O("worker-reload-mercy", integer(0), 60, "seconds a worker may take to finish its requests on reload or "
       "stop before SIGKILL", group="processes"),
+    O("reload-on-rss", integer(0), 0, "recycle a worker whose resident memory exceeds N megabytes, after the "
+      "request in hand (0: off)", group="processes"),
+    O("evil-reload-on-rss", integer(0), 0, "kill (SIGKILL) and respawn a worker whose resident memory exceeds N "
+      "megabytes, even in the middle of a request (0: off)", group="processes"),
+    O("max-worker-lifetime", integer(0), 0, "recycle a worker after N seconds, after the request in hand "
+      "(0: never)", group="processes"),
+    O("max-worker-lifetime-delta", integer(0), 0, "add (worker id - 1) * N seconds to max-worker-lifetime, so "
+      "workers do not recycle together", group="processes"),
     O("check-interval", number(), 1.0, "seconds between the master's housekeeping turns", group="processes"),
+    O("auto-procname", boolean, True, "title processes by role and app: 'zergserve master [shop.ini]', "
+      "'zergserve worker 2 [mysite.wsgi]' (uWSGI's default is off; false keeps the command line)", flag=True,
+      group="processes"),
+    O("procname", text, None, "title every process with this name (the master too, unless --procname-master)",
+      group="processes"),
+    O("procname-master", text, None, "title the master (an emperor, a zergpool) with this name", group="processes"),
     O("procname-prefix", text, "", "prefix for process titles", group="processes"),
     O("procname-prefix-spaced", text, "", "prefix for process titles, followed by a space", group="processes"),
+    O("procname-append", text, "", "append this to process titles", group="processes"),
     O("pidfile", text, None, "write the master's pid to this file", group="processes"),
     O("privileged-binary-patch", text, None, "once configured, exec this program instead of serving "
       "(a vassal that is really nginx, say)", group="processes"),
@@ -268,6 +305,23 @@ OPTIONS: tuple[Option, ...] = (
     O("unprivileged-binary-patch", text, None, "as privileged-binary-patch (zergserve drops no privileges of "
       "its own before it)", group="processes"),
     O("unprivileged-binary-patch-arg", text, None, "as privileged-binary-patch-arg", group="processes"),
+    # privileges
+    O("uid", text, None, "after binding the sockets and before loading the app, the master and workers become "
+      "this user (name or number)", group="privileges"),
+    O("gid", text, None, "the group the master and workers become (name or number; with --uid the default "
+      "is the user's primary group); supplementary groups are the user's (initgroups)", group="privileges"),
+    O("umask", umask, None, "set this umask (octal) at startup, before sockets and files are created",
+      group="privileges"),
+    # reload on change
+    O("touch-reload", text, (), "graceful reload (as HUP: checked first) when FILE's modification time changes",
+      repeatable=True, group="reload"),
+    O("touch-workers-reload", text, (), "recycle every worker, each after the request in hand, when FILE's "
+      "modification time changes", repeatable=True, group="reload"),
+    O("fs-reload", text, (), "graceful reload when PATH (a file, or anything directly in a directory) changes; "
+      "inotify where the kernel has it, else polled every master cycle", repeatable=True, group="reload"),
+    O("py-autoreload", integer(0), 0, "development: graceful reload when the source of a module the app "
+      "imported changes; inotify where the kernel has it, else checked every N seconds (0: off; "
+      "without a value: 1)", aliases=("python-autoreload", "reload"), const="1", group="reload"),
     # limits
     O("buffer-size", integer(1, 65535), 4096, "largest uwsgi vars block accepted", "b", group="limits"),
     O("max-vars", integer(1), 64, "uwsgi packets may carry at most 2 * N vars", group="limits"),
@@ -307,15 +361,19 @@ OPTIONS: tuple[Option, ...] = (
     O("vassal-sos", integer(0), 0, "ask the emperor for reinforcements when every worker has been busy for "
       "more than N seconds (0: off)", group="elastic"),
     # emperor
-    O("emperor", text, (), "run the emperor over a vassals dir (DIR, dir://DIR or glob://PATTERN)",
-      repeatable=True, group="emperor"),
+    O("emperor", text, (), "run the emperor over a vassals dir (DIR, dir://DIR or glob://PATTERN) or the rows "
+      "of a PostgreSQL query (pg://CONNINFO;SELECT name, config, ts FROM vassals)", repeatable=True,
+      group="emperor"),
+    O("emperor-pg-channel", text, "zergserve_vassals", "pg:// monitors LISTEN on this channel and re-read "
+      "their rows on a NOTIFY (empty: poll only)", group="emperor"),
     O("emperor-freq", number(), 3.0, "seconds between scans of the monitors (inotify wakes it sooner)",
       group="emperor"),
     O("emperor-throttle", integer(1), 1000, "milliseconds: blacklist step for a vassal that dies before "
-      "serving, and the refill interval of the global spawn budget", group="emperor"),
+      "serving, how long a silent vassal counts as starting, and how often failing vassals may "
+      "start, all together", group="emperor"),
     O("emperor-max-throttle", integer(1), 180000, "milliseconds: the largest blacklist delay", group="emperor"),
-    O("emperor-spawn-burst", integer(1), 16, "vassals that may be spawned at once before the global "
-      "throttle spaces the rest by --emperor-throttle", group="emperor"),
+    O("emperor-spawn-burst", integer(1), 16, "vassals that may be starting at once (failing ones: "
+      "half of them, and this many before one per --emperor-throttle)", group="emperor"),
     O("emperor-required-heartbeat", integer(1), 30, "seconds without a heartbeat before a vassal that "
       "sends them is killed and respawned", group="emperor"),
     O("emperor-curse-tolerance", integer(1), 30, "seconds a stopped vassal may take to exit before SIGKILL",
@@ -389,6 +447,7 @@ OPTIONS: tuple[Option, ...] = (
 del O
 
 _GROUP_TITLES = {"app": "Application", "sockets": "Sockets", "processes": "Processes", "limits": "Limits",
+                 "privileges": "Privileges", "reload": "Reload on change",
                  "zerg": "Zerg mode", "elastic": "Idle, cheap and SOS", "emperor": "Emperor", "stats": "Stats",
                  "logging": "Logging", "compat": "uWSGI compatibility", "config": "Configuration"}
 _BY_NAME: dict[str, Option] = {name: opt for opt in OPTIONS for name in (opt.name, *opt.aliases)}
@@ -465,7 +524,7 @@ class Config:
 
 def _render(opt: Option, value: Any) -> str:
     """A converted value back as the string its option's type reads."""
-    if opt.type is mode:
+    if opt.type is mode or opt.type is umask:
         return format(value, "03o")
     if isinstance(value, float):
         return format(value, "g")
@@ -520,7 +579,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Confi
     others: list[_Setting] = []
     for setting in environment + command_line:
         if _is_file_option(setting):
-            path, section = _split_section(setting.value)
+            path, section = _checked_file(setting.value, env) or _split_section(setting.value)
             files += _expand_file(setting.opt.name, path or scope.last_file or "", section, setting.value,
                                   setting.source, env, 0, scope)
         else:
@@ -744,6 +803,19 @@ def _read(path: str, env: Mapping[str, str]) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
+
+
+def _checked_file(spec: str, env: Mapping[str, str]) -> tuple[str, str | None] | None:
+    """(file, section) when `spec` is the file the emperor passed open (CONFIG_FD_VARIABLE), or
+    that file with a :section: matched on the name as given, never split by what exists on disk,
+    so `app.ini:x.ini` next to the checked `app.ini` is never read in its place (nor the reverse)."""
+    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
+    if not (sep and fd.isdigit() and name):
+        return None
+    if spec == name:
+        return name, None
+    rest = spec[len(name) + 1:] if spec.startswith(name + ":") else "/"
+    return (name, rest or None) if "/" not in rest else None
 
 
 def _split_section(spec: str) -> tuple[str, str | None]:

@@ -16,6 +16,7 @@ everything and workers inherit the descriptors through fork.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import stat
@@ -98,6 +99,16 @@ def parse_address(addr: str) -> tuple[socket.AddressFamily, object]:
     return family, (host, port_no)
 
 
+def is_local(sock: socket.socket) -> bool:
+    """Whether only this host can reach the socket: UNIX, or TCP on 127.0.0.0/8 or ::1."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return True
+    address = ipaddress.ip_address(sock.getsockname()[0].split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
 def socket_name(sock: socket.socket) -> str:
     """Render a bound socket's address the way uWSGI names it (used to match zerg sockets)."""
     return _render(sock.family, sock.getsockname())
@@ -147,8 +158,10 @@ def _render(family: int, addr: object) -> str:
     return text
 
 
-def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None) -> Listener:
-    """Bind and listen on `addr`; a stale UNIX socket file left by a dead server is replaced."""
+def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None,
+         chown: tuple[int, int] | None = None) -> Listener:
+    """Bind and listen on `addr`; a stale UNIX socket file left by a dead server is replaced.
+    `chmod` and `chown` ((uid, gid), -1 keeps one) apply to a UNIX socket's file."""
     if proto not in PROTOCOLS:
         raise AddressError(f"unknown protocol {proto!r}")
     if addr.startswith("fd://"):
@@ -170,9 +183,17 @@ def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None) ->
         if path is not None:
             if chmod is not None:
                 os.chmod(path, chmod)
+            if chown is not None:
+                try:
+                    os.chown(path, *chown)
+                except OSError as exc:
+                    raise AddressError(f"cannot chown {path} to {chown[0]}:{chown[1]}: {exc.strerror}") from None
             st = os.stat(path)
             inode = (st.st_dev, st.st_ino)
         sock.listen(backlog)
+    except AddressError:
+        sock.close()
+        raise
     except OSError as exc:
         sock.close()
         raise AddressError(f"cannot bind {addr}: {exc.strerror or exc}") from None

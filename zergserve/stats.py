@@ -22,6 +22,10 @@ class StatsServer:
     def __init__(self, addr: str, document: Callable[[], dict[str, Any]], *, http: bool = False,
                  minified: bool = False, backlog: int = 100, chmod: int | None = None) -> None:
         self.listener = sockets.bind(addr, "uwsgi", backlog, chmod)
+        if not sockets.is_local(self.listener.sock):
+            logger.warning("stats: %s is reachable from other hosts: anyone who connects reads pids, uids, "
+                           "the cwd and socket paths; serve stats on a UNIX socket or 127.0.0.1",
+                           self.listener.name)
         self.document = document
         self.http = http
         self.minified = minified

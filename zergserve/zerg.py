@@ -25,7 +25,7 @@ import struct
 import time
 
 from zergserve import sockets
-from zergserve.log import logger
+from zergserve.log import Repeated, logger, printable
 
 MAGIC = b"uwsgi-zerg"
 MESSAGE_SIZE = len(MAGIC) + 4
@@ -34,6 +34,7 @@ FIRST_TRY_FDS = 8  # what a uWSGI client makes room for before retrying with the
 MAX_FDS = 253  # SCM_MAX_FD on Linux
 REEXEC_ZERGS = "ZERGSERVE_REEXEC_ZERGS"  # the attach record, handed across the master's reload
 KEEP_ZERGS = 100
+REFUSALS_EVERY = 5.0  # seconds: at most one refusal line per peer uid (and per error) this often
 _COUNT = struct.Struct("=i")
 _CRED = struct.Struct("3i")
 
@@ -64,6 +65,8 @@ class ZergServer:
         self.listeners = listeners
         self.allowed = trusted_uids(allow_uids)
         self.attaches = 0  # distinct zerg processes served since the instance started
+        self.refused = 0  # connects refused: an untrusted uid, or no credentials
+        self.refusals = Repeated(REFUSALS_EVERY)  # anyone may connect to an abstract socket, at will
         self.zergs: dict[int, dict] = {}  # pid → {pid, uid, time, last}, least recently attached first
         self._restore()
         family, sockaddr = sockets.parse_address(addr)
@@ -100,17 +103,20 @@ class ZergServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            logger.error("zerg server %s: accept: %s", self.addr, exc.strerror)
+            self.refusals.error("accept", "zerg server %s: accept: %s", self.addr, exc.strerror)
             return
         with conn:
             try:
                 pid, uid, gid = peer_credentials(conn)
             except OSError as exc:
-                logger.error("zerg server %s: cannot read peer credentials: %s", self.addr, exc.strerror)
+                self.refused += 1
+                self.refusals.error("credentials", "zerg server %s: cannot read peer credentials: %s", self.addr,
+                                    exc.strerror)
                 return
             if uid not in self.allowed:
-                logger.error("zerg server %s: refused peer pid %d uid %d gid %d (not a trusted uid)",
-                             self.addr, pid, uid, gid)
+                self.refused += 1
+                self.refusals.error(uid, "zerg server %s: refused peer pid %d uid %d gid %d (not a trusted uid)",
+                                    self.addr, pid, uid, gid)
                 return
             conn.settimeout(2.0)
             try:
@@ -135,7 +141,8 @@ class ZergServer:
             del self.zergs[next(iter(self.zergs))]
 
     def stats(self) -> dict[str, object]:
-        return {"zerg_server": self.addr, "zerg_attaches": self.attaches, "zergs": list(self.zergs.values())}
+        return {"zerg_server": self.addr, "zerg_attaches": self.attaches, "zerg_refused": self.refused,
+                "zergs": list(self.zergs.values())}
 
     def handover(self) -> dict[str, str]:
         """The attach record for the master's next image (see Master.add_handover)."""
@@ -313,7 +320,8 @@ def attach_all(servers: list[str], fallback: bool, configured: dict[str, str],
             continue
         for listener in got:
             listener.proto = protos.get(sockets.canonical_name(listener.name), listener.proto)
-            logger.info("zerg socket %s (%s) attached from %s", listener.name, listener.proto, server)
+            logger.info("zerg socket %s (%s) attached from %s", printable(listener.name), printable(listener.proto),
+                        server)
         listeners.extend(got)
     return listeners
 

@@ -24,11 +24,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from setproctitle import setproctitle
-
-from zergserve import config, sockets
+from zergserve import config, privileges, proctitle, sockets
 from zergserve.emperor import protocol
 from zergserve.log import logger
+from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.zerg import ZergServer
 
@@ -46,10 +45,17 @@ def parse(spec: str) -> tuple[str, list[str]]:
 
 def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> int:
     """Bind every pool and answer zergs until TERM/INT/QUIT (or the emperor says stop); HUP is harmless."""
+    try:
+        identity = privileges.prepare(cfg)
+    except privileges.PrivilegeError as exc:
+        logger.error("%s", exc)
+        return 2
     kept = {addr: int(fd) for addr, fd in json.loads(os.environ.pop(_REEXEC, "{}")).items()}
+    notify = Notifier.take(os.environ)
     reloaded = bool(kept)
     servers: list[ZergServer] = []
     bound: list[sockets.Listener] = []
+    pools: list[tuple[str, list[sockets.Listener]]] = []
     try:
         for spec in cfg.zergpool:
             path, addrs = parse(spec)
@@ -60,12 +66,18 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
                     listener = sockets.from_fd(kept.pop(addr), proto, name=addr, origin="reload")
                     sockets.remember_path(listener)
                 else:
-                    listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket)
+                    listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket,
+                                            privileges.socket_owner(cfg.chown_socket))
                 bound.append(listener)
                 pool.append(listener)
                 logger.info("zergpool %s bound to %s (%s, fd %d)", path, addr, proto, listener.fileno())
+            pools.append((path, pool))
+        # As an instance: the zerg servers come after the drop, so they trust (and are reachable by)
+        # zergs of the identity the pool runs as. A pool runs no app: root needs no warning here.
+        privileges.apply(identity, warn_root=False)
+        for path, pool in pools:
             servers.append(ZergServer(path, pool, cfg.listen, cfg.zerg_server_mode, cfg.zerg_allow_uid))
-    except sockets.AddressError as exc:
+    except (sockets.AddressError, privileges.PrivilegeError, OSError) as exc:
         logger.error("%s", exc)
         for listener in bound:
             sockets.close_listener(listener, cfg.vacuum)
@@ -74,7 +86,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
         return 2
     for fd in kept.values():  # addresses no longer in the configuration
         os.close(fd)
-    setproctitle(f"{cfg.procname_prefix}zergserve zergpool")
+    proctitle.set_title(cfg, "zergpool", master=True)
     stop: list[int] = []
     hups: list[int] = []
     wake_r, _ = wakeup_pipe()
@@ -89,13 +101,18 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
     if emperor is not None:
         selector.register(emperor.sock, selectors.EVENT_READ, emperor)
     code = 0
+    if not reloaded:
+        notify.ready(f"zergpool serving {len(bound)} socket(s) to zergs")
     while not stop:
-        for key, _ in selector.select(emperor.timeout() if emperor else 5.0):
+        for key, _ in selector.select(min(emperor.timeout() if emperor else 5.0, notify.watchdog_in())):
             if key.data is emperor and emperor is not None:
                 code = emperor.receive(stop)
             elif key.data is not None:
                 key.data.serve_one()
         drain(wake_r)
+        for server in servers:
+            server.refusals.flush()
+        notify.tick()
         if hups:
             hups.clear()
             logger.info("zergpool: HUP ignored, a pool has nothing to reload (its sockets and queues stay)")
@@ -105,6 +122,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
                 emperor.reload = False
                 _reexec(argv, bound, servers)
     logger.info("zergpool stopping")
+    notify.stopping("zergpool stopping")
     for server in servers:
         server.close()
     for listener in bound:

@@ -1,8 +1,7 @@
 """The emperor's loop: scan the monitors, spawn, reload, stop and respawn vassals, and keep them honest.
 
     new file            spawn a vassal (unless blacklisted and still throttled, or over the global
-                        spawn budget: --emperor-spawn-burst at once, then one per --emperor-throttle ms;
-                        uWSGI computes its global throttle and never applies it)
+                        spawn budget of throttle.py: new and healthy vassals first, failing ones last)
     newer mtime         reload it (byte 1)
     file removed        stop it (byte 0, or 2 with --emperor-graceful-shutdown)
     vassal died         respawn it at once; if it died before it was loyal (served a request) it is
@@ -27,62 +26,46 @@ import signal
 import time
 from typing import Any
 
-from setproctitle import setproctitle
-
-from zergserve import __version__
+from zergserve import __version__, proctitle
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.broodlord import Broodlord
-from zergserve.emperor.monitor import Inotify, Monitor, noise
+from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
+from zergserve.emperor.throttle import Throttle
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
-from zergserve.log import logger
+from zergserve.log import logger, printable
+from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.stats import StatsServer
 
 _SETTLE = 0.1
+_BOOTED = (protocol.SPAWNED, protocol.ACCEPTING, protocol.LOYAL)  # a vassal saying it started: its slot frees
 _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGURG,
             signal.SIGCHLD, signal.SIGWINCH)
-
-
-class BlacklistEntry:
-    """A vassal that died before it was loyal: how long its next start must wait. A new entry
-    waits nothing (uWSGI's is 1 ms), so the first respawn is at once; each later death adds a step."""
-
-    def __init__(self) -> None:
-        self.throttle_ms = 0
-        self.attempt = 0
-        self.first_attempt = self.last_attempt = time.time()
-
-    def due(self) -> float:
-        """When (time.time()) the vassal may start again."""
-        return self.last_attempt + self.throttle_ms / 1000
-
-    def waiting(self, now: float) -> bool:
-        return now < self.due()
 
 
 class Emperor:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.monitors = [Monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow) for arg in cfg.emperor]
+        self.notify = Notifier.take(os.environ)  # taken out first: vassals inherit the environment
+        self.notified_vassals = -1
+        self.monitors = [build_monitor(arg, cfg) for arg in cfg.emperor]
         self.vassals: dict[int, Vassal] = {}  # by id(): zergs share their vassal's name
-        self.blacklist: dict[str, BlacklistEntry] = {}
+        self.throttle = Throttle(cfg.emperor_spawn_burst, cfg.emperor_throttle, cfg.emperor_max_throttle)
         self.signals: list[int] = []
         self.selector = selectors.DefaultSelector()
         self.inotify = Inotify()
         self.stats: StatsServer | None = None
         self.ragnarok_deadline = 0.0
-        self.spawn_tokens = float(cfg.emperor_spawn_burst)
-        self.tokens_at = time.monotonic()
         self.scan_now = True
         self.scans = 0
         self.retry_at = 0.0  # when the next scan is due before --emperor-freq: a budget or throttle expires
-        self.budget_waiting = False
+        self.held = False  # a start was refused for want of a slot: scan again when one frees
         self.broodlord_num = 0
-        self.refused: dict[str, str] = {}  # tyrant mode: files refused, with the reason last logged
+        self.refused: dict[str, str] = {}  # files (tyrant checks) and zergs refused, with the reason last logged
         self.broodlord = Broodlord(self)
 
     def run(self) -> int:
-        setproctitle(f"{self.cfg.procname_prefix}zergserve emperor")
+        proctitle.set_title(self.cfg, "emperor", master=True)
         wake_r, _ = wakeup_pipe()
         for signum in _SIGNALS:
             signal.signal(signum, lambda n, f: self.signals.append(n))
@@ -93,6 +76,8 @@ class Emperor:
                 for path in monitor.watch_dirs():
                     self.inotify.watch(path)
             self.selector.register(self.inotify, selectors.EVENT_READ, self._changed)
+        for monitor in self.monitors:
+            monitor.attach(self.selector, self._wake_at)
         if self.cfg.emperor_stats:
             self.stats = StatsServer(self.cfg.emperor_stats, self.stats_document, http=self.cfg.stats_http)
             self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
@@ -109,8 +94,9 @@ class Emperor:
             timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
             if self.ragnarok_deadline:
                 timeout = 0.2
-            for key, _ in self.selector.select(min(timeout, 1.0)):
+            for key, _ in self.selector.select(min(timeout, 1.0, self.notify.watchdog_in())):
                 key.data()
+            self.notify.tick()
             self._handle_signals()
             self._reap()
             if self.ragnarok_deadline:
@@ -122,6 +108,7 @@ class Emperor:
                 self.retry_at = 0.0
                 last_scan = time.monotonic()
                 self.scan()
+                self._notify_vassals()
             self._check_heartbeats()
             self.broodlord.check_boots()
             self._check_curses()
@@ -143,13 +130,15 @@ class Emperor:
 
     def scan(self) -> None:
         self.scans += 1
+        self.held = False
+        absent: list[tuple[str, Monitor, float]] = []
         for monitor in self.monitors:
             found = monitor.scan()
             known = {v.name: v for v in self.vassals.values() if v.monitor is monitor and not v.zerg}
             for name, mtime in sorted(found.items()):
                 vassal = known.get(name)
                 if vassal is None:
-                    self.add(name, monitor, mtime)
+                    absent.append((name, monitor, mtime))
                 elif self.cfg.emperor_tyrant and vassal.status == RUNNING and self._tyrant_changed(vassal):
                     vassal.stop(self.cfg.emperor_graceful_shutdown)
                 elif mtime > vassal.last_mod and vassal.status == RUNNING:
@@ -158,25 +147,35 @@ class Emperor:
             for vassal in list(self.vassals.values()):
                 if vassal.monitor is not monitor or vassal.status != RUNNING:
                     continue
-                base = vassal.name.rsplit(":", 1)[0] if vassal.zerg else vassal.name
-                if base not in found:
+                if vassal.file not in found:
                     vassal.stop(self.cfg.emperor_graceful_shutdown)
+        # new and healthy vassals first, in file order; then the failing ones, the earliest due first
+        blacklist = self.throttle.blacklist
+        absent.sort(key=lambda item: (item[0] in blacklist, blacklist[item[0]].due() if item[0] in blacklist else 0))
+        for name, monitor, mtime in absent:
+            self.add(name, monitor, mtime)
 
-    def add(self, name: str, monitor: Monitor, mtime: float, zerg: bool = False) -> Vassal | None:
-        now = time.time()
-        entry = self.blacklist.get(name)
-        if entry is not None and entry.waiting(now):
-            self._wake_at(time.monotonic() + entry.due() - now)
+    def add(self, file: str, monitor: Monitor, mtime: float, zerg: bool = False) -> Vassal | None:
+        """Start a vassal from `file` (its [zerg] section for a zerg), unless it must wait."""
+        name = file + ":zerg" if zerg else file
+        backoff = self.throttle.backoff(name)
+        if backoff:
+            self._wake_at(time.monotonic() + backoff)
             return None
         checked = None
         if self.cfg.emperor_tyrant:
-            checked = self._checked(name, monitor)
+            checked = self._checked(file, monitor)
             if checked is None:
                 return None
         try:
-            if not self._spawn_allowed():
+            failing = self.throttle.failing(name)
+            wait = self.throttle.allow(failing, *self._starting())
+            if wait:
+                self.held = True
+                self._wake_at(time.monotonic() + wait)
                 return None
-            vassal = Vassal(name, monitor, mtime, zerg)
+            vassal = Vassal(file, monitor, mtime, zerg)
+            vassal.failing = failing
             if checked is not None:
                 vassal.uid, vassal.gid, vassal.ident = checked.uid, checked.gid, checked.ident
             if zerg:
@@ -184,13 +183,13 @@ class Emperor:
             try:
                 vassal.spawn(self.cfg, self.broodlord_num, checked.fd if checked is not None else -1)
             except OSError as exc:
-                logger.error("[emperor] %s", exc)
+                logger.error("[emperor] %s", exc)  # names escaped by Vassal.spawn
                 if zerg:
                     self.broodlord.boot_failed(vassal, "cannot start")
                 elif not self.cfg.emperor_no_blacklist:
-                    self._blacklist(name)
-                if name in self.blacklist:
-                    self._wake_at(time.monotonic() + self.blacklist[name].due() - time.time())
+                    self.throttle.failed(name)
+                if self.throttle.failing(name):
+                    self._wake_at(time.monotonic() + self.throttle.backoff(name))
                 return None
         finally:
             if checked is not None:
@@ -199,30 +198,30 @@ class Emperor:
         self.selector.register(vassal.sock, selectors.EVENT_READ, lambda v=vassal: self._message(v))
         return vassal
 
-    def _checked(self, name: str, monitor: Monitor) -> tyrant.Checked | None:
+    def _checked(self, file: str, monitor: Monitor) -> tyrant.Checked | None:
         """Tyrant mode: the checked, open file a vassal runs from (the caller closes it), or None
         (logged once per reason) if it may not run."""
         try:
-            checked = tyrant.check(monitor.path_of(name), self.cfg.emperor_tyrant_nofollow)
+            checked = monitor.check(file, self.cfg.emperor_tyrant_nofollow)
         except tyrant.TyrantError as exc:
-            if self.refused.get(name) != str(exc):
-                self.refused[name] = str(exc)
-                logger.error("[emperor-tyrant] %s", exc)
+            if self.refused.get(file) != str(exc):
+                self.refused[file] = str(exc)
+                logger.error("[emperor-tyrant] %s", printable(str(exc)))
             return None
-        self.refused.pop(name, None)
+        self.refused.pop(file, None)
         return checked
 
     def _tyrant_changed(self, vassal: Vassal) -> bool:
         """Whether a running vassal's file changed owner, or was replaced by another file (the
         vassal read the old one through its descriptor): either way it must be checked and run anew."""
-        checked = self._checked(vassal.name, vassal.monitor)
+        checked = self._checked(vassal.file, vassal.monitor)
         if checked is not None:
             checked.close()
         if checked is None or (checked.uid, checked.gid) != (vassal.uid, vassal.gid):
-            logger.error("[emperor] !!! permissions of file %s changed. stopping the instance... !!!", vassal.name)
+            logger.error("[emperor] !!! permissions of file %s changed. stopping the instance... !!!", vassal.label)
             return True
         if checked.ident != vassal.ident:
-            logger.info("[emperor-tyrant] file %s was replaced: restarting its vassal from the new file", vassal.name)
+            logger.info("[emperor-tyrant] file %s was replaced: restarting its vassal from the new file", vassal.label)
             return True
         return False
 
@@ -230,22 +229,12 @@ class Emperor:
         """Scan at `when` (time.monotonic()) if that is sooner than already planned."""
         self.retry_at = min(self.retry_at, when) if self.retry_at else when
 
-    def _spawn_allowed(self) -> bool:
-        """The global spawn budget: a burst, then one spawn per --emperor-throttle milliseconds."""
+    def _starting(self) -> tuple[int, int]:
+        """How many vassals are starting now, and how many of those are failing ones."""
         now = time.monotonic()
-        rate = 1000.0 / self.cfg.emperor_throttle
-        self.spawn_tokens = min(float(self.cfg.emperor_spawn_burst),
-                                self.spawn_tokens + (now - self.tokens_at) * rate)
-        self.tokens_at = now
-        if self.spawn_tokens < 1.0:
-            if not self.budget_waiting:
-                self.budget_waiting = True
-                logger.info("[emperor] global spawn throttle: waiting before the next vassal")
-            self._wake_at(now + (1.0 - self.spawn_tokens) / rate)
-            return False
-        self.budget_waiting = False
-        self.spawn_tokens -= 1.0
-        return True
+        allowance = self.cfg.emperor_throttle / 1000
+        starting = [v for v in self.vassals.values() if v.starting(now, allowance)]
+        return len(starting), sum(v.failing for v in starting)
 
     # --- messages from vassals --------------------------------------------------------------
 
@@ -261,29 +250,33 @@ class Emperor:
                 self.selector.unregister(vassal.sock)
                 vassal.close()
             if vassal.status == RUNNING:
-                logger.info("[emperor] curse the vassal %s (pid %d)", vassal.name, vassal.pid)
+                logger.info("[emperor] curse the vassal %s (pid %d)", vassal.label, vassal.pid)
             vassal.curse()
             return
         now = time.time()
         sos = 0
+        if self.held and not vassal.booted and any(b in _BOOTED for b in data):
+            self.scan_now = True  # its slot is free: a start that was refused may go now
         for byte in data:
+            if byte in _BOOTED:
+                vassal.booted = True
             if byte == protocol.SPAWNED:
                 vassal.ready, vassal.last_ready = True, now
-                logger.info("[emperor] vassal %s has been spawned", vassal.name)
+                logger.info("[emperor] vassal %s has been spawned", vassal.label)
             elif byte == protocol.ACCEPTING:
                 vassal.accepting, vassal.last_accepting = True, now
-                logger.info("[emperor] vassal %s is ready to accept requests", vassal.name)
+                logger.info("[emperor] vassal %s is ready to accept requests", vassal.label)
                 if vassal.zerg:
                     self.broodlord.accepting(vassal, now)
             elif byte == protocol.LOYAL:
                 if not vassal.loyal:
-                    logger.info("[emperor] vassal %s is now loyal", vassal.name)
+                    logger.info("[emperor] vassal %s is now loyal", vassal.label)
                 vassal.loyal, vassal.last_loyal = True, now
-                self.blacklist.pop(vassal.name, None)
+                self.throttle.forgive(vassal.name)
             elif byte == protocol.HEARTBEAT:
                 vassal.last_heartbeat = now
             elif byte == protocol.VOLUNTARY_SHUTDOWN:
-                logger.info("[emperor] vassal %s asks to shut down", vassal.name)
+                logger.info("[emperor] vassal %s asks to shut down", vassal.label)
                 vassal.stop(graceful=True)
             elif byte == protocol.SOS:
                 vassal.sos += 1
@@ -304,30 +297,14 @@ class Emperor:
                 self.selector.unregister(vassal.sock)
                 vassal.close()
             del self.vassals[key]
-            logger.info("[emperor] removed vassal %s (pid %d, exit %s)", vassal.name, vassal.pid, code)
+            logger.info("[emperor] removed vassal %s (pid %d, exit %s)", vassal.label, vassal.pid, code)
             if code == protocol.EXILE_CODE:
-                logger.error("[emperor] vassal %s could not start its program (exit %d)", vassal.name, code)
-            if not vassal.loyal and not vassal.zerg and not self.cfg.emperor_no_blacklist:
-                self._blacklist(vassal.name)
+                logger.error("[emperor] vassal %s could not start its program (exit %d)", vassal.label, code)
+            if not (vassal.loyal or vassal.zerg or vassal.stopped or self.cfg.emperor_no_blacklist):
+                self.throttle.failed(vassal.name)
             elif vassal.zerg:
                 self.broodlord.exited(vassal, code)
             self.scan_now = True  # respawn a vassal whose file is still there without waiting a period
-
-    def _blacklist(self, name: str) -> None:
-        step = self.cfg.emperor_throttle
-        entry = self.blacklist.get(name)
-        if entry is None:
-            self.blacklist[name] = BlacklistEntry()
-            return
-        entry.last_attempt = time.time()
-        if entry.throttle_ms < self.cfg.emperor_max_throttle:
-            entry.throttle_ms = min(entry.throttle_ms + step, self.cfg.emperor_max_throttle)
-        else:
-            logger.error("[emperor] maximum throttle level for vassal %s reached", name)
-            entry.throttle_ms //= 2
-        entry.attempt += 1
-        if entry.attempt == 2:
-            logger.error("[emperor] unloyal bad behaving vassal found: %s throttling it...", name)
 
     def _check_heartbeats(self) -> None:
         now = time.time()
@@ -335,7 +312,7 @@ class Emperor:
             if vassal.status == RUNNING and vassal.last_heartbeat and \
                     now - vassal.last_heartbeat > self.cfg.emperor_required_heartbeat:
                 logger.error("[emperor] vassal %s sent no heartbeat in the last %d seconds, respawning it",
-                             vassal.name, self.cfg.emperor_required_heartbeat)
+                             vassal.label, self.cfg.emperor_required_heartbeat)
                 vassal.last_heartbeat = 0.0
                 vassal.curse()
                 vassal.kill()
@@ -344,10 +321,23 @@ class Emperor:
         now = time.time()
         for vassal in self.vassals.values():
             if vassal.status == STOPPING and now - vassal.cursed_at > self.cfg.emperor_curse_tolerance:
-                logger.error("[emperor] vassal %s did not stop within %ds: killing it", vassal.name,
+                logger.error("[emperor] vassal %s did not stop within %ds: killing it", vassal.label,
                              self.cfg.emperor_curse_tolerance)
                 vassal.kill()
                 vassal.cursed_at = now
+
+    def _notify_vassals(self) -> None:
+        """READY=1 (systemd) after the first scan has started the vassals; a STATUS= line whenever
+        their number changes."""
+        count = len(self.vassals)
+        if count == self.notified_vassals:
+            return
+        status = f"{count} vassal(s) on {', '.join(m.name for m in self.monitors)}"
+        if self.notified_vassals < 0:
+            self.notify.ready(status)
+        else:
+            self.notify.status(status)
+        self.notified_vassals = count
 
     # --- signals ----------------------------------------------------------------------------
 
@@ -361,11 +351,11 @@ class Emperor:
                     vassal.reload()
             elif signum == signal.SIGUSR1:
                 for vassal in self.vassals.values():
-                    logger.info("vassal %s pid %d (last modified %d) status %d loyal %d zerg %d", vassal.name,
+                    logger.info("vassal %s pid %d (last modified %d) status %d loyal %d zerg %d", vassal.label,
                                 vassal.pid, vassal.last_mod, vassal.status, vassal.loyal, vassal.zerg)
             elif signum == signal.SIGURG:
                 logger.info("[emperor] cleaning up the blacklist")
-                self.blacklist.clear()
+                self.throttle.clear()
                 self.scan_now = True
             elif signum == signal.SIGWINCH:
                 self.scan_now = True
@@ -376,6 +366,7 @@ class Emperor:
                         max(0, self.ragnarok_deadline - time.monotonic()))
             return
         logger.info("*** RAGNAROK EVOKED ***")
+        self.notify.stopping(f"stopping {len(self.vassals)} vassal(s)")
         self.ragnarok_deadline = time.monotonic() + self.cfg.reload_mercy
         for vassal in self.vassals.values():
             vassal.stop(self.cfg.emperor_graceful_shutdown)
@@ -385,7 +376,7 @@ class Emperor:
             return True
         if time.monotonic() > self.ragnarok_deadline:
             for vassal in self.vassals.values():
-                logger.error("NO MERCY for vassal %s", vassal.name)
+                logger.error("NO MERCY for vassal %s", vassal.label)
                 vassal.kill()
             self.ragnarok_deadline = time.monotonic() + 5.0
         return False
@@ -396,12 +387,13 @@ class Emperor:
         return {
             "version": __version__, "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
             "cwd": os.getcwd(), "emperor": [m.name for m in self.monitors],
+            "monitors": [m.stats() for m in self.monitors],
             "emperor_tyrant": int(self.cfg.emperor_tyrant),
-            "throttle_level": round(self.spawn_tokens, 2), "scans": self.scans,
+            "throttle_level": round(self.throttle.tokens, 2), "scans": self.scans,
             "vassals": [v.stats() for v in self.vassals.values()],
             "blacklist": [{"id": name, "throttle_level": entry.throttle_ms, "attempt": entry.attempt,
                            "first_attempt": int(entry.first_attempt), "last_attempt": int(entry.last_attempt)}
-                          for name, entry in self.blacklist.items()],
+                          for name, entry in self.throttle.blacklist.items()],
         }
 
 

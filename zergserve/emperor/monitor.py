@@ -2,35 +2,58 @@
 when they change.
 
 `dir://DIR` (or an existing directory) lists the directory; vassal names are bare file names and
-vassals start with DIR as their cwd. `glob://PATTERN` (or anything else) matches a pattern; names
-are the paths as matched and vassals start in the emperor's cwd. uWSGI polls every --emperor-freq
-seconds; zergserve also asks the kernel (inotify, through ctypes) to wake it on any change, so a new,
-touched or removed file is acted on at once.
+vassals start with DIR as their cwd. `glob://PATTERN` (or anything without a scheme) matches a
+pattern; names are the paths as matched and vassals start in the emperor's cwd. uWSGI polls every
+--emperor-freq seconds; zergserve also asks the kernel (inotify, through ctypes) to wake it on any
+change, so a new, touched or removed file is acted on at once. `pg://` reads rows of a database
+(zergserve/emperor/pg.py); any other scheme is an error.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import glob
 import importlib.util
 import os
+import re
+import selectors
 import stat
-import struct
+from typing import Any, Callable
 
+from zergserve.inotify import Inotify
+
+from zergserve.emperor import tyrant
+from zergserve.log import logger, printable
 
 VALID_EXTENSIONS = (".ini", ".json", ".js", ".toml") + (
     (".yml", ".yaml") if importlib.util.find_spec("yaml") is not None else ())
 _IGNORED_SUFFIXES = (".skel", "~", ".swp", ".swx", ".tmp", ".bak")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def build_monitor(arg: str, cfg: Any) -> Monitor:
+    """The monitor for one --emperor argument; ValueError for an unknown scheme or a bad argument."""
+    scheme = _SCHEME.match(arg)
+    if scheme is None or scheme.group(1) in ("dir", "glob"):
+        return Monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow)
+    if scheme.group(1) == "pg":
+        from zergserve.emperor.pg import PgMonitor  # psycopg is imported only when used
+        return PgMonitor(arg, cfg)
+    raise ValueError(f"emperor: {arg}: unknown imperial monitor scheme {scheme.group(1)}:// "
+                     "(known: dir://, glob://, pg://)")
+
+
+def extensions(extra: list[str]) -> tuple[str, ...]:
+    """The file name endings of vassal configs: the known kinds and --emperor-extra-extension."""
+    return VALID_EXTENSIONS + tuple(ext if ext.startswith(".") else "." + ext for ext in extra)
 
 
 class Monitor:
-    """One --emperor argument."""
+    """One dir:// or glob:// --emperor argument. Its methods are what the emperor asks of every
+    monitor (pg.PgMonitor answers the same questions from database rows)."""
 
     def __init__(self, arg: str, extra_extensions: list[str], nofollow: bool) -> None:
         self.arg = arg
-        self.extensions = VALID_EXTENSIONS + tuple(ext if ext.startswith(".") else "." + ext
-                                                    for ext in extra_extensions)
+        self.extensions = extensions(extra_extensions)
         self.nofollow = nofollow
         self.start_cwd = os.getcwd()
         if arg.startswith("dir://"):
@@ -48,14 +71,36 @@ class Monitor:
         else:
             self.target = target
         self.name = self.target
+        self.refused: set[str] = set()  # names with ':' seen at the last scan, logged once each
+
+    def attach(self, selector: selectors.BaseSelector, wake: Callable[[float], None]) -> None:
+        """Hook into the emperor's loop: a monitor with its own descriptors registers them with
+        `selector`, and calls `wake(when)` (time.monotonic()) to have the emperor scan then.
+        Files need neither: inotify is the emperor's."""
+
+    def config_fd(self, name: str) -> int:
+        """A descriptor, the caller's to close, the vassal reads its config from (ZERGSERVE_CONFIG_FD);
+        -1: the vassal opens its file by name."""
+        return -1
+
+    def identity(self, name: str) -> tuple[int | None, int | None]:
+        """The uid and gid the vassal runs as outside tyrant mode; None: the emperor's own."""
+        return None, None
+
+    def check(self, name: str, nofollow: bool) -> tyrant.Checked:
+        """Tyrant mode: whom the vassal runs as, and its config open (TyrantError if refused)."""
+        return tyrant.check(self.path_of(name), nofollow)
+
+    def stats(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind}
 
     def cwd(self) -> str:
         """Where this monitor's vassals start."""
         return self.target if self.kind == "dir" else self.start_cwd
 
     def path_of(self, name: str) -> str:
-        base = name.rsplit(":", 1)[0] if ":" in os.path.basename(name) else name
-        return os.path.join(self.cwd(), base)
+        """The file a vassal name is, exactly: a name is never parsed for a section."""
+        return os.path.join(self.cwd(), name)
 
     def valid(self, filename: str) -> bool:
         base = os.path.basename(filename)
@@ -75,12 +120,20 @@ class Monitor:
                               else os.path.join(self.start_cwd, self.target))
             names = [os.path.relpath(n, self.start_cwd) if not os.path.isabs(self.target) else n for n in names]
         found = {}
+        refused = set()
         for name in names:
             if not self.valid(name):
+                continue
+            if ":" in os.path.basename(name):
+                refused.add(name)
+                if name not in self.refused:
+                    logger.error("[emperor] %s: refused: a vassal name may not contain ':' (FILE:section "
+                                 "syntax would read another file)", printable(name))
                 continue
             mtime = self.mtime(name)
             if mtime is not None:
                 found[name] = mtime
+        self.refused = refused
         return found
 
     def mtime(self, name: str) -> float | None:
@@ -101,59 +154,9 @@ class Monitor:
         return sorted({d for d in glob.glob(os.path.dirname(pattern)) if os.path.isdir(d)})
 
 
-class Inotify:
-    """A readable descriptor whenever something changes in the watched directories (Linux only)."""
-
-    MODIFY = 0x2
-    _MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800  # modify attrib close_write moves create delete self
-    _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
-
-    def __init__(self) -> None:
-        self.fd = -1
-        libc_name = ctypes.util.find_library("c")
-        try:
-            self.libc = ctypes.CDLL(libc_name, use_errno=True)
-            fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        except (OSError, AttributeError):
-            return
-        self.fd = fd if fd >= 0 else -1
-
-    def watch(self, path: str) -> None:
-        if self.fd >= 0:
-            self.libc.inotify_add_watch(self.fd, os.fsencode(path), self._MASK)
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def changes(self) -> list[tuple[int, str]]:
-        """(mask, file name) of every queued event, the queue emptied; a name is empty for an
-        event of the directory itself (or an overflow)."""
-        data = b""
-        try:
-            while chunk := os.read(self.fd, 65536):
-                data += chunk
-        except BlockingIOError:
-            pass
-        except OSError:
-            return [(0, "")]
-        events = []
-        offset = 0
-        while offset + self._EVENT.size <= len(data):
-            _, mask, _, length = self._EVENT.unpack_from(data, offset)
-            offset += self._EVENT.size
-            events.append((mask, os.fsdecode(data[offset:offset + length].split(b"\0", 1)[0])))
-            offset += length
-        return events
-
-
 def noise(events: list[tuple[int, str]], monitors: list[Monitor]) -> bool:
     """Whether the events are only writes to files that are no vassal config (a log kept in the
     vassals dir): those need no scan. Anything else might (a .skel template a vassal links to is
     touched, closed after writing, or renamed, never merely written to), and so is scanned."""
     return bool(events) and all(mask == Inotify.MODIFY and name and not any(m.valid(name) for m in monitors)
                                 for mask, name in events)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1

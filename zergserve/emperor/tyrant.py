@@ -12,10 +12,20 @@ root would let it read a file its owner cannot. In the child, before exec: suppl
 (none, or the owner's with --emperor-tyrant-initgroups), then gid, then uid — subprocess does these
 in that order when given all three — and a check that root cannot be regained. PR_SET_PDEATHSIG is
 set after the drop, because a credential change clears it.
+
+A tyrant vassal does not inherit the emperor's stdout and stderr (it could forge lines in the
+emperor's log, or ftruncate it: an inherited descriptor needs no permission). Its output goes to
+its own log, FILE.log next to its config: the emperor creates it if it is not there (O_EXCL and
+O_NOFOLLOW, then fchown to the owner: the vassal may not be allowed to create files in the
+directory), and the vassal opens it after the drop, as its owner, O_NOFOLLOW and O_NONBLOCK (a
+FIFO put there blocks nothing), keeping it only if it is a regular file with one link that the
+owner owns. Anything else (a file someone else put there first) gives /dev/null. Its own `logto`
+still wins.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import stat
@@ -82,8 +92,26 @@ def groups_for(uid: int, gid: int, initgroups: bool) -> list[int]:
     return [g for g in os.getgrouplist(name, gid) if g != 0]
 
 
-def after_drop(uid: int, gid: int, emperor: int) -> None:
-    """Runs in the child after subprocess dropped groups, gid and uid: verify, then PDEATHSIG."""
+def log_path(config: str) -> str:
+    """Where a tyrant vassal's stdout and stderr go."""
+    return config + ".log"
+
+
+def prepare_log(path: str, uid: int, gid: int) -> None:
+    """Create the vassal's log for its owner unless something is there already (which the vassal
+    checks itself), in the emperor, as root."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    except OSError:
+        return
+    try:
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
+
+
+def after_drop(uid: int, gid: int, emperor: int, log: str) -> None:
+    """Runs in the child after subprocess dropped groups, gid and uid: verify, PDEATHSIG, own log."""
     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
         os._exit(1)
     try:
@@ -93,3 +121,21 @@ def after_drop(uid: int, gid: int, emperor: int) -> None:
     else:
         os._exit(1)  # root could be regained: never exec like this
     die_with_parent(emperor)
+    fd = _own_log(log, uid)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _own_log(path: str, uid: int) -> int:
+    """The vassal's log opened for appending, or /dev/null if what is there is not its own file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o640)
+    except OSError:
+        return os.open(os.devnull, os.O_WRONLY)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_nlink != 1:
+        os.close(fd)
+        return os.open(os.devnull, os.O_WRONLY)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd

@@ -14,7 +14,7 @@ from zergserve import config
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Monitor
 from zergserve.lifeline import die_with_parent
-from zergserve.log import logger
+from zergserve.log import logger, printable
 
 RUNNING, STOPPING = 0, 1
 _TYPE_FLAGS = {".ini": "--ini", ".json": "--json", ".js": "--json", ".toml": "--toml", ".yml": "--yaml",
@@ -24,8 +24,10 @@ _TYPE_FLAGS = {".ini": "--ini", ".json": "--json", ".js": "--json", ".toml": "--
 class Vassal:
     """The emperor's record of one vassal process (a config file, or NAME:zerg for broodlord)."""
 
-    def __init__(self, name: str, monitor: Monitor, mtime: float, zerg: bool = False) -> None:
-        self.name = name
+    def __init__(self, file: str, monitor: Monitor, mtime: float, zerg: bool = False) -> None:
+        self.file = file  # the config file, as its monitor names it: never parsed for a section
+        self.name = file + ":zerg" if zerg else file  # uWSGI's id, for stats and the blacklist
+        self.label = printable(self.name)  # the name in log lines: a file name may hold a newline
         self.monitor = monitor
         self.zerg = zerg
         self.pid = -1
@@ -40,35 +42,48 @@ class Vassal:
         self.cursed_at = 0.0
         self.respawns = 0
         self.sos = 0
-        self.uid: int | None = None  # tyrant mode: the owner of the config file
+        self.uid: int | None = None  # tyrant mode: the owner of the config file (or its row's uid)
         self.gid: int | None = None
         self.ident: tuple[int, int] | None = None  # tyrant mode: (st_dev, st_ino) of the file checked
         self.sos_at = 0.0  # for a zerg: when the SOS that asked for it arrived
         self.reinforced_in = 0.0  # for a zerg: seconds from that SOS to its first worker accepting
         self.boot_failed = False  # for a zerg: counted (blacklisted) as a failed boot already
+        self.failing = False  # it was blacklisted when spawned: the global throttle serves it last
+        self.booted = False  # it said it started (byte 1, 5 or 17) since its spawn
+        self.stopped = False  # the emperor stopped it: its death is no failure
+        self.spawned_at = 0.0  # time.monotonic() of the spawn
 
     def spawn(self, cfg: Any, broodlord_num: int = 0, config_fd: int = -1) -> None:
-        """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and in
-        tyrant mode its checked config file open as ZERGSERVE_CONFIG_FD ("FD:NAME")."""
+        """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and its
+        config open as ZERGSERVE_CONFIG_FD ("FD:NAME") when there is one to hand over: the checked
+        file in tyrant mode, else what the monitor hands over (a database row's text)."""
+        if self.uid is None:
+            self.uid, self.gid = self.monitor.identity(self.file)
+        handed = -1
+        if config_fd < 0:
+            config_fd = handed = self.monitor.config_fd(self.file)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         env = vassal_environ(os.environ)
         env[protocol.ENV_FD] = str(theirs.fileno())
         pass_fds = [theirs.fileno()]
         if config_fd >= 0:
-            env[config.CONFIG_FD_VARIABLE] = f"{config_fd}:{self.monitor.path_of(self.name)}"
+            env[config.CONFIG_FD_VARIABLE] = f"{config_fd}:{self.file}"
             pass_fds.append(config_fd)
         if self.zerg:
             env[protocol.ENV_BROODLORD_NUM] = str(broodlord_num)
-        argv = vassal_argv(cfg, self.name)
+        argv = vassal_argv(cfg, self.file, "zerg" if self.zerg else None)
         emperor_pid = os.getpid()
         identity: dict[str, Any] = {}
         if self.uid is not None and self.gid is not None:
             uid, gid = self.uid, self.gid
             identity = {"user": uid, "group": gid,
                         "extra_groups": tyrant.groups_for(uid, gid, cfg.emperor_tyrant_initgroups)}
-            prepare = lambda: tyrant.after_drop(uid, gid, emperor_pid)  # noqa: E731
-            logger.info("[emperor-tyrant] dropping privileges to %d %d for vassal %s", uid, gid, self.name)
+            log = tyrant.log_path(self.monitor.path_of(self.file))
+            tyrant.prepare_log(log, uid, gid)
+            prepare = lambda: tyrant.after_drop(uid, gid, emperor_pid, log)  # noqa: E731
+            logger.info("[emperor-tyrant] dropping privileges to %d %d for vassal %s (its output: %s)", uid, gid,
+                        self.label, printable(log))
         else:
             prepare = lambda: die_with_parent(emperor_pid)  # noqa: E731
         try:
@@ -77,16 +92,25 @@ class Vassal:
         except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn raised
             ours.close()
             theirs.close()
+            _close(handed)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise OSError(f"cannot start vassal {self.name} with {argv[0]}: {reason}") from None
+            raise OSError(f"cannot start vassal {self.label} with {printable(argv[0])}: {reason}") from None
         theirs.close()
+        _close(handed)
         self.sock = ours
         self.pid = self.proc.pid
         self.status = RUNNING
         self.loyal = self.ready = self.accepting = False
         self.last_heartbeat = 0.0
         self.last_run = time.time()
-        logger.info("[emperor] vassal %s spawned (pid %d): %s", self.name, self.pid, " ".join(argv))
+        self.booted, self.spawned_at = False, time.monotonic()
+        logger.info("[emperor] vassal %s spawned (pid %d): %s", self.label, self.pid,
+                    printable(" ".join(argv)))
+
+    def starting(self, now: float, allowance: float) -> bool:
+        """Whether it holds one of the global throttle's slots: spawned, running, not yet said it
+        started, for at most `allowance` seconds (a program that never says so)."""
+        return self.status == RUNNING and not self.booted and now - self.spawned_at < allowance
 
     def send(self, byte: int) -> bool:
         if self.sock is None:
@@ -101,7 +125,8 @@ class Vassal:
         """Ask the vassal to stop (byte 0, or 2); it is killed if it outlives the curse tolerance."""
         if self.status == STOPPING:
             return
-        logger.info("[emperor] stop the vassal %s", self.name)
+        logger.info("[emperor] stop the vassal %s", self.label)
+        self.stopped = True
         self.send(protocol.STOP_GRACEFULLY if graceful else protocol.STOP)
         self.curse()
 
@@ -113,7 +138,7 @@ class Vassal:
     def reload(self) -> None:
         if self.status != RUNNING:
             return
-        logger.info("[emperor] reload the vassal %s", self.name)
+        logger.info("[emperor] reload the vassal %s", self.label)
         if not self.send(protocol.RELOAD):
             self.curse()
             return
@@ -145,8 +170,10 @@ class Vassal:
                 "respawns": self.respawns, "sos": self.sos, "reinforced_in": round(self.reinforced_in, 3)}
 
 
-def vassal_argv(cfg: Any, name: str) -> list[str]:
-    """uWSGI's order: binary, --include-before files, --set pairs, TYPEFLAG NAME, --include files."""
+def vassal_argv(cfg: Any, file: str, section: str | None = None) -> list[str]:
+    """uWSGI's order: binary, --include-before files, --set pairs, TYPEFLAG FILE[:SECTION], --include
+    files. A zergserve vassal in tyrant mode reads FILE from the descriptor the emperor checked
+    (ZERGSERVE_CONFIG_FD names FILE exactly), never by name."""
     if cfg.binary_path:
         argv = [cfg.binary_path]
     else:
@@ -155,10 +182,15 @@ def vassal_argv(cfg: Any, name: str) -> list[str]:
         argv += [_type_flag(item), item]
     for item in cfg.vassal_set:
         argv += ["--set", item]
-    argv += [_type_flag(name.split(":", 1)[0] if ":" in os.path.basename(name) else name), name]
+    argv += [_type_flag(file), f"{file}:{section}" if section else file]
     for item in cfg.vassals_include:
         argv += [_type_flag(item), item]
     return argv
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _type_flag(name: str) -> str:

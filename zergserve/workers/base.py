@@ -15,10 +15,8 @@ import time
 import traceback
 from typing import Any, Callable
 
-from setproctitle import setproctitle
-
 from zergserve import app as app_loader
-from zergserve import connection
+from zergserve import connection, proctitle, proxy
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
@@ -46,7 +44,7 @@ class Worker:
         self.close_fds = close_fds
         self.alive = True
         self.paused = False
-        self.recycling = False  # leaving on its own (max-requests): the others serve the queue
+        self.recycling = False  # leaving on its own (max-requests, SIGHUP): the others serve the queue
         self.leaving = False  # INT on a zerg: finish the request in hand, leave the queue to the others
         self.zerg = any(listener.attached for listener in listeners)
         self.max_requests = cfg.max_requests + (wid - 1) * cfg.max_requests_delta if cfg.max_requests else 0
@@ -86,9 +84,9 @@ class Worker:
                 os.close(fd)
             except OSError:
                 pass
-        prefix = self.cfg.procname_prefix or (self.cfg.procname_prefix_spaced + " " if self.cfg.procname_prefix_spaced else "")
-        setproctitle(f"{prefix}zergserve worker {self.wid}")
+        proctitle.set_title(self.cfg, f"worker {self.wid}")
         self.install_signals()
+        proxy.configure(self.cfg.forwarded_allow_ips)
         if self.app is None:
             self.app = app_loader.load(self.cfg.module, self.cfg.wsgi_file, self.cfg.callable)
         cfg = self.cfg
@@ -128,7 +126,7 @@ class Worker:
         """Signals only set flags; the wake-up pipe interrupts whatever the loop is waiting on."""
         self.wake_r, self.wake_w = wakeup_pipe()
         signal.signal(signal.SIGTERM, self._graceful_stop)
-        signal.signal(signal.SIGHUP, self._graceful_stop)
+        signal.signal(signal.SIGHUP, self._recycle)
         signal.signal(signal.SIGINT, self._interrupt)
         signal.signal(signal.SIGQUIT, self._quick_stop)
         signal.signal(signal.SIGTSTP, self._toggle_pause)
@@ -139,6 +137,12 @@ class Worker:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked by the master around fork
 
     def _graceful_stop(self, signum: int, frame: Any) -> None:
+        self.alive = False
+
+    def _recycle(self, signum: int, frame: Any) -> None:
+        """The master replaces this worker (reload-on-rss, max-worker-lifetime, touch-workers-reload):
+        finish the request in hand and leave the queue to the others, as max-requests does."""
+        self.recycling = True
         self.alive = False
 
     def _quick_stop(self, signum: int, frame: Any) -> None:
