@@ -130,3 +130,21 @@ def test_uwsgi_emperor_spawns_as_many_zergs_as_a_zergserve_vassal_asks_for(workd
     finally:
         os.killpg(emperor.pid, signal.SIGINT)
         emperor.wait(30)
+
+
+def test_uwsgi_vassal_sos_gets_one_zerg_at_a_time_from_zergserve_emperor(spawn, workdir):
+    """A uWSGI vassal sends one 30 per cycle: zergserve's emperor starts one zerg per call, never more."""
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    emperor = Emperor(spawn, workdir, "--binary-path", UWSGI, "--emperor-broodlord", "2")
+    zsock = workdir / "u.zerg"
+    (emperor.dir / "u.ini").write_text(
+        f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp-socket = {addr}\nprocesses = 1\n"
+        f"zerg-server = {zsock}\nvassal-sos-backlog = 2\n"
+        f"[zerg]\nchdir = {APPS}\nmodule = echo:application\nzerg = {zsock}\nprocesses = 1\nprotocol = http\n")
+    wait_for(lambda: http_request(addr)[0] == 200, timeout=20, message="uWSGI vassal serving")
+    block_worker(addr, 4, 12)
+    wait_for(lambda: [z["accepting"] for z in emperor.doc()["vassals"] if z["zerg"]] == [1, 1], timeout=20,
+             message="two uWSGI zergs serving")
+    calls = re.findall(r"sent SOS for (\d+) zerg\(s\): spawning (\d+)", emperor.server.log())
+    assert calls and all(wanted == spawned == "1" for wanted, spawned in calls), calls
