@@ -31,7 +31,6 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -136,11 +135,12 @@ def run(server: str, args: argparse.Namespace, profile: Profile, out: Path) -> d
         sampler = Sampler(port, emperor_stats, emperor.pid)
         sampler.start()
         env = dict(os.environ, PYTHONPATH=str(ROOT), LOADTEST_REQUESTS=str(tmp / "requests.log"), **profile.environ())
-        subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
-                        "--headless", "--host", f"http://127.0.0.1:{nginx_port}", "--only-summary",
-                        "--loglevel", "WARNING", "--stop-timeout", "30"],
-                       env=env, check=False, cwd=tmp, timeout=profile.duration() + 120,
-                       stdout=subprocess.DEVNULL, stderr=open(out / "locust.log", "wb"))
+        with open(out / "locust.log", "wb") as locust_log:
+            subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
+                            "--headless", "--host", f"http://127.0.0.1:{nginx_port}", "--only-summary",
+                            "--loglevel", "WARNING", "--stop-timeout", "30"],
+                           env=env, check=False, cwd=tmp, timeout=profile.duration() + 120,
+                           stdout=subprocess.DEVNULL, stderr=locust_log)
         deadline = time.time() + args.wait_gone
         while time.time() < deadline and (sampler.zergs_now() or not sampler.samples):
             time.sleep(0.2)
