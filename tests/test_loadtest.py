@@ -40,11 +40,12 @@ def test_short_spike_is_absorbed_while_it_lasts_and_zergs_leave(tmp_path):
 @requires_nginx
 @pytest.mark.timeout(150)
 def test_three_waves_reuse_or_respawn_zergs_and_leak_nothing(tmp_path):
-    summary = loadtest(tmp_path, "--waves", "--before", "1", "--spike", "4", "--gap", "3", "--after", "1",
+    summary = loadtest(tmp_path, "--waves", "--before", "1", "--spike", "5", "--gap", "2", "--after", "1",
                        timeout=140)
     assert summary["failures"] == 0 and summary["blacklisted"] == 0
     assert summary["peak_zergs"] >= 1 and summary["zergs_at_end"] == 0
-    assert len(summary["absorbed_in_s"]) == 3 and None not in summary["absorbed_in_s"]
+    over = summary["over_threshold_s"]
+    assert len(over) == 3 and all(seconds < 4.5 for seconds in over), f"backlog over the threshold for {over} s"
     before, after = summary["before_load"], summary["at_end"]
     for key in ("emperor_fds", "emperor_sockets", "vassal_fds", "vassal_sockets"):
         assert after[key] == before[key], f"{key}: {before[key]} before the load, {after[key]} after three waves"
