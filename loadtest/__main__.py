@@ -7,7 +7,7 @@ arrivals follow loadtest/phases.py whatever the latency: BASE requests/s, a spik
 BASE again, then nothing until the zergs are gone. Every 0.1 s it reads the socket's accept queue from
 the kernel (inet_diag, the same for every server) and the zergs from the emperor's stats; the
 emperor's log gives the SOS, spawn and exit events as they happen. It writes samples.csv,
-requests.csv and spike.png and prints a summary: "absorbed in X s" (from the start of a spike until
+requests.csv, events.csv and spike.png and prints a summary: "absorbed in X s" (from the start of a spike until
 the backlog is back under THRESHOLD for the rest of it) and how long the backlog was over it, p95
 before, during and after, failures, zergs, and for --waves what each wave left behind (zergs,
 sockets, RSS).
@@ -275,6 +275,10 @@ def report(server: str, requests_log: Path, sampler: Sampler, watcher: LogWatche
         writer = csv.writer(fh)
         writer.writerow(["t", "latency_ms", "ok"])
         writer.writerows([(round(t, 3), ms, ok) for t, ms, ok in requests])
+    with open(out / "events.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["t", "event"])
+        writer.writerows(events)
     spikes = [p for p in phases if p.name.startswith("spike")]
     p95 = {p.name: percentile([ms for t, ms, _ in requests if p.start <= t < p.end], 95) for p in phases}
     waves = []
