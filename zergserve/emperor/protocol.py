@@ -5,7 +5,8 @@ either side means the other one is gone.
 
 SOS with a depth: a vassal that needs N zergs sends N SOS bytes in one write. This is no new byte:
 uWSGI's emperor already answers every 30 with one zerg (up to --emperor-broodlord, no dedupe), so a
-real uWSGI emperor spawns the N zergs asked for, and a real uWSGI vassal, which sends one 30 per
+real uWSGI emperor spawns the N zergs asked for (it does not count those still booting: a second
+call during their boot adds more, up to its cap), and a real uWSGI vassal, which sends one 30 per
 cycle, asks for one at a time. zergserve's emperor reads the 30s that arrive together as one call
 for N zergs and starts as many at once as are not already booting (emperor/broodlord.py).
 """
