@@ -44,14 +44,15 @@ class Broodlord:
         count = min(wanted - booting, limit - len(zergs))
         if count <= 0:
             return
-        logger.info("[emperor] vassal %s sent SOS for %d zerg(s): spawning %d, %d of %d", vassal.label, wanted,
-                    count, len(zergs) + count, limit)
-        if os.path.lexists(vassal.monitor.path_of(name)):
+        if os.path.lexists(vassal.monitor.path_of(name)):  # `--ini FILE:zerg` would read it, not [zerg]
             if emperor.refused.get(name) != "ambiguous":
                 emperor.refused[name] = "ambiguous"
                 logger.error("[emperor] no zerg for vassal %s: a file named %s exists, and would be read in "
                              "place of the [zerg] section", vassal.label, printable(name))
             return
+        emperor.refused.pop(name, None)
+        logger.info("[emperor] vassal %s sent SOS for %d zerg(s): spawning %d, %d of %d", vassal.label, wanted,
+                    count, len(zergs) + count, limit)
         for _ in range(count):
             zerg = emperor.add(vassal.file, vassal.monitor, vassal.last_mod, zerg=True)
             if zerg is None:
