@@ -7,10 +7,10 @@ arrivals follow loadtest/phases.py whatever the latency: BASE requests/s, a spik
 BASE again, then nothing until the zergs are gone. Every 0.1 s it reads the socket's accept queue from
 the kernel (inet_diag, the same for every server) and the zergs from the emperor's stats; the
 emperor's log gives the SOS, spawn and exit events as they happen. It writes samples.csv,
-requests.csv, events.csv and spike.png and prints a summary: "absorbed in X s" (from the start of a spike until
-the backlog is back under THRESHOLD for the rest of it) and how long the backlog was over it, p95
-before, during and after, failures, zergs, and for --waves what each wave left behind (zergs,
-sockets, RSS).
+requests.csv, events.csv and spike.png and prints a summary: "absorbed in X s" (from the start of
+a spike until the backlog is back under THRESHOLD for the rest of it) and how long the backlog was
+over it, p95 before, during and after, failures, zergs, and for --waves what each wave left behind
+(zergs, sockets, RSS).
 
     --peer uwsgi   the same run against uWSGI 2.0's emperor (the `uwsgi` binary) with the same vassal
                    ini, and a side-by-side figure on the same axes
