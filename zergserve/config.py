@@ -403,8 +403,8 @@ OPTIONS: tuple[Option, ...] = (
       group="elastic"),
     O("cheap", boolean, False, "start with no workers; the first connection spawns them", flag=True,
       group="elastic"),
-    O("vassal-sos-backlog", integer(0), 0, "ask the emperor for reinforcements (byte 30) when a socket's "
-      "accept queue holds N or more connections (0: off)", group="elastic"),
+    O("vassal-sos-backlog", integer(0), 0, "ask the emperor for reinforcements (byte 30, once per zerg "
+      "wanted) as soon as a socket's accept queue holds N or more connections (0: off)", group="elastic"),
     O("vassal-sos", integer(0), 0, "ask the emperor for reinforcements when every worker has been busy for "
       "more than N seconds (0: off)", group="elastic"),
     # emperor
@@ -450,7 +450,7 @@ OPTIONS: tuple[Option, ...] = (
       repeatable=True, group="emperor"),
     O("binary-path", text, None, "program to run vassals with (default: this zergserve)", group="emperor"),
     O("emperor-broodlord", integer(0), 0, "on a vassal's SOS spawn NAME:zerg (the [zerg] section of its "
-      "file) while it has fewer than N zergs (0: off)", group="emperor"),
+      "file), as many at once as it asks for, while it has fewer than N zergs (0: off)", group="emperor"),
     O("emperor-broodlord-boot-timeout", number(), 10.0, "seconds a zerg may take from its spawn to "
       "accepting requests; a slower one is killed and counted as a failed boot (0: wait forever)",
       group="emperor"),

@@ -19,9 +19,10 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
 
 Other roles (zerg server, emperor link, idle watch) plug in through `add_reader()`,
-`add_housekeeping()` and `on_ready` instead of growing this loop. Housekeeping runs once per
---check-interval, however many events (stats reads, zerg attaches, emperor bytes) wake the loop, so
-checks that talk to the emperor (SOS) happen once per cycle, as in uWSGI. A worker that becomes
+`add_housekeeping()`, `add_timer()` and `on_ready` instead of growing this loop. Housekeeping runs
+once per --check-interval, however many events (stats reads, zerg attaches, emperor bytes) wake the
+loop, so checks that talk to the emperor happen once per cycle, as in uWSGI; a timer sets its own
+pace (the SOS backlog watch looks every 0.1 s while loaded). A worker that becomes
 ready writes a byte to a pipe the master watches: whoever waits for that (the emperor's
 "accepting") hears it at once instead of at the next cycle.
 """
@@ -110,6 +111,7 @@ class Master:
         self.signals: list[int] = []
         self.selector = selectors.DefaultSelector()
         self.housekeeping: list[Callable[[], None]] = []
+        self.timers: list[list[Any]] = []  # [when due (monotonic), task returning seconds to its next turn]
         self.cleanups: list[Callable[[], None]] = []
         self.on_wake: list[Callable[[], None]] = []
         self.on_ready: list[Callable[[], None]] = []
@@ -149,7 +151,8 @@ class Master:
                 self.spawn(wid)
         next_cycle = time.monotonic()
         while True:
-            timeout = max(0.0, next_cycle - time.monotonic()) if not self.stopping else 0.2
+            due = min([next_cycle] + [timer[0] for timer in self.timers])
+            timeout = max(0.0, due - time.monotonic()) if not self.stopping else 0.2
             for key, _ in self.selector.select(min(timeout, self.notify.watchdog_in())):
                 key.data()
             self.notify.tick()
@@ -161,6 +164,7 @@ class Master:
                 continue
             self._retire_old_generation()
             self._respawn_missing()
+            self._run_timers()
             if time.monotonic() < next_cycle:
                 continue
             next_cycle = time.monotonic() + self.cfg.check_interval
@@ -179,6 +183,16 @@ class Master:
     def add_housekeeping(self, task: Callable[[], None]) -> None:
         """Call `task` once per master cycle (at least every --check-interval seconds)."""
         self.housekeeping.append(task)
+
+    def add_timer(self, task: Callable[[], float]) -> None:
+        """Call `task` from the loop now and then whenever it is due again: it returns the seconds until
+        then (a watch that must look more often than --check-interval at times: the SOS backlog watch)."""
+        self.timers.append([time.monotonic(), task])
+
+    def _run_timers(self) -> None:
+        for timer in self.timers:
+            if time.monotonic() >= timer[0]:
+                timer[0] = time.monotonic() + timer[1]()
 
     def add_cleanup(self, task: Callable[[], None]) -> None:
         """Call `task` when the master exits (not when it re-executes for a reload)."""
