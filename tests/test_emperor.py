@@ -309,45 +309,38 @@ def test_skel_symlinks_with_nofollow(spawn, workdir):
     assert emperor.vassal("app2.ini")["respawns"] == 0
 
 
-def test_global_spawn_throttle(spawn, workdir):
-    """At most --emperor-spawn-burst vassals start at once: the next one waits for a slot."""
+def fake_vassals(spawn, workdir: Path, count: int, burst: int, throttle_ms: int, send: str) -> Emperor:
+    """`count` fake vassals n0.ini... in the dir when the emperor starts; each sends `send` at start."""
     wrapper, log = fake_vassal(workdir)
     vassals = workdir / "vassals"
     vassals.mkdir()
-    for i in range(5):
+    for i in range(count):
         (vassals / f"n{i}.ini").write_text("[uwsgi]\n")
-    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-spawn-burst", "3",
-                      "--emperor-throttle", "60000", env={"FAKE_LOG": str(log), "FAKE_SEND": ""})
+    return Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-spawn-burst", str(burst),
+                   "--emperor-throttle", str(throttle_ms), env={"FAKE_LOG": str(log), "FAKE_SEND": send})
+
+
+def test_global_spawn_throttle(spawn, workdir):
+    """At most --emperor-spawn-burst vassals start at once: the next one waits for a slot."""
+    emperor = fake_vassals(spawn, workdir, 5, burst=3, throttle_ms=60000, send="")
     emperor.server.wait_log("global spawn throttle: waiting before the next vassal")
     scans = emperor.doc()["scans"]
     emperor.server.signal(signal.SIGWINCH)
     wait_for(lambda: emperor.doc()["scans"] >= scans + 2, message="two more scans")
     assert sorted(v["id"] for v in emperor.doc()["vassals"]) == ["n0.ini", "n1.ini", "n2.ini"]
-    (vassals / "n0.ini").unlink()  # stopped: its slot is free
+    (emperor.dir / "n0.ini").unlink()  # stopped: its slot is free
     wait_for(lambda: emperor.vassal("n3.ini"), message="the next vassal in the freed slot")
     assert emperor.vassal("n4.ini") is None
 
 
 def test_a_silent_vassal_holds_its_slot_for_one_throttle_step(spawn, workdir):
-    wrapper, log = fake_vassal(workdir)
-    vassals = workdir / "vassals"
-    vassals.mkdir()
-    for i in range(4):
-        (vassals / f"n{i}.ini").write_text("[uwsgi]\n")
-    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-spawn-burst", "1",
-                      "--emperor-throttle", "300", env={"FAKE_LOG": str(log), "FAKE_SEND": ""})
+    emperor = fake_vassals(spawn, workdir, 4, burst=1, throttle_ms=300, send="")
     wait_for(lambda: len(emperor.doc()["vassals"]) == 4, message="all four, one per step")
     assert "global spawn throttle" in emperor.server.log()
 
 
 def test_a_vassal_that_says_it_started_frees_its_slot_at_once(spawn, workdir):
-    wrapper, log = fake_vassal(workdir)
-    vassals = workdir / "vassals"
-    vassals.mkdir()
-    for i in range(8):
-        (vassals / f"n{i}.ini").write_text("[uwsgi]\n")
-    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-spawn-burst", "2",
-                      "--emperor-throttle", "60000", env={"FAKE_LOG": str(log), "FAKE_SEND": "1"})
+    emperor = fake_vassals(spawn, workdir, 8, burst=2, throttle_ms=60000, send="1")
     wait_for(lambda: len(emperor.doc()["vassals"]) == 8, timeout=15, message="all eight spawned, not one a minute")
 
 
