@@ -293,14 +293,14 @@ class Emperor:
         zergs = [v for v in self.vassals.values() if v.zerg and v.name == name and v.status == RUNNING]
         if len(zergs) >= limit or any(not z.accepting for z in zergs):
             return
-        logger.info("[emperor] vassal %s sent SOS: spawning zerg %d of %d", vassal.label, len(zergs) + 1, limit)
-        spec = vassal.monitor.path_of(name)
-        if os.path.lexists(spec):  # `--ini FILE:zerg` would read that file, not the [zerg] section
+        if os.path.lexists(vassal.monitor.path_of(name)):  # `--ini FILE:zerg` would read it, not [zerg]
             if self.refused.get(name) != "ambiguous":
                 self.refused[name] = "ambiguous"
                 logger.error("[emperor] no zerg for vassal %s: a file named %s exists, and would be read in "
                              "place of the [zerg] section", vassal.label, printable(name))
             return
+        self.refused.pop(name, None)
+        logger.info("[emperor] vassal %s sent SOS: spawning zerg %d of %d", vassal.label, len(zergs) + 1, limit)
         zerg = self.add(vassal.file, vassal.monitor, vassal.last_mod, zerg=True)
         if zerg is not None:
             zerg.sos_at = time.time()
