@@ -224,12 +224,14 @@ class Emperor:
         """Scan at `when` (time.monotonic()) if that is sooner than already planned."""
         self.retry_at = min(self.retry_at, when) if self.retry_at else when
 
-    def _starting(self) -> tuple[int, int]:
-        """How many vassals are starting now, and how many of those are failing ones."""
+    def _starting(self) -> tuple[int, int, float]:
+        """How many vassals are starting now, how many of those are failing ones, and in how many
+        seconds the first of them stops counting as starting, whatever it does."""
         now = time.monotonic()
         allowance = self.cfg.emperor_throttle / 1000
         starting = [v for v in self.vassals.values() if v.starting(now, allowance)]
-        return len(starting), sum(v.failing for v in starting)
+        slot_in = min((v.spawned_at + allowance - now for v in starting), default=0.0)
+        return len(starting), sum(v.failing for v in starting), max(slot_in, 0.001)
 
     # --- messages from vassals --------------------------------------------------------------
 
