@@ -492,7 +492,8 @@ def test_instance_from_ini_and_env(spawn, workdir):
                          ids=lambda p: p.name)
 def test_deploy_examples_are_valid_config(path):
     args = ["--ini", str(path)]
-    if "apps-" in str(path):  # a vassal: read as its emperor starts it (vassal-set, vassals-include)
+    if "apps-" in str(path) or path.parent.name == "sites":
+        # a vassal (deploy/fleet/sites/ holds rows' texts): read as its emperor starts it (vassal-set, vassals-include)
         from zergserve.emperor.vassal import vassal_argv
         args = vassal_argv(load(["--ini", str(path.parent.parent / "emperor.ini")], {}), str(path))[3:]
     cfg = load(args, {})

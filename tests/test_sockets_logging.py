@@ -185,7 +185,7 @@ def test_process_titles_and_usr1(spawn, workdir):
         return sorted(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
                       for pid in server.worker_pids())
 
-    wait_for(lambda: titles() == [b"demo-zergserve worker 1", b"demo-zergserve worker 2"],
+    wait_for(lambda: titles() == [b"demo-zergserve worker 1 [echo]", b"demo-zergserve worker 2 [echo]"],
              message="worker titles")
     server.signal(signal.SIGUSR1)
     server.wait_log("worker 2 pid")

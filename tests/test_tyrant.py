@@ -43,14 +43,20 @@ def users():
     return made
 
 
-def setup(spawn, workdir: Path, *extra: str) -> tuple[Emperor, Path]:
+def probe_program(workdir: Path, script: str = PROBE) -> tuple[Path, Path]:
+    """A vassal program any user can run from `workdir`, and the dir any user can write its records to."""
     workdir.chmod(0o755)
     probe_dir = workdir / "probe"
     probe_dir.mkdir(mode=0o777)
     probe_dir.chmod(0o777)
     program = workdir / "probe.sh"
-    program.write_text(PROBE)
+    program.write_text(script)
     program.chmod(0o755)
+    return program, probe_dir
+
+
+def setup(spawn, workdir: Path, *extra: str) -> tuple[Emperor, Path]:
+    program, probe_dir = probe_program(workdir)
     emperor = Emperor(spawn, workdir, "--emperor-tyrant", "--binary-path", str(program), *extra,
                       env={"PROBE_DIR": str(probe_dir)})
     emperor.dir.chmod(0o755)

@@ -14,7 +14,7 @@ import traceback
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
-from zergserve import wsgi
+from zergserve import proxy, wsgi
 from zergserve.wsgi import AppError, ClientDisconnected, RequestError
 
 ASGI = {"version": "3.0", "spec_version": "2.3"}
@@ -39,7 +39,7 @@ def http_scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str
     if path.startswith(("http://", "https://")):
         path = "/" + path.split("://", 1)[1].partition("/")[2]
     raw_path = path.encode("latin-1")
-    return {
+    return proxy.apply_scope({
         "type": "http",
         "asgi": ASGI,
         "http_version": request.http_version,
@@ -53,7 +53,7 @@ def http_scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str
         "client": (peer[0], peer[1]) if peer else None,
         "server": _server(*server),
         "state": state.copy(),
-    }
+    }, peer)
 
 
 def uwsgi_scope(variables: dict[str, str], server: tuple[str, str], state: dict[str, Any]) -> dict[str, Any]:

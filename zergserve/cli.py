@@ -12,6 +12,7 @@ from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
                               check_start, hold_signals)
+from zergserve.sdnotify import Notifier
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
 EXIT_USAGE = 2
@@ -92,6 +93,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     """An instance: a master and its workers over the configured sockets; a vassal when its
     emperor's socket is given."""
     start_cwd = os.getcwd()
+    notify = Notifier.take(os.environ)  # before the app loads: only the master speaks to systemd
     try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
     except app_loader.AppLoadError as exc:
@@ -119,7 +121,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         if app is None:
             _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
-    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd)
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,

@@ -71,7 +71,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from zergserve import __version__, sockets
+from zergserve import __version__, proxy, sockets
 
 
 class ConfigError(Exception):
@@ -163,6 +163,13 @@ def address(value: str) -> str:
     return value
 
 
+@_metavar("IPS")
+def proxies(value: str) -> str:
+    """--forwarded-allow-ips: checked now, so that a bad entry is reported with its file and line."""
+    proxy.Trust(value)
+    return value
+
+
 @_metavar("MODE")
 def mode(value: str) -> int:
     """A file mode of exactly three octal digits, as uWSGI's --chmod-socket wants."""
@@ -239,6 +246,9 @@ OPTIONS: tuple[Option, ...] = (
     O("listen", integer(1, 65535), 100, "listen backlog of every socket", "l", group="sockets"),
     O("chmod-socket", mode, None, "mode of UNIX sockets (without a value: 666)", "C", const="666",
       group="sockets"),
+    O("forwarded-allow-ips", proxies, proxy.DEFAULT, "trust X-Forwarded-Proto/-For (or Forwarded) from these "
+      "peers on --http: comma-separated IPs, networks (10.0.0.0/8), 'unix' for UNIX socket peers, '*' for "
+      "everyone; they set wsgi.url_scheme and REMOTE_ADDR (the ASGI scheme and client)", group="sockets"),
     O("vacuum", boolean, False, "remove UNIX socket and pid files at exit", flag=True, group="sockets"),
     # processes
     O("processes", integer(1, 4096), 1, "number of worker processes", "p", ("workers",), group="processes"),
@@ -258,8 +268,15 @@ OPTIONS: tuple[Option, ...] = (
     O("worker-reload-mercy", integer(0), 60, "seconds a worker may take to finish its requests on reload or "
       "stop before SIGKILL", group="processes"),
     O("check-interval", number(), 1.0, "seconds between the master's housekeeping turns", group="processes"),
+    O("auto-procname", boolean, True, "title processes by role and app: 'zergserve master [shop.ini]', "
+      "'zergserve worker 2 [mysite.wsgi]' (uWSGI's default is off; false keeps the command line)", flag=True,
+      group="processes"),
+    O("procname", text, None, "title every process with this name (the master too, unless --procname-master)",
+      group="processes"),
+    O("procname-master", text, None, "title the master (an emperor, a zergpool) with this name", group="processes"),
     O("procname-prefix", text, "", "prefix for process titles", group="processes"),
     O("procname-prefix-spaced", text, "", "prefix for process titles, followed by a space", group="processes"),
+    O("procname-append", text, "", "append this to process titles", group="processes"),
     O("pidfile", text, None, "write the master's pid to this file", group="processes"),
     O("privileged-binary-patch", text, None, "once configured, exec this program instead of serving "
       "(a vassal that is really nginx, say)", group="processes"),
@@ -307,8 +324,11 @@ OPTIONS: tuple[Option, ...] = (
     O("vassal-sos", integer(0), 0, "ask the emperor for reinforcements when every worker has been busy for "
       "more than N seconds (0: off)", group="elastic"),
     # emperor
-    O("emperor", text, (), "run the emperor over a vassals dir (DIR, dir://DIR or glob://PATTERN)",
-      repeatable=True, group="emperor"),
+    O("emperor", text, (), "run the emperor over a vassals dir (DIR, dir://DIR or glob://PATTERN) or the rows "
+      "of a PostgreSQL query (pg://CONNINFO;SELECT name, config, ts FROM vassals)", repeatable=True,
+      group="emperor"),
+    O("emperor-pg-channel", text, "zergserve_vassals", "pg:// monitors LISTEN on this channel and re-read "
+      "their rows on a NOTIFY (empty: poll only)", group="emperor"),
     O("emperor-freq", number(), 3.0, "seconds between scans of the monitors (inotify wakes it sooner)",
       group="emperor"),
     O("emperor-throttle", integer(1), 1000, "milliseconds: blacklist step for a vassal that dies before "

@@ -1,21 +1,47 @@
 """Where zergserve's lines go: stderr, or --logto FILE (which, as in uWSGI, also takes the app's
-stdout and stderr). Error lines go through `logging`; access lines are written straight to fd 2."""
+stdout and stderr).
+
+The server's own lines (startup, HARAKIRI, a worker killed by a signal, reload aborted, shutdown)
+are written straight to fd 2 by a logger of our own, not through the `logging` module: an app that
+configures logging (Flask's and Django's documented `dictConfig`, which disables every logger it
+does not name, `logging.disable`, a root handler of its own) or replaces `sys.stderr` can never
+silence or reroute them. Access lines go straight to fd 2 as well (connection.log_writer).
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
 from typing import Any, Hashable
 
-logger = logging.getLogger("zergserve")
+_FD = 2
 
 
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = self.formatTime(record, "%Y-%m-%d %H:%M:%S")
-        return f"[{stamp}] [{record.process}] {record.levelname}: {record.getMessage()}"
+class ServerLog:
+    """The master's, workers', emperor's and zergs' log: `[date] [pid] LEVEL: message` lines on fd 2."""
+
+    def info(self, msg: str, *args: object) -> None:
+        self._write("INFO", msg, args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._write("WARNING", msg, args)
+
+    def error(self, msg: str, *args: object) -> None:
+        self._write("ERROR", msg, args)
+
+    def _write(self, level: str, msg: str, args: tuple[object, ...]) -> None:
+        text = msg % args if args else msg
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] [{os.getpid()}] {level}: {text}\n"
+        data = line.encode("utf-8", "replace")
+        try:
+            while data:
+                data = data[os.write(_FD, data):]
+        except OSError:
+            pass  # nowhere left to say it (stderr closed): serving goes on
+
+
+logger = ServerLog()
 
 
 def printable(text: str) -> str:
@@ -65,19 +91,15 @@ class Repeated:
 
 
 def setup(logto: str | None = None) -> None:
-    """Send everything to stderr, after pointing stdout and stderr at --logto if given."""
-    if logto:
-        try:
-            fd = os.open(logto, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        except OSError as exc:
-            raise SystemExit(f"zergserve: logto: cannot open {logto}: {exc.strerror}") from None
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    """Point stdout and stderr (fds 1 and 2) at --logto if given; the log writes to fd 2."""
+    if not logto:
+        return
+    try:
+        fd = os.open(logto, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    except OSError as exc:
+        raise SystemExit(f"zergserve: logto: cannot open {logto}: {exc.strerror}") from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)

@@ -35,9 +35,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from setproctitle import setproctitle
-
-from zergserve import __version__, sockets
+from zergserve import __version__, proctitle, sockets
+from zergserve.sdnotify import Notifier
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.scoreboard import BUSY, STARTING, Scoreboard
@@ -92,8 +91,10 @@ class Master:
     """Supervises a pool of workers of one class over a set of listeners."""
 
     def __init__(self, cfg: Any, listeners: list[sockets.Listener], app: Any, worker_class: type,
-                 argv: list[str], start_cwd: str | None = None) -> None:
+                 argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None) -> None:
         self.cfg = cfg
+        self.notify = notify or Notifier()
+        self.notified_ready = False  # READY=1 once per image: at start, or at the end of a reload
         self.start_cwd = start_cwd or os.getcwd()
         self.listeners = listeners
         self.app = app
@@ -140,14 +141,16 @@ class Master:
             return self.exit_code
         if self.cfg.cheap:
             self.go_cheap()
+            self._notify_ready()
         else:
             for wid in range(1, self.num_workers + 1):
                 self.spawn(wid)
         next_cycle = time.monotonic()
         while True:
             timeout = max(0.0, next_cycle - time.monotonic()) if not self.stopping else 0.2
-            for key, _ in self.selector.select(timeout):
+            for key, _ in self.selector.select(min(timeout, self.notify.watchdog_in())):
                 key.data()
+            self.notify.tick()
             self._handle_signals()
             self._reap()
             if self.stopping:
@@ -190,8 +193,7 @@ class Master:
 
     def _setup(self) -> None:
         cfg = self.cfg
-        prefix = cfg.procname_prefix or (cfg.procname_prefix_spaced + " " if cfg.procname_prefix_spaced else "")
-        setproctitle(f"{prefix}zergserve master")
+        proctitle.set_title(cfg, "master", master=True)
         wake_r, wake_w = wakeup_pipe()
         self._wake = (wake_r, wake_w)
         for signum in _HANDLED:
@@ -220,8 +222,21 @@ class Master:
 
     def _worker_ready(self, ready_r: int) -> None:
         drain(ready_r)
+        self._notify_ready()
         for task in self.on_ready:
             task()
+
+    def _notify_ready(self) -> None:
+        """READY=1 (systemd) once every worker of this image accepts: the start is done, or the
+        reload that re-executed this image is."""
+        if self.notified_ready or self.stopping:
+            return
+        if not self.cheap and (len(self.workers) < self.num_workers or
+                               any(self.scoreboard.row(wid).status == STARTING for wid in self.workers)):
+            return
+        self.notified_ready = True
+        self.notify.ready(f"serving on {', '.join(item.name for item in self.listeners)} with "
+                          f"{self.num_workers} {self.cfg.worker} worker(s)")
 
     def master_fds(self) -> list[int]:
         """Descriptors a forked worker must close: they belong to the master's loop."""
@@ -395,6 +410,7 @@ class Master:
             logger.info("reload already in progress")
             return
         logger.info("graceful reload requested: checking the new configuration and app")
+        self.notify.reloading("reloading: checking the new configuration and app")
         args = [sys.executable, "-m", "zergserve", *self.argv, "--check-config"]
         env = {k: v for k, v in os.environ.items() if k not in (REEXEC_WORKERS, REEXEC_PAUSED)}
         # The check binds what the new master would bind, except what this one holds and passes on.
@@ -425,6 +441,7 @@ class Master:
                      self.canary, self.cfg.worker_reload_mercy)
         _kill(self.canary, signal.SIGKILL)
         self.canary_timed_out = True
+        self.notify.ready("reload aborted (the check took too long); old workers keep serving")
 
     def _canary_done(self, code: int) -> None:
         self.canary = None
@@ -433,6 +450,7 @@ class Master:
         if code != 0:
             logger.error("reload aborted: the new configuration or app failed its check (exit %d); "
                          "old workers keep serving", code)
+            self.notify.ready(f"reload aborted (check exit {code}); old workers keep serving")
             return
         self.reexec()
 
@@ -449,6 +467,7 @@ class Master:
             env[REEXEC_PAUSED] = "1"
         for provider in self.handovers:
             env.update(provider())
+        env.update(self.notify.handover())
         if self.stats is not None:
             self.stats.close(vacuum=False)
         signal.set_wakeup_fd(-1)
@@ -545,6 +564,7 @@ class Master:
         else:
             mercy, signum = _QUICK_MERCY, signal.SIGQUIT
         logger.info("%s shutdown: stopping %d worker(s)", how, len(self.workers) + len(self.retiring))
+        self.notify.stopping(f"{how} shutdown")
         self.stop_deadline = time.time() + mercy
         for pid in [proc.pid for proc in self.workers.values()] + list(self.retiring):
             _kill(pid, signum)

@@ -15,6 +15,8 @@ from http import HTTPStatus
 from typing import Any, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
+from zergserve import proxy
+
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS = re.compile(r"([1-5][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
@@ -207,6 +209,7 @@ def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> 
         else:
             env[key] = value
     env["wsgi.input"] = body
+    proxy.apply_environ(env, peer)
     return env
 
 

@@ -24,11 +24,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from setproctitle import setproctitle
-
-from zergserve import config, sockets
+from zergserve import config, proctitle, sockets
 from zergserve.emperor import protocol
 from zergserve.log import logger
+from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.zerg import ZergServer
 
@@ -47,6 +46,7 @@ def parse(spec: str) -> tuple[str, list[str]]:
 def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> int:
     """Bind every pool and answer zergs until TERM/INT/QUIT (or the emperor says stop); HUP is harmless."""
     kept = {addr: int(fd) for addr, fd in json.loads(os.environ.pop(_REEXEC, "{}")).items()}
+    notify = Notifier.take(os.environ)
     reloaded = bool(kept)
     servers: list[ZergServer] = []
     bound: list[sockets.Listener] = []
@@ -74,7 +74,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
         return 2
     for fd in kept.values():  # addresses no longer in the configuration
         os.close(fd)
-    setproctitle(f"{cfg.procname_prefix}zergserve zergpool")
+    proctitle.set_title(cfg, "zergpool", master=True)
     stop: list[int] = []
     hups: list[int] = []
     wake_r, _ = wakeup_pipe()
@@ -89,8 +89,10 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
     if emperor is not None:
         selector.register(emperor.sock, selectors.EVENT_READ, emperor)
     code = 0
+    if not reloaded:
+        notify.ready(f"zergpool serving {len(bound)} socket(s) to zergs")
     while not stop:
-        for key, _ in selector.select(emperor.timeout() if emperor else 5.0):
+        for key, _ in selector.select(min(emperor.timeout() if emperor else 5.0, notify.watchdog_in())):
             if key.data is emperor and emperor is not None:
                 code = emperor.receive(stop)
             elif key.data is not None:
@@ -98,6 +100,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
         drain(wake_r)
         for server in servers:
             server.refusals.flush()
+        notify.tick()
         if hups:
             hups.clear()
             logger.info("zergpool: HUP ignored, a pool has nothing to reload (its sockets and queues stay)")
@@ -107,6 +110,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
                 emperor.reload = False
                 _reexec(argv, bound, servers)
     logger.info("zergpool stopping")
+    notify.stopping("zergpool stopping")
     for server in servers:
         server.close()
     for listener in bound:

@@ -51,6 +51,9 @@ async def application(scope, receive, send):
         await _reply(send, 200, b"hello")
     elif path == "/pid":
         await _reply(send, 200, str(os.getpid()).encode())
+    elif path == "/scope":  # what the server says of the connection (behind proxies: --forwarded-allow-ips)
+        reply = {"scheme": scope["scheme"], "client": scope["client"]}
+        await _reply(send, 200, json.dumps(reply).encode(), b"application/json")
     elif path == "/echo":
         body = await _read_body(receive)
         reply = {"method": scope["method"], "body": body.decode("latin-1"), "length": len(body),

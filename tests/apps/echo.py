@@ -46,6 +46,8 @@ def application(environ, start_response):
         stream = environ["wsgi.input"]
         lines = [line.decode("latin-1") for line in stream]
         return _json(start_response, {"lines": lines})
+    if path == "/osenv":  # the process environment the app runs in
+        return _json(start_response, sorted(os.environ))
     if path == "/env":
         return _json(start_response, {k: v for k, v in environ.items() if isinstance(v, str)})
     if path == "/sleep":

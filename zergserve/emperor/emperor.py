@@ -28,14 +28,13 @@ import signal
 import time
 from typing import Any
 
-from setproctitle import setproctitle
-
-from zergserve import __version__
+from zergserve import __version__, proctitle
 from zergserve.emperor import protocol, tyrant
+from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
 from zergserve.emperor.throttle import Throttle
-from zergserve.emperor.monitor import Inotify, Monitor, noise
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.log import logger, printable
+from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.stats import StatsServer
 
@@ -48,7 +47,9 @@ _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal
 class Emperor:
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.monitors = [Monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow) for arg in cfg.emperor]
+        self.notify = Notifier.take(os.environ)  # taken out first: vassals inherit the environment
+        self.notified_vassals = -1
+        self.monitors = [build_monitor(arg, cfg) for arg in cfg.emperor]
         self.vassals: dict[int, Vassal] = {}  # by id(): zergs share their vassal's name
         self.throttle = Throttle(cfg.emperor_spawn_burst, cfg.emperor_throttle, cfg.emperor_max_throttle)
         self.signals: list[int] = []
@@ -64,7 +65,7 @@ class Emperor:
         self.refused: dict[str, str] = {}  # files (tyrant checks) and zergs refused, with the reason last logged
 
     def run(self) -> int:
-        setproctitle(f"{self.cfg.procname_prefix}zergserve emperor")
+        proctitle.set_title(self.cfg, "emperor", master=True)
         wake_r, _ = wakeup_pipe()
         for signum in _SIGNALS:
             signal.signal(signum, lambda n, f: self.signals.append(n))
@@ -75,6 +76,8 @@ class Emperor:
                 for path in monitor.watch_dirs():
                     self.inotify.watch(path)
             self.selector.register(self.inotify, selectors.EVENT_READ, self._changed)
+        for monitor in self.monitors:
+            monitor.attach(self.selector, self._wake_at)
         if self.cfg.emperor_stats:
             self.stats = StatsServer(self.cfg.emperor_stats, self.stats_document, http=self.cfg.stats_http)
             self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
@@ -91,8 +94,9 @@ class Emperor:
             timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
             if self.ragnarok_deadline:
                 timeout = 0.2
-            for key, _ in self.selector.select(min(timeout, 1.0)):
+            for key, _ in self.selector.select(min(timeout, 1.0, self.notify.watchdog_in())):
                 key.data()
+            self.notify.tick()
             self._handle_signals()
             self._reap()
             if self.ragnarok_deadline:
@@ -104,6 +108,7 @@ class Emperor:
                 self.retry_at = 0.0
                 last_scan = time.monotonic()
                 self.scan()
+                self._notify_vassals()
             self._check_heartbeats()
             self._check_zerg_boots()
             self._check_curses()
@@ -197,7 +202,7 @@ class Emperor:
         """Tyrant mode: the checked, open file a vassal runs from (the caller closes it), or None
         (logged once per reason) if it may not run."""
         try:
-            checked = tyrant.check(monitor.path_of(file), self.cfg.emperor_tyrant_nofollow)
+            checked = monitor.check(file, self.cfg.emperor_tyrant_nofollow)
         except tyrant.TyrantError as exc:
             if self.refused.get(file) != str(exc):
                 self.refused[file] = str(exc)
@@ -376,6 +381,19 @@ class Emperor:
                 vassal.kill()
                 vassal.cursed_at = now
 
+    def _notify_vassals(self) -> None:
+        """READY=1 (systemd) after the first scan has started the vassals; a STATUS= line whenever
+        their number changes."""
+        count = len(self.vassals)
+        if count == self.notified_vassals:
+            return
+        status = f"{count} vassal(s) on {', '.join(m.name for m in self.monitors)}"
+        if self.notified_vassals < 0:
+            self.notify.ready(status)
+        else:
+            self.notify.status(status)
+        self.notified_vassals = count
+
     # --- signals ----------------------------------------------------------------------------
 
     def _handle_signals(self) -> None:
@@ -403,6 +421,7 @@ class Emperor:
                         max(0, self.ragnarok_deadline - time.monotonic()))
             return
         logger.info("*** RAGNAROK EVOKED ***")
+        self.notify.stopping(f"stopping {len(self.vassals)} vassal(s)")
         self.ragnarok_deadline = time.monotonic() + self.cfg.reload_mercy
         for vassal in self.vassals.values():
             vassal.stop(self.cfg.emperor_graceful_shutdown)
@@ -423,6 +442,7 @@ class Emperor:
         return {
             "version": __version__, "pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
             "cwd": os.getcwd(), "emperor": [m.name for m in self.monitors],
+            "monitors": [m.stats() for m in self.monitors],
             "emperor_tyrant": int(self.cfg.emperor_tyrant),
             "throttle_level": round(self.throttle.tokens, 2), "scans": self.scans,
             "vassals": [v.stats() for v in self.vassals.values()],

@@ -2,10 +2,11 @@
 when they change.
 
 `dir://DIR` (or an existing directory) lists the directory; vassal names are bare file names and
-vassals start with DIR as their cwd. `glob://PATTERN` (or anything else) matches a pattern; names
-are the paths as matched and vassals start in the emperor's cwd. uWSGI polls every --emperor-freq
-seconds; zergserve also asks the kernel (inotify, through ctypes) to wake it on any change, so a new,
-touched or removed file is acted on at once.
+vassals start with DIR as their cwd. `glob://PATTERN` (or anything without a scheme) matches a
+pattern; names are the paths as matched and vassals start in the emperor's cwd. uWSGI polls every
+--emperor-freq seconds; zergserve also asks the kernel (inotify, through ctypes) to wake it on any
+change, so a new, touched or removed file is acted on at once. `pg://` reads rows of a database
+(zergserve/emperor/pg.py); any other scheme is an error.
 """
 
 from __future__ import annotations
@@ -15,23 +16,45 @@ import ctypes.util
 import glob
 import importlib.util
 import os
+import re
+import selectors
 import stat
 import struct
+from typing import Any, Callable
 
+from zergserve.emperor import tyrant
 from zergserve.log import logger, printable
 
 VALID_EXTENSIONS = (".ini", ".json", ".js", ".toml") + (
     (".yml", ".yaml") if importlib.util.find_spec("yaml") is not None else ())
 _IGNORED_SUFFIXES = (".skel", "~", ".swp", ".swx", ".tmp", ".bak")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def build_monitor(arg: str, cfg: Any) -> Monitor:
+    """The monitor for one --emperor argument; ValueError for an unknown scheme or a bad argument."""
+    scheme = _SCHEME.match(arg)
+    if scheme is None or scheme.group(1) in ("dir", "glob"):
+        return Monitor(arg, cfg.emperor_extra_extension, cfg.emperor_nofollow)
+    if scheme.group(1) == "pg":
+        from zergserve.emperor.pg import PgMonitor  # psycopg is imported only when used
+        return PgMonitor(arg, cfg)
+    raise ValueError(f"emperor: {arg}: unknown imperial monitor scheme {scheme.group(1)}:// "
+                     "(known: dir://, glob://, pg://)")
+
+
+def extensions(extra: list[str]) -> tuple[str, ...]:
+    """The file name endings of vassal configs: the known kinds and --emperor-extra-extension."""
+    return VALID_EXTENSIONS + tuple(ext if ext.startswith(".") else "." + ext for ext in extra)
 
 
 class Monitor:
-    """One --emperor argument."""
+    """One dir:// or glob:// --emperor argument. Its methods are what the emperor asks of every
+    monitor (pg.PgMonitor answers the same questions from database rows)."""
 
     def __init__(self, arg: str, extra_extensions: list[str], nofollow: bool) -> None:
         self.arg = arg
-        self.extensions = VALID_EXTENSIONS + tuple(ext if ext.startswith(".") else "." + ext
-                                                    for ext in extra_extensions)
+        self.extensions = extensions(extra_extensions)
         self.nofollow = nofollow
         self.start_cwd = os.getcwd()
         if arg.startswith("dir://"):
@@ -50,6 +73,27 @@ class Monitor:
             self.target = target
         self.name = self.target
         self.refused: set[str] = set()  # names with ':' seen at the last scan, logged once each
+
+    def attach(self, selector: selectors.BaseSelector, wake: Callable[[float], None]) -> None:
+        """Hook into the emperor's loop: a monitor with its own descriptors registers them with
+        `selector`, and calls `wake(when)` (time.monotonic()) to have the emperor scan then.
+        Files need neither: inotify is the emperor's."""
+
+    def config_fd(self, name: str) -> int:
+        """A descriptor, the caller's to close, the vassal reads its config from (ZERGSERVE_CONFIG_FD);
+        -1: the vassal opens its file by name."""
+        return -1
+
+    def identity(self, name: str) -> tuple[int | None, int | None]:
+        """The uid and gid the vassal runs as outside tyrant mode; None: the emperor's own."""
+        return None, None
+
+    def check(self, name: str, nofollow: bool) -> tyrant.Checked:
+        """Tyrant mode: whom the vassal runs as, and its config open (TyrantError if refused)."""
+        return tyrant.check(self.path_of(name), nofollow)
+
+    def stats(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind}
 
     def cwd(self) -> str:
         """Where this monitor's vassals start."""

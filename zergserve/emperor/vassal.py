@@ -42,7 +42,7 @@ class Vassal:
         self.cursed_at = 0.0
         self.respawns = 0
         self.sos = 0
-        self.uid: int | None = None  # tyrant mode: the owner of the config file
+        self.uid: int | None = None  # tyrant mode: the owner of the config file (or its row's uid)
         self.gid: int | None = None
         self.ident: tuple[int, int] | None = None  # tyrant mode: (st_dev, st_ino) of the file checked
         self.sos_at = 0.0  # for a zerg: when the SOS that asked for it arrived
@@ -54,8 +54,14 @@ class Vassal:
         self.spawned_at = 0.0  # time.monotonic() of the spawn
 
     def spawn(self, cfg: Any, broodlord_num: int = 0, config_fd: int = -1) -> None:
-        """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and in
-        tyrant mode its checked config file open as ZERGSERVE_CONFIG_FD ("FD:NAME")."""
+        """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and its
+        config open as ZERGSERVE_CONFIG_FD ("FD:NAME") when there is one to hand over: the checked
+        file in tyrant mode, else what the monitor hands over (a database row's text)."""
+        if self.uid is None:
+            self.uid, self.gid = self.monitor.identity(self.file)
+        handed = -1
+        if config_fd < 0:
+            config_fd = handed = self.monitor.config_fd(self.file)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         env = vassal_environ(os.environ)
@@ -86,9 +92,11 @@ class Vassal:
         except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: preexec_fn raised
             ours.close()
             theirs.close()
+            _close(handed)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise OSError(f"cannot start vassal {self.label} with {printable(argv[0])}: {reason}") from None
         theirs.close()
+        _close(handed)
         self.sock = ours
         self.pid = self.proc.pid
         self.status = RUNNING
@@ -178,6 +186,11 @@ def vassal_argv(cfg: Any, file: str, section: str | None = None) -> list[str]:
     for item in cfg.vassals_include:
         argv += [_type_flag(item), item]
     return argv
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _type_flag(name: str) -> str:

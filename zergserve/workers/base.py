@@ -15,10 +15,8 @@ import time
 import traceback
 from typing import Any, Callable
 
-from setproctitle import setproctitle
-
 from zergserve import app as app_loader
-from zergserve import connection
+from zergserve import connection, proctitle, proxy
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
@@ -86,9 +84,9 @@ class Worker:
                 os.close(fd)
             except OSError:
                 pass
-        prefix = self.cfg.procname_prefix or (self.cfg.procname_prefix_spaced + " " if self.cfg.procname_prefix_spaced else "")
-        setproctitle(f"{prefix}zergserve worker {self.wid}")
+        proctitle.set_title(self.cfg, f"worker {self.wid}")
         self.install_signals()
+        proxy.configure(self.cfg.forwarded_allow_ips)
         if self.app is None:
             self.app = app_loader.load(self.cfg.module, self.cfg.wsgi_file, self.cfg.callable)
         cfg = self.cfg

@@ -1,0 +1,85 @@
+"""ARCHITECTURE.md's module table is the import rule: every module is listed with its layer, and no
+module imports a layer above its own."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from conftest import ROOT
+
+LAYERS = ["base", "codec", "adapter", "driver", "worker", "role", "cli"]  # bottom to top
+
+
+def _table() -> dict[str, str]:
+    """module name → layer, from the rows `| \\`zergserve/x.py\\` | layer | … |` of ARCHITECTURE.md."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    rows = re.findall(r"^\| `(zergserve/[\w/]+\.py)` \| (\w+) \|", text, re.MULTILINE)
+    return {_module(Path(path)): layer for path, layer in rows}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """The zergserve modules `path` imports ('from zergserve import x' counts as zergserve.x)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if (ROOT / (candidate.replace(".", "/") + ".py")).exists()
+                          or (ROOT / candidate.replace(".", "/")).is_dir() else base)
+    return {name for name in found if name.startswith("zergserve")}
+
+
+def _sources() -> dict[str, Path]:
+    return {_module(path.relative_to(ROOT)): path for path in sorted((ROOT / "zergserve").rglob("*.py"))}
+
+
+def test_every_module_is_in_the_table() -> None:
+    table = _table()
+    assert set(table.values()) <= set(LAYERS), f"unknown layer in ARCHITECTURE.md: {set(table.values()) - set(LAYERS)}"
+    missing = sorted(set(_sources()) - set(table))
+    stale = sorted(set(table) - set(_sources()))
+    assert not missing, f"modules not in ARCHITECTURE.md's table: {missing}"
+    assert not stale, f"ARCHITECTURE.md lists modules that no longer exist: {stale}"
+
+
+def test_imports_point_down() -> None:
+    table = _table()
+    wrong = []
+    for module, path in _sources().items():
+        layer = LAYERS.index(table.get(module, "cli"))
+        for imported in _imports(path, module):
+            target = table.get(imported)
+            if target is None and imported.rpartition(".")[0] in table:
+                target = table[imported.rpartition(".")[0]]
+            if target is not None and LAYERS.index(target) > layer:
+                wrong.append(f"{module} ({table.get(module)}) imports {imported} ({target})")
+    assert not wrong, "imports that point up:\n" + "\n".join(wrong)
+
+
+def test_codecs_import_nothing_of_zergserve() -> None:
+    for module, path in _sources().items():
+        if module.startswith("zergserve.protocols"):
+            assert not _imports(path, module), f"{module} imports {_imports(path, module)}"
+
+
+def test_the_emperor_never_imports_a_worker_or_the_master() -> None:
+    for module, path in _sources().items():
+        if module.startswith("zergserve.emperor"):
+            bad = {name for name in _imports(path, module)
+                   if name.startswith(("zergserve.workers", "zergserve.master", "zergserve.connection"))}
+            assert not bad, f"{module} imports {bad}"

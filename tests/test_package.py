@@ -1,0 +1,71 @@
+"""The released artefacts: the wheel and sdist pass `twine check`, install in a clean venv on every
+supported Python found on this machine, and the installed `zergserve` command serves a request."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, http_request, wait_for
+
+SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
+APP = "def application(environ, start_response):\n" \
+      "    start_response('200 OK', [('Content-Type', 'text/plain')])\n" \
+      "    return [b'installed']\n"
+
+
+def _interpreter(version: str) -> str | None:
+    """A working `pythonX.Y`: pyenv's build of it, else one on PATH (a pyenv shim may not run)."""
+    candidates = [str(path / "bin" / f"python{version}")
+                  for path in sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}.*"), reverse=True)]
+    candidates.append(shutil.which(f"python{version}") or "")
+    for binary in filter(None, candidates):
+        if Path(binary).exists() and subprocess.run([binary, "-c", "import venv"], capture_output=True).returncode == 0:
+            return binary
+    return None
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True,
+                   capture_output=True, timeout=240)
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_twine_check_passes(dist: Path) -> None:
+    artefacts = sorted(str(path) for path in dist.iterdir())
+    assert any(name.endswith(".whl") for name in artefacts) and any(name.endswith(".tar.gz") for name in artefacts)
+    result = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *artefacts],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("version,kind", [(version, "whl") for version in SUPPORTED]
+                         + [(f"{sys.version_info.major}.{sys.version_info.minor}", "tar.gz")])
+def test_installs_and_serves(dist: Path, version: str, kind: str, tmp_path: Path) -> None:
+    python = _interpreter(version)
+    if python is None:
+        pytest.skip(f"no Python {version} on this machine")
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
+    artefact = next(dist.glob(f"*.{kind}"))
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(artefact)],
+                             capture_output=True, text=True, timeout=240)
+    assert install.returncode == 0, install.stdout + install.stderr
+    (tmp_path / "hello.py").write_text(APP)
+    sock = str(tmp_path / "http.sock")
+    proc = subprocess.Popen([str(venv / "bin" / "zergserve"), "--wsgi-file", "hello.py", "--http", sock],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        status, _, body = wait_for(lambda: http_request(sock), timeout=30, message="the installed zergserve")
+        assert (status, body) == (200, b"installed")
+    finally:
+        proc.kill()
+        proc.wait(10)

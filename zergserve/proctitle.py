@@ -1,0 +1,57 @@
+"""Process titles: what `ps` and `top` show for each zergserve process.
+
+One function computes every title, uWSGI's way: `--procname-master` names the master (and the
+emperor and a zergpool, the masters of their roles), `--procname` names every process the master
+option does not; otherwise, with `--auto-procname` (on by default here; uWSGI's default is off),
+the title names the role and the app: `zergserve master [shop.ini]`, `zergserve worker 2
+[mysite.wsgi]`. `--procname-prefix` (or `--procname-prefix-spaced`) and `--procname-append` frame
+every title. With `auto-procname = false` and none of these, titles stay the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from setproctitle import setproctitle
+
+_APP_OPTIONS = ("module", "wsgi-file")
+_SOCKET_OPTIONS = ("http", "socket", "zerg", "zergpool", "emperor")
+
+
+def set_title(cfg: Any, role: str, master: bool = False) -> None:
+    """Title this process for `role` ('master', 'worker 2', 'emperor', 'zergpool')."""
+    text = title(cfg, role, master)
+    if text is not None:
+        setproctitle(text)
+
+
+def title(cfg: Any, role: str, master: bool = False) -> str | None:
+    """The title of a process of `role`; None to leave the command line as it is."""
+    prefix = cfg.procname_prefix or (cfg.procname_prefix_spaced + " " if cfg.procname_prefix_spaced else "")
+    name = (cfg.procname_master if master else None) or cfg.procname
+    if not name:
+        if not (cfg.auto_procname or prefix or cfg.procname_append):
+            return None
+        label = app_label(cfg)
+        name = f"zergserve {role} [{label}]" if label else f"zergserve {role}"
+    return prefix + name + cfg.procname_append
+
+
+def app_label(cfg: Any) -> str:
+    """What names this instance among others on the host: the config file that names the app (or,
+    failing that, its sockets, or any config file), else the app's module or file, else the
+    emperor's vassal directories or the zergpool's socket."""
+    for names in (_APP_OPTIONS, _SOCKET_OPTIONS, tuple(cfg.sources)):
+        for name in names:
+            source = cfg.sources.get(name, "")
+            path, sep, line = source.rpartition(":")
+            if sep and line.isdigit() and not source.startswith(("-", "$")):
+                return os.path.basename(path)
+    if cfg.module:
+        return cfg.module.partition(":")[0]
+    if cfg.wsgi_file:
+        return os.path.basename(cfg.wsgi_file)
+    if cfg.emperor:
+        return ",".join(cfg.emperor)
+    return ",".join(item.partition(":")[0] for item in cfg.zergpool)
