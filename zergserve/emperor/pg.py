@@ -167,6 +167,10 @@ class PgMonitor(Monitor):
             raise tyrant.TyrantError(f"vassal {name}: {exc}") from None
         return tyrant.Checked(uid, gid, (0, 0), self.config_fd(name))
 
+    def log_of(self, name: str) -> str | None:
+        """A row has no directory to keep a log in: /dev/null, unless its config sets logto."""
+        return None
+
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "state": self.state, "since": int(self.since),
                 "last_error": self.last_error, "channel": self.channel, "rows": len(self.rows),
