@@ -309,15 +309,18 @@ def test_skel_symlinks_with_nofollow(spawn, workdir):
     assert emperor.vassal("app2.ini")["respawns"] == 0
 
 
-def fake_vassals(spawn, workdir: Path, count: int, burst: int, throttle_ms: int, send: str) -> Emperor:
-    """`count` fake vassals n0.ini... in the dir when the emperor starts; each sends `send` at start."""
+def fake_vassals(spawn, workdir: Path, count: int, burst: int, throttle_ms: int, send: str,
+                 crashes: int = 0) -> Emperor:
+    """`count` fake vassals n0.ini... in the dir when the emperor starts; each sends `send` at start
+    (the first `crashes` starts, of all of them together, send 1 and exit instead)."""
     wrapper, log = fake_vassal(workdir)
     vassals = workdir / "vassals"
     vassals.mkdir()
     for i in range(count):
         (vassals / f"n{i}.ini").write_text("[uwsgi]\n")
     return Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-spawn-burst", str(burst),
-                   "--emperor-throttle", str(throttle_ms), env={"FAKE_LOG": str(log), "FAKE_SEND": send})
+                   "--emperor-throttle", str(throttle_ms),
+                   env={"FAKE_LOG": str(log), "FAKE_SEND": send, "FAKE_CRASHES": str(crashes)})
 
 
 def test_global_spawn_throttle(spawn, workdir):
@@ -337,6 +340,27 @@ def test_a_silent_vassal_holds_its_slot_for_one_throttle_step(spawn, workdir):
     emperor = fake_vassals(spawn, workdir, 4, burst=1, throttle_ms=300, send="")
     wait_for(lambda: len(emperor.doc()["vassals"]) == 4, message="all four, one per step")
     assert "global spawn throttle" in emperor.server.log()
+
+
+def test_failing_vassals_share_one_budget(spawn, workdir):
+    """Eight crash-looping vassals, each on its own back-off (0, 0.2, 0.4 s...), would respawn eight
+    at once, then eight more: together they respawn at most --emperor-spawn-burst at once, then one
+    per --emperor-throttle ms, so that many failing vassals cannot fork-bomb the host."""
+    crasher = workdir / "crasher"
+    log = workdir / "starts.log"
+    crasher.write_text(f"#!/bin/sh\necho \"at $(date +%s.%N)\" >> {log}\nexit 1\n")
+    crasher.chmod(0o755)
+    vassals = workdir / "vassals"
+    vassals.mkdir()
+    for i in range(8):
+        (vassals / f"n{i}.ini").write_text("[uwsgi]\n")
+    emperor = Emperor(spawn, workdir, "--binary-path", str(crasher), "--emperor-spawn-burst", "2",
+                      "--emperor-throttle", "200")
+    wait_for(lambda: log.exists() and len(start_times(log)) >= 20, timeout=20, message="twelve respawns")
+    starts = sorted(start_times(log))
+    respawns = starts[8:]
+    assert len(respawns) <= 2 + (respawns[-1] - starts[0]) / 0.2 + 1, [round(t - starts[0], 2) for t in starts]
+    assert emperor.doc()["throttle_level"] < 2
 
 
 def test_a_vassal_that_says_it_started_frees_its_slot_at_once(spawn, workdir):
