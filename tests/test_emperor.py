@@ -59,7 +59,7 @@ class Emperor:
         self.stats = str(workdir / "emperor.stats")
         self.server = spawn("--emperor", str(self.dir), "--emperor-stats", self.stats, "--emperor-freq", "1",
                             *extra, env=env)
-        wait_for(lambda: os.path.exists(self.stats), message="emperor stats socket")
+        wait_for(self.doc, message="emperor stats socket answering")  # its file exists before it listens
 
     def doc(self) -> dict:
         return fetch(self.stats)
