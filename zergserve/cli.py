@@ -7,7 +7,7 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import config, log, sockets, workers, zerg
+from zergserve import config, log, privileges, sockets, workers, zerg
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
@@ -22,16 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = config.load(args, os.environ)
-    except config.HelpRequested as exc:
-        print(exc.args[0])
-        return 0
-    except config.VersionRequested as exc:
-        print(exc.args[0])
-        return 0
+    except (config.HelpRequested, config.VersionRequested) as exc:
+        return _print(exc.args[0])
     except config.ConfigError as exc:
-        print(f"zergserve: {log.printable(str(exc))}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"zergserve: {log.printable(line)}", file=sys.stderr)
         return EXIT_USAGE
-    log.setup(cfg.logto)
+    if cfg.print_config:  # before --logto takes stdout: the JSON is for the terminal or a pipe
+        import json
+        return _print(json.dumps({opt.name: getattr(cfg, opt.attr) for opt in config.OPTIONS}, indent=1,
+                                 default=str))
+    log.setup(None if cfg.check_config else cfg.logto)  # a check answers on the terminal
+    for line in cfg.warnings:
+        logger.warning("%s", line)
     patch = binary_patch(cfg)
     if patch:
         try:
@@ -39,11 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             logger.error("binary patch %s: %s", patch[0], exc.strerror)
             return 1
-    if cfg.print_config:
-        import json
-        print(json.dumps({opt.name: getattr(cfg, opt.name.replace("-", "_")) for opt in config.OPTIONS},
-                         indent=1, default=str))
-        return 0
     roles = [name for name, on in (("--emperor", cfg.emperor), ("--zergpool", cfg.zergpool),
                                    ("an app (--module/--wsgi-file)", cfg.module or cfg.wsgi_file)) if on]
     if len(roles) > 1:
@@ -61,11 +59,22 @@ def main(argv: list[str] | None = None) -> int:
                      "or --vassal-set instead", protocol.ENV_FD)
         return EXIT_USAGE
     if cfg.zergpool:
+        if cfg.check_config:
+            return _check_zergpool(cfg)
         from zergserve import zergpool  # here: an instance's workers never need it (nor its json)
         return zergpool.run(cfg, args, emperor_fd)
     if cfg.emperor:
         return run_emperor(cfg)
     return run_instance(cfg, args, emperor_fd)
+
+
+def _print(text: str) -> int:
+    """Print to stdout and exit 0, also when the reader left early (`zergserve --help | head`)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush must not fail
+    return 0
 
 
 def binary_patch(cfg: config.Config) -> list[str]:
@@ -80,13 +89,64 @@ def binary_patch(cfg: config.Config) -> list[str]:
 
 
 def run_emperor(cfg: config.Config) -> int:
+    """An emperor with --uid/--gid drops them before it starts (its vassals then run as that user
+    too, and drop no further unless they may); without, as root, each vassal applies its own."""
     from zergserve.emperor.emperor import Emperor
+    if cfg.emperor_tyrant and (cfg.uid or cfg.gid):
+        logger.error("--emperor-tyrant runs each vassal as its config file's owner, which needs an emperor "
+                     "that stays root: give --uid/--gid to the vassals, not to the emperor")
+        return EXIT_USAGE
     try:
+        privileges.apply(privileges.prepare(cfg), warn_root=False)
         emperor = Emperor(cfg)
-    except (ValueError, sockets.AddressError) as exc:
+    except (ValueError, sockets.AddressError, privileges.PrivilegeError, OSError) as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
+    if cfg.check_config:
+        return _check_emperor(emperor)
     return emperor.run()
+
+
+def _check_emperor(emperor) -> int:
+    """--check-config of an emperor: its monitors (checked when it was made) and the config of every
+    vassal they see now, read as the vassal would read it (its cwd, environment and, for a database
+    row, the descriptor the monitor hands over); nothing is started."""
+    from zergserve.emperor.vassal import vassal_argv, vassal_environ
+    bad = 0
+    for monitor in emperor.monitors:
+        for name in sorted(monitor.scan()):
+            env = vassal_environ(os.environ)
+            fd = monitor.config_fd(name)
+            if fd >= 0:
+                env[config.CONFIG_FD_VARIABLE] = f"{fd}:{name}"
+            argv = vassal_argv(emperor.cfg, name)
+            os.chdir(monitor.cwd())  # where the vassal would start
+            try:
+                config.load(argv[1:] if emperor.cfg.binary_path else argv[3:], env)
+            except config.ConfigError as exc:
+                bad += 1
+                for line in str(exc).splitlines():
+                    logger.error("vassal %s: %s", log.printable(name), log.printable(line))
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+    if bad:
+        return EXIT_USAGE
+    logger.info("emperor configuration OK (%s)", ", ".join(m.name for m in emperor.monitors))
+    return 0
+
+
+def _check_zergpool(cfg: config.Config) -> int:
+    """--check-config of a zergpool: every PATH:addr1,addr2 parses; nothing is bound."""
+    from zergserve import zergpool
+    try:
+        for spec in cfg.zergpool:
+            zergpool.parse(spec)
+    except sockets.AddressError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    logger.info("zergpool configuration OK")
+    return 0
 
 
 def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = None) -> int:
@@ -95,7 +155,12 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     start_cwd = os.getcwd()
     notify = Notifier.take(os.environ)  # before the app loads: only the master speaks to systemd
     try:
-        app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
+        identity = privileges.prepare(cfg)
+    except privileges.PrivilegeError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    try:
+        app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env, cfg.home)
     except app_loader.AppLoadError as exc:
         logger.error("%s", exc)
         return EXIT_APP_LOAD_ERROR
@@ -114,6 +179,12 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         sockets.close_listener(listener, cfg.vacuum)
     if not listeners:
         logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
+        return EXIT_USAGE
+    try:
+        privileges.apply(identity)  # uWSGI's order: after the sockets are bound, before the app loads
+    except (OSError, privileges.PrivilegeError) as exc:
+        logger.error("cannot drop privileges: %s", exc)
+        _abandon(listeners, cfg.vacuum)
         return EXIT_USAGE
     app = None
     if not cfg.lazy_apps:
@@ -142,6 +213,12 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     if cfg.idle or cfg.cheap or cfg.vassal_sos_backlog or cfg.vassal_sos:
         from zergserve.elastic import Elastic
         Elastic(master, link.send if link else None, link.ask_to_die if link else None)
+    if cfg.reload_on_rss or cfg.evil_reload_on_rss or cfg.max_worker_lifetime:
+        from zergserve.recycling import Recycler
+        Recycler(master)
+    if cfg.touch_reload or cfg.touch_workers_reload or cfg.fs_reload or cfg.py_autoreload:
+        from zergserve.reloader import Reloader
+        Reloader(master)
     attached = sorted({item.origin[len("zerg:"):] for item in listeners if item.origin.startswith("zerg:")})
     if attached:
         master.add_stats(lambda: {"zerg_attached_from": attached})
@@ -164,7 +241,9 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
         del adopted[item.name]
     configured = {addr: "http" for addr in cfg.http} | {addr: "uwsgi" for addr in cfg.socket}
     if cfg.zerg and not listeners and attach:
-        listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, cfg.zerg_allow_uid)
+        # A zerg attaches before it drops: the server of the user it becomes is one of its own.
+        trusted = [*cfg.zerg_allow_uid, *([privileges.resolve_user(cfg.uid)[0]] if cfg.uid else [])]
+        listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, trusted)
     attached = {sockets.canonical_name(item.name) for item in listeners}
     activated = [f"fd://{fd}" for fd in sockets.systemd_fds()]
     unflagged = [(addr, "http") for addr in activated if addr not in configured]
@@ -179,7 +258,8 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
             elif addr in activated:
                 listener = sockets.from_fd(int(addr[len("fd://"):]), proto, name=addr, origin="systemd")
             else:
-                listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket)
+                listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket,
+                                        privileges.socket_owner(cfg.chown_socket))
                 fresh.append(listener)
             listeners.append(listener)
     except sockets.AddressError:
