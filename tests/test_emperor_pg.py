@@ -256,6 +256,8 @@ def test_uid_gid_columns_as_root_never_root(spawn, workdir, db):
     lines = probe.read_text().splitlines()
     assert lines[0].split()[1:] == [str(nobody.pw_uid)] * 4 and lines[1].split()[1:] == [str(nobody.pw_gid)] * 4
     assert lines[2] == "config: [uwsgi]"  # its row's text, readable after the drop
+    # not the emperor's stdout and stderr, and no file in the emperor's cwd: a row has no directory
+    assert "for vassal low.ini (its output: /dev/null)" in emperor.server.log() and not list(workdir.glob("*.ini.log"))
     emperor.server.wait_log("row 'root.ini': uid 0 gid 0: a vassal from the database never runs as root")
     emperor.server.wait_log("row 'null.ini': uid None gid None")
     assert emperor.vassal("root.ini") is None and emperor.vassal("null.ini") is None

@@ -149,14 +149,18 @@ class Emperor:
                     continue
                 if vassal.file not in found:
                     vassal.stop(self.cfg.emperor_graceful_shutdown)
-        # new and healthy vassals first, in file order; then the failing ones, the earliest due first
+        # new and healthy vassals first, in file order; then the failing ones, the earliest due first.
+        # The slots are counted as of the scan's start: a spawn is slow on a loaded host, and a slot
+        # that expires meanwhile must not let one scan start every vassal (and keep the loop away)
         blacklist = self.throttle.blacklist
         absent.sort(key=lambda item: (item[0] in blacklist, blacklist[item[0]].due() if item[0] in blacklist else 0))
+        started = time.monotonic()
         for name, monitor, mtime in absent:
-            self.add(name, monitor, mtime)
+            self.add(name, monitor, mtime, at=started)
 
-    def add(self, file: str, monitor: Monitor, mtime: float, zerg: bool = False) -> Vassal | None:
-        """Start a vassal from `file` (its [zerg] section for a zerg), unless it must wait."""
+    def add(self, file: str, monitor: Monitor, mtime: float, zerg: bool = False, at: float = 0.0) -> Vassal | None:
+        """Start a vassal from `file` (its [zerg] section for a zerg), unless it must wait; the
+        global budget is counted as of `at` (time.monotonic(); 0: now)."""
         name = file + ":zerg" if zerg else file
         backoff = self.throttle.backoff(name)
         if backoff:
@@ -169,7 +173,7 @@ class Emperor:
                 return None
         try:
             failing = self.throttle.failing(name)
-            wait = self.throttle.allow(failing, *self._starting())
+            wait = self.throttle.allow(failing, *self._starting(at or time.monotonic()))
             if wait:
                 self.held = True
                 self._wake_at(time.monotonic() + wait)
@@ -229,12 +233,14 @@ class Emperor:
         """Scan at `when` (time.monotonic()) if that is sooner than already planned."""
         self.retry_at = min(self.retry_at, when) if self.retry_at else when
 
-    def _starting(self) -> tuple[int, int]:
-        """How many vassals are starting now, and how many of those are failing ones."""
-        now = time.monotonic()
+    def _starting(self, now: float) -> tuple[int, int, float]:
+        """How many vassals are starting at `now`, how many of those are failing ones, and in how
+        many seconds the first of them stops counting as starting, whatever it does (a vassal
+        spawned after `now` counts as starting)."""
         allowance = self.cfg.emperor_throttle / 1000
         starting = [v for v in self.vassals.values() if v.starting(now, allowance)]
-        return len(starting), sum(v.failing for v in starting)
+        slot_in = min((v.spawned_at + allowance - now for v in starting), default=0.0)
+        return len(starting), sum(v.failing for v in starting), max(slot_in, 0.001)
 
     # --- messages from vassals --------------------------------------------------------------
 
