@@ -233,10 +233,10 @@ def _check_config(cfg: config.Config) -> int:
     return 0
 
 
-def _check_reload_resources(cfg: config.Config, held_stats: str) -> int:
+def _check_reload_resources(cfg: config.Config, held_addresses: str) -> int:
     """Bind the addresses the running master does not hold (it passes us the ones it does, which
     are taken over, never rebound), then release them and remove the socket files made here; check
-    the stats address and the pidfile. A zerg that has not attached yet would attach at start, so
+    the stats and metrics addresses and the pidfile. A zerg that has not attached yet would attach at start, so
     it has nothing to bind here."""
     adopted = adopt_reexec_listeners()
     held = list(adopted.values())
@@ -244,7 +244,7 @@ def _check_reload_resources(cfg: config.Config, held_stats: str) -> int:
     try:
         if not cfg.zerg or any(item.attached for item in held):
             listeners = bind_listeners(cfg, adopted, attach=False)
-        check_start(cfg, held_stats)
+        check_start(cfg, held_addresses)
     except (sockets.AddressError, StartError) as exc:
         logger.error("reload check: %s", exc)
         return EXIT_USAGE

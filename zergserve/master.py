@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from zergserve import __version__, proctitle, sockets
+from zergserve import __version__, metrics, proctitle, sockets
 from zergserve.sdnotify import Notifier
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -46,7 +46,7 @@ from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
 REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
-RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # set for the HUP check: the stats address the master holds
+RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # for the HUP check: the stats and metrics addresses the master holds
 EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGCHLD)
@@ -126,6 +126,7 @@ class Master:
         self.started = time.time()
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
         self.stats: StatsServer | None = None
+        self.metrics: metrics.MetricsServer | None = None
         self._adopt_old_workers()
 
     # --- the loop ---------------------------------------------------------------------------
@@ -208,6 +209,10 @@ class Master:
             self.stats = open_stats(cfg, self.stats_document)
             self.add_reader(self.stats, self.stats.serve_one)
             logger.info("stats server enabled on %s", cfg.stats)
+        if cfg.metrics:
+            self.metrics = open_metrics(cfg, self.metrics_text)
+            self.add_reader(self.metrics, self.metrics.serve_one)
+            logger.info("metrics server enabled on %s (GET /metrics)", cfg.metrics)
         if cfg.pidfile:
             write_pidfile(cfg.pidfile)
             self.pidfile_written = True
@@ -415,7 +420,8 @@ class Master:
         env = {k: v for k, v in os.environ.items() if k not in (REEXEC_WORKERS, REEXEC_PAUSED)}
         # The check binds what the new master would bind, except what this one holds and passes on.
         env[REEXEC_LISTENERS] = self._listener_handover()
-        env[RELOAD_CHECK] = sockets.canonical_name(self.cfg.stats) if self.cfg.stats else ""
+        env[RELOAD_CHECK] = "\n".join(sockets.canonical_name(addr)
+                                      for addr in (self.cfg.stats, self.cfg.metrics) if addr)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -468,8 +474,9 @@ class Master:
         for provider in self.handovers:
             env.update(provider())
         env.update(self.notify.handover())
-        if self.stats is not None:
-            self.stats.close(vacuum=False)
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum=False)
         signal.set_wakeup_fd(-1)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -586,8 +593,9 @@ class Master:
             task()
         for listener in self.listeners:
             sockets.close_listener(listener, vacuum)
-        if self.stats is not None:
-            self.stats.close(vacuum)
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum)
         if vacuum and self.pidfile_written:
             try:
                 os.unlink(self.cfg.pidfile)
@@ -606,28 +614,29 @@ class Master:
             total_queue += queue
             socks.append({"name": listener.name, "proto": listener.proto, "queue": queue,
                           "max_queue": max_queue or self.cfg.listen, "shared": 0, "can_offload": 0})
-        now = time.time()
         workers = []
         for row in self.scoreboard.rows()[: self.num_workers]:
             proc = self.workers.get(row.wid)
             alive = proc is not None and proc.pid == row.pid
+            total = self.scoreboard.lifetime(row.wid)
+            rss, vsz = _memory(row.pid) if alive else (0, 0)
             workers.append({
                 "id": row.wid,
                 "pid": row.pid if alive else 0,
                 "accepting": int(alive and row.status in (1, 2)),
-                "requests": row.requests,
-                "delta_requests": 0,
-                "exceptions": row.exceptions,
+                "requests": total.requests,
+                "delta_requests": row.requests,
+                "exceptions": total.exceptions,
                 "harakiri_count": proc.harakiri_count if proc else 0,
                 "signals": 0,
                 "signal_queue": 0,
                 "status": row.status_name if alive else ("cheap" if self.cheap else "dead"),
-                "rss": _rss(row.pid) if alive else 0,
-                "vsz": 0,
-                "running_time": int((now - row.spawned) * 1e6) if alive else 0,
+                "rss": rss,
+                "vsz": vsz,
+                "running_time": total.running_time,
                 "last_spawn": int(row.spawned),
                 "respawn_count": proc.respawns if proc else 0,
-                "tx": row.tx,
+                "tx": total.tx,
                 "avg_rt": int(row.avg_rt),
                 "request_start": row.request_start,
                 "apps": [],
@@ -650,6 +659,11 @@ class Master:
             doc.update(provider())
         return doc
 
+    def metrics_text(self) -> str:
+        """The Prometheus exposition of `stats_document()` and the workers' response times."""
+        totals = [self.scoreboard.lifetime(wid) for wid in range(1, self.num_workers + 1)]
+        return metrics.render(metrics.instance(self.stats_document(), totals))
+
 
 def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
     try:
@@ -657,6 +671,13 @@ def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
                            chmod=cfg.chmod_socket)
     except sockets.AddressError as exc:
         raise StartError(f"stats server: {exc}") from None
+
+
+def open_metrics(cfg: Any, document: Callable[[], str]) -> metrics.MetricsServer:
+    try:
+        return metrics.MetricsServer(cfg.metrics, document, chmod=cfg.chmod_socket)
+    except sockets.AddressError as exc:
+        raise StartError(f"metrics server: {exc}") from None
 
 
 def write_pidfile(path: str) -> None:
@@ -667,12 +688,15 @@ def write_pidfile(path: str) -> None:
         raise StartError(f"cannot write pidfile {path}: {exc.strerror or exc}") from None
 
 
-def check_start(cfg: Any, held_stats: str) -> None:
-    """For the reload check: raise StartError unless a new master could create its stats socket and
-    pidfile. The stats address the running master holds (`held_stats`, canonical) is not probed:
-    the master closes it just before its re-exec."""
-    if cfg.stats and sockets.canonical_name(cfg.stats) != held_stats:
+def check_start(cfg: Any, held: str) -> None:
+    """For the reload check: raise StartError unless a new master could create its stats and metrics
+    sockets and pidfile. The addresses the running master holds (`held`, canonical, one a line) are
+    not probed: the master closes them just before its re-exec."""
+    held_names = held.split("\n")
+    if cfg.stats and sockets.canonical_name(cfg.stats) not in held_names:
         open_stats(cfg, dict).close(vacuum=True)
+    if cfg.metrics and sockets.canonical_name(cfg.metrics) not in held_names:
+        open_metrics(cfg, str).close(vacuum=True)
     if cfg.pidfile:
         existed = os.path.lexists(cfg.pidfile)
         try:
@@ -690,13 +714,15 @@ def _kill(pid: int, signum: int) -> None:
         pass
 
 
-def _rss(pid: int) -> int:
-    """Resident set size in bytes, from /proc (0 if the process is gone)."""
+def _memory(pid: int) -> tuple[int, int]:
+    """Resident set size and virtual size in bytes, from /proc (0, 0 if the process is gone)."""
     try:
         with open(f"/proc/{pid}/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = fh.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(fields[1]) * page, int(fields[0]) * page
     except (OSError, IndexError, ValueError):
-        return 0
+        return 0, 0
 
 
 def adopt_reexec_listeners(environ: dict[str, str] | None = None) -> dict[str, sockets.Listener]:
