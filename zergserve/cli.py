@@ -7,8 +7,9 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import config, log, sockets, workers, zerg
+from zergserve import compat, config, log, sockets, workers, zerg
 from zergserve.emperor import protocol
+from zergserve.hooks import Hooks, HooksError
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
                               check_start, hold_signals)
@@ -95,10 +96,16 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     start_cwd = os.getcwd()
     notify = Notifier.take(os.environ)  # before the app loads: only the master speaks to systemd
     try:
+        hooks = Hooks(cfg.hooks)  # before --chdir: a relative path means what it meant where we started
+    except HooksError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
     except app_loader.AppLoadError as exc:
         logger.error("%s", exc)
         return EXIT_APP_LOAD_ERROR
+    compat.install(cfg)
     if cfg.check_config:
         return _check_config(cfg)
     reloaded = REEXEC_LISTENERS in os.environ
@@ -121,7 +128,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         if app is None:
             _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
-    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify)
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,

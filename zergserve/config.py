@@ -238,6 +238,9 @@ OPTIONS: tuple[Option, ...] = (
       group="app"),
     O("lazy-apps", boolean, False, "load the app in each worker instead of once in the master", flag=True,
       group="app"),
+    O("hooks", text, None, "call gunicorn-style server hooks defined in this Python file (a gunicorn.conf.py "
+      "works): on_starting, on_reload, when_ready, pre_fork, post_fork, worker_exit, child_exit, on_exit",
+      group="app"),
     # sockets
     O("http", address, (), "serve HTTP/1.1 on ADDR from the workers themselves: uWSGI's --http-socket; there is "
       "no separate HTTP router process", aliases=("http-socket",), repeatable=True, group="sockets"),

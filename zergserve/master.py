@@ -35,7 +35,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from zergserve import __version__, metrics, proctitle, sockets
+from zergserve import __version__, compat, metrics, proctitle, sockets
+from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -82,17 +83,22 @@ class WorkerProc:
 class Retiring:
     """A worker told to stop (old generation, TTOU, shutdown): killed if it outlives its deadline."""
 
-    def __init__(self, pid: int, deadline: float | None) -> None:
+    def __init__(self, pid: int, deadline: float | None, wid: int = 0) -> None:
         self.pid = pid
         self.deadline = deadline  # None: not told yet (old generation waiting for the new one)
+        self.wid = wid  # 0: a worker of the previous image (its id is not handed over)
 
 
 class Master:
     """Supervises a pool of workers of one class over a set of listeners."""
 
     def __init__(self, cfg: Any, listeners: list[sockets.Listener], app: Any, worker_class: type,
-                 argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None) -> None:
+                 argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None,
+                 hooks: Hooks | None = None) -> None:
         self.cfg = cfg
+        self.hooks = hooks or Hooks()
+        self.log = logger  # gunicorn's server.log, for hooks
+        self.reexecuted = REEXEC_WORKERS in os.environ  # by a HUP: on_reload instead of on_starting
         self.notify = notify or Notifier()
         self.notified_ready = False  # READY=1 once per image: at start, or at the end of a reload
         self.start_cwd = start_cwd or os.getcwd()
@@ -133,6 +139,7 @@ class Master:
 
     def run(self) -> int:
         """Serve until told to stop; return the process exit code."""
+        self.hooks.call("on_reload" if self.reexecuted else "on_starting", self)
         try:
             self._setup()
         except StartError as exc:
@@ -140,6 +147,8 @@ class Master:
             self.exit_code = EXIT_START_ERROR
             self._cleanup()
             return self.exit_code
+        if not self.reexecuted:
+            self.hooks.call("when_ready", self)
         if self.cfg.cheap:
             self.go_cheap()
             self._notify_ready()
@@ -170,6 +179,11 @@ class Master:
                 task()
         self._cleanup()
         return self.exit_code
+
+    @property
+    def pid(self) -> int:
+        """gunicorn's server.pid, for hooks."""
+        return os.getpid()
 
     def add_reader(self, fileobj: Any, callback: Callable[[], None]) -> None:
         """Call `callback` from the loop whenever `fileobj` is readable."""
@@ -258,6 +272,7 @@ class Master:
         sys.stderr.flush()
         # Signals sent to a new worker before it installs its handlers wait, instead of landing in
         # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
+        self.hooks.call("pre_fork", self, WorkerInfo(wid, None))
         signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         try:
             pid = os.fork()
@@ -270,8 +285,12 @@ class Master:
                 for signum in _HANDLED:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
+                info = WorkerInfo(wid, os.getpid())
+                compat.forked(wid)
+                self.hooks.call("post_fork", self, info)
                 worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
                                            self.master_fds())
+                worker.on_exit = lambda: self._worker_exit(info)
                 worker.paused = self.paused
                 worker.ready_fd = self._ready_w
                 worker.run()
@@ -300,13 +319,21 @@ class Master:
             if pid == self.canary:
                 self._canary_done(code)
                 continue
-            if self.retiring.pop(pid, None) is not None:
+            retired = self.retiring.pop(pid, None)
+            if retired is not None:
+                self.hooks.call("child_exit", self, WorkerInfo(retired.wid, pid))
                 continue
             for wid, proc in list(self.workers.items()):
                 if proc.pid == pid:
                     del self.workers[wid]
+                    self.hooks.call("child_exit", self, WorkerInfo(wid, pid))
                     self._worker_died(proc, code)
                     break
+
+    def _worker_exit(self, info: WorkerInfo) -> None:
+        """In a worker that leaves its loop: the app's uwsgi.atexit, then the worker_exit hook."""
+        compat.exiting()
+        self.hooks.call("worker_exit", self, info)
 
     def _worker_died(self, proc: WorkerProc, code: int) -> None:
         if self.stopping:
@@ -342,7 +369,7 @@ class Master:
             return
         self.cheap = True
         for proc in list(self.workers.values()):
-            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+            self._retire(proc.pid, self.cfg.worker_reload_mercy, proc.wid)
         self.workers.clear()
         self.respawn_at.clear()
         for listener in self.listeners:
@@ -392,8 +419,8 @@ class Master:
                 _kill(pid, signal.SIGKILL)
                 item.deadline = None
 
-    def _retire(self, pid: int, mercy: float) -> None:
-        self.retiring[pid] = Retiring(pid, time.time() + mercy)
+    def _retire(self, pid: int, mercy: float, wid: int = 0) -> None:
+        self.retiring[pid] = Retiring(pid, time.time() + mercy, wid)
         _kill(pid, signal.SIGTERM)
 
     # --- signals ----------------------------------------------------------------------------
@@ -534,7 +561,7 @@ class Master:
         self.respawn_at.pop(wid, None)
         proc = self.workers.pop(wid, None)
         if proc is not None:
-            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+            self._retire(proc.pid, self.cfg.worker_reload_mercy, wid)
         logger.info("TTOU: now %d workers", self.num_workers)
 
     def handle_usr1(self) -> None:
@@ -589,6 +616,7 @@ class Master:
 
     def _cleanup(self) -> None:
         vacuum = self.cfg.vacuum
+        self.hooks.call("on_exit", self)
         for task in self.cleanups:
             task()
         for listener in self.listeners:
