@@ -19,6 +19,7 @@ def test_stats_on_loopback_or_a_unix_socket_warns_nothing(spawn, workdir):
     addr = str(workdir / "app.sock")
     unix_stats = str(workdir / "stats.sock")
     server = spawn("--module", "echo:application", "--http", addr, "--stats", unix_stats, wait=addr)
+    wait_for(lambda: os.path.exists(unix_stats), message="stats socket")  # made after --http's
     assert fetch(unix_stats)["pid"] == server.pid
     other = spawn("--module", "echo:application", "--http", str(workdir / "b.sock"), "--stats", "127.0.0.1:0",
                   wait=str(workdir / "b.sock"))

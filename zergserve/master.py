@@ -286,7 +286,7 @@ class Master:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
                 info = WorkerInfo(wid, os.getpid())
-                compat.forked(wid)
+                compat.forked(wid, self.scoreboard.fd)
                 self.hooks.call("post_fork", self, info)
                 worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
                                            self.master_fds())

@@ -28,14 +28,15 @@ def install(cfg: Any) -> bool:
     return True
 
 
-def forked(wid: int) -> None:
+def forked(wid: int, lock_fd: int) -> None:
     """In a new worker, before it serves: `uwsgi.worker_id()` answers `wid`, and the app's
     `uwsgi.post_fork_hook` (uwsgidecorators' @postfork functions) runs, as uWSGI runs it after each
-    fork (with --lazy-apps before the app loads, so functions registered by its import do not)."""
+    fork (with --lazy-apps before the app loads, so functions registered by its import do not).
+    `lock_fd` is open in every worker (the scoreboard's): uwsgi.lock() takes POSIX locks on it."""
     module = sys.modules.get("uwsgi")
     if getattr(module, "__name__", "") != "zergserve.compat.uwsgi":
         return
-    module.worker_started(wid)  # type: ignore[union-attr]
+    module.worker_started(wid, lock_fd)  # type: ignore[union-attr]
 
 
 def exiting() -> None:

@@ -49,7 +49,7 @@ _mule_hook: Callable[[bytes], Any] | None = None
 
 def configure(cfg: Any) -> None:
     """Fill in what the configuration says (the master, before any fork)."""
-    global numproc, buffer_size, _master_pid, _lock_fd
+    global numproc, buffer_size, _master_pid
     numproc = cfg.processes
     buffer_size = cfg.buffer_size
     _master_pid = os.getpid()
@@ -67,13 +67,13 @@ def configure(cfg: Any) -> None:
             opt[name] = item
     for name, value in cfg.placeholders.items():
         opt.setdefault(name, value.encode())
-    if _lock_fd < 0:
-        _lock_fd = os.memfd_create("zergserve-uwsgi-locks", os.MFD_CLOEXEC)  # inherited by the workers
 
 
-def worker_started(wid: int) -> None:
-    global _worker_id
+def worker_started(wid: int, lock_fd: int) -> None:
+    """`lock_fd`: a file every worker of the instance has open, for lock(); its byte N is lock N."""
+    global _worker_id, _lock_fd
     _worker_id = wid
+    _lock_fd = lock_fd
     _call("post_fork_hook", post_fork_hook)
 
 
@@ -146,11 +146,13 @@ def lock(num: int = 0) -> None:
     if num < 0:
         raise ValueError("lock number must be >= 0")
     _thread_locks.setdefault(num, threading.Lock()).acquire()
-    fcntl.lockf(_lock_fd, fcntl.LOCK_EX, 1, num)
+    if _lock_fd >= 0:  # in a worker (the master, loading the app, has no other process to exclude)
+        fcntl.lockf(_lock_fd, fcntl.LOCK_EX, 1, num)
 
 
 def unlock(num: int = 0) -> None:
-    fcntl.lockf(_lock_fd, fcntl.LOCK_UN, 1, num)
+    if _lock_fd >= 0:
+        fcntl.lockf(_lock_fd, fcntl.LOCK_UN, 1, num)
     _thread_locks[num].release()
 
 
