@@ -157,7 +157,8 @@ class RowWriter:
 
     def end(self, sent: int, elapsed: float, failed: bool) -> None:
         """A request has ended: counters, time in requests, the response-time histogram, moving
-        average of the response time, back to idle. `sent` counts every byte sent, head included."""
+        average of the response time, back to idle. `sent` is what the stats call tx: uWSGI counts the
+        response head in it as well as the body."""
         self.requests += 1
         self.tx += sent
         if failed:
