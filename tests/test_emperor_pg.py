@@ -14,6 +14,7 @@ import pytest
 from conftest import APPS, ROOT, _answers, free_port, http_request, wait_for
 from nginx import NGINX, Nginx
 from pgserver import Postgres, missing
+from test_broodlord import block_worker
 from test_tyrant import probe_program
 from zergserve.stats import fetch
 
@@ -149,6 +150,20 @@ def test_database_restart_loses_no_vassal(spawn, workdir, db):
     assert log.count("cannot connect") <= 1, log  # once, not once per attempt
 
 
+def test_a_rows_zerg_runs_the_rows_zerg_section(spawn, workdir, db):
+    """Broodlord: the zerg of a row's vassal reads the [zerg] section of the same row."""
+    emperor = Emperor(spawn, workdir, db, "a", "--emperor-broodlord", "1")
+    zsock = workdir / "brood.zerg"
+    insert(db, "a", "brood.ini", app_config(workdir, extra=f"zerg-server = {zsock}\nvassal-sos-backlog = 1\n"
+                                                           f"check-interval = 0.25\n[zerg]\nchdir = {APPS}\n"
+                                                           f"module = echo:application\nzerg = {zsock}\n"))
+    wait_for(lambda: serving(workdir, "brood"), timeout=20, message="the row's vassal serving")
+    block_worker(str(workdir / "brood.sock"), 4, 3)
+    wait_for(lambda: (emperor.vassal("brood.ini:zerg") or {}).get("accepting") == 1, timeout=20,
+             message="a zerg from the row's [zerg] section, accepting")
+    emperor.server.wait_log(f"(http) attached from {zsock}")  # `zerg =`: only the [zerg] section says it
+
+
 def test_bad_rows_are_their_vassals_errors(spawn, workdir, db):
     emperor = Emperor(spawn, workdir, db, "a")
     insert(db, "a", "broken.ini", "[uwsgi\nmodule = nowhere\n")
@@ -172,6 +187,14 @@ def test_bad_query_keeps_the_emperor_and_says_so(spawn, workdir, db):
     wait_for(lambda: fetch(stats)["scans"] >= 5, message="more scans")
     assert server.log().count("query failed") == 1  # one line for all those scans
     assert server.proc.poll() is None
+
+
+def test_without_listen_the_query_polls_at_emperor_freq(spawn, workdir, db):
+    emperor = Emperor(spawn, workdir, db, "a", "--emperor-pg-channel", "", "--emperor-freq", "0.3")
+    insert(db, "a", "polled.ini", app_config(workdir))
+    wait_for(lambda: emperor.vassal("polled.ini"), timeout=5, message="found by polling")
+    assert emperor.monitor()["notifications"] == 0 and emperor.monitor()["queries"] >= 2
+    assert "listening on" not in emperor.server.log()
 
 
 def test_a_locked_table_does_not_hold_the_emperor(spawn, workdir, db):
