@@ -760,6 +760,11 @@ def _kill(pid: int, signum: int) -> None:
         pass
 
 
+def _rss(pid: int) -> int:
+    """Resident set size in bytes (0 if the process is gone)."""
+    return _memory(pid)[0]
+
+
 def _memory(pid: int) -> tuple[int, int]:
     """Resident set size and virtual size in bytes, from /proc (0, 0 if the process is gone)."""
     try:
