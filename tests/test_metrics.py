@@ -15,9 +15,10 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import APPS, free_port, http_request, wait_for
+from conftest import APPS, free_port, http_request, raw, wait_for
 from test_broodlord import block_worker, broodlord_vassal, zergs
 from test_emperor import Emperor
+from test_supervision import uwsgi_packet
 from zergserve.stats import fetch
 
 
@@ -179,3 +180,22 @@ def _kill(pid: int) -> None:
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
+
+
+@pytest.mark.parametrize("worker, app, proto", [("sync", "echo", "http"), ("sync", "echo", "uwsgi"),
+                                                 ("asyncio", "asgi_app", "http"), ("asyncio", "asgi_app", "uwsgi")])
+def test_tx_counts_every_byte_of_the_response_head_included(spawn, workdir, worker, app, proto):
+    """uWSGI's tx is the body and the head: the bytes the client received."""
+    sock = str(workdir / "app.sock")
+    stats = str(workdir / "stats.sock")
+    spawn("--module", f"{app}:application", "--worker", worker, "--http" if proto == "http" else "--socket", sock,
+          "--stats", stats, wait=sock)
+    if proto == "http":
+        reply = raw(sock, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    else:
+        reply = raw(sock, uwsgi_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REQUEST_URI": "/",
+                                        "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "x",
+                                        "SERVER_PORT": "80"}))
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"hello"), reply
+    wait_for(lambda: os.path.exists(stats) and fetch(stats)["workers"][0]["requests"] == 1, message="counted")
+    assert fetch(stats)["workers"][0]["tx"] == len(reply)
