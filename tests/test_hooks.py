@@ -47,6 +47,9 @@ def child_exit(server, worker):
 def on_exit(server):
     _line("on_exit", server.pid)
 
+def worker_abort(worker):
+    _line("worker_abort")
+
 bind = "0.0.0.0:8000"  # a gunicorn setting: ignored, options come from zergserve's own sources
 workers = 4
 '''
@@ -76,6 +79,7 @@ def test_gunicorn_hooks_at_start_reload_and_stop(spawn, workdir):
     assert set(workers.values()) == {str(p) for p in server.worker_pids()}
     assert "hooks from gunicorn.conf.py: on_starting, on_reload" in server.log()
     assert "hook says hello" in server.log()
+    assert "hooks file gunicorn.conf.py: gunicorn's worker_abort hook is not called by zergserve" in server.log()
 
     server.signal(signal.SIGHUP)
     wait_for(lambda: len(named(out, "child_exit")) == 2, timeout=20, message="old workers reaped")

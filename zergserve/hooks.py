@@ -1,7 +1,8 @@
 """Server hooks from a Python file (`--hooks FILE`), named and called as gunicorn calls them.
 
 A gunicorn.conf.py works as it is: its functions of these names are the hooks, everything else in
-it is ignored (options come from zergserve's own sources). A hook that raises is logged with its
+it is ignored (options come from zergserve's own sources); gunicorn's other hooks (post_worker_init,
+worker_int, worker_abort, pre_exec, pre_request, post_request, nworkers_changed) get a warning. A hook that raises is logged with its
 traceback and the server goes on; a file that cannot be loaded stops the start (and a reload's check).
 
     on_starting(server)         the master, before it creates its stats socket and forks workers
@@ -27,6 +28,8 @@ from zergserve.log import ServerLog, logger
 
 NAMES = ("on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "worker_exit", "child_exit",
          "on_exit")
+_NOT_CALLED = ("post_worker_init", "worker_int", "worker_abort", "pre_exec", "pre_request", "post_request",
+               "nworkers_changed", "ssl_context")  # gunicorn's other hooks: a file defining one is told
 
 
 class HooksError(Exception):
@@ -83,4 +86,7 @@ def _load(path: str) -> dict[str, Callable[..., Any]]:
             if not callable(namespace[name]):
                 raise HooksError(f"hooks file {path!r}: {name} is not callable")
             functions[name] = namespace[name]
+    for name in _NOT_CALLED:
+        if callable(namespace.get(name)):
+            logger.warning("hooks file %s: gunicorn's %s hook is not called by zergserve", path, name)
     return functions

@@ -89,7 +89,7 @@ def instance(doc: dict[str, Any], totals: list[Totals]) -> list[Family]:
 
 def _histogram(totals: list[Totals]) -> Family:
     family = Family("zergserve_request_duration_seconds", "histogram",
-                    "time from a request's first byte read to its last byte sent")
+                    "time from a request's head read to its response sent")
     running = 0
     for i, bound in enumerate(BUCKETS):
         running += sum(item.buckets[i] for item in totals)
