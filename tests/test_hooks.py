@@ -139,6 +139,7 @@ def test_an_app_written_for_uwsgi_runs_unchanged(spawn, workdir):
                    "--env", f"UWSGI_API_OUT={out}", wait=sock)
     wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 2, message="@postfork in both workers")
     forked = sorted(line.split() for line in out.read_text().splitlines())
+    out.write_text("")
     assert [wid for wid, _ in forked] == ["1", "2"]
     assert {int(pid) for _, pid in forked} == set(server.worker_pids())
     item = info(sock)
@@ -153,6 +154,8 @@ def test_an_app_written_for_uwsgi_runs_unchanged(spawn, workdir):
     server.wait_log("new workers ready", timeout=20)
     wait_for(lambda: old.isdisjoint(server.worker_pids()), message="old workers gone")
     assert info(sock)["masterpid"] == server.pid
+    exited = sorted(line.split()[1:] for line in out.read_text().splitlines() if line.startswith("atexit"))
+    assert exited == forked  # uwsgi.atexit ran in each old worker as it left
 
 
 def test_uwsgi_lock_is_shared_by_the_workers(spawn, workdir):

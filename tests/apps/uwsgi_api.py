@@ -19,6 +19,15 @@ def remember_fork():
             fh.write(f"{uwsgi.worker_id()} {os.getpid()}\n")
 
 
+def _at_exit():
+    if os.environ.get("UWSGI_API_OUT"):
+        with open(os.environ["UWSGI_API_OUT"], "a") as fh:
+            fh.write(f"atexit {uwsgi.worker_id()} {os.getpid()}\n")
+
+
+uwsgi.atexit = _at_exit
+
+
 @lock
 def locked(path):
     with open(path, "a") as fh:
