@@ -7,8 +7,9 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import config, log, privileges, sockets, workers, zerg
+from zergserve import compat, config, log, privileges, sockets, workers, zerg
 from zergserve.emperor import protocol
+from zergserve.hooks import Hooks, HooksError
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
                               check_start, hold_signals)
@@ -160,10 +161,16 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         logger.error("%s", exc)
         return EXIT_USAGE
     try:
+        hooks = Hooks(cfg.hooks)  # before --chdir: a relative path means what it meant where we started
+    except HooksError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env, cfg.home)
     except app_loader.AppLoadError as exc:
         logger.error("%s", exc)
         return EXIT_APP_LOAD_ERROR
+    compat.install(cfg)
     if cfg.check_config:
         return _check_config(cfg)
     reloaded = REEXEC_LISTENERS in os.environ
@@ -192,7 +199,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         if app is None:
             _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
-    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify)
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,
@@ -313,10 +320,10 @@ def _check_config(cfg: config.Config) -> int:
     return 0
 
 
-def _check_reload_resources(cfg: config.Config, held_stats: str) -> int:
+def _check_reload_resources(cfg: config.Config, held_addresses: str) -> int:
     """Bind the addresses the running master does not hold (it passes us the ones it does, which
     are taken over, never rebound), then release them and remove the socket files made here; check
-    the stats address and the pidfile. A zerg that has not attached yet would attach at start, so
+    the stats and metrics addresses and the pidfile. A zerg that has not attached yet would attach at start, so
     it has nothing to bind here."""
     adopted = adopt_reexec_listeners()
     held = list(adopted.values())
@@ -324,7 +331,7 @@ def _check_reload_resources(cfg: config.Config, held_stats: str) -> int:
     try:
         if not cfg.zerg or any(item.attached for item in held):
             listeners = bind_listeners(cfg, adopted, attach=False)
-        check_start(cfg, held_stats)
+        check_start(cfg, held_addresses)
     except (sockets.AddressError, StartError) as exc:
         logger.error("reload check: %s", exc)
         return EXIT_USAGE

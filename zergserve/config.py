@@ -290,6 +290,9 @@ OPTIONS: tuple[Option, ...] = (
       "set; a venv of another Python version is refused", "H", ("virtualenv", "venv", "pyhome"), group="app"),
     O("lazy-apps", boolean, False, "load the app in each worker instead of once in the master", flag=True,
       group="app"),
+    O("hooks", text, None, "call gunicorn-style server hooks defined in this Python file (a gunicorn.conf.py "
+      "works): on_starting, on_reload, when_ready, pre_fork, post_fork, worker_exit, child_exit, on_exit",
+      group="app"),
     # sockets
     O("http", address, (), "serve HTTP/1.1 on ADDR from the workers themselves: uWSGI's --http-socket; there is "
       "no separate HTTP router process", aliases=("http-socket", "bind"), repeatable=True, group="sockets"),
@@ -429,6 +432,8 @@ OPTIONS: tuple[Option, ...] = (
       flag=True, group="emperor"),
     O("emperor-stats", address, None, "serve the emperor's stats JSON on ADDR", aliases=("emperor-stats-server",),
       group="emperor"),
+    O("emperor-metrics", address, None, "serve the emperor's Prometheus metrics at http://ADDR/metrics: "
+      "vassals, respawns, throttles, broodlord zergs", group="emperor"),
     O("emperor-pidfile", text, None, "write the emperor's pid to this file", group="emperor"),
     O("emperor-extra-extension", text, (), "also treat files ending in EXT as vassal configs",
       repeatable=True, group="emperor"),
@@ -463,6 +468,9 @@ OPTIONS: tuple[Option, ...] = (
       group="stats"),
     O("stats-http", boolean, False, "prefix the stats JSON with an HTTP header", flag=True, group="stats"),
     O("stats-minified", boolean, False, "compact stats JSON", flag=True, group="stats"),
+    O("metrics", address, None, "serve Prometheus metrics at http://ADDR/metrics (TCP if it has ':', else "
+      "UNIX): requests, exceptions, harakiri, respawns, workers by status, listen queue, response times",
+      group="stats"),
     O("disable-logging", boolean, False, "no access log lines (errors are always logged)", "L", flag=True,
       group="logging"),
     O("logto", text, None, "append the log (and the app's stdout/stderr) to this file", group="logging"),

@@ -37,7 +37,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from zergserve import __version__, proctitle, sockets
+from zergserve import __version__, compat, metrics, proctitle, sockets
+from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -48,7 +49,7 @@ from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
 REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
-RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # set for the HUP check: the stats address the master holds
+RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # for the HUP check: the stats and metrics addresses the master holds
 EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGCHLD)
@@ -85,17 +86,22 @@ class WorkerProc:
 class Retiring:
     """A worker told to stop (old generation, TTOU, shutdown): killed if it outlives its deadline."""
 
-    def __init__(self, pid: int, deadline: float | None) -> None:
+    def __init__(self, pid: int, deadline: float | None, wid: int = 0) -> None:
         self.pid = pid
         self.deadline = deadline  # None: not told yet (old generation waiting for the new one)
+        self.wid = wid  # 0: a worker of the previous image (its id is not handed over)
 
 
 class Master:
     """Supervises a pool of workers of one class over a set of listeners."""
 
     def __init__(self, cfg: Any, listeners: list[sockets.Listener], app: Any, worker_class: type,
-                 argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None) -> None:
+                 argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None,
+                 hooks: Hooks | None = None) -> None:
         self.cfg = cfg
+        self.hooks = hooks or Hooks()
+        self.log = logger  # gunicorn's server.log, for hooks
+        self.reexecuted = REEXEC_WORKERS in os.environ  # by a HUP: on_reload instead of on_starting
         self.notify = notify or Notifier()
         self.notified_ready = False  # READY=1 once per image: at start, or at the end of a reload
         self.start_cwd = start_cwd or os.getcwd()
@@ -130,12 +136,14 @@ class Master:
         self.started = time.time()
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
         self.stats: StatsServer | None = None
+        self.metrics: metrics.MetricsServer | None = None
         self._adopt_old_workers()
 
     # --- the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until told to stop; return the process exit code."""
+        self.hooks.call("on_reload" if self.reexecuted else "on_starting", self)
         try:
             self._setup()
         except StartError as exc:
@@ -143,6 +151,8 @@ class Master:
             self.exit_code = EXIT_START_ERROR
             self._cleanup()
             return self.exit_code
+        if not self.reexecuted:
+            self.hooks.call("when_ready", self)
         if self.cfg.cheap:
             self.go_cheap()
             self._notify_ready()
@@ -175,6 +185,11 @@ class Master:
                 task()
         self._cleanup()
         return self.exit_code
+
+    @property
+    def pid(self) -> int:
+        """gunicorn's server.pid, for hooks."""
+        return os.getpid()
 
     def add_reader(self, fileobj: Any, callback: Callable[[], None]) -> None:
         """Call `callback` from the loop whenever `fileobj` is readable."""
@@ -224,6 +239,10 @@ class Master:
             self.stats = open_stats(cfg, self.stats_document)
             self.add_reader(self.stats, self.stats.serve_one)
             logger.info("stats server enabled on %s", cfg.stats)
+        if cfg.metrics:
+            self.metrics = open_metrics(cfg, self.metrics_text)
+            self.add_reader(self.metrics, self.metrics.serve_one)
+            logger.info("metrics server enabled on %s (GET /metrics)", cfg.metrics)
         if cfg.pidfile:
             write_pidfile(cfg.pidfile)
             self.pidfile_written = True
@@ -269,6 +288,7 @@ class Master:
         sys.stderr.flush()
         # Signals sent to a new worker before it installs its handlers wait, instead of landing in
         # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
+        self.hooks.call("pre_fork", self, WorkerInfo(wid, None))
         signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         try:
             pid = os.fork()
@@ -281,8 +301,12 @@ class Master:
                 for signum in _HANDLED:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
+                info = WorkerInfo(wid, os.getpid())
+                compat.forked(wid, self.scoreboard.fd)
+                self.hooks.call("post_fork", self, info)
                 worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
                                            self.master_fds())
+                worker.on_exit = lambda: self._worker_exit(info)
                 worker.paused = self.paused
                 worker.ready_fd = self._ready_w
                 worker.run()
@@ -311,13 +335,21 @@ class Master:
             if pid == self.canary:
                 self._canary_done(code)
                 continue
-            if self.retiring.pop(pid, None) is not None:
+            retired = self.retiring.pop(pid, None)
+            if retired is not None:
+                self.hooks.call("child_exit", self, WorkerInfo(retired.wid, pid))
                 continue
             for wid, proc in list(self.workers.items()):
                 if proc.pid == pid:
                     del self.workers[wid]
+                    self.hooks.call("child_exit", self, WorkerInfo(wid, pid))
                     self._worker_died(proc, code)
                     break
+
+    def _worker_exit(self, info: WorkerInfo) -> None:
+        """In a worker that leaves its loop: the app's uwsgi.atexit, then the worker_exit hook."""
+        compat.exiting()
+        self.hooks.call("worker_exit", self, info)
 
     def _worker_died(self, proc: WorkerProc, code: int) -> None:
         if self.stopping:
@@ -353,7 +385,7 @@ class Master:
             return
         self.cheap = True
         for proc in list(self.workers.values()):
-            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+            self._retire(proc.pid, self.cfg.worker_reload_mercy, proc.wid)
         self.workers.clear()
         self.respawn_at.clear()
         for listener in self.listeners:
@@ -419,8 +451,8 @@ class Master:
                 _kill(pid, signal.SIGKILL)
                 item.deadline = None
 
-    def _retire(self, pid: int, mercy: float) -> None:
-        self.retiring[pid] = Retiring(pid, time.time() + mercy)
+    def _retire(self, pid: int, mercy: float, wid: int = 0) -> None:
+        self.retiring[pid] = Retiring(pid, time.time() + mercy, wid)
         _kill(pid, signal.SIGTERM)
 
     # --- signals ----------------------------------------------------------------------------
@@ -447,7 +479,8 @@ class Master:
         env = {k: v for k, v in os.environ.items() if k not in (REEXEC_WORKERS, REEXEC_PAUSED)}
         # The check binds what the new master would bind, except what this one holds and passes on.
         env[REEXEC_LISTENERS] = self._listener_handover()
-        env[RELOAD_CHECK] = sockets.canonical_name(self.cfg.stats) if self.cfg.stats else ""
+        env[RELOAD_CHECK] = "\n".join(sockets.canonical_name(addr)
+                                      for addr in (self.cfg.stats, self.cfg.metrics) if addr)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -500,8 +533,9 @@ class Master:
         for provider in self.handovers:
             env.update(provider())
         env.update(self.notify.handover())
-        if self.stats is not None:
-            self.stats.close(vacuum=False)
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum=False)
         signal.set_wakeup_fd(-1)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -559,7 +593,7 @@ class Master:
         self.respawn_at.pop(wid, None)
         proc = self.workers.pop(wid, None)
         if proc is not None:
-            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+            self._retire(proc.pid, self.cfg.worker_reload_mercy, wid)
         logger.info("TTOU: now %d workers", self.num_workers)
 
     def handle_usr1(self) -> None:
@@ -614,12 +648,14 @@ class Master:
 
     def _cleanup(self) -> None:
         vacuum = self.cfg.vacuum
+        self.hooks.call("on_exit", self)
         for task in self.cleanups:
             task()
         for listener in self.listeners:
             sockets.close_listener(listener, vacuum)
-        if self.stats is not None:
-            self.stats.close(vacuum)
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum)
         if vacuum and self.pidfile_written:
             try:
                 os.unlink(self.cfg.pidfile)
@@ -638,28 +674,29 @@ class Master:
             total_queue += queue
             socks.append({"name": listener.name, "proto": listener.proto, "queue": queue,
                           "max_queue": max_queue or self.cfg.listen, "shared": 0, "can_offload": 0})
-        now = time.time()
         workers = []
         for row in self.scoreboard.rows()[: self.num_workers]:
             proc = self.workers.get(row.wid)
             alive = proc is not None and proc.pid == row.pid
+            total = self.scoreboard.lifetime(row.wid)
+            rss, vsz = _memory(row.pid) if alive else (0, 0)
             workers.append({
                 "id": row.wid,
                 "pid": row.pid if alive else 0,
                 "accepting": int(alive and row.status in (1, 2)),
-                "requests": row.requests,
-                "delta_requests": 0,
-                "exceptions": row.exceptions,
+                "requests": total.requests,
+                "delta_requests": row.requests,
+                "exceptions": total.exceptions,
                 "harakiri_count": proc.harakiri_count if proc else 0,
                 "signals": 0,
                 "signal_queue": 0,
                 "status": row.status_name if alive else ("cheap" if self.cheap else "dead"),
-                "rss": _rss(row.pid) if alive else 0,
-                "vsz": 0,
-                "running_time": int((now - row.spawned) * 1e6) if alive else 0,
+                "rss": rss,
+                "vsz": vsz,
+                "running_time": total.running_time,
                 "last_spawn": int(row.spawned),
                 "respawn_count": proc.respawns if proc else 0,
-                "tx": row.tx,
+                "tx": total.tx,
                 "avg_rt": int(row.avg_rt),
                 "request_start": row.request_start,
                 "apps": [],
@@ -682,6 +719,11 @@ class Master:
             doc.update(provider())
         return doc
 
+    def metrics_text(self) -> str:
+        """The Prometheus exposition of `stats_document()` and the workers' response times."""
+        totals = [self.scoreboard.lifetime(wid) for wid in range(1, self.num_workers + 1)]
+        return metrics.render(metrics.instance(self.stats_document(), totals))
+
 
 def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
     try:
@@ -689,6 +731,13 @@ def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
                            chmod=cfg.chmod_socket)
     except sockets.AddressError as exc:
         raise StartError(f"stats server: {exc}") from None
+
+
+def open_metrics(cfg: Any, document: Callable[[], str]) -> metrics.MetricsServer:
+    try:
+        return metrics.MetricsServer(cfg.metrics, document, chmod=cfg.chmod_socket)
+    except sockets.AddressError as exc:
+        raise StartError(f"metrics server: {exc}") from None
 
 
 def write_pidfile(path: str) -> None:
@@ -699,12 +748,15 @@ def write_pidfile(path: str) -> None:
         raise StartError(f"cannot write pidfile {path}: {exc.strerror or exc}") from None
 
 
-def check_start(cfg: Any, held_stats: str) -> None:
-    """For the reload check: raise StartError unless a new master could create its stats socket and
-    pidfile. The stats address the running master holds (`held_stats`, canonical) is not probed:
-    the master closes it just before its re-exec."""
-    if cfg.stats and sockets.canonical_name(cfg.stats) != held_stats:
+def check_start(cfg: Any, held: str) -> None:
+    """For the reload check: raise StartError unless a new master could create its stats and metrics
+    sockets and pidfile. The addresses the running master holds (`held`, canonical, one a line) are
+    not probed: the master closes them just before its re-exec."""
+    held_names = held.split("\n")
+    if cfg.stats and sockets.canonical_name(cfg.stats) not in held_names:
         open_stats(cfg, dict).close(vacuum=True)
+    if cfg.metrics and sockets.canonical_name(cfg.metrics) not in held_names:
+        open_metrics(cfg, str).close(vacuum=True)
     if cfg.pidfile:
         existed = os.path.lexists(cfg.pidfile)
         try:
@@ -723,12 +775,19 @@ def _kill(pid: int, signum: int) -> None:
 
 
 def _rss(pid: int) -> int:
-    """Resident set size in bytes, from /proc (0 if the process is gone)."""
+    """Resident set size in bytes (0 if the process is gone)."""
+    return _memory(pid)[0]
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """Resident set size and virtual size in bytes, from /proc (0, 0 if the process is gone)."""
     try:
         with open(f"/proc/{pid}/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = fh.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(fields[1]) * page, int(fields[0]) * page
     except (OSError, IndexError, ValueError):
-        return 0
+        return 0, 0
 
 
 def adopt_reexec_listeners(environ: dict[str, str] | None = None) -> dict[str, sockets.Listener]:

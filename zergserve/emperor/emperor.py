@@ -26,7 +26,7 @@ import signal
 import time
 from typing import Any
 
-from zergserve import __version__, proctitle
+from zergserve import __version__, metrics, proctitle
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.broodlord import Broodlord
 from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
@@ -55,6 +55,7 @@ class Emperor:
         self.selector = selectors.DefaultSelector()
         self.inotify = Inotify()
         self.stats: StatsServer | None = None
+        self.metrics: metrics.MetricsServer | None = None
         self.ragnarok_deadline = 0.0
         self.scan_now = True
         self.scans = 0
@@ -81,6 +82,9 @@ class Emperor:
         if self.cfg.emperor_stats:
             self.stats = StatsServer(self.cfg.emperor_stats, self.stats_document, http=self.cfg.stats_http)
             self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
+        if self.cfg.emperor_metrics:
+            self.metrics = metrics.MetricsServer(self.cfg.emperor_metrics, self.metrics_text)
+            self.selector.register(self.metrics, selectors.EVENT_READ, self.metrics.serve_one)
         if self.cfg.emperor_pidfile:
             with open(self.cfg.emperor_pidfile, "w") as fh:
                 fh.write(f"{os.getpid()}\n")
@@ -113,8 +117,9 @@ class Emperor:
             self.broodlord.check_boots()
             self._check_curses()
         logger.info("The Emperor is buried.")
-        if self.stats is not None:
-            self.stats.close(vacuum=True)
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum=True)
         if self.cfg.emperor_pidfile:
             _remove_pidfile(self.cfg.emperor_pidfile)
         return 0
@@ -402,6 +407,9 @@ class Emperor:
                           for name, entry in self.throttle.blacklist.items()],
         }
 
+
+    def metrics_text(self) -> str:
+        return metrics.render(metrics.emperor(self.stats_document()))
 
 def _remove_pidfile(path: str) -> None:
     """Remove the pidfile if it still names this process (another emperor may have taken it over)."""

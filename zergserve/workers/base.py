@@ -53,6 +53,7 @@ class Worker:
         self.wake_r = self.wake_w = -1
         self.ready_fd = -1  # the master's "a worker is ready" pipe, set by the master after the fork
         self.ppid = os.getppid()  # forked by the master: this is its pid
+        self.on_exit: Callable[[], None] | None = None  # set by the master: hooks for a worker that leaves
 
     def run(self) -> None:
         """Boot and serve; always ends the process."""
@@ -76,6 +77,8 @@ class Worker:
             code = 1
         finally:
             self.row.set_status(STOPPING)
+        if self.on_exit is not None:
+            self.on_exit()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
