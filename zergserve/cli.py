@@ -205,7 +205,7 @@ def _take_adopted(addr: str, adopted: dict[str, sockets.Listener]) -> sockets.Li
 
 def _load_app(cfg: config.Config):
     try:
-        return app_loader.load(cfg.module, cfg.wsgi_file, cfg.callable)
+        return workers.load_app(cfg)
     except app_loader.AppLoadError as exc:
         logger.error("cannot load the app: %s", exc)
         if exc.__cause__ is not None:

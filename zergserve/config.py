@@ -238,6 +238,11 @@ OPTIONS: tuple[Option, ...] = (
       group="app"),
     O("lazy-apps", boolean, False, "load the app in each worker instead of once in the master", flag=True,
       group="app"),
+    O("lifespan", choice("auto", "on", "off"), "auto", "the ASGI lifespan scope (asyncio worker), as uvicorn's: "
+      "auto serves an app that raises on it before its startup completes without it, on makes that a boot "
+      "failure too, off never sends it", group="app"),
+    O("lifespan-timeout", number(), 60.0, "seconds the ASGI lifespan startup and shutdown may each take; a "
+      "startup that takes longer fails the worker's boot", group="app"),
     # sockets
     O("http", address, (), "serve HTTP/1.1 on ADDR from the workers themselves: uWSGI's --http-socket; there is "
       "no separate HTTP router process", aliases=("http-socket",), repeatable=True, group="sockets"),
@@ -265,6 +270,9 @@ OPTIONS: tuple[Option, ...] = (
     O("max-requests", integer(0), 0, "recycle a worker after N requests (0: never)", "R", group="processes"),
     O("max-requests-delta", integer(0), 0, "add (worker id - 1) * N to max-requests, so workers do not "
       "recycle together", group="processes"),
+    O("reload-check-url", text, (), "on HUP, the reload check also boots one worker of the new configuration "
+      "on a private socket and sends it GET PATH (or http://HOST/PATH to set the Host header); the reload is "
+      "refused unless each answers 2xx or 3xx", repeatable=True, group="processes"),
     O("worker-reload-mercy", integer(0), 60, "seconds a worker may take to finish its requests on reload or "
       "stop before SIGKILL", group="processes"),
     O("check-interval", number(), 1.0, "seconds between the master's housekeeping turns", group="processes"),
