@@ -126,7 +126,10 @@ class Master:
         self.started = time.time()
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
         self.stats: StatsServer | None = None
+        self.rolled_back: str | None = None  # why this image's workers could not boot after a reload
+        self.rollback_code = 0
         self._adopt_old_workers()
+        self.add_stats(self._rollback_stats)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -142,7 +145,7 @@ class Master:
         if self.cfg.cheap:
             self.go_cheap()
             self._notify_ready()
-        else:
+        elif not self.rolled_back:
             for wid in range(1, self.num_workers + 1):
                 self.spawn(wid)
         next_cycle = time.monotonic()
@@ -249,30 +252,8 @@ class Master:
         if wid > self.scoreboard.size:
             self.scoreboard.grow(wid)
         self.scoreboard.reset(wid, 0)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Signals sent to a new worker before it installs its handlers wait, instead of landing in
-        # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
-        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
-            raise
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                for signum in _HANDLED:
-                    signal.signal(signum, signal.SIG_DFL)
-                signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
-                worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
-                                           self.master_fds())
-                worker.paused = self.paused
-                worker.ready_fd = self._ready_w
-                worker.run()
-            finally:
-                os._exit(EXIT_BOOT_ERROR)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+        pid = fork_worker(self.worker_class, wid, self.cfg, self.listeners, self.app, self.scoreboard,
+                          self.master_fds(), self._ready_w, self.paused)
         self.scoreboard.writer(wid).set_pid(pid)
         previous = self.history.get(wid)
         proc = WorkerProc(wid, pid, time.time())
@@ -295,7 +276,11 @@ class Master:
             if pid == self.canary:
                 self._canary_done(code)
                 continue
-            if self.retiring.pop(pid, None) is not None:
+            item = self.retiring.pop(pid, None)
+            if item is not None:
+                if item.deadline is None and self.rolled_back:
+                    logger.error("worker pid %d of the previous generation exited (code %d) and cannot be "
+                                 "replaced until a reload succeeds; %d left", pid, code, len(self._previous()))
                 continue
             for wid, proc in list(self.workers.items()):
                 if proc.pid == pid:
@@ -308,6 +293,9 @@ class Master:
             return
         if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) and not self._booted(proc):
             what = "load the app" if code == EXIT_APP_LOAD_ERROR else "boot"
+            if self._previous():
+                self.roll_back(f"new worker {proc.wid} (pid {proc.pid}) could not {what} (exit {code})", code)
+                return
             logger.error("worker %d (pid %d) could not %s; stopping the master instead of respawning it",
                          proc.wid, proc.pid, what)
             self.exit_code = code
@@ -358,7 +346,7 @@ class Master:
             task()
 
     def _respawn_missing(self) -> None:
-        if self.cheap:
+        if self.cheap or self.rolled_back:
             return
         now = time.time()
         for wid in range(1, self.num_workers + 1):
@@ -385,7 +373,7 @@ class Master:
             if item.deadline is not None and now > item.deadline:
                 logger.error("worker pid %d still running after worker-reload-mercy: killing it", pid)
                 _kill(pid, signal.SIGKILL)
-                item.deadline = None
+                item.deadline = float("inf")
 
     def _retire(self, pid: int, mercy: float) -> None:
         self.retiring[pid] = Retiring(pid, time.time() + mercy)
@@ -488,9 +476,40 @@ class Master:
         for item in filter(None, pids.split(",")):
             self.retiring[int(item)] = Retiring(int(item), None)
 
+    def _previous(self) -> list[int]:
+        """The previous image's workers that still serve: adopted, not told to stop yet."""
+        return [pid for pid, item in self.retiring.items() if item.deadline is None]
+
+    def roll_back(self, reason: str, code: int) -> None:
+        """The new generation cannot boot after a reload: stop it and spawn no more of it; the
+        previous generation, still running the old code, keeps serving until a later HUP
+        succeeds. Only when the last of it is gone does the master stop."""
+        self.rolled_back, self.rollback_code = reason, code
+        logger.error("reload rolled back: %s; the %d worker(s) of the previous generation keep serving; "
+                     "fix the app or configuration and send HUP again", reason, len(self._previous()))
+        for proc in self.workers.values():
+            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+        self.workers.clear()
+        self.respawn_at.clear()
+        self.notified_ready = True
+        self.notify.ready(f"reload rolled back ({reason}); the previous workers keep serving")
+
+    def _rollback_stats(self) -> dict[str, Any]:
+        if not self.rolled_back:
+            return {}
+        return {"reload_rolled_back": self.rolled_back, "previous_workers": self._previous()}
+
     def _retire_old_generation(self) -> None:
-        """Tell the old generation to stop once every new worker is ready (or boot grace ran out)."""
+        """Tell the old generation to stop once every new worker is ready (or boot grace ran out);
+        after a rollback, stop the master once the old generation is gone."""
         waiting = [item for item in self.retiring.values() if item.deadline is None]
+        if self.rolled_back:
+            if not waiting:
+                logger.error("no worker left: the previous generation is gone and the new one cannot boot "
+                             "(%s); stopping the master", self.rolled_back)
+                self.exit_code = self.rollback_code
+                self.begin_stop("quick")
+            return
         if not waiting:
             return
         ready = all(self.scoreboard.row(wid).status != STARTING for wid in self.workers)
@@ -509,6 +528,9 @@ class Master:
         self.begin_stop("quick")
 
     def handle_ttin(self) -> None:
+        if self.rolled_back:
+            logger.info("TTIN ignored: the reload was rolled back, the new app cannot boot")
+            return
         self.num_workers += 1
         logger.info("TTIN: now %d workers", self.num_workers)
         if self.cheap:
@@ -649,6 +671,39 @@ class Master:
         for provider in self.stats_extras:
             doc.update(provider())
         return doc
+
+
+def fork_worker(worker_class: type, wid: int, cfg: Any, listeners: list[sockets.Listener], app: Any,
+                scoreboard: Scoreboard, close_fds: list[int], ready_w: int, paused: bool = False,
+                child_setup: Callable[[], None] | None = None) -> int:
+    """Fork worker `wid` and return its pid; the child becomes the worker and never returns. The
+    master's workers and the reload check's trial worker are born the same way."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Signals sent to a new worker before it installs its handlers wait, instead of landing in
+    # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+        raise
+    if pid == 0:
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in _HANDLED:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
+            if child_setup is not None:
+                child_setup()
+            worker = worker_class(wid, cfg, listeners, app, scoreboard, close_fds)
+            worker.paused = paused
+            worker.ready_fd = ready_w
+            worker.run()
+        finally:
+            os._exit(EXIT_BOOT_ERROR)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+    return pid
 
 
 def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
