@@ -231,9 +231,11 @@ def _check_config(cfg: config.Config) -> int:
         code = _check_reload_resources(cfg, os.environ.pop(RELOAD_CHECK))
         if code:
             return code
-    app = _load_app(cfg)
-    if app is None:
-        return EXIT_APP_LOAD_ERROR
+    app = None
+    if not (reload_check and cfg.lazy_apps):  # a lazy app loads in the trial worker, after its fork
+        app = _load_app(cfg)
+        if app is None:
+            return EXIT_APP_LOAD_ERROR
     if reload_check:
         code = trial.run(cfg, app, workers.get(cfg.worker))
         if code:

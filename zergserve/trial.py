@@ -34,7 +34,8 @@ EXIT_CHECK_URL = 5  # a check URL did not answer 2xx/3xx (or at all)
 
 
 def run(cfg: Any, app: Any, worker_class: type) -> int:
-    """Boot the trial worker, ask it the check URLs, stop it; 0 when the reload may go on."""
+    """Boot the trial worker (on `app`, or loading it itself when None: --lazy-apps), ask it the
+    check URLs, stop it; 0 when the reload may go on."""
     deadline = time.monotonic() + max(cfg.worker_reload_mercy, 1)
     tmp = tempfile.mkdtemp(prefix="zergserve-check-")
     listener = sockets.bind(os.path.join(tmp, "trial.sock"), "http", 16)
@@ -42,7 +43,7 @@ def run(cfg: Any, app: Any, worker_class: type) -> int:
     scoreboard.reset(1, 0)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     check_pid = os.getpid()
-    pid = fork_worker(worker_class, 1, cfg, [listener], None if cfg.lazy_apps else app, scoreboard, [ready_r],
+    pid = fork_worker(worker_class, 1, cfg, [listener], app, scoreboard, [ready_r],
                       ready_w, child_setup=lambda: die_with_parent(check_pid))
     os.close(ready_w)
     pidfd = os.pidfd_open(pid)
