@@ -6,8 +6,11 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     HUP         graceful reload: re-exec this master in place (same pid, same listening sockets,
                 re-read config, reload the app), start new workers, and only when they are ready
                 let the old ones finish their requests and exit. A check of the new config and
-                app, and of what the new master binds and creates, runs first (killed after
-                worker-reload-mercy); if it fails the old master and workers go on serving.
+                app, of what the new master binds and creates, and a trial worker that must boot
+                and answer --reload-check-url (trial.py) run first (killed after
+                worker-reload-mercy); if it fails the old master and workers go on serving. If the
+                new workers still cannot boot after the re-exec, the reload is rolled back: the
+                old generation keeps serving (see roll_back) until a later HUP succeeds.
     TERM        graceful shutdown: workers stop accepting, finish what they have, exit.
     INT, QUIT   quick shutdown: workers exit at once. On a zerg (an instance with attached sockets)
                 INT leaves instead: workers finish the request in hand and exit without serving the
