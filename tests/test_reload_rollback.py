@@ -95,6 +95,19 @@ def answer(server) -> tuple[str, int]:
     return version, int(pid)
 
 
+def hup_to(server, workdir: Path, worker: str, version: str, outcome: str, **failure: bool) -> str:
+    """Write `version` of the app, HUP, wait for the `outcome` log line; the log."""
+    write_app(workdir, worker, version, **failure)
+    server.signal(signal.SIGHUP)
+    return server.wait_log(outcome, timeout=20)
+
+
+def hup_to_fixed(server, workdir: Path, worker: str) -> None:
+    write_app(workdir, worker, "v3")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: answer(server)[0] == "v3", timeout=20, message="the fixed app served")
+
+
 @pytest.mark.parametrize("worker", ["sync", "gevent", "asyncio"])
 def test_new_workers_failing_at_boot_roll_back(spawn, workdir, worker):
     write_app(workdir, worker, "v1")
@@ -105,10 +118,7 @@ def test_new_workers_failing_at_boot_roll_back(spawn, workdir, worker):
     slow.start()
     wait_for(lambda: (workdir / "inflight").exists(), message="the slow request is in the app")
 
-    write_app(workdir, worker, "v2", fail_after_first_boot=True)
-    server.signal(signal.SIGHUP)
-    server.wait_log("reload rolled back: new worker", timeout=20)
-    log = server.log()
+    log = hup_to(server, workdir, worker, "v2", "reload rolled back: new worker", fail_after_first_boot=True)
     assert "database refused the v2 worker" in log
     assert "the 2 worker(s) of the previous generation keep serving" in log
     for _ in range(6):  # new connections: the old code, in the old workers
@@ -121,9 +131,7 @@ def test_new_workers_failing_at_boot_roll_back(spawn, workdir, worker):
     status, _, body = result["slow"]
     assert status == 200 and body.startswith(b"v1 ")
 
-    write_app(workdir, worker, "v3")
-    server.signal(signal.SIGHUP)
-    wait_for(lambda: answer(server)[0] == "v3", timeout=20, message="the fixed app served")
+    hup_to_fixed(server, workdir, worker)
     wait_for(lambda: len(serving(server)) == 2 and not serving(server) & old, timeout=20,
              message="the old generation retired")
     assert "reload_rolled_back" not in fetch(server.stats)
@@ -137,17 +145,12 @@ def test_a_new_app_that_cannot_boot_is_refused_by_the_check(spawn, workdir, work
     write_app(workdir, worker, "v1")
     server = start(spawn, workdir, worker)
     old = serving(server)
-    write_app(workdir, worker, "v2", fail_always=True)
-    server.signal(signal.SIGHUP)
-    server.wait_log("reload aborted", timeout=20)
-    log = server.log()
+    log = hup_to(server, workdir, worker, "v2", "reload aborted", fail_always=True)
     assert "reload check: the trial worker could not load the app (exit 4)" in log
     assert "database refused every v2 worker" in log
     assert "re-executing" not in log
     assert answer(server)[0] == "v1" and serving(server) == old
-    write_app(workdir, worker, "v3")
-    server.signal(signal.SIGHUP)
-    wait_for(lambda: answer(server)[0] == "v3", timeout=20, message="the fixed app served")
+    hup_to_fixed(server, workdir, worker)
 
 
 def test_master_failing_to_load_the_new_app_rolls_back(spawn, workdir):
@@ -178,9 +181,7 @@ def test_master_stops_once_the_previous_generation_is_gone(spawn, workdir):
     write_app(workdir, "sync", "v1")
     server = start(spawn, workdir, "sync")
     old = serving(server)
-    write_app(workdir, "sync", "v2", fail_after_first_boot=True)
-    server.signal(signal.SIGHUP)
-    server.wait_log("reload rolled back", timeout=20)
+    hup_to(server, workdir, "sync", "v2", "reload rolled back", fail_after_first_boot=True)
     for pid in old:
         os.kill(pid, signal.SIGKILL)
     assert server.wait_exit(15) == 4
