@@ -136,7 +136,8 @@ def http_request(addr: str, method: str = "GET", path: str = "/", body: bytes | 
 class Server:
     """One zergserve process tree, started in its own session so it can be killed as a group."""
 
-    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], workdir: Path, env: dict[str, str] | None = None,
+                 python: str | None = None) -> None:
         self.args = args
         self.workdir = workdir
         self.logfile = workdir / f"zergserve-{len(list(workdir.glob('zergserve-*.log')))}.log"
@@ -145,7 +146,7 @@ class Server:
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.update(env or {})
         self.log_fh = open(self.logfile, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "zergserve", *args], cwd=workdir,
+        self.proc = subprocess.Popen([python or sys.executable, "-m", "zergserve", *args], cwd=workdir,
                                      stdout=self.log_fh, stderr=subprocess.STDOUT, env=full_env,
                                      start_new_session=True)
         self.pid = self.proc.pid
@@ -199,8 +200,8 @@ def spawn(workdir):
     started: list[Server] = []
 
     def start(*args: str, env: dict[str, str] | None = None, wait: str | None = None,
-              timeout: float = 15.0) -> Server:
-        server = Server(list(args), workdir, env)
+              timeout: float = 15.0, python: str | None = None) -> Server:
+        server = Server(list(args), workdir, env, python)
         started.append(server)
         if wait:
             try:

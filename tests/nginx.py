@@ -36,12 +36,14 @@ requires_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is n
 class Nginx:
     """One nginx master in the foreground of its own config; stopped by pid at teardown."""
 
-    def __init__(self, workdir: Path, server_blocks: str) -> None:
+    def __init__(self, workdir: Path, server_blocks: str, user: str = "root") -> None:
+        """`user`: whom nginx's workers run as when the test is root (nginx.conf's `user`); the
+        examples' test runs them as www-data, as a distribution's nginx does."""
         self.dir = workdir / "nginx"
         self.dir.mkdir(exist_ok=True)
         (self.dir / "uwsgi_params").write_text(UWSGI_PARAMS)
         self.conf = self.dir / "nginx.conf"
-        user = "user root;" if os.geteuid() == 0 else ""  # workers must reach root's UNIX sockets
+        user = f"user {user};" if os.geteuid() == 0 else ""
         self.conf.write_text(f"""
 {user}
 daemon off;

@@ -1,7 +1,11 @@
-"""Every vhost in nginx/ renders (paths only), passes `nginx -t`, and serves through real nginx."""
+"""Every vhost in nginx/ renders (paths and user names only), passes `nginx -t`, and serves through real
+nginx, whose workers run as www-data when the test is root (as a distribution's nginx does), with
+zergserve started with the socket options its header documents."""
 
 from __future__ import annotations
 
+import grp
+import os
 import re
 from pathlib import Path
 
@@ -9,9 +13,11 @@ import pytest
 
 from conftest import ROOT, free_port, http_request, wait_for, _answers
 from nginx import Nginx, requires_nginx
+from test_tyrant import users, vassal_python  # noqa: F401 - fixtures, for the examples that drop to a user
 
 pytestmark = [requires_nginx, pytest.mark.nginx]
 EXAMPLES = sorted(p.name for p in (ROOT / "nginx").glob("*.conf"))
+NGINX_USER = "www-data"
 
 
 def render(name: str, workdir: Path, port: int, upstream_ports: list[int]) -> str:
@@ -27,7 +33,8 @@ def render(name: str, workdir: Path, port: int, upstream_ports: list[int]) -> st
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_example_serves_through_nginx(name, spawn, workdir):
+def test_example_serves_through_nginx(name, spawn, workdir, request):
+    workdir.chmod(0o755)  # nginx's workers, not root, reach the sockets and static files below
     (workdir / "run").mkdir()
     (workdir / "static").mkdir()
     (workdir / "static" / "hello.txt").write_text("static hello\n")
@@ -42,9 +49,10 @@ def test_example_serves_through_nginx(name, spawn, workdir):
             addrs.add(target)
     addrs |= set(re.findall(r"server (127\.0\.0\.1:\d+)", code))
     assert targets and addrs
+    options, python, env = shipped_socket_options(conf, request, workdir)
     for addr in sorted(addrs):
-        spawn("--module", "echo:application", "--socket", addr, "--chmod-socket=666", wait=addr)
-    server = Nginx(workdir, conf)
+        spawn("--module", "echo:application", "--socket", addr, *options, wait=addr, python=python, env=env)
+    server = Nginx(workdir, conf, user=NGINX_USER)
     try:
         wait_for(lambda: _answers(f"127.0.0.1:{port}"), message="nginx listening")
         status, _, body = http_request(f"127.0.0.1:{port}", "GET", "/")
@@ -53,3 +61,26 @@ def test_example_serves_through_nginx(name, spawn, workdir):
             assert http_request(f"127.0.0.1:{port}", "GET", "/static/hello.txt")[2] == b"static hello\n"
     finally:
         server.stop()
+
+
+def shipped_socket_options(conf: str, request, workdir: Path) -> tuple[list[str], str | None, dict | None]:
+    """The socket and privilege options of the example's header command line, with its app user
+    mapped to a real unprivileged user (and a Python that user can run); without root, the ones
+    only root can apply are left out, as nginx then runs as the test's own user."""
+    header = "\n".join(line for line in conf.splitlines() if line.startswith("#"))
+    options = re.findall(r"(--(?:uid|gid|chown-socket)) (\S+)", header)
+    chmod = re.findall(r"--chmod-socket=(\d+)", header)
+    args = [f"--chmod-socket={chmod[0]}"] if chmod else []
+    if not options:
+        return args, None, None
+    if os.geteuid() != 0:
+        return args, None, None
+    try:
+        grp.getgrnam(NGINX_USER)
+    except KeyError:
+        pytest.skip(f"no {NGINX_USER} user for nginx's workers")
+    user = request.getfixturevalue("users")[0].pw_name
+    python, site = request.getfixturevalue("vassal_python")
+    for flag, value in options:
+        args += [flag, ":".join(user if part == "app" else part for part in value.split(":"))]
+    return args, python, {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "apps"), site])}

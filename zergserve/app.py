@@ -1,4 +1,4 @@
-"""Loading the application: 'pkg.mod:callable', --wsgi-file, --chdir, --pythonpath."""
+"""Loading the application: 'pkg.mod:callable', --wsgi-file, --chdir, --pythonpath, --home."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ class AppLoadError(Exception):
     """The application could not be found, imported or is not callable."""
 
 
-def prepare(chdir: str | None, pythonpath: list[str], env: list[str]) -> None:
-    """Process-wide setup that must happen before the import: cwd, sys.path, environment."""
+def prepare(chdir: str | None, pythonpath: list[str], env: list[str], home: str | None = None) -> None:
+    """Process-wide setup that must happen before the import: cwd, environment, sys.path (--pythonpath,
+    then the virtualenv's site-packages, then the rest)."""
     if chdir:
         try:
             os.chdir(chdir)
@@ -30,6 +31,12 @@ def prepare(chdir: str | None, pythonpath: list[str], env: list[str]) -> None:
         if not sep or not key:
             raise AppLoadError(f"env {item!r}: expected KEY=VALUE")
         os.environ[key] = value
+    if home:
+        from zergserve import virtualenv
+        try:
+            virtualenv.activate(home)
+        except virtualenv.VirtualenvError as exc:
+            raise AppLoadError(str(exc)) from None
     for path in reversed(pythonpath):
         sys.path.insert(0, os.path.abspath(path))
     if "" not in sys.path and os.getcwd() not in sys.path:

@@ -7,7 +7,7 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import config, log, sockets, trial, workers, zerg
+from zergserve import config, log, privileges, sockets, trial, workers, zerg
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, REEXEC_WORKERS, Master, StartError,
@@ -80,10 +80,17 @@ def binary_patch(cfg: config.Config) -> list[str]:
 
 
 def run_emperor(cfg: config.Config) -> int:
+    """An emperor with --uid/--gid drops them before it starts (its vassals then run as that user
+    too, and drop no further unless they may); without, as root, each vassal applies its own."""
     from zergserve.emperor.emperor import Emperor
+    if cfg.emperor_tyrant and (cfg.uid or cfg.gid):
+        logger.error("--emperor-tyrant runs each vassal as its config file's owner, which needs an emperor "
+                     "that stays root: give --uid/--gid to the vassals, not to the emperor")
+        return EXIT_USAGE
     try:
+        privileges.apply(privileges.prepare(cfg), warn_root=False)
         emperor = Emperor(cfg)
-    except (ValueError, sockets.AddressError) as exc:
+    except (ValueError, sockets.AddressError, privileges.PrivilegeError, OSError) as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
     return emperor.run()
@@ -95,7 +102,12 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     start_cwd = os.getcwd()
     notify = Notifier.take(os.environ)  # before the app loads: only the master speaks to systemd
     try:
-        app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env)
+        identity = privileges.prepare(cfg)
+    except privileges.PrivilegeError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    try:
+        app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env, cfg.home)
     except app_loader.AppLoadError as exc:
         logger.error("%s", exc)
         return EXIT_APP_LOAD_ERROR
@@ -114,6 +126,12 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         sockets.close_listener(listener, cfg.vacuum)
     if not listeners:
         logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
+        return EXIT_USAGE
+    try:
+        privileges.apply(identity)  # uWSGI's order: after the sockets are bound, before the app loads
+    except (OSError, privileges.PrivilegeError) as exc:
+        logger.error("cannot drop privileges: %s", exc)
+        _abandon(listeners, cfg.vacuum)
         return EXIT_USAGE
     app = None
     if not cfg.lazy_apps:
@@ -144,6 +162,12 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     if cfg.idle or cfg.cheap or cfg.vassal_sos_backlog or cfg.vassal_sos:
         from zergserve.elastic import Elastic
         Elastic(master, link.send if link else None, link.ask_to_die if link else None)
+    if cfg.reload_on_rss or cfg.evil_reload_on_rss or cfg.max_worker_lifetime:
+        from zergserve.recycling import Recycler
+        Recycler(master)
+    if cfg.touch_reload or cfg.touch_workers_reload or cfg.fs_reload or cfg.py_autoreload:
+        from zergserve.reloader import Reloader
+        Reloader(master)
     attached = sorted({item.origin[len("zerg:"):] for item in listeners if item.origin.startswith("zerg:")})
     if attached:
         master.add_stats(lambda: {"zerg_attached_from": attached})
@@ -166,7 +190,9 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
         del adopted[item.name]
     configured = {addr: "http" for addr in cfg.http} | {addr: "uwsgi" for addr in cfg.socket}
     if cfg.zerg and not listeners and attach:
-        listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, cfg.zerg_allow_uid)
+        # A zerg attaches before it drops: the server of the user it becomes is one of its own.
+        trusted = [*cfg.zerg_allow_uid, *([privileges.resolve_user(cfg.uid)[0]] if cfg.uid else [])]
+        listeners = zerg.attach_all(cfg.zerg, cfg.zerg_fallback, configured, trusted)
     attached = {sockets.canonical_name(item.name) for item in listeners}
     activated = [f"fd://{fd}" for fd in sockets.systemd_fds()]
     unflagged = [(addr, "http") for addr in activated if addr not in configured]
@@ -181,7 +207,8 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
             elif addr in activated:
                 listener = sockets.from_fd(int(addr[len("fd://"):]), proto, name=addr, origin="systemd")
             else:
-                listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket)
+                listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket,
+                                        privileges.socket_owner(cfg.chown_socket))
                 fresh.append(listener)
             listeners.append(listener)
     except sockets.AddressError:

@@ -178,6 +178,14 @@ def mode(value: str) -> int:
     return int(value.strip(), 8)
 
 
+@_metavar("MASK")
+def umask(value: str) -> int:
+    """A umask in octal, as uWSGI takes it: 022, 0027, 7."""
+    if not re.fullmatch(r"[0-7]{1,4}", value.strip()):
+        raise ValueError(f"invalid umask {value!r}: expected octal digits like 022")
+    return int(value.strip(), 8)
+
+
 def choice(*names: str) -> Callable[[str], str]:
     """One of a fixed set of names; a later feature adds its name to the row's call."""
     @_metavar("{" + ",".join(names) + "}")
@@ -236,6 +244,8 @@ OPTIONS: tuple[Option, ...] = (
       group="app"),
     O("env", key_value, (), "set KEY=VALUE in the environment before loading the app", repeatable=True,
       group="app"),
+    O("home", text, None, "run the app in this virtualenv: its site-packages first on sys.path, VIRTUAL_ENV "
+      "set; a venv of another Python version is refused", "H", ("virtualenv", "venv", "pyhome"), group="app"),
     O("lazy-apps", boolean, False, "load the app in each worker instead of once in the master", flag=True,
       group="app"),
     O("lifespan", choice("auto", "on", "off"), "auto", "the ASGI lifespan scope (asyncio worker), as uvicorn's: "
@@ -255,6 +265,8 @@ OPTIONS: tuple[Option, ...] = (
       "peers on --http: comma-separated IPs, networks (10.0.0.0/8), 'unix' for UNIX socket peers, '*' for "
       "everyone; they set wsgi.url_scheme and REMOTE_ADDR (the ASGI scheme and client)", group="sockets"),
     O("vacuum", boolean, False, "remove UNIX socket and pid files at exit", flag=True, group="sockets"),
+    O("chown-socket", text, None, "owner of UNIX sockets as USER[:GROUP] (names or numbers), set before "
+      "privileges are dropped: give the socket to nginx's user or group", group="sockets"),
     # processes
     O("processes", integer(1, 4096), 1, "number of worker processes", "p", ("workers",), group="processes"),
     O("master", boolean, True, "run a master (zergserve always does; accepted for uWSGI configs)", "M",
@@ -275,6 +287,14 @@ OPTIONS: tuple[Option, ...] = (
       "refused unless each answers 2xx or 3xx", repeatable=True, group="processes"),
     O("worker-reload-mercy", integer(0), 60, "seconds a worker may take to finish its requests on reload or "
       "stop before SIGKILL", group="processes"),
+    O("reload-on-rss", integer(0), 0, "recycle a worker whose resident memory exceeds N megabytes, after the "
+      "request in hand (0: off)", group="processes"),
+    O("evil-reload-on-rss", integer(0), 0, "kill (SIGKILL) and respawn a worker whose resident memory exceeds N "
+      "megabytes, even in the middle of a request (0: off)", group="processes"),
+    O("max-worker-lifetime", integer(0), 0, "recycle a worker after N seconds, after the request in hand "
+      "(0: never)", group="processes"),
+    O("max-worker-lifetime-delta", integer(0), 0, "add (worker id - 1) * N seconds to max-worker-lifetime, so "
+      "workers do not recycle together", group="processes"),
     O("check-interval", number(), 1.0, "seconds between the master's housekeeping turns", group="processes"),
     O("auto-procname", boolean, True, "title processes by role and app: 'zergserve master [shop.ini]', "
       "'zergserve worker 2 [mysite.wsgi]' (uWSGI's default is off; false keeps the command line)", flag=True,
@@ -293,6 +313,23 @@ OPTIONS: tuple[Option, ...] = (
     O("unprivileged-binary-patch", text, None, "as privileged-binary-patch (zergserve drops no privileges of "
       "its own before it)", group="processes"),
     O("unprivileged-binary-patch-arg", text, None, "as privileged-binary-patch-arg", group="processes"),
+    # privileges
+    O("uid", text, None, "after binding the sockets and before loading the app, the master and workers become "
+      "this user (name or number)", group="privileges"),
+    O("gid", text, None, "the group the master and workers become (name or number; with --uid the default "
+      "is the user's primary group); supplementary groups are the user's (initgroups)", group="privileges"),
+    O("umask", umask, None, "set this umask (octal) at startup, before sockets and files are created",
+      group="privileges"),
+    # reload on change
+    O("touch-reload", text, (), "graceful reload (as HUP: checked first) when FILE's modification time changes",
+      repeatable=True, group="reload"),
+    O("touch-workers-reload", text, (), "recycle every worker, each after the request in hand, when FILE's "
+      "modification time changes", repeatable=True, group="reload"),
+    O("fs-reload", text, (), "graceful reload when PATH (a file, or anything directly in a directory) changes; "
+      "inotify where the kernel has it, else polled every master cycle", repeatable=True, group="reload"),
+    O("py-autoreload", integer(0), 0, "development: graceful reload when the source of a module the app "
+      "imported changes; inotify where the kernel has it, else checked every N seconds (0: off; "
+      "without a value: 1)", aliases=("python-autoreload", "reload"), const="1", group="reload"),
     # limits
     O("buffer-size", integer(1, 65535), 4096, "largest uwsgi vars block accepted", "b", group="limits"),
     O("max-vars", integer(1), 64, "uwsgi packets may carry at most 2 * N vars", group="limits"),
@@ -418,6 +455,7 @@ OPTIONS: tuple[Option, ...] = (
 del O
 
 _GROUP_TITLES = {"app": "Application", "sockets": "Sockets", "processes": "Processes", "limits": "Limits",
+                 "privileges": "Privileges", "reload": "Reload on change",
                  "zerg": "Zerg mode", "elastic": "Idle, cheap and SOS", "emperor": "Emperor", "stats": "Stats",
                  "logging": "Logging", "compat": "uWSGI compatibility", "config": "Configuration"}
 _BY_NAME: dict[str, Option] = {name: opt for opt in OPTIONS for name in (opt.name, *opt.aliases)}
@@ -494,7 +532,7 @@ class Config:
 
 def _render(opt: Option, value: Any) -> str:
     """A converted value back as the string its option's type reads."""
-    if opt.type is mode:
+    if opt.type is mode or opt.type is umask:
         return format(value, "03o")
     if isinstance(value, float):
         return format(value, "g")

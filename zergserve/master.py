@@ -31,6 +31,7 @@ ready writes a byte to a pipe the master watches: whoever waits for that (the em
 
 from __future__ import annotations
 
+import math
 import os
 import selectors
 import signal
@@ -80,6 +81,7 @@ class WorkerProc:
         self.spawned = spawned
         self.harakiri_count = 0
         self.respawns = 0
+        self.recycle_deadline: float | None = None  # told to recycle: killed if still running then
 
 
 class Retiring:
@@ -370,8 +372,24 @@ class Master:
                              wid, proc.pid, row.request, now - row.request_start)
                 _kill(proc.pid, signal.SIGKILL)
 
+    def recycle(self, wid: int, reason: str) -> None:
+        """Replace a worker after the request in hand (SIGHUP: the worker leaves the queue to the
+        others, as max-requests does); respawned when it exits, killed past worker-reload-mercy."""
+        proc = self.workers.get(wid)
+        if proc is None or proc.recycle_deadline is not None:
+            return
+        logger.info("worker %d (pid %d): %s, recycling it after the request in hand", wid, proc.pid, reason)
+        proc.recycle_deadline = time.time() + self.cfg.worker_reload_mercy
+        _kill(proc.pid, signal.SIGHUP)
+
     def _kill_overdue(self) -> None:
         now = time.time()
+        for proc in self.workers.values():
+            if proc.recycle_deadline is not None and now > proc.recycle_deadline:
+                logger.error("worker %d (pid %d) still running after worker-reload-mercy: killing it",
+                             proc.wid, proc.pid)
+                _kill(proc.pid, signal.SIGKILL)
+                proc.recycle_deadline = math.inf
         for pid, item in self.retiring.items():
             if item.deadline is not None and now > item.deadline:
                 logger.error("worker pid %d still running after worker-reload-mercy: killing it", pid)

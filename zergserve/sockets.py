@@ -158,8 +158,10 @@ def _render(family: int, addr: object) -> str:
     return text
 
 
-def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None) -> Listener:
-    """Bind and listen on `addr`; a stale UNIX socket file left by a dead server is replaced."""
+def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None,
+         chown: tuple[int, int] | None = None) -> Listener:
+    """Bind and listen on `addr`; a stale UNIX socket file left by a dead server is replaced.
+    `chmod` and `chown` ((uid, gid), -1 keeps one) apply to a UNIX socket's file."""
     if proto not in PROTOCOLS:
         raise AddressError(f"unknown protocol {proto!r}")
     if addr.startswith("fd://"):
@@ -181,9 +183,17 @@ def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None) ->
         if path is not None:
             if chmod is not None:
                 os.chmod(path, chmod)
+            if chown is not None:
+                try:
+                    os.chown(path, *chown)
+                except OSError as exc:
+                    raise AddressError(f"cannot chown {path} to {chown[0]}:{chown[1]}: {exc.strerror}") from None
             st = os.stat(path)
             inode = (st.st_dev, st.st_ino)
         sock.listen(backlog)
+    except AddressError:
+        sock.close()
+        raise
     except OSError as exc:
         sock.close()
         raise AddressError(f"cannot bind {addr}: {exc.strerror or exc}") from None

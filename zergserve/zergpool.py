@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from zergserve import config, proctitle, sockets
+from zergserve import config, privileges, proctitle, sockets
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.sdnotify import Notifier
@@ -45,11 +45,17 @@ def parse(spec: str) -> tuple[str, list[str]]:
 
 def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> int:
     """Bind every pool and answer zergs until TERM/INT/QUIT (or the emperor says stop); HUP is harmless."""
+    try:
+        identity = privileges.prepare(cfg)
+    except privileges.PrivilegeError as exc:
+        logger.error("%s", exc)
+        return 2
     kept = {addr: int(fd) for addr, fd in json.loads(os.environ.pop(_REEXEC, "{}")).items()}
     notify = Notifier.take(os.environ)
     reloaded = bool(kept)
     servers: list[ZergServer] = []
     bound: list[sockets.Listener] = []
+    pools: list[tuple[str, list[sockets.Listener]]] = []
     try:
         for spec in cfg.zergpool:
             path, addrs = parse(spec)
@@ -60,12 +66,18 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
                     listener = sockets.from_fd(kept.pop(addr), proto, name=addr, origin="reload")
                     sockets.remember_path(listener)
                 else:
-                    listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket)
+                    listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket,
+                                            privileges.socket_owner(cfg.chown_socket))
                 bound.append(listener)
                 pool.append(listener)
                 logger.info("zergpool %s bound to %s (%s, fd %d)", path, addr, proto, listener.fileno())
+            pools.append((path, pool))
+        # As an instance: the zerg servers come after the drop, so they trust (and are reachable by)
+        # zergs of the identity the pool runs as. A pool runs no app: root needs no warning here.
+        privileges.apply(identity, warn_root=False)
+        for path, pool in pools:
             servers.append(ZergServer(path, pool, cfg.listen, cfg.zerg_server_mode, cfg.zerg_allow_uid))
-    except sockets.AddressError as exc:
+    except (sockets.AddressError, privileges.PrivilegeError, OSError) as exc:
         logger.error("%s", exc)
         for listener in bound:
             sockets.close_listener(listener, cfg.vacuum)

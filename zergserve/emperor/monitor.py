@@ -11,16 +11,15 @@ change, so a new, touched or removed file is acted on at once. `pg://` reads row
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import glob
 import importlib.util
 import os
 import re
 import selectors
 import stat
-import struct
 from typing import Any, Callable
+
+from zergserve.inotify import Inotify
 
 from zergserve.emperor import tyrant
 from zergserve.log import logger, printable
@@ -155,59 +154,9 @@ class Monitor:
         return sorted({d for d in glob.glob(os.path.dirname(pattern)) if os.path.isdir(d)})
 
 
-class Inotify:
-    """A readable descriptor whenever something changes in the watched directories (Linux only)."""
-
-    MODIFY = 0x2
-    _MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800  # modify attrib close_write moves create delete self
-    _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
-
-    def __init__(self) -> None:
-        self.fd = -1
-        libc_name = ctypes.util.find_library("c")
-        try:
-            self.libc = ctypes.CDLL(libc_name, use_errno=True)
-            fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        except (OSError, AttributeError):
-            return
-        self.fd = fd if fd >= 0 else -1
-
-    def watch(self, path: str) -> None:
-        if self.fd >= 0:
-            self.libc.inotify_add_watch(self.fd, os.fsencode(path), self._MASK)
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def changes(self) -> list[tuple[int, str]]:
-        """(mask, file name) of every queued event, the queue emptied; a name is empty for an
-        event of the directory itself (or an overflow)."""
-        data = b""
-        try:
-            while chunk := os.read(self.fd, 65536):
-                data += chunk
-        except BlockingIOError:
-            pass
-        except OSError:
-            return [(0, "")]
-        events = []
-        offset = 0
-        while offset + self._EVENT.size <= len(data):
-            _, mask, _, length = self._EVENT.unpack_from(data, offset)
-            offset += self._EVENT.size
-            events.append((mask, os.fsdecode(data[offset:offset + length].split(b"\0", 1)[0])))
-            offset += length
-        return events
-
-
 def noise(events: list[tuple[int, str]], monitors: list[Monitor]) -> bool:
     """Whether the events are only writes to files that are no vassal config (a log kept in the
     vassals dir): those need no scan. Anything else might (a .skel template a vassal links to is
     touched, closed after writing, or renamed, never merely written to), and so is scanned."""
     return bool(events) and all(mask == Inotify.MODIFY and name and not any(m.valid(name) for m in monitors)
                                 for mask, name in events)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1

@@ -45,7 +45,7 @@ class Worker:
         self.close_fds = close_fds
         self.alive = True
         self.paused = False
-        self.recycling = False  # leaving on its own (max-requests): the others serve the queue
+        self.recycling = False  # leaving on its own (max-requests, SIGHUP): the others serve the queue
         self.leaving = False  # INT on a zerg: finish the request in hand, leave the queue to the others
         self.zerg = any(listener.attached for listener in listeners)
         self.max_requests = cfg.max_requests + (wid - 1) * cfg.max_requests_delta if cfg.max_requests else 0
@@ -127,7 +127,7 @@ class Worker:
         """Signals only set flags; the wake-up pipe interrupts whatever the loop is waiting on."""
         self.wake_r, self.wake_w = wakeup_pipe()
         signal.signal(signal.SIGTERM, self._graceful_stop)
-        signal.signal(signal.SIGHUP, self._graceful_stop)
+        signal.signal(signal.SIGHUP, self._recycle)
         signal.signal(signal.SIGINT, self._interrupt)
         signal.signal(signal.SIGQUIT, self._quick_stop)
         signal.signal(signal.SIGTSTP, self._toggle_pause)
@@ -138,6 +138,12 @@ class Worker:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked by the master around fork
 
     def _graceful_stop(self, signum: int, frame: Any) -> None:
+        self.alive = False
+
+    def _recycle(self, signum: int, frame: Any) -> None:
+        """The master replaces this worker (reload-on-rss, max-worker-lifetime, touch-workers-reload):
+        finish the request in hand and leave the queue to the others, as max-requests does."""
+        self.recycling = True
         self.alive = False
 
     def _quick_stop(self, signum: int, frame: Any) -> None:
