@@ -55,18 +55,21 @@ async def application(scope, receive, send):
 # accepted the check's connection and refuses the workers', say.
 FAIL_AFTER_FIRST_BOOT = ("boots = os.path.join({dir!r}, 'boots-{version}')\n"
                          "{indent}with open(boots, 'a') as fh: fh.write('x')\n"
-                         "{indent}if os.path.getsize(boots) > 1: raise RuntimeError('database refused the {version} worker')")
+                         "{indent}if os.path.getsize(boots) > 1: {failure}")
+REFUSED = "raise RuntimeError('database refused the {version} worker')"
+CRASH = "os.kill(os.getpid(), 9)"  # a C extension crashing the process, say
 
 
 ALWAYS_FAIL = "raise RuntimeError('database refused every {version} worker')"
 
 
 def write_app(workdir: Path, worker: str, version: str, fail_after_first_boot: bool = False,
-              fail_always: bool = False) -> None:
+              fail_always: bool = False, crash: bool = False) -> None:
     template, indent = (ASGI, " " * 20) if worker == "asyncio" else (WSGI, "")
     boot = "pass"
-    if fail_after_first_boot:
-        boot = FAIL_AFTER_FIRST_BOOT.format(dir=str(workdir), version=version, indent=indent)
+    if fail_after_first_boot or crash:
+        failure = (CRASH if crash else REFUSED).format(version=version)
+        boot = FAIL_AFTER_FIRST_BOOT.format(dir=str(workdir), version=version, indent=indent, failure=failure)
     elif fail_always:
         boot = ALWAYS_FAIL.format(version=version)
     (workdir / "rollapp.py").write_text(template.format(boot=boot, dir=str(workdir), version=version))
@@ -174,6 +177,16 @@ def test_master_failing_to_load_the_new_app_rolls_back(spawn, workdir):
     app.write_text("import os\ndef application(e, s):\n    s('200 OK', [])\n    return [b'v3 %d' % os.getpid()]\n")
     server.signal(signal.SIGHUP)
     wait_for(lambda: http_request(addr)[2].startswith(b"v3"), timeout=20, message="the fixed app served")
+
+
+def test_new_workers_crashing_at_boot_roll_back(spawn, workdir):
+    write_app(workdir, "sync", "v1")
+    server = start(spawn, workdir, "sync")
+    old = serving(server)
+    hup_to(server, workdir, "sync", "v2", "reload rolled back", crash=True)
+    assert "died before it was ready (killed by signal 9)" in server.log()
+    assert answer(server)[1] in old
+    hup_to_fixed(server, workdir, "sync")
 
 
 def test_master_stops_once_the_previous_generation_is_gone(spawn, workdir):

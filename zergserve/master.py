@@ -296,11 +296,14 @@ class Master:
     def _worker_died(self, proc: WorkerProc, code: int) -> None:
         if self.stopping:
             return
+        if self._previous() and not self._booted(proc):  # a reload's new worker, the old ones wait
+            what = {EXIT_APP_LOAD_ERROR: "could not load the app", EXIT_BOOT_ERROR: "could not boot"}
+            detail = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+            self.roll_back(f"new worker {proc.wid} (pid {proc.pid}) {what.get(code, 'died before it was ready')} "
+                           f"({detail})", code if code in what else EXIT_BOOT_ERROR)
+            return
         if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) and not self._booted(proc):
             what = "load the app" if code == EXIT_APP_LOAD_ERROR else "boot"
-            if self._previous():
-                self.roll_back(f"new worker {proc.wid} (pid {proc.pid}) could not {what} (exit {code})", code)
-                return
             logger.error("worker %d (pid %d) could not %s; stopping the master instead of respawning it",
                          proc.wid, proc.pid, what)
             self.exit_code = code
@@ -521,8 +524,9 @@ class Master:
         return {"reload_rolled_back": self.rolled_back, "previous_workers": self._previous()}
 
     def _retire_old_generation(self) -> None:
-        """Tell the old generation to stop once every new worker is ready (or boot grace ran out);
-        after a rollback, stop the master once the old generation is gone."""
+        """Tell the old generation to stop once every new worker is ready; roll the reload back if
+        they are not within the boot grace. After a rollback, stop the master once the old
+        generation is gone."""
         waiting = [item for item in self.retiring.values() if item.deadline is None]
         if self.rolled_back:
             if not waiting:
@@ -534,7 +538,11 @@ class Master:
         if not waiting:
             return
         ready = all(self.scoreboard.row(wid).status != STARTING for wid in self.workers)
-        if ready or time.time() - self.started > _BOOT_GRACE:
+        grace = max(_BOOT_GRACE, self.cfg.worker_reload_mercy)  # the check's trial worker booted within mercy
+        if not ready and time.time() - self.started > grace:
+            self.roll_back(f"new workers not ready after {grace:g}s", EXIT_BOOT_ERROR)
+            return
+        if ready:
             for item in waiting:
                 self._retire(item.pid, self.cfg.worker_reload_mercy)
             logger.info("new workers ready; %d old worker(s) finishing their requests", len(waiting))
