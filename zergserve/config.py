@@ -282,8 +282,8 @@ OPTIONS: tuple[Option, ...] = (
     O("max-requests", integer(0), 0, "recycle a worker after N requests (0: never)", "R", group="processes"),
     O("max-requests-delta", integer(0), 0, "add (worker id - 1) * N to max-requests, so workers do not "
       "recycle together", group="processes"),
-    O("reload-check-url", text, (), "on HUP, the reload check also boots one worker of the new configuration "
-      "on a private socket and sends it GET PATH (or http://HOST/PATH to set the Host header); the reload is "
+    O("reload-check-url", text, (), "on every reload, GET this PATH (or http://HOST/PATH, to set the Host "
+      "header) from the reload check's trial worker, the new app booted on a private socket; the reload is "
       "refused unless each answers 2xx or 3xx", repeatable=True, group="processes"),
     O("worker-reload-mercy", integer(0), 60, "seconds a worker may take to finish its requests on reload or "
       "stop before SIGKILL", group="processes"),

@@ -594,8 +594,8 @@ class Master:
     def handle_tstp(self) -> None:
         self.paused = not self.paused
         logger.info("%s accepting in all workers", "pausing" if self.paused else "resuming")
-        for proc in self.workers.values():
-            _kill(proc.pid, signal.SIGTSTP)
+        for pid in [*(proc.pid for proc in self.workers.values()), *self._previous()]:
+            _kill(pid, signal.SIGTSTP)  # the previous generation too: it serves during a reload or rollback
 
     # --- stopping ---------------------------------------------------------------------------
 
