@@ -341,3 +341,19 @@ def test_tyrant_mode_takes_identity_from_the_row_and_needs_it(spawn, workdir, db
     without.server.wait_log("missing uid and gid for vassal anon.ini")
     assert without.vassal("anon.ini") is None and not (probes / "anon.ini").exists()
     assert with_columns.vassal("mine.ini")["uid"] == nobody.pw_uid
+
+
+def test_check_config_reads_every_row_and_starts_nothing(db, workdir):
+    """--check-config of a pg:// emperor: each row's text is read as its vassal would read it."""
+    import subprocess
+    import sys
+    insert(db, "check", "good.ini", app_config(workdir))
+    insert(db, "check", "bad.ini", app_config(workdir, extra="workers = many\nstatic-map = /s=/srv\n"))
+    query = "SELECT name, config, ts FROM vassals WHERE host = 'check'"
+    proc = subprocess.run([sys.executable, "-m", "zergserve", "--emperor", f"pg://{db.conninfo};{query}",
+                           "--check-config"], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "vassal bad.ini: bad.ini:6: processes: invalid int value 'many'" in proc.stderr
+    assert "vassal bad.ini: bad.ini:7: unknown option 'static-map'" in proc.stderr
+    assert "good.ini" not in proc.stderr
+    assert not list(workdir.glob("*.sock"))

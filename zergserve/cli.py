@@ -22,16 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = config.load(args, os.environ)
-    except config.HelpRequested as exc:
-        print(exc.args[0])
-        return 0
-    except config.VersionRequested as exc:
-        print(exc.args[0])
-        return 0
+    except (config.HelpRequested, config.VersionRequested) as exc:
+        return _print(exc.args[0])
     except config.ConfigError as exc:
-        print(f"zergserve: {log.printable(str(exc))}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"zergserve: {log.printable(line)}", file=sys.stderr)
         return EXIT_USAGE
-    log.setup(cfg.logto)
+    if cfg.print_config:  # before --logto takes stdout: the JSON is for the terminal or a pipe
+        import json
+        return _print(json.dumps({opt.name: getattr(cfg, opt.attr) for opt in config.OPTIONS}, indent=1,
+                                 default=str))
+    log.setup(None if cfg.check_config else cfg.logto)  # a check answers on the terminal
+    for line in cfg.warnings:
+        logger.warning("%s", line)
     patch = binary_patch(cfg)
     if patch:
         try:
@@ -39,11 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             logger.error("binary patch %s: %s", patch[0], exc.strerror)
             return 1
-    if cfg.print_config:
-        import json
-        print(json.dumps({opt.name: getattr(cfg, opt.name.replace("-", "_")) for opt in config.OPTIONS},
-                         indent=1, default=str))
-        return 0
     roles = [name for name, on in (("--emperor", cfg.emperor), ("--zergpool", cfg.zergpool),
                                    ("an app (--module/--wsgi-file)", cfg.module or cfg.wsgi_file)) if on]
     if len(roles) > 1:
@@ -61,11 +59,22 @@ def main(argv: list[str] | None = None) -> int:
                      "or --vassal-set instead", protocol.ENV_FD)
         return EXIT_USAGE
     if cfg.zergpool:
+        if cfg.check_config:
+            return _check_zergpool(cfg)
         from zergserve import zergpool  # here: an instance's workers never need it (nor its json)
         return zergpool.run(cfg, args, emperor_fd)
     if cfg.emperor:
         return run_emperor(cfg)
     return run_instance(cfg, args, emperor_fd)
+
+
+def _print(text: str) -> int:
+    """Print to stdout and exit 0, also when the reader left early (`zergserve --help | head`)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush must not fail
+    return 0
 
 
 def binary_patch(cfg: config.Config) -> list[str]:
@@ -93,7 +102,51 @@ def run_emperor(cfg: config.Config) -> int:
     except (ValueError, sockets.AddressError, privileges.PrivilegeError, OSError) as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
+    if cfg.check_config:
+        return _check_emperor(emperor)
     return emperor.run()
+
+
+def _check_emperor(emperor) -> int:
+    """--check-config of an emperor: its monitors (checked when it was made) and the config of every
+    vassal they see now, read as the vassal would read it (its cwd, environment and, for a database
+    row, the descriptor the monitor hands over); nothing is started."""
+    from zergserve.emperor.vassal import vassal_argv, vassal_environ
+    bad = 0
+    for monitor in emperor.monitors:
+        for name in sorted(monitor.scan()):
+            env = vassal_environ(os.environ)
+            fd = monitor.config_fd(name)
+            if fd >= 0:
+                env[config.CONFIG_FD_VARIABLE] = f"{fd}:{name}"
+            argv = vassal_argv(emperor.cfg, name)
+            os.chdir(monitor.cwd())  # where the vassal would start
+            try:
+                config.load(argv[1:] if emperor.cfg.binary_path else argv[3:], env)
+            except config.ConfigError as exc:
+                bad += 1
+                for line in str(exc).splitlines():
+                    logger.error("vassal %s: %s", log.printable(name), log.printable(line))
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+    if bad:
+        return EXIT_USAGE
+    logger.info("emperor configuration OK (%s)", ", ".join(m.name for m in emperor.monitors))
+    return 0
+
+
+def _check_zergpool(cfg: config.Config) -> int:
+    """--check-config of a zergpool: every PATH:addr1,addr2 parses; nothing is bound."""
+    from zergserve import zergpool
+    try:
+        for spec in cfg.zergpool:
+            zergpool.parse(spec)
+    except sockets.AddressError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    logger.info("zergpool configuration OK")
+    return 0
 
 
 def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = None) -> int:
