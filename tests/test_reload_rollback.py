@@ -157,26 +157,34 @@ def test_a_new_app_that_cannot_boot_is_refused_by_the_check(spawn, workdir, work
 
 
 def test_master_failing_to_load_the_new_app_rolls_back(spawn, workdir):
-    """The re-executed master itself cannot load the app (it passed the check): same rollback."""
+    """The re-executed master itself cannot load the app (it passed the check): same rollback. A
+    socket the new configuration added is closed again: the old workers do not accept on it."""
     app = workdir / "twice.py"
     app.write_text("import os\ndef application(e, s):\n    s('200 OK', [])\n    return [b'v1 %d' % os.getpid()]\n")
     addr = f"127.0.0.1:{free_port()}"
-    server = spawn("--chdir", str(workdir), "--module", "twice:application", "--http", addr, "-p", "2", wait=addr)
+    ini = workdir / "twice.ini"
+    ini.write_text(f"[uwsgi]\nchdir = {workdir}\nmodule = twice:application\nhttp = {addr}\nprocesses = 2\n")
+    server = spawn("--ini", str(ini), wait=addr)
     wait_for(lambda: len(server.worker_pids()) == 2, message="2 workers")
     old = set(server.worker_pids())
     app.write_text("import os\n"
                    "if os.environ.get('ZERGSERVE_REEXEC_WORKERS'):\n"
                    "    raise RuntimeError('fails only in the re-executed master')\n"
                    "def application(e, s):\n    s('200 OK', [])\n    return [b'v2 %d' % os.getpid()]\n")
+    added = workdir / "added.sock"
+    ini.write_text(ini.read_text() + f"http = {added}\n")
     server.signal(signal.SIGHUP)
     server.wait_log("reload rolled back: the new app could not be loaded by the master", timeout=20)
     assert "fails only in the re-executed master" in server.log()
+    assert f"closing {added}: the rolled-back configuration added it" in server.log()
+    assert not added.exists()
     for _ in range(4):
         body = http_request(addr)[2].split()
         assert body[0] == b"v1" and int(body[1]) in old
     app.write_text("import os\ndef application(e, s):\n    s('200 OK', [])\n    return [b'v3 %d' % os.getpid()]\n")
     server.signal(signal.SIGHUP)
     wait_for(lambda: http_request(addr)[2].startswith(b"v3"), timeout=20, message="the fixed app served")
+    assert http_request(str(added))[2].startswith(b"v3")
 
 
 def test_new_workers_crashing_at_boot_roll_back(spawn, workdir):

@@ -169,6 +169,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     reloaded = REEXEC_LISTENERS in os.environ
     hold_signals()
     adopted = adopt_reexec_listeners()
+    handed = list(adopted.values())
     try:
         listeners = bind_listeners(cfg, adopted)
     except (sockets.AddressError, zerg.ZergError) as exc:
@@ -193,6 +194,8 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
             _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
     master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify)
+    if reloaded:
+        master.added_listeners = [item for item in listeners if item.origin == "bound" and item not in handed]
     if app is None and not cfg.lazy_apps:  # a reload's new image, with the previous workers to fall back on
         master.roll_back("the new app could not be loaded by the master", EXIT_APP_LOAD_ERROR)
     if cfg.zerg_server:

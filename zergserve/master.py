@@ -132,6 +132,7 @@ class Master:
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
         self.stats: StatsServer | None = None
         self.rolled_back: str | None = None  # why this image's workers could not boot after a reload
+        self.added_listeners: list[sockets.Listener] = []  # bound by this image, unknown to the previous
         self.rollback_code = 0
         self._adopt_old_workers()
         self.add_stats(self._rollback_stats)
@@ -515,6 +516,12 @@ class Master:
             self._retire(proc.pid, self.cfg.worker_reload_mercy)
         self.workers.clear()
         self.respawn_at.clear()
+        for listener in self.added_listeners:  # a refused connection, not one left waiting in a backlog
+            logger.error("closing %s: the rolled-back configuration added it; the previous workers do not "
+                         "serve it", listener.name)
+            self.listeners.remove(listener)
+            sockets.close_listener(listener, vacuum=True)
+        self.added_listeners = []
         self.notified_ready = True
         self.notify.ready(f"reload rolled back ({reason}); the previous workers keep serving")
 
