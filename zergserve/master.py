@@ -398,7 +398,7 @@ class Master:
             if item.deadline is not None and now > item.deadline:
                 logger.error("worker pid %d still running after worker-reload-mercy: killing it", pid)
                 _kill(pid, signal.SIGKILL)
-                item.deadline = float("inf")
+                item.deadline = math.inf
 
     def _retire(self, pid: int, mercy: float) -> None:
         self.retiring[pid] = Retiring(pid, time.time() + mercy)
