@@ -7,12 +7,12 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import compat, config, log, privileges, sockets, workers, zerg
+from zergserve import compat, config, log, privileges, sockets, trial, workers, zerg
 from zergserve.emperor import protocol
 from zergserve.hooks import Hooks, HooksError
 from zergserve.log import logger
-from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
-                              check_start, hold_signals)
+from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, REEXEC_WORKERS, Master, StartError,
+                              adopt_reexec_listeners, check_start, hold_signals)
 from zergserve.sdnotify import Notifier
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
@@ -176,6 +176,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     reloaded = REEXEC_LISTENERS in os.environ
     hold_signals()
     adopted = adopt_reexec_listeners()
+    handed = list(adopted.values())
     try:
         listeners = bind_listeners(cfg, adopted)
     except (sockets.AddressError, zerg.ZergError) as exc:
@@ -196,10 +197,14 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     app = None
     if not cfg.lazy_apps:
         app = _load_app(cfg)
-        if app is None:
+        if app is None and not os.environ.get(REEXEC_WORKERS):
             _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
     master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks)
+    if reloaded:
+        master.added_listeners = [item for item in listeners if item.origin == "bound" and item not in handed]
+    if app is None and not cfg.lazy_apps:  # a reload's new image, with the previous workers to fall back on
+        master.roll_back("the new app could not be loaded by the master", EXIT_APP_LOAD_ERROR)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,
@@ -292,7 +297,7 @@ def _take_adopted(addr: str, adopted: dict[str, sockets.Listener]) -> sockets.Li
 
 def _load_app(cfg: config.Config):
     try:
-        return app_loader.load(cfg.module, cfg.wsgi_file, cfg.callable)
+        return workers.load_app(cfg)
     except app_loader.AppLoadError as exc:
         logger.error("cannot load the app: %s", exc)
         if exc.__cause__ is not None:
@@ -308,14 +313,23 @@ def _abandon(listeners: list[sockets.Listener], vacuum: bool) -> None:
 
 def _check_config(cfg: config.Config) -> int:
     """--check-config: the configuration and the app load. As the master's HUP check it also
-    tries what the new master will bind and create, so that a reload that would fail is refused
-    while the old workers go on serving."""
-    if RELOAD_CHECK in os.environ:
+    tries what the new master will bind and create, and boots a trial worker of the new app that
+    must answer the --reload-check-url requests (trial.py), so that a reload that would fail is
+    refused while the old workers go on serving."""
+    reload_check = RELOAD_CHECK in os.environ
+    if reload_check:
         code = _check_reload_resources(cfg, os.environ.pop(RELOAD_CHECK))
         if code:
             return code
-    if _load_app(cfg) is None:
-        return EXIT_APP_LOAD_ERROR
+    app = None
+    if not (reload_check and cfg.lazy_apps):  # a lazy app loads in the trial worker, after its fork
+        app = _load_app(cfg)
+        if app is None:
+            return EXIT_APP_LOAD_ERROR
+    if reload_check:
+        code = trial.run(cfg, app, workers.get(cfg.worker))
+        if code:
+            return code
     logger.info("configuration and app OK")
     return 0
 

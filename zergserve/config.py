@@ -293,6 +293,11 @@ OPTIONS: tuple[Option, ...] = (
     O("hooks", text, None, "call gunicorn-style server hooks defined in this Python file (a gunicorn.conf.py "
       "works): on_starting, on_reload, when_ready, pre_fork, post_fork, worker_exit, child_exit, on_exit",
       group="app"),
+    O("lifespan", choice("auto", "on", "off"), "auto", "the ASGI lifespan scope (asyncio worker), as uvicorn's: "
+      "auto serves an app that raises on it before its startup completes without it, on makes that a boot "
+      "failure too, off never sends it", group="app"),
+    O("lifespan-timeout", number(), 60.0, "seconds the ASGI lifespan startup and shutdown may each take; a "
+      "startup that takes longer fails the worker's boot", group="app"),
     # sockets
     O("http", address, (), "serve HTTP/1.1 on ADDR from the workers themselves: uWSGI's --http-socket; there is "
       "no separate HTTP router process", aliases=("http-socket", "bind"), repeatable=True, group="sockets"),
@@ -324,6 +329,9 @@ OPTIONS: tuple[Option, ...] = (
     O("max-requests", integer(0), 0, "recycle a worker after N requests (0: never)", "R", group="processes"),
     O("max-requests-delta", integer(0), 0, "add (worker id - 1) * N to max-requests, so workers do not "
       "recycle together", group="processes"),
+    O("reload-check-url", text, (), "on every reload, GET this PATH (or http://HOST/PATH, to set the Host "
+      "header) from the reload check's trial worker, the new app booted on a private socket; the reload is "
+      "refused unless each answers 2xx or 3xx", repeatable=True, group="processes"),
     O("max-requests-jitter", integer(0), 0, "add a random 0..N to each worker's max-requests (gunicorn's), so "
       "workers do not recycle together", group="processes"),
     O("worker-reload-mercy", integer(0), 60, "seconds a worker may take to finish its requests on reload or "

@@ -6,8 +6,11 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     HUP         graceful reload: re-exec this master in place (same pid, same listening sockets,
                 re-read config, reload the app), start new workers, and only when they are ready
                 let the old ones finish their requests and exit. A check of the new config and
-                app, and of what the new master binds and creates, runs first (killed after
-                worker-reload-mercy); if it fails the old master and workers go on serving.
+                app, of what the new master binds and creates, and a trial worker that must boot
+                and answer --reload-check-url (trial.py) run first (killed after
+                worker-reload-mercy); if it fails the old master and workers go on serving. If the
+                new workers still cannot boot after the re-exec, the reload is rolled back: the
+                old generation keeps serving (see roll_back) until a later HUP succeeds.
     TERM        graceful shutdown: workers stop accepting, finish what they have, exit.
     INT, QUIT   quick shutdown: workers exit at once. On a zerg (an instance with attached sockets)
                 INT leaves instead: workers finish the request in hand and exit without serving the
@@ -137,7 +140,11 @@ class Master:
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
         self.stats: StatsServer | None = None
         self.metrics: metrics.MetricsServer | None = None
+        self.rolled_back: str | None = None  # why this image's workers could not boot after a reload
+        self.added_listeners: list[sockets.Listener] = []  # bound by this image, unknown to the previous
+        self.rollback_code = 0
         self._adopt_old_workers()
+        self.add_stats(self._rollback_stats)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -156,7 +163,7 @@ class Master:
         if self.cfg.cheap:
             self.go_cheap()
             self._notify_ready()
-        else:
+        elif not self.rolled_back:
             for wid in range(1, self.num_workers + 1):
                 self.spawn(wid)
         next_cycle = time.monotonic()
@@ -284,35 +291,15 @@ class Master:
         if wid > self.scoreboard.size:
             self.scoreboard.grow(wid)
         self.scoreboard.reset(wid, 0)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Signals sent to a new worker before it installs its handlers wait, instead of landing in
-        # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
         self.hooks.call("pre_fork", self, WorkerInfo(wid, None))
-        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
-            raise
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                for signum in _HANDLED:
-                    signal.signal(signum, signal.SIG_DFL)
-                signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
-                info = WorkerInfo(wid, os.getpid())
-                compat.forked(wid, self.scoreboard.fd)
-                self.hooks.call("post_fork", self, info)
-                worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
-                                           self.master_fds())
-                worker.on_exit = lambda: self._worker_exit(info)
-                worker.paused = self.paused
-                worker.ready_fd = self._ready_w
-                worker.run()
-            finally:
-                os._exit(EXIT_BOOT_ERROR)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+
+        def child_setup() -> None:
+            compat.forked(wid, self.scoreboard.fd)
+            self.hooks.call("post_fork", self, WorkerInfo(wid, os.getpid()))
+
+        pid = fork_worker(self.worker_class, wid, self.cfg, self.listeners, self.app, self.scoreboard,
+                          self.master_fds(), self._ready_w, self.paused, child_setup,
+                          on_exit=lambda: self._worker_exit(WorkerInfo(wid, os.getpid())))
         self.scoreboard.writer(wid).set_pid(pid)
         previous = self.history.get(wid)
         proc = WorkerProc(wid, pid, time.time())
@@ -335,9 +322,12 @@ class Master:
             if pid == self.canary:
                 self._canary_done(code)
                 continue
-            retired = self.retiring.pop(pid, None)
-            if retired is not None:
-                self.hooks.call("child_exit", self, WorkerInfo(retired.wid, pid))
+            item = self.retiring.pop(pid, None)
+            if item is not None:
+                self.hooks.call("child_exit", self, WorkerInfo(item.wid, pid))
+                if item.deadline is None and self.rolled_back:
+                    logger.error("worker pid %d of the previous generation exited (code %d) and cannot be "
+                                 "replaced until a reload succeeds; %d left", pid, code, len(self._previous()))
                 continue
             for wid, proc in list(self.workers.items()):
                 if proc.pid == pid:
@@ -353,6 +343,12 @@ class Master:
 
     def _worker_died(self, proc: WorkerProc, code: int) -> None:
         if self.stopping:
+            return
+        if self._previous() and not self._booted(proc):  # a reload's new worker, the old ones wait
+            what = {EXIT_APP_LOAD_ERROR: "could not load the app", EXIT_BOOT_ERROR: "could not boot"}
+            detail = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+            self.roll_back(f"new worker {proc.wid} (pid {proc.pid}) {what.get(code, 'died before it was ready')} "
+                           f"({detail})", code if code in what else EXIT_BOOT_ERROR)
             return
         if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) and not self._booted(proc):
             what = "load the app" if code == EXIT_APP_LOAD_ERROR else "boot"
@@ -406,7 +402,7 @@ class Master:
             task()
 
     def _respawn_missing(self) -> None:
-        if self.cheap:
+        if self.cheap or self.rolled_back:
             return
         now = time.time()
         for wid in range(1, self.num_workers + 1):
@@ -449,7 +445,7 @@ class Master:
             if item.deadline is not None and now > item.deadline:
                 logger.error("worker pid %d still running after worker-reload-mercy: killing it", pid)
                 _kill(pid, signal.SIGKILL)
-                item.deadline = None
+                item.deadline = math.inf
 
     def _retire(self, pid: int, mercy: float, wid: int = 0) -> None:
         self.retiring[pid] = Retiring(pid, time.time() + mercy, wid)
@@ -554,13 +550,55 @@ class Master:
         for item in filter(None, pids.split(",")):
             self.retiring[int(item)] = Retiring(int(item), None)
 
+    def _previous(self) -> list[int]:
+        """The previous image's workers that still serve: adopted, not told to stop yet."""
+        return [pid for pid, item in self.retiring.items() if item.deadline is None]
+
+    def roll_back(self, reason: str, code: int) -> None:
+        """The new generation cannot boot after a reload: stop it and spawn no more of it; the
+        previous generation, still running the old code, keeps serving until a later HUP
+        succeeds. Only when the last of it is gone does the master stop."""
+        self.rolled_back, self.rollback_code = reason, code
+        logger.error("reload rolled back: %s; the %d worker(s) of the previous generation keep serving; "
+                     "fix the app or configuration and send HUP again", reason, len(self._previous()))
+        for proc in self.workers.values():
+            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+        self.workers.clear()
+        self.respawn_at.clear()
+        for listener in self.added_listeners:  # a refused connection, not one left waiting in a backlog
+            logger.error("closing %s: the rolled-back configuration added it; the previous workers do not "
+                         "serve it", listener.name)
+            self.listeners.remove(listener)
+            sockets.close_listener(listener, vacuum=True)
+        self.added_listeners = []
+        self.notified_ready = True
+        self.notify.ready(f"reload rolled back ({reason}); the previous workers keep serving")
+
+    def _rollback_stats(self) -> dict[str, Any]:
+        if not self.rolled_back:
+            return {}
+        return {"reload_rolled_back": self.rolled_back, "previous_workers": self._previous()}
+
     def _retire_old_generation(self) -> None:
-        """Tell the old generation to stop once every new worker is ready (or boot grace ran out)."""
+        """Tell the old generation to stop once every new worker is ready; roll the reload back if
+        they are not within the boot grace. After a rollback, stop the master once the old
+        generation is gone."""
         waiting = [item for item in self.retiring.values() if item.deadline is None]
+        if self.rolled_back:
+            if not waiting:
+                logger.error("no worker left: the previous generation is gone and the new one cannot boot "
+                             "(%s); stopping the master", self.rolled_back)
+                self.exit_code = self.rollback_code
+                self.begin_stop("quick")
+            return
         if not waiting:
             return
         ready = all(self.scoreboard.row(wid).status != STARTING for wid in self.workers)
-        if ready or time.time() - self.started > _BOOT_GRACE:
+        grace = max(_BOOT_GRACE, self.cfg.worker_reload_mercy)  # the check's trial worker booted within mercy
+        if not ready and time.time() - self.started > grace:
+            self.roll_back(f"new workers not ready after {grace:g}s", EXIT_BOOT_ERROR)
+            return
+        if ready:
             for item in waiting:
                 self._retire(item.pid, self.cfg.worker_reload_mercy)
             logger.info("new workers ready; %d old worker(s) finishing their requests", len(waiting))
@@ -575,6 +613,9 @@ class Master:
         self.begin_stop("quick")
 
     def handle_ttin(self) -> None:
+        if self.rolled_back:
+            logger.info("TTIN ignored: the reload was rolled back, the new app cannot boot")
+            return
         self.num_workers += 1
         logger.info("TTIN: now %d workers", self.num_workers)
         if self.cheap:
@@ -609,8 +650,8 @@ class Master:
     def handle_tstp(self) -> None:
         self.paused = not self.paused
         logger.info("%s accepting in all workers", "pausing" if self.paused else "resuming")
-        for proc in self.workers.values():
-            _kill(proc.pid, signal.SIGTSTP)
+        for pid in [*(proc.pid for proc in self.workers.values()), *self._previous()]:
+            _kill(pid, signal.SIGTSTP)  # the previous generation too: it serves during a reload or rollback
 
     # --- stopping ---------------------------------------------------------------------------
 
@@ -723,6 +764,41 @@ class Master:
         """The Prometheus exposition of `stats_document()` and the workers' response times."""
         totals = [self.scoreboard.lifetime(wid) for wid in range(1, self.num_workers + 1)]
         return metrics.render(metrics.instance(self.stats_document(), totals))
+
+
+def fork_worker(worker_class: type, wid: int, cfg: Any, listeners: list[sockets.Listener], app: Any,
+                scoreboard: Scoreboard, close_fds: list[int], ready_w: int, paused: bool = False,
+                child_setup: Callable[[], None] | None = None,
+                on_exit: Callable[[], None] | None = None) -> int:
+    """Fork worker `wid` and return its pid; the child becomes the worker and never returns. The
+    master's workers and the reload check's trial worker are born the same way."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Signals sent to a new worker before it installs its handlers wait, instead of landing in
+    # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+        raise
+    if pid == 0:
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in _HANDLED:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
+            if child_setup is not None:
+                child_setup()
+            worker = worker_class(wid, cfg, listeners, app, scoreboard, close_fds)
+            worker.on_exit = on_exit
+            worker.paused = paused
+            worker.ready_fd = ready_w
+            worker.run()
+        finally:
+            os._exit(EXIT_BOOT_ERROR)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+    return pid
 
 
 def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:

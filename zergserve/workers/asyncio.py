@@ -49,7 +49,7 @@ class AsyncioWorker(Worker):
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.lifespan = asgi.Lifespan(self.app, lambda text: logger.info("worker %d: %s", self.wid, text),
-                                      self.log_error)
+                                      self.log_error, self.cfg.lifespan, self.cfg.lifespan_timeout)
         try:
             self.loop.run_until_complete(self.lifespan.startup())
         except asgi.LifespanFailed as exc:

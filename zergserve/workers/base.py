@@ -23,6 +23,7 @@ from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
 from zergserve.scoreboard import IDLE, PAUSED, STOPPING, RowWriter, Scoreboard
 from zergserve.sockets import Listener
+from zergserve.workers import load_app
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3
@@ -93,7 +94,7 @@ class Worker:
         self.install_signals()
         proxy.configure(self.cfg.forwarded_allow_ips)
         if self.app is None:
-            self.app = app_loader.load(self.cfg.module, self.cfg.wsgi_file, self.cfg.callable)
+            self.app = load_app(self.cfg)
         cfg = self.cfg
         self.ctx = connection.Context(
             app=self.app,
