@@ -14,11 +14,13 @@ import time
 from typing import NamedTuple
 
 # pid, status, requests, exceptions, tx bytes, request start, last heartbeat, avg response time (µs),
-# spawn time, then the request line being served (method and path, for the harakiri log).
+# spawn time, then the request line being served (method and path, for the harakiri log), then the
+# seconds spent in finished requests (the cheaper subsystem's busyness).
 _ROW = struct.Struct("=iiQQQdddd")
 _REQ_INFO = 120
+_OFF_BUSY = _ROW.size + _REQ_INFO
 ROW_SIZE = 256
-assert _ROW.size + _REQ_INFO <= ROW_SIZE
+assert _OFF_BUSY + 8 <= ROW_SIZE
 
 STARTING, IDLE, BUSY, STOPPING, PAUSED, CHEAP, DEAD = range(7)
 STATUS_NAMES = {STARTING: "starting", IDLE: "idle", BUSY: "busy", STOPPING: "stopping",
@@ -49,6 +51,12 @@ class Row(NamedTuple):
     avg_rt: float
     spawned: float
     request: str
+    busy_time: float = 0.0  # seconds spent in finished requests
+
+    def busy_until(self, now: float) -> float:
+        """Seconds spent in requests up to `now` (time.time()), the one in hand included."""
+        running = now - self.request_start if self.status == BUSY and self.request_start else 0.0
+        return self.busy_time + max(running, 0.0)
 
     @property
     def status_name(self) -> str:
@@ -90,7 +98,8 @@ class Scoreboard:
         base = wid * ROW_SIZE
         values = _ROW.unpack_from(self.mem, base)
         raw = self.mem[base + _ROW.size:base + _ROW.size + _REQ_INFO]
-        return Row(wid, *values, request=raw.split(b"\0", 1)[0].decode("latin-1"))
+        return Row(wid, *values, request=raw.split(b"\0", 1)[0].decode("latin-1"),
+                   busy_time=_D.unpack_from(self.mem, base + _OFF_BUSY)[0])
 
     def rows(self) -> list[Row]:
         return [self.row(wid) for wid in range(1, self.size + 1)]
@@ -102,7 +111,7 @@ class Scoreboard:
 class RowWriter:
     """The worker's handle on its own row; every method is a couple of pack_into calls."""
 
-    __slots__ = ("mem", "base", "requests", "exceptions", "tx", "avg_rt")
+    __slots__ = ("mem", "base", "requests", "exceptions", "tx", "avg_rt", "busy_time")
 
     def __init__(self, mem: mmap.mmap, base: int) -> None:
         self.mem = mem
@@ -111,6 +120,7 @@ class RowWriter:
         self.exceptions = 0
         self.tx = 0
         self.avg_rt = 0.0
+        self.busy_time = 0.0
 
     def set_pid(self, pid: int) -> None:
         struct.pack_into("=i", self.mem, self.base + _OFF_PID, pid)
@@ -137,7 +147,9 @@ class RowWriter:
             self.exceptions += 1
         micros = elapsed * 1e6
         self.avg_rt = micros if self.requests == 1 else self.avg_rt + (micros - self.avg_rt) / 16
+        self.busy_time += elapsed
         base = self.base
+        _D.pack_into(self.mem, base + _OFF_BUSY, self.busy_time)
         _COUNTERS.pack_into(self.mem, base + _OFF_REQUESTS, self.requests, self.exceptions, self.tx)
         _D.pack_into(self.mem, base + _OFF_START, 0.0)
         _D.pack_into(self.mem, base + _OFF_AVG, self.avg_rt)
