@@ -5,6 +5,7 @@ either way (a steady trickle of short requests runs throughout). Counts are read
 from __future__ import annotations
 
 import re
+import signal
 import threading
 from pathlib import Path
 
@@ -173,3 +174,37 @@ def test_invalid_combinations_are_start_errors(spawn, workdir, args, message):
     assert server.wait_exit() == 2
     assert message in server.log()
     assert not (workdir / "app.sock").exists()
+
+
+def test_uwsgi_ini_with_the_cheaper_options_runs_unchanged(spawn, workdir):
+    """The cheaper block of uWSGI's docs, as a uWSGI ini carries it."""
+    sock, stats = str(workdir / "app.sock"), str(workdir / "stats.sock")
+    (workdir / "app.ini").write_text(f"""\
+[uwsgi]
+http-socket = {sock}
+stats = {stats}
+module = memory:application
+master = true
+cheaper-algo = spare
+cheaper = 1
+cheaper-initial = 2
+workers = 3
+cheaper-step = 1
+cheaper-overload = 1
+check-interval = 0.2
+""")
+    server = spawn("--ini", str(workdir / "app.ini"), wait=sock)
+    assert "cheaper mode: spare algorithm, 1 to 3 workers, 2 at start" in server.log()
+    wait_for(lambda: len(running(stats)) == 1, timeout=30, message="cheaped down to 1")
+    assert cheap(stats) == [2, 3]
+
+
+def test_reload_starts_cheaper_initial_again(spawn, workdir):
+    server, sock, stats = start(spawn, workdir, "-p", "3", "--cheaper", "1", "--cheaper-initial", "2",
+                                "--cheaper-overload", "1")
+    wait_for(lambda: len(running(stats)) == 1, timeout=30, message="cheaped down to 1")
+    server.signal(signal.SIGHUP)
+    server.wait_log("new workers ready", timeout=30)
+    assert server.log().count("cheaper mode: spare algorithm, 1 to 3 workers, 2 at start") == 2
+    wait_for(lambda: len(running(stats)) == 1, timeout=30, message="cheaped down to 1 after the reload")
+    assert http_request(sock, "GET", "/grow?mb=0")[0] == 200
