@@ -64,8 +64,8 @@ class Traffic:
         return self.results
 
 
-def start(spawn, workdir: Path, *args: str):
-    sock, stats = str(workdir / "app.sock"), str(workdir / "stats.sock")
+def start(spawn, workdir: Path, *args: str, name: str = "app"):
+    sock, stats = str(workdir / f"{name}.sock"), str(workdir / f"{name}-stats.sock")
     server = spawn("--module", "memory:application", "--http", sock, "--stats", stats, *CHECK, *args, wait=sock)
     return server, sock, stats
 
@@ -99,7 +99,7 @@ def test_spare_grows_to_processes_and_shrinks_to_cheaper(spawn, workdir):
 def test_cheaper_initial_and_step(spawn, workdir):
     server, sock, stats = start(spawn, workdir, "-p", "5", "--cheaper", "1", "--cheaper-initial", "3",
                                 "--cheaper-step", "2", "--cheaper-overload", "1")
-    assert "cheaper mode: spare algorithm, 1 to 5 workers, 3 at start" in server.log()
+    server.wait_log("cheaper mode: spare algorithm, 1 to 5 workers, 3 at start")
     server.wait_log("spawned worker 3")
     wait_for(lambda: len(running(stats)) == 1, timeout=30, message="cheaped down to --cheaper")
     traffic = Traffic(sock, workdir / "release")
@@ -194,7 +194,7 @@ cheaper-overload = 1
 check-interval = 0.2
 """)
     server = spawn("--ini", str(workdir / "app.ini"), wait=sock)
-    assert "cheaper mode: spare algorithm, 1 to 3 workers, 2 at start" in server.log()
+    server.wait_log("cheaper mode: spare algorithm, 1 to 3 workers, 2 at start")
     wait_for(lambda: len(running(stats)) == 1, timeout=30, message="cheaped down to 1")
     assert cheap(stats) == [2, 3]
 
@@ -208,3 +208,19 @@ def test_reload_starts_cheaper_initial_again(spawn, workdir):
     assert server.log().count("cheaper mode: spare algorithm, 1 to 3 workers, 2 at start") == 2
     wait_for(lambda: len(running(stats)) == 1, timeout=30, message="cheaped down to 1 after the reload")
     assert http_request(sock, "GET", "/grow?mb=0")[0] == 200
+
+
+def test_rss_limits(spawn, workdir):
+    """Limits of one byte: the soft one vetoes every addition, the hard one stops workers down to
+    --cheaper although the algorithm (spare, overload 600 s) would keep them."""
+    server, sock, stats = start(spawn, workdir, "-p", "3", "--cheaper", "1", "--cheaper-initial", "3",
+                                "--cheaper-overload", "600", "--cheaper-rss-limit-hard", "1")
+    server.wait_log("above --cheaper-rss-limit-hard 1, stopping a worker: now 1 workers", timeout=30)
+    assert cheap(stats) == [2, 3]
+    server, sock, stats = start(spawn, workdir, "-p", "3", "--cheaper", "1", "--cheaper-overload", "0",
+                                "--cheaper-rss-limit-soft", "1", name="soft")
+    traffic = Traffic(sock, workdir / "release")
+    traffic.hold(2)
+    server.wait_log("above --cheaper-rss-limit-soft 1: no worker added", timeout=30)
+    assert "now 2 workers" not in server.log()
+    assert traffic.finish() == [200, 200]

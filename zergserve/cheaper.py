@@ -79,15 +79,16 @@ class Cheaper:
         rows = [row for row in master.scoreboard.rows()[: master.num_workers]
                 if row.wid in master.workers and master.workers[row.wid].pid == row.pid]
         room = max(0, cfg.processes - master.num_workers)
-        if cfg.cheaper_rss_limit_soft or cfg.cheaper_rss_limit_hard:
-            rss = sum(_rss(proc.pid) for proc in master.workers.values())
-            if cfg.cheaper_rss_limit_hard and rss > cfg.cheaper_rss_limit_hard and master.num_workers > cfg.cheaper:
-                self._retire(f"workers' RSS {rss} above --cheaper-rss-limit-hard {cfg.cheaper_rss_limit_hard}")
-                return
-            if cfg.cheaper_rss_limit_soft and rss > cfg.cheaper_rss_limit_soft:
-                room = 0
+        rss = sum(_rss(proc.pid) for proc in master.workers.values()) \
+            if cfg.cheaper_rss_limit_soft or cfg.cheaper_rss_limit_hard else 0
+        if cfg.cheaper_rss_limit_hard and rss > cfg.cheaper_rss_limit_hard and master.num_workers > cfg.cheaper:
+            self._retire(f"workers' RSS {rss} bytes above --cheaper-rss-limit-hard {cfg.cheaper_rss_limit_hard}")
+            return
         wanted, reason = self.algo.decide(rows, room, self._queued(), master.num_workers > cfg.cheaper)
-        if wanted > 0 and room:
+        if wanted > 0 and room and cfg.cheaper_rss_limit_soft and rss > cfg.cheaper_rss_limit_soft:
+            logger.info("cheaper (%s): %s, but the workers' RSS %d bytes is above --cheaper-rss-limit-soft %d: "
+                        "no worker added", cfg.cheaper_algo, reason, rss, cfg.cheaper_rss_limit_soft)
+        elif wanted > 0 and room:
             for _ in range(min(wanted, room)):
                 master.add_worker(f"cheaper ({cfg.cheaper_algo}): {reason}")
         elif wanted < 0 and master.num_workers > cfg.cheaper:
