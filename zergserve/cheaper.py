@@ -84,7 +84,8 @@ class Cheaper:
         if cfg.cheaper_rss_limit_hard and rss > cfg.cheaper_rss_limit_hard and master.num_workers > cfg.cheaper:
             self._retire(f"workers' RSS {rss} bytes above --cheaper-rss-limit-hard {cfg.cheaper_rss_limit_hard}")
             return
-        wanted, reason = self.algo.decide(rows, room, self._queued(), master.num_workers > cfg.cheaper)
+        queued = self._queued() if cfg.cheaper_algo != "spare" else 0
+        wanted, reason = self.algo.decide(rows, room, queued, master.num_workers > cfg.cheaper)
         if wanted > 0 and room and cfg.cheaper_rss_limit_soft and rss > cfg.cheaper_rss_limit_soft:
             logger.info("cheaper (%s): %s, but the workers' RSS %d bytes is above --cheaper-rss-limit-soft %d: "
                         "no worker added", cfg.cheaper_algo, reason, rss, cfg.cheaper_rss_limit_soft)
@@ -112,7 +113,10 @@ class Spare:
     def decide(self, rows: list[Row], room: int, queued: int, can_retire: bool) -> tuple[int, str]:
         now = time.monotonic()
         overload = self.cfg.cheaper_overload
-        if rows and all(row.status == BUSY for row in rows):
+        if not rows:  # every worker is being respawned: nothing to judge
+            self.overloaded_since = self.idle_since = None
+            return 0, ""
+        if all(row.status == BUSY for row in rows):
             self.idle_since = None
             if self.overloaded_since is None:
                 self.overloaded_since = now
