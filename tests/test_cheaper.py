@@ -21,6 +21,14 @@ def running(stats: str) -> list[dict]:
     return [w for w in fetch(stats)["workers"] if w["pid"] and w["status"] != "cheap"]
 
 
+def gone(pid: int) -> bool:
+    """Exited: reaped, or a zombie (whose cmdline reads empty)."""
+    try:
+        return not Path(f"/proc/{pid}/cmdline").read_text()
+    except FileNotFoundError:
+        return True
+
+
 def cheap(stats: str) -> list[int]:
     return [w["id"] for w in fetch(stats)["workers"] if w["status"] == "cheap" and not w["pid"]]
 
@@ -126,19 +134,22 @@ def test_backlog_retires_gracefully_while_requests_are_in_hand(spawn, workdir):
     assert len(holders) == 4 and "killed by signal" not in server.log()
 
 
-def test_backlog_leaving_worker_finishes_the_request_in_hand(spawn, workdir):
-    """The backlog algorithm stops a worker as soon as the queue is short, busy or not: the worker
-    that leaves must still answer the request it holds."""
-    server, sock, stats = start(spawn, workdir, "-p", "2", "--cheaper", "1", "--cheaper-initial", "2",
-                                "--cheaper-algo", "backlog", "--cheaper-overload", "5")
-    traffic = Traffic(sock, workdir / "release")
-    traffic.hold(2)  # both workers hold one; the queue is empty, below 5: worker 2 is told to go
-    server.wait_log("stopping a worker: now 1 workers", timeout=30)
-    held = fetch(stats)["workers"]
-    assert held[1]["status"] == "cheap"
-    results = traffic.finish()
-    assert results == [200, 200], results
-    assert "killed by signal" not in server.log()
+def test_the_leaving_worker_finishes_the_request_in_hand(spawn, workdir):
+    """Spare stops the highest worker once one is idle, busy or not: worker 2, holding request B
+    while worker 1 is idle, must still answer B before it goes."""
+    server, sock, stats = start(spawn, workdir, "-p", "2", "--cheaper", "1", "--cheaper-overload", "1")
+    first, second = Traffic(sock, workdir / "a"), Traffic(sock, workdir / "b")
+    first.hold(1)
+    holder_a = int(wait_for(lambda: Path(f"{workdir}/a.held").read_text(), message="request A in hand"))
+    second.hold(1)
+    holder_b = int(wait_for(lambda: Path(f"{workdir}/b.held").read_text(), timeout=30, message="worker 2 for B"))
+    assert holder_b != holder_a and [w["pid"] for w in running(stats)] == [holder_a, holder_b]
+    assert first.finish() == [200]  # worker 1 is idle now, worker 2 still holds B
+    server.wait_log("idle worker(s) for 1s, stopping a worker: now 1 workers", timeout=30)
+    assert Path(f"/proc/{holder_b}").exists() and cheap(stats) == [2]
+    assert second.finish() == [200]
+    wait_for(lambda: gone(holder_b), message="worker 2 gone")
+    assert "killed by signal" not in server.log() and "killing it" not in server.log()
 
 
 def test_busyness_grows_with_busy_workers_and_shrinks_when_quiet(spawn, workdir):
