@@ -75,6 +75,7 @@ class Traffic:
 def start(spawn, workdir: Path, *args: str, name: str = "app"):
     sock, stats = str(workdir / f"{name}.sock"), str(workdir / f"{name}-stats.sock")
     server = spawn("--module", "memory:application", "--http", sock, "--stats", stats, *CHECK, *args, wait=sock)
+    wait_for(lambda: fetch(stats), message="the stats socket")  # opened just after the sockets answer
     return server, sock, stats
 
 
@@ -205,6 +206,7 @@ cheaper-overload = 1
 check-interval = 0.2
 """)
     server = spawn("--ini", str(workdir / "app.ini"), wait=sock)
+    wait_for(lambda: fetch(stats), message="the stats socket")
     server.wait_log("cheaper mode: spare algorithm, 1 to 3 workers, 2 at start")
     wait_for(lambda: len(running(stats)) == 1, timeout=30, message="cheaped down to 1")
     assert cheap(stats) == [2, 3]
