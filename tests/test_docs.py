@@ -48,7 +48,9 @@ def test_site_builds_strictly(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     for page in GUIDES:
-        assert (tmp_path / "site" / page.stem / "index.html").exists(), page.name
+        built = "index.html" if page.stem == "index" else f"{page.stem}/index.html"
+        assert (tmp_path / "site" / built).exists(), page.name
+    assert (tmp_path / "site" / "settings" / "index.html").exists()
     assert (tmp_path / "site" / "broodlord.png").exists()
 
 
