@@ -13,6 +13,15 @@ class AppLoadError(Exception):
     """The application could not be found, imported or is not callable."""
 
 
+_layers: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = []
+
+
+def add_layer(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Have every app load() returns from now on wrapped by `wrap` (the static files). Set by the cli
+    before the master forks, so a preloaded, a lazy (--lazy-apps) and a reloaded app get it alike."""
+    _layers.append(wrap)
+
+
 def prepare(chdir: str | None, pythonpath: list[str], env: list[str], home: str | None = None) -> None:
     """Process-wide setup that must happen before the import: cwd, environment, sys.path (--pythonpath,
     then the virtualenv's site-packages, then the rest)."""
@@ -66,6 +75,8 @@ def load(module: str | None, wsgi_file: str | None, callable_name: str = "applic
         raise AppLoadError(f"{where} has no callable {attr!r}") from None
     if not callable(app):
         raise AppLoadError(f"{attr!r} in {where} is not callable")
+    for wrap in _layers:
+        app = wrap(app)
     return app
 
 
