@@ -367,7 +367,7 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | str | None:
         return max(0, size - suffix), min(suffix, size)
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
+    if last and end < start:
         return None
     if start >= size:
         return "unsatisfiable"
