@@ -16,6 +16,7 @@ import re
 import stat
 import time
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any, Callable, Iterator, NamedTuple
 
 from zergserve.log import logger, printable
@@ -25,6 +26,7 @@ _RANGE = re.compile(rb"bytes=(\d*)-(\d*)\Z")
 _REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 403: "Forbidden",
             416: "Range Not Satisfiable"}
 _FORBIDDEN = b"Forbidden\n"
+_PROC = os.path.isdir("/proc/self/fd")  # the kernel's word on an open file's real path
 
 
 class StaticError(ValueError):
@@ -134,20 +136,30 @@ class Files:
 
     def _open(self, mount: Mount, candidate: bytes) -> tuple[Any, os.stat_result, bytes] | None:
         """The open regular file, its stat and real path; None when there is none (the app's turn).
-        A directory is looked up for its --static-index files."""
+        A directory is looked up for its --static-index files.
+
+        The path is opened O_PATH first (no I/O, so a device or FIFO out there is never really opened),
+        its real path read back from the kernel, checked, and only then opened for reading through that
+        same descriptor: what was checked is what is sent, whatever is renamed meanwhile."""
         if b"\0" in candidate:
             raise Refused("NUL in the path")
-        real = self._real(mount, candidate)
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block us
+            handle = os.open(candidate, os.O_PATH | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise Refused(f"{os.fsdecode(real)}: {exc.strerror}") from None
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode):
-            return os.fdopen(fd, "rb"), st, real
-        os.close(fd)
+            raise Refused(exc.strerror) from None
+        try:
+            st = os.fstat(handle)
+            real = self._real(mount, handle, candidate)
+            if stat.S_ISREG(st.st_mode):
+                try:
+                    fd = os.open(b"/proc/self/fd/%d" % handle if _PROC else real, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise Refused(f"{os.fsdecode(real)}: {exc.strerror}") from None
+                return open(fd, "rb", buffering=0), st, real
+        finally:
+            os.close(handle)
         if stat.S_ISDIR(st.st_mode):
             for name in self.index:
                 found = self._open(mount, real + b"/" + name)
@@ -155,10 +167,10 @@ class Files:
                     return found
         return None
 
-    def _real(self, mount: Mount, candidate: bytes) -> bytes:
-        """`candidate` with symlinks and dot segments resolved, if it stays under the mount's root or
-        a --static-safe directory."""
-        real = os.path.realpath(candidate)
+    def _real(self, mount: Mount, handle: int, candidate: bytes) -> bytes:
+        """The real path of the open `handle` (symlinks and dot segments resolved), if it stays under
+        the mount's root or a --static-safe directory."""
+        real = os.readlink(b"/proc/self/fd/%d" % handle) if _PROC else os.path.realpath(candidate)
         if _under(real, mount.root) or any(_under(real, safe) for safe in self.safe):
             return real
         raise Refused(f"{os.fsdecode(real)} is not under {os.fsdecode(mount.root)} or a static-safe path")
@@ -198,7 +210,8 @@ class Files:
         return Answer(status, headers, file=file, offset=offset, length=length)
 
     def _type(self, real: bytes) -> bytes:
-        ext = os.path.splitext(real)[1].lower()
+        name = real.rpartition(b"/")[2]
+        ext = name[name.rfind(b"."):].lower() if name.rfind(b".") > 0 else b""
         found = self._types.get(ext)
         if found is None:
             guess = self.types.types_map[1].get(os.fsdecode(ext)) or self.types.types_map[0].get(os.fsdecode(ext))
@@ -326,6 +339,7 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+@lru_cache(maxsize=1024)
 def _http_date(seconds: int) -> bytes:
     t = time.gmtime(seconds)
     return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (_DAYS[t.tm_wday].encode(), t.tm_mday, _MONTHS[t.tm_mon - 1].encode(),

@@ -1,0 +1,105 @@
+"""Static files: zergserve --static-map against uWSGI --static-map, in the same run, on a 100 kB file.
+
+    python bench/static.py [--duration 5] [--connections 50] [--workers 2] [--rounds 2]
+
+Both serve bench/hello.py with --static-map /static=DIR and the same number of workers; wrk loads
+/static/file.bin on loopback. Two families, as in bench/run.py: HTTP served by the workers
+(zergserve --http, one line per worker class, against uWSGI --http-socket; clients close after each
+response, as those servers do) and behind nginx `uwsgi_pass` over a UNIX socket. uWSGI is the
+`uwsgi` on PATH (else bench/.peers), zergserve this tree run by this interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from run import HERE, PEERS, ROOT, free_port, start_nginx, wait_tcp, wait_unix, wrk
+
+SIZE = 100 * 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="measure every target this many times, interleaved, and keep its best run")
+    args = parser.parse_args()
+    uwsgi = shutil.which("uwsgi") or str(PEERS / "bin" / "uwsgi")
+    tmp = Path(tempfile.mkdtemp(prefix="zsstatic-"))
+    (tmp / "files").mkdir()
+    (tmp / "files" / "file.bin").write_bytes(os.urandom(SIZE))
+    best: dict[str, float] = {}
+    try:
+        for round_no in range(1, args.rounds + 1):
+            for name, family, cmd in targets(uwsgi, tmp, args.workers):
+                rps = measure(family, cmd, tmp, args)
+                print(f"round {round_no} {name:24} {rps:8.0f} req/s", flush=True)
+                best[name] = max(best.get(name, 0.0), rps)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\n| target | req/s |\n|---|---|")
+    for name, rps in best.items():
+        print(f"| {name} | {rps:.0f} |")
+    print()
+    for name, rps in best.items():
+        peer = "uwsgi-" + name.split("-")[1]
+        if name.startswith("zergserve") and best.get(peer):
+            print(f"{name} / {peer}: {rps / best[peer]:.2f}x")
+    return 0
+
+
+def targets(uwsgi: str, tmp: Path, workers: int) -> list[tuple[str, str, list[str]]]:
+    static = ["--static-map", f"/static={tmp / 'files'}"]
+    zerg = [sys.executable, "-m", "zergserve", "--chdir", str(HERE), "--module", "hello:application",
+            "-p", str(workers), "--master", "--disable-logging", *static]
+    peer = [uwsgi, "--chdir", str(HERE), "--module", "hello:application", "-p", str(workers), "--master",
+            "--disable-logging", "--die-on-term", *static]
+    sock = str(tmp / "app.sock")
+    found = [("zergserve-uwsgi-sync", "nginx", zerg + ["--socket", sock]),
+             ("uwsgi-uwsgi", "nginx", peer + ["--socket", sock])]
+    for worker in ("sync", "gevent"):
+        found.append((f"zergserve-http-{worker}", "http", zerg + ["--worker", worker, "--http", ""]))
+    found.append(("uwsgi-http", "http", peer + ["--http-socket", ""]))
+    return found
+
+
+def measure(family: str, cmd: list[str], tmp: Path, args: argparse.Namespace) -> float:
+    http = f"127.0.0.1:{free_port()}"
+    cmd = [http if part == "" else part for part in cmd]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(tmp / "server.log", "ab") as log:
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    nginx = None
+    try:
+        if family == "nginx":
+            wait_unix(cmd[cmd.index("--socket") + 1])
+            nginx, url = start_nginx(tmp, cmd[cmd.index("--socket") + 1])
+        else:
+            wait_tcp(http)
+            url = f"http://{http}/"
+        url += "static/file.bin"
+        close = family == "http"
+        wrk(url, 2, 10, 2, close)  # warm-up
+        out = wrk(url, args.duration, args.connections, 2, close)
+        if out["errors"]:
+            print(f"  {out['errors']} errors", flush=True)
+        return out["rps"]
+    finally:
+        if nginx is not None:
+            os.killpg(nginx.pid, signal.SIGKILL)
+            nginx.wait()
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
