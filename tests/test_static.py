@@ -107,6 +107,8 @@ def test_static_files_are_served_before_the_app(spawn, tree, worker, proto):
     assert (status, body) == (206, BIG[1000:2000])
     assert headers["content-range"] == f"bytes 1000-1999/{len(BIG)}"
     assert headers["content-length"] == "1000"
+    status, headers, body = get(server, proto, "/s/big.bin", range="bytes=100-60099")  # read in chunks
+    assert (status, body, headers["content-length"]) == (206, BIG[100:60100], "60000")
     status, headers, body = get(server, proto, "/s/big.bin", range="bytes=-10")
     assert (status, body) == (206, BIG[-10:])
     status, headers, body = get(server, proto, "/s/big.bin", range="bytes=102000-")

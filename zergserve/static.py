@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 from zergserve.log import logger, printable
 
 _CHUNK = 65536  # read size where a body is not sent with sendfile (ranges, ASGI)
+_INLINE = 32768  # smaller bodies are read and written with the head: one write beats head + sendfile
 _RANGE = re.compile(rb"bytes=(\d*)-(\d*)\Z")
 _REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 403: "Forbidden",
             416: "Range Not Satisfiable"}
@@ -204,9 +205,12 @@ class Files:
                 status, (offset, length) = 206, span
                 headers.append((b"Content-Range", b"bytes %d-%d/%d" % (offset, offset + length - 1, size)))
         headers.append((b"Content-Length", b"%d" % length))
-        if method == "HEAD" or not length:
-            file.close()
-            return Answer(status, headers)
+        if method == "HEAD" or length <= _INLINE:
+            with file:
+                body = os.pread(file.fileno(), length, offset) if method != "HEAD" and length else b""
+            if len(body) < length and method != "HEAD":  # the file shrank since fstat: send what there is
+                headers[-1] = (b"Content-Length", b"%d" % len(body))
+            return Answer(status, headers, body)
         return Answer(status, headers, file=file, offset=offset, length=length)
 
     def _type(self, real: bytes) -> bytes:
