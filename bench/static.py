@@ -3,7 +3,8 @@
     python bench/static.py [--duration 5] [--connections 50] [--workers 2] [--rounds 2]
 
 Both serve bench/hello.py with --static-map /static=DIR and the same number of workers; wrk loads
-/static/file.bin on loopback. Two families, as in bench/run.py: HTTP served by the workers
+/static/file.bin on loopback, and then / (the app's hello) for scale: the ratio on / is what the
+request path costs, the ratio on the file adds what the static layer costs. Two families, as in bench/run.py: HTTP served by the workers
 (zergserve --http, one line per worker class, against uWSGI --http-socket; clients close after each
 response, as those servers do) and behind nginx `uwsgi_pass` over a UNIX socket. uWSGI is the
 `uwsgi` on PATH (else bench/.peers), zergserve this tree run by this interpreter.
@@ -37,23 +38,20 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="zsstatic-"))
     (tmp / "files").mkdir()
     (tmp / "files" / "file.bin").write_bytes(os.urandom(SIZE))
-    best: dict[str, float] = {}
+    best: dict[tuple[str, str], float] = {}
     try:
         for round_no in range(1, args.rounds + 1):
             for name, family, cmd in targets(uwsgi, tmp, args.workers):
-                rps = measure(family, cmd, tmp, args)
-                print(f"round {round_no} {name:24} {rps:8.0f} req/s", flush=True)
-                best[name] = max(best.get(name, 0.0), rps)
+                for path, rps in measure(family, cmd, tmp, args).items():
+                    print(f"round {round_no} {name:24} {path:18} {rps:8.0f} req/s", flush=True)
+                    best[name, path] = max(best.get((name, path), 0.0), rps)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\n| target | req/s |\n|---|---|")
-    for name, rps in best.items():
-        print(f"| {name} | {rps:.0f} |")
-    print()
-    for name, rps in best.items():
-        peer = "uwsgi-" + name.split("-")[1]
-        if name.startswith("zergserve") and best.get(peer):
-            print(f"{name} / {peer}: {rps / best[peer]:.2f}x")
+    print("\n| target | path | req/s | ratio to uWSGI |\n|---|---|---|---|")
+    for (name, path), rps in best.items():
+        peer = best.get(("uwsgi-" + name.split("-")[1], path))
+        ratio = f"{rps / peer:.2f}x" if name.startswith("zergserve") and peer else ""
+        print(f"| {name} | {path} | {rps:.0f} | {ratio} |")
     return 0
 
 
@@ -72,7 +70,7 @@ def targets(uwsgi: str, tmp: Path, workers: int) -> list[tuple[str, str, list[st
     return found
 
 
-def measure(family: str, cmd: list[str], tmp: Path, args: argparse.Namespace) -> float:
+def measure(family: str, cmd: list[str], tmp: Path, args: argparse.Namespace) -> dict[str, float]:
     http = f"127.0.0.1:{free_port()}"
     cmd = [http if part == "" else part for part in cmd]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -86,13 +84,15 @@ def measure(family: str, cmd: list[str], tmp: Path, args: argparse.Namespace) ->
         else:
             wait_tcp(http)
             url = f"http://{http}/"
-        url += "static/file.bin"
         close = family == "http"
-        wrk(url, 2, 10, 2, close)  # warm-up
-        out = wrk(url, args.duration, args.connections, 2, close)
-        if out["errors"]:
-            print(f"  {out['errors']} errors", flush=True)
-        return out["rps"]
+        found = {}
+        for path in ("/static/file.bin", "/"):
+            wrk(url + path[1:], 1, 10, 2, close)  # warm-up
+            out = wrk(url + path[1:], args.duration, args.connections, 2, close)
+            if out["errors"]:
+                print(f"  {path}: {out['errors']} errors", flush=True)
+            found[path] = out["rps"]
+        return found
     finally:
         if nginx is not None:
             os.killpg(nginx.pid, signal.SIGKILL)
