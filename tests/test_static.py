@@ -177,6 +177,27 @@ def test_static_and_app_responses_share_a_kept_alive_connection(spawn, tree, wor
     assert rest.count(b"HTTP/1.1 200") == 2 and b"body{}" in rest and b"HTTP/1.1 404" in rest
 
 
+def test_a_uwsgi_ini_runs_unchanged(spawn, tree):
+    """uWSGI's spellings from an ini file, the README's example among them."""
+    sock = str(tree / "u.sock")
+    (tree / "app.ini").write_text(f"""[uwsgi]
+module = echo:application
+socket = {sock}
+http = {tree / 'h.sock'}
+processes = 1
+static-map = /static={tree / 'root'}
+static-map = /favicon.ico={tree / 'root' / 'fav.ico'}
+static-index = index.html
+static-expires = /* 7776000
+""")
+    server = spawn(str(tree / "app.ini"), wait=sock)
+    server.http, server.sock = str(tree / "h.sock"), sock
+    status, headers, body = get(server, "uwsgi", "/static/docs/")
+    assert (status, body) == (200, b"<p>index</p>\n")
+    assert "expires" in headers
+    assert get(server, "http", "/favicon.ico")[2] == b"ICO"
+
+
 def test_lazy_apps_get_the_layer_too(spawn, tree):
     server = start(spawn, tree, "sync", "--lazy-apps", "--static-map", f"/s={tree / 'root'}")
     assert get(server, "http", "/s/css/site.css")[2] == b"body{}\n"
