@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from run import HERE, PEERS, ROOT, free_port, start_nginx, wait_tcp, wait_unix, wrk
+from run import HERE, PEERS, ROOT, free_port, start_nginx, stop, wait_tcp, wait_unix, wrk
 
 SIZE = 100 * 1024
 
@@ -94,11 +93,7 @@ def measure(family: str, cmd: list[str], tmp: Path, args: argparse.Namespace) ->
             found[path] = out["rps"]
         return found
     finally:
-        if nginx is not None:
-            os.killpg(nginx.pid, signal.SIGKILL)
-            nginx.wait()
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        stop(server, nginx)
 
 
 if __name__ == "__main__":
