@@ -189,13 +189,17 @@ static-map = /static={tree / 'root'}
 static-map = /favicon.ico={tree / 'root' / 'fav.ico'}
 static-index = index.html
 static-expires = /* 7776000
+mimefile = {tree / 'mime.types'}
 """)
+    (tree / "mime.types").write_text("application/x-zergserve-test\tzst\n")
+    (tree / "root" / "data.zst").write_bytes(b"z")
     server = spawn(str(tree / "app.ini"), wait=sock)
     server.http, server.sock = str(tree / "h.sock"), sock
     status, headers, body = get(server, "uwsgi", "/static/docs/")
     assert (status, body) == (200, b"<p>index</p>\n")
     assert "expires" in headers
     assert get(server, "http", "/favicon.ico")[2] == b"ICO"
+    assert get(server, "http", "/static/data.zst")[1]["content-type"] == "application/x-zergserve-test"
 
 
 def test_lazy_apps_get_the_layer_too(spawn, tree):
@@ -210,6 +214,14 @@ def test_bad_static_map_is_a_usage_error(value):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "static-map" in proc.stderr and "/MOUNTPOINT=DIR" in proc.stderr
+
+
+def test_unreadable_mimefile_is_a_start_error(workdir):
+    proc = subprocess.run([sys.executable, "-m", "zergserve", "--module", "echo", "--http", str(workdir / "h.sock"),
+                           "--static-map", f"/s={workdir}", "--mimefile", str(workdir / "nope.types")],
+                          capture_output=True, text=True, timeout=20, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert "mimefile" in proc.stderr and "nope.types" in proc.stderr
 
 
 @requires_nginx

@@ -17,7 +17,7 @@ import stat
 import time
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 from zergserve.log import logger, printable
 
@@ -73,9 +73,9 @@ class Refused(Exception):
 class Files:
     """The configured mounts and the rules for answering from them; shared by both adapters."""
 
-    def __init__(self, check_static: list[str], static_map: list[str], static_map2: list[str],
-                 index: list[str], safe: list[str], expires: list[str] = (),  # type: ignore[assignment]
-                 expires_type: list[str] = (), mimefile: list[str] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, check_static: Sequence[str], static_map: Sequence[str], static_map2: Sequence[str],
+                 index: Sequence[str] = (), safe: Sequence[str] = (), expires: Sequence[str] = (),
+                 expires_type: Sequence[str] = (), mimefile: Sequence[str] = ()) -> None:
         mounts = [(b"", _root(path), True) for path in check_static]
         mounts += [(*_split_map(item), False) for item in static_map]
         mounts += [(*_split_map(item), True) for item in static_map2]
@@ -98,8 +98,8 @@ class Files:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Files":
-        return cls(list(cfg.check_static), list(cfg.static_map), list(cfg.static_map2), list(cfg.static_index),
-                   list(cfg.static_safe), list(cfg.static_expires), list(cfg.static_expires_type), list(cfg.mimefile))
+        return cls(cfg.check_static, cfg.static_map, cfg.static_map2, cfg.static_index, cfg.static_safe,
+                   cfg.static_expires, cfg.static_expires_type, cfg.mimefile)
 
     def answer(self, method: str, path: bytes, header: Callable[[str], str | None]) -> Answer | None:
         """The answer for a request, or None when it is not for a static file (the app's).
@@ -118,7 +118,7 @@ class Files:
                 return Answer(403, [(b"Content-Type", b"text/plain"),
                                     (b"Content-Length", b"%d" % len(_FORBIDDEN))], _FORBIDDEN)
             if found is not None:
-                return self._respond(method, path, header, *found)
+                return self._respond(method, header, *found)
         return None
 
     def _candidate(self, mount: Mount, path: bytes) -> bytes | None:
@@ -176,8 +176,9 @@ class Files:
             return real
         raise Refused(f"{os.fsdecode(real)} is not under {os.fsdecode(mount.root)} or a static-safe path")
 
-    def _respond(self, method: str, path: bytes, header: Callable[[str], str | None],
-                 file: Any, st: os.stat_result, real: bytes) -> Answer:
+    def _respond(self, method: str, header: Callable[[str], str | None], file: Any, st: os.stat_result,
+                 real: bytes) -> Answer:
+        """The answer for an open file: 304, 416, 206 or 200 with the headers of each."""
         mtime = int(st.st_mtime)
         last_modified = _http_date(mtime)
         mime = self._type(real)
@@ -206,10 +207,8 @@ class Files:
                 headers.append((b"Content-Range", b"bytes %d-%d/%d" % (offset, offset + length - 1, size)))
         headers.append((b"Content-Length", b"%d" % length))
         if method == "HEAD" or length <= _INLINE:
-            with file:
-                body = os.pread(file.fileno(), length, offset) if method != "HEAD" and length else b""
-            if len(body) < length and method != "HEAD":  # the file shrank since fstat: send what there is
-                headers[-1] = (b"Content-Length", b"%d" % len(body))
+            with file:  # a file that shrank since fstat comes short: the server then cuts the connection
+                body = os.pread(file.fileno(), length, offset) if method != "HEAD" else b""
             return Answer(status, headers, body)
         return Answer(status, headers, file=file, offset=offset, length=length)
 
