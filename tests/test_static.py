@@ -36,6 +36,7 @@ def tree(workdir: Path) -> Path:
     (root / "docs" / "index.html").write_text("<p>index</p>\n")
     (root / "static" / "two.txt").write_text("map2\n")
     (root / "fav.ico").write_bytes(b"ICO")
+    (root / "caf\u00e9 menu.txt").write_text("utf-8 name\n")
     outside = workdir / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("SECRET\n")
@@ -96,6 +97,8 @@ def test_static_files_are_served_before_the_app(spawn, tree, worker, proto):
     assert get(server, proto, "/site.css")[2] == b"body{}\n"            # --check-static
     assert get(server, proto, "/favicon.ico")[2] == b"ICO"              # a map to one file
     assert get(server, proto, "/s/inlink.txt")[2] == b"body{}\n"        # a link that stays inside
+    name = "/s/caf%C3%A9%20menu.txt" if proto == "http" else "/s/caf\u00c3\u00a9 menu.txt"  # nginx decodes
+    assert get(server, proto, name)[2] == b"utf-8 name\n"
 
     # conditional and partial requests
     last = headers = get(server, proto, "/s/big.bin")[1]["last-modified"]
