@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from conftest import APPS, ROOT, free_port, http_request, wait_for
+from loadtest.probe import tcp_backlog
 from test_emperor import Emperor
 from zergserve.stats import fetch
 
@@ -119,13 +121,19 @@ def queued(stats: str) -> int:
     return fetch(stats)["listen_queue"]
 
 
+def sos_vassal(fake_emperor, workdir, addr: str, threshold: int, cycle: float) -> tuple[FakeEmperor, str]:
+    """A one-worker vassal with --vassal-sos-backlog, accepting; and its stats address."""
+    stats = str(workdir / "s.sock")
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+                          "--vassal-sos-backlog", str(threshold), "--check-interval", str(cycle))
+    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    return vassal, stats
+
+
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
 def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind):
     addr = str(workdir / "q.sock") if kind == "unix" else f"127.0.0.1:{free_port()}"
-    stats = str(workdir / "s.sock")
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
-                          "--vassal-sos-backlog", "3", "--check-interval", "0.25")
-    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    vassal, stats = sos_vassal(fake_emperor, workdir, addr, 3, 0.25)
     block_worker(addr, 10, 1)
     wait_for(lambda: statuses(stats) == ["busy"], message="the only worker busy")
     block_worker(addr, 0.1, 2)
@@ -140,10 +148,7 @@ def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind)
 
 def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
     addr = f"127.0.0.1:{free_port()}"
-    stats = str(workdir / "s.sock")
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
-                          "--vassal-sos-backlog", "1", "--check-interval", "0.5")
-    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    vassal, stats = sos_vassal(fake_emperor, workdir, addr, 1, 0.5)
     block_worker(addr, 10, 3)
     stop = threading.Event()
     polls = [0]
@@ -164,9 +169,27 @@ def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
     finally:
         stop.set()
         poller.join(5)
-    sos = [at for at in vassal.times_of(30) if at <= first + 2.0]
+    calls = sorted({at for at in vassal.times_of(30) if at <= first + 2.0})  # 30s read together: one call
     assert polls[0] > 20  # the loop really was busy
-    assert len(sos) <= 2.0 / 0.5 + 1, f"{len(sos)} SOS in 2 s with a 0.5 s cycle"
+    assert len(calls) <= 2.0 / 0.5 + 1, f"{len(calls)} SOS in 2 s with a 0.5 s cycle"
+
+
+def test_sos_asks_for_as_many_zergs_as_threshold_sized_queues(fake_emperor, workdir):
+    """Six queued at a threshold of 2: three zergs' worth, asked as three 30s in one write."""
+    addr = f"127.0.0.1:{free_port()}"
+    vassal, stats = sos_vassal(fake_emperor, workdir, addr, 2, 0.5)
+    block_worker(addr, 10, 1)
+    wait_for(lambda: statuses(stats) == ["busy"], message="the only worker busy")
+    os.kill(vassal.proc.pid, signal.SIGSTOP)  # the master sees all six at once, not one by one
+    try:
+        block_worker(addr, 0.1, 6)
+        wait_for(lambda: tcp_backlog(int(addr.rsplit(':', 1)[1])) == 6, message="six queued (read from the kernel)")
+    finally:
+        os.kill(vassal.proc.pid, signal.SIGCONT)
+    wait_for(lambda: 30 in vassal.read(), timeout=5, message="SOS")
+    first = vassal.times_of(30)[0]
+    assert vassal.times_of(30).count(first) == 3, f"asked for {vassal.times_of(30).count(first)} zergs"
+    assert "6 connections queued" in open(workdir / "vassal.log").read()
 
 
 def test_vassal_sos_when_no_worker_idle_for_s_with_short_requests(fake_emperor, workdir):
@@ -315,6 +338,18 @@ def loaded_vassal(emperor: Emperor, zerg_section: str, extra: str = "") -> str:
     addr = f"127.0.0.1:{port}"
     wait_for(lambda: http_request(addr)[0] == 200, timeout=15, message="vassal serving")
     return addr
+
+
+def test_one_call_for_several_zergs_starts_them_at_once_and_no_more(spawn, workdir):
+    emperor = Emperor(spawn, workdir, "--emperor-broodlord", "3")
+    addr = broodlord_vassal(emperor, free_port(), str(workdir / "brood.zerg"), idle=60)
+    wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
+    block_worker(addr, 4, 12)
+    line = wait_for(lambda: re.search(r"sent SOS for (\d+) zerg\(s\): spawning (\d+)", emperor.server.log()),
+                    timeout=15, message="an SOS answered")
+    assert int(line.group(2)) >= 2, line.group(0)  # a queue of 11 at a threshold of 2 is more than one zerg
+    wait_for(lambda: [z["accepting"] for z in zergs(emperor)] == [1, 1, 1], timeout=20, message="three zergs serving")
+    assert emperor.server.log().count("vassal brood.ini:zerg spawned") == 3
 
 
 def test_zerg_failing_at_boot_is_throttled(spawn, workdir):

@@ -231,14 +231,14 @@ def test_magic_variables(tmp_path):
         "pidfile = %p\n"
         "logto = /var/log/%c/%n.%e.log\n"
         "procname-prefix = %s %x %o\n"
-        "procname-prefix-spaced = 100%% %Y %h\n"
+        "procname-prefix-spaced = 100%% %h\n"
         "[zerg]\n"
         "procname-prefix = section=%x\n"))
     cfg = load([ini], {})
     assert cfg.chdir == f"{conf}/" and cfg.pidfile == ini
     assert cfg.logto == "/var/log/sites/myapp.ini.log"
     assert cfg.procname_prefix == f"myapp.ini  {ini}"
-    assert cfg.procname_prefix_spaced == f"100% %Y {socket.gethostname()}"  # unknown %Y stays
+    assert cfg.procname_prefix_spaced == f"100% {socket.gethostname()}"
     assert load([f"{ini}:zerg"], {}).procname_prefix == "section=zerg"
 
 
@@ -373,7 +373,7 @@ def test_environment_ignores_uwsgis_own_variables():
 
 
 def test_unknown_zergserve_variable_is_an_error():
-    with raises("environment variable ZERGSERVE_PROCESES: no option 'proceses' (did you mean 'processes'?)"):
+    with raises("environment variable ZERGSERVE_PROCESES: unknown option 'proceses' (did you mean 'processes'?)"):
         load([], {"ZERGSERVE_PROCESES": "2"})
     with raises("$UWSGI_LISTEN: listen: invalid int value 'lots'"):
         load([], {"UWSGI_LISTEN": "lots"})
@@ -498,6 +498,120 @@ def test_deploy_examples_are_valid_config(path):
         args = vassal_argv(load(["--ini", str(path.parent.parent / "emperor.ini")], {}), str(path))[3:]
     cfg = load(args, {})
     assert cfg.module or cfg.zergpool or cfg.zerg or cfg.emperor or cfg.privileged_binary_patch_arg
+
+
+# --- issue 12: the config bugs, through the real command ---------------------------------------------
+
+def run_zergserve(*args: str, cwd: Path = ROOT, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zergserve", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, check=False, **kwargs)
+
+
+def test_check_config_of_an_emperor_only_checks(workdir):
+    """It used to start the emperor (and its vassals) and never return."""
+    vassals = workdir / "vassals"
+    vassals.mkdir()
+    (vassals / "good.ini").write_text("[uwsgi]\nmodule = echo:application\nhttp = %d%n.sock\n")
+    proc = run_zergserve("--emperor", str(vassals), "--check-config")
+    assert proc.returncode == 0 and "emperor configuration OK" in proc.stderr, proc.stderr
+    assert not (vassals / "good.sock").exists()  # no vassal ran
+    (vassals / "bad.ini").write_text("[uwsgi]\nmodule = echo:application\nthreds = 4\nprocesses = many\n")
+    proc = run_zergserve("--emperor", str(vassals), "--check-config")
+    assert proc.returncode == 2
+    assert "vassal bad.ini: bad.ini:3: unknown option 'threds'" in proc.stderr
+    assert "vassal bad.ini: bad.ini:4: processes: invalid int value 'many'" in proc.stderr
+    assert not (vassals / "good.sock").exists()
+
+
+@pytest.mark.parametrize("monitor", ["zmq://tcp://127.0.0.1:5555", "ldap://localhost/vassals"])
+def test_unknown_monitor_is_an_error_at_start(monitor):
+    """It used to start and watch nothing, as a glob matching no file; also under --check-config."""
+    for extra in ((), ("--check-config",)):
+        proc = run_zergserve("--emperor", monitor, *extra)
+        assert proc.returncode == 2
+        assert f"emperor: {monitor}: unknown imperial monitor scheme {monitor.split(':')[0]}://" in proc.stderr
+
+
+def test_print_config_with_logto_prints_to_stdout(workdir):
+    """It used to write the JSON into the log file."""
+    log = workdir / "app.log"
+    proc = run_zergserve("--print-config", "--logto", str(log), "--gevent", "50")
+    assert proc.returncode == 0
+    printed = json.loads(proc.stdout)
+    assert printed["logto"] == str(log) and printed["worker"] == "gevent" and printed["worker-connections"] == 50
+    assert not log.exists() or "worker-connections" not in log.read_text()
+
+
+def test_help_into_a_closed_pipe_exits_quietly():
+    """`zergserve --help | head` used to end in a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte
+    try:
+        proc = subprocess.run([sys.executable, "-m", "zergserve", "--help"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=30, cwd=ROOT, check=False)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_every_error_of_a_file_in_one_run(workdir):
+    ini = workdir / "bad.ini"
+    ini.write_text("[uwsgi]\nhttp = :0\ndaemonize = /var/log/app.log\nprocesses = x\nchdir = %(nope)\nfor = a\n")
+    proc = run_zergserve(str(ini))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"zergserve: {ini}:5: unknown placeholder %(nope): it must be set before it is used",
+        f"zergserve: {ini}:6: for without its endfor",
+        f"zergserve: {ini}:3: unknown option 'daemonize': zergserve stays in the foreground: run it under systemd "
+        "(deploy/systemd) with --logto FILE",
+        f"zergserve: {ini}:4: processes: invalid int value 'x'",
+    ]
+
+
+def test_ini_language_in_a_running_instance(spawn, workdir):
+    """@(file), for, if-env, gevent = N and the warnings of options without effect, in a real server."""
+    (workdir / "sockets").write_text(f"{workdir}/http\n")
+    sock = workdir / "http-one.sock"
+    ini = workdir / "site.ini"
+    ini.write_text(
+        "[uwsgi]\n"
+        "module = echo:application\n"
+        "\n"
+        "for = one\n"
+        "http = @(%dsockets)-%(_).sock\n"
+        "endfor =\n"
+        "if-env = SITE_WORKERS\n"
+        "processes = %(_)\n"
+        "endif =\n"
+        "gevent = 10\n"
+        "thunder-lock = true\n"
+        "master = false\n")
+    server = spawn(str(ini), env={"SITE_WORKERS": "2", "UWSGI_NO_SUCH_OPTION": "1"}, wait=str(sock))
+    assert http_request(str(sock))[0] == 200
+    log = server.wait_log("2 gevent worker")
+    assert f"{ini}:11: thunder-lock has no effect here: the sync worker waits with EPOLLEXCLUSIVE" in log
+    assert f"{ini}:12: master has no effect here: zergserve always runs a master process" in log
+    assert "environment variable UWSGI_NO_SUCH_OPTION: unknown option 'no-such-option' (ignored)" in log
+
+
+def test_buffer_size_raises_the_http_head_limit(spawn, workdir):
+    """uWSGI users raise --buffer-size for big cookies: over --http the header limits grow with it."""
+    cookie = {"Cookie": "a=" + "x" * 12000}
+    small, large = str(workdir / "small.sock"), str(workdir / "large.sock")
+    spawn("--module", "echo:application", "--http", small, wait=small)
+    spawn("--module", "echo:application", "--http", large, "--buffer-size", "16384", wait=large)
+    assert http_request(small, headers=cookie)[0] == 431
+    assert http_request(large, headers=cookie)[0] == 200
+
+
+def test_check_config_of_a_zergpool_binds_nothing(workdir):
+    pool = workdir / "pool.sock"
+    sock = workdir / "app.sock"
+    proc = run_zergserve("--zergpool", f"{pool}:{sock}", "--check-config")
+    assert proc.returncode == 0 and "zergpool configuration OK" in proc.stderr, proc.stderr
+    assert not pool.exists() and not sock.exists()
+    proc = run_zergserve("--zergpool", str(pool), "--check-config")
+    assert proc.returncode == 2 and "expected PATH:addr1,addr2" in proc.stderr
 
 
 def test_the_checked_descriptor_is_read_whatever_the_names_on_disk(tmp_path, monkeypatch):

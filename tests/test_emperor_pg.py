@@ -256,6 +256,8 @@ def test_uid_gid_columns_as_root_never_root(spawn, workdir, db):
     lines = probe.read_text().splitlines()
     assert lines[0].split()[1:] == [str(nobody.pw_uid)] * 4 and lines[1].split()[1:] == [str(nobody.pw_gid)] * 4
     assert lines[2] == "config: [uwsgi]"  # its row's text, readable after the drop
+    # not the emperor's stdout and stderr, and no file in the emperor's cwd: a row has no directory
+    assert "for vassal low.ini (its output: /dev/null)" in emperor.server.log() and not list(workdir.glob("*.ini.log"))
     emperor.server.wait_log("row 'root.ini': uid 0 gid 0: a vassal from the database never runs as root")
     emperor.server.wait_log("row 'null.ini': uid None gid None")
     assert emperor.vassal("root.ini") is None and emperor.vassal("null.ini") is None
@@ -341,3 +343,19 @@ def test_tyrant_mode_takes_identity_from_the_row_and_needs_it(spawn, workdir, db
     without.server.wait_log("missing uid and gid for vassal anon.ini")
     assert without.vassal("anon.ini") is None and not (probes / "anon.ini").exists()
     assert with_columns.vassal("mine.ini")["uid"] == nobody.pw_uid
+
+
+def test_check_config_reads_every_row_and_starts_nothing(db, workdir):
+    """--check-config of a pg:// emperor: each row's text is read as its vassal would read it."""
+    import subprocess
+    import sys
+    insert(db, "check", "good.ini", app_config(workdir))
+    insert(db, "check", "bad.ini", app_config(workdir, extra="workers = many\ndaemonize = /var/log/a.log\n"))
+    query = "SELECT name, config, ts FROM vassals WHERE host = 'check'"
+    proc = subprocess.run([sys.executable, "-m", "zergserve", "--emperor", f"pg://{db.conninfo};{query}",
+                           "--check-config"], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "vassal bad.ini: bad.ini:6: processes: invalid int value 'many'" in proc.stderr
+    assert "vassal bad.ini: bad.ini:7: unknown option 'daemonize'" in proc.stderr
+    assert "good.ini" not in proc.stderr
+    assert not list(workdir.glob("*.sock"))

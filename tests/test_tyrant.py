@@ -267,18 +267,27 @@ exec sleep 60
 """
 
 
+def noisy_vassal(spawn, workdir: Path, owner: pwd.struct_passwd, squatter: pwd.struct_passwd | None = None):
+    """A tyrant vassal noisy.ini of `owner` running NOISY, its log put there first by `squatter`."""
+    emperor, probe_dir = setup(spawn, workdir)
+    (workdir / "probe.sh").write_text(NOISY)
+    emperor.server.wait_log("emperor (pid")
+    if squatter is not None:
+        squat = emperor.dir / "noisy.ini.log"
+        squat.write_text("")
+        own(squat, squatter, 0o666)
+    path = emperor.dir / "noisy.ini"
+    path.write_text("[uwsgi]\n")
+    own(path, owner)
+    wait_for((probe_dir / "noisy.ini.done").exists, message="the vassal wrote and truncated")
+    return emperor
+
+
 def test_a_tyrant_vassal_cannot_write_to_or_truncate_the_emperors_log(spawn, workdir, users):
     """Issue 8 item 6: a tyrant vassal inherited the emperor's stderr: it could forge lines in its
     log and truncate it (ftruncate needs no permission on an inherited descriptor). Its stdout
     and stderr now go to its own log, FILE.log next to its config, opened as its owner."""
-    emperor, probe_dir = setup(spawn, workdir)
-    program = workdir / "probe.sh"
-    program.write_text(NOISY)
-    emperor.server.wait_log("emperor (pid")
-    path = emperor.dir / "noisy.ini"
-    path.write_text("[uwsgi]\n")
-    own(path, users[0])
-    wait_for((probe_dir / "noisy.ini.done").exists, message="the vassal wrote and truncated")
+    emperor = noisy_vassal(spawn, workdir, users[0])
     log = emperor.server.log()
     assert "FORGED" not in log and "emperor (pid" in log
     own_log = emperor.dir / "noisy.ini.log"
@@ -288,15 +297,6 @@ def test_a_tyrant_vassal_cannot_write_to_or_truncate_the_emperors_log(spawn, wor
 
 
 def test_a_squatted_vassal_log_is_not_used(spawn, workdir, users):
-    """Someone else's file (or a link) in the vassal's log's place is not written to."""
-    emperor, probe_dir = setup(spawn, workdir)
-    program = workdir / "probe.sh"
-    program.write_text(NOISY)
-    squat = emperor.dir / "noisy.ini.log"
-    squat.write_text("")
-    own(squat, users[1], 0o666)
-    path = emperor.dir / "noisy.ini"
-    path.write_text("[uwsgi]\n")
-    own(path, users[0])
-    wait_for((probe_dir / "noisy.ini.done").exists, message="the vassal ran")
-    assert squat.read_text() == "" and "FORGED" not in emperor.server.log()
+    """Someone else's file in the vassal's log's place is not written to."""
+    emperor = noisy_vassal(spawn, workdir, users[0], squatter=users[1])
+    assert (emperor.dir / "noisy.ini.log").read_text() == "" and "FORGED" not in emperor.server.log()

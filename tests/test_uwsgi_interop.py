@@ -6,14 +6,17 @@ Both directions of zerg mode and a uWSGI vassal under the zergserve emperor.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from conftest import APPS, ROOT, free_port, http_request, wait_for
+from test_broodlord import block_worker
 from test_emperor import Emperor
 from test_instance_uwsgi import nginx_vars, request, split
 from zergserve.stats import fetch
@@ -95,3 +98,53 @@ def test_uwsgi_vassal_under_zergserve_emperor(spawn, workdir):
     assert emperor.vassal("u.ini")["pid"] == pid
     (emperor.dir / "u.ini").unlink()
     wait_for(lambda: emperor.vassal("u.ini") is None, timeout=20, message="uWSGI vassal stopped")
+
+
+def test_uwsgi_emperor_spawns_as_many_zergs_as_a_zergserve_vassal_asks_for(workdir, uwsgi):
+    """A zergserve SOS for several zergs is several 30s: uWSGI's emperor answers each with a zerg."""
+    wrapper = workdir / "zergserve-vassal"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m zergserve \"$@\"\n")
+    wrapper.chmod(0o755)
+    vassals = workdir / "vassals"
+    vassals.mkdir()
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    zsock = workdir / "brood.zerg"
+    (vassals / "brood.ini").write_text(
+        f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {addr}\nprocesses = 1\n"
+        f"zerg-server = {zsock}\nvassal-sos-backlog = 2\n"
+        f"[zerg]\nchdir = {APPS}\nmodule = echo:application\nzerg = {zsock}\nprocesses = 1\nidle = 60\n")
+    stats = str(workdir / "emperor.stats")
+    emperor = subprocess.Popen([UWSGI, "--emperor", str(vassals), "--emperor-broodlord", "3", "--binary-path",
+                                str(wrapper), "--emperor-stats", stats], stdout=open(workdir / "uwsgi.log", "wb"),
+                               stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir)
+    try:
+        wait_for(lambda: http_request(addr)[0] == 200, timeout=20, message="zergserve vassal of uWSGI serving")
+        block_worker(addr, 4, 12)
+        wait_for(lambda: "zerg(s) wanted" in (workdir / "uwsgi.log").read_text(), timeout=15, message="SOS")
+        wait_for(lambda: len([v for v in fetch(stats)["vassals"] if v["zerg"] and v["accepting"]]) == 3,
+                 timeout=20, message="uWSGI's emperor running three zergs")
+        calls = re.split(r"\d+ zerg\(s\) wanted", (workdir / "uwsgi.log").read_text())
+        wanted = int(re.search(r"(\d+) zerg\(s\) wanted", (workdir / "uwsgi.log").read_text()).group(1))
+        assert wanted >= 2 and calls[1].count("going in broodlord mode") >= min(wanted, 3), calls[1]
+    finally:
+        os.killpg(emperor.pid, signal.SIGINT)
+        emperor.wait(30)
+
+
+def test_uwsgi_vassal_sos_gets_one_zerg_at_a_time_from_zergserve_emperor(spawn, workdir):
+    """A uWSGI vassal sends one 30 per cycle: zergserve's emperor starts one zerg per call, never more."""
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+    emperor = Emperor(spawn, workdir, "--binary-path", UWSGI, "--emperor-broodlord", "2")
+    zsock = workdir / "u.zerg"
+    (emperor.dir / "u.ini").write_text(
+        f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp-socket = {addr}\nprocesses = 1\n"
+        f"zerg-server = {zsock}\nvassal-sos-backlog = 2\n"
+        f"[zerg]\nchdir = {APPS}\nmodule = echo:application\nzerg = {zsock}\nprocesses = 1\nprotocol = http\n")
+    wait_for(lambda: http_request(addr)[0] == 200, timeout=20, message="uWSGI vassal serving")
+    block_worker(addr, 4, 12)
+    wait_for(lambda: [z["accepting"] for z in emperor.doc()["vassals"] if z["zerg"]] == [1, 1], timeout=20,
+             message="two uWSGI zergs serving")
+    calls = re.findall(r"sent SOS for (\d+) zerg\(s\): spawning (\d+)", emperor.server.log())
+    assert calls and all(wanted == spawned == "1" for wanted, spawned in calls), calls

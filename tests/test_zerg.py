@@ -32,7 +32,7 @@ def instance(spawn, workdir, name="main", workers=1, extra=()):
     server = spawn("--module", "echo:application", "--http", addr, "-p", str(workers), "--zerg-server", zsock,
                    "--stats", stats, *extra, wait=addr)
     server.addr, server.zsock, server.stats = addr, zsock, stats
-    wait_for(lambda: os.path.exists(zsock), message="zerg server socket")
+    server.wait_log("zerg server enabled")  # logged once it listens: the file exists before
     return server
 
 
@@ -268,7 +268,7 @@ def test_protocols_survive_other_spellings_of_the_address(spawn, workdir):
     zsock, stats = str(workdir / "main.zerg"), str(workdir / "main.stats")
     main = spawn("--module", "echo:application", "--http", f"0.0.0.0:{p1}", "--http", f"localhost:{p2}",
                  "--socket", f"127.0.0.1:{p3}", "--zerg-server", zsock, "--stats", stats, wait=f"127.0.0.1:{p2}")
-    wait_for(lambda: os.path.exists(zsock), message="zerg server socket")
+    main.wait_log("zerg server enabled")  # logged once it listens: the file exists before
     z = zerg(spawn, workdir, zsock)
     assert {s["name"]: s["proto"] for s in fetch(z.stats)["sockets"]} == {
         f":{p1}": "http", f"127.0.0.1:{p2}": "http", f"127.0.0.1:{p3}": "uwsgi"}
@@ -308,9 +308,9 @@ def test_protocol_of_an_fd_socket_reaches_the_zerg(workdir):
 def test_zerg_does_not_bind_again_an_address_spelled_differently(spawn, workdir):
     p1, p2 = free_port(), free_port()
     zsock, stats = str(workdir / "main.zerg"), str(workdir / "main.stats")
-    spawn("--module", "echo:application", "--http", f":{p1}", "--socket", f"127.0.0.1:{p2}", "--zerg-server", zsock,
-          "--stats", stats, wait=f"127.0.0.1:{p1}")
-    wait_for(lambda: os.path.exists(zsock), message="zerg server socket")
+    server = spawn("--module", "echo:application", "--http", f":{p1}", "--socket", f"127.0.0.1:{p2}",
+                   "--zerg-server", zsock, "--stats", stats, wait=f"127.0.0.1:{p1}")
+    server.wait_log("zerg server enabled")  # logged once it listens: the file exists before
     z = zerg(spawn, workdir, zsock, extra=("--http", f"0.0.0.0:{p1}", "--socket", f"localhost:{p2}"))
     assert {s["name"]: s["proto"] for s in fetch(z.stats)["sockets"]} == {f":{p1}": "http", f"127.0.0.1:{p2}": "uwsgi"}
 
@@ -462,8 +462,8 @@ def test_uwsgi_style_client_gets_ten_sockets(spawn, workdir):
     args = ["--module", "echo:application", "--zerg-server", str(workdir / "z.sock")]
     for port in ports:
         args += ["--socket", f"127.0.0.1:{port}"]
-    spawn(*args, wait=f"127.0.0.1:{ports[0]}")
-    wait_for(lambda: os.path.exists(workdir / "z.sock"))
+    server = spawn(*args, wait=f"127.0.0.1:{ports[0]}")
+    server.wait_log("zerg server enabled")  # logged once it listens: the file exists before
     fds = uwsgi_like_attach(str(workdir / "z.sock"))
     names = []
     for fd in fds:
@@ -487,8 +487,8 @@ def test_zerg_server_with_the_most_sockets_one_message_can_pass(spawn, workdir):
     args = ["--module", "echo:application", "--zerg-server", str(workdir / "z.sock")]
     for n in range(zerg_mod.MAX_FDS):
         args += ["--socket", str(workdir / f"s{n}.sock")]
-    spawn(*args, wait=str(workdir / "s0.sock"), timeout=30)
-    wait_for(lambda: os.path.exists(workdir / "z.sock"), message="zerg server socket")
+    server = spawn(*args, wait=str(workdir / "s0.sock"), timeout=30)
+    server.wait_log("zerg server enabled")  # logged once it listens: the file exists before
     got = zerg_mod.attach(str(workdir / "z.sock"))
     assert len(got) == zerg_mod.MAX_FDS and {item.proto for item in got} == {"uwsgi"}
     for item in got:
@@ -504,7 +504,7 @@ def test_zerg_server_counts_each_zerg_once_and_across_its_reload(spawn, workdir)
     for port in ports:
         args += ["--socket", f"127.0.0.1:{port}"]
     main = spawn(*args, wait=f"127.0.0.1:{ports[0]}")
-    wait_for(lambda: os.path.exists(zsock), message="zerg server socket")
+    main.wait_log("zerg server enabled")  # logged once it listens: the file exists before
     for fd in uwsgi_like_attach(zsock):
         os.close(fd)
     wait_for(lambda: fetch(stats)["zerg_attaches"] == 1, message="one zerg counted")

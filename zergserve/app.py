@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
 import sys
+import types
 from typing import Any, Callable
+
+_CO_VARARGS = 0x04  # inspect's code flags, read here without importing inspect into every worker
+_CO_COROUTINE = 0x80
 
 
 class AppLoadError(Exception):
@@ -47,8 +52,11 @@ def prepare(chdir: str | None, pythonpath: list[str], env: list[str], home: str 
         sys.path.insert(0, os.getcwd())
 
 
-def load(module: str | None, wsgi_file: str | None, callable_name: str = "application") -> Callable[..., Any]:
-    """Import the app object; every failure becomes an AppLoadError with a message a user can act on."""
+def load(module: str | None, wsgi_file: str | None, callable_name: str = "application",
+         serves: str | None = None, worker: str = "") -> Callable[..., Any]:
+    """Import the app object; every failure becomes an AppLoadError with a message a user can act on.
+    With `serves` ('wsgi' or 'asgi', what the `worker` class calls), an app that is clearly of the
+    other kind is refused here, at start, rather than answering 500 to every request."""
     if module and wsgi_file:
         raise AppLoadError("give either --module or --wsgi-file, not both")
     if not module and not wsgi_file:
@@ -75,9 +83,49 @@ def load(module: str | None, wsgi_file: str | None, callable_name: str = "applic
         raise AppLoadError(f"{where} has no callable {attr!r}") from None
     if not callable(app):
         raise AppLoadError(f"{attr!r} in {where} is not callable")
+    found = interface(app)
+    if serves and found and found != serves:
+        raise AppLoadError(_MISMATCH[found].format(app=f"{attr!r} in {where}", worker=worker))
     for wrap in _layers:
         app = wrap(app)
     return app
+
+
+_MISMATCH = {
+    "asgi": "{app} is an ASGI app (async, called with scope, receive, send); the {worker} worker serves "
+            "WSGI apps: use --worker asyncio",
+    "wsgi": "{app} is a WSGI app (called with environ, start_response); the {worker} worker serves ASGI "
+            "apps: use --worker sync or --worker gevent",
+}
+
+
+def interface(app: Any) -> str | None:
+    """'asgi', 'wsgi', or None when it cannot be told, by uvicorn's and asgiref's tests: a coroutine
+    function, or an object whose __call__ is one, is ASGI (as are asgiref's `_asgi_*_callable`
+    hints); else the required positional parameters decide: (scope, receive, send) is ASGI,
+    (environ, start_response) WSGI. A class is called as its __init__ (a WSGI app may be a class)."""
+    if getattr(app, "_asgi_single_callable", False) or getattr(app, "_asgi_double_callable", False):
+        return "asgi"
+    bound = 0
+    while isinstance(app, functools.partial):
+        bound += len(app.args)
+        app = app.func
+    if isinstance(app, types.MethodType):
+        bound, app = bound + 1, app.__func__
+    elif isinstance(app, type):
+        bound, app = bound + 1, app.__init__
+    elif not isinstance(app, types.FunctionType):
+        bound, app = bound + 1, getattr(type(app), "__call__", None)
+    code = getattr(app, "__code__", None)
+    if code is None:
+        return None
+    if code.co_flags & _CO_COROUTINE:
+        return "asgi"
+    if code.co_flags & _CO_VARARGS:
+        wrapped = getattr(app, "__wrapped__", None)  # a decorator's (*args, **kwargs) wrapper
+        return interface(wrapped) if wrapped is not None else None
+    required = code.co_argcount - len(getattr(app, "__defaults__", None) or ()) - bound
+    return {2: "wsgi", 3: "asgi"}.get(required)
 
 
 def _load_file(path: str) -> Any:

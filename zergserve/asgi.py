@@ -19,7 +19,6 @@ from zergserve.wsgi import AppError, ClientDisconnected, RequestError
 
 ASGI = {"version": "3.0", "spec_version": "2.3"}
 _ERROR_BODY = b"Internal Server Error\n"
-_SHUTDOWN_SECONDS = 10.0
 
 Pull = Callable[[], Awaitable[bytes]]  # the next body chunk, b'' at the end of the body
 
@@ -248,26 +247,51 @@ class LifespanFailed(Exception):
 class Lifespan:
     """The lifespan scope: startup before the worker accepts, shutdown once it stopped serving.
 
-    An app that raises on the scope (one that does not know lifespan) is served without it."""
+    `mode` is uvicorn's --lifespan: 'auto' serves an app that raises on the scope before its startup
+    completes without lifespan (one that does not know it), 'on' fails the boot then, 'off' never
+    sends the scope. Startup and shutdown each have `timeout` seconds."""
 
-    def __init__(self, app: Callable, log_info: Callable[[str], None], log_error: Callable[[str], None]) -> None:
+    def __init__(self, app: Callable, log_info: Callable[[str], None], log_error: Callable[[str], None],
+                 mode: str = "auto", timeout: float = 60.0) -> None:
         self.app = app
         self.log_info = log_info
         self.log_error = log_error
+        self.mode = mode
+        self.timeout = timeout
         self.state: dict[str, Any] = {}
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._started = False
+        self._failed = False  # the app sent a *.failed message: it reported its error itself
+        self._error: BaseException | None = None  # what the app raised on the scope, if it did
 
     async def startup(self) -> None:
-        """Run the app's startup; raises LifespanFailed when the app says it failed."""
+        """Run the app's startup; raises LifespanFailed when the app says it failed (or, with
+        mode 'on', raised), or takes longer than the timeout."""
+        if self.mode == "off":
+            return
         self._task = asyncio.get_running_loop().create_task(self._main())
         await self._inbox.put({"type": "lifespan.startup"})
-        message = await self._outbox.get()
-        if message["type"] == "lifespan.startup.failed":
-            raise LifespanFailed(message.get("message", ""))
-        self._started = message["type"] == "lifespan.startup.complete"
+        try:
+            message = await asyncio.wait_for(self._outbox.get(), self.timeout)
+        except TimeoutError:
+            self._task.cancel()
+            raise LifespanFailed(f"not complete after {self.timeout:g}s (--lifespan-timeout)") from None
+        kind = message["type"]
+        if kind == "lifespan.startup.failed":
+            raise LifespanFailed(message.get("message") or "the app sent lifespan.startup.failed")
+        if kind == "lifespan.startup.complete":
+            self._started = True
+        elif self._error is None:
+            self.log_info("the app returned from the ASGI lifespan scope without starting up; serving "
+                          "without lifespan")
+        elif self.mode == "on":
+            raise LifespanFailed("the app raised on the lifespan scope (--lifespan on):\n" +
+                                 "".join(traceback.format_exception(self._error)).rstrip())
+        else:
+            self.log_info(f"the app does not support ASGI lifespan ({type(self._error).__name__}: "
+                          f"{self._error}); serving without it (--lifespan auto)")
 
     async def shutdown(self) -> None:
         """Run the app's shutdown, bounded in time; nothing to do if startup was not completed."""
@@ -275,9 +299,9 @@ class Lifespan:
             return
         await self._inbox.put({"type": "lifespan.shutdown"})
         try:
-            message = await asyncio.wait_for(self._outbox.get(), _SHUTDOWN_SECONDS)
+            message = await asyncio.wait_for(self._outbox.get(), self.timeout)
         except TimeoutError:
-            self.log_error(f"lifespan shutdown not complete after {_SHUTDOWN_SECONDS:g}s")
+            self.log_error(f"lifespan shutdown not complete after {self.timeout:g}s (--lifespan-timeout)")
             self._task.cancel()
             return
         if message["type"] == "lifespan.shutdown.failed":
@@ -288,13 +312,13 @@ class Lifespan:
         try:
             await self.app(scope, self._inbox.get, self._send)
         except _APP_FAILURES as exc:
-            if self._started:
+            self._error = exc  # before startup completed, startup() says what it means
+            if self._started and not self._failed:
                 self.log_error("error in app's lifespan:\n" + "".join(traceback.format_exception(exc)).rstrip())
-            else:
-                self.log_info(f"the app does not support ASGI lifespan ({type(exc).__name__}: {exc}); "
-                              "serving without it")
         finally:
             self._outbox.put_nowait({"type": "lifespan.ended"})
 
     async def _send(self, message: dict[str, Any]) -> None:
+        if str(message.get("type", "")).endswith(".failed"):
+            self._failed = True
         await self._outbox.put(message)

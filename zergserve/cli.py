@@ -7,11 +7,12 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import config, log, privileges, sockets, workers, zerg
+from zergserve import compat, config, log, privileges, sockets, trial, workers, zerg
 from zergserve.emperor import protocol
+from zergserve.hooks import Hooks, HooksError
 from zergserve.log import logger
-from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, Master, StartError, adopt_reexec_listeners,
-                              check_start, hold_signals)
+from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, REEXEC_WORKERS, Master, StartError,
+                              adopt_reexec_listeners, check_start, hold_signals)
 from zergserve.sdnotify import Notifier
 from zergserve.workers.base import EXIT_APP_LOAD_ERROR
 
@@ -22,16 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = config.load(args, os.environ)
-    except config.HelpRequested as exc:
-        print(exc.args[0])
-        return 0
-    except config.VersionRequested as exc:
-        print(exc.args[0])
-        return 0
+    except (config.HelpRequested, config.VersionRequested) as exc:
+        return _print(exc.args[0])
     except config.ConfigError as exc:
-        print(f"zergserve: {log.printable(str(exc))}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"zergserve: {log.printable(line)}", file=sys.stderr)
         return EXIT_USAGE
-    log.setup(cfg.logto)
+    if cfg.print_config:  # before --logto takes stdout: the JSON is for the terminal or a pipe
+        import json
+        return _print(json.dumps({opt.name: getattr(cfg, opt.attr) for opt in config.OPTIONS}, indent=1,
+                                 default=str))
+    log.setup(None if cfg.check_config else cfg.logto)  # a check answers on the terminal
+    for line in cfg.warnings:
+        logger.warning("%s", line)
     patch = binary_patch(cfg)
     if patch:
         try:
@@ -39,11 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             logger.error("binary patch %s: %s", patch[0], exc.strerror)
             return 1
-    if cfg.print_config:
-        import json
-        print(json.dumps({opt.name: getattr(cfg, opt.name.replace("-", "_")) for opt in config.OPTIONS},
-                         indent=1, default=str))
-        return 0
     roles = [name for name, on in (("--emperor", cfg.emperor), ("--zergpool", cfg.zergpool),
                                    ("an app (--module/--wsgi-file)", cfg.module or cfg.wsgi_file)) if on]
     if len(roles) > 1:
@@ -61,11 +60,22 @@ def main(argv: list[str] | None = None) -> int:
                      "or --vassal-set instead", protocol.ENV_FD)
         return EXIT_USAGE
     if cfg.zergpool:
+        if cfg.check_config:
+            return _check_zergpool(cfg)
         from zergserve import zergpool  # here: an instance's workers never need it (nor its json)
         return zergpool.run(cfg, args, emperor_fd)
     if cfg.emperor:
         return run_emperor(cfg)
     return run_instance(cfg, args, emperor_fd)
+
+
+def _print(text: str) -> int:
+    """Print to stdout and exit 0, also when the reader left early (`zergserve --help | head`)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush must not fail
+    return 0
 
 
 def binary_patch(cfg: config.Config) -> list[str]:
@@ -93,7 +103,51 @@ def run_emperor(cfg: config.Config) -> int:
     except (ValueError, sockets.AddressError, privileges.PrivilegeError, OSError) as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
+    if cfg.check_config:
+        return _check_emperor(emperor)
     return emperor.run()
+
+
+def _check_emperor(emperor) -> int:
+    """--check-config of an emperor: its monitors (checked when it was made) and the config of every
+    vassal they see now, read as the vassal would read it (its cwd, environment and, for a database
+    row, the descriptor the monitor hands over); nothing is started."""
+    from zergserve.emperor.vassal import vassal_argv, vassal_environ
+    bad = 0
+    for monitor in emperor.monitors:
+        for name in sorted(monitor.scan()):
+            env = vassal_environ(os.environ)
+            fd = monitor.config_fd(name)
+            if fd >= 0:
+                env[config.CONFIG_FD_VARIABLE] = f"{fd}:{name}"
+            argv = vassal_argv(emperor.cfg, name)
+            os.chdir(monitor.cwd())  # where the vassal would start
+            try:
+                config.load(argv[1:] if emperor.cfg.binary_path else argv[3:], env)
+            except config.ConfigError as exc:
+                bad += 1
+                for line in str(exc).splitlines():
+                    logger.error("vassal %s: %s", log.printable(name), log.printable(line))
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+    if bad:
+        return EXIT_USAGE
+    logger.info("emperor configuration OK (%s)", ", ".join(m.name for m in emperor.monitors))
+    return 0
+
+
+def _check_zergpool(cfg: config.Config) -> int:
+    """--check-config of a zergpool: every PATH:addr1,addr2 parses; nothing is bound."""
+    from zergserve import zergpool
+    try:
+        for spec in cfg.zergpool:
+            zergpool.parse(spec)
+    except sockets.AddressError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    logger.info("zergpool configuration OK")
+    return 0
 
 
 def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = None) -> int:
@@ -107,10 +161,16 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         logger.error("%s", exc)
         return EXIT_USAGE
     try:
+        hooks = Hooks(cfg.hooks)  # before --chdir: a relative path means what it meant where we started
+    except HooksError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env, cfg.home)
     except app_loader.AppLoadError as exc:
         logger.error("%s", exc)
         return EXIT_APP_LOAD_ERROR
+    compat.install(cfg)
     if cfg.check_static or cfg.static_map or cfg.static_map2:
         from zergserve import static  # here: an instance without static files never imports it
         try:
@@ -118,12 +178,13 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         except static.StaticError as exc:
             logger.error("%s", exc)
             return EXIT_USAGE
-        app_loader.add_layer(static.layer(files, asgi=cfg.worker == "asyncio"))
+        app_loader.add_layer(static.layer(files, asgi=workers.SERVES[cfg.worker] == "asgi"))
     if cfg.check_config:
         return _check_config(cfg)
     reloaded = REEXEC_LISTENERS in os.environ
     hold_signals()
     adopted = adopt_reexec_listeners()
+    handed = list(adopted.values())
     try:
         listeners = bind_listeners(cfg, adopted)
     except (sockets.AddressError, zerg.ZergError) as exc:
@@ -144,10 +205,14 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     app = None
     if not cfg.lazy_apps:
         app = _load_app(cfg)
-        if app is None:
+        if app is None and not os.environ.get(REEXEC_WORKERS):
             _abandon(listeners, cfg.vacuum)
             return EXIT_APP_LOAD_ERROR
-    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify)
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks)
+    if reloaded:
+        master.added_listeners = [item for item in listeners if item.origin == "bound" and item not in handed]
+    if app is None and not cfg.lazy_apps:  # a reload's new image, with the previous workers to fall back on
+        master.roll_back("the new app could not be loaded by the master", EXIT_APP_LOAD_ERROR)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,
@@ -240,7 +305,7 @@ def _take_adopted(addr: str, adopted: dict[str, sockets.Listener]) -> sockets.Li
 
 def _load_app(cfg: config.Config):
     try:
-        return app_loader.load(cfg.module, cfg.wsgi_file, cfg.callable)
+        return workers.load_app(cfg)
     except app_loader.AppLoadError as exc:
         logger.error("cannot load the app: %s", exc)
         if exc.__cause__ is not None:
@@ -256,22 +321,31 @@ def _abandon(listeners: list[sockets.Listener], vacuum: bool) -> None:
 
 def _check_config(cfg: config.Config) -> int:
     """--check-config: the configuration and the app load. As the master's HUP check it also
-    tries what the new master will bind and create, so that a reload that would fail is refused
-    while the old workers go on serving."""
-    if RELOAD_CHECK in os.environ:
+    tries what the new master will bind and create, and boots a trial worker of the new app that
+    must answer the --reload-check-url requests (trial.py), so that a reload that would fail is
+    refused while the old workers go on serving."""
+    reload_check = RELOAD_CHECK in os.environ
+    if reload_check:
         code = _check_reload_resources(cfg, os.environ.pop(RELOAD_CHECK))
         if code:
             return code
-    if _load_app(cfg) is None:
-        return EXIT_APP_LOAD_ERROR
+    app = None
+    if not (reload_check and cfg.lazy_apps):  # a lazy app loads in the trial worker, after its fork
+        app = _load_app(cfg)
+        if app is None:
+            return EXIT_APP_LOAD_ERROR
+    if reload_check:
+        code = trial.run(cfg, app, workers.get(cfg.worker))
+        if code:
+            return code
     logger.info("configuration and app OK")
     return 0
 
 
-def _check_reload_resources(cfg: config.Config, held_stats: str) -> int:
+def _check_reload_resources(cfg: config.Config, held_addresses: str) -> int:
     """Bind the addresses the running master does not hold (it passes us the ones it does, which
     are taken over, never rebound), then release them and remove the socket files made here; check
-    the stats address and the pidfile. A zerg that has not attached yet would attach at start, so
+    the stats and metrics addresses and the pidfile. A zerg that has not attached yet would attach at start, so
     it has nothing to bind here."""
     adopted = adopt_reexec_listeners()
     held = list(adopted.values())
@@ -279,7 +353,7 @@ def _check_reload_resources(cfg: config.Config, held_stats: str) -> int:
     try:
         if not cfg.zerg or any(item.attached for item in held):
             listeners = bind_listeners(cfg, adopted, attach=False)
-        check_start(cfg, held_stats)
+        check_start(cfg, held_addresses)
     except (sockets.AddressError, StartError) as exc:
         logger.error("reload check: %s", exc)
         return EXIT_USAGE

@@ -6,20 +6,30 @@ Lowest to highest:
 
 1. built-in defaults;
 2. config files, in the order given: first those named in the environment (`UWSGI_INI=app.ini`,
-   `ZERGSERVE_TOML=...`), then `--ini FILE[:section]`, `--json`, `--toml`, `--yaml` and bare
-   `FILE.ini` / `.json` / `.toml` / `.yaml` arguments, each read where it appears on the command
-   line. A file may name others (`ini = base.ini`, relative to the including file; `ini = :zerg`
-   is a section of the same file), which are read in its place, at most 16 deep;
+   `ZERGSERVE_TOML=...`), then `--ini FILE[:section]`, `--json`, `--toml`, `--yaml`, `--include`
+   and bare `FILE.ini` / `.json` / `.toml` / `.yaml` arguments, each read where it appears on the
+   command line. A file may name others (`ini = base.ini` or `include = base.toml`, relative to the
+   including file; `ini = :zerg` is a section of the same file), which are read in its place, at
+   most 16 deep;
 3. `UWSGI_<OPTION>` environment variables (upper case, `-` → `_`: `UWSGI_BUFFER_SIZE`). uWSGI's
-   internal variables (`UWSGI_RELOADS`, `UWSGI_EMPEROR_FD`, `UWSGI_VASSAL_*`, …) and names that are
-   no option are ignored: uWSGI sets many of its own;
+   internal variables (`UWSGI_RELOADS`, `UWSGI_EMPEROR_FD`, `UWSGI_VASSAL_*`, …) are ignored; any
+   other name that is no option is ignored with a warning;
 4. `ZERGSERVE_<OPTION>` environment variables. A name that is no option is an error: a typo in
    our own namespace should fail loudly;
-5. the command line.
+5. the command line;
+6. files read with `inherit` (uWSGI's templates), which uWSGI appends after everything else, the
+   command line included.
 
 A scalar takes the value of the highest source that sets it (within one source, the last
 occurrence). A repeatable option collects the values of every source, lowest first. An environment
 variable gives one value.
+
+Every error of a run is reported at once (each naming its file and line, flag or variable), and the
+process exits 2. A name that is no option gets a hint: where it has another name here, that name
+(gunicorn's `--timeout` → `--harakiri`); a uWSGI option zergserve lacks is "not supported yet";
+otherwise the closest option name, if one is close. Options that change nothing here
+(the "uWSGI compatibility" group below, and `master = false`) are accepted with one warning line
+saying why.
 
 ## Files
 
@@ -31,7 +41,8 @@ variable gives one value.
 * Flags take `true/false`, `yes/no`, `on/off`, `1/0`; an empty value means true.
 
 Values in files (not on the command line or in the environment, where the shell has done its
-part) are expanded, uWSGI style:
+part) are expanded, uWSGI style. Anything that looks like one of these and is not known (`%Y`,
+`%(a + b)`, `@(http://…)`) is an error, never left as text:
 
 | syntax | becomes |
 |---|---|
@@ -41,17 +52,47 @@ part) are expanded, uWSGI style:
 | `%n` | file name without extension |
 | `%e` | extension, without the dot |
 | `%c` | name of the file's directory |
+| `%0` … `%9` | the components of the file's directory (`/etc/vassals/a.ini`: `%0` = `etc`, `%1` = `vassals`) |
 | `%x` | the section asked for (`app.ini:zerg` → `zerg`), else empty |
 | `%o` | the file name as given |
+| `%i` | the file's inode number |
+| `%j` | uWSGI's djb33x hash of `%p`, 8 hex digits |
+| `%D %P %S %N %E %C %X %O %I %J` | the same, of the first file read that was not an `include` or `inherit` template (a vassal's own file, seen from a shared template) |
 | `%v` | the working directory |
 | `%h` | the host name |
+| `%k` | the number of CPUs |
+| `%t`, `%T` | the Unix time at start, in seconds and microseconds |
+| `%u`, `%U` | the uid and user name; `%g`, `%G` the gid and group name |
+| `%V` | the zergserve version |
+| `%[` | the ESC character (for colours) |
 | `%%` | `%` |
 | `%(name)` | the value of an option or placeholder set earlier (in a file, by `--set` or on the command line before the file) |
-| `$(NAME)` | the environment variable `NAME` (empty if unset) |
+| `%(_)` | inside a `for` or `if-*` block: the loop item, or what the condition found |
+| `$(NAME)` | the environment variable `NAME` (empty if unset); `$(NAME:-DEFAULT)` if unset or empty, `$(NAME-DEFAULT)` if unset |
+| `@(FILE)` | the content of FILE (relative to the working directory, as in uWSGI), less one trailing newline |
+| `@(exec://COMMAND)` | the output of the shell command, less one trailing newline; a failing command is an error |
 
 A key that is no option is an error naming the file, line and key, unless the loaded
 configuration uses it as `%(key)`: that is how uWSGI users define their own placeholders.
-`--set key=value` sets the option `key`, or the placeholder `key` if there is no such option.
+`--set key=value` sets the option `key`, or the placeholder `key` if there is no such option;
+`set-placeholder` (`set-ph`) always sets a placeholder.
+
+Configuration logic (uWSGI's): a block's lines are kept only if its condition holds, or repeated
+once per item of a loop, with `%(_)` set; blocks do not nest (nor do they in uWSGI).
+
+| block | lines kept | `%(_)` |
+|---|---|---|
+| `for = a b c` … `endfor` | once per space-separated item | the item |
+| `for-glob = PATTERN`, `for-readline = FILE`, `for-times = N` | once per matching path, non-empty line, or 1…N | the item |
+| `if-env = NAME` or `NAME=VALUE` … `endif` | if the variable is set (to VALUE) | its value |
+| `if-opt = NAME` or `NAME=VALUE` | if the option or placeholder is set so far (to VALUE) | its value |
+| `if-exists`, `if-file`, `if-dir = PATH` | if PATH is readable, a regular file, a directory | PATH |
+| `if-hostname = NAME` | if the host is called NAME | NAME |
+| `if-not-…` of each | if it does not hold | as above, when there is one |
+
+`include = FILE` reads a file of any format (by its extension) in place, as `ini =` does for an ini
+file. `inherit = FILE` reads a template whose settings come after every other source; as in uWSGI,
+only its magic variables are expanded, so `$()`, `@()` and `%()` there are errors.
 
 ## Command line
 
@@ -67,11 +108,10 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from zergserve import __version__, proxy, sockets
+from zergserve import __version__, configfile, proxy, sockets
 
 
 class ConfigError(Exception):
@@ -154,7 +194,9 @@ def text(value: str) -> str:
 @_metavar("ADDR")
 def address(value: str) -> str:
     """A listening address in sockets.py's spellings, checked now so that a typo is reported with
-    its file and line rather than at bind time."""
+    its file and line rather than at bind time. gunicorn's `unix:PATH` is PATH."""
+    if value.startswith("unix:"):
+        value = value[len("unix:"):]
     if value.startswith("fd://"):
         if not value[len("fd://"):].isdigit():
             raise ValueError(f"invalid address {value!r}: fd:// needs a number")
@@ -279,12 +321,20 @@ OPTIONS: tuple[Option, ...] = (
       "set; a venv of another Python version is refused", "H", ("virtualenv", "venv", "pyhome"), group="app"),
     O("lazy-apps", boolean, False, "load the app in each worker instead of once in the master", flag=True,
       group="app"),
+    O("hooks", text, None, "call gunicorn-style server hooks defined in this Python file (a gunicorn.conf.py "
+      "works): on_starting, on_reload, when_ready, pre_fork, post_fork, worker_exit, child_exit, on_exit",
+      group="app"),
+    O("lifespan", choice("auto", "on", "off"), "auto", "the ASGI lifespan scope (asyncio worker), as uvicorn's: "
+      "auto serves an app that raises on it before its startup completes without it, on makes that a boot "
+      "failure too, off never sends it", group="app"),
+    O("lifespan-timeout", number(), 60.0, "seconds the ASGI lifespan startup and shutdown may each take; a "
+      "startup that takes longer fails the worker's boot", group="app"),
     # sockets
     O("http", address, (), "serve HTTP/1.1 on ADDR from the workers themselves: uWSGI's --http-socket; there is "
-      "no separate HTTP router process", aliases=("http-socket",), repeatable=True, group="sockets"),
+      "no separate HTTP router process", aliases=("http-socket", "bind"), repeatable=True, group="sockets"),
     O("socket", address, (), "serve the uwsgi protocol on ADDR (for nginx uwsgi_pass)", "s", ("uwsgi-socket",),
       repeatable=True, group="sockets"),
-    O("listen", integer(1, 65535), 100, "listen backlog of every socket", "l", group="sockets"),
+    O("listen", integer(1, 65535), 100, "listen backlog of every socket", "l", ("backlog",), group="sockets"),
     O("chmod-socket", mode, None, "mode of UNIX sockets (without a value: 666)", "C", const="666",
       group="sockets"),
     O("forwarded-allow-ips", proxies, proxy.DEFAULT, "trust X-Forwarded-Proto/-For (or Forwarded) from these "
@@ -303,13 +353,20 @@ OPTIONS: tuple[Option, ...] = (
       aliases=("worker-class",), group="processes"),
     O("worker-connections", integer(1), 1000, "most connections a gevent or asyncio worker serves at once",
       group="processes"),
+    O("gevent", integer(1), None, "uWSGI's gevent loop: the same as --worker gevent --worker-connections N",
+      group="processes"),
     O("harakiri", integer(0), 0, "kill a worker stuck on one request for more than N seconds (0: off)", "t",
       group="processes"),
     O("max-requests", integer(0), 0, "recycle a worker after N requests (0: never)", "R", group="processes"),
     O("max-requests-delta", integer(0), 0, "add (worker id - 1) * N to max-requests, so workers do not "
       "recycle together", group="processes"),
+    O("reload-check-url", text, (), "on every reload, GET this PATH (or http://HOST/PATH, to set the Host "
+      "header) from the reload check's trial worker, the new app booted on a private socket; the reload is "
+      "refused unless each answers 2xx or 3xx", repeatable=True, group="processes"),
+    O("max-requests-jitter", integer(0), 0, "add a random 0..N to each worker's max-requests (gunicorn's), so "
+      "workers do not recycle together", group="processes"),
     O("worker-reload-mercy", integer(0), 60, "seconds a worker may take to finish its requests on reload or "
-      "stop before SIGKILL", group="processes"),
+      "stop before SIGKILL", aliases=("graceful-timeout",), group="processes"),
     O("reload-on-rss", integer(0), 0, "recycle a worker whose resident memory exceeds N megabytes, after the "
       "request in hand (0: off)", group="processes"),
     O("evil-reload-on-rss", integer(0), 0, "kill (SIGKILL) and respawn a worker whose resident memory exceeds N "
@@ -371,7 +428,8 @@ OPTIONS: tuple[Option, ...] = (
       "imported changes; inotify where the kernel has it, else checked every N seconds (0: off; "
       "without a value: 1)", aliases=("python-autoreload", "reload"), const="1", group="reload"),
     # limits
-    O("buffer-size", integer(1, 65535), 4096, "largest uwsgi vars block accepted", "b", group="limits"),
+    O("buffer-size", integer(1, 65535), 4096, "largest uwsgi vars block accepted; above 4096 it also raises the "
+      "HTTP request line and header field limits to N, as in uWSGI", "b", group="limits"),
     O("max-vars", integer(1), 64, "uwsgi packets may carry at most 2 * N vars", group="limits"),
     O("http-timeout", number(), 4.0, "absolute deadline in seconds for the whole request head to arrive",
       group="limits"),
@@ -404,8 +462,8 @@ OPTIONS: tuple[Option, ...] = (
       group="elastic"),
     O("cheap", boolean, False, "start with no workers; the first connection spawns them", flag=True,
       group="elastic"),
-    O("vassal-sos-backlog", integer(0), 0, "ask the emperor for reinforcements (byte 30) when a socket's "
-      "accept queue holds N or more connections (0: off)", group="elastic"),
+    O("vassal-sos-backlog", integer(0), 0, "ask the emperor for reinforcements (byte 30, once per zerg "
+      "wanted) as soon as a socket's accept queue holds N or more connections (0: off)", group="elastic"),
     O("vassal-sos", integer(0), 0, "ask the emperor for reinforcements when every worker has been busy for "
       "more than N seconds (0: off)", group="elastic"),
     # emperor
@@ -430,6 +488,8 @@ OPTIONS: tuple[Option, ...] = (
       flag=True, group="emperor"),
     O("emperor-stats", address, None, "serve the emperor's stats JSON on ADDR", aliases=("emperor-stats-server",),
       group="emperor"),
+    O("emperor-metrics", address, None, "serve the emperor's Prometheus metrics at http://ADDR/metrics: "
+      "vassals, respawns, throttles, broodlord zergs", group="emperor"),
     O("emperor-pidfile", text, None, "write the emperor's pid to this file", group="emperor"),
     O("emperor-extra-extension", text, (), "also treat files ending in EXT as vassal configs",
       repeatable=True, group="emperor"),
@@ -451,7 +511,7 @@ OPTIONS: tuple[Option, ...] = (
       repeatable=True, group="emperor"),
     O("binary-path", text, None, "program to run vassals with (default: this zergserve)", group="emperor"),
     O("emperor-broodlord", integer(0), 0, "on a vassal's SOS spawn NAME:zerg (the [zerg] section of its "
-      "file) while it has fewer than N zergs (0: off)", group="emperor"),
+      "file), as many at once as it asks for, while it has fewer than N zergs (0: off)", group="emperor"),
     O("emperor-broodlord-boot-timeout", number(), 10.0, "seconds a zerg may take from its spawn to "
       "accepting requests; a slower one is killed and counted as a failed boot (0: wait forever)",
       group="emperor"),
@@ -464,6 +524,9 @@ OPTIONS: tuple[Option, ...] = (
       group="stats"),
     O("stats-http", boolean, False, "prefix the stats JSON with an HTTP header", flag=True, group="stats"),
     O("stats-minified", boolean, False, "compact stats JSON", flag=True, group="stats"),
+    O("metrics", address, None, "serve Prometheus metrics at http://ADDR/metrics (TCP if it has ':', else "
+      "UNIX): requests, exceptions, harakiri, respawns, workers by status, listen queue, response times",
+      group="stats"),
     O("disable-logging", boolean, False, "no access log lines (errors are always logged)", "L", flag=True,
       group="logging"),
     O("logto", text, None, "append the log (and the app's stdout/stderr) to this file", group="logging"),
@@ -478,6 +541,22 @@ OPTIONS: tuple[Option, ...] = (
       group="compat"),
     O("strict", boolean, True, "accepted for uWSGI configs: unknown keys are always errors", flag=True,
       group="compat"),
+    O("thunder-lock", boolean, False, "accepted for uWSGI configs: the sync worker waits with EPOLLEXCLUSIVE, so "
+      "a connection wakes one worker, not all", flag=True, group="compat"),
+    O("post-buffering", integer(0), 0, "accepted for uWSGI configs: wsgi.input reads the body from the socket "
+      "as the app asks, within --limit-post", group="compat"),
+    O("offload-threads", integer(0), 0, "accepted for uWSGI configs: wsgi.file_wrapper uses sendfile in the "
+      "worker", group="compat"),
+    O("memory-report", boolean, False, "accepted for uWSGI configs: the stats server reports each worker's rss",
+      flag=True, group="compat"),
+    O("harakiri-verbose", boolean, False, "accepted for uWSGI configs: a harakiri is always logged with the "
+      "request it killed", flag=True, group="compat"),
+    O("plugins", text, (), "accepted for uWSGI configs: Python is built in, there are no plugins to load",
+      aliases=("plugin",), repeatable=True, group="compat"),
+    O("gevent-monkey-patch", boolean, False, "accepted for uWSGI configs: the gevent worker always "
+      "monkey-patches", flag=True, group="compat"),
+    O("preload", boolean, False, "accepted for gunicorn configs: the app is loaded in the master before the "
+      "fork unless --lazy-apps", flag=True, group="compat"),
     # config sources
     O("ini", text, (), "read options from an ini file (FILE[:section])", repeatable=True, group="config"),
     O("json", text, (), "read options from a JSON file (FILE[:section])", aliases=("js",), repeatable=True,
@@ -485,8 +564,14 @@ OPTIONS: tuple[Option, ...] = (
     O("toml", text, (), "read options from a TOML file (FILE[:section])", repeatable=True, group="config"),
     O("yaml", text, (), "read options from a YAML file (FILE[:section]; needs PyYAML)", aliases=("yml",),
       repeatable=True, group="config"),
+    O("include", text, (), "read a config file (any format, by extension) in place, as uWSGI's --include",
+      repeatable=True, group="config"),
+    O("inherit", text, (), "read a config file after every other source (uWSGI's template: only its magic "
+      "variables are expanded)", repeatable=True, group="config"),
     O("set", key_value, (), "set an option, or a placeholder if KEY is no option", "S", repeatable=True,
       group="config"),
+    O("set-placeholder", key_value, (), "set a placeholder, even if KEY is an option's name", aliases=("set-ph",),
+      repeatable=True, group="config"),
     O("print-config", boolean, False, "print the merged configuration as JSON and exit", flag=True,
       group="config"),
     O("check-config", boolean, False, "load the configuration and the app, then exit", flag=True,
@@ -500,11 +585,33 @@ _GROUP_TITLES = {"app": "Application", "sockets": "Sockets", "processes": "Proce
                  "logging": "Logging", "compat": "uWSGI compatibility", "config": "Configuration"}
 _BY_NAME: dict[str, Option] = {name: opt for opt in OPTIONS for name in (opt.name, *opt.aliases)}
 _BY_SHORT: dict[str, Option] = {opt.short: opt for opt in OPTIONS if opt.short}
-_FILE_OPTIONS = frozenset({"ini", "json", "toml", "yaml"})
-_NOT_FORWARDED = _FILE_OPTIONS | {"set", "print-config", "check-config"}
-_EXTENSIONS = {".ini": "ini", ".json": "json", ".js": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
-_DEFAULT_SECTIONS = ("uwsgi", "zergserve")
-_MAX_INCLUDE_DEPTH = 16
+_FILE_OPTIONS = frozenset({"ini", "json", "toml", "yaml", "include", "inherit"})
+_NOT_FORWARDED = _FILE_OPTIONS | {"set", "set-placeholder", "print-config", "check-config", "gevent"}
+# An option whose value stands for others (uWSGI's gevent = N); the row keeps its own value too.
+_EXPANDS: dict[str, Callable[[Any], list[tuple[str, str]]]] = {
+    "gevent": lambda n: [("worker", "gevent"), ("worker-connections", str(n))]}
+# A value of a live option that changes nothing here: warned about with the reason (the compat group's
+# rows are warned about whatever their value, with their help as the reason).
+_NO_EFFECT: dict[str, tuple[Any, str]] = {"master": (False, "zergserve always runs a master process")}
+# Migration hints for names that are no option here, from uWSGI and gunicorn: what to use instead.
+_SERVE_TLS = "zergserve speaks no TLS: terminate it in nginx (or another proxy) in front"
+_LOGIC = "configuration logic works in config files, not on the command line or in the environment"
+_HINTS: dict[str, str] = {
+    "threads": "workers have no thread pool here: use --worker gevent (many connections per process) or more "
+               "--processes",
+    "async": "use --worker gevent --worker-connections N",
+    "http-keepalive": "--http keeps connections alive with --worker gevent or asyncio (see --keep-alive)",
+    "daemonize": "zergserve stays in the foreground: run it under systemd (deploy/systemd) with --logto FILE",
+    "daemon": "zergserve stays in the foreground: run it under systemd (deploy/systemd)",
+    "https": _SERVE_TLS, "https-socket": _SERVE_TLS, "certfile": _SERVE_TLS, "keyfile": _SERVE_TLS,
+    "timeout": "gunicorn's --timeout kills a silent worker; the nearest here is --harakiri N (a request running "
+               "more than N seconds)",
+    "pid": "--pidfile FILE",
+    "user": "--uid USER", "group": "--gid GROUP",
+    "log-file": "--logto FILE",
+    "config": "zergserve reads ini/json/toml/yaml files (--ini FILE), not gunicorn's Python config files",
+    "cheaper": "uWSGI's cheaper algorithms are not supported yet; --cheap and --idle are zergserve's elastic modes",
+}
 # Tyrant mode: "FD:NAME", the vassal's config file NAME as the emperor opened and checked it (see _read).
 CONFIG_FD_VARIABLE = "ZERGSERVE_CONFIG_FD"
 # Variables of uWSGI's and our own machinery, never options.
@@ -543,6 +650,7 @@ class Config:
     def __init__(self) -> None:
         self.sources: dict[str, str] = {}
         self.placeholders: dict[str, str] = {}
+        self.warnings: list[str] = []  # options that change nothing here, ignored variables: for the log
         for opt in OPTIONS:
             setattr(self, opt.attr, list(opt.default) if opt.repeatable else opt.default)
 
@@ -557,7 +665,7 @@ class Config:
         on to a vassal); always `--name=value`, so no value can be mistaken for an option."""
         args: list[str] = []
         for opt in OPTIONS:
-            if opt.name in _NOT_FORWARDED:
+            if opt.name in _NOT_FORWARDED or opt.group == "compat":
                 continue
             value = getattr(self, opt.attr)
             if opt.repeatable:
@@ -579,7 +687,7 @@ def _render(opt: Option, value: Any) -> str:
     return str(value)
 
 
-class _Setting(NamedTuple):
+class Setting(NamedTuple):
     """One key = value from one source, before conversion; opt is None for a file key that is no
     option (a placeholder, or a mistake)."""
 
@@ -590,54 +698,38 @@ class _Setting(NamedTuple):
     placeholder: bool = False  # defined by `set`, so it needs no %(key) use to be accepted
 
 
-class _Scope:
-    """What files see while they are read: values for %(name), the names used so, and the last
-    file read (the file of a bare ':section')."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
-        self.referenced: set[str] = set()
-        self.last_file: str | None = None
-
-    def define(self, setting: _Setting) -> None:
-        if _is_file_option(setting):
-            return
-        values = setting.value if isinstance(setting.value, list) else [setting.value]
-        if not values:
-            return
-        value = _as_text(values[-1])
-        self.values[setting.key] = value
-        if setting.opt is not None:
-            self.values[setting.opt.name] = value
-
-
-def _is_file_option(setting: _Setting) -> bool:
+def is_file_option(setting: Setting) -> bool:
     """Whether the setting names a config file to read in its place (--ini and friends)."""
     return setting.opt is not None and setting.opt.name in _FILE_OPTIONS
 
 
 def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
     """Merge every source into a Config (argv without the program name). Raises ConfigError naming
-    the source and key of a problem, HelpRequested or VersionRequested."""
+    the source and key of every problem found, HelpRequested or VersionRequested. Options that
+    change nothing here and unknown UWSGI_* variables end up in cfg.warnings, for the caller to log."""
     env = os.environ if environ is None else environ
     command_line = _parse_argv(argv)
-    environment = _from_environ(env, "UWSGI_", strict=False) + _from_environ(env, "ZERGSERVE_", strict=True)
-    scope = _Scope()
-    files: list[_Setting] = []
-    others: list[_Setting] = []
+    scope = configfile.Scope(env)
+    environment = _from_environ(env, "UWSGI_", scope) + _from_environ(env, "ZERGSERVE_", scope)
+    files: list[Setting] = []
+    others: list[Setting] = []
     for setting in environment + command_line:
-        if _is_file_option(setting):
-            path, section = _checked_file(setting.value, env) or _split_section(setting.value)
-            files += _expand_file(setting.opt.name, path or scope.last_file or "", section, setting.value,
-                                  setting.source, env, 0, scope)
+        if is_file_option(setting):
+            files += configfile.read_named(setting.opt.name, setting.value, None, setting.source, 0, scope, False)
         else:
             scope.define(setting)
             others.append(setting)
-    ordered = files + others
-    used = scope.referenced | _placeholder_names(ordered)
+    ordered = files + others + scope.inherited
+    used = scope.referenced | configfile.placeholder_names(ordered)
     cfg = Config()
     for setting in ordered:
-        _apply(cfg, setting, used)
+        try:
+            _apply(cfg, setting, used)
+        except ConfigError as exc:
+            scope.errors.append(str(exc))
+    if scope.errors:
+        raise ConfigError("\n".join(dict.fromkeys(scope.errors)))
+    cfg.warnings[:0] = dict.fromkeys(scope.warnings)
     return cfg
 
 
@@ -648,26 +740,46 @@ def parse_file(path: str, section: str | None = None,
     not checked against the table (the emperor reads vassal files with it)."""
     env = os.environ if environ is None else environ
     if section is None:
-        path, section = _split_section(path)
-    settings = _expand_file(_file_kind(path) or "ini", path, section, path, path, env, 0, _Scope())
-    return [(s.key, _as_text(item), s.source) for s in settings
+        path, section = configfile.split_section(path)
+    scope = configfile.Scope(env)
+    settings = configfile.expand_file(configfile.file_kind(path) or "ini", path, section, path, path, 0, scope)
+    if scope.errors:
+        raise ConfigError("\n".join(scope.errors))
+    return [(s.key, as_text(item), s.source) for s in settings + scope.inherited
             for item in (s.value if isinstance(s.value, list) else [s.value])]
 
 
-def _apply(cfg: Config, setting: _Setting, used: set[str]) -> None:
+def _apply(cfg: Config, setting: Setting, used: set[str]) -> None:
     """Convert one setting and store it: replace a scalar, extend a list, keep a placeholder."""
     opt = setting.opt
     if opt is None:
         if not (setting.placeholder or setting.key in used):
-            raise ConfigError(f"{setting.source}: unknown option {setting.key!r}{_suggest(setting.key)}")
-        cfg.placeholders[setting.key] = _as_text(setting.value)
+            raise ConfigError(f"{setting.source}: {_unknown(setting.key)}")
+        cfg.placeholders[setting.key] = as_text(setting.value)
         return
     value = _convert(opt, setting.value, setting.source)
+    _warn_if_inert(cfg, opt, value, setting.source)
+    if opt.name in _EXPANDS:
+        for name, item in _EXPANDS[opt.name](value):
+            _apply(cfg, Setting(find(name), name, item, setting.source), used)
     if opt.repeatable:
         getattr(cfg, opt.attr).extend(value if isinstance(value, list) else [value])
     else:
         setattr(cfg, opt.attr, value)
     cfg.sources[opt.name] = setting.source
+
+
+def _warn_if_inert(cfg: Config, opt: Option, value: Any, source: str) -> None:
+    """One warning line per option that is accepted but changes nothing here, saying why (the
+    row's help for the compat group; _NO_EFFECT for a value of a live option, like master = false)."""
+    if opt.group == "compat":
+        why = opt.help.split(": ", 1)[-1]
+    elif opt.name in _NO_EFFECT and _NO_EFFECT[opt.name][0] == value:
+        why = _NO_EFFECT[opt.name][1]
+    else:
+        return
+    if not any(f" {opt.name} has no effect here" in line for line in cfg.warnings):
+        cfg.warnings.append(f"{source}: {opt.name} has no effect here: {why}")
 
 
 def _convert(opt: Option, raw: Any, source: str) -> Any:
@@ -677,7 +789,7 @@ def _convert(opt: Option, raw: Any, source: str) -> Any:
         if not opt.repeatable:
             raise ConfigError(f"{source}: {opt.name}: takes one value, got a list")
         return [_convert(opt, item, source) for item in raw]
-    value = _as_text(raw)
+    value = as_text(raw)
     if opt.flag and not value.strip():
         return True
     if opt.const is not None and value.strip().lower() in ("", "true"):
@@ -688,31 +800,32 @@ def _convert(opt: Option, raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {opt.name}: {exc}") from None
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _resolve_set(setting: _Setting) -> _Setting:
-    """`set = key=value` as the setting of option `key`, or of the placeholder `key`."""
-    if setting.opt is None or setting.opt.name != "set":
+def resolve_set(setting: Setting) -> Setting:
+    """`set = key=value` as the setting of option `key`, or of the placeholder `key`;
+    `set-placeholder = key=value` always as a placeholder."""
+    if setting.opt is None or setting.opt.name not in ("set", "set-placeholder"):
         return setting
     try:
-        key, _, value = key_value(_as_text(setting.value)).partition("=")
+        key, _, value = key_value(as_text(setting.value)).partition("=")
     except ValueError as exc:
-        raise ConfigError(f"{setting.source}: set: {exc}") from None
-    target = find(key)
-    return _Setting(target, key, value, setting.source, placeholder=target is None)
+        raise ConfigError(f"{setting.source}: {setting.opt.name}: {exc}") from None
+    target = find(key) if setting.opt.name == "set" else None
+    return Setting(target, key, value, setting.source, placeholder=target is None)
 
 
 # --- the command line ------------------------------------------------------------------------------
 
-def _parse_argv(argv: Sequence[str]) -> list[_Setting]:
+def _parse_argv(argv: Sequence[str]) -> list[Setting]:
     """Settings in command-line order. The table drives a small hand parser because argparse
     handles optional values and bare config-file arguments poorly."""
     args = list(argv)
-    settings: list[_Setting] = []
+    settings: list[Setting] = []
     i = 0
     while i < len(args):
         arg = args[i]
@@ -725,7 +838,7 @@ def _parse_argv(argv: Sequence[str]) -> list[_Setting]:
             name, eq, value = arg[2:].partition("=")
             opt = find(name)
             if opt is None:
-                raise ConfigError(f"unknown option --{name}{_suggest(name)}")
+                raise ConfigError(_unknown(name, f"--{name}"))
             spelled = f"--{name}"
             if not eq:
                 value, i = _take_value(opt, args, i, spelled)
@@ -743,11 +856,11 @@ def _parse_argv(argv: Sequence[str]) -> list[_Setting]:
             else:
                 value, i = _take_value(opt, args, i, spelled)
         else:
-            kind = _file_kind(arg)
+            kind = configfile.file_kind(arg)
             if kind is None:
                 raise ConfigError(f"unexpected argument {arg!r} (config files end in .ini, .json, .toml or .yaml)")
             opt, spelled, value = _BY_NAME[kind], arg, arg
-        settings.append(_resolve_set(_Setting(opt, opt.name, value, spelled)))
+        settings.append(resolve_set(Setting(opt, opt.name, value, spelled)))
     return settings
 
 
@@ -775,9 +888,9 @@ def _is_valid(opt: Option, value: str) -> bool:
 
 # --- the environment -------------------------------------------------------------------------------
 
-def _from_environ(env: Mapping[str, str], prefix: str, strict: bool) -> list[_Setting]:
-    """PREFIX_<OPTION> variables as settings, in name order; `strict` makes an unknown name an
-    error instead of someone else's variable."""
+def _from_environ(env: Mapping[str, str], prefix: str, scope: configfile.Scope) -> list[Setting]:
+    """PREFIX_<OPTION> variables as settings, in name order. A ZERGSERVE_ name that is no option is
+    an error (a typo in our own namespace); a UWSGI_ one a warning (the variable is ignored)."""
     settings = []
     for name in sorted(env):
         if not name.startswith(prefix) or name in _RESERVED_ENV or name.startswith(_RESERVED_ENV_PREFIXES):
@@ -785,233 +898,36 @@ def _from_environ(env: Mapping[str, str], prefix: str, strict: bool) -> list[_Se
         key = name[len(prefix):].lower()
         opt = find(key)
         if opt is None:
-            if strict:
-                raise ConfigError(f"environment variable {name}: no option {key.replace('_', '-')!r}"
-                                  f"{_suggest(key.replace('_', '-'))}")
-            continue
-        settings.append(_resolve_set(_Setting(opt, opt.name, env[name], f"${name}")))
-    return settings
-
-
-# --- files -----------------------------------------------------------------------------------------
-
-def _expand_file(kind: str, path: str, section: str | None, given: str, source: str, env: Mapping[str, str],
-                 depth: int, scope: _Scope) -> list[_Setting]:
-    """The settings of one file in order, with its includes read in their place and its values
-    expanded (magic variables, placeholders, environment)."""
-    if depth > _MAX_INCLUDE_DEPTH:
-        raise ConfigError(f"{source}: config files include each other more than {_MAX_INCLUDE_DEPTH} deep")
-    if not path:
-        raise ConfigError(f"{source}: {given!r} names a section, but no file was read before it")
-    try:
-        data = _read(path, env)
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read {kind} file {path!r}: {exc.strerror}") from None
-    scope.last_file = path
-    if kind == "ini":
-        raw = _read_ini(path, data.decode("utf-8", "replace"), section)
-    else:
-        raw = _read_structured(kind, path, data, section)
-    magic = _magic(path, given, section)
-    settings: list[_Setting] = []
-    for key, value, where in raw:
-        if isinstance(value, list):
-            value = [_substitute(item, magic, scope, env, where) if isinstance(item, str) else item
-                     for item in value]
-        elif isinstance(value, str):
-            value = _substitute(value, magic, scope, env, where)
-        setting = _resolve_set(_Setting(find(key), key, value, where))
-        if _is_file_option(setting):
-            for item in setting.value if isinstance(setting.value, list) else [setting.value]:
-                include, include_section = _split_section(_as_text(item))
-                if not include:
-                    include = path
-                elif not os.path.isabs(include):
-                    include = os.path.join(os.path.dirname(path), include)
-                settings += _expand_file(setting.opt.name, include, include_section, _as_text(item), where, env,
-                                         depth + 1, scope)
-            continue
-        scope.define(setting)
-        settings.append(setting)
-    return settings
-
-
-def _read(path: str, env: Mapping[str, str]) -> bytes:
-    """The bytes of a config file. In tyrant mode the emperor passes the vassal its file already
-    open (CONFIG_FD_VARIABLE): it checked the owner on that descriptor, so reading the name again
-    would let anyone who can write the directory swap the file in between. The name still gives
-    the magic variables (%n, %d, ...); includes are opened by name, after the privilege drop."""
-    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
-    if not (sep and fd.isdigit() and os.path.abspath(name) == os.path.abspath(path)):
-        with open(path, "rb") as fh:
-            return fh.read()
-    chunks = []
-    offset = 0
-    while chunk := os.pread(int(fd), 65536, offset):  # pread: every reload reads it from the start
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
-def _checked_file(spec: str, env: Mapping[str, str]) -> tuple[str, str | None] | None:
-    """(file, section) when `spec` is the file the emperor passed open (CONFIG_FD_VARIABLE), or
-    that file with a :section: matched on the name as given, never split by what exists on disk,
-    so `app.ini:x.ini` next to the checked `app.ini` is never read in its place (nor the reverse)."""
-    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
-    if not (sep and fd.isdigit() and name):
-        return None
-    if spec == name:
-        return name, None
-    rest = spec[len(name) + 1:] if spec.startswith(name + ":") else "/"
-    return (name, rest or None) if "/" not in rest else None
-
-
-def _split_section(spec: str) -> tuple[str, str | None]:
-    """'file.ini:section' → ('file.ini', 'section'): the last ':' after the last '/', as uWSGI
-    splits it; an empty section means the default ones."""
-    if os.path.exists(spec):
-        return spec, None
-    path, sep, section = spec.rpartition(":")
-    if not sep or "/" in section:
-        return spec, None
-    return path, section or None
-
-
-def _file_kind(spec: str) -> str | None:
-    """ini, json, toml or yaml by extension; None for anything else."""
-    path = _split_section(spec)[0]
-    return _EXTENSIONS.get(os.path.splitext(path)[1].lower())
-
-
-def _read_ini(path: str, content: str, section: str | None) -> list[tuple[str, str, str]]:
-    """(key, value, 'file:line') in uWSGI's ini dialect. Hand-parsed because keys repeat, which
-    configparser refuses; the default sections come back [uwsgi] first so [zergserve] wins."""
-    wanted = (section,) if section else _DEFAULT_SECTIONS
-    found: dict[str, list[tuple[str, str, str]]] = {name: [] for name in wanted}
-    seen: set[str] = set()
-    current: str | None = None
-    for lineno, line in enumerate(content.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped[0] in "#;":
-            continue
-        if stripped.startswith("["):
-            if not stripped.endswith("]"):
-                raise ConfigError(f"{path}:{lineno}: malformed section header {stripped!r}")
-            current = stripped[1:-1].strip()
-            seen.add(current)
-            continue
-        if current in found:
-            key, _, value = stripped.partition("=")
-            found[current].append((key.strip(), value.strip(), f"{path}:{lineno}"))
-    if section and section not in seen:
-        raise ConfigError(f"{path}: no section [{section}]")
-    return [item for name in wanted for item in found[name]]
-
-
-def _read_structured(kind: str, path: str, data: bytes, section: str | None) -> list[tuple[str, Any, str]]:
-    """(key, value, 'file:section.key') of a json, toml or yaml file; numbers become strings, so
-    every source converts through the same option types."""
-    try:
-        if kind == "json":
-            import json
-            doc = json.loads(data)
-        elif kind == "yaml":
-            doc = _yaml(path).safe_load(data)
-        else:
-            doc = _tomllib().loads(data.decode("utf-8"))
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - each parser has its own errors (yaml.YAMLError is no ValueError)
-        raise ConfigError(f"{path}: invalid {kind}: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: the top level must be an object")
-    if section and section not in doc:
-        raise ConfigError(f"{path}: no section {section!r}")
-    items: list[tuple[str, Any, str]] = []
-    for name in (section,) if section else _DEFAULT_SECTIONS:
-        table = doc.get(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: {name!r} must be an object")
-        for key, value in table.items():
-            where = f"{path}:{name}.{key}"
-            if isinstance(value, list):
-                items.append((key, [_scalar(item, where) for item in value], where))
+            message = f"environment variable {name}: {_unknown(key.replace('_', '-'))}"
+            if prefix == "ZERGSERVE_":
+                scope.errors.append(message)
             else:
-                items.append((key, _scalar(value, where), where))
-    return items
+                scope.warnings.append(f"{message} (ignored)")
+            continue
+        try:
+            settings.append(resolve_set(Setting(opt, opt.name, env[name], f"${name}")))
+        except ConfigError as exc:
+            scope.errors.append(str(exc))
+    return settings
 
 
-def _scalar(value: Any, where: str) -> str | bool:
-    if isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, (int, float)):
-        return str(value)
-    raise ConfigError(f"{where}: unsupported value {value!r} (use a string, number, boolean or list)")
+# --- unknown names ---------------------------------------------------------------------------------
 
-
-def _tomllib() -> Any:
-    """tomllib, imported only when a TOML file is read (workers never need it)."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-    return tomllib
-
-
-def _yaml(path: str) -> Any:
-    """PyYAML, imported only when a YAML file is read; it is optional."""
-    try:
-        import yaml
-    except ImportError:
-        raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
-    return yaml
-
-
-def _magic(path: str, given: str, section: str | None) -> dict[str, str]:
-    """uWSGI's magic variables of one file. abspath, not realpath: a symlink to a .skel template
-    keeps its own name in %n, which is the point of the trick."""
-    absolute = os.path.abspath(path)
-    directory, filename = os.path.split(absolute)
-    stem, ext = os.path.splitext(filename)
-    return {"d": directory.rstrip("/") + "/", "p": absolute, "s": filename, "n": stem, "e": ext[1:],
-            "c": os.path.basename(directory), "x": section or "", "o": given, "v": os.getcwd(),
-            "h": socket.gethostname(), "%": "%"}
-
-
-_TOKEN = re.compile(r"%\(([^)]+)\)|%(.)|\$\(([^)]+)\)")
-
-
-def _substitute(value: str, magic: dict[str, str], scope: _Scope, env: Mapping[str, str], where: str) -> str:
-    """One value with %(name), %X magic and $(ENV) replaced; an unknown %X stays as written."""
-    def replace(match: re.Match[str]) -> str:
-        name, letter, var = match.groups()
-        if name is not None:
-            scope.referenced.add(name)
-            option = find(name)
-            for candidate in (name, option.name if option else None):
-                if candidate in scope.values:
-                    return scope.values[candidate]
-            raise ConfigError(f"{where}: unknown placeholder %({name}): it must be set before it is used")
-        if letter is not None:
-            return magic.get(letter, match.group(0))
-        return env.get(var, "")
-    return _TOKEN.sub(replace, value)
-
-
-def _placeholder_names(settings: Iterable[_Setting]) -> set[str]:
-    """Names used as %(name) in values that were not expanded (the command line, environment)."""
-    names: set[str] = set()
-    for setting in settings:
-        for value in setting.value if isinstance(setting.value, list) else [setting.value]:
-            if isinstance(value, str):
-                names.update(m.group(1) for m in _TOKEN.finditer(value) if m.group(1))
-    return names
-
-
-def _suggest(name: str) -> str:
+def _unknown(name: str, shown: str | None = None) -> str:
+    """'unknown option NAME' and what to do about it: a migration hint where the option has
+    another name here, "not supported yet" for a uWSGI option zergserve lacks, else the closest
+    option name when one is close (a uWSGI option is never answered with some other option)."""
+    shown = shown or repr(name)
+    if name in configfile.BLOCK_KIND or name in configfile.ENDS:
+        return f"unknown option {shown}: {_LOGIC}"
+    if name in _HINTS:
+        return f"unknown option {shown}: {_HINTS[name]}"
+    from zergserve.uwsgi_names import NAMES
+    if name in NAMES or name.replace("_", "-") in NAMES:
+        return f"unknown option {shown}: a uWSGI option that zergserve does not support yet"
     import difflib
     hint = difflib.get_close_matches(name, list(_BY_NAME), 1)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown option {shown}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
 
 
 # --- help and docs ---------------------------------------------------------------------------------

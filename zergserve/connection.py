@@ -190,17 +190,19 @@ class _RawSink:
     """Writes a raw HTTP response on a uwsgi connection, as uWSGI does: status line, the app's
     headers verbatim, body; the connection closes after it."""
 
-    __slots__ = ("conn", "protocol", "timeout")
+    __slots__ = ("conn", "protocol", "timeout", "head")
 
     def __init__(self, conn: socket.socket, protocol: str, timeout: float) -> None:
         self.conn = conn
         self.protocol = protocol.encode("latin-1")
         self.timeout = timeout
+        self.head = 0  # bytes of the response head, for tx (uWSGI counts them)
 
     def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         parts = [b"%s %d %s\r\n" % (self.protocol, status, reason)]
         parts.extend(b"%s: %s\r\n" % header for header in headers)
         parts.append(b"\r\n")
+        self.head = sum(map(len, parts))
         parts.append(body)
         send_all(self.conn, b"".join(parts), self.timeout)
 
@@ -256,8 +258,9 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
     body = wsgi.Input(_uwsgi_body(conn, parser.trailing, length, ctx.socket_timeout) if length else None)
     environ = wsgi.uwsgi_environ(ctx.base_environ(listener), variables, body)
     ctx.row.begin(f"{method} {target}".encode("latin-1", "replace"), started)
-    response = wsgi.run(ctx.app, environ, _RawSink(conn, protocol, ctx.socket_timeout), ctx.log_error)
-    ctx.row.end(response.sent, time.time() - started, response.status >= 500)
+    sink = _RawSink(conn, protocol, ctx.socket_timeout)
+    response = wsgi.run(ctx.app, environ, sink, ctx.log_error)
+    ctx.row.end(sink.head + response.sent, time.time() - started, response.status >= 500)
     access(ctx, peer or (variables.get("REMOTE_ADDR", "-"),), method, target, protocol, response.status,
             response.sent, started)
     if not body.drained():
@@ -325,16 +328,18 @@ def peer_text(peer: Any, listener: Listener) -> str:
 class _HTTPSink:
     """Writes the response through the h11 connection, which frames it (chunked, HEAD, close)."""
 
-    __slots__ = ("conn", "h", "raw", "timeout")
+    __slots__ = ("conn", "h", "raw", "timeout", "head")
 
     def __init__(self, conn: socket.socket, h: h1.HTTPConnection, timeout: float) -> None:
         self.conn = conn
         self.h = h
         self.raw = False
         self.timeout = timeout
+        self.head = 0  # bytes of the response head, for tx (uWSGI counts them)
 
     def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         data = self.h.send_response(status, reason, headers)
+        self.head = len(data)
         if body:
             data += self.h.send_data(body)
         send_all(self.conn, data, self.timeout)
@@ -413,7 +418,7 @@ def _serve_request(conn: socket.socket, peer: Any, listener: Listener, ctx: Cont
         ctx.log_error(f"http: cannot send response: {exc.reason}")
         ctx.row.end(0, time.time() - started, True)
         return False
-    ctx.row.end(response.sent, time.time() - started, response.status >= 500)
+    ctx.row.end(sink.head + response.sent, time.time() - started, response.status >= 500)
     access(ctx, peer, request.method, request.target, "HTTP/" + request.http_version, response.status,
             response.sent, started)
     if sink.raw:

@@ -5,18 +5,29 @@
     --die-on-idle     instead, exit: a vassal goes cheap first (it takes no new work, and a connection
                       that arrives anyway respawns workers that serve it), then asks its emperor
                       (byte 22); the stop that answers is graceful, so no request is cut off
-    --vassal-sos-backlog N   once per master cycle, a socket with N or more queued connections sends
-                      SOS (byte 30). TCP queues come from TCP_INFO; UNIX queues from sock_diag, which
-                      uWSGI does not read (it reports 0 and never calls for help on UNIX sockets)
+    --vassal-sos-backlog N   a socket with N or more queued connections sends SOS (byte 30) at once,
+                      asking for as many zergs as N-sized queues it expects 2 s ahead (what
+                      waits now plus its growth over the last half second), sent as that many 30s
+                      in one write (emperor/protocol.py). The queues are read every --check-interval,
+                      and every 0.1 s while loaded (a worker was seen busy or a connection waiting in
+                      the last 2 s), so the SOS leaves within 0.1 s of the crossing instead of at
+                      the next 1 s tick as in uWSGI. It asks at most once per --check-interval (a
+                      queue that hovers about N is one call per cycle, as in uWSGI), sooner only when
+                      the queue grew by N more since it last asked. TCP queues come from TCP_INFO;
+                      UNIX queues from sock_diag, which uWSGI does not read (it reports 0 and never
+                      calls for help on UNIX sockets)
     --vassal-sos S    SOS when no worker has been seen idle for more than S s (back-to-back short
                       requests count, not only long ones), at most once every S s
 
-All of it runs from the master's housekeeping, once per cycle.
+The idle watch and --vassal-sos run from the master's housekeeping, once per cycle; the backlog
+watch on its own timer.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from typing import Any, Callable
 
 from zergserve import sockets
@@ -24,9 +35,15 @@ from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.scoreboard import BUSY
 
+LOADED_WATCH = 0.1  # seconds between looks at the queues while loaded (a connection waits, a worker is busy)
+LOADED_FOR = 2.0  # seconds the watch stays quick after it last saw a load
+GROWTH_WINDOW = 0.5  # seconds of queue lengths the growth rate is measured over
+HORIZON = 2.0  # an SOS asks for the queue expected this many seconds ahead (a zerg's boot, then its drain)
+MOST_ZERGS = 16  # per SOS; the emperor's --emperor-broodlord caps it further
+
 
 class Elastic:
-    def __init__(self, master: Any, send: Callable[[int], None] | None,
+    def __init__(self, master: Any, send: Callable[..., None] | None,
                  ask_to_die: Callable[[], None] | None = None) -> None:
         self.master = master
         self.cfg = master.cfg
@@ -37,7 +54,13 @@ class Elastic:
         self.asked_to_die = False
         self.last_idle_worker = time.time()  # when a worker was last seen not busy (--vassal-sos)
         self.last_overload_sos = 0.0
+        self.queues: deque[tuple[float, int]] = deque()  # (monotonic, longest queue) while one waits
+        self.asked_at = -math.inf  # when the backlog watch last sent SOS (monotonic)
+        self.asked_queue = 0
+        self.loaded_at = 0.0
         master.add_housekeeping(self.housekeeping)
+        if send is not None and self.cfg.vassal_sos_backlog:
+            master.add_timer(self._backlog_watch)
         master.on_wake.append(self._woken)
 
     def _woken(self) -> None:
@@ -57,16 +80,37 @@ class Elastic:
             self._idle(now)
         if self.send is None or master.cheap:
             return
-        if self.cfg.vassal_sos_backlog:
-            for listener in master.listeners:
-                queued, _ = sockets.queue_length(listener)
-                if queued >= self.cfg.vassal_sos_backlog:
-                    logger.info("SOS: %d connections queued on %s (threshold %d)", queued, listener.name,
-                                self.cfg.vassal_sos_backlog)
-                    self.send(protocol.SOS)
-                    break
         if self.cfg.vassal_sos:
             self._overload_sos(now, live, busy)
+
+    def _backlog_watch(self) -> float:
+        """--vassal-sos-backlog: SOS for as many zergs as the queue calls for; returns when to look again."""
+        master = self.master
+        if master.cheap or not master.listeners:
+            self.queues.clear()
+            return self.cfg.check_interval
+        now = time.monotonic()
+        queued, name = max((sockets.queue_length(listener)[0], listener.name) for listener in master.listeners)
+        if queued or any(row.status == BUSY for row in master.scoreboard.rows()[: master.num_workers]):
+            self.loaded_at = now
+        if not queued:
+            self.queues.clear()
+            return LOADED_WATCH if now - self.loaded_at < LOADED_FOR else self.cfg.check_interval
+        self.queues.append((now, queued))
+        while now - self.queues[0][0] > GROWTH_WINDOW:
+            self.queues.popleft()
+        threshold = self.cfg.vassal_sos_backlog
+        if queued < threshold:
+            return LOADED_WATCH
+        if now - self.asked_at >= self.cfg.check_interval or queued >= self.asked_queue + threshold:
+            since, before = self.queues[0]
+            growth = max(0.0, (queued - before) / (now - since)) if now > since else 0.0
+            zergs = min(MOST_ZERGS, max(1, math.ceil((queued + growth * HORIZON) / threshold)))
+            logger.info("SOS: %d connections queued on %s (threshold %d, growing %.0f/s): %d zerg(s) wanted",
+                        queued, name, threshold, growth, zergs)
+            self.send(protocol.SOS, zergs)
+            self.asked_at, self.asked_queue = now, queued
+        return LOADED_WATCH
 
     def _overload_sos(self, now: float, live: list, busy: list) -> None:
         """uWSGI counts a cycle as overloaded when every worker is busy and asks at most once per S;

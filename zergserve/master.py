@@ -6,8 +6,11 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     HUP         graceful reload: re-exec this master in place (same pid, same listening sockets,
                 re-read config, reload the app), start new workers, and only when they are ready
                 let the old ones finish their requests and exit. A check of the new config and
-                app, and of what the new master binds and creates, runs first (killed after
-                worker-reload-mercy); if it fails the old master and workers go on serving.
+                app, of what the new master binds and creates, and a trial worker that must boot
+                and answer --reload-check-url (trial.py) run first (killed after
+                worker-reload-mercy); if it fails the old master and workers go on serving. If the
+                new workers still cannot boot after the re-exec, the reload is rolled back: the
+                old generation keeps serving (see roll_back) until a later HUP succeeds.
     TERM        graceful shutdown: workers stop accepting, finish what they have, exit.
     INT, QUIT   quick shutdown: workers exit at once. On a zerg (an instance with attached sockets)
                 INT leaves instead: workers finish the request in hand and exit without serving the
@@ -19,9 +22,10 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
 
 Other roles (zerg server, emperor link, idle watch) plug in through `add_reader()`,
-`add_housekeeping()` and `on_ready` instead of growing this loop. Housekeeping runs once per
---check-interval, however many events (stats reads, zerg attaches, emperor bytes) wake the loop, so
-checks that talk to the emperor (SOS) happen once per cycle, as in uWSGI. A worker that becomes
+`add_housekeeping()`, `add_timer()` and `on_ready` instead of growing this loop. Housekeeping runs
+once per --check-interval, however many events (stats reads, zerg attaches, emperor bytes) wake the
+loop, so checks that talk to the emperor happen once per cycle, as in uWSGI; a timer sets its own
+pace (the SOS backlog watch looks every 0.1 s while loaded). A worker that becomes
 ready writes a byte to a pipe the master watches: whoever waits for that (the emperor's
 "accepting") hears it at once instead of at the next cycle.
 """
@@ -36,7 +40,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from zergserve import __version__, proctitle, sockets
+from zergserve import __version__, compat, metrics, proctitle, sockets
+from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -47,7 +52,7 @@ from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
 REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
-RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # set for the HUP check: the stats address the master holds
+RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # for the HUP check: the stats and metrics addresses the master holds
 EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGCHLD)
@@ -84,17 +89,22 @@ class WorkerProc:
 class Retiring:
     """A worker told to stop (old generation, TTOU, shutdown): killed if it outlives its deadline."""
 
-    def __init__(self, pid: int, deadline: float | None) -> None:
+    def __init__(self, pid: int, deadline: float | None, wid: int = 0) -> None:
         self.pid = pid
         self.deadline = deadline  # None: not told yet (old generation waiting for the new one)
+        self.wid = wid  # 0: a worker of the previous image (its id is not handed over)
 
 
 class Master:
     """Supervises a pool of workers of one class over a set of listeners."""
 
     def __init__(self, cfg: Any, listeners: list[sockets.Listener], app: Any, worker_class: type,
-                 argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None) -> None:
+                 argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None,
+                 hooks: Hooks | None = None) -> None:
         self.cfg = cfg
+        self.hooks = hooks or Hooks()
+        self.log = logger  # gunicorn's server.log, for hooks
+        self.reexecuted = REEXEC_WORKERS in os.environ  # by a HUP: on_reload instead of on_starting
         self.notify = notify or Notifier()
         self.notified_ready = False  # READY=1 once per image: at start, or at the end of a reload
         self.start_cwd = start_cwd or os.getcwd()
@@ -110,6 +120,7 @@ class Master:
         self.signals: list[int] = []
         self.selector = selectors.DefaultSelector()
         self.housekeeping: list[Callable[[], None]] = []
+        self.timers: list[list[Any]] = []  # [when due (monotonic), task returning seconds to its next turn]
         self.cleanups: list[Callable[[], None]] = []
         self.on_wake: list[Callable[[], None]] = []
         self.on_ready: list[Callable[[], None]] = []
@@ -128,12 +139,18 @@ class Master:
         self.started = time.time()
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
         self.stats: StatsServer | None = None
+        self.metrics: metrics.MetricsServer | None = None
+        self.rolled_back: str | None = None  # why this image's workers could not boot after a reload
+        self.added_listeners: list[sockets.Listener] = []  # bound by this image, unknown to the previous
+        self.rollback_code = 0
         self._adopt_old_workers()
+        self.add_stats(self._rollback_stats)
 
     # --- the loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
         """Serve until told to stop; return the process exit code."""
+        self.hooks.call("on_reload" if self.reexecuted else "on_starting", self)
         try:
             self._setup()
         except StartError as exc:
@@ -141,15 +158,18 @@ class Master:
             self.exit_code = EXIT_START_ERROR
             self._cleanup()
             return self.exit_code
+        if not self.reexecuted:
+            self.hooks.call("when_ready", self)
         if self.cfg.cheap:
             self.go_cheap()
             self._notify_ready()
-        else:
+        elif not self.rolled_back:
             for wid in range(1, self.num_workers + 1):
                 self.spawn(wid)
         next_cycle = time.monotonic()
         while True:
-            timeout = max(0.0, next_cycle - time.monotonic()) if not self.stopping else 0.2
+            due = min([next_cycle] + [timer[0] for timer in self.timers])
+            timeout = max(0.0, due - time.monotonic()) if not self.stopping else 0.2
             for key, _ in self.selector.select(min(timeout, self.notify.watchdog_in())):
                 key.data()
             self.notify.tick()
@@ -161,6 +181,7 @@ class Master:
                 continue
             self._retire_old_generation()
             self._respawn_missing()
+            self._run_timers()
             if time.monotonic() < next_cycle:
                 continue
             next_cycle = time.monotonic() + self.cfg.check_interval
@@ -172,6 +193,11 @@ class Master:
         self._cleanup()
         return self.exit_code
 
+    @property
+    def pid(self) -> int:
+        """gunicorn's server.pid, for hooks."""
+        return os.getpid()
+
     def add_reader(self, fileobj: Any, callback: Callable[[], None]) -> None:
         """Call `callback` from the loop whenever `fileobj` is readable."""
         self.selector.register(fileobj, selectors.EVENT_READ, callback)
@@ -179,6 +205,16 @@ class Master:
     def add_housekeeping(self, task: Callable[[], None]) -> None:
         """Call `task` once per master cycle (at least every --check-interval seconds)."""
         self.housekeeping.append(task)
+
+    def add_timer(self, task: Callable[[], float]) -> None:
+        """Call `task` from the loop now and then whenever it is due again: it returns the seconds until
+        then (a watch that must look more often than --check-interval at times: the SOS backlog watch)."""
+        self.timers.append([time.monotonic(), task])
+
+    def _run_timers(self) -> None:
+        for timer in self.timers:
+            if time.monotonic() >= timer[0]:
+                timer[0] = time.monotonic() + timer[1]()
 
     def add_cleanup(self, task: Callable[[], None]) -> None:
         """Call `task` when the master exits (not when it re-executes for a reload)."""
@@ -210,6 +246,10 @@ class Master:
             self.stats = open_stats(cfg, self.stats_document)
             self.add_reader(self.stats, self.stats.serve_one)
             logger.info("stats server enabled on %s", cfg.stats)
+        if cfg.metrics:
+            self.metrics = open_metrics(cfg, self.metrics_text)
+            self.add_reader(self.metrics, self.metrics.serve_one)
+            logger.info("metrics server enabled on %s (GET /metrics)", cfg.metrics)
         if cfg.pidfile:
             write_pidfile(cfg.pidfile)
             self.pidfile_written = True
@@ -251,30 +291,15 @@ class Master:
         if wid > self.scoreboard.size:
             self.scoreboard.grow(wid)
         self.scoreboard.reset(wid, 0)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        # Signals sent to a new worker before it installs its handlers wait, instead of landing in
-        # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
-        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
-        try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
-            raise
-        if pid == 0:
-            try:
-                signal.set_wakeup_fd(-1)
-                for signum in _HANDLED:
-                    signal.signal(signum, signal.SIG_DFL)
-                signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
-                worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
-                                           self.master_fds())
-                worker.paused = self.paused
-                worker.ready_fd = self._ready_w
-                worker.run()
-            finally:
-                os._exit(EXIT_BOOT_ERROR)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+        self.hooks.call("pre_fork", self, WorkerInfo(wid, None))
+
+        def child_setup() -> None:
+            compat.forked(wid, self.scoreboard.fd)
+            self.hooks.call("post_fork", self, WorkerInfo(wid, os.getpid()))
+
+        pid = fork_worker(self.worker_class, wid, self.cfg, self.listeners, self.app, self.scoreboard,
+                          self.master_fds(), self._ready_w, self.paused, child_setup,
+                          on_exit=lambda: self._worker_exit(WorkerInfo(wid, os.getpid())))
         self.scoreboard.writer(wid).set_pid(pid)
         previous = self.history.get(wid)
         proc = WorkerProc(wid, pid, time.time())
@@ -297,16 +322,33 @@ class Master:
             if pid == self.canary:
                 self._canary_done(code)
                 continue
-            if self.retiring.pop(pid, None) is not None:
+            item = self.retiring.pop(pid, None)
+            if item is not None:
+                self.hooks.call("child_exit", self, WorkerInfo(item.wid, pid))
+                if item.deadline is None and self.rolled_back:
+                    logger.error("worker pid %d of the previous generation exited (code %d) and cannot be "
+                                 "replaced until a reload succeeds; %d left", pid, code, len(self._previous()))
                 continue
             for wid, proc in list(self.workers.items()):
                 if proc.pid == pid:
                     del self.workers[wid]
+                    self.hooks.call("child_exit", self, WorkerInfo(wid, pid))
                     self._worker_died(proc, code)
                     break
 
+    def _worker_exit(self, info: WorkerInfo) -> None:
+        """In a worker that leaves its loop: the app's uwsgi.atexit, then the worker_exit hook."""
+        compat.exiting()
+        self.hooks.call("worker_exit", self, info)
+
     def _worker_died(self, proc: WorkerProc, code: int) -> None:
         if self.stopping:
+            return
+        if self._previous() and not self._booted(proc):  # a reload's new worker, the old ones wait
+            what = {EXIT_APP_LOAD_ERROR: "could not load the app", EXIT_BOOT_ERROR: "could not boot"}
+            detail = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+            self.roll_back(f"new worker {proc.wid} (pid {proc.pid}) {what.get(code, 'died before it was ready')} "
+                           f"({detail})", code if code in what else EXIT_BOOT_ERROR)
             return
         if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) and not self._booted(proc):
             what = "load the app" if code == EXIT_APP_LOAD_ERROR else "boot"
@@ -339,7 +381,7 @@ class Master:
             return
         self.cheap = True
         for proc in list(self.workers.values()):
-            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+            self._retire(proc.pid, self.cfg.worker_reload_mercy, proc.wid)
         self.workers.clear()
         self.respawn_at.clear()
         for listener in self.listeners:
@@ -360,7 +402,7 @@ class Master:
             task()
 
     def _respawn_missing(self) -> None:
-        if self.cheap:
+        if self.cheap or self.rolled_back:
             return
         now = time.time()
         for wid in range(1, self.num_workers + 1):
@@ -403,10 +445,10 @@ class Master:
             if item.deadline is not None and now > item.deadline:
                 logger.error("worker pid %d still running after worker-reload-mercy: killing it", pid)
                 _kill(pid, signal.SIGKILL)
-                item.deadline = None
+                item.deadline = math.inf
 
-    def _retire(self, pid: int, mercy: float) -> None:
-        self.retiring[pid] = Retiring(pid, time.time() + mercy)
+    def _retire(self, pid: int, mercy: float, wid: int = 0) -> None:
+        self.retiring[pid] = Retiring(pid, time.time() + mercy, wid)
         _kill(pid, signal.SIGTERM)
 
     # --- signals ----------------------------------------------------------------------------
@@ -433,7 +475,8 @@ class Master:
         env = {k: v for k, v in os.environ.items() if k not in (REEXEC_WORKERS, REEXEC_PAUSED)}
         # The check binds what the new master would bind, except what this one holds and passes on.
         env[REEXEC_LISTENERS] = self._listener_handover()
-        env[RELOAD_CHECK] = sockets.canonical_name(self.cfg.stats) if self.cfg.stats else ""
+        env[RELOAD_CHECK] = "\n".join(sockets.canonical_name(addr)
+                                      for addr in (self.cfg.stats, self.cfg.metrics) if addr)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -486,8 +529,9 @@ class Master:
         for provider in self.handovers:
             env.update(provider())
         env.update(self.notify.handover())
-        if self.stats is not None:
-            self.stats.close(vacuum=False)
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum=False)
         signal.set_wakeup_fd(-1)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -506,13 +550,55 @@ class Master:
         for item in filter(None, pids.split(",")):
             self.retiring[int(item)] = Retiring(int(item), None)
 
+    def _previous(self) -> list[int]:
+        """The previous image's workers that still serve: adopted, not told to stop yet."""
+        return [pid for pid, item in self.retiring.items() if item.deadline is None]
+
+    def roll_back(self, reason: str, code: int) -> None:
+        """The new generation cannot boot after a reload: stop it and spawn no more of it; the
+        previous generation, still running the old code, keeps serving until a later HUP
+        succeeds. Only when the last of it is gone does the master stop."""
+        self.rolled_back, self.rollback_code = reason, code
+        logger.error("reload rolled back: %s; the %d worker(s) of the previous generation keep serving; "
+                     "fix the app or configuration and send HUP again", reason, len(self._previous()))
+        for proc in self.workers.values():
+            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+        self.workers.clear()
+        self.respawn_at.clear()
+        for listener in self.added_listeners:  # a refused connection, not one left waiting in a backlog
+            logger.error("closing %s: the rolled-back configuration added it; the previous workers do not "
+                         "serve it", listener.name)
+            self.listeners.remove(listener)
+            sockets.close_listener(listener, vacuum=True)
+        self.added_listeners = []
+        self.notified_ready = True
+        self.notify.ready(f"reload rolled back ({reason}); the previous workers keep serving")
+
+    def _rollback_stats(self) -> dict[str, Any]:
+        if not self.rolled_back:
+            return {}
+        return {"reload_rolled_back": self.rolled_back, "previous_workers": self._previous()}
+
     def _retire_old_generation(self) -> None:
-        """Tell the old generation to stop once every new worker is ready (or boot grace ran out)."""
+        """Tell the old generation to stop once every new worker is ready; roll the reload back if
+        they are not within the boot grace. After a rollback, stop the master once the old
+        generation is gone."""
         waiting = [item for item in self.retiring.values() if item.deadline is None]
+        if self.rolled_back:
+            if not waiting:
+                logger.error("no worker left: the previous generation is gone and the new one cannot boot "
+                             "(%s); stopping the master", self.rolled_back)
+                self.exit_code = self.rollback_code
+                self.begin_stop("quick")
+            return
         if not waiting:
             return
         ready = all(self.scoreboard.row(wid).status != STARTING for wid in self.workers)
-        if ready or time.time() - self.started > _BOOT_GRACE:
+        grace = max(_BOOT_GRACE, self.cfg.worker_reload_mercy)  # the check's trial worker booted within mercy
+        if not ready and time.time() - self.started > grace:
+            self.roll_back(f"new workers not ready after {grace:g}s", EXIT_BOOT_ERROR)
+            return
+        if ready:
             for item in waiting:
                 self._retire(item.pid, self.cfg.worker_reload_mercy)
             logger.info("new workers ready; %d old worker(s) finishing their requests", len(waiting))
@@ -527,6 +613,9 @@ class Master:
         self.begin_stop("quick")
 
     def handle_ttin(self) -> None:
+        if self.rolled_back:
+            logger.info("TTIN ignored: the reload was rolled back, the new app cannot boot")
+            return
         self.num_workers += 1
         logger.info("TTIN: now %d workers", self.num_workers)
         if self.cheap:
@@ -545,7 +634,7 @@ class Master:
         self.respawn_at.pop(wid, None)
         proc = self.workers.pop(wid, None)
         if proc is not None:
-            self._retire(proc.pid, self.cfg.worker_reload_mercy)
+            self._retire(proc.pid, self.cfg.worker_reload_mercy, wid)
         logger.info("TTOU: now %d workers", self.num_workers)
 
     def handle_usr1(self) -> None:
@@ -561,8 +650,8 @@ class Master:
     def handle_tstp(self) -> None:
         self.paused = not self.paused
         logger.info("%s accepting in all workers", "pausing" if self.paused else "resuming")
-        for proc in self.workers.values():
-            _kill(proc.pid, signal.SIGTSTP)
+        for pid in [*(proc.pid for proc in self.workers.values()), *self._previous()]:
+            _kill(pid, signal.SIGTSTP)  # the previous generation too: it serves during a reload or rollback
 
     # --- stopping ---------------------------------------------------------------------------
 
@@ -600,12 +689,14 @@ class Master:
 
     def _cleanup(self) -> None:
         vacuum = self.cfg.vacuum
+        self.hooks.call("on_exit", self)
         for task in self.cleanups:
             task()
         for listener in self.listeners:
             sockets.close_listener(listener, vacuum)
-        if self.stats is not None:
-            self.stats.close(vacuum)
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum)
         if vacuum and self.pidfile_written:
             try:
                 os.unlink(self.cfg.pidfile)
@@ -624,28 +715,29 @@ class Master:
             total_queue += queue
             socks.append({"name": listener.name, "proto": listener.proto, "queue": queue,
                           "max_queue": max_queue or self.cfg.listen, "shared": 0, "can_offload": 0})
-        now = time.time()
         workers = []
         for row in self.scoreboard.rows()[: self.num_workers]:
             proc = self.workers.get(row.wid)
             alive = proc is not None and proc.pid == row.pid
+            total = self.scoreboard.lifetime(row.wid)
+            rss, vsz = _memory(row.pid) if alive else (0, 0)
             workers.append({
                 "id": row.wid,
                 "pid": row.pid if alive else 0,
                 "accepting": int(alive and row.status in (1, 2)),
-                "requests": row.requests,
-                "delta_requests": 0,
-                "exceptions": row.exceptions,
+                "requests": total.requests,
+                "delta_requests": row.requests,
+                "exceptions": total.exceptions,
                 "harakiri_count": proc.harakiri_count if proc else 0,
                 "signals": 0,
                 "signal_queue": 0,
                 "status": row.status_name if alive else ("cheap" if self.cheap else "dead"),
-                "rss": _rss(row.pid) if alive else 0,
-                "vsz": 0,
-                "running_time": int((now - row.spawned) * 1e6) if alive else 0,
+                "rss": rss,
+                "vsz": vsz,
+                "running_time": total.running_time,
                 "last_spawn": int(row.spawned),
                 "respawn_count": proc.respawns if proc else 0,
-                "tx": row.tx,
+                "tx": total.tx,
                 "avg_rt": int(row.avg_rt),
                 "request_start": row.request_start,
                 "apps": [],
@@ -668,6 +760,46 @@ class Master:
             doc.update(provider())
         return doc
 
+    def metrics_text(self) -> str:
+        """The Prometheus exposition of `stats_document()` and the workers' response times."""
+        totals = [self.scoreboard.lifetime(wid) for wid in range(1, self.num_workers + 1)]
+        return metrics.render(metrics.instance(self.stats_document(), totals))
+
+
+def fork_worker(worker_class: type, wid: int, cfg: Any, listeners: list[sockets.Listener], app: Any,
+                scoreboard: Scoreboard, close_fds: list[int], ready_w: int, paused: bool = False,
+                child_setup: Callable[[], None] | None = None,
+                on_exit: Callable[[], None] | None = None) -> int:
+    """Fork worker `wid` and return its pid; the child becomes the worker and never returns. The
+    master's workers and the reload check's trial worker are born the same way."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Signals sent to a new worker before it installs its handlers wait, instead of landing in
+    # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+        raise
+    if pid == 0:
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in _HANDLED:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
+            if child_setup is not None:
+                child_setup()
+            worker = worker_class(wid, cfg, listeners, app, scoreboard, close_fds)
+            worker.on_exit = on_exit
+            worker.paused = paused
+            worker.ready_fd = ready_w
+            worker.run()
+        finally:
+            os._exit(EXIT_BOOT_ERROR)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+    return pid
+
 
 def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
     try:
@@ -675,6 +807,13 @@ def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
                            chmod=cfg.chmod_socket)
     except sockets.AddressError as exc:
         raise StartError(f"stats server: {exc}") from None
+
+
+def open_metrics(cfg: Any, document: Callable[[], str]) -> metrics.MetricsServer:
+    try:
+        return metrics.MetricsServer(cfg.metrics, document, chmod=cfg.chmod_socket)
+    except sockets.AddressError as exc:
+        raise StartError(f"metrics server: {exc}") from None
 
 
 def write_pidfile(path: str) -> None:
@@ -685,12 +824,15 @@ def write_pidfile(path: str) -> None:
         raise StartError(f"cannot write pidfile {path}: {exc.strerror or exc}") from None
 
 
-def check_start(cfg: Any, held_stats: str) -> None:
-    """For the reload check: raise StartError unless a new master could create its stats socket and
-    pidfile. The stats address the running master holds (`held_stats`, canonical) is not probed:
-    the master closes it just before its re-exec."""
-    if cfg.stats and sockets.canonical_name(cfg.stats) != held_stats:
+def check_start(cfg: Any, held: str) -> None:
+    """For the reload check: raise StartError unless a new master could create its stats and metrics
+    sockets and pidfile. The addresses the running master holds (`held`, canonical, one a line) are
+    not probed: the master closes them just before its re-exec."""
+    held_names = held.split("\n")
+    if cfg.stats and sockets.canonical_name(cfg.stats) not in held_names:
         open_stats(cfg, dict).close(vacuum=True)
+    if cfg.metrics and sockets.canonical_name(cfg.metrics) not in held_names:
+        open_metrics(cfg, str).close(vacuum=True)
     if cfg.pidfile:
         existed = os.path.lexists(cfg.pidfile)
         try:
@@ -709,12 +851,19 @@ def _kill(pid: int, signum: int) -> None:
 
 
 def _rss(pid: int) -> int:
-    """Resident set size in bytes, from /proc (0 if the process is gone)."""
+    """Resident set size in bytes (0 if the process is gone)."""
+    return _memory(pid)[0]
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """Resident set size and virtual size in bytes, from /proc (0, 0 if the process is gone)."""
     try:
         with open(f"/proc/{pid}/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = fh.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(fields[1]) * page, int(fields[0]) * page
     except (OSError, IndexError, ValueError):
-        return 0
+        return 0, 0
 
 
 def adopt_reexec_listeners(environ: dict[str, str] | None = None) -> dict[str, sockets.Listener]:

@@ -7,18 +7,25 @@ The table lives in a memfd so that it can be handed across the master's re-exec 
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
 import struct
 import time
 from typing import NamedTuple
 
+# Upper bounds (seconds) of the response-time histogram: Prometheus' default buckets. Each row counts
+# the requests that fell in each bucket (not cumulative); the last, +Inf, is `requests` itself.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
 # pid, status, requests, exceptions, tx bytes, request start, last heartbeat, avg response time (µs),
-# spawn time, then the request line being served (method and path, for the harakiri log).
-_ROW = struct.Struct("=iiQQQdddd")
+# spawn time, time spent in requests (µs, uWSGI's running_time), the histogram's buckets, then the
+# request line being served (method and path, for the harakiri log).
+_ROW = struct.Struct("=iiQQQddddQ")
+_HIST = struct.Struct(f"={len(BUCKETS)}Q")
 _REQ_INFO = 120
-ROW_SIZE = 256
-assert _ROW.size + _REQ_INFO <= ROW_SIZE
+ROW_SIZE = 384
+assert _ROW.size + _HIST.size + _REQ_INFO <= ROW_SIZE
 
 STARTING, IDLE, BUSY, STOPPING, PAUSED, CHEAP, DEAD = range(7)
 STATUS_NAMES = {STARTING: "starting", IDLE: "idle", BUSY: "busy", STOPPING: "stopping",
@@ -31,6 +38,10 @@ _OFF_REQUESTS = 8
 _OFF_START = 8 + 8 * 3
 _OFF_HEARTBEAT = _OFF_START + 8
 _OFF_AVG = _OFF_HEARTBEAT + 8
+_OFF_RUNNING = _OFF_AVG + 16
+_OFF_HIST = _ROW.size
+_OFF_INFO = _OFF_HIST + _HIST.size
+_Q = struct.Struct("=Q")
 _COUNTERS = struct.Struct("=QQQ")  # requests, exceptions, tx
 _D = struct.Struct("=d")
 
@@ -48,6 +59,8 @@ class Row(NamedTuple):
     heartbeat: float
     avg_rt: float
     spawned: float
+    running_time: int
+    buckets: tuple[int, ...]
     request: str
 
     @property
@@ -60,6 +73,7 @@ class Scoreboard:
 
     def __init__(self, size: int, fd: int | None = None) -> None:
         self.size = size
+        self.carried: dict[int, Totals] = {}
         length = ROW_SIZE * (size + 1)
         if fd is None:
             fd = os.memfd_create("zergserve-scoreboard", os.MFD_CLOEXEC)
@@ -81,16 +95,26 @@ class Scoreboard:
         self.size = size
 
     def reset(self, wid: int, pid: int) -> None:
-        """Called by the master when it forks worker `wid` (before the child writes anything)."""
+        """Called by the master when it forks worker `wid` (before the child writes anything). The
+        counters of the process that had the row so far are carried into `lifetime()`."""
+        if wid <= self.size:
+            self.carried[wid] = self.lifetime(wid)
         base = wid * ROW_SIZE
         self.mem[base:base + ROW_SIZE] = bytes(ROW_SIZE)
-        _ROW.pack_into(self.mem, base, pid, STARTING, 0, 0, 0, 0.0, time.time(), 0.0, time.time())
+        _ROW.pack_into(self.mem, base, pid, STARTING, 0, 0, 0, 0.0, time.time(), 0.0, time.time(), 0)
 
     def row(self, wid: int) -> Row:
+        """The row of worker `wid`'s current process: its counters start at 0 with each spawn."""
         base = wid * ROW_SIZE
         values = _ROW.unpack_from(self.mem, base)
-        raw = self.mem[base + _ROW.size:base + _ROW.size + _REQ_INFO]
-        return Row(wid, *values, request=raw.split(b"\0", 1)[0].decode("latin-1"))
+        buckets = _HIST.unpack_from(self.mem, base + _OFF_HIST)
+        raw = self.mem[base + _OFF_INFO:base + _OFF_INFO + _REQ_INFO]
+        return Row(wid, *values, buckets=buckets, request=raw.split(b"\0", 1)[0].decode("latin-1"))
+
+    def lifetime(self, wid: int) -> "Totals":
+        """Worker `wid`'s counters over every process that held the row since the master started:
+        uWSGI keeps requests, exceptions, tx and running_time across a worker's respawns."""
+        return self.carried.get(wid, _ZERO).plus(self.row(wid))
 
     def rows(self) -> list[Row]:
         return [self.row(wid) for wid in range(1, self.size + 1)]
@@ -102,7 +126,7 @@ class Scoreboard:
 class RowWriter:
     """The worker's handle on its own row; every method is a couple of pack_into calls."""
 
-    __slots__ = ("mem", "base", "requests", "exceptions", "tx", "avg_rt")
+    __slots__ = ("mem", "base", "requests", "exceptions", "tx", "avg_rt", "running", "buckets")
 
     def __init__(self, mem: mmap.mmap, base: int) -> None:
         self.mem = mem
@@ -111,6 +135,8 @@ class RowWriter:
         self.exceptions = 0
         self.tx = 0
         self.avg_rt = 0.0
+        self.running = 0
+        self.buckets = [0] * len(BUCKETS)
 
     def set_pid(self, pid: int) -> None:
         struct.pack_into("=i", self.mem, self.base + _OFF_PID, pid)
@@ -124,21 +150,47 @@ class RowWriter:
 
     def begin(self, request_line: bytes, now: float) -> None:
         """A request has started: busy, its start time and its request line for harakiri logs."""
-        info = self.base + _ROW.size
+        info = self.base + _OFF_INFO
         self.mem[info:info + _REQ_INFO] = request_line[:_REQ_INFO - 1].ljust(_REQ_INFO, b"\0")
         _STATUS.pack_into(self.mem, self.base + _OFF_STATUS, BUSY)
         _D.pack_into(self.mem, self.base + _OFF_START, now)
 
     def end(self, sent: int, elapsed: float, failed: bool) -> None:
-        """A request has ended: counters, moving average of the response time, back to idle."""
+        """A request has ended: counters, time in requests, the response-time histogram, moving
+        average of the response time, back to idle. `sent` is what the stats call tx: uWSGI counts the
+        response head in it as well as the body."""
         self.requests += 1
         self.tx += sent
         if failed:
             self.exceptions += 1
         micros = elapsed * 1e6
         self.avg_rt = micros if self.requests == 1 else self.avg_rt + (micros - self.avg_rt) / 16
+        self.running += int(micros)
         base = self.base
+        bucket = bisect.bisect_left(BUCKETS, elapsed)
+        if bucket < len(BUCKETS):
+            self.buckets[bucket] += 1
+            _Q.pack_into(self.mem, base + _OFF_HIST + 8 * bucket, self.buckets[bucket])
         _COUNTERS.pack_into(self.mem, base + _OFF_REQUESTS, self.requests, self.exceptions, self.tx)
+        _Q.pack_into(self.mem, base + _OFF_RUNNING, self.running)
         _D.pack_into(self.mem, base + _OFF_START, 0.0)
         _D.pack_into(self.mem, base + _OFF_AVG, self.avg_rt)
         _STATUS.pack_into(self.mem, base + _OFF_STATUS, IDLE)
+
+
+class Totals(NamedTuple):
+    """A worker's counters summed over its processes (see Scoreboard.lifetime)."""
+
+    requests: int = 0
+    exceptions: int = 0
+    tx: int = 0
+    running_time: int = 0
+    buckets: tuple[int, ...] = (0,) * len(BUCKETS)
+
+    def plus(self, row: Row) -> "Totals":
+        return Totals(self.requests + row.requests, self.exceptions + row.exceptions, self.tx + row.tx,
+                      self.running_time + row.running_time,
+                      tuple(a + b for a, b in zip(self.buckets, row.buckets)))
+
+
+_ZERO = Totals()

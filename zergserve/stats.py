@@ -13,19 +13,24 @@ from typing import Any, Callable
 from zergserve import sockets
 from zergserve.log import logger
 
+CLIENT_TIMEOUT = 1.0
 _HTTP_HEAD = b"HTTP/1.0 200 OK\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: application/json\r\n\r\n"
 
 
 class StatsServer:
-    """A listening socket that answers every connection with the current stats document."""
+    """A listening socket that answers every connection with the current stats document.
 
-    def __init__(self, addr: str, document: Callable[[], dict[str, Any]], *, http: bool = False,
+    `reply()` turns the document into bytes; the metrics server (metrics.py) answers HTTP with it."""
+
+    what = "stats"
+
+    def __init__(self, addr: str, document: Callable[[], Any], *, http: bool = False,
                  minified: bool = False, backlog: int = 100, chmod: int | None = None) -> None:
         self.listener = sockets.bind(addr, "uwsgi", backlog, chmod)
         if not sockets.is_local(self.listener.sock):
-            logger.warning("stats: %s is reachable from other hosts: anyone who connects reads pids, uids, "
-                           "the cwd and socket paths; serve stats on a UNIX socket or 127.0.0.1",
-                           self.listener.name)
+            logger.warning("%s: %s is reachable from other hosts: anyone who connects reads pids, uids, "
+                           "the cwd and socket paths; serve %s on a UNIX socket or 127.0.0.1",
+                           self.what, self.listener.name, self.what)
         self.document = document
         self.http = http
         self.minified = minified
@@ -40,20 +45,23 @@ class StatsServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            logger.error("stats: accept: %s", exc.strerror)
+            logger.error("%s: accept: %s", self.what, exc.strerror)
             return
-        import json  # here, not at the top: the master forks workers before any stats request
         try:
-            doc = self.document()
-            text = json.dumps(doc, separators=(",", ":")) if self.minified else json.dumps(doc, indent=1)
-            conn.settimeout(1.0)
-            conn.sendall((_HTTP_HEAD if self.http else b"") + text.encode())
+            conn.settimeout(CLIENT_TIMEOUT)
+            conn.sendall(self.reply(conn))
         except OSError:
             pass
         except Exception as exc:
-            logger.error("stats: cannot build the document: %r", exc)
+            logger.error("%s: cannot build the document: %r", self.what, exc)
         finally:
             conn.close()
+
+    def reply(self, conn: socket.socket) -> bytes:
+        import json  # here, not at the top: the master forks workers before any stats request
+        doc = self.document()
+        text = json.dumps(doc, separators=(",", ":")) if self.minified else json.dumps(doc, indent=1)
+        return (_HTTP_HEAD if self.http else b"") + text.encode()
 
     def close(self, vacuum: bool = False) -> None:
         sockets.close_listener(self.listener, vacuum)

@@ -12,9 +12,7 @@
     no heartbeat        SIGKILL and respawn (for vassals that send heartbeats)
     vassal asks to die  (byte 22, --die-on-idle) stop it gracefully (byte 2): it may hold a request
 
-Broodlord (see sos()): a zerg that was accepting is never blacklisted, whenever and however it dies;
-one that fails to boot (exits non-zero, or is not accepting within --emperor-broodlord-boot-timeout
-and is killed) is, so a broken [zerg] section is retried with a growing delay instead of once per SOS.
+Broodlord (zergs spawned on a vassal's SOS, and their boot): emperor/broodlord.py.
 
 Signals: HUP reloads every vassal, USR1 logs a line per vassal, URG clears the blacklist, INT, TERM and
 QUIT stop every vassal, wait --reload-mercy seconds, then kill the rest.
@@ -28,8 +26,9 @@ import signal
 import time
 from typing import Any
 
-from zergserve import __version__, proctitle
+from zergserve import __version__, metrics, proctitle
 from zergserve.emperor import protocol, tyrant
+from zergserve.emperor.broodlord import Broodlord
 from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
 from zergserve.emperor.throttle import Throttle
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
@@ -56,6 +55,7 @@ class Emperor:
         self.selector = selectors.DefaultSelector()
         self.inotify = Inotify()
         self.stats: StatsServer | None = None
+        self.metrics: metrics.MetricsServer | None = None
         self.ragnarok_deadline = 0.0
         self.scan_now = True
         self.scans = 0
@@ -63,6 +63,7 @@ class Emperor:
         self.held = False  # a start was refused for want of a slot: scan again when one frees
         self.broodlord_num = 0
         self.refused: dict[str, str] = {}  # files (tyrant checks) and zergs refused, with the reason last logged
+        self.broodlord = Broodlord(self)
 
     def run(self) -> int:
         proctitle.set_title(self.cfg, "emperor", master=True)
@@ -81,6 +82,9 @@ class Emperor:
         if self.cfg.emperor_stats:
             self.stats = StatsServer(self.cfg.emperor_stats, self.stats_document, http=self.cfg.stats_http)
             self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
+        if self.cfg.emperor_metrics:
+            self.metrics = metrics.MetricsServer(self.cfg.emperor_metrics, self.metrics_text)
+            self.selector.register(self.metrics, selectors.EVENT_READ, self.metrics.serve_one)
         if self.cfg.emperor_pidfile:
             with open(self.cfg.emperor_pidfile, "w") as fh:
                 fh.write(f"{os.getpid()}\n")
@@ -110,11 +114,12 @@ class Emperor:
                 self.scan()
                 self._notify_vassals()
             self._check_heartbeats()
-            self._check_zerg_boots()
+            self.broodlord.check_boots()
             self._check_curses()
         logger.info("The Emperor is buried.")
-        if self.stats is not None:
-            self.stats.close(vacuum=True)
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum=True)
         if self.cfg.emperor_pidfile:
             _remove_pidfile(self.cfg.emperor_pidfile)
         return 0
@@ -149,14 +154,18 @@ class Emperor:
                     continue
                 if vassal.file not in found:
                     vassal.stop(self.cfg.emperor_graceful_shutdown)
-        # new and healthy vassals first, in file order; then the failing ones, the earliest due first
+        # new and healthy vassals first, in file order; then the failing ones, the earliest due first.
+        # The slots are counted as of the scan's start: a spawn is slow on a loaded host, and a slot
+        # that expires meanwhile must not let one scan start every vassal (and keep the loop away)
         blacklist = self.throttle.blacklist
         absent.sort(key=lambda item: (item[0] in blacklist, blacklist[item[0]].due() if item[0] in blacklist else 0))
+        started = time.monotonic()
         for name, monitor, mtime in absent:
-            self.add(name, monitor, mtime)
+            self.add(name, monitor, mtime, at=started)
 
-    def add(self, file: str, monitor: Monitor, mtime: float, zerg: bool = False) -> Vassal | None:
-        """Start a vassal from `file` (its [zerg] section for a zerg), unless it must wait."""
+    def add(self, file: str, monitor: Monitor, mtime: float, zerg: bool = False, at: float = 0.0) -> Vassal | None:
+        """Start a vassal from `file` (its [zerg] section for a zerg), unless it must wait; the
+        global budget is counted as of `at` (time.monotonic(); 0: now)."""
         name = file + ":zerg" if zerg else file
         backoff = self.throttle.backoff(name)
         if backoff:
@@ -169,7 +178,7 @@ class Emperor:
                 return None
         try:
             failing = self.throttle.failing(name)
-            wait = self.throttle.allow(failing, *self._starting())
+            wait = self.throttle.allow(failing, *self._starting(at or time.monotonic()))
             if wait:
                 self.held = True
                 self._wake_at(time.monotonic() + wait)
@@ -185,7 +194,7 @@ class Emperor:
             except OSError as exc:
                 logger.error("[emperor] %s", exc)  # names escaped by Vassal.spawn
                 if zerg:
-                    self._zerg_boot_failed(vassal, "cannot start")
+                    self.broodlord.boot_failed(vassal, "cannot start")
                 elif not self.cfg.emperor_no_blacklist:
                     self.throttle.failed(name)
                 if self.throttle.failing(name):
@@ -229,12 +238,14 @@ class Emperor:
         """Scan at `when` (time.monotonic()) if that is sooner than already planned."""
         self.retry_at = min(self.retry_at, when) if self.retry_at else when
 
-    def _starting(self) -> tuple[int, int]:
-        """How many vassals are starting now, and how many of those are failing ones."""
-        now = time.monotonic()
+    def _starting(self, now: float) -> tuple[int, int, float]:
+        """How many vassals are starting at `now`, how many of those are failing ones, and in how
+        many seconds the first of them stops counting as starting, whatever it does (a vassal
+        spawned after `now` counts as starting)."""
         allowance = self.cfg.emperor_throttle / 1000
         starting = [v for v in self.vassals.values() if v.starting(now, allowance)]
-        return len(starting), sum(v.failing for v in starting)
+        slot_in = min((v.spawned_at + allowance - now for v in starting), default=0.0)
+        return len(starting), sum(v.failing for v in starting), max(slot_in, 0.001)
 
     # --- messages from vassals --------------------------------------------------------------
 
@@ -254,6 +265,7 @@ class Emperor:
             vassal.curse()
             return
         now = time.time()
+        sos = 0
         if self.held and not vassal.booted and any(b in _BOOTED for b in data):
             self.scan_now = True  # its slot is free: a start that was refused may go now
         for byte in data:
@@ -266,10 +278,7 @@ class Emperor:
                 vassal.accepting, vassal.last_accepting = True, now
                 logger.info("[emperor] vassal %s is ready to accept requests", vassal.label)
                 if vassal.zerg:
-                    self.throttle.forgive(vassal.name)  # it boots: the [zerg] section is fine
-                if vassal.sos_at and not vassal.reinforced_in:
-                    vassal.reinforced_in = now - vassal.sos_at
-                    logger.info("[emperor] zerg %s serving %.2fs after the SOS", vassal.label, vassal.reinforced_in)
+                    self.broodlord.accepting(vassal, now)
             elif byte == protocol.LOYAL:
                 if not vassal.loyal:
                     logger.info("[emperor] vassal %s is now loyal", vassal.label)
@@ -282,33 +291,9 @@ class Emperor:
                 vassal.stop(graceful=True)
             elif byte == protocol.SOS:
                 vassal.sos += 1
-                self.sos(vassal)
-
-    def sos(self, vassal: Vassal) -> None:
-        """Broodlord: answer a vassal's SOS with a zerg (`NAME:zerg`, the [zerg] section of its file),
-        up to --emperor-broodlord per vassal, one starting at a time. Works for every monitor: the
-        zerg is named after the vassal's own file, whatever found it (uWSGI issue #2166). While the
-        last zerg's failed boot is throttled (the blacklist), the SOS is ignored."""
-        limit = self.cfg.emperor_broodlord
-        if not limit or vassal.zerg or vassal.status != RUNNING:
-            return
-        name = vassal.name + ":zerg"
-        if self.throttle.backoff(name):
-            return
-        zergs = [v for v in self.vassals.values() if v.zerg and v.name == name and v.status == RUNNING]
-        if len(zergs) >= limit or any(not z.accepting for z in zergs):
-            return
-        logger.info("[emperor] vassal %s sent SOS: spawning zerg %d of %d", vassal.label, len(zergs) + 1, limit)
-        spec = vassal.monitor.path_of(name)
-        if os.path.lexists(spec):  # `--ini FILE:zerg` would read that file, not the [zerg] section
-            if self.refused.get(name) != "ambiguous":
-                self.refused[name] = "ambiguous"
-                logger.error("[emperor] no zerg for vassal %s: a file named %s exists, and would be read in "
-                             "place of the [zerg] section", vassal.label, printable(name))
-            return
-        zerg = self.add(vassal.file, vassal.monitor, vassal.last_mod, zerg=True)
-        if zerg is not None:
-            zerg.sos_at = time.time()
+                sos += 1
+        if sos:
+            self.broodlord.sos(vassal, sos)  # SOS bytes that arrive together ask for that many zergs
 
     # --- children ---------------------------------------------------------------------------
 
@@ -328,36 +313,9 @@ class Emperor:
                 logger.error("[emperor] vassal %s could not start its program (exit %d)", vassal.label, code)
             if not (vassal.loyal or vassal.zerg or vassal.stopped or self.cfg.emperor_no_blacklist):
                 self.throttle.failed(vassal.name)
-            elif vassal.zerg and not vassal.accepting and code != 0 and not vassal.boot_failed:
-                self._zerg_boot_failed(vassal, f"exit {code}")
+            elif vassal.zerg:
+                self.broodlord.exited(vassal, code)
             self.scan_now = True  # respawn a vassal whose file is still there without waiting a period
-
-    def _zerg_boot_failed(self, vassal: Vassal, why: str) -> None:
-        """A zerg that never accepted: throttle the next ones (not for a late reinforcement that
-        booted fine and found no load: that one was accepting)."""
-        vassal.boot_failed = True
-        if self.cfg.emperor_no_blacklist:
-            return
-        self.throttle.failed(vassal.name)
-        entry = self.throttle.blacklist[vassal.name]
-        entry.throttle_ms = max(entry.throttle_ms, self.cfg.emperor_throttle)  # SOS comes every cycle: no retry at once
-        logger.error("[emperor] zerg %s failed to boot (%s): next reinforcement in %.1fs at the earliest",
-                     vassal.label, why, entry.throttle_ms / 1000)
-
-    def _check_zerg_boots(self) -> None:
-        """Kill a zerg that is not accepting within the boot timeout: the emperor starts one zerg at
-        a time per vassal, so a stuck one would block reinforcements for good."""
-        limit = self.cfg.emperor_broodlord_boot_timeout
-        if not limit:
-            return
-        now = time.time()
-        for vassal in self.vassals.values():
-            if vassal.zerg and vassal.status == RUNNING and not vassal.accepting and now - vassal.last_run > limit:
-                logger.error("[emperor] zerg %s (pid %d) not accepting %gs after its spawn: killing it",
-                             vassal.label, vassal.pid, limit)
-                vassal.curse()
-                vassal.kill()
-                self._zerg_boot_failed(vassal, "boot timeout")
 
     def _check_heartbeats(self) -> None:
         now = time.time()
@@ -449,6 +407,9 @@ class Emperor:
                           for name, entry in self.throttle.blacklist.items()],
         }
 
+
+    def metrics_text(self) -> str:
+        return metrics.render(metrics.emperor(self.stats_document()))
 
 def _remove_pidfile(path: str) -> None:
     """Remove the pidfile if it still names this process (another emperor may have taken it over)."""

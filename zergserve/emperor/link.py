@@ -38,9 +38,9 @@ class EmperorLink:
         if first_start:
             self.send(protocol.SPAWNED)
 
-    def send(self, byte: int) -> None:
+    def send(self, byte: int, count: int = 1) -> None:
         try:
-            protocol.send(self.sock, byte)
+            protocol.send(self.sock, byte, count=count)
         except TimeoutError as exc:
             logger.error("emperor not reading: %s", exc)
         except OSError:

@@ -91,6 +91,11 @@ class Monitor:
         """Tyrant mode: whom the vassal runs as, and its config open (TyrantError if refused)."""
         return tyrant.check(self.path_of(name), nofollow)
 
+    def log_of(self, name: str) -> str | None:
+        """Where a vassal that runs as another user writes its output (never the emperor's log):
+        FILE.log next to its file; None for /dev/null."""
+        return tyrant.log_path(self.path_of(name))
+
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind}
 

@@ -37,7 +37,7 @@ from typing import Any, Callable, NamedTuple
 
 from zergserve.emperor import tyrant
 from zergserve.emperor.monitor import Monitor, extensions
-from zergserve.log import logger
+from zergserve.log import logger, printable
 
 try:
     import psycopg
@@ -167,6 +167,10 @@ class PgMonitor(Monitor):
             raise tyrant.TyrantError(f"vassal {name}: {exc}") from None
         return tyrant.Checked(uid, gid, (0, 0), self.config_fd(name))
 
+    def log_of(self, name: str) -> str | None:
+        """A row has no directory to keep a log in: /dev/null, unless its config sets logto."""
+        return None
+
     def stats(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "state": self.state, "since": int(self.since),
                 "last_error": self.last_error, "channel": self.channel, "rows": len(self.rows),
@@ -234,7 +238,7 @@ class PgMonitor(Monitor):
         error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         state = "query failed" if what == "query failed" else "disconnected"
         if state != self.state or (state == "query failed" and error != self.last_error):
-            logger.error("[emperor-pg] %s: %s: %s; %d running vassals are kept%s", self.name, what, error,
+            logger.error("[emperor-pg] %s: %s: %s; %d running vassals are kept%s", self.name, what, printable(error),
                          len(self.rows), "" if self.conn is not None else ", reconnecting with back-off")
         self._set_state(state, error)
         if self.conn is None:
@@ -305,7 +309,7 @@ class PgMonitor(Monitor):
     def _refuse(self, name: str, reason: str) -> None:
         if self.refused.get(name) != reason:
             self.refused[name] = reason
-            logger.error("[emperor-pg] %s", reason)
+            logger.error("[emperor-pg] %s", printable(reason))
 
     def _identity_changed(self, name: str, row: Row) -> bool:
         """Whether the row now names another uid or gid than its vassal runs as: it is left out of

@@ -2,6 +2,13 @@
 
 One byte per message over a socketpair whose vassal end is named by UWSGI_EMPEROR_FD. EOF on
 either side means the other one is gone.
+
+SOS with a depth: a vassal that needs N zergs sends N SOS bytes in one write. This is no new byte:
+uWSGI's emperor already answers every 30 with one zerg (up to --emperor-broodlord, no dedupe), so a
+real uWSGI emperor spawns the N zergs asked for (it does not count those still booting: a second
+call during their boot adds more, up to its cap), and a real uWSGI vassal, which sends one 30 per
+cycle, asks for one at a time. zergserve's emperor reads the 30s that arrive together as one call
+for N zergs and starts as many at once as are not already booting (emperor/broodlord.py).
 """
 
 from __future__ import annotations
@@ -54,17 +61,19 @@ def vassal_fd(environ: Mapping[str, str]) -> int | None:
     return fd
 
 
-def send(sock: socket.socket, byte: int, timeout: float = SEND_TIMEOUT) -> None:
-    """Send one message on a non-blocking socket, waiting up to `timeout` s for room rather than
-    dropping it (a lost 17 would keep a vassal blacklisted). TimeoutError when the peer reads
-    nothing for that long; another OSError when it is gone."""
+def send(sock: socket.socket, byte: int, timeout: float = SEND_TIMEOUT, count: int = 1) -> None:
+    """Send one message (`count` times, in one write) on a non-blocking socket, waiting up to `timeout`
+    s for room rather than dropping it (a lost 17 would keep a vassal blacklisted). TimeoutError when
+    the peer reads nothing for that long; another OSError when it is gone."""
     deadline = time.monotonic() + timeout
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
+    data = bytes([byte]) * count
     while True:
         try:
-            sock.send(bytes([byte]))
-            return
+            data = data[sock.send(data):]
+            if not data:
+                return
         except BlockingIOError:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -80,20 +80,21 @@ class Throttle:
 
     # --- global ------------------------------------------------------------------------------
 
-    def allow(self, failing: bool, starting: int, failing_starting: int) -> float:
+    def allow(self, failing: bool, starting: int, failing_starting: int, slot_in: float) -> float:
         """0 if a vassal may start now (and it is charged for it), else the seconds after which to
-        ask again; `starting` vassals are starting now, `failing_starting` of them failing ones.
-        A slot that frees sooner (a vassal says it started, or dies) is worth asking again too."""
+        ask again; `starting` vassals are starting now, `failing_starting` of them failing ones,
+        and the first of them stops counting in `slot_in` s. A slot that frees sooner (a vassal
+        says it started, or dies) is worth asking again too."""
         wait = 0.0
         if starting >= self.burst:
-            wait = self.step_ms / 1000
+            wait = slot_in
         elif failing:
             now = time.monotonic()
             rate = 1000.0 / self.step_ms
             self.tokens = min(float(self.burst), self.tokens + (now - self.tokens_at) * rate)
             self.tokens_at = now
             if failing_starting >= max(1, self.burst // 2):
-                wait = self.step_ms / 1000
+                wait = slot_in
             elif self.tokens < 1.0:
                 wait = (1.0 - self.tokens) / rate
             else:

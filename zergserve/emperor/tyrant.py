@@ -19,8 +19,8 @@ its own log, FILE.log next to its config: the emperor creates it if it is not th
 O_NOFOLLOW, then fchown to the owner: the vassal may not be allowed to create files in the
 directory), and the vassal opens it after the drop, as its owner, O_NOFOLLOW and O_NONBLOCK (a
 FIFO put there blocks nothing), keeping it only if it is a regular file with one link that the
-owner owns. Anything else (a file someone else put there first) gives /dev/null. Its own `logto`
-still wins.
+owner owns. Anything else (a file someone else put there first) gives /dev/null, and so does a
+monitor with no directory (Monitor.log_of: a pg:// row run as its uid). Its own `logto` still wins.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def prepare_log(path: str, uid: int, gid: int) -> None:
         os.close(fd)
 
 
-def after_drop(uid: int, gid: int, emperor: int, log: str) -> None:
+def after_drop(uid: int, gid: int, emperor: int, log: str | None) -> None:
     """Runs in the child after subprocess dropped groups, gid and uid: verify, PDEATHSIG, own log."""
     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
         os._exit(1)
@@ -121,7 +121,7 @@ def after_drop(uid: int, gid: int, emperor: int, log: str) -> None:
     else:
         os._exit(1)  # root could be regained: never exec like this
     die_with_parent(emperor)
-    fd = _own_log(log, uid)
+    fd = _own_log(log, uid) if log is not None else os.open(os.devnull, os.O_WRONLY)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

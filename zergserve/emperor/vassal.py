@@ -79,11 +79,12 @@ class Vassal:
             uid, gid = self.uid, self.gid
             identity = {"user": uid, "group": gid,
                         "extra_groups": tyrant.groups_for(uid, gid, cfg.emperor_tyrant_initgroups)}
-            log = tyrant.log_path(self.monitor.path_of(self.file))
-            tyrant.prepare_log(log, uid, gid)
+            log = self.monitor.log_of(self.file)
+            if log is not None:
+                tyrant.prepare_log(log, uid, gid)
             prepare = lambda: tyrant.after_drop(uid, gid, emperor_pid, log)  # noqa: E731
             logger.info("[emperor-tyrant] dropping privileges to %d %d for vassal %s (its output: %s)", uid, gid,
-                        self.label, printable(log))
+                        self.label, printable(log or os.devnull))
         else:
             prepare = lambda: die_with_parent(emperor_pid)  # noqa: E731
         try:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any, Callable
+
+from zergserve import app as app_loader
 
 CLASSES = {
     "sync": "zergserve.workers.sync:SyncWorker",
     "gevent": "zergserve.workers.gevent:GeventWorker",
     "asyncio": "zergserve.workers.asyncio:AsyncioWorker",
 }
+SERVES = {"sync": "wsgi", "gevent": "wsgi", "asyncio": "asgi"}  # the interface each class calls
+
+
+def load_app(cfg: Any) -> Callable[..., Any]:
+    """The configured app, refused (AppLoadError) if the configured worker class cannot call it."""
+    return app_loader.load(cfg.module, cfg.wsgi_file, cfg.callable, SERVES[cfg.worker], cfg.worker)
 
 
 def get(name: str) -> type:

@@ -49,7 +49,7 @@ class AsyncioWorker(Worker):
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.lifespan = asgi.Lifespan(self.app, lambda text: logger.info("worker %d: %s", self.wid, text),
-                                      self.log_error)
+                                      self.log_error, self.cfg.lifespan, self.cfg.lifespan_timeout)
         try:
             self.loop.run_until_complete(self.lifespan.startup())
         except asgi.LifespanFailed as exc:
@@ -267,9 +267,9 @@ class AsyncioWorker(Worker):
         body = _UwsgiBody(self, conn, parser.trailing, length)
         scope = asgi.uwsgi_scope(variables, listener.server_name_port(), self.lifespan.state)
         ctx.row.begin(f"{method} {target}".encode("latin-1", "replace"), started)
-        response = await asgi.run(self.app, scope, body.pull if length else None,
-                                  _RawSink(self, conn, protocol), ctx.log_error)
-        ctx.row.end(response.sent, time.time() - started, response.status >= 500)
+        sink = _RawSink(self, conn, protocol)
+        response = await asgi.run(self.app, scope, body.pull if length else None, sink, ctx.log_error)
+        ctx.row.end(sink.head + response.sent, time.time() - started, response.status >= 500)
         connection.access(ctx, peer or (variables.get("REMOTE_ADDR", "-"),), method, target, protocol,
                           response.status, response.sent, started)
         if body.left:
@@ -334,9 +334,9 @@ class AsyncioWorker(Worker):
         body = _HTTPBody(self, conn, h)
         scope = asgi.http_scope(request, peer, listener.server_name_port(), self.lifespan.state)
         ctx.row.begin(f"{request.method} {request.target}".encode("latin-1", "replace"), started)
-        response = await asgi.run(self.app, scope, body.pull if has_body else None, _HTTPSink(self, conn, h),
-                                  ctx.log_error)
-        ctx.row.end(response.sent, time.time() - started, response.status >= 500)
+        sink = _HTTPSink(self, conn, h)
+        response = await asgi.run(self.app, scope, body.pull if has_body else None, sink, ctx.log_error)
+        ctx.row.end(sink.head + response.sent, time.time() - started, response.status >= 500)
         connection.access(ctx, peer, request.method, request.target, "HTTP/" + request.http_version,
                           response.status, response.sent, started)
         if not response.finished or h.must_close:
@@ -413,15 +413,17 @@ class _HTTPBody:
 class _HTTPSink:
     """Writes the response through the HTTP codec, which frames it (chunked, HEAD, close)."""
 
-    __slots__ = ("worker", "conn", "h")
+    __slots__ = ("worker", "conn", "h", "head")
 
     def __init__(self, worker: AsyncioWorker, conn: socket.socket, h: h1.HTTPConnection) -> None:
         self.worker = worker
         self.conn = conn
         self.h = h
+        self.head = 0  # bytes of the response head, for tx (uWSGI counts them)
 
     async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         data = self.h.send_response(status, reason, headers)
+        self.head = len(data)
         if body:
             data += self.h.send_data(body)
         await self.worker._send_all(self.conn, data)
@@ -469,17 +471,19 @@ class _UwsgiBody:
 class _RawSink:
     """A raw HTTP response on a uwsgi connection, as uWSGI writes it; the connection closes after it."""
 
-    __slots__ = ("worker", "conn", "protocol")
+    __slots__ = ("worker", "conn", "protocol", "head")
 
     def __init__(self, worker: AsyncioWorker, conn: socket.socket, protocol: str) -> None:
         self.worker = worker
         self.conn = conn
         self.protocol = protocol.encode("latin-1")
+        self.head = 0  # bytes of the response head, for tx (uWSGI counts them)
 
     async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         parts = [b"%s %d %s\r\n" % (self.protocol, status, reason)]
         parts.extend(b"%s: %s\r\n" % header for header in headers)
         parts.append(b"\r\n")
+        self.head = sum(map(len, parts))
         parts.append(body)
         await self.worker._send_all(self.conn, b"".join(parts))
 

@@ -9,6 +9,7 @@ respawn).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import sys
 import time
@@ -16,12 +17,13 @@ import traceback
 from typing import Any, Callable
 
 from zergserve import app as app_loader
-from zergserve import connection, proctitle, proxy
+from zergserve import config, connection, proctitle, proxy
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
 from zergserve.scoreboard import IDLE, PAUSED, STOPPING, RowWriter, Scoreboard
 from zergserve.sockets import Listener
+from zergserve.workers import load_app
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3
@@ -47,10 +49,12 @@ class Worker:
         self.recycling = False  # leaving on its own (max-requests, SIGHUP): the others serve the queue
         self.leaving = False  # INT on a zerg: finish the request in hand, leave the queue to the others
         self.zerg = any(listener.attached for listener in listeners)
-        self.max_requests = cfg.max_requests + (wid - 1) * cfg.max_requests_delta if cfg.max_requests else 0
+        self.max_requests = (cfg.max_requests + (wid - 1) * cfg.max_requests_delta
+                             + random.randint(0, cfg.max_requests_jitter)) if cfg.max_requests else 0
         self.wake_r = self.wake_w = -1
         self.ready_fd = -1  # the master's "a worker is ready" pipe, set by the master after the fork
         self.ppid = os.getppid()  # forked by the master: this is its pid
+        self.on_exit: Callable[[], None] | None = None  # set by the master: hooks for a worker that leaves
 
     def run(self) -> None:
         """Boot and serve; always ends the process."""
@@ -74,6 +78,8 @@ class Worker:
             code = 1
         finally:
             self.row.set_status(STOPPING)
+        if self.on_exit is not None:
+            self.on_exit()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -88,7 +94,7 @@ class Worker:
         self.install_signals()
         proxy.configure(self.cfg.forwarded_allow_ips)
         if self.app is None:
-            self.app = app_loader.load(self.cfg.module, self.cfg.wsgi_file, self.cfg.callable)
+            self.app = load_app(self.cfg)
         cfg = self.cfg
         self.ctx = connection.Context(
             app=self.app,
@@ -96,8 +102,7 @@ class Worker:
             wid=self.wid,
             log_error=self.log_error,
             access_log=None if cfg.disable_logging else connection.log_writer(2),
-            limits=Limits(cfg.limit_request_line or 1 << 30, cfg.limit_request_fields or 1 << 30,
-                          cfg.limit_request_field_size or 1 << 30),
+            limits=head_limits(cfg),
             http_timeout=cfg.http_timeout,
             socket_timeout=cfg.socket_timeout,
             keepalive_timeout=cfg.keep_alive,
@@ -185,6 +190,18 @@ class Worker:
 
     def serve_forever(self) -> None:
         raise NotImplementedError
+
+
+def head_limits(cfg: Any) -> Limits:
+    """The HTTP head limits (0: none). uWSGI reads a whole HTTP head into --buffer-size, so its users
+    raise that for long URLs and big cookies: a buffer-size above its default raises the line and
+    field limits with it, as in uWSGI; it never lowers them."""
+    raised = cfg.buffer_size if cfg.buffer_size > config.find("buffer-size").default else 0
+
+    def limit(value: int) -> int:
+        return max(value, raised) if value else 1 << 30
+    return Limits(limit(cfg.limit_request_line), cfg.limit_request_fields or 1 << 30,
+                  limit(cfg.limit_request_field_size), max(Limits().head, raised))
 
 
 class SharedRow:
