@@ -171,6 +171,13 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         logger.error("%s", exc)
         return EXIT_APP_LOAD_ERROR
     compat.install(cfg)
+    if cfg.cheaper:
+        from zergserve import cheaper
+        try:
+            cheaper.check(cfg)
+        except cheaper.CheaperError as exc:
+            logger.error("%s", exc)
+            return EXIT_USAGE
     if cfg.check_static or cfg.static_map or cfg.static_map2:
         from zergserve import static  # here: an instance without static files never imports it
         try:
@@ -233,6 +240,9 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     if cfg.idle or cfg.cheap or cfg.vassal_sos_backlog or cfg.vassal_sos:
         from zergserve.elastic import Elastic
         Elastic(master, link.send if link else None, link.ask_to_die if link else None)
+    if cfg.cheaper:
+        from zergserve.cheaper import Cheaper
+        Cheaper(master)
     if cfg.reload_on_rss or cfg.evil_reload_on_rss or cfg.max_worker_lifetime:
         from zergserve.recycling import Recycler
         Recycler(master)

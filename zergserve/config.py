@@ -466,6 +466,38 @@ OPTIONS: tuple[Option, ...] = (
       "wanted) as soon as a socket's accept queue holds N or more connections (0: off)", group="elastic"),
     O("vassal-sos", integer(0), 0, "ask the emperor for reinforcements when every worker has been busy for "
       "more than N seconds (0: off)", group="elastic"),
+    # cheaper: the worker count follows the load, between --cheaper and --processes
+    O("cheaper", integer(0), 0, "cheaper subsystem: keep at least N workers and let the --cheaper-algo add "
+      "workers up to --processes under load and stop them again when the load is gone (0: off)",
+      group="cheaper"),
+    O("cheaper-initial", integer(0), 0, "workers started at boot in cheaper mode (0: --cheaper)", group="cheaper"),
+    O("cheaper-step", integer(1), 1, "workers added at a time when the algorithm asks for more", group="cheaper"),
+    O("cheaper-overload", integer(0), 3, "spare: seconds every worker must be busy before adding workers (and "
+      "with one idle before stopping one); backlog: queued connections above which workers are added; "
+      "busyness: seconds between busyness checks", group="cheaper"),
+    O("cheaper-algo", choice("spare", "backlog", "busyness"), "spare", "how the cheaper subsystem decides",
+      group="cheaper"),
+    O("cheaper-rss-limit-soft", integer(0), 0, "add no worker while the workers' total RSS is above N bytes "
+      "(0: off)", group="cheaper"),
+    O("cheaper-rss-limit-hard", integer(0), 0, "stop a worker (down to --cheaper) while the workers' total RSS "
+      "is above N bytes (0: off)", group="cheaper"),
+    O("cheaper-busyness-min", integer(0, 100), 25, "busyness: below this average busyness (%) stop a worker",
+      group="cheaper"),
+    O("cheaper-busyness-max", integer(0, 100), 50, "busyness: above this average busyness (%) add workers",
+      group="cheaper"),
+    O("cheaper-busyness-multiplier", integer(1), 10, "busyness: low-busyness checks to wait before stopping a "
+      "worker", group="cheaper"),
+    O("cheaper-busyness-penalty", integer(0), 1, "busyness: added to the multiplier when a stopped worker had to "
+      "be started again within it", group="cheaper"),
+    O("cheaper-busyness-verbose", boolean, False, "busyness: log every check", flag=True, group="cheaper"),
+    O("cheaper-busyness-backlog-alert", integer(0), 33, "busyness: add emergency workers at once when more "
+      "than N connections are queued (0: off)", group="cheaper"),
+    O("cheaper-busyness-backlog-multiplier", integer(1), 3, "busyness: the multiplier while emergency workers "
+      "run", group="cheaper"),
+    O("cheaper-busyness-backlog-step", integer(1), 1, "busyness: emergency workers added at a time",
+      group="cheaper"),
+    O("cheaper-busyness-backlog-nonzero", integer(0), 60, "busyness: add emergency workers when connections "
+      "have been queued for N seconds (0: off)", group="cheaper"),
     # emperor
     O("emperor", text, (), "run the emperor over a vassals dir (DIR, dir://DIR or glob://PATTERN) or the rows "
       "of a PostgreSQL query (pg://CONNINFO;SELECT name, config, ts FROM vassals)", repeatable=True,
@@ -581,7 +613,8 @@ del O
 
 _GROUP_TITLES = {"app": "Application", "sockets": "Sockets", "processes": "Processes", "limits": "Limits",
                  "privileges": "Privileges", "reload": "Reload on change", "static": "Static files",
-                 "zerg": "Zerg mode", "elastic": "Idle, cheap and SOS", "emperor": "Emperor", "stats": "Stats",
+                 "zerg": "Zerg mode", "elastic": "Idle, cheap and SOS",
+                 "cheaper": "Cheaper: the worker count follows the load", "emperor": "Emperor", "stats": "Stats",
                  "logging": "Logging", "compat": "uWSGI compatibility", "config": "Configuration"}
 _BY_NAME: dict[str, Option] = {name: opt for opt in OPTIONS for name in (opt.name, *opt.aliases)}
 _BY_SHORT: dict[str, Option] = {opt.short: opt for opt in OPTIONS if opt.short}
@@ -610,7 +643,6 @@ _HINTS: dict[str, str] = {
     "user": "--uid USER", "group": "--gid GROUP",
     "log-file": "--logto FILE",
     "config": "zergserve reads ini/json/toml/yaml files (--ini FILE), not gunicorn's Python config files",
-    "cheaper": "uWSGI's cheaper algorithms are not supported yet; --cheap and --idle are zergserve's elastic modes",
 }
 # Tyrant mode: "FD:NAME", the vassal's config file NAME as the emperor opened and checked it (see _read).
 CONFIG_FD_VARIABLE = "ZERGSERVE_CONFIG_FD"

@@ -613,11 +613,18 @@ class Master:
         self.begin_stop("quick")
 
     def handle_ttin(self) -> None:
+        self.add_worker("TTIN")
+
+    def handle_ttou(self) -> None:
+        self.retire_worker("TTOU")
+
+    def add_worker(self, reason: str) -> None:
+        """One worker more (TTIN, the cheaper subsystem)."""
         if self.rolled_back:
-            logger.info("TTIN ignored: the reload was rolled back, the new app cannot boot")
+            logger.info("%s ignored: the reload was rolled back, the new app cannot boot", reason)
             return
         self.num_workers += 1
-        logger.info("TTIN: now %d workers", self.num_workers)
+        logger.info("%s: now %d workers", reason, self.num_workers)
         if self.cheap:
             # Not now: the listening sockets sit in the master's loop, so a worker forked now would
             # close them as master fds. The wake-up spawns every worker, this one included.
@@ -625,9 +632,11 @@ class Master:
             return
         self.spawn(self.num_workers)
 
-    def handle_ttou(self) -> None:
+    def retire_worker(self, reason: str) -> None:
+        """One worker fewer, the highest id (TTOU, the cheaper subsystem): it stops accepting,
+        finishes the request in hand and exits; killed past worker-reload-mercy."""
         if self.num_workers <= 1:
-            logger.info("TTOU: keeping the last worker")
+            logger.info("%s: keeping the last worker", reason)
             return
         wid = self.num_workers
         self.num_workers -= 1
@@ -635,7 +644,7 @@ class Master:
         proc = self.workers.pop(wid, None)
         if proc is not None:
             self._retire(proc.pid, self.cfg.worker_reload_mercy, wid)
-        logger.info("TTOU: now %d workers", self.num_workers)
+        logger.info("%s: now %d workers", reason, self.num_workers)
 
     def handle_usr1(self) -> None:
         for row in self.scoreboard.rows()[: self.num_workers]:
@@ -716,7 +725,8 @@ class Master:
             socks.append({"name": listener.name, "proto": listener.proto, "queue": queue,
                           "max_queue": max_queue or self.cfg.listen, "shared": 0, "can_offload": 0})
         workers = []
-        for row in self.scoreboard.rows()[: self.num_workers]:
+        # Up to --processes: workers stopped by TTOU or the cheaper subsystem show as "cheap", as in uWSGI.
+        for row in self.scoreboard.rows()[: max(self.num_workers, self.cfg.processes)]:
             proc = self.workers.get(row.wid)
             alive = proc is not None and proc.pid == row.pid
             total = self.scoreboard.lifetime(row.wid)
@@ -731,7 +741,8 @@ class Master:
                 "harakiri_count": proc.harakiri_count if proc else 0,
                 "signals": 0,
                 "signal_queue": 0,
-                "status": row.status_name if alive else ("cheap" if self.cheap else "dead"),
+                "status": row.status_name if alive else ("cheap" if self.cheap or row.wid > self.num_workers
+                                                           else "dead"),
                 "rss": rss,
                 "vsz": vsz,
                 "running_time": total.running_time,

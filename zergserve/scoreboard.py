@@ -63,6 +63,12 @@ class Row(NamedTuple):
     buckets: tuple[int, ...]
     request: str
 
+    def busy_until(self, now: float) -> float:
+        """Seconds spent in requests up to `now` (time.time()), the one in hand included: the
+        cheaper subsystem's busyness."""
+        running = now - self.request_start if self.status == BUSY and self.request_start else 0.0
+        return self.running_time / 1e6 + max(running, 0.0)
+
     @property
     def status_name(self) -> str:
         return STATUS_NAMES.get(self.status, "unknown")
