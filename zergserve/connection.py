@@ -7,14 +7,17 @@ they are and a gevent worker unchanged (its sockets are cooperative), one greenl
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import socket
 import struct
+import termios
 import time
 from typing import Any, Callable
 
 from zergserve import wsgi
+from zergserve.pacing import BodyClock, BodyTimeout, SendPace
 from zergserve.protocols import http as h1
 from zergserve.protocols import uwsgi
 from zergserve.scoreboard import RowWriter
@@ -31,7 +34,8 @@ class Context:
     def __init__(self, app: Callable, row: RowWriter, wid: int, log_error: Callable[[str], None],
                  access_log: Callable[[str], None] | None, limits: h1.Limits, http_timeout: float = 4.0,
                  socket_timeout: float = 4.0, keepalive_timeout: float = 0.0, limit_post: int = 0,
-                 buffer_size: int = 4096, max_vars: int = 128, keep_alive: bool = False) -> None:
+                 buffer_size: int = 4096, max_vars: int = 128, keep_alive: bool = False,
+                 body_timeout: float = 20.0, body_min_rate: float = 500.0, send_min_rate: float = 500.0) -> None:
         self.app = app
         self.row = row
         self.wid = wid
@@ -45,8 +49,19 @@ class Context:
         self.buffer_size = buffer_size
         self.max_vars = max_vars
         self.keep_alive = keep_alive
+        self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
+        self.send_min_rate = send_min_rate
         self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
         self.environs: dict[int, dict[str, Any]] = {}
+
+    def pace(self) -> SendPace:
+        """The bound on one response's sending (pacing.py)."""
+        return SendPace(self.socket_timeout, self.send_min_rate)
+
+    def body_clock(self) -> BodyClock:
+        """The bound on one request body's arrival (pacing.py), started at its first wait."""
+        return BodyClock(self.body_timeout, self.body_min_rate)
 
     def base_environ(self, listener: Listener) -> dict[str, Any]:
         key = listener.fileno()
@@ -106,42 +121,57 @@ def _recv(conn: socket.socket, size: int, timeout: float) -> bytes:
     return conn.recv(size)
 
 
-def send_all(conn: socket.socket, data: bytes, timeout: float) -> None:
-    """Send everything, failing only when the client takes no byte for `timeout` seconds.
+def recv_body(conn: socket.socket, clock: BodyClock, stall: float, size: int = _RECV) -> bytes:
+    """One read of a request body, within its clock and at most `stall` seconds of silence:
+    wsgi.RequestTimeout (a 408) past the clock, ClientDisconnected for a client gone quiet."""
+    try:
+        return _recv(conn, size, min(stall, clock.left()))
+    except (socket.timeout, TimeoutError):
+        try:
+            clock.left()
+        except BodyTimeout as exc:
+            raise wsgi.RequestTimeout(str(exc)) from None
+        raise wsgi.ClientDisconnected(f"request body stalled for {stall:g}s") from None
+    except BodyTimeout as exc:
+        raise wsgi.RequestTimeout(str(exc)) from None
+
+
+def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:
+    """Send everything, or raise TimeoutError once the client reads slower than `pace` allows.
 
     Python's sendall() bounds the whole transfer, which would cut a slow but live download of a
-    large body; like nginx's send_timeout, this bounds the wait between two writes instead. The
-    first send is tried without waiting: it usually takes the whole response.
+    large body, and a timeout per write would let a client taking one byte at a time hold the
+    worker forever; the pace (pacing.py) asks for a minimum rate while we wait. The first send is
+    tried without waiting: it usually takes the whole response.
     """
     if conn.gettimeout() != 0.0:
         conn.setblocking(False)
     view = memoryview(data)
-    queued = -1
     while view:
         try:
             sent = conn.send(view)
         except BlockingIOError:
             sent = 0
         if sent:
+            pace.sent(sent)
             view = view[sent:]
-            continue
-        poller = select.poll()
-        poller.register(conn, select.POLLOUT)
-        if poller.poll(timeout * 1000):
-            continue
-        # The kernel signals room only once a third of a large send buffer is free; a slow reader
-        # may still be taking bytes. Its queue shrinking is progress too.
-        now_queued = _unsent(conn)
-        if 0 <= now_queued < queued or queued < 0 <= now_queued:
-            queued = now_queued
-            continue
-        raise TimeoutError(f"client took no data for {timeout:g}s")
+        else:
+            wait_writable(conn, pace)
 
 
-def _unsent(conn: socket.socket) -> int:
+def wait_writable(conn: socket.socket, pace: SendPace) -> None:
+    """Wait until the socket takes more bytes or the pace's window ends (SendTimeout if the client
+    took too little in it). The kernel says writable only once a third of a large send buffer is
+    free, so progress is read from the send queue's length, not from wake-ups."""
+    poller = select.poll()
+    poller.register(conn, select.POLLOUT)
+    started = time.monotonic()
+    poller.poll(pace.wait(unsent(conn)) * 1000)
+    pace.waited(time.monotonic() - started, unsent(conn))
+
+
+def unsent(conn: socket.socket) -> int:
     """Bytes still waiting in the socket's send queue (SIOCOUTQ), -1 if the kernel will not say."""
-    import fcntl
-    import termios
     try:
         return struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
     except OSError:
@@ -190,25 +220,25 @@ class _RawSink:
     """Writes a raw HTTP response on a uwsgi connection, as uWSGI does: status line, the app's
     headers verbatim, body; the connection closes after it."""
 
-    __slots__ = ("conn", "protocol", "timeout")
+    __slots__ = ("conn", "protocol", "pace")
 
-    def __init__(self, conn: socket.socket, protocol: str, timeout: float) -> None:
+    def __init__(self, conn: socket.socket, protocol: str, pace: SendPace) -> None:
         self.conn = conn
         self.protocol = protocol.encode("latin-1")
-        self.timeout = timeout
+        self.pace = pace
 
     def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         parts = [b"%s %d %s\r\n" % (self.protocol, status, reason)]
         parts.extend(b"%s: %s\r\n" % header for header in headers)
         parts.append(b"\r\n")
         parts.append(body)
-        send_all(self.conn, b"".join(parts), self.timeout)
+        send_all(self.conn, b"".join(parts), self.pace)
 
     def send_body(self, data: bytes) -> None:
-        send_all(self.conn, data, self.timeout)
+        send_all(self.conn, data, self.pace)
 
     def sendfile(self, file: Any, count: int | None) -> int | None:
-        return _sendfile(self.conn, file, count, self.timeout)
+        return _sendfile(self.conn, file, count, self.pace)
 
     def finish(self) -> None:
         pass
@@ -217,12 +247,33 @@ class _RawSink:
         pass
 
 
-def _sendfile(conn: socket.socket, file: Any, count: int | None, timeout: float) -> int | None:
+def _sendfile(conn: socket.socket, file: Any, count: int | None, pace: SendPace) -> int | None:
+    """os.sendfile() of `count` bytes from the file's position, paced as send_all(); None if the
+    file has no descriptor (the caller then reads it)."""
     try:
-        conn.settimeout(timeout)
-        return conn.sendfile(file, count=count)
+        fd = file.fileno()
+        offset = file.tell()
     except (OSError, ValueError, AttributeError):
         return None
+    if count is None:
+        count = os.fstat(fd).st_size - offset
+    conn.setblocking(False)
+    total = 0
+    try:
+        while total < count:
+            try:
+                sent = os.sendfile(conn.fileno(), fd, offset + total, min(count - total, 1 << 20))
+            except BlockingIOError:
+                wait_writable(conn, pace)
+                continue
+            if not sent:
+                break
+            total += sent
+            pace.sent(sent)
+    except OSError as exc:
+        raise wsgi.ClientDisconnected(str(exc)) from exc
+    file.seek(offset + total)
+    return total
 
 
 def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> None:
@@ -243,20 +294,20 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
                       f"(peer {peer_text(peer, listener)})")
         return
     if packet.modifier1 == uwsgi.MODIFIER_PING:
-        send_all(conn, uwsgi.PONG, ctx.socket_timeout)
+        send_all(conn, uwsgi.PONG, ctx.pace())
         return
     started = time.time()
     variables = packet.vars
     method, target, protocol, length, refused = uwsgi_head(variables, ctx, peer, listener)
     if refused:
-        send_all(conn, raw_error(protocol, refused), ctx.socket_timeout)
+        send_all(conn, raw_error(protocol, refused), ctx.pace())
         if refused == 413:
             _linger_close(conn)
         return
-    body = wsgi.Input(_uwsgi_body(conn, parser.trailing, length, ctx.socket_timeout) if length else None)
+    body = wsgi.Input(_uwsgi_body(conn, parser.trailing, length, ctx) if length else None)
     environ = wsgi.uwsgi_environ(ctx.base_environ(listener), variables, body)
     ctx.row.begin(f"{method} {target}".encode("latin-1", "replace"), started)
-    response = wsgi.run(ctx.app, environ, _RawSink(conn, protocol, ctx.socket_timeout), ctx.log_error)
+    response = wsgi.run(ctx.app, environ, _RawSink(conn, protocol, ctx.pace()), ctx.log_error)
     ctx.row.end(response.sent, time.time() - started, response.status >= 500)
     access(ctx, peer or (variables.get("REMOTE_ADDR", "-"),), method, target, protocol, response.status,
             response.sent, started)
@@ -264,9 +315,9 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
         _linger_close(conn)
 
 
-def _uwsgi_body(conn: socket.socket, first: bytes, length: int, timeout: float) -> Callable[[int], bytes]:
+def _uwsgi_body(conn: socket.socket, first: bytes, length: int, ctx: Context) -> Callable[[int], bytes]:
     """A pull function over exactly `length` body bytes: the ones read with the packet, then the socket."""
-    state = {"left": length, "first": first[:length]}
+    state: dict[str, Any] = {"left": length, "first": first[:length], "clock": None}
 
     def pull(size: int) -> bytes:
         left = state["left"]
@@ -277,12 +328,11 @@ def _uwsgi_body(conn: socket.socket, first: bytes, length: int, timeout: float) 
             state["first"] = b""
             state["left"] = left - len(head)
             return head
-        try:
-            data = _recv(conn, min(size, left, _RECV), timeout)
-        except (socket.timeout, TimeoutError):
-            raise wsgi.ClientDisconnected(f"body stalled with {left} of {length} bytes unread") from None
+        clock = state["clock"] = state["clock"] or ctx.body_clock()
+        data = recv_body(conn, clock, ctx.socket_timeout, min(size, left, _RECV))
         if not data:
             raise wsgi.ClientDisconnected(f"client closed with {left} of {length} body bytes unsent")
+        clock.received(len(data))
         state["left"] = left - len(data)
         return data
 
@@ -325,34 +375,34 @@ def peer_text(peer: Any, listener: Listener) -> str:
 class _HTTPSink:
     """Writes the response through the h11 connection, which frames it (chunked, HEAD, close)."""
 
-    __slots__ = ("conn", "h", "raw", "timeout")
+    __slots__ = ("conn", "h", "raw", "pace")
 
-    def __init__(self, conn: socket.socket, h: h1.HTTPConnection, timeout: float) -> None:
+    def __init__(self, conn: socket.socket, h: h1.HTTPConnection, pace: SendPace) -> None:
         self.conn = conn
         self.h = h
         self.raw = False
-        self.timeout = timeout
+        self.pace = pace
 
     def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         data = self.h.send_response(status, reason, headers)
         if body:
             data += self.h.send_data(body)
-        send_all(self.conn, data, self.timeout)
+        send_all(self.conn, data, self.pace)
 
     def send_body(self, data: bytes) -> None:
-        send_all(self.conn, self.h.send_data(data), self.timeout)
+        send_all(self.conn, self.h.send_data(data), self.pace)
 
     def sendfile(self, file: Any, count: int | None) -> int | None:
         if self.h.must_close and count is not None:
             self.raw = True  # the codec no longer frames this response; the connection closes after it
-            return _sendfile(self.conn, file, count, self.timeout)
+            return _sendfile(self.conn, file, count, self.pace)
         return None
 
     def finish(self) -> None:
         if not self.raw:
             end = self.h.send_end()
             if end:
-                send_all(self.conn, end, self.timeout)
+                send_all(self.conn, end, self.pace)
 
     def abort(self) -> None:
         self.raw = True
@@ -372,14 +422,14 @@ def _serve_http(conn: socket.socket, peer: Any, listener: Listener, ctx: Context
                 event = h.next_event()
         except h1.HTTPError as exc:
             ctx.log_error(f"http: {exc.status} {exc.reason} (peer {peer_text(peer, listener)})")
-            send_all(conn, h.error_response(exc), ctx.socket_timeout)
+            send_all(conn, h.error_response(exc), ctx.pace())
             _linger_close(conn)
             return
         except _Timeout:
             if received_any:
                 ctx.log_error(f"http: request head not complete within {ctx.http_timeout:g}s "
                               f"(peer {peer_text(peer, listener)})")
-                send_all(conn, h.error_response(h1.HTTPError(408, "request head timeout")), ctx.socket_timeout)
+                send_all(conn, h.error_response(h1.HTTPError(408, "request head timeout")), ctx.pace())
             return
         if not isinstance(event, h1.Request):
             return  # ConnectionClosed, or PAUSED with nothing more to do
@@ -397,7 +447,7 @@ def _serve_request(conn: socket.socket, peer: Any, listener: Listener, ctx: Cont
     started = time.time()
     if ctx.limit_post and request.content_length is not None and request.content_length > ctx.limit_post:
         ctx.log_error(f"http: body of {request.content_length} bytes over limit-post {ctx.limit_post}")
-        send_all(conn, h.error_response(h1.HTTPError(413, "body over limit-post")), ctx.socket_timeout)
+        send_all(conn, h.error_response(h1.HTTPError(413, "body over limit-post")), ctx.pace())
         _linger_close(conn)
         return False
     if ctx.draining:
@@ -406,7 +456,7 @@ def _serve_request(conn: socket.socket, peer: Any, listener: Listener, ctx: Cont
     body = wsgi.Input(_http_body(conn, h, ctx) if has_body else None)
     environ = wsgi.http_environ(ctx.base_environ(listener), request, peer, body)
     ctx.row.begin(f"{request.method} {request.target}".encode("latin-1", "replace"), started)
-    sink = _HTTPSink(conn, h, ctx.socket_timeout)
+    sink = _HTTPSink(conn, h, ctx.pace())
     try:
         response = wsgi.run(ctx.app, environ, sink, ctx.log_error)
     except h1.HTTPError as exc:  # the codec refused what the app produced
@@ -442,24 +492,23 @@ def _drain(body: wsgi.Input, cap: int = 65536) -> bool:
 
 def _http_body(conn: socket.socket, h: h1.HTTPConnection, ctx: Context) -> Callable[[int], bytes]:
     """A pull function that feeds h11 from the socket until the body's EndOfMessage."""
-    state = {"read": 0, "continued": False}
+    state: dict[str, Any] = {"read": 0, "continued": False, "clock": None}
 
     def pull(size: int) -> bytes:
         if not state["continued"]:
             state["continued"] = True
             interim = h.send_continue()
             if interim:
-                send_all(conn, interim, ctx.socket_timeout)
+                send_all(conn, interim, ctx.pace())
         while True:
             try:
                 event = h.next_event()
             except h1.HTTPError as exc:
                 raise wsgi.RequestError(exc.reason) from None
             if event is h1.NEED_DATA:
-                try:
-                    data = _recv(conn, _RECV, ctx.socket_timeout)
-                except (socket.timeout, TimeoutError):
-                    raise wsgi.ClientDisconnected("request body stalled") from None
+                clock = state["clock"] = state["clock"] or ctx.body_clock()
+                data = recv_body(conn, clock, ctx.socket_timeout)
+                clock.received(len(data))
                 h.receive_data(data)
                 continue
             if isinstance(event, h1.Data):

@@ -38,6 +38,12 @@ class RequestTooLarge(RequestError):
     status = 413
 
 
+class RequestTimeout(RequestError):
+    """The body came slower than --body-timeout and --body-min-rate allow."""
+
+    status = 408
+
+
 class AppError(Exception):
     """The application broke the WSGI contract (bad status, bad headers, write before start_response)."""
 

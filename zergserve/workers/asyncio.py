@@ -21,11 +21,12 @@ from zergserve import app as app_loader
 from zergserve import asgi, connection
 from zergserve.log import logger
 from zergserve.protocols import http as h1
+from zergserve.pacing import BodyClock, BodyTimeout, SendPace
 from zergserve.protocols import uwsgi
 from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
 from zergserve.workers.base import SharedRow, Worker
-from zergserve.wsgi import ClientDisconnected, RequestError, RequestTooLarge
+from zergserve.wsgi import ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge
 
 _RECV = 65536
 _DRAIN_SECONDS = 2.0
@@ -191,16 +192,27 @@ class AsyncioWorker(Worker):
         except TimeoutError:
             raise _Timeout from None
 
-    async def _recv(self, conn: socket.socket) -> bytes:
-        """A read for the body: at most --socket-timeout seconds of silence, then the client is gone."""
+    async def _recv(self, conn: socket.socket, clock: BodyClock, size: int = _RECV) -> bytes:
+        """A read for the body, within its clock (a 408 past it) and at most --socket-timeout
+        seconds of silence (then the client is gone), as connection.recv_body."""
+        stall = self.ctx.socket_timeout
         try:
-            return await asyncio.wait_for(self.loop.sock_recv(conn, _RECV), self.ctx.socket_timeout)
+            data = await asyncio.wait_for(self.loop.sock_recv(conn, size), min(stall, clock.left()))
         except TimeoutError:
-            raise ClientDisconnected(f"no body bytes for {self.ctx.socket_timeout:g}s") from None
+            try:
+                clock.left()
+            except BodyTimeout as exc:
+                raise RequestTimeout(str(exc)) from None
+            raise ClientDisconnected(f"no body bytes for {stall:g}s") from None
+        except BodyTimeout as exc:
+            raise RequestTimeout(str(exc)) from None
+        clock.received(len(data))
+        return data
 
-    async def _send_all(self, conn: socket.socket, data: bytes) -> None:
-        """Send everything, failing only when the client takes no byte for --socket-timeout seconds
-        (the wait between writes is bounded, not the transfer, as connection.send_all does)."""
+    async def _send_all(self, conn: socket.socket, data: bytes, pace: SendPace | None = None) -> None:
+        """Send everything, or raise TimeoutError once the client reads slower than the pace
+        allows (pacing.py), as connection.send_all does."""
+        pace = pace or self.ctx.pace()
         view = memoryview(data)
         while view:
             try:
@@ -208,16 +220,19 @@ class AsyncioWorker(Worker):
             except BlockingIOError:
                 sent = 0
             if sent:
+                pace.sent(sent)
                 view = view[sent:]
                 continue
             ready = self.loop.create_future()
             self.loop.add_writer(conn, ready.set_result, None)
+            started = time.monotonic()
             try:
-                await asyncio.wait_for(ready, self.ctx.socket_timeout)
+                await asyncio.wait_for(ready, pace.wait(connection.unsent(conn)))
             except TimeoutError:
-                raise TimeoutError(f"client took no data for {self.ctx.socket_timeout:g}s") from None
+                pass
             finally:
                 self.loop.remove_writer(conn)
+            pace.waited(time.monotonic() - started, connection.unsent(conn))
 
     async def _linger_close(self, conn: socket.socket) -> None:
         """Half-close and discard what the client still sends, so our reply is not lost to a RST."""
@@ -352,12 +367,13 @@ class AsyncioWorker(Worker):
 class _HTTPBody:
     """The request body as an async pull: feeds h11 from the socket until the body's end."""
 
-    __slots__ = ("worker", "conn", "h", "read", "continued", "done", "failed")
+    __slots__ = ("worker", "conn", "h", "clock", "read", "continued", "done", "failed")
 
     def __init__(self, worker: AsyncioWorker, conn: socket.socket, h: h1.HTTPConnection) -> None:
         self.worker = worker
         self.conn = conn
         self.h = h
+        self.clock: BodyClock | None = None  # started at the first wait for body bytes
         self.read = 0
         self.continued = False
         self.done = False
@@ -385,7 +401,8 @@ class _HTTPBody:
             except h1.HTTPError as exc:
                 raise RequestError(exc.reason) from None
             if event is h1.NEED_DATA:
-                self.h.receive_data(await self.worker._recv(self.conn))
+                self.clock = self.clock or self.worker.ctx.body_clock()
+                self.h.receive_data(await self.worker._recv(self.conn, self.clock))
                 continue
             if isinstance(event, h1.Data):
                 self.read += len(event.data)
@@ -413,28 +430,29 @@ class _HTTPBody:
 class _HTTPSink:
     """Writes the response through the HTTP codec, which frames it (chunked, HEAD, close)."""
 
-    __slots__ = ("worker", "conn", "h")
+    __slots__ = ("worker", "conn", "h", "pace")
 
     def __init__(self, worker: AsyncioWorker, conn: socket.socket, h: h1.HTTPConnection) -> None:
         self.worker = worker
         self.conn = conn
         self.h = h
+        self.pace = worker.ctx.pace()
 
     async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         data = self.h.send_response(status, reason, headers)
         if body:
             data += self.h.send_data(body)
-        await self.worker._send_all(self.conn, data)
+        await self.worker._send_all(self.conn, data, self.pace)
 
     async def send_body(self, data: bytes) -> None:
         framed = self.h.send_data(data)
         if framed:
-            await self.worker._send_all(self.conn, framed)
+            await self.worker._send_all(self.conn, framed, self.pace)
 
     async def finish(self) -> None:
         end = self.h.send_end()
         if end:
-            await self.worker._send_all(self.conn, end)
+            await self.worker._send_all(self.conn, end, self.pace)
 
     def abort(self) -> None:
         self.h.keep_alive = False
@@ -443,11 +461,12 @@ class _HTTPSink:
 class _UwsgiBody:
     """Exactly CONTENT_LENGTH body bytes: the ones read with the packet, then the socket."""
 
-    __slots__ = ("worker", "conn", "first", "left", "length")
+    __slots__ = ("worker", "conn", "clock", "first", "left", "length")
 
     def __init__(self, worker: AsyncioWorker, conn: socket.socket, first: bytes, length: int) -> None:
         self.worker = worker
         self.conn = conn
+        self.clock: BodyClock | None = None
         self.first = first[:length]
         self.left = length
         self.length = length
@@ -458,10 +477,10 @@ class _UwsgiBody:
         if self.first:
             data, self.first = self.first, b""
         else:
-            data = await self.worker._recv(self.conn)
+            self.clock = self.clock or self.worker.ctx.body_clock()
+            data = await self.worker._recv(self.conn, self.clock, min(self.left, _RECV))
             if not data:
                 raise ClientDisconnected(f"client closed with {self.left} of {self.length} body bytes unsent")
-            data = data[:self.left]
         self.left -= len(data)
         return data
 
@@ -469,22 +488,23 @@ class _UwsgiBody:
 class _RawSink:
     """A raw HTTP response on a uwsgi connection, as uWSGI writes it; the connection closes after it."""
 
-    __slots__ = ("worker", "conn", "protocol")
+    __slots__ = ("worker", "conn", "protocol", "pace")
 
     def __init__(self, worker: AsyncioWorker, conn: socket.socket, protocol: str) -> None:
         self.worker = worker
         self.conn = conn
         self.protocol = protocol.encode("latin-1")
+        self.pace = worker.ctx.pace()
 
     async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         parts = [b"%s %d %s\r\n" % (self.protocol, status, reason)]
         parts.extend(b"%s: %s\r\n" % header for header in headers)
         parts.append(b"\r\n")
         parts.append(body)
-        await self.worker._send_all(self.conn, b"".join(parts))
+        await self.worker._send_all(self.conn, b"".join(parts), self.pace)
 
     async def send_body(self, data: bytes) -> None:
-        await self.worker._send_all(self.conn, data)
+        await self.worker._send_all(self.conn, data, self.pace)
 
     async def finish(self) -> None:
         pass

@@ -107,6 +107,9 @@ class Worker:
             buffer_size=cfg.buffer_size,
             max_vars=cfg.max_vars * 2,
             keep_alive=self.keep_alive,
+            body_timeout=cfg.body_timeout,
+            body_min_rate=cfg.body_min_rate,
+            send_min_rate=cfg.send_min_rate,
         )
 
     def announce_ready(self) -> None:
