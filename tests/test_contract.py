@@ -3,12 +3,14 @@ asyncio), over both protocols where it applies. Real processes on UNIX sockets."
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 
 import pytest
 
-from conftest import connect, http_request, wait_for
+from conftest import connect, free_port, http_request, wait_for
 from zergserve.protocols.uwsgi import encode_packet
 from zergserve.stats import fetch
 
@@ -107,3 +109,61 @@ def test_client_reading_below_send_min_rate_is_dropped(worker, spawn, workdir):
             assert got < 40_000_000, "the whole body went out at a rate under --send-min-rate"
             time.sleep(0.1)
     assert http_request(server.addr)[0] == 200
+
+
+# --- item 5: a worker notices a dead master at once ----------------------------------------------
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_master_killed_while_a_worker_holds_a_request(worker, spawn, workdir):
+    """kill -9 of the master: its worker, busy in a long request, gives up the listening socket
+    at once (a new master binds the same address) and is gone within --worker-reload-mercy."""
+    if worker == "gevent":
+        pytest.importorskip("gevent")
+    module = "asgi_app:application" if worker == "asyncio" else "echo:application"
+    addr = f"127.0.0.1:{free_port()}"
+    args = ("--module", module, "--worker", worker, "--http", addr, "-p", "1", "--worker-reload-mercy", "6")
+    stats = str(workdir / "stats.sock")
+    server = spawn(*args, "--stats", stats, wait=addr)
+    held = connect(addr, timeout=30)
+    held.sendall(b"GET /sleep?s=60 HTTP/1.1\r\nHost: h\r\n\r\n")
+    (row,) = wait_for(lambda: [w for w in fetch(stats)["workers"] if w["status"] == "busy"],
+                      message="the worker busy with the request")
+    pid = row["pid"]
+    os.kill(server.pid, signal.SIGKILL)
+    server.proc.wait(10)
+    wait_for(lambda: not listening_fds(pid), timeout=5, message="the worker closed its listening socket")
+    assert not _zombie(pid), "the worker closed its socket only by exiting"
+    again = spawn(*args, wait=addr)
+    assert http_request(addr)[0] == 200
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), timeout=15,
+             message="the orphaned worker exited within its mercy")
+    held.close()
+    again.kill()
+
+
+def listening_fds(pid: int) -> list[str]:
+    """The worker's sockets that are in LISTEN state (TCP, from /proc/net/tcp); OSError once it is gone."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    inodes.add(fields[9])
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            found.append(fd)
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -46,6 +46,7 @@ from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_
 
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
+REEXEC_LIFELINES = "ZERGSERVE_REEXEC_LIFELINES"  # pid:fd of each old worker's lifeline write end
 REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
 RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # set for the HUP check: the stats address the master holds
 EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
@@ -102,6 +103,7 @@ class Master:
         self.num_workers = cfg.processes
         self.workers: dict[int, WorkerProc] = {}
         self.retiring: dict[int, Retiring] = {}
+        self.lifelines: dict[int, int] = {}  # worker pid -> the write end of its lifeline pipe (lifeline.py)
         self.respawn_at: dict[int, float] = {}
         self.history: dict[int, WorkerProc] = {}
         self.signals: list[int] = []
@@ -226,7 +228,7 @@ class Master:
     def master_fds(self) -> list[int]:
         """Descriptors a forked worker must close: they belong to the master's loop."""
         fds = [key.fd for key in self.selector.get_map().values()]
-        return fds + [self._wake[1], self.selector.fileno()]
+        return fds + [self._wake[1], self.selector.fileno(), *self.lifelines.values()]
 
     # --- workers ----------------------------------------------------------------------------
 
@@ -239,10 +241,13 @@ class Master:
         # Signals sent to a new worker before it installs its handlers wait, instead of landing in
         # the master's handlers it inherited (a TTOU right after a TTIN would be lost).
         signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+        life_r, life_w = os.pipe()
         try:
             pid = os.fork()
         except OSError:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+            os.close(life_r)
+            os.close(life_w)
             raise
         if pid == 0:
             try:
@@ -251,13 +256,16 @@ class Master:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # as the master: see handle_usr2
                 worker = self.worker_class(wid, self.cfg, self.listeners, self.app, self.scoreboard,
-                                           self.master_fds())
+                                           self.master_fds() + [life_w])
                 worker.paused = self.paused
                 worker.ready_fd = self._ready_w
+                worker.lifeline_fd = life_r
                 worker.run()
             finally:
                 os._exit(EXIT_BOOT_ERROR)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+        os.close(life_r)
+        self.lifelines[pid] = life_w
         self.scoreboard.writer(wid).set_pid(pid)
         previous = self.history.get(wid)
         proc = WorkerProc(wid, pid, time.time())
@@ -277,6 +285,8 @@ class Master:
             if pid == 0:
                 return
             code = os.waitstatus_to_exitcode(status)
+            if pid in self.lifelines:
+                os.close(self.lifelines.pop(pid))
             if pid == self.canary:
                 self._canary_done(code)
                 continue
@@ -441,10 +451,13 @@ class Master:
         logger.info("re-executing the master (pid %d) for a graceful reload", os.getpid())
         for listener in self.listeners:
             os.set_inheritable(listener.fileno(), True)
+        for fd in self.lifelines.values():
+            os.set_inheritable(fd, True)
         env = dict(os.environ)
         env[REEXEC_LISTENERS] = self._listener_handover()
         env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
                                                          *self.retiring])
+        env[REEXEC_LIFELINES] = ",".join(f"{pid}:{fd}" for pid, fd in self.lifelines.items())
         if self.paused:
             env[REEXEC_PAUSED] = "1"
         for provider in self.handovers:
@@ -468,6 +481,10 @@ class Master:
         pids = os.environ.pop(REEXEC_WORKERS, "")
         for item in filter(None, pids.split(",")):
             self.retiring[int(item)] = Retiring(int(item), None)
+        for item in filter(None, os.environ.pop(REEXEC_LIFELINES, "").split(",")):
+            pid, _, fd = item.partition(":")
+            os.set_inheritable(int(fd), False)
+            self.lifelines[int(pid)] = int(fd)
 
     def _retire_old_generation(self) -> None:
         """Tell the old generation to stop once every new worker is ready (or boot grace ran out)."""

@@ -87,6 +87,9 @@ class AsyncioWorker(Worker):
                 self.row.heartbeat()
             self.woke.clear()
         _cancel(acceptors)
+        await asyncio.sleep(0)  # let the acceptors unregister from the loop
+        if self.orphan:
+            super().release_listeners()
         loop.remove_reader(self.wake_r)
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         _cancel(self.idle)
@@ -103,6 +106,9 @@ class AsyncioWorker(Worker):
     def _on_wakeup(self) -> None:
         self.drain_wakeups()
         self.woke.set()
+
+    def release_listeners(self) -> None:
+        """Done by _serve once the acceptors stopped watching the sockets."""
 
     async def _accept_forever(self, listener: Listener) -> None:
         """Accept on one listener while a connection slot is free; a task per connection.

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from setproctitle import setproctitle
 
 from zergserve import app as app_loader
-from zergserve import connection
+from zergserve import connection, lifeline
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
@@ -52,6 +52,8 @@ class Worker:
         self.max_requests = cfg.max_requests + (wid - 1) * cfg.max_requests_delta if cfg.max_requests else 0
         self.wake_r = self.wake_w = -1
         self.ready_fd = -1  # the master's "a worker is ready" pipe, set by the master after the fork
+        self.lifeline_fd = -1  # read end of the pipe whose closing says the master died (lifeline.py)
+        self.orphan = False
         self.ppid = os.getppid()  # forked by the master: this is its pid
 
     def run(self) -> None:
@@ -89,6 +91,8 @@ class Worker:
         prefix = self.cfg.procname_prefix or (self.cfg.procname_prefix_spaced + " " if self.cfg.procname_prefix_spaced else "")
         setproctitle(f"{prefix}zergserve worker {self.wid}")
         self.install_signals()
+        if self.lifeline_fd >= 0:
+            lifeline.watch(self.lifeline_fd, self._master_died)
         if self.app is None:
             self.app = app_loader.load(self.cfg.module, self.cfg.wsgi_file, self.cfg.callable)
         cfg = self.cfg
@@ -162,14 +166,34 @@ class Worker:
     def drain_wakeups(self) -> None:
         drain(self.wake_r)
 
+    def _master_died(self, signum: int, frame: Any) -> None:
+        """SIGIO from the lifeline: the master is gone, even if this worker is inside a request."""
+        if lifeline.cut(self.lifeline_fd):  # not getppid(): the kernel closes the master's files first
+            self._orphaned()
+
     def orphaned(self) -> bool:
         """True once the master is gone (even SIGKILLed): a worker never outlives it."""
         if os.getppid() != self.ppid:
-            logger.error("worker %d: master %d is gone, exiting", self.wid, self.ppid)
-            self.alive = False
-            self.paused = True  # nobody will answer the queue's clients: leave at once
+            self._orphaned()
             return True
         return False
+
+    def _orphaned(self) -> None:
+        """Stop accepting and give up the listening sockets now, so that a new master can bind
+        them; finish what is in hand within --worker-reload-mercy (SIGALRM ends the process)."""
+        if self.orphan:
+            return
+        logger.error("worker %d: master %d is gone, exiting", self.wid, self.ppid)
+        self.orphan = True
+        self.alive = False
+        self.paused = True  # nobody will answer the queue's clients: leave at once
+        signal.alarm(max(1, self.cfg.worker_reload_mercy))
+        self.release_listeners()
+
+    def release_listeners(self) -> None:
+        """Close the listening sockets (a worker class whose loop holds them closes them itself)."""
+        for listener in self.listeners:
+            listener.sock.close()
 
     def done(self) -> bool:
         """True when the worker should leave its loop: told to stop, max-requests reached, or orphaned."""

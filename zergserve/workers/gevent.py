@@ -61,12 +61,17 @@ class GeventWorker(Worker):
             except TimeoutError:
                 self.row.heartbeat()
         gevent.killall(acceptors)
+        if self.orphan:
+            super().release_listeners()
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         if not self.paused and not self.recycling and not self.leaving:
             self._spawn_queued(pool)
         if not pool.join(timeout=self.cfg.worker_reload_mercy):
             logger.error("worker %d: %d connections still open after %ds, closing them",
                          self.wid, len(pool), self.cfg.worker_reload_mercy)
+
+    def release_listeners(self) -> None:
+        """Done by serve_forever once the acceptors (which hold duplicates) are killed."""
 
     def _accept_forever(self, listener: Listener, pool: Any) -> None:
         """Accept on one listener while there is room in the pool; a greenlet per connection.

@@ -90,6 +90,8 @@ class SyncWorker(Worker):
                     logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
                     time.sleep(0.1)
                     return
+                if exc.errno == errno.EBADF and self.orphan:
+                    return  # the listener was closed under us: the master died
                 if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
                     raise
             else:
