@@ -3,6 +3,7 @@ asyncio), over both protocols where it applies. Real processes on UNIX sockets."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import connect, free_port, http_request, wait_for
+from conftest import connect, free_port, http_request, recv_all, wait_for
 from zergserve.protocols.uwsgi import encode_packet
 from zergserve.stats import fetch
 
@@ -167,3 +168,60 @@ def _zombie(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+# --- item 7: HTTP details and log lines -----------------------------------------------------------
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_absolute_form_authority_wins_over_host(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    path = "/env" if worker != "asyncio" else "/echo"
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET http://real.example%s HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n"
+                     % path.encode())
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:100]
+    data = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    if worker == "asyncio":
+        assert data["headers"]["host"] == "real.example"
+    else:
+        assert data["HTTP_HOST"] == "real.example" and data["PATH_INFO"] == "/env"
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_body_over_limit_post_while_read_is_one_413_with_a_reason(worker, spawn, workdir):
+    server = start(worker, spawn, workdir, "--limit-post", "100")
+    with connect(server.addr) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"40\r\n" + b"a" * 64 + b"\r\n" + b"40\r\n" + b"a" * 64 + b"\r\n0\r\n\r\n")
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 413 Content Too Large\r\n"), reply[:100]
+    server.wait_log("bad request body for POST '/echo': body over limit-post (100 bytes)")
+    with connect(server.addr) as sock:  # refused from its Content-Length alone, by the codec
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
+        assert recv_all(sock).startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_idle_uwsgi_connection_is_no_error_line(worker, spawn, workdir):
+    server = start(worker, spawn, workdir, "--socket-timeout", "0.5")
+    with connect(server.usock) as idle:
+        assert recv_all(idle, timeout=10) == b""  # closed by the server after --socket-timeout
+    with connect(server.usock) as partial:
+        partial.sendall(b"\x00\x10")
+        assert recv_all(partial, timeout=10) == b""
+    log = server.wait_log("no complete packet within 0.5s")
+    assert log.count("no complete packet") == 1, log
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_uwsgi_vars_in_log_lines_are_escaped(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    forged = "1.2.3.4 \"GET / HTTP/1.1\" 200 0\n[2026-01-01 00:00:00] forged"
+    with connect(server.usock) as sock:
+        sock.sendall(encode_packet({"REQUEST_METHOD": "GET\x1b[31m", "PATH_INFO": "/", "REQUEST_URI": "/",
+                                    "SERVER_PROTOCOL": "HTTP/1.1\r\nX", "REMOTE_ADDR": forged}))
+        assert recv_all(sock).startswith(b"HTTP/1.1")
+    log = server.wait_log("forged")
+    assert "\n[2026-01-01 00:00:00] forged" not in log and "\x1b" not in log
+    assert "1.2.3.4 \\x22GET / HTTP/1.1\\x22 200 0\\n[2026-01-01 00:00:00] forged" in log

@@ -36,8 +36,6 @@ class Sink(Protocol):
 def http_scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str, Any]) -> dict[str, Any]:
     """The scope of a parsed HTTP request (protocols.http.Request)."""
     path = request.path
-    if path.startswith(("http://", "https://")):
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
     raw_path = path.encode("latin-1")
     return {
         "type": "http",
@@ -203,7 +201,7 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
         else:
             raise AppError(f"unexpected ASGI message {kind!r}")
 
-    where = f"{scope['method']} {scope['path']!r}"
+    where = f"{wsgi.printable(scope['method'])} {scope['path']!r}"
     try:
         await app(scope, receive, send)
         if not response.finished:

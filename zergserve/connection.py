@@ -197,20 +197,13 @@ def _linger_close(conn: socket.socket) -> None:
         pass
 
 
-def _printable(text: str) -> str:
-    """Escape control bytes so a request path cannot forge or colour log lines."""
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape").decode("ascii")
-
-
 def access(ctx: Context, peer: Any, method: str, target: str, proto: str, status: int, sent: int,
             started: float) -> None:
     if ctx.access_log is None:
         return
-    addr = peer[0] if peer else "-"
+    addr = wsgi.printable(peer[0]) if peer else "-"
     ms = (time.time() - started) * 1000
-    ctx.access_log(f'{addr} "{_printable(method)} {_printable(target)} {proto}" {status} {sent} '
+    ctx.access_log(f'{addr} "{wsgi.printable(method)} {wsgi.printable(target)} {wsgi.printable(proto)}" {status} {sent} '
                    f"{ms:.1f}ms w{ctx.wid}")
 
 
@@ -290,8 +283,9 @@ def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Contex
         ctx.log_error(f"uwsgi: {exc} (peer {peer_text(peer, listener)})")
         return
     except _Timeout:
-        ctx.log_error(f"uwsgi: no complete packet within {ctx.socket_timeout:g}s "
-                      f"(peer {peer_text(peer, listener)})")
+        if parser.started:  # an idle connection (a health check's connect) is no error
+            ctx.log_error(f"uwsgi: no complete packet within {ctx.socket_timeout:g}s "
+                          f"(peer {peer_text(peer, listener)})")
         return
     if packet.modifier1 == uwsgi.MODIFIER_PING:
         send_all(conn, uwsgi.PONG, ctx.pace())
@@ -514,7 +508,7 @@ def _http_body(conn: socket.socket, h: h1.HTTPConnection, ctx: Context) -> Calla
             if isinstance(event, h1.Data):
                 state["read"] += len(event.data)
                 if ctx.limit_post and state["read"] > ctx.limit_post:
-                    raise wsgi.RequestTooLarge
+                    raise wsgi.RequestTooLarge(ctx.limit_post)
                 return bytes(event.data)
             return b""
 

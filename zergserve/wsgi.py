@@ -15,10 +15,13 @@ from http import HTTPStatus
 from typing import Any, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
+from zergserve.protocols import http as h1
+
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS = re.compile(r"([1-5][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_REASONS.update((code, text.encode()) for code, text in h1.REASONS.items())  # one phrase per status everywhere
 _ERROR_BODY = b"Internal Server Error\n"
 
 
@@ -36,6 +39,9 @@ class RequestTooLarge(RequestError):
     """The body grew past --limit-post while being read."""
 
     status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body over limit-post ({limit} bytes)")
 
 
 class RequestTimeout(RequestError):
@@ -186,8 +192,6 @@ def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> 
     """Environ for a parsed HTTP request (protocols.http.Request)."""
     env = base.copy()
     path = request.path
-    if path.startswith(("http://", "https://")):
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
     env["REQUEST_METHOD"] = request.method
     env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
     env["QUERY_STRING"] = request.query
@@ -317,6 +321,14 @@ def check_field(bname: bytes, bvalue: bytes, name: Any, value: Any) -> None:
         raise AppError(f"invalid header value for {name!r}: {value!r}")
 
 
+def printable(text: str) -> str:
+    """`text` with control bytes and double quotes escaped, for a log line: a request path or a
+    uwsgi var cannot forge, split or colour log lines."""
+    if text.isprintable() and '"' not in text:
+        return text
+    return text.encode("unicode_escape").decode("ascii").replace('"', "\\x22")
+
+
 def reason(code: int) -> bytes:
     """The standard reason phrase of a status code (b'Unknown' for others)."""
     return _REASONS.get(code, b"Unknown")
@@ -394,6 +406,7 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
     """Call the app and write its response; never raises for anything the app does."""
     response = Response(sink)
     result: Any = None
+    where = f"{printable(str(environ.get('REQUEST_METHOD')))} {environ.get('PATH_INFO')!r}"
     try:
         result = app(environ, response.start_response)
         if response.headers is None and isinstance(result, list) and not result:
@@ -409,11 +422,11 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
             if not response.head_sent:
                 response.write(b"")
         if response.truncated:
-            log_error(f"app sent more than its Content-Length ({response.length}) for "
-                      f"{environ.get('PATH_INFO')!r}: truncated, connection closed")
+            log_error(f"app sent more than its Content-Length ({response.length}) for {where}: "
+                      "truncated, connection closed")
         if not response.complete and environ.get("REQUEST_METHOD") != "HEAD" and response.status not in (204, 304):
-            log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for "
-                      f"{environ.get('PATH_INFO')!r}: connection closed")
+            log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for {where}: "
+                      "connection closed")
             sink.abort()
         else:
             try:
@@ -422,13 +435,13 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
                 raise ClientDisconnected(str(exc)) from exc
     except ClientDisconnected as exc:  # raised by the sink or wsgi.input only: the app's own OSErrors are its errors
         response.status = response.status or 499
-        log_error(f"client gone during {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}: {exc}")
+        log_error(f"client gone during {where}: {exc}")
         sink.abort()
     except RequestError as exc:
-        log_error(f"bad request body for {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}: {exc}")
+        log_error(f"bad request body for {where}: {exc}")
         _error_response(response, sink, exc.status, _REASONS[exc.status] + b"\n")
     except _APP_FAILURES as exc:
-        log_error(f"error in app for {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}:\n"
+        log_error(f"error in app for {where}:\n"
                   + "".join(traceback.format_exception(exc)).rstrip())
         _error_response(response, sink, 500, _ERROR_BODY)
     finally:

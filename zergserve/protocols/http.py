@@ -81,9 +81,18 @@ _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _HEX = re.compile(rb"[0-9A-Fa-f]*")
 _MAX_CHUNK_LINE = 8190  # a chunk-size line with its extensions; fixed, so '0 = unlimited' field sizes keep it
-_REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
-            414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            501: "Not Implemented", 505: "HTTP Version Not Supported"}
+REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+           414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented", 505: "HTTP Version Not Supported"}  # RFC 9110's phrases, for every response
+# Fields a trailer must not carry (RFC 9110 §6.5.1): framing, routing, request modifiers, auth, content.
+_NOT_IN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host", b"trailer", b"te", b"connection",
+                              b"expect", b"range", b"if-match", b"if-none-match", b"if-modified-since",
+                              b"if-unmodified-since", b"if-range", b"max-forwards", b"cache-control",
+                              b"authorization", b"proxy-authorization", b"cookie", b"content-type",
+                              b"content-encoding", b"content-range", b"keep-alive", b"upgrade"))
+# Chunk framing (size lines, CRLFs) may cost this much beyond the data it carries: a body of a
+# million one-byte chunks is refused after a few thousand, not parsed for seconds.
+_FRAMING_ALLOWANCE = 65536
 
 _NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"  # response framings
 _C_LINE, _C_DATA, _C_TRAILER, _C_DONE = 0, 1, 2, 3  # where the chunk follower is in a chunked body
@@ -99,7 +108,8 @@ class HTTPError(Exception):
 
 
 class Limits(NamedTuple):
-    """Request head limits in bytes (lines without their CRLF) and header count."""
+    """Request head limits in bytes (the request line without its CRLF, a field line with it, as
+    gunicorn counts) and header count."""
 
     request_line: int = 4094
     fields: int = 100
@@ -179,6 +189,7 @@ class HTTPConnection:
         self._cleft = 0
         self._cline = bytearray()
         self._trailer_bytes = 0
+        self._framing_bytes = 0  # chunk framing (size lines and CRLFs) minus the data it carried
         # Response state.
         self._continue_sent = False
         self._started = False
@@ -286,7 +297,7 @@ class HTTPConnection:
             if type(event) is not h11.Request:
                 raise self._fail(400, "malformed request head")
             if request.chunked:
-                self._cstate, self._cleft, self._trailer_bytes = _C_LINE, 0, 0
+                self._cstate, self._cleft, self._trailer_bytes, self._framing_bytes = _C_LINE, 0, 0, 0
                 self._cline.clear()
             else:
                 self._cstate = _C_DONE
@@ -316,7 +327,7 @@ class HTTPConnection:
         if not self._lines:
             if len(buf) - pos > limits.request_line + 1:
                 raise self._fail(414, f"request line longer than {limits.request_line} bytes")
-        elif len(buf) - self._line_start > limits.field_size + 1:
+        elif len(buf) - self._line_start + 1 > limits.field_size:  # the line with its CRLF, as gunicorn
             raise self._fail(431, f"header line longer than {limits.field_size} bytes")
         if len(buf) - pos > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
@@ -363,10 +374,10 @@ class HTTPConnection:
             elif not target.lower().startswith((b"http://", b"https://")):
                 raise self._fail(400, "request target must be origin-form or absolute-form")
         headers = []
-        lengths, codings, hosts = [], [], 0
+        lengths, codings, hosts, types = [], [], 0, 0
         expect = close = keep = False
         for field in lines[1:]:
-            if len(field) > limits.field_size:
+            if len(field) + 2 > limits.field_size:  # the whole field line with its CRLF, as gunicorn counts
                 raise self._fail(431, f"header line longer than {limits.field_size} bytes")
             if field[:1] in (b" ", b"\t"):
                 raise self._fail(400, "obsolete line folding in header")
@@ -381,6 +392,8 @@ class HTTPConnection:
                 codings.append(value)
             elif name == "host":
                 hosts += 1
+            elif name == "content-type":
+                types += 1
             elif name == "expect":
                 expect = value.lower() == "100-continue"
             elif name == "connection":
@@ -392,6 +405,8 @@ class HTTPConnection:
             raise self._fail(400, "HTTP/1.1 needs exactly one Host header")
         if hosts > 1:
             raise self._fail(400, "more than one Host header")
+        if types > 1:
+            raise self._fail(400, "more than one Content-Type header")
         if codings:
             if lengths:
                 raise self._fail(400, "both Content-Length and Transfer-Encoding")
@@ -413,6 +428,14 @@ class HTTPConnection:
             length = int(value)
         target_s = target.decode("latin-1")
         path, _, query = target_s.partition("?")
+        if path[:1] != "/" and path != "*":
+            # absolute-form: its authority wins over Host (RFC 9112 §3.2.2), its path is the path
+            authority, slash, rest = path.split("://", 1)[1].partition("/")
+            if not authority or "@" in authority:
+                raise self._fail(400, "absolute-form target without a plain host")
+            path = slash + rest or "/"
+            headers = [(name, value) for name, value in headers if name != "host"]
+            headers.append(("host", authority))
         return Request(method=method.decode("latin-1"), target=target_s, path=path, query=query,
                        http_version=http_version, headers=headers, content_length=length,
                        chunked=bool(codings), expect_continue=expect and http_version == "1.1",
@@ -436,11 +459,14 @@ class HTTPConnection:
         state, left, cline = self._cstate, self._cleft, self._cline
         pos, end = 0, len(data)
         error = None
+        framing = self._framing_bytes
         while pos < end:
             if state == _C_DATA:
                 if left > end - pos:
+                    framing -= end - pos
                     left -= end - pos
                     break
+                framing -= left
                 pos += left
                 left = 0
                 state = _C_LINE
@@ -474,6 +500,10 @@ class HTTPConnection:
                     error = (400, f"invalid chunk size {line[:20]!r}")
                     break
                 left = int(size, 16)
+                framing += len(line) + 1 + 4  # the line, the CRLF after the data, and that CRLF again: _C_DATA subtracts it
+                if framing > _FRAMING_ALLOWANCE:
+                    error = (400, "chunk framing larger than the data it carries (too many tiny chunks)")
+                    break
                 if left:
                     left += 2  # the CRLF after the data: h11 checks it
                     state = _C_DATA
@@ -489,7 +519,11 @@ class HTTPConnection:
                 if line[:1] in (b" ", b"\t"):
                     error = (400, "obsolete line folding in trailer")
                     break
-        self._cstate, self._cleft = state, left
+                name = line[:line.find(b":")].lower()
+                if name in _NOT_IN_TRAILERS:
+                    error = (400, f"{name.decode('latin-1')} is not allowed in a trailer")
+                    break
+        self._cstate, self._cleft, self._framing_bytes = state, left, framing
         return error
 
     # --- output -----------------------------------------------------------------------------
@@ -589,7 +623,7 @@ class HTTPConnection:
         if self._started:
             return b""
         self._started = self._finished = self._close_after = True
-        reason = _REASONS.get(err.status, "Error")
+        reason = REASONS.get(err.status, "Error")
         body = f"{err.status} {reason}\n".encode()
         return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n"
                 b"Date: %s\r\nServer: %s\r\n\r\n%s"

@@ -271,8 +271,9 @@ class AsyncioWorker(Worker):
             ctx.log_error(f"uwsgi: {exc} (peer {connection.peer_text(peer, listener)})")
             return
         except _Timeout:
-            ctx.log_error(f"uwsgi: no complete packet within {ctx.socket_timeout:g}s "
-                          f"(peer {connection.peer_text(peer, listener)})")
+            if parser.started:  # an idle connection (a health check's connect) is no error
+                ctx.log_error(f"uwsgi: no complete packet within {ctx.socket_timeout:g}s "
+                              f"(peer {connection.peer_text(peer, listener)})")
             return
         if packet.modifier1 == uwsgi.MODIFIER_PING:
             await self._send_all(conn, uwsgi.PONG)
@@ -413,7 +414,7 @@ class _HTTPBody:
             if isinstance(event, h1.Data):
                 self.read += len(event.data)
                 if limit and self.read > limit:
-                    raise RequestTooLarge
+                    raise RequestTooLarge(limit)
                 return event.data
             self.done = True
             return b""
