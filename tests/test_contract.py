@@ -225,3 +225,32 @@ def test_uwsgi_vars_in_log_lines_are_escaped(worker, spawn, workdir):
     log = server.wait_log("forged")
     assert "\n[2026-01-01 00:00:00] forged" not in log and "\x1b" not in log
     assert "1.2.3.4 \\x22GET / HTTP/1.1\\x22 200 0\\n[2026-01-01 00:00:00] forged" in log
+
+
+# --- item 4: a sync worker reached directly says so -----------------------------------------------
+
+def test_public_address_detection():
+    from zergserve.workers.sync import is_public
+    assert not any(map(is_public, [("127.0.0.1", 80), ("127.5.0.1", 80), ("::1", 80, 0, 0),
+                                   ("::ffff:127.0.0.1", 80, 0, 0)]))
+    assert all(map(is_public, [("0.0.0.0", 80), ("::", 80, 0, 0), ("192.0.2.1", 80), ("fe80::1%eth0", 80, 0, 2)]))
+    from zergserve.workers import get
+
+    class Public:
+        is_tcp, name = True, "0.0.0.0:8000"
+        sock = type("Sock", (), {"getsockname": lambda self: ("0.0.0.0", 8000)})()
+
+    (line,) = get("sync").start_warnings([Public()])
+    assert "0.0.0.0:8000" in line and "nginx" in line
+    assert get("asyncio").start_warnings([Public()]) == []
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_no_exposure_warning_on_loopback_or_for_many_connection_workers(worker, spawn, workdir):
+    """The warning itself needs a non-loopback bind, which tests never make (see the unit test)."""
+    addr = f"127.0.0.1:{free_port()}"
+    module = "asgi_app:application" if worker == "asyncio" else "echo:application"
+    if worker == "gevent":
+        pytest.importorskip("gevent")
+    server = spawn("--module", module, "--worker", worker, "--http", addr, wait=addr)
+    assert "beyond loopback" not in server.wait_log("spawned worker 1")

@@ -214,6 +214,8 @@ class Master:
         for listener in self.listeners:
             logger.info("%s socket %s (%s, fd %d)", listener.proto, listener.name, listener.origin,
                         listener.fileno())
+        for warning in self.worker_class.start_warnings(self.listeners):
+            logger.warning("%s", warning)
         logger.info("zergserve %s master %d: %d %s worker(s)", __version__, os.getpid(), self.num_workers,
                     cfg.worker)
 

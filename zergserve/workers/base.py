@@ -56,6 +56,11 @@ class Worker:
         self.orphan = False
         self.ppid = os.getppid()  # forked by the master: this is its pid
 
+    @classmethod
+    def start_warnings(cls, listeners: list[Listener]) -> list[str]:
+        """What the master says once at start about serving these listeners with this class."""
+        return []
+
     def run(self) -> None:
         """Boot and serve; always ends the process."""
         code = EXIT_OK

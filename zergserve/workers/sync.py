@@ -8,6 +8,7 @@ kept a connection open would leave every other client waiting in the backlog.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import select
 import socket
 import time
@@ -15,6 +16,7 @@ import time
 from zergserve import connection
 from zergserve.log import logger
 from zergserve.scoreboard import IDLE, PAUSED
+from zergserve.sockets import Listener
 from zergserve.workers.base import Worker
 
 _ACCEPT_EVENTS = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
@@ -25,6 +27,17 @@ class SyncWorker(Worker):
     """One request at a time per process."""
 
     keep_alive = False
+
+    @classmethod
+    def start_warnings(cls, listeners: list[Listener]) -> list[str]:
+        """A sync worker is held whole by each slow client: reached directly, a few hundred slow
+        connections take every worker out of service (README, security notes)."""
+        public = [listener.name for listener in listeners
+                  if listener.is_tcp and is_public(listener.sock.getsockname())]
+        if not public:
+            return []
+        return [f"sync workers listen on {', '.join(public)}, beyond loopback: each slow client holds a whole "
+                "worker (up to --http-timeout, --body-timeout); put nginx in front or use --worker gevent/asyncio"]
 
     def serve_forever(self) -> None:
         poller = select.epoll()
@@ -98,3 +111,9 @@ class SyncWorker(Worker):
                 connection.serve(conn, peer, listener, ctx)
             if self.done() or self.paused:
                 return
+
+
+def is_public(sockname: tuple) -> bool:
+    """Whether a TCP socket bound to `sockname` can be reached from beyond this host's loopback."""
+    address = ipaddress.ip_address(sockname[0].split("%")[0])
+    return not (getattr(address, "ipv4_mapped", None) or address).is_loopback
