@@ -11,7 +11,6 @@ requests in flight, as in the gevent worker (base.SharedRow).
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 import time
 import traceback
@@ -20,8 +19,8 @@ from typing import Any
 from zergserve import app as app_loader
 from zergserve import asgi, connection
 from zergserve.log import logger
-from zergserve.protocols import http as h1
 from zergserve.pacing import BodyClock, BodyTimeout, SendPace
+from zergserve.protocols import http as h1
 from zergserve.protocols import uwsgi
 from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
@@ -29,7 +28,6 @@ from zergserve.workers.base import SharedRow, Worker
 from zergserve.wsgi import ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge
 
 _RECV = 65536
-_DRAIN_SECONDS = 2.0
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
 _DRAIN_BODY_CAP = 65536
@@ -93,8 +91,7 @@ class AsyncioWorker(Worker):
         loop.remove_reader(self.wake_r)
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         _cancel(self.idle)
-        if not self.paused and not self.recycling and not self.leaving:
-            self._spawn_queued()
+        self.drain_queue(lambda conn, peer, listener: self._spawn(conn, peer, listener, slotted=False))
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=self.cfg.worker_reload_mercy)
             if pending:
@@ -125,14 +122,10 @@ class AsyncioWorker(Worker):
                 continue  # another listener's acceptor took the last slot meanwhile
             try:
                 conn, peer = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                continue  # another worker took it
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
-                    await asyncio.sleep(0.1)
-                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
-                    raise
+                backoff = self.accept_error(exc, listener)
+                if backoff:
+                    await asyncio.sleep(backoff)
                 continue
             self._spawn(conn, peer, listener)
 
@@ -158,19 +151,6 @@ class AsyncioWorker(Worker):
         self.tasks.discard(task)
         self.active -= 1
         self.room.set()
-
-    def _spawn_queued(self) -> None:
-        """On the way out, take what is already queued (the other workers do the same)."""
-        deadline = time.monotonic() + _DRAIN_SECONDS
-        for listener in self.listeners:
-            for _ in range(self.cfg.listen):
-                if time.monotonic() > deadline:
-                    return
-                try:
-                    conn, peer = listener.sock.accept()
-                except OSError:
-                    break
-                self._spawn(conn, peer, listener, slotted=False)
 
     async def _serve_connection(self, conn: socket.socket, peer: Any, listener: Listener) -> None:
         """Serve one connection until it is done; never raises for anything a client sends."""

@@ -8,8 +8,10 @@ respawn).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -24,6 +26,11 @@ from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
 from zergserve.scoreboard import IDLE, PAUSED, STOPPING, RowWriter, Scoreboard
 from zergserve.sockets import Listener
+
+_DRAIN_SECONDS = 2.0  # how long a stopping worker serves what the kernel already queued
+_ACCEPT_BACKOFF = 0.1  # out of descriptors or memory: wait before the next accept()
+_ACCEPT_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EAGAIN)  # that connection is gone or taken
+_ACCEPT_SHORT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3
@@ -213,6 +220,36 @@ class Worker:
 
     def serve_forever(self) -> None:
         raise NotImplementedError
+
+    def accept_error(self, exc: OSError, listener: Listener) -> float:
+        """What a failed accept() means for every worker class: seconds to back off (out of
+        descriptors or memory, logged), 0 to go on (that connection is gone or another worker took
+        it); anything else is raised."""
+        if exc.errno in _ACCEPT_SHORT:
+            logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
+            return _ACCEPT_BACKOFF
+        if exc.errno in _ACCEPT_GONE or isinstance(exc, InterruptedError):
+            return 0.0
+        raise exc
+
+    def drain_queue(self, take: Callable[[socket.socket, Any, Listener], None]) -> None:
+        """On the way out of a stop or reload, hand `take` what the kernel already queued: a client
+        whose connection it accepted must get an answer, not a reset when the last holder of the
+        socket closes it. Not when recycling, paused or leaving a zerg server: the others serve it."""
+        if self.paused or self.recycling or self.leaving:
+            return
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        budget = self.cfg.listen
+        pending = list(self.listeners)
+        while pending and budget > 0 and time.monotonic() < deadline and not self.leaving:
+            for listener in list(pending):
+                try:
+                    conn, peer = listener.sock.accept()  # under gevent, the patched socket class
+                except OSError:
+                    pending.remove(listener)
+                    continue
+                budget -= 1
+                take(conn, peer, listener)
 
 
 class SharedRow:

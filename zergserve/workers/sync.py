@@ -14,13 +14,11 @@ import socket
 import time
 
 from zergserve import connection
-from zergserve.log import logger
 from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
 from zergserve.workers.base import Worker
 
 _ACCEPT_EVENTS = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
-_DRAIN_SECONDS = 2.0
 
 
 class SyncWorker(Worker):
@@ -63,24 +61,7 @@ class SyncWorker(Worker):
                 elif registered:
                     self._accept_all(by_fd[fd])
         poller.close()
-        if not self.paused and not self.recycling and not self.leaving:
-            self._serve_queued()
-
-    def _serve_queued(self) -> None:
-        """On the way out, serve what is already queued: a client whose connection the kernel
-        accepted must get an answer, not a reset when the last holder of the socket closes it."""
-        deadline = time.monotonic() + _DRAIN_SECONDS
-        budget = self.cfg.listen
-        pending = list(self.listeners)
-        while pending and budget > 0 and time.monotonic() < deadline and not self.leaving:
-            for listener in list(pending):
-                try:
-                    conn, peer = listener.sock.accept()
-                except OSError:
-                    pending.remove(listener)
-                    continue
-                budget -= 1
-                connection.serve(conn, peer, listener, self.ctx)
+        self.drain_queue(lambda conn, peer, listener: connection.serve(conn, peer, listener, self.ctx))
 
     def _accept_all(self, listener) -> None:
         """Serve connections from this listener until its queue is empty or we must stop. The first
@@ -99,14 +80,12 @@ class SyncWorker(Worker):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
-                    time.sleep(0.1)
-                    return
                 if exc.errno == errno.EBADF and self.orphan:
                     return  # the listener was closed under us: the master died
-                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
-                    raise
+                backoff = self.accept_error(exc, listener)
+                if backoff:
+                    time.sleep(backoff)
+                    return
             else:
                 connection.serve(conn, peer, listener, ctx)
             if self.done() or self.paused:
