@@ -20,7 +20,7 @@ from typing import Any, Callable
 from setproctitle import setproctitle
 
 from zergserve import app as app_loader
-from zergserve import connection, lifeline
+from zergserve import connection, exchange, lifeline
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
@@ -108,7 +108,7 @@ class Worker:
         if self.app is None:
             self.app = app_loader.load(self.cfg.module, self.cfg.wsgi_file, self.cfg.callable)
         cfg = self.cfg
-        self.ctx = connection.Context(
+        self.ctx = exchange.Context(
             app=self.app,
             row=self.row,
             wid=self.wid,
