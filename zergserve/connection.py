@@ -14,14 +14,14 @@ import socket
 import struct
 import termios
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from zergserve import wsgi
-from zergserve.exchange import CLOSE, DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, Exchange, Receive, Reply, peer_text
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, Exchange, Receive, Reply, peer_text
 from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
 
-__all__ = ["Context", "serve", "send_all", "unsent", "log_writer"]
+__all__ = ["Context", "serve", "send_all", "sending", "unsent", "log_writer"]
 
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
@@ -36,7 +36,7 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> N
     """
     try:
         conn.setblocking(False)
-        ex = Exchange(ctx, listener.proto, peer, peer_text(peer, listener))
+        ex = Exchange(ctx, listener.proto, peer, peer_text(peer, listener), conn)
         while True:
             action = ex.next_action()
             kind = type(action)
@@ -49,8 +49,6 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> N
                 send_all(conn, action.data, ctx.pace())
                 if action.linger:
                     _linger_close(conn)
-                return
-            elif action is CLOSE:
                 return
             elif not _serve_request(conn, listener, ctx, ex, action):
                 return
@@ -166,11 +164,26 @@ def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:
 
     Python's sendall() bounds the whole transfer, which would cut a slow but live download of a
     large body, and a timeout per write would let a client taking one byte at a time hold the
-    worker forever; the pace (pacing.py) asks for a minimum rate while we wait. The first send is
-    tried without waiting: it usually takes the whole response.
+    worker forever; the pace (pacing.py) asks for a minimum rate while we wait.
     """
     if conn.gettimeout() != 0.0:
         conn.setblocking(False)
+    for wait in sending(conn, data, pace):
+        _poll_out(conn, wait)
+
+
+def _poll_out(conn: socket.socket, seconds: float) -> None:
+    """Wait at most `seconds` for the socket to be writable."""
+    poller = select.poll()
+    poller.register(conn, select.POLLOUT)
+    poller.poll(seconds * 1000)
+
+
+def sending(conn: socket.socket, data: bytes, pace: SendPace) -> Iterator[float]:
+    """Send `data` on a non-blocking socket, yielding the seconds the driver may wait for it to be
+    writable whenever it is full (SendTimeout once the client took too little). The first send is
+    tried without waiting: it usually takes the whole response. The kernel says writable only once
+    a third of a large send buffer is free, so progress is read from the send queue's length."""
     view = memoryview(data)
     while view:
         try:
@@ -180,19 +193,10 @@ def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:
         if sent:
             pace.sent(sent)
             view = view[sent:]
-        else:
-            _wait_writable(conn, pace)
-
-
-def _wait_writable(conn: socket.socket, pace: SendPace) -> None:
-    """Wait until the socket takes more bytes or the pace's window ends (SendTimeout if the client
-    took too little in it). The kernel says writable only once a third of a large send buffer is
-    free, so progress is read from the send queue's length, not from wake-ups."""
-    poller = select.poll()
-    poller.register(conn, select.POLLOUT)
-    started = time.monotonic()
-    poller.poll(pace.wait(unsent(conn)) * 1000)
-    pace.waited(time.monotonic() - started, unsent(conn))
+            continue
+        started = time.monotonic()
+        yield pace.wait(unsent(conn))
+        pace.waited(time.monotonic() - started, unsent(conn))
 
 
 def unsent(conn: socket.socket) -> int:
@@ -214,7 +218,9 @@ def _sendfile(conn: socket.socket, fd: int, offset: int, file: Any, count: int |
             try:
                 sent = os.sendfile(conn.fileno(), fd, offset + total, min(count - total, 1 << 20))
             except BlockingIOError:
-                _wait_writable(conn, pace)
+                started = time.monotonic()
+                _poll_out(conn, pace.wait(unsent(conn)))
+                pace.waited(time.monotonic() - started, unsent(conn))
                 continue
             if not sent:
                 break

@@ -13,6 +13,7 @@ h11's `_connection.py` is the model, one level up.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any, Callable, NamedTuple
 
 from zergserve import wsgi
@@ -49,6 +50,7 @@ class Context:
         self.body_min_rate = body_min_rate
         self.send_min_rate = send_min_rate
         self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
+        self.idle: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets of kept-alive connections between requests
         self.environs: dict[int, dict[str, Any]] = {}
 
     def pace(self) -> SendPace:
@@ -86,13 +88,8 @@ class Serve(NamedTuple):
     variables: dict[str, str] | None
 
 
-class _Close:
-    def __repr__(self) -> str:
-        return "CLOSE"
-
-
-CLOSE = _Close()  # close the connection now
-Action = Receive | Reply | Serve | _Close
+CLOSE = Reply(b"", False)  # close the connection now
+Action = Receive | Reply | Serve
 # What to do after a response (Exchange.after_response):
 KEEP, DRAIN, LINGER, CLOSED = "keep", "drain", "linger", "closed"
 
@@ -100,8 +97,9 @@ KEEP, DRAIN, LINGER, CLOSED = "keep", "drain", "linger", "closed"
 class Exchange:
     """One accepted connection, from its first byte to its close."""
 
-    def __init__(self, ctx: Context, proto: str, peer: Any, where: str) -> None:
+    def __init__(self, ctx: Context, proto: str, peer: Any, where: str, handle: Any = None) -> None:
         self.ctx = ctx
+        self.handle = handle  # the driver's socket, listed in ctx.idle while the connection is idle
         self.http = proto == "http"
         self.peer = peer
         self.where = where  # the peer or listener, for error lines
@@ -133,6 +131,7 @@ class Exchange:
 
     def receive_data(self, data: bytes) -> None:
         """Bytes for the request head (b'' when the client closed its side)."""
+        self.ctx.idle.discard(self.handle)
         self.received_any = self.received_any or bool(data)
         if self.http:
             self.h.receive_data(data)
@@ -141,6 +140,7 @@ class Exchange:
 
     def timed_out(self) -> None:
         """The Receive deadline passed: a 408 if a head had begun, else a quiet close."""
+        self.ctx.idle.discard(self.handle)
         if self.http and self.received_any:
             self.ctx.log_error(f"http: request head not complete within {self.ctx.http_timeout:g}s "
                                f"(peer {self.where})")
@@ -171,6 +171,10 @@ class Exchange:
             self.ctx.log_error(f"http: {exc.status} {exc.reason} (peer {self.where})")
             return Reply(h.error_response(exc), True)
         if event is h1.NEED_DATA:
+            if self.idle:
+                if self.ctx.draining:
+                    return CLOSE  # a stopping worker keeps nothing alive
+                self.ctx.idle.add(self.handle)  # Worker.close_idle() ends the wait on a stop
             return Receive(self.deadline)
         if not isinstance(event, h1.Request):
             return CLOSE  # ConnectionClosed, or PAUSED with nothing more to do

@@ -18,7 +18,7 @@ from typing import Any
 
 from zergserve import app as app_loader
 from zergserve import asgi, connection
-from zergserve.exchange import CLOSE, DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Exchange, Receive, Reply, peer_text
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Exchange, Receive, Reply, peer_text
 from zergserve.log import logger
 from zergserve.pacing import SendPace
 from zergserve.scoreboard import IDLE, PAUSED
@@ -50,7 +50,6 @@ class AsyncioWorker(Worker):
         self.room = asyncio.Event()  # set while active < --worker-connections
         self.room.set()
         self.tasks: set[asyncio.Task] = set()
-        self.idle: set[asyncio.Task] = set()  # kept-alive connections waiting for their next request
         self.woke = asyncio.Event()
 
     def serve_forever(self) -> None:
@@ -83,7 +82,7 @@ class AsyncioWorker(Worker):
             super().release_listeners()
         loop.remove_reader(self.wake_r)
         self.ctx.draining = True  # kept-alive connections close after the response in hand
-        _cancel(self.idle)
+        self.close_idle()
         self.drain_queue(lambda conn, peer, listener: self._spawn(conn, peer, listener, slotted=False))
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=self.cfg.worker_reload_mercy)
@@ -149,28 +148,22 @@ class AsyncioWorker(Worker):
         """Serve one connection until it is done, as the exchange says; never raises for anything
         a client sends (the blocking twin is connection.serve)."""
         ctx = self.ctx
-        task = asyncio.current_task()
         try:
             conn.setblocking(False)
-            ex = Exchange(ctx, listener.proto, peer, peer_text(peer, listener))
+            ex = Exchange(ctx, listener.proto, peer, peer_text(peer, listener), conn)
             while True:
                 action = ex.next_action()
-                kind = type(action)
-                if kind is Receive:
-                    if ex.idle:
-                        self.idle.add(task)  # type: ignore[arg-type]
+                if isinstance(action, Receive):
                     try:
-                        ex.receive_data(await self._recv(conn, RECV, action.deadline))
+                        data = await self._recv(conn, RECV, action.deadline)
                     except TimeoutError:
                         ex.timed_out()
-                    finally:
-                        self.idle.discard(task)  # type: ignore[arg-type]
-                elif kind is Reply:
+                    else:
+                        ex.receive_data(data)
+                elif isinstance(action, Reply):
                     await self._send_all(conn, action.data, ctx.pace())
                     if action.linger:
                         await self._linger_close(conn)
-                    return
-                elif action is CLOSE:
                     return
                 elif not await self._serve_request(conn, listener, ex, action):
                     return
@@ -209,27 +202,16 @@ class AsyncioWorker(Worker):
 
     async def _send_all(self, conn: socket.socket, data: bytes, pace: SendPace) -> None:
         """Send everything, or raise TimeoutError once the client reads slower than the pace
-        allows (pacing.py), as connection.send_all does."""
-        view = memoryview(data)
-        while view:
-            try:
-                sent = conn.send(view)
-            except BlockingIOError:
-                sent = 0
-            if sent:
-                pace.sent(sent)
-                view = view[sent:]
-                continue
+        allows (connection.sending says when to wait and for how long)."""
+        for wait in connection.sending(conn, data, pace):
             ready = self.loop.create_future()
             self.loop.add_writer(conn, ready.set_result, None)
-            started = time.monotonic()
             try:
-                await asyncio.wait_for(ready, pace.wait(connection.unsent(conn)))
+                await asyncio.wait_for(ready, wait)
             except TimeoutError:
                 pass
             finally:
                 self.loop.remove_writer(conn)
-            pace.waited(time.monotonic() - started, connection.unsent(conn))
 
     async def _linger_close(self, conn: socket.socket) -> None:
         """Half-close and discard what the client still sends, so our reply is not lost to a RST."""

@@ -62,6 +62,7 @@ class GeventWorker(Worker):
         if self.orphan:
             super().release_listeners()
         self.ctx.draining = True  # kept-alive connections close after the response in hand
+        self.close_idle()
         self.drain_queue(lambda conn, peer, listener: pool.spawn(connection.serve, conn, peer, listener, self.ctx))
         if not pool.join(timeout=self.cfg.worker_reload_mercy):
             logger.error("worker %d: %d connections still open after %ds, closing them",
