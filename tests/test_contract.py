@@ -254,3 +254,50 @@ def test_no_exposure_warning_on_loopback_or_for_many_connection_workers(worker, 
         pytest.importorskip("gevent")
     server = spawn("--module", module, "--worker", worker, "--http", addr, wait=addr)
     assert "beyond loopback" not in server.wait_log("spawned worker 1")
+
+
+# --- one exchange: what the drivers used to do differently ----------------------------------------
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_idle_kept_alive_connection_ends_at_once_on_stop(worker, spawn, workdir):
+    server = start(worker, spawn, workdir, "--keep-alive", "60")
+    with connect(server.addr, timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        server.signal(signal.SIGTERM)
+        sock.settimeout(15)  # not --keep-alive's 60 s
+        assert recv_all(sock, timeout=15) == b""
+    assert server.wait_exit(15) == 0
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_a_response_head_the_codec_refuses_is_a_500_app_error(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    status, _, body = http_request(server.addr, "GET", "/two-lengths")
+    assert status == 500
+    server.wait_log("error in app for GET '/two-lengths'")
+    assert "cannot send the response: invalid Content-Length" in server.log()
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_an_aborted_response_closes_the_connection(worker, spawn, workdir):
+    """An app that fails after its head: the client gets the partial body and a close, never a
+    framed end that would make the truncated body look whole, nor the pipelined next response."""
+    server = start(worker, spawn, workdir)
+    with connect(server.addr, timeout=10) as sock:
+        sock.sendall(b"GET /crash-late HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        reply = recv_all(sock, timeout=10)
+    assert reply.startswith(b"HTTP/1.1 200 ") and b"partial" in reply
+    assert not reply.endswith(b"0\r\n\r\n") and reply.count(b"HTTP/1.1 ") == 1, reply
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_uwsgi_body_is_exactly_content_length(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    with connect(server.usock, timeout=10) as sock:
+        sock.sendall(encode_packet({"REQUEST_METHOD": "POST", "PATH_INFO": "/echo", "REQUEST_URI": "/echo",
+                                    "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "5"}))
+        sock.sendall(b"hel")
+        sock.sendall(b"loEXTRA")
+        reply = recv_all(sock, timeout=10)
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["body"] == "hello"

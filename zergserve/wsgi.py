@@ -376,8 +376,8 @@ class Response:
         data = self._clip(bytes(data))
         try:
             if not self.head_sent:
-                self.head_sent = True
                 self.sink.send_head(self.status, self.reason, self.headers, data)
+                self.head_sent = True  # after: a head the codec refused leaves room for a 500
             elif data:
                 self.sink.send_body(data)
         except ClientDisconnected:
