@@ -131,7 +131,7 @@ class Exchange:
 
     def receive_data(self, data: bytes) -> None:
         """Bytes for the request head (b'' when the client closed its side)."""
-        self.ctx.idle.discard(self.handle)
+        self._busy()
         self.received_any = self.received_any or bool(data)
         if self.http:
             self.h.receive_data(data)
@@ -140,7 +140,7 @@ class Exchange:
 
     def timed_out(self) -> None:
         """The Receive deadline passed: a 408 if a head had begun, else a quiet close."""
-        self.ctx.idle.discard(self.handle)
+        self._busy()
         if self.http and self.received_any:
             self.ctx.log_error(f"http: request head not complete within {self.ctx.http_timeout:g}s "
                                f"(peer {self.where})")
@@ -150,6 +150,10 @@ class Exchange:
             self.pending = CLOSE
         else:
             self.pending = CLOSE
+
+    def _busy(self) -> None:
+        if self.handle is not None:
+            self.ctx.idle.discard(self.handle)
 
     def next_action(self) -> Action:
         """What the driver does next."""
@@ -174,7 +178,8 @@ class Exchange:
             if self.idle:
                 if self.ctx.draining:
                     return CLOSE  # a stopping worker keeps nothing alive
-                self.ctx.idle.add(self.handle)  # Worker.close_idle() ends the wait on a stop
+                if self.handle is not None:
+                    self.ctx.idle.add(self.handle)  # Worker.close_idle() ends the wait on a stop
             return Receive(self.deadline)
         if not isinstance(event, h1.Request):
             return CLOSE  # ConnectionClosed, or PAUSED with nothing more to do
