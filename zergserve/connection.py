@@ -62,9 +62,9 @@ def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Ex
     """Run the app for one request; False when the connection must close afterwards."""
     body = wsgi.Input(_body_pull(conn, ex) if ex.has_body else None)
     if action.request is not None:
-        environ = wsgi.http_environ(ctx.base_environ(listener), action.request, ex.peer, body)
+        environ = wsgi.http_environ(_base_environ(ctx, listener), action.request, ex.peer, body)
     else:
-        environ = wsgi.uwsgi_environ(ctx.base_environ(listener), action.variables, body)
+        environ = wsgi.uwsgi_environ(_base_environ(ctx, listener), action.variables, body)
     response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error)
     after = ex.after_response(response.status, response.sent)
     if after == DRAIN:
@@ -72,6 +72,14 @@ def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Ex
     if after == LINGER:
         _linger_close(conn)
     return after == KEEP and ex.next_request()
+
+
+def _base_environ(ctx: Context, listener: Listener) -> dict[str, Any]:
+    """The per-listener part of the environ, built once per worker."""
+    env = ctx.environs.get(listener.fileno())
+    if env is None:
+        env = ctx.environs[listener.fileno()] = wsgi.base_environ(*listener.server_name_port())
+    return env
 
 
 def _drain(body: wsgi.Input) -> bool:

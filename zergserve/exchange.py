@@ -16,10 +16,11 @@ import time
 import weakref
 from typing import Any, Callable, NamedTuple
 
-from zergserve import wsgi
 from zergserve.pacing import BodyClock, BodyTimeout, SendPace
 from zergserve.protocols import http as h1
 from zergserve.protocols import uwsgi
+from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge,
+                                  printable, reason)
 
 RECV = 65536  # the most a driver reads at once
 DRAIN_CAP = 65536  # body bytes an app left unread that are read to keep the connection
@@ -51,18 +52,11 @@ class Context:
         self.send_min_rate = send_min_rate
         self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
         self.idle: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets of kept-alive connections between requests
-        self.environs: dict[int, dict[str, Any]] = {}
+        self.environs: dict[int, dict[str, Any]] = {}  # a WSGI driver's per-listener environ, built once
 
     def pace(self) -> SendPace:
         """The bound on one response's sending (pacing.py)."""
         return SendPace(self.socket_timeout, self.send_min_rate)
-
-    def base_environ(self, listener: Any) -> dict[str, Any]:
-        key = listener.fileno()
-        env = self.environs.get(key)
-        if env is None:
-            env = self.environs[key] = wsgi.base_environ(*listener.server_name_port())
-        return env
 
 
 # --- what the exchange asks of its driver ------------------------------------------------------
@@ -241,12 +235,12 @@ class Exchange:
 
     def body_next(self) -> bytes | float:
         """The next piece of the body (b'' at its end), or the seconds to wait for more bytes, which
-        go to body_data() (body_stalled() if none came). Raises wsgi.RequestError (400, 408, 413)."""
+        go to body_data() (body_stalled() if none came). Raises RequestError (400, 408, 413)."""
         if self.body_done or not self.has_body:
             return b""
         try:
             piece = self._http_piece() if self.http else self._uwsgi_piece()
-        except wsgi.RequestError:
+        except RequestError:
             self.body_failed = True
             raise
         if isinstance(piece, float):
@@ -254,20 +248,20 @@ class Exchange:
                 return min(self.ctx.socket_timeout, self._clock().left())
             except BodyTimeout as exc:
                 self.body_failed = True
-                raise wsgi.RequestTimeout(str(exc)) from None
+                raise RequestTimeout(str(exc)) from None
         return piece
 
     def _http_piece(self) -> bytes | float:
         try:
             event = self.h.next_event()
         except h1.HTTPError as exc:
-            raise wsgi.RequestError(exc.reason) from None
+            raise RequestError(exc.reason) from None
         if event is h1.NEED_DATA:
             return 0.0
         if isinstance(event, h1.Data):
             self.read += len(event.data)
             if self.ctx.limit_post and self.read > self.ctx.limit_post:
-                raise wsgi.RequestTooLarge(self.ctx.limit_post)
+                raise RequestTooLarge(self.ctx.limit_post)
             return event.data
         self.body_done = True
         return b""
@@ -296,10 +290,10 @@ class Exchange:
         if self.http:
             self.h.receive_data(data)
         elif data:
-            self.first = data
+            self.first = data[:self.length]  # bytes after a uwsgi body are never a request
         else:
             self.body_failed = True
-            raise wsgi.ClientDisconnected(f"client closed with {self.length} body bytes unsent")
+            raise ClientDisconnected(f"client closed with {self.length} body bytes unsent")
 
     def body_stalled(self) -> None:
         """No body bytes came within body_next()'s wait: raise what that means."""
@@ -307,14 +301,14 @@ class Exchange:
         try:
             self._clock().left()
         except BodyTimeout as exc:
-            raise wsgi.RequestTimeout(str(exc)) from None
-        raise wsgi.ClientDisconnected(f"request body stalled for {self.ctx.socket_timeout:g}s")
+            raise RequestTimeout(str(exc)) from None
+        raise ClientDisconnected(f"request body stalled for {self.ctx.socket_timeout:g}s")
 
     # --- the response --------------------------------------------------------------------------
 
     def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
         """The response head (and first body bytes) for the wire. HTTP: framed by the codec (which
-        refuses what it cannot frame: wsgi.AppError); uwsgi: a raw response as uWSGI writes it."""
+        refuses what it cannot frame: AppError); uwsgi: a raw response as uWSGI writes it."""
         if not self.http:
             parts = [b"%s %d %s\r\n" % (self.protocol.encode("latin-1"), status, reason)]
             parts.extend(b"%s: %s\r\n" % header for header in headers)
@@ -324,7 +318,7 @@ class Exchange:
         try:
             data = self.h.send_response(status, reason, headers)
         except h1.HTTPError as exc:
-            raise wsgi.AppError(f"cannot send the response: {exc.reason}") from None
+            raise AppError(f"cannot send the response: {exc.reason}") from None
         return data + self.h.send_data(body) if body else data
 
     def data(self, data: bytes) -> bytes:
@@ -377,7 +371,7 @@ class Exchange:
 
 def raw_error(protocol: str, status: int) -> bytes:
     """A whole plain-text error response in the request's protocol, as uWSGI writes one."""
-    text = wsgi.reason(status)
+    text = reason(status)
     body = text + b"\n"
     return (b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
             % (protocol.encode("latin-1"), status, text, len(body), body))
@@ -388,9 +382,9 @@ def access(ctx: Context, peer: Any, method: str, target: str, proto: str, status
     """One access-log line; every string from the client escaped."""
     if ctx.access_log is None:
         return
-    addr = wsgi.printable(peer[0]) if peer else "-"
+    addr = printable(peer[0]) if peer else "-"
     ms = (time.time() - started) * 1000
-    ctx.access_log(f'{addr} "{wsgi.printable(method)} {wsgi.printable(target)} {wsgi.printable(proto)}" '
+    ctx.access_log(f'{addr} "{printable(method)} {printable(target)} {printable(proto)}" '
                    f"{status} {sent} {ms:.1f}ms w{ctx.wid}")
 
 

@@ -11,47 +11,17 @@ import os
 import re
 import sys
 import traceback
-from http import HTTPStatus
 from typing import Any, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
-from zergserve.protocols import http as h1
+from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge,
+                                  check_field, printable, reason)
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+__all__ = ["AppError", "ClientDisconnected", "RequestError", "RequestTimeout", "RequestTooLarge", "check_field",
+           "printable", "reason", "run", "Input", "FileWrapper", "http_environ", "uwsgi_environ", "base_environ"]
+
 _STATUS = re.compile(r"([1-5][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-_REASONS.update((code, text.encode()) for code, text in h1.REASONS.items())  # one phrase per status everywhere
 _ERROR_BODY = b"Internal Server Error\n"
-
-
-class ClientDisconnected(OSError):
-    """The client went away (or stalled past the timeout) while the app was reading the body."""
-
-
-class RequestError(Exception):
-    """The request body turned out bad while the app read it: answer `status` if still possible."""
-
-    status = 400
-
-
-class RequestTooLarge(RequestError):
-    """The body grew past --limit-post while being read."""
-
-    status = 413
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"body over limit-post ({limit} bytes)")
-
-
-class RequestTimeout(RequestError):
-    """The body came slower than --body-timeout and --body-min-rate allow."""
-
-    status = 408
-
-
-class AppError(Exception):
-    """The application broke the WSGI contract (bad status, bad headers, write before start_response)."""
 
 
 class Sink(Protocol):
@@ -272,8 +242,8 @@ def _parse_status(status: Any) -> tuple[int, bytes]:
     if not match:
         raise AppError(f"invalid status {status!r}")
     code = int(match.group(1))
-    reason = match.group(2)
-    return code, reason.encode("latin-1") if reason else _REASONS.get(code, b"Unknown")
+    phrase = match.group(2)
+    return code, phrase.encode("latin-1") if phrase else reason(code)
 
 
 def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
@@ -310,28 +280,6 @@ def _encode_field(item: Any) -> tuple[bytes, bytes]:
         raise AppError(f"header {item!r} is not latin-1") from None
     check_field(bname, bvalue, name, value)
     return bname, bvalue
-
-
-def check_field(bname: bytes, bvalue: bytes, name: Any, value: Any) -> None:
-    """Refuse a field that could split the response: a name that is no token, CR, LF or NUL in the
-    value. `name` and `value` are what the app gave, for the message (the ASGI adapter shares it)."""
-    if not _TOKEN.match(bname):
-        raise AppError(f"invalid header name {name!r}")
-    if _BAD_VALUE.search(bvalue):
-        raise AppError(f"invalid header value for {name!r}: {value!r}")
-
-
-def printable(text: str) -> str:
-    """`text` with control bytes and double quotes escaped, for a log line: a request path or a
-    uwsgi var cannot forge, split or colour log lines."""
-    if text.isprintable() and '"' not in text:
-        return text
-    return text.encode("unicode_escape").decode("ascii").replace('"', "\\x22")
-
-
-def reason(code: int) -> bytes:
-    """The standard reason phrase of a status code (b'Unknown' for others)."""
-    return _REASONS.get(code, b"Unknown")
 
 
 class Response:
@@ -439,7 +387,7 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
         sink.abort()
     except RequestError as exc:
         log_error(f"bad request body for {where}: {exc}")
-        _error_response(response, sink, exc.status, _REASONS[exc.status] + b"\n")
+        _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
     except _APP_FAILURES as exc:
         log_error(f"error in app for {where}:\n"
                   + "".join(traceback.format_exception(exc)).rstrip())
@@ -496,7 +444,7 @@ def _error_response(response: Response, sink: Sink, status: int, body: bytes) ->
     response.head_sent = True
     headers = [(b"Content-Type", b"text/plain"), (b"Content-Length", str(len(body)).encode())]
     try:
-        sink.send_head(status, _REASONS[status], headers, body)
+        sink.send_head(status, reason(status), headers, body)
         response.sent = len(body)
         sink.finish()
     except OSError:
