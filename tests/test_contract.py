@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import connect, free_port, http_request, recv_all, wait_for
+from conftest import at_once, connect, free_port, http_request, recv_all, responses, wait_for
 from zergserve.protocols.uwsgi import encode_packet
 from zergserve.stats import fetch
 
@@ -301,3 +301,68 @@ def test_uwsgi_body_is_exactly_content_length(worker, spawn, workdir):
         sock.sendall(b"loEXTRA")
         reply = recv_all(sock, timeout=10)
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["body"] == "hello"
+
+
+# --- behaviour the per-worker test files each had a copy of ---------------------------------------
+
+KEEP_ALIVE = ("gevent", "asyncio")  # the sync worker answers every HTTP request with Connection: close
+
+
+@pytest.mark.parametrize("worker", KEEP_ALIVE)
+def test_keep_alive_and_pipelining(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    with connect(server.addr) as sock:
+        for path in (b"/pid", b"/"):
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path)
+            (reply,) = responses(sock, 1)
+            assert reply.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in reply
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
+                     + b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n" * 2
+                     + b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        replies = responses(sock, 4)
+        assert [r.split(b"\r\n")[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 4
+        assert b'"body": "hi"' in replies[0] and b"Connection: close" in replies[3]
+        assert recv_all(sock) == b""
+
+
+@pytest.mark.parametrize("worker", KEEP_ALIVE)
+def test_idle_kept_alive_connection_is_closed_after_keep_alive_seconds(worker, spawn, workdir):
+    server = start(worker, spawn, workdir, "--keep-alive", "0.5")
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
+        responses(sock, 1)
+        assert recv_all(sock, timeout=5) == b""  # recv_all raises if nothing closes it
+
+
+@pytest.mark.parametrize("worker", KEEP_ALIVE)
+def test_one_worker_serves_many_slow_requests_at_once(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    statuses, seconds = at_once(server.addr, "/sleep?s=1", 40)
+    assert statuses == [200] * 40 and seconds < 5  # one at a time would take 40 s
+    wait_for(lambda: fetch(server.stats)["workers"][0]["requests"] == 40, message="40 requests counted")
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_uwsgi_protocol(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    with connect(server.usock) as sock:
+        sock.sendall(encode_packet({"REQUEST_METHOD": "POST", "PATH_INFO": "/echo", "QUERY_STRING": "q=2",
+                                    "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "5"}) + b"hello")
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["body"] == "hello"
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_pause_stops_accepting(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    server.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "pause", message="paused")
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        sock.settimeout(0.5)
+        with pytest.raises((TimeoutError, socket.timeout)):
+            sock.recv(100)
+        server.signal(signal.SIGTSTP)
+        assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
