@@ -135,15 +135,13 @@ class Exchange:
     def timed_out(self) -> None:
         """The Receive deadline passed: a 408 if a head had begun, else a quiet close."""
         self._busy()
+        self.pending = CLOSE
         if self.http and self.received_any:
             self.ctx.log_error(f"http: request head not complete within {self.ctx.http_timeout:g}s "
                                f"(peer {self.where})")
             self.pending = Reply(self.h.error_response(h1.HTTPError(408, "request head timeout")), False)
-        elif not self.http and self.parser.started:
+        elif not self.http and self.parser.started:  # a bare connect (a health check) is no error
             self.ctx.log_error(f"uwsgi: no complete packet within {self.ctx.socket_timeout:g}s (peer {self.where})")
-            self.pending = CLOSE
-        else:
-            self.pending = CLOSE
 
     def _busy(self) -> None:
         if self.handle is not None:
