@@ -27,6 +27,12 @@ class Row:
         self.ended.append(sent)
 
 
+class Listener:
+    def __init__(self, proto: str) -> None:
+        self.proto = proto
+        self.name = f"{proto}.sock"
+
+
 def make_ctx(**options: Any) -> Context:
     ctx = Context(app=None, row=Row(), wid=1, log_error=lambda line: ctx.errors.append(line),
                   access_log=lambda line: ctx.lines.append(line), limits=h1.Limits(), keep_alive=True, **options)
@@ -38,7 +44,7 @@ def drive(chunks: list[bytes], proto: str = "http", read_body: bool = True, **op
     """Play a connection that sends `chunks` (then EOF): requests are answered 200 with their body
     echoed; the transcript of what the exchange asked for, minus the Date header."""
     ctx = make_ctx(**options)
-    ex = Exchange(ctx, proto, ("10.0.0.1", 4000), "10.0.0.1:4000")
+    ex = Exchange(ctx, Listener(proto), ("10.0.0.1", 4000))
     feed = iter(chunks)
     out: list[Any] = []
     while True:
@@ -131,11 +137,11 @@ def test_refusals_are_replies():
 
 def test_timeouts_408_only_when_bytes_arrived():
     ctx = make_ctx()
-    ex = Exchange(ctx, "http", None, "listener")
+    ex = Exchange(ctx, Listener("http"), None)
     assert isinstance(ex.next_action(), Receive)
     ex.timed_out()
     assert ex.next_action() is CLOSE and ctx.errors == []
-    ex = Exchange(ctx, "http", None, "listener")
+    ex = Exchange(ctx, Listener("http"), None)
     ex.receive_data(b"GET / HT")
     assert isinstance(ex.next_action(), Receive)
     ex.timed_out()
@@ -150,7 +156,7 @@ def test_a_body_the_app_left_is_drained_then_the_next_request():
 
 def test_a_stalled_body_past_its_clock_is_a_408_and_a_quiet_one_a_disconnect():
     for timeout, error in ((1e-9, wsgi.RequestTimeout), (60.0, wsgi.ClientDisconnected)):
-        ex = Exchange(make_ctx(body_timeout=timeout), "http", None, "l")
+        ex = Exchange(make_ctx(body_timeout=timeout), Listener("http"), None)
         ex.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n")
         assert isinstance(ex.next_action(), Serve)
         try:
@@ -166,12 +172,12 @@ def test_a_stalled_body_past_its_clock_is_a_408_and_a_quiet_one_a_disconnect():
 
 def test_expect_continue_once_and_access_line_escaped():
     ctx = make_ctx()
-    ex = Exchange(ctx, "uwsgi", None, "l")
+    ex = Exchange(ctx, Listener("uwsgi"), None)
     ex.receive_data(encode_packet({"REQUEST_URI": "/x\n", "REMOTE_ADDR": "1.2.3.4\nforged"}))
     assert isinstance(ex.next_action(), Serve)
     ex.after_response(200, 0)
     assert ctx.lines[0].startswith('1.2.3.4\\nforged "GET /x\\n HTTP/1.0" 200 0 ')
-    ex = Exchange(ctx, "http", None, "l")
+    ex = Exchange(ctx, Listener("http"), None)
     ex.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
     ex.next_action()
     assert ex.interim() == b"HTTP/1.1 100 Continue\r\n\r\n" and ex.interim() == b""
@@ -184,3 +190,18 @@ def test_any_split_says_the_same(script, cuts):
     points = sorted({cut % (len(data) + 1) for cut in cuts})
     pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)]) if b > a]
     assert drive(pieces, proto=proto) == drive([data], proto=proto)
+
+
+def test_uwsgi_refusal_over_a_unix_socket_names_the_listener():
+    """Behind nginx on a UNIX socket there is no peer address: error lines name the socket, the
+    access line nginx's REMOTE_ADDR."""
+    ctx = make_ctx()
+    ex = Exchange(ctx, Listener("uwsgi"), "")
+    ex.receive_data(encode_packet({"CONTENT_LENGTH": "-1", "REMOTE_ADDR": "1.2.3.4"}))
+    action = ex.next_action()
+    assert action.data.startswith(b"HTTP/1.0 400 Bad Request\r\n") and "(peer uwsgi.sock)" in ctx.errors[0]
+    ex = Exchange(ctx, Listener("uwsgi"), "")
+    ex.receive_data(encode_packet({"REMOTE_ADDR": "1.2.3.4"}))
+    assert isinstance(ex.next_action(), Serve)
+    ex.after_response(200, 0)
+    assert ctx.lines[-1].startswith('1.2.3.4 "GET  HTTP/1.0" 200 0 ')

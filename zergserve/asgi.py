@@ -200,7 +200,6 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
         else:
             raise AppError(f"unexpected ASGI message {kind!r}")
 
-    where = f"{printable(scope['method'])} {scope['path']!r}"
     try:
         await app(scope, receive, send)
         if not response.finished:
@@ -209,13 +208,13 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
             raise AppError("app returned without completing its response")
     except ClientDisconnected as exc:
         response.status = response.status or 499
-        log_error(f"client gone during {where}: {exc}")
+        log_error(f"client gone during {printable(scope['method'])} {scope['path']!r}: {exc}")
         sink.abort()
     except RequestError as exc:
-        log_error(f"bad request body for {where}: {exc}")
+        log_error(f"bad request body for {printable(scope['method'])} {scope['path']!r}: {exc}")
         await _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
     except _APP_FAILURES as exc:
-        log_error(f"error in app for {where}:\n" + "".join(traceback.format_exception(exc)).rstrip())
+        log_error(f"error in app for {printable(scope['method'])} {scope['path']!r}:\n" + "".join(traceback.format_exception(exc)).rstrip())
         await _error_response(response, sink, 500, _ERROR_BODY)
     finally:
         response.done.set()

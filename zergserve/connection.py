@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from zergserve import wsgi
-from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, Exchange, Receive, Reply, peer_text
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, Exchange, Receive, Reply
 from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
 
@@ -36,7 +36,7 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> N
     """
     try:
         conn.setblocking(False)
-        ex = Exchange(ctx, listener.proto, peer, peer_text(peer, listener), conn)
+        ex = Exchange(ctx, listener, peer, conn)
         while True:
             action = ex.next_action()
             kind = type(action)
@@ -188,18 +188,27 @@ def _poll_out(conn: socket.socket, seconds: float) -> None:
 
 
 def sending(conn: socket.socket, data: bytes, pace: SendPace) -> Iterator[float]:
-    """Send `data` on a non-blocking socket, yielding the seconds the driver may wait for it to be
-    writable whenever it is full (SendTimeout once the client took too little). The first send is
-    tried without waiting: it usually takes the whole response. The kernel says writable only once
-    a third of a large send buffer is free, so progress is read from the send queue's length."""
-    view = memoryview(data)
+    """Send `data` on a non-blocking socket; the seconds the driver may wait for it to be writable,
+    each time it is full (SendTimeout once the client took too little). The first send is tried
+    at once and usually takes the whole response: then there is nothing to iterate."""
+    try:
+        sent = conn.send(data)
+    except BlockingIOError:
+        sent = 0
+    pace.accepted += sent
+    return _send_rest(conn, memoryview(data)[sent:], pace) if sent < len(data) else iter(())
+
+
+def _send_rest(conn: socket.socket, view: memoryview, pace: SendPace) -> Iterator[float]:
+    """The rest of a send: the kernel says writable only once a third of a large send buffer is
+    free, so progress is read from the send queue's length, not from wake-ups."""
     while view:
         try:
             sent = conn.send(view)
         except BlockingIOError:
             sent = 0
         if sent:
-            pace.sent(sent)
+            pace.accepted += sent
             view = view[sent:]
             continue
         started = time.monotonic()
@@ -233,7 +242,7 @@ def _sendfile(conn: socket.socket, fd: int, offset: int, file: Any, count: int |
             if not sent:
                 break
             total += sent
-            pace.sent(sent)
+            pace.accepted += sent
     except OSError as exc:
         raise wsgi.ClientDisconnected(str(exc)) from exc
     file.seek(offset + total)

@@ -89,43 +89,53 @@ KEEP, DRAIN, LINGER, CLOSED = "keep", "drain", "linger", "closed"
 
 
 class Exchange:
-    """One accepted connection, from its first byte to its close."""
+    """One accepted connection, from its first byte to its close.
 
-    def __init__(self, ctx: Context, proto: str, peer: Any, where: str, handle: Any = None) -> None:
+    Per-request state starts from the class's defaults: a connection costs only what it changes."""
+
+    received_any = False
+    fed = False  # receive_data() was called (with bytes or EOF)
+    kept_alive = False  # a request was served before on this connection
+    pending: Action | None = None  # decided by timed_out(), returned next
+    method = target = protocol = ""
+    has_body = False
+    length = 0  # uwsgi: body bytes still to read
+    first = b""  # uwsgi: body bytes that came with the packet
+    clock: BodyClock | None = None
+    read = 0
+    continued = False
+    body_done = False
+    body_failed = False
+    raw = False  # the response is no longer framed: the connection closes after it
+    started = 0.0
+    variables: dict[str, str] = {}  # uwsgi: the packet's vars
+    _REQUEST_STATE = ("method", "target", "protocol", "has_body", "clock", "read", "continued", "body_done",
+                      "body_failed", "raw", "started")
+
+    def __init__(self, ctx: Context, listener: Any, peer: Any, handle: Any = None) -> None:
         self.ctx = ctx
+        self.listener = listener
         self.handle = handle  # the driver's socket, listed in ctx.idle while the connection is idle
-        self.http = proto == "http"
         self.peer = peer
-        self.where = where  # the peer or listener, for error lines
-        self.received_any = False
-        self.kept_alive = False  # a request was served before on this connection
-        self.pending: Action | None = None  # decided by timed_out() or a refusal, returned next
+        self.http = listener.proto == "http"
         if self.http:
             self.h = h1.HTTPConnection(ctx.limits, keep_alive=ctx.keep_alive)
             self.deadline = time.monotonic() + ctx.http_timeout
         else:
             self.parser = uwsgi.PacketParser(ctx.buffer_size, ctx.max_vars)
             self.deadline = time.monotonic() + ctx.socket_timeout
-        self._request_reset()
 
-    def _request_reset(self) -> None:
-        self.method = self.target = self.protocol = ""
-        self.has_body = False
-        self.length = 0  # uwsgi: body bytes still to read
-        self.first = b""  # uwsgi: body bytes that came with the packet
-        self.clock: BodyClock | None = None
-        self.read = 0
-        self.continued = False
-        self.body_done = False
-        self.body_failed = False
-        self.raw = False  # the response is no longer framed: the connection closes after it
-        self.started = 0.0
+    @property
+    def where(self) -> str:
+        """The peer (or the listener), for error lines."""
+        return peer_text(self.peer, self.listener)
 
     # --- the request head ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Bytes for the request head (b'' when the client closed its side)."""
         self._busy()
+        self.fed = True
         self.received_any = self.received_any or bool(data)
         if self.http:
             self.h.receive_data(data)
@@ -152,6 +162,8 @@ class Exchange:
         if self.pending is not None:
             action, self.pending = self.pending, None
             return action
+        if not self.fed:
+            return Receive(self.deadline)  # a new connection: nothing to parse yet
         return self._next_http() if self.http else self._next_uwsgi()
 
     @property
@@ -202,8 +214,7 @@ class Exchange:
         self.method = variables.get("REQUEST_METHOD", "GET")
         self.target = variables.get("REQUEST_URI") or variables.get("PATH_INFO", "")
         self.protocol = variables.get("SERVER_PROTOCOL") or "HTTP/1.0"
-        if not self.peer:
-            self.peer = (variables.get("REMOTE_ADDR", "-"),)
+        self.variables = variables
         try:
             length = uwsgi.content_length(variables)
         except uwsgi.BadContentLength as exc:
@@ -348,7 +359,8 @@ class Exchange:
         KEEP it for the next request, DRAIN the body the app left (then drained()), LINGER, CLOSE."""
         ctx = self.ctx
         ctx.row.end(sent, time.time() - self.started, status >= 500)
-        access(ctx, self.peer, self.method, self.target, self.protocol, status, sent, self.started)
+        peer = self.peer or (self.variables.get("REMOTE_ADDR", "-"),)  # behind nginx, its client
+        access(ctx, peer, self.method, self.target, self.protocol, status, sent, self.started)
         body_left = self.has_body and not self.body_done
         if self.raw or not self.http or self.h.must_close:
             return LINGER if body_left else CLOSED
@@ -363,7 +375,8 @@ class Exchange:
         self.deadline = time.monotonic() + (self.ctx.keepalive_timeout or self.ctx.http_timeout)
         self.kept_alive = True
         self.received_any = False
-        self._request_reset()
+        for name in self._REQUEST_STATE:
+            self.__dict__.pop(name, None)  # back to the class's defaults
         return True
 
 

@@ -49,19 +49,17 @@ class SendTimeout(TimeoutError):
 
 class SendPace:
     """Windows of `window` seconds spent waiting on the client; each must see it take at least
-    max(1, rate * window) bytes. Time the app spends between writes does not count."""
+    max(1, rate * window) bytes. Time the app spends between writes does not count. Made once per
+    response, so it costs nothing until the socket makes the driver wait."""
 
-    __slots__ = ("window", "need", "spent", "accepted", "mark")
+    __slots__ = ("window", "rate", "spent", "accepted", "mark")
 
     def __init__(self, window: float, rate: float) -> None:
         self.window = window
-        self.need = max(1, int(rate * window))
+        self.rate = rate
         self.spent = 0.0
         self.accepted = 0  # bytes the kernel took from us
         self.mark = 0  # bytes delivered when the current window opened
-
-    def sent(self, count: int) -> None:
-        self.accepted += count
 
     def wait(self, unsent: int) -> float:
         """Seconds the driver may wait for the socket to take more now; `unsent` is the socket's
@@ -81,8 +79,8 @@ class SendPace:
         if self.spent < self.window:
             return
         delivered = self._delivered(unsent)
-        if delivered - self.mark < self.need:
-            raise SendTimeout(f"client took {delivered - self.mark} bytes in {self.window:g}s "
-                              f"(needs {self.need})")
+        need = max(1, int(self.rate * self.window))
+        if delivered - self.mark < need:
+            raise SendTimeout(f"client took {delivered - self.mark} bytes in {self.window:g}s (needs {need})")
         self.mark = delivered
         self.spent = 0.0

@@ -354,7 +354,6 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
     """Call the app and write its response; never raises for anything the app does."""
     response = Response(sink)
     result: Any = None
-    where = f"{printable(str(environ.get('REQUEST_METHOD')))} {environ.get('PATH_INFO')!r}"
     try:
         result = app(environ, response.start_response)
         if response.headers is None and isinstance(result, list) and not result:
@@ -370,10 +369,10 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
             if not response.head_sent:
                 response.write(b"")
         if response.truncated:
-            log_error(f"app sent more than its Content-Length ({response.length}) for {where}: "
+            log_error(f"app sent more than its Content-Length ({response.length}) for {_where(environ)}: "
                       "truncated, connection closed")
         if not response.complete and environ.get("REQUEST_METHOD") != "HEAD" and response.status not in (204, 304):
-            log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for {where}: "
+            log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for {_where(environ)}: "
                       "connection closed")
             sink.abort()
         else:
@@ -383,13 +382,13 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
                 raise ClientDisconnected(str(exc)) from exc
     except ClientDisconnected as exc:  # raised by the sink or wsgi.input only: the app's own OSErrors are its errors
         response.status = response.status or 499
-        log_error(f"client gone during {where}: {exc}")
+        log_error(f"client gone during {_where(environ)}: {exc}")
         sink.abort()
     except RequestError as exc:
-        log_error(f"bad request body for {where}: {exc}")
+        log_error(f"bad request body for {_where(environ)}: {exc}")
         _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
     except _APP_FAILURES as exc:
-        log_error(f"error in app for {where}:\n"
+        log_error(f"error in app for {_where(environ)}:\n"
                   + "".join(traceback.format_exception(exc)).rstrip())
         _error_response(response, sink, 500, _ERROR_BODY)
     finally:
@@ -400,6 +399,11 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
             except _APP_FAILURES as exc:
                 log_error("error in app's close():\n" + "".join(traceback.format_exception(exc)).rstrip())
     return response
+
+
+def _where(environ: dict[str, Any]) -> str:
+    """The request, for an error line (built only when one is written)."""
+    return f"{printable(str(environ.get('REQUEST_METHOD')))} {environ.get('PATH_INFO')!r}"
 
 
 def _send_single(response: Response, chunk: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from zergserve import app as app_loader
 from zergserve import asgi, connection
-from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Exchange, Receive, Reply, peer_text
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Exchange, Receive, Reply
 from zergserve.log import logger
 from zergserve.pacing import SendPace
 from zergserve.scoreboard import IDLE, PAUSED
@@ -150,7 +150,7 @@ class AsyncioWorker(Worker):
         ctx = self.ctx
         try:
             conn.setblocking(False)
-            ex = Exchange(ctx, listener.proto, peer, peer_text(peer, listener), conn)
+            ex = Exchange(ctx, listener, peer, conn)
             while True:
                 action = ex.next_action()
                 if isinstance(action, Receive):
