@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zergserve import wsgi
-from zergserve.exchange import CLOSE, DRAIN, KEEP, LINGER, Context, Exchange, Receive, Reply, Serve
+from zergserve.exchange import CLOSE, DRAIN, KEEP, LINGER, RECEIVE, SERVE, Context, Exchange, Reply
 from zergserve.protocols import http as h1
 from zergserve.protocols.uwsgi import encode_packet
 
@@ -49,13 +49,13 @@ def drive(chunks: list[bytes], proto: str = "http", read_body: bool = True, **op
     out: list[Any] = []
     while True:
         action = ex.next_action()
-        if isinstance(action, Receive):
+        if action is RECEIVE:
             ex.receive_data(next(feed, b""))
         elif isinstance(action, Reply):
             out.append(("reply", _dateless(action.data), action.linger))
             return out
         else:
-            assert isinstance(action, Serve)
+            assert action is SERVE
             body = b""
             try:
                 while read_body:
@@ -138,12 +138,12 @@ def test_refusals_are_replies():
 def test_timeouts_408_only_when_bytes_arrived():
     ctx = make_ctx()
     ex = Exchange(ctx, Listener("http"), None)
-    assert isinstance(ex.next_action(), Receive)
+    assert ex.next_action() is RECEIVE
     ex.timed_out()
     assert ex.next_action() is CLOSE and ctx.errors == []
     ex = Exchange(ctx, Listener("http"), None)
     ex.receive_data(b"GET / HT")
-    assert isinstance(ex.next_action(), Receive)
+    assert ex.next_action() is RECEIVE
     ex.timed_out()
     action = ex.next_action()
     assert action.data.startswith(b"HTTP/1.1 408 ") and "request head not complete" in ctx.errors[0]
@@ -158,7 +158,7 @@ def test_a_stalled_body_past_its_clock_is_a_408_and_a_quiet_one_a_disconnect():
     for timeout, error in ((1e-9, wsgi.RequestTimeout), (60.0, wsgi.ClientDisconnected)):
         ex = Exchange(make_ctx(body_timeout=timeout), Listener("http"), None)
         ex.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n")
-        assert isinstance(ex.next_action(), Serve)
+        assert ex.next_action() is SERVE
         try:
             wait = ex.body_next()
             assert isinstance(wait, float)
@@ -174,7 +174,7 @@ def test_expect_continue_once_and_access_line_escaped():
     ctx = make_ctx()
     ex = Exchange(ctx, Listener("uwsgi"), None)
     ex.receive_data(encode_packet({"REQUEST_URI": "/x\n", "REMOTE_ADDR": "1.2.3.4\nforged"}))
-    assert isinstance(ex.next_action(), Serve)
+    assert ex.next_action() is SERVE
     ex.after_response(200, 0)
     assert ctx.lines[0].startswith('1.2.3.4\\nforged "GET /x\\n HTTP/1.0" 200 0 ')
     ex = Exchange(ctx, Listener("http"), None)
@@ -202,6 +202,6 @@ def test_uwsgi_refusal_over_a_unix_socket_names_the_listener():
     assert action.data.startswith(b"HTTP/1.0 400 Bad Request\r\n") and "(peer uwsgi.sock)" in ctx.errors[0]
     ex = Exchange(ctx, Listener("uwsgi"), "")
     ex.receive_data(encode_packet({"REMOTE_ADDR": "1.2.3.4"}))
-    assert isinstance(ex.next_action(), Serve)
+    assert ex.next_action() is SERVE
     ex.after_response(200, 0)
     assert ctx.lines[-1].startswith('1.2.3.4 "GET  HTTP/1.0" 200 0 ')

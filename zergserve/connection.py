@@ -14,10 +14,10 @@ import socket
 import struct
 import termios
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from zergserve import wsgi
-from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, Exchange, Receive, Reply
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RECEIVE, Exchange, Reply
 from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
 
@@ -39,18 +39,17 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> N
         ex = Exchange(ctx, listener, peer, conn)
         while True:
             action = ex.next_action()
-            kind = type(action)
-            if kind is Receive:
+            if action is RECEIVE:
                 try:
-                    ex.receive_data(_recv(conn, RECV, action.deadline))
+                    ex.receive_data(_recv(conn, RECV, ex.deadline))
                 except (socket.timeout, TimeoutError):
                     ex.timed_out()
-            elif kind is Reply:
+            elif type(action) is Reply:
                 send_all(conn, action.data, ctx.pace())
                 if action.linger:
                     _linger_close(conn)
                 return
-            elif not _serve_request(conn, listener, ctx, ex, action):
+            elif not _serve_request(conn, listener, ctx, ex):
                 return
     except OSError:
         pass
@@ -58,13 +57,13 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> N
         conn.close()
 
 
-def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Exchange, action: Any) -> bool:
+def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:
     """Run the app for one request; False when the connection must close afterwards."""
     body = wsgi.Input(_body_pull(conn, ex) if ex.has_body else None)
-    if action.request is not None:
-        environ = wsgi.http_environ(_base_environ(ctx, listener), action.request, ex.peer, body)
+    if ex.http:
+        environ = wsgi.http_environ(_base_environ(ctx, listener), ex.request, ex.peer, body)
     else:
-        environ = wsgi.uwsgi_environ(_base_environ(ctx, listener), action.variables, body)
+        environ = wsgi.uwsgi_environ(_base_environ(ctx, listener), ex.variables, body)
     response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error)
     after = ex.after_response(response.status, response.sent)
     if after == DRAIN:
@@ -187,7 +186,7 @@ def _poll_out(conn: socket.socket, seconds: float) -> None:
     poller.poll(seconds * 1000)
 
 
-def sending(conn: socket.socket, data: bytes, pace: SendPace) -> Iterator[float]:
+def sending(conn: socket.socket, data: bytes, pace: SendPace) -> Iterable[float]:
     """Send `data` on a non-blocking socket; the seconds the driver may wait for it to be writable,
     each time it is full (SendTimeout once the client took too little). The first send is tried
     at once and usually takes the whole response: then there is nothing to iterate."""
@@ -196,7 +195,7 @@ def sending(conn: socket.socket, data: bytes, pace: SendPace) -> Iterator[float]
     except BlockingIOError:
         sent = 0
     pace.accepted += sent
-    return _send_rest(conn, memoryview(data)[sent:], pace) if sent < len(data) else iter(())
+    return _send_rest(conn, memoryview(data)[sent:], pace) if sent < len(data) else ()
 
 
 def _send_rest(conn: socket.socket, view: memoryview, pace: SendPace) -> Iterator[float]:

@@ -61,12 +61,6 @@ class Context:
 
 # --- what the exchange asks of its driver ------------------------------------------------------
 
-class Receive(NamedTuple):
-    """Read bytes for receive_data() until `deadline` (monotonic); past it, call timed_out()."""
-
-    deadline: float
-
-
 class Reply(NamedTuple):
     """Send `data`, then close; when `linger`, first read and drop what the client still sends,
     so the reply is not lost to a reset."""
@@ -75,15 +69,18 @@ class Reply(NamedTuple):
     linger: bool
 
 
-class Serve(NamedTuple):
-    """Call the app: `request` for HTTP (protocols.http.Request), `variables` for uwsgi."""
+class _Step:
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-    request: Any
-    variables: dict[str, str] | None
+    def __repr__(self) -> str:
+        return self.name
 
 
+RECEIVE = _Step("RECEIVE")  # read bytes for receive_data() until Exchange.deadline; past it, timed_out()
+SERVE = _Step("SERVE")  # call the app with Exchange.request (HTTP) or Exchange.variables (uwsgi)
 CLOSE = Reply(b"", False)  # close the connection now
-Action = Receive | Reply | Serve
+Action = Reply | _Step
 # What to do after a response (Exchange.after_response):
 KEEP, DRAIN, LINGER, CLOSED = "keep", "drain", "linger", "closed"
 
@@ -108,6 +105,7 @@ class Exchange:
     body_failed = False
     raw = False  # the response is no longer framed: the connection closes after it
     started = 0.0
+    request: h1.Request | None = None  # HTTP: the request head
     variables: dict[str, str] = {}  # uwsgi: the packet's vars
     _REQUEST_STATE = ("method", "target", "protocol", "has_body", "clock", "read", "continued", "body_done",
                       "body_failed", "raw", "started")
@@ -143,7 +141,7 @@ class Exchange:
             self.parser.receive_data(data)
 
     def timed_out(self) -> None:
-        """The Receive deadline passed: a 408 if a head had begun, else a quiet close."""
+        """The RECEIVE deadline passed: a 408 if a head had begun, else a quiet close."""
         self._busy()
         self.pending = CLOSE
         if self.http and self.received_any:
@@ -154,7 +152,7 @@ class Exchange:
             self.ctx.log_error(f"uwsgi: no complete packet within {self.ctx.socket_timeout:g}s (peer {self.where})")
 
     def _busy(self) -> None:
-        if self.handle is not None:
+        if self.kept_alive and self.handle is not None:  # only a kept-alive connection is ever idle
             self.ctx.idle.discard(self.handle)
 
     def next_action(self) -> Action:
@@ -163,7 +161,7 @@ class Exchange:
             action, self.pending = self.pending, None
             return action
         if not self.fed:
-            return Receive(self.deadline)  # a new connection: nothing to parse yet
+            return RECEIVE  # a new connection: nothing to parse yet
         return self._next_http() if self.http else self._next_uwsgi()
 
     @property
@@ -184,7 +182,7 @@ class Exchange:
                     return CLOSE  # a stopping worker keeps nothing alive
                 if self.handle is not None:
                     self.ctx.idle.add(self.handle)  # Worker.close_idle() ends the wait on a stop
-            return Receive(self.deadline)
+            return RECEIVE
         if not isinstance(event, h1.Request):
             return CLOSE  # ConnectionClosed, or PAUSED with nothing more to do
         ctx = self.ctx
@@ -196,7 +194,8 @@ class Exchange:
         self.method, self.target, self.protocol = event.method, event.target, "HTTP/" + event.http_version
         self.has_body = event.chunked or bool(event.content_length)
         self._begin()
-        return Serve(event, None)
+        self.request = event
+        return SERVE
 
     def _next_uwsgi(self) -> Action:
         try:
@@ -207,7 +206,7 @@ class Exchange:
             self.ctx.log_error(f"uwsgi: {exc} (peer {self.where})")
             return CLOSE
         if packet is None:
-            return Receive(self.deadline)
+            return RECEIVE
         if packet.modifier1 == uwsgi.MODIFIER_PING:
             return Reply(uwsgi.PONG, False)
         variables = packet.vars
@@ -227,7 +226,7 @@ class Exchange:
         self.first = self.parser.trailing[:length]
         self.has_body = bool(length)
         self._begin()
-        return Serve(None, variables)
+        return SERVE
 
     def _begin(self) -> None:
         self.started = time.time()
@@ -359,8 +358,9 @@ class Exchange:
         KEEP it for the next request, DRAIN the body the app left (then drained()), LINGER, CLOSE."""
         ctx = self.ctx
         ctx.row.end(sent, time.time() - self.started, status >= 500)
-        peer = self.peer or (self.variables.get("REMOTE_ADDR", "-"),)  # behind nginx, its client
-        access(ctx, peer, self.method, self.target, self.protocol, status, sent, self.started)
+        if ctx.access_log is not None:
+            peer = self.peer or (self.variables.get("REMOTE_ADDR", "-"),)  # behind nginx, its client
+            access(ctx, peer, self.method, self.target, self.protocol, status, sent, self.started)
         body_left = self.has_body and not self.body_done
         if self.raw or not self.http or self.h.must_close:
             return LINGER if body_left else CLOSED

@@ -18,7 +18,7 @@ from typing import Any
 
 from zergserve import app as app_loader
 from zergserve import asgi, connection
-from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Exchange, Receive, Reply
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, RECEIVE, Exchange, Reply
 from zergserve.log import logger
 from zergserve.pacing import SendPace
 from zergserve.scoreboard import IDLE, PAUSED
@@ -153,9 +153,9 @@ class AsyncioWorker(Worker):
             ex = Exchange(ctx, listener, peer, conn)
             while True:
                 action = ex.next_action()
-                if isinstance(action, Receive):
+                if action is RECEIVE:
                     try:
-                        data = await self._recv(conn, RECV, action.deadline)
+                        data = await self._recv(conn, RECV, ex.deadline)
                     except TimeoutError:
                         ex.timed_out()
                     else:
@@ -165,7 +165,7 @@ class AsyncioWorker(Worker):
                     if action.linger:
                         await self._linger_close(conn)
                     return
-                elif not await self._serve_request(conn, listener, ex, action):
+                elif not await self._serve_request(conn, listener, ex):
                     return
         except (OSError, asyncio.CancelledError):
             pass
@@ -174,14 +174,14 @@ class AsyncioWorker(Worker):
         finally:
             conn.close()
 
-    async def _serve_request(self, conn: socket.socket, listener: Listener, ex: Exchange, action: Any) -> bool:
+    async def _serve_request(self, conn: socket.socket, listener: Listener, ex: Exchange) -> bool:
         """Run the app for one request; False when the connection must close afterwards."""
         body = _Body(self, conn, ex)
         server, state = listener.server_name_port(), self.lifespan.state
-        if action.request is not None:
-            scope = asgi.http_scope(action.request, ex.peer, server, state)
+        if ex.http:
+            scope = asgi.http_scope(ex.request, ex.peer, server, state)
         else:
-            scope = asgi.uwsgi_scope(action.variables, server, state)
+            scope = asgi.uwsgi_scope(ex.variables, server, state)
         response = await asgi.run(self.app, scope, body.pull if ex.has_body else None, _Sink(self, conn, ex),
                                   self.ctx.log_error)
         after = ex.after_response(response.status, response.sent)
