@@ -299,16 +299,20 @@ class HTTPConnection:
             raise self._fail(400, "truncated request body (peer closed in a chunked body)")
         return NEED_DATA
 
+    def _colon(self, line: bytes, what: str) -> int:
+        """Where a header or trailer line's name ends; no obs-fold, and the name is a token."""
+        if line[:1] in (b" ", b"\t"):
+            raise self._fail(400, f"obsolete line folding in {what}")
+        colon = line.find(b":")
+        if colon <= 0 or not _TOKEN.fullmatch(line, 0, colon):
+            raise self._fail(400, f"invalid {what} name {line[:colon if colon > 0 else 40]!r}")
+        return colon
+
     def _check_trailer(self, line: bytes) -> None:
         self._trailer_bytes += len(line) + 2
         if self._trailer_bytes > self.limits.head:
             raise self._fail(431, f"trailers larger than {self.limits.head} bytes")
-        if line[:1] in (b" ", b"\t"):
-            raise self._fail(400, "obsolete line folding in trailer")
-        colon = line.find(b":")
-        if colon <= 0 or not _TOKEN.fullmatch(line, 0, colon):
-            raise self._fail(400, f"invalid trailer line {line[:40]!r}")
-        name = line[:colon].lower()
+        name = line[:self._colon(line, "trailer")].lower()
         if name in _NOT_IN_TRAILERS:
             raise self._fail(400, f"{name.decode('latin-1')} is not allowed in a trailer")
 
@@ -419,11 +423,7 @@ class HTTPConnection:
         for field in lines[1:]:
             if len(field) + 2 > limits.field_size:  # the whole field line with its CRLF, as gunicorn counts
                 raise self._fail(431, f"header line longer than {limits.field_size} bytes")
-            if field[:1] in (b" ", b"\t"):
-                raise self._fail(400, "obsolete line folding in header")
-            colon = field.find(b":")
-            if colon <= 0 or not _TOKEN.fullmatch(field, 0, colon):
-                raise self._fail(400, f"invalid header name {field[:colon if colon > 0 else 40]!r}")
+            colon = self._colon(field, "header")
             name = field[:colon].lower().decode("latin-1")
             value = field[colon + 1:].strip(b" \t").decode("latin-1")
             if name == "content-length":
