@@ -437,6 +437,14 @@ OPTIONS: tuple[Option, ...] = (
       "HTTP connection", group="limits"),
     O("socket-timeout", number(), 4.0, "timeout in seconds for each read and write on an accepted "
       "connection (body reads, sends)", "z", group="limits"),
+    O("body-timeout", number(), 20.0, "seconds a request body may take to arrive, plus one second for every "
+      "--body-min-rate bytes received (mod_reqtimeout's body=20,MinRate=500); 408 past it (0: no bound)",
+      group="limits"),
+    O("body-min-rate", number(), 500.0, "bytes per second that extend --body-timeout (0: the timeout is "
+      "absolute)", group="limits"),
+    O("send-min-rate", number(), 500.0, "bytes per second a client must take a response at, over every "
+      "--socket-timeout seconds the worker waits on it; a slower client is dropped (0: one byte per window)",
+      group="limits"),
     O("limit-request-line", integer(0), 4094, "longest HTTP request line (414 above; 0: no limit)", group="limits"),
     O("limit-request-fields", integer(0), 100, "most HTTP header fields (431 above; 0: no limit)", group="limits"),
     O("limit-request-field-size", integer(0), 8190, "longest HTTP header line (431 above; 0: no limit)",
