@@ -137,13 +137,17 @@ def measure(target: dict, tmp: Path, args: argparse.Namespace) -> Result:
         out = wrk(url, args.duration, args.connections, 2, close)
         rss = worker_rss(server.pid)
     finally:
-        if nginx is not None:
-            os.killpg(nginx.pid, signal.SIGKILL)
-            nginx.wait()
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        stop(server, nginx)
         log.close()
     return Result(target["name"], target["family"], out["rps"], out["p99_ms"], rss, out["errors"])
+
+
+def stop(server: subprocess.Popen, nginx: subprocess.Popen | None) -> None:
+    """Kill a measured server's process group (and its nginx) and reap them."""
+    for proc in (nginx, server):
+        if proc is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def wrk(url: str, duration: int, connections: int, threads: int, close: bool) -> dict:

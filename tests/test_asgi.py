@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import threading
-import time
 
 import pytest
 
-from conftest import at_once, connect, free_port, http_request, recv_all, responses, wait_for
+from conftest import connect, free_port, http_request, recv_all, responses, wait_for
 from test_master import Load
 from zergserve import asgi
 from zergserve.protocols.http import HTTPConnection
-from zergserve.protocols.uwsgi import encode_packet
 from zergserve.stats import fetch
 from zergserve.wsgi import AppError
 
@@ -56,51 +53,6 @@ def test_streaming_response_with_more_body(spawn, workdir):
     head, _, body = reply.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head
     assert body == b"4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"
-
-
-def test_uwsgi_protocol(spawn, workdir):
-    server = start(spawn, workdir)
-    with connect(server.usock) as sock:
-        sock.sendall(encode_packet({"REQUEST_METHOD": "POST", "PATH_INFO": "/echo", "QUERY_STRING": "q=2",
-                                    "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "5",
-                                    "HTTP_X_TEST": "yes"}) + b"hello")
-        reply = recv_all(sock)
-    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
-    body = json.loads(reply.partition(b"\r\n\r\n")[2])
-    assert body["body"] == "hello" and body["query"] == "q=2" and body["headers"]["x-test"] == "yes"
-
-
-def test_keep_alive_and_pipelining(spawn, workdir):
-    server = start(spawn, workdir)
-    with connect(server.addr) as sock:
-        for path in (b"/pid", b"/"):
-            sock.sendall(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path)
-            (reply,) = responses(sock, 1)
-            assert reply.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in reply
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
-                     + b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n" * 2
-                     + b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        replies = responses(sock, 4)
-        assert [r.split(b"\r\n")[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 4
-        assert b'"body": "hi"' in replies[0] and b"Connection: close" in replies[3]
-        assert recv_all(sock) == b""
-
-
-def test_idle_kept_alive_connection_is_closed_after_keep_alive_seconds(spawn, workdir):
-    server = start(spawn, workdir, "--keep-alive", "0.5")
-    with connect(server.addr) as sock:
-        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
-        responses(sock, 1)
-        started = time.monotonic()
-        assert recv_all(sock, timeout=5) == b""
-        assert time.monotonic() - started < 3
-
-
-def test_one_worker_serves_many_slow_requests_at_once(spawn, workdir):
-    server = start(spawn, workdir)
-    statuses, seconds = at_once(server.addr, "/sleep?s=1", 40)
-    assert statuses == [200] * 40 and seconds < 5  # one at a time would take 40 s
-    wait_for(lambda: fetch(server.stats)["workers"][0]["requests"] == 40, message="40 requests counted")
 
 
 def test_app_exception_and_bad_header_are_500_and_the_worker_lives_on(spawn, workdir):
@@ -191,23 +143,6 @@ def test_app_without_lifespan_is_served(spawn, workdir):
     server = start(spawn, workdir, module="asgi_app:no_lifespan")
     assert http_request(server.addr)[::2] == (200, b"plain")
     assert "does not support ASGI lifespan" in server.log()
-
-
-def test_pause_stops_accepting(spawn, workdir):
-    server = start(spawn, workdir)
-    server.signal(signal.SIGTSTP)
-    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "pause", message="paused")
-    with connect(server.addr) as sock:
-        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        sock.settimeout(0.5)
-        try:
-            sock.recv(100)
-            raise AssertionError("a paused worker answered")
-        except (TimeoutError, socket.timeout):
-            pass
-        server.signal(signal.SIGTSTP)
-        assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
-    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
 
 
 def test_lifespan_startup_failure_stops_the_master(spawn, workdir):

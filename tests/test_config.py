@@ -556,14 +556,14 @@ def test_help_into_a_closed_pipe_exits_quietly():
 
 def test_every_error_of_a_file_in_one_run(workdir):
     ini = workdir / "bad.ini"
-    ini.write_text("[uwsgi]\nhttp = :0\nstatic-map = /s=/srv\nprocesses = x\nchdir = %(nope)\nfor = a\n")
+    ini.write_text("[uwsgi]\nhttp = :0\ndaemonize = /var/log/app.log\nprocesses = x\nchdir = %(nope)\nfor = a\n")
     proc = run_zergserve(str(ini))
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         f"zergserve: {ini}:5: unknown placeholder %(nope): it must be set before it is used",
         f"zergserve: {ini}:6: for without its endfor",
-        f"zergserve: {ini}:3: unknown option 'static-map': zergserve serves no static files: let nginx serve them "
-        "(or whitenoise in the app)",
+        f"zergserve: {ini}:3: unknown option 'daemonize': zergserve stays in the foreground: run it under systemd "
+        "(deploy/systemd) with --logto FILE",
         f"zergserve: {ini}:4: processes: invalid int value 'x'",
     ]
 

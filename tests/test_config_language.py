@@ -235,7 +235,7 @@ def test_set_placeholder(tmp_path):
 # --- errors, hints, warnings -------------------------------------------------------------------------
 
 def test_every_error_of_a_run_at_once(tmp_path):
-    ini = write(tmp_path / "bad.ini", "[uwsgi]\nprocesses = four\nstatic-map = /s=/srv\nchdir = %(nope)\n"
+    ini = write(tmp_path / "bad.ini", "[uwsgi]\nprocesses = four\ndaemonize = /var/log/a.log\nchdir = %(nope)\n"
                                       "threads = 4\nproceses = 2\n")
     with pytest.raises(ConfigError) as info:
         load([ini, "--listen", "lots"], {"ZERGSERVE_NOPE": "1"})
@@ -243,8 +243,8 @@ def test_every_error_of_a_run_at_once(tmp_path):
         "environment variable ZERGSERVE_NOPE: unknown option 'nope'",
         f"{ini}:4: unknown placeholder %(nope): it must be set before it is used",
         f"{ini}:2: processes: invalid int value 'four'",
-        f"{ini}:3: unknown option 'static-map': zergserve serves no static files: let nginx serve them "
-        "(or whitenoise in the app)",
+        f"{ini}:3: unknown option 'daemonize': zergserve stays in the foreground: run it under systemd "
+        "(deploy/systemd) with --logto FILE",
         f"{ini}:5: unknown option 'threads': workers have no thread pool here: use --worker gevent (many "
         "connections per process) or more --processes",
         f"{ini}:6: unknown option 'proceses' (did you mean 'processes'?)",
@@ -253,7 +253,7 @@ def test_every_error_of_a_run_at_once(tmp_path):
 
 
 @pytest.mark.parametrize("name,message", [
-    ("static-map2", "a uWSGI option that zergserve does not support yet"),
+    ("static-gzip-all", "a uWSGI option that zergserve does not support yet"),
     ("mule", "a uWSGI option that zergserve does not support yet"),
     ("timeout", "the nearest here is --harakiri N"),
     ("if-reload", "a uWSGI option that zergserve does not support yet"),

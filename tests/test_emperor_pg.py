@@ -350,12 +350,12 @@ def test_check_config_reads_every_row_and_starts_nothing(db, workdir):
     import subprocess
     import sys
     insert(db, "check", "good.ini", app_config(workdir))
-    insert(db, "check", "bad.ini", app_config(workdir, extra="workers = many\nstatic-map = /s=/srv\n"))
+    insert(db, "check", "bad.ini", app_config(workdir, extra="workers = many\ndaemonize = /var/log/a.log\n"))
     query = "SELECT name, config, ts FROM vassals WHERE host = 'check'"
     proc = subprocess.run([sys.executable, "-m", "zergserve", "--emperor", f"pg://{db.conninfo};{query}",
                            "--check-config"], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "vassal bad.ini: bad.ini:6: processes: invalid int value 'many'" in proc.stderr
-    assert "vassal bad.ini: bad.ini:7: unknown option 'static-map'" in proc.stderr
+    assert "vassal bad.ini: bad.ini:7: unknown option 'daemonize'" in proc.stderr
     assert "good.ini" not in proc.stderr
     assert not list(workdir.glob("*.sock"))

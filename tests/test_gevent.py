@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 import pytest
 
-from conftest import at_once, connect, free_port, http_request, recv_all, responses, wait_for
+from conftest import connect, free_port, http_request, recv_all, wait_for
 from test_master import Load
-from zergserve.protocols.uwsgi import encode_packet
 from zergserve.stats import fetch
 
 pytest.importorskip("gevent", reason="the gevent worker needs gevent (pip install zergserve[gevent])")
@@ -28,51 +26,12 @@ def start(spawn, workdir, *extra: str, workers: int = 1):
     return server
 
 
-def test_one_worker_serves_many_slow_requests_at_once(spawn, workdir):
-    server = start(spawn, workdir)
-    statuses, seconds = at_once(server.addr, "/sleep?s=1", 40)
-    assert statuses == [200] * 40 and seconds < 5  # one at a time would take 40 s
-    wait_for(lambda: fetch(server.stats)["workers"][0]["requests"] == 40, message="40 requests counted")
-
-
-def test_keep_alive_and_pipelining(spawn, workdir):
-    server = start(spawn, workdir)
-    with connect(server.addr) as sock:
-        for path in (b"/pid", b"/"):
-            sock.sendall(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path)
-            (reply,) = responses(sock, 1)
-            assert reply.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in reply
-        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n" * 3 + b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        replies = responses(sock, 4)
-        assert [r.split(b"\r\n")[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 4
-        assert b"Connection: close" in replies[3]
-        assert recv_all(sock) == b""
-
-
-def test_idle_kept_alive_connection_is_closed_after_keep_alive_seconds(spawn, workdir):
-    server = start(spawn, workdir, "--keep-alive", "0.5")
-    with connect(server.addr) as sock:
-        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
-        responses(sock, 1)
-        started = time.monotonic()
-        assert recv_all(sock, timeout=5) == b""
-        assert time.monotonic() - started < 3
-
-
 def test_a_trickling_client_does_not_hold_the_worker(spawn, workdir):
     server = start(spawn, workdir)
     with connect(server.addr) as slow:
         slow.sendall(b"GET /pid HTTP/1.1\r\nHo")
         for _ in range(5):
             assert http_request(server.addr, "GET", "/pid", timeout=2)[0] == 200
-
-
-def test_uwsgi_protocol(spawn, workdir):
-    server = start(spawn, workdir)
-    with connect(server.usock) as sock:
-        sock.sendall(encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_PROTOCOL": "HTTP/1.1"}))
-        reply = recv_all(sock)
-    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"hello")
 
 
 def test_term_finishes_in_flight_requests(spawn, workdir):
@@ -102,20 +61,6 @@ def test_reload_under_load_loses_nothing(spawn, workdir):
     wait_for(lambda: load.ok > count + 30, message="load continues")
     load.stop()
     assert load.failures == []
-
-
-def test_pause_stops_accepting(spawn, workdir):
-    server = start(spawn, workdir)
-    server.signal(signal.SIGTSTP)
-    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "pause", message="paused")
-    with connect(server.addr) as sock:
-        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        sock.settimeout(0.5)
-        with pytest.raises(TimeoutError):
-            sock.recv(100)
-        server.signal(signal.SIGTSTP)
-        assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
-    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
 
 
 def test_harakiri_kills_a_stuck_loop_not_a_long_request_among_others(spawn, workdir):

@@ -476,17 +476,18 @@ def _epoll_targets(pid: int, fd: int) -> frozenset[str]:
 @pytest.mark.timeout(20)
 def test_c35_worker_holds_only_its_own_fds(spawn, workdir):
     """C35 fd inventory of a sync worker: stdio, the listening sockets, the shared scoreboard memfd
-    (its fd and the mmap's own dup), its own epoll and its own wake-up pipe; nothing of the master's
-    loop (closed in Worker.boot from Master.master_fds())."""
+    (its fd and the mmap's own dup), its own epoll, its own wake-up pipe and the read end of its own
+    lifeline; nothing of the master's loop nor another worker's lifeline (closed in Worker.boot from
+    Master.master_fds())."""
     server = start(spawn, workdir, workers=2)
     master_epolls = {_epoll_targets(server.pid, fd) for fd, target in fds(server.pid).items()
                      if target == "anon_inode:[eventpoll]"}
     assert len(master_epolls) == 1
     for pid in stats_pids(server):
         kinds = Counter(re.sub(r"^/tmp/.*\.log$", "LOG", kind) for kind in fd_kinds(pid))
-        assert kinds["socket"] == 2 and kinds["pipe"] == 2 and kinds["LOG"] == 2
+        assert kinds["socket"] == 2 and kinds["pipe"] == 3 and kinds["LOG"] == 2
         assert kinds["/memfd:zergserve-scoreboard (deleted)"] == 2
         worker_epolls = [_epoll_targets(pid, fd) for fd, target in fds(pid).items()
                          if target == "anon_inode:[eventpoll]"]
         assert not master_epolls & set(worker_epolls), f"worker {pid} holds the master's epoll fd"
-        assert len(worker_epolls) == 1 and sum(kinds.values()) == 10, kinds
+        assert len(worker_epolls) == 1 and sum(kinds.values()) == 11, kinds

@@ -18,6 +18,15 @@ class AppLoadError(Exception):
     """The application could not be found, imported or is not callable."""
 
 
+_layers: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = []
+
+
+def add_layer(wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Have every app load() returns from now on wrapped by `wrap` (the static files). Set by the cli
+    before the master forks, so a preloaded, a lazy (--lazy-apps) and a reloaded app get it alike."""
+    _layers.append(wrap)
+
+
 def prepare(chdir: str | None, pythonpath: list[str], env: list[str], home: str | None = None) -> None:
     """Process-wide setup that must happen before the import: cwd, environment, sys.path (--pythonpath,
     then the virtualenv's site-packages, then the rest)."""
@@ -77,6 +86,8 @@ def load(module: str | None, wsgi_file: str | None, callable_name: str = "applic
     found = interface(app)
     if serves and found and found != serves:
         raise AppLoadError(_MISMATCH[found].format(app=f"{attr!r} in {where}", worker=worker))
+    for wrap in _layers:
+        app = wrap(app)
     return app
 
 

@@ -14,8 +14,8 @@ import traceback
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
-from zergserve import proxy, wsgi
-from zergserve.wsgi import AppError, ClientDisconnected, RequestError
+from zergserve import proxy
+from zergserve.vocabulary import AppError, ClientDisconnected, RequestError, check_field, printable, reason
 
 ASGI = {"version": "3.0", "spec_version": "2.3"}
 _ERROR_BODY = b"Internal Server Error\n"
@@ -35,8 +35,6 @@ class Sink(Protocol):
 def http_scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str, Any]) -> dict[str, Any]:
     """The scope of a parsed HTTP request (protocols.http.Request)."""
     path = request.path
-    if path.startswith(("http://", "https://")):
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
     raw_path = path.encode("latin-1")
     return proxy.apply_scope({
         "type": "http",
@@ -112,7 +110,7 @@ def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
             raise AppError(f"header {item!r} is not a (name, value) pair") from None
         if not isinstance(name, (bytes, bytearray)) or not isinstance(value, (bytes, bytearray)):
             raise AppError(f"header {item!r}: name and value must be bytes")
-        wsgi.check_field(bytes(name), bytes(value), name, value)
+        check_field(bytes(name), bytes(value), name, value)
         out.append((bytes(name), bytes(value)))
     return out
 
@@ -184,7 +182,7 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
             more = bool(message.get("more_body", False))
             try:
                 if not response.head_sent:
-                    await sink.send_head(response.status, wsgi.reason(response.status), response.headers, data)
+                    await sink.send_head(response.status, reason(response.status), response.headers, data)
                     response.head_sent = True  # after: a head the codec refused leaves room for a 500
                 elif data:
                     await sink.send_body(data)
@@ -202,7 +200,6 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
         else:
             raise AppError(f"unexpected ASGI message {kind!r}")
 
-    where = f"{scope['method']} {scope['path']!r}"
     try:
         await app(scope, receive, send)
         if not response.finished:
@@ -211,13 +208,13 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
             raise AppError("app returned without completing its response")
     except ClientDisconnected as exc:
         response.status = response.status or 499
-        log_error(f"client gone during {where}: {exc}")
+        log_error(f"client gone during {printable(scope['method'])} {scope['path']!r}: {exc}")
         sink.abort()
     except RequestError as exc:
-        log_error(f"bad request body for {where}: {exc}")
-        await _error_response(response, sink, exc.status, wsgi.reason(exc.status) + b"\n")
+        log_error(f"bad request body for {printable(scope['method'])} {scope['path']!r}: {exc}")
+        await _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
     except _APP_FAILURES as exc:
-        log_error(f"error in app for {where}:\n" + "".join(traceback.format_exception(exc)).rstrip())
+        log_error(f"error in app for {printable(scope['method'])} {scope['path']!r}:\n" + "".join(traceback.format_exception(exc)).rstrip())
         await _error_response(response, sink, 500, _ERROR_BODY)
     finally:
         response.done.set()
@@ -233,7 +230,7 @@ async def _error_response(response: Response, sink: Sink, status: int, body: byt
     response.head_sent = response.finished = True
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
     try:
-        await sink.send_head(status, wsgi.reason(status), headers, body)
+        await sink.send_head(status, reason(status), headers, body)
         response.sent = len(body)
         await sink.finish()
     except OSError:

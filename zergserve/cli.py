@@ -178,6 +178,14 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         except cheaper.CheaperError as exc:
             logger.error("%s", exc)
             return EXIT_USAGE
+    if cfg.check_static or cfg.static_map or cfg.static_map2:
+        from zergserve import static  # here: an instance without static files never imports it
+        try:
+            files = static.Files.from_config(cfg)  # after --chdir: relative directories are the app's
+        except static.StaticError as exc:
+            logger.error("%s", exc)
+            return EXIT_USAGE
+        app_loader.add_layer(static.layer(files, asgi=workers.SERVES[cfg.worker] == "asgi"))
     if cfg.check_config:
         return _check_config(cfg)
     reloaded = REEXEC_LISTENERS in os.environ

@@ -246,6 +246,37 @@ def key_value(value: str) -> str:
     return value
 
 
+@_metavar("/URL=DIR")
+def mount(value: str) -> str:
+    """A --static-map: a mount point (a path) and the directory or file it maps to."""
+    prefix, sep, target = value.partition("=")
+    if not sep or not prefix.startswith("/") or not target:
+        raise ValueError(f"expected /MOUNTPOINT=DIR (or =FILE), got {value!r}")
+    return value
+
+
+@_metavar("'REGEXP SECONDS'")
+def expires_rule(value: str) -> str:
+    """A --static-expires rule as uWSGI spells it: a regular expression, a space, seconds."""
+    pattern, _, seconds = value.strip().rpartition(" ")
+    if not pattern.strip() or not seconds.isdigit():
+        raise ValueError(f"expected 'REGEXP SECONDS', got {value!r}")
+    try:
+        re.compile(pattern.strip())
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern.strip()!r}: {exc}") from None
+    return value
+
+
+@_metavar("TYPE=SECONDS")
+def expires_type(value: str) -> str:
+    """A --static-expires-type rule: a MIME type, '=', seconds."""
+    mime, _, seconds = value.strip().partition("=")
+    if not mime or not seconds.isdigit():
+        raise ValueError(f"expected MIMETYPE=SECONDS, got {value!r}")
+    return value
+
+
 # --- the table -----------------------------------------------------------------------------------
 
 class Option(NamedTuple):
@@ -362,6 +393,23 @@ OPTIONS: tuple[Option, ...] = (
     O("unprivileged-binary-patch", text, None, "as privileged-binary-patch (zergserve drops no privileges of "
       "its own before it)", group="processes"),
     O("unprivileged-binary-patch-arg", text, None, "as privileged-binary-patch-arg", group="processes"),
+    # static files
+    O("static-map", mount, (), "serve GET/HEAD of /URL/REST from DIR/REST before the app (DIR may be one file); "
+      "a path with no file there goes to the app", repeatable=True, group="static"),
+    O("static-map2", mount, (), "as static-map, but the whole path is appended: /URL/REST from DIR/URL/REST",
+      repeatable=True, group="static"),
+    O("check-static", text, (), "serve GET/HEAD of /PATH from DIR/PATH when that file exists, else the app",
+      repeatable=True, group="static"),
+    O("static-index", text, (), "for a mapped directory, serve this file in it (index.html)", repeatable=True,
+      group="static"),
+    O("static-safe", text, (), "a file whose real path (symlinks resolved) is under DIR may be served even when "
+      "it is outside the directory it was mapped through", repeatable=True, group="static"),
+    O("static-expires", expires_rule, (), "an Expires header SECONDS from now for static files whose real path "
+      "matches REGEXP", repeatable=True, group="static"),
+    O("static-expires-type", expires_type, (), "an Expires header SECONDS from now for static files of this "
+      "MIME type", repeatable=True, group="static"),
+    O("mimefile", text, (), "read more MIME types (mime.types format) for static files; Python's table and "
+      "/etc/mime.types are read anyway", aliases=("mime-file",), repeatable=True, group="static"),
     # privileges
     O("uid", text, None, "after binding the sockets and before loading the app, the master and workers become "
       "this user (name or number)", group="privileges"),
@@ -389,6 +437,14 @@ OPTIONS: tuple[Option, ...] = (
       "HTTP connection", group="limits"),
     O("socket-timeout", number(), 4.0, "timeout in seconds for each read and write on an accepted "
       "connection (body reads, sends)", "z", group="limits"),
+    O("body-timeout", number(), 20.0, "seconds a request body may take to arrive, plus one second for every "
+      "--body-min-rate bytes received (mod_reqtimeout's body=20,MinRate=500); 408 past it (0: no bound)",
+      group="limits"),
+    O("body-min-rate", number(), 500.0, "bytes per second that extend --body-timeout (0: the timeout is "
+      "absolute)", group="limits"),
+    O("send-min-rate", number(), 500.0, "bytes per second a client must take a response at, over every "
+      "--socket-timeout seconds the worker waits on it; a slower client is dropped (0: one byte per window)",
+      group="limits"),
     O("limit-request-line", integer(0), 4094, "longest HTTP request line (414 above; 0: no limit)", group="limits"),
     O("limit-request-fields", integer(0), 100, "most HTTP header fields (431 above; 0: no limit)", group="limits"),
     O("limit-request-field-size", integer(0), 8190, "longest HTTP header line (431 above; 0: no limit)",
@@ -564,7 +620,7 @@ OPTIONS: tuple[Option, ...] = (
 del O
 
 _GROUP_TITLES = {"app": "Application", "sockets": "Sockets", "processes": "Processes", "limits": "Limits",
-                 "privileges": "Privileges", "reload": "Reload on change",
+                 "privileges": "Privileges", "reload": "Reload on change", "static": "Static files",
                  "zerg": "Zerg mode", "elastic": "Idle, cheap and SOS",
                  "cheaper": "Cheaper: the worker count follows the load", "emperor": "Emperor", "stats": "Stats",
                  "logging": "Logging", "compat": "uWSGI compatibility", "config": "Configuration"}
@@ -588,8 +644,6 @@ _HINTS: dict[str, str] = {
     "http-keepalive": "--http keeps connections alive with --worker gevent or asyncio (see --keep-alive)",
     "daemonize": "zergserve stays in the foreground: run it under systemd (deploy/systemd) with --logto FILE",
     "daemon": "zergserve stays in the foreground: run it under systemd (deploy/systemd)",
-    "static-map": "zergserve serves no static files: let nginx serve them (or whitenoise in the app)",
-    "check-static": "zergserve serves no static files: let nginx serve them (or whitenoise in the app)",
     "https": _SERVE_TLS, "https-socket": _SERVE_TLS, "certfile": _SERVE_TLS, "keyfile": _SERVE_TLS,
     "timeout": "gunicorn's --timeout kills a silent worker; the nearest here is --harakiri N (a request running "
                "more than N seconds)",

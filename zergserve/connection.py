@@ -1,59 +1,30 @@
-"""Serving one accepted connection over a blocking socket: read, parse, run the app, write.
+"""The blocking driver: one accepted connection over a blocking socket, moved by an Exchange.
 
-The sans-I/O codecs (protocols/) decide what bytes mean; this module owns the socket, the
-deadlines and the logging around them. Blocking sockets with timeouts serve the sync worker as
-they are and a gevent worker unchanged (its sockets are cooperative), one greenlet per connection.
+The exchange (exchange.py) decides everything about the request lifecycle; this module only
+reads, writes and waits. Blocking sockets with timeouts serve the sync worker as they are and a
+gevent worker unchanged (its sockets are cooperative), one greenlet per connection.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import socket
 import struct
+import termios
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from zergserve import wsgi
-from zergserve.protocols import http as h1
-from zergserve.protocols import uwsgi
-from zergserve.scoreboard import RowWriter
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RECEIVE, Exchange, Reply
+from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
+
+__all__ = ["Context", "serve", "send_all", "sending", "unsent", "log_writer"]
 
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
-_RECV = 65536
-
-
-class Context:
-    """Everything a connection needs from its worker, fixed for the worker's life."""
-
-    def __init__(self, app: Callable, row: RowWriter, wid: int, log_error: Callable[[str], None],
-                 access_log: Callable[[str], None] | None, limits: h1.Limits, http_timeout: float = 4.0,
-                 socket_timeout: float = 4.0, keepalive_timeout: float = 0.0, limit_post: int = 0,
-                 buffer_size: int = 4096, max_vars: int = 128, keep_alive: bool = False) -> None:
-        self.app = app
-        self.row = row
-        self.wid = wid
-        self.log_error = log_error
-        self.access_log = access_log
-        self.limits = limits
-        self.http_timeout = http_timeout
-        self.socket_timeout = socket_timeout
-        self.keepalive_timeout = keepalive_timeout
-        self.limit_post = limit_post
-        self.buffer_size = buffer_size
-        self.max_vars = max_vars
-        self.keep_alive = keep_alive
-        self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
-        self.environs: dict[int, dict[str, Any]] = {}
-
-    def base_environ(self, listener: Listener) -> dict[str, Any]:
-        key = listener.fileno()
-        env = self.environs.get(key)
-        if env is None:
-            env = self.environs[key] = wsgi.base_environ(*listener.server_name_port())
-        return env
 
 
 def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> None:
@@ -65,87 +36,216 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> N
     """
     try:
         conn.setblocking(False)
-        if listener.proto == "http":
-            _serve_http(conn, peer, listener, ctx)
-        else:
-            _serve_uwsgi(conn, peer, listener, ctx)
+        ex = Exchange(ctx, listener, peer, conn)
+        while True:
+            action = ex.next_action()
+            if action is RECEIVE:
+                try:
+                    ex.receive_data(_recv(conn, RECV, ex.deadline))
+                except (socket.timeout, TimeoutError):
+                    ex.timed_out()
+            elif type(action) is Reply:
+                send_all(conn, action.data, ctx.pace())
+                if action.linger:
+                    _linger_close(conn)
+                return
+            elif not _serve_request(conn, listener, ctx, ex):
+                return
     except OSError:
         pass
     finally:
         conn.close()
 
 
-class _Timeout(Exception):
-    """The request head did not arrive before its deadline."""
+def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:
+    """Run the app for one request; False when the connection must close afterwards."""
+    body = wsgi.Input(_body_pull(conn, ex) if ex.has_body else None)
+    if ex.http:
+        environ = wsgi.http_environ(_base_environ(ctx, listener), ex.request, ex.peer, body)
+    else:
+        environ = wsgi.uwsgi_environ(_base_environ(ctx, listener), ex.variables, body)
+    response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error)
+    after = ex.after_response(response.status, response.sent)
+    if after == DRAIN:
+        after = KEEP if _drain(body) else LINGER
+    if after == LINGER:
+        _linger_close(conn)
+    return after == KEEP and ex.next_request()
 
 
-def _recv_before(conn: socket.socket, deadline: float) -> bytes:
-    """recv() bounded by an absolute deadline, so a byte-a-second trickle cannot hold the worker."""
-    if conn.gettimeout() == 0.0:
-        try:
-            return conn.recv(_RECV)
-        except BlockingIOError:
-            pass
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise _Timeout
-    conn.settimeout(left)
+def _base_environ(ctx: Context, listener: Listener) -> dict[str, Any]:
+    """The per-listener part of the environ, built once per worker."""
+    env = ctx.environs.get(listener.fileno())
+    if env is None:
+        env = ctx.environs[listener.fileno()] = wsgi.base_environ(*listener.server_name_port())
+    return env
+
+
+def _drain(body: wsgi.Input) -> bool:
+    """Read what the app left of the body so the next request can be parsed; give up past the cap."""
+    total = 0
     try:
-        return conn.recv(_RECV)
-    except (socket.timeout, TimeoutError):
-        raise _Timeout from None
+        while chunk := body.read(8192):
+            total += len(chunk)
+            if total > DRAIN_CAP:
+                return False
+    except (OSError, wsgi.RequestError):
+        return False
+    return True
 
 
-def _recv(conn: socket.socket, size: int, timeout: float) -> bytes:
-    """recv() that waits at most `timeout` seconds for data (socket.timeout past it)."""
+def _body_pull(conn: socket.socket, ex: Exchange) -> Callable[[int], bytes]:
+    """wsgi.Input's pull function: the exchange's body pieces, read from the socket as it asks."""
+    def pull(size: int) -> bytes:
+        interim = ex.interim()
+        if interim:
+            send_all(conn, interim, ex.ctx.pace())
+        while True:
+            piece = ex.body_next()
+            if type(piece) is bytes:
+                return piece
+            try:
+                data = _recv(conn, ex.want, time.monotonic() + piece)
+            except (socket.timeout, TimeoutError):
+                ex.body_stalled()
+            ex.body_data(data)
+
+    return pull
+
+
+class _Sink:
+    """Puts the exchange's response bytes on the socket (wsgi.Sink)."""
+
+    __slots__ = ("conn", "ex", "pace")
+
+    def __init__(self, conn: socket.socket, ex: Exchange, pace: SendPace) -> None:
+        self.conn = conn
+        self.ex = ex
+        self.pace = pace
+
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        send_all(self.conn, self.ex.head(status, reason, headers, body), self.pace)
+
+    def send_body(self, data: bytes) -> None:
+        framed = self.ex.data(data)
+        if framed:
+            send_all(self.conn, framed, self.pace)
+
+    def sendfile(self, file: Any, count: int | None) -> int | None:
+        try:
+            fd, offset = file.fileno(), file.tell()
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not self.ex.unframed_file(count):
+            return None
+        return _sendfile(self.conn, fd, offset, file, count, self.pace)
+
+    def finish(self) -> None:
+        end = self.ex.end()
+        if end:
+            send_all(self.conn, end, self.pace)
+
+    def abort(self) -> None:
+        self.ex.abort()
+
+
+# --- socket calls ------------------------------------------------------------------------------
+
+def _recv(conn: socket.socket, size: int, deadline: float) -> bytes:
+    """recv() bounded by an absolute deadline (socket.timeout past it), so a byte-a-second trickle
+    cannot hold the worker; tried without waiting first, as the bytes are usually there."""
     if conn.gettimeout() == 0.0:
         try:
             return conn.recv(size)
         except BlockingIOError:
-            conn.settimeout(timeout)
+            pass
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    conn.settimeout(left)
     return conn.recv(size)
 
 
-def send_all(conn: socket.socket, data: bytes, timeout: float) -> None:
-    """Send everything, failing only when the client takes no byte for `timeout` seconds.
+def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:
+    """Send everything, or raise TimeoutError once the client reads slower than `pace` allows.
 
     Python's sendall() bounds the whole transfer, which would cut a slow but live download of a
-    large body; like nginx's send_timeout, this bounds the wait between two writes instead. The
-    first send is tried without waiting: it usually takes the whole response.
+    large body, and a timeout per write would let a client taking one byte at a time hold the
+    worker forever; the pace (pacing.py) asks for a minimum rate while we wait.
     """
     if conn.gettimeout() != 0.0:
         conn.setblocking(False)
-    view = memoryview(data)
-    queued = -1
+    for wait in sending(conn, data, pace):
+        _poll_out(conn, wait)
+
+
+def _poll_out(conn: socket.socket, seconds: float) -> None:
+    """Wait at most `seconds` for the socket to be writable."""
+    poller = select.poll()
+    poller.register(conn, select.POLLOUT)
+    poller.poll(seconds * 1000)
+
+
+def sending(conn: socket.socket, data: bytes, pace: SendPace) -> Iterable[float]:
+    """Send `data` on a non-blocking socket; the seconds the driver may wait for it to be writable,
+    each time it is full (SendTimeout once the client took too little). The first send is tried
+    at once and usually takes the whole response: then there is nothing to iterate."""
+    try:
+        sent = conn.send(data)
+    except BlockingIOError:
+        sent = 0
+    pace.accepted += sent
+    return _send_rest(conn, memoryview(data)[sent:], pace) if sent < len(data) else ()
+
+
+def _send_rest(conn: socket.socket, view: memoryview, pace: SendPace) -> Iterator[float]:
+    """The rest of a send: the kernel says writable only once a third of a large send buffer is
+    free, so progress is read from the send queue's length, not from wake-ups."""
     while view:
         try:
             sent = conn.send(view)
         except BlockingIOError:
             sent = 0
         if sent:
+            pace.accepted += sent
             view = view[sent:]
             continue
-        poller = select.poll()
-        poller.register(conn, select.POLLOUT)
-        if poller.poll(timeout * 1000):
-            continue
-        # The kernel signals room only once a third of a large send buffer is free; a slow reader
-        # may still be taking bytes. Its queue shrinking is progress too.
-        now_queued = _unsent(conn)
-        if 0 <= now_queued < queued or queued < 0 <= now_queued:
-            queued = now_queued
-            continue
-        raise TimeoutError(f"client took no data for {timeout:g}s")
+        started = time.monotonic()
+        yield pace.wait(unsent(conn))
+        pace.waited(time.monotonic() - started, unsent(conn))
 
 
-def _unsent(conn: socket.socket) -> int:
+def unsent(conn: socket.socket) -> int:
     """Bytes still waiting in the socket's send queue (SIOCOUTQ), -1 if the kernel will not say."""
-    import fcntl
-    import termios
     try:
         return struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
     except OSError:
         return -1
+
+
+def _sendfile(conn: socket.socket, fd: int, offset: int, file: Any, count: int | None, pace: SendPace) -> int:
+    """os.sendfile() of `count` bytes of `fd` from `offset`, paced as send_all()."""
+    if count is None:
+        count = os.fstat(fd).st_size - offset
+    conn.setblocking(False)
+    total = 0
+    try:
+        while total < count:
+            try:
+                sent = os.sendfile(conn.fileno(), fd, offset + total, min(count - total, 1 << 20))
+            except BlockingIOError:
+                started = time.monotonic()
+                _poll_out(conn, pace.wait(unsent(conn)))
+                pace.waited(time.monotonic() - started, unsent(conn))
+                continue
+            if not sent:
+                break
+            total += sent
+            pace.accepted += sent
+    except OSError as exc:
+        raise wsgi.ClientDisconnected(str(exc)) from exc
+    file.seek(offset + total)
+    return total
 
 
 def _linger_close(conn: socket.socket) -> None:
@@ -159,322 +259,12 @@ def _linger_close(conn: socket.socket) -> None:
             if left <= 0:
                 break
             conn.settimeout(left)
-            data = conn.recv(_RECV)
+            data = conn.recv(RECV)
             if not data:
                 break
             total += len(data)
     except OSError:
         pass
-
-
-def _printable(text: str) -> str:
-    """Escape control bytes so a request path cannot forge or colour log lines."""
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape").decode("ascii")
-
-
-def access(ctx: Context, peer: Any, method: str, target: str, proto: str, status: int, sent: int,
-            started: float) -> None:
-    if ctx.access_log is None:
-        return
-    addr = peer[0] if peer else "-"
-    ms = (time.time() - started) * 1000
-    ctx.access_log(f'{addr} "{_printable(method)} {_printable(target)} {proto}" {status} {sent} '
-                   f"{ms:.1f}ms w{ctx.wid}")
-
-
-# --- uwsgi -------------------------------------------------------------------------------------
-
-class _RawSink:
-    """Writes a raw HTTP response on a uwsgi connection, as uWSGI does: status line, the app's
-    headers verbatim, body; the connection closes after it."""
-
-    __slots__ = ("conn", "protocol", "timeout", "head")
-
-    def __init__(self, conn: socket.socket, protocol: str, timeout: float) -> None:
-        self.conn = conn
-        self.protocol = protocol.encode("latin-1")
-        self.timeout = timeout
-        self.head = 0  # bytes of the response head, for tx (uWSGI counts them)
-
-    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        parts = [b"%s %d %s\r\n" % (self.protocol, status, reason)]
-        parts.extend(b"%s: %s\r\n" % header for header in headers)
-        parts.append(b"\r\n")
-        self.head = sum(map(len, parts))
-        parts.append(body)
-        send_all(self.conn, b"".join(parts), self.timeout)
-
-    def send_body(self, data: bytes) -> None:
-        send_all(self.conn, data, self.timeout)
-
-    def sendfile(self, file: Any, count: int | None) -> int | None:
-        return _sendfile(self.conn, file, count, self.timeout)
-
-    def finish(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-def _sendfile(conn: socket.socket, file: Any, count: int | None, timeout: float) -> int | None:
-    try:
-        conn.settimeout(timeout)
-        return conn.sendfile(file, count=count)
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _serve_uwsgi(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> None:
-    deadline = time.monotonic() + ctx.socket_timeout
-    parser = uwsgi.PacketParser(ctx.buffer_size, ctx.max_vars)
-    try:
-        packet = None
-        while packet is None:
-            parser.receive_data(_recv_before(conn, deadline))
-            packet = parser.next_packet()
-    except uwsgi.EmptyConnection:
-        return
-    except uwsgi.UwsgiError as exc:
-        ctx.log_error(f"uwsgi: {exc} (peer {peer_text(peer, listener)})")
-        return
-    except _Timeout:
-        ctx.log_error(f"uwsgi: no complete packet within {ctx.socket_timeout:g}s "
-                      f"(peer {peer_text(peer, listener)})")
-        return
-    if packet.modifier1 == uwsgi.MODIFIER_PING:
-        send_all(conn, uwsgi.PONG, ctx.socket_timeout)
-        return
-    started = time.time()
-    variables = packet.vars
-    method, target, protocol, length, refused = uwsgi_head(variables, ctx, peer, listener)
-    if refused:
-        send_all(conn, raw_error(protocol, refused), ctx.socket_timeout)
-        if refused == 413:
-            _linger_close(conn)
-        return
-    body = wsgi.Input(_uwsgi_body(conn, parser.trailing, length, ctx.socket_timeout) if length else None)
-    environ = wsgi.uwsgi_environ(ctx.base_environ(listener), variables, body)
-    ctx.row.begin(f"{method} {target}".encode("latin-1", "replace"), started)
-    sink = _RawSink(conn, protocol, ctx.socket_timeout)
-    response = wsgi.run(ctx.app, environ, sink, ctx.log_error)
-    ctx.row.end(sink.head + response.sent, time.time() - started, response.status >= 500)
-    access(ctx, peer or (variables.get("REMOTE_ADDR", "-"),), method, target, protocol, response.status,
-            response.sent, started)
-    if not body.drained():
-        _linger_close(conn)
-
-
-def _uwsgi_body(conn: socket.socket, first: bytes, length: int, timeout: float) -> Callable[[int], bytes]:
-    """A pull function over exactly `length` body bytes: the ones read with the packet, then the socket."""
-    state = {"left": length, "first": first[:length]}
-
-    def pull(size: int) -> bytes:
-        left = state["left"]
-        if left <= 0:
-            return b""
-        head = state["first"]
-        if head:
-            state["first"] = b""
-            state["left"] = left - len(head)
-            return head
-        try:
-            data = _recv(conn, min(size, left, _RECV), timeout)
-        except (socket.timeout, TimeoutError):
-            raise wsgi.ClientDisconnected(f"body stalled with {left} of {length} bytes unread") from None
-        if not data:
-            raise wsgi.ClientDisconnected(f"client closed with {left} of {length} body bytes unsent")
-        state["left"] = left - len(data)
-        return data
-
-    return pull
-
-
-def uwsgi_head(variables: dict[str, str], ctx: Context, peer: Any,
-               listener: Listener) -> tuple[str, str, str, int, int]:
-    """Method, target, protocol and body length of a uwsgi request, and the status to refuse it
-    with (400 for a bad CONTENT_LENGTH, 413 over --limit-post; 0 to serve it), logged here once
-    for every worker class."""
-    method = variables.get("REQUEST_METHOD", "GET")
-    target = variables.get("REQUEST_URI") or variables.get("PATH_INFO", "")
-    protocol = variables.get("SERVER_PROTOCOL") or "HTTP/1.0"
-    try:
-        length = uwsgi.content_length(variables)
-    except uwsgi.BadContentLength as exc:
-        ctx.log_error(f"uwsgi: {exc} (peer {peer_text(peer, listener)})")
-        return method, target, protocol, 0, 400
-    if ctx.limit_post and length > ctx.limit_post:
-        ctx.log_error(f"uwsgi: body of {length} bytes over limit-post {ctx.limit_post}")
-        return method, target, protocol, length, 413
-    return method, target, protocol, length, 0
-
-
-def raw_error(protocol: str, status: int) -> bytes:
-    """A whole plain-text error response in the request's protocol, as uWSGI writes one."""
-    text = wsgi.reason(status)
-    body = text + b"\n"
-    return (b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-            % (protocol.encode("latin-1"), status, text, len(body), body))
-
-
-def peer_text(peer: Any, listener: Listener) -> str:
-    return f"{peer[0]}:{peer[1]}" if peer else listener.name
-
-
-# --- HTTP --------------------------------------------------------------------------------------
-
-class _HTTPSink:
-    """Writes the response through the h11 connection, which frames it (chunked, HEAD, close)."""
-
-    __slots__ = ("conn", "h", "raw", "timeout", "head")
-
-    def __init__(self, conn: socket.socket, h: h1.HTTPConnection, timeout: float) -> None:
-        self.conn = conn
-        self.h = h
-        self.raw = False
-        self.timeout = timeout
-        self.head = 0  # bytes of the response head, for tx (uWSGI counts them)
-
-    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        data = self.h.send_response(status, reason, headers)
-        self.head = len(data)
-        if body:
-            data += self.h.send_data(body)
-        send_all(self.conn, data, self.timeout)
-
-    def send_body(self, data: bytes) -> None:
-        send_all(self.conn, self.h.send_data(data), self.timeout)
-
-    def sendfile(self, file: Any, count: int | None) -> int | None:
-        if self.h.must_close and count is not None:
-            self.raw = True  # the codec no longer frames this response; the connection closes after it
-            return _sendfile(self.conn, file, count, self.timeout)
-        return None
-
-    def finish(self) -> None:
-        if not self.raw:
-            end = self.h.send_end()
-            if end:
-                send_all(self.conn, end, self.timeout)
-
-    def abort(self) -> None:
-        self.raw = True
-
-
-def _serve_http(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> None:
-    h = h1.HTTPConnection(ctx.limits, keep_alive=ctx.keep_alive)
-    deadline = time.monotonic() + ctx.http_timeout
-    received_any = False
-    while True:
-        try:
-            event = h.next_event()
-            while event is h1.NEED_DATA:
-                data = _recv_before(conn, deadline)
-                received_any = received_any or bool(data)
-                h.receive_data(data)
-                event = h.next_event()
-        except h1.HTTPError as exc:
-            ctx.log_error(f"http: {exc.status} {exc.reason} (peer {peer_text(peer, listener)})")
-            send_all(conn, h.error_response(exc), ctx.socket_timeout)
-            _linger_close(conn)
-            return
-        except _Timeout:
-            if received_any:
-                ctx.log_error(f"http: request head not complete within {ctx.http_timeout:g}s "
-                              f"(peer {peer_text(peer, listener)})")
-                send_all(conn, h.error_response(h1.HTTPError(408, "request head timeout")), ctx.socket_timeout)
-            return
-        if not isinstance(event, h1.Request):
-            return  # ConnectionClosed, or PAUSED with nothing more to do
-        if not _serve_request(conn, peer, listener, ctx, h, event):
-            return
-        if ctx.draining or not h.start_next_cycle():
-            return
-        deadline = time.monotonic() + (ctx.keepalive_timeout or ctx.http_timeout)
-        received_any = False
-
-
-def _serve_request(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
-                   h: h1.HTTPConnection, request: Any) -> bool:
-    """Run the app for one request; False when the connection must close afterwards."""
-    started = time.time()
-    if ctx.limit_post and request.content_length is not None and request.content_length > ctx.limit_post:
-        ctx.log_error(f"http: body of {request.content_length} bytes over limit-post {ctx.limit_post}")
-        send_all(conn, h.error_response(h1.HTTPError(413, "body over limit-post")), ctx.socket_timeout)
-        _linger_close(conn)
-        return False
-    if ctx.draining:
-        h.keep_alive = False  # this response says Connection: close
-    has_body = request.chunked or bool(request.content_length)
-    body = wsgi.Input(_http_body(conn, h, ctx) if has_body else None)
-    environ = wsgi.http_environ(ctx.base_environ(listener), request, peer, body)
-    ctx.row.begin(f"{request.method} {request.target}".encode("latin-1", "replace"), started)
-    sink = _HTTPSink(conn, h, ctx.socket_timeout)
-    try:
-        response = wsgi.run(ctx.app, environ, sink, ctx.log_error)
-    except h1.HTTPError as exc:  # the codec refused what the app produced
-        ctx.log_error(f"http: cannot send response: {exc.reason}")
-        ctx.row.end(0, time.time() - started, True)
-        return False
-    ctx.row.end(sink.head + response.sent, time.time() - started, response.status >= 500)
-    access(ctx, peer, request.method, request.target, "HTTP/" + request.http_version, response.status,
-            response.sent, started)
-    if sink.raw:
-        if not body.drained():
-            _linger_close(conn)
-        return False
-    if not body.drained():
-        if h.must_close or not _drain(body):
-            _linger_close(conn)
-            return False
-    return not h.must_close
-
-
-def _drain(body: wsgi.Input, cap: int = 65536) -> bool:
-    """Read what the app left of the body so the next request can be parsed; give up past `cap`."""
-    total = 0
-    try:
-        while chunk := body.read(8192):
-            total += len(chunk)
-            if total > cap:
-                return False
-    except (OSError, wsgi.RequestError, h1.HTTPError):
-        return False
-    return True
-
-
-def _http_body(conn: socket.socket, h: h1.HTTPConnection, ctx: Context) -> Callable[[int], bytes]:
-    """A pull function that feeds h11 from the socket until the body's EndOfMessage."""
-    state = {"read": 0, "continued": False}
-
-    def pull(size: int) -> bytes:
-        if not state["continued"]:
-            state["continued"] = True
-            interim = h.send_continue()
-            if interim:
-                send_all(conn, interim, ctx.socket_timeout)
-        while True:
-            try:
-                event = h.next_event()
-            except h1.HTTPError as exc:
-                raise wsgi.RequestError(exc.reason) from None
-            if event is h1.NEED_DATA:
-                try:
-                    data = _recv(conn, _RECV, ctx.socket_timeout)
-                except (socket.timeout, TimeoutError):
-                    raise wsgi.ClientDisconnected("request body stalled") from None
-                h.receive_data(data)
-                continue
-            if isinstance(event, h1.Data):
-                state["read"] += len(event.data)
-                if ctx.limit_post and state["read"] > ctx.limit_post:
-                    raise wsgi.RequestTooLarge
-                return bytes(event.data)
-            return b""
-
-    return pull
 
 
 def log_writer(fd: int) -> Callable[[str], None]:

@@ -51,6 +51,7 @@ from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_
 
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
+REEXEC_LIFELINES = "ZERGSERVE_REEXEC_LIFELINES"  # pid:fd of each old worker's lifeline write end
 REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
 RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # for the HUP check: the stats and metrics addresses the master holds
 EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
@@ -115,6 +116,7 @@ class Master:
         self.num_workers = cfg.processes
         self.workers: dict[int, WorkerProc] = {}
         self.retiring: dict[int, Retiring] = {}
+        self.lifelines: dict[int, int] = {}  # worker pid -> the write end of its lifeline pipe (lifeline.py)
         self.respawn_at: dict[int, float] = {}
         self.history: dict[int, WorkerProc] = {}
         self.signals: list[int] = []
@@ -256,6 +258,8 @@ class Master:
         for listener in self.listeners:
             logger.info("%s socket %s (%s, fd %d)", listener.proto, listener.name, listener.origin,
                         listener.fileno())
+        for warning in self.worker_class.start_warnings(self.listeners):
+            logger.warning("%s", warning)
         logger.info("zergserve %s master %d: %d %s worker(s)", __version__, os.getpid(), self.num_workers,
                     cfg.worker)
 
@@ -283,7 +287,7 @@ class Master:
     def master_fds(self) -> list[int]:
         """Descriptors a forked worker must close: they belong to the master's loop."""
         fds = [key.fd for key in self.selector.get_map().values()]
-        return fds + [self._wake[1], self.selector.fileno()]
+        return fds + [self._wake[1], self.selector.fileno(), *self.lifelines.values()]
 
     # --- workers ----------------------------------------------------------------------------
 
@@ -297,9 +301,17 @@ class Master:
             compat.forked(wid, self.scoreboard.fd)
             self.hooks.call("post_fork", self, WorkerInfo(wid, os.getpid()))
 
-        pid = fork_worker(self.worker_class, wid, self.cfg, self.listeners, self.app, self.scoreboard,
-                          self.master_fds(), self._ready_w, self.paused, child_setup,
-                          on_exit=lambda: self._worker_exit(WorkerInfo(wid, os.getpid())))
+        life_r, life_w = os.pipe()  # the worker's lifeline: its closing says the master died
+        try:
+            pid = fork_worker(self.worker_class, wid, self.cfg, self.listeners, self.app, self.scoreboard,
+                              self.master_fds() + [life_w], self._ready_w, self.paused, child_setup,
+                              on_exit=lambda: self._worker_exit(WorkerInfo(wid, os.getpid())), lifeline_fd=life_r)
+        except OSError:
+            os.close(life_w)
+            raise
+        finally:
+            os.close(life_r)
+        self.lifelines[pid] = life_w
         self.scoreboard.writer(wid).set_pid(pid)
         previous = self.history.get(wid)
         proc = WorkerProc(wid, pid, time.time())
@@ -319,6 +331,8 @@ class Master:
             if pid == 0:
                 return
             code = os.waitstatus_to_exitcode(status)
+            if pid in self.lifelines:
+                os.close(self.lifelines.pop(pid))
             if pid == self.canary:
                 self._canary_done(code)
                 continue
@@ -520,10 +534,13 @@ class Master:
         logger.info("re-executing the master (pid %d) for a graceful reload", os.getpid())
         for listener in self.listeners:
             os.set_inheritable(listener.fileno(), True)
+        for fd in self.lifelines.values():
+            os.set_inheritable(fd, True)
         env = dict(os.environ)
         env[REEXEC_LISTENERS] = self._listener_handover()
         env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
                                                          *self.retiring])
+        env[REEXEC_LIFELINES] = ",".join(f"{pid}:{fd}" for pid, fd in self.lifelines.items())
         if self.paused:
             env[REEXEC_PAUSED] = "1"
         for provider in self.handovers:
@@ -549,6 +566,10 @@ class Master:
         pids = os.environ.pop(REEXEC_WORKERS, "")
         for item in filter(None, pids.split(",")):
             self.retiring[int(item)] = Retiring(int(item), None)
+        for item in filter(None, os.environ.pop(REEXEC_LIFELINES, "").split(",")):
+            pid, _, fd = item.partition(":")
+            os.set_inheritable(int(fd), False)
+            self.lifelines[int(pid)] = int(fd)
 
     def _previous(self) -> list[int]:
         """The previous image's workers that still serve: adopted, not told to stop yet."""
@@ -780,7 +801,7 @@ class Master:
 def fork_worker(worker_class: type, wid: int, cfg: Any, listeners: list[sockets.Listener], app: Any,
                 scoreboard: Scoreboard, close_fds: list[int], ready_w: int, paused: bool = False,
                 child_setup: Callable[[], None] | None = None,
-                on_exit: Callable[[], None] | None = None) -> int:
+                on_exit: Callable[[], None] | None = None, lifeline_fd: int = -1) -> int:
     """Fork worker `wid` and return its pid; the child becomes the worker and never returns. The
     master's workers and the reload check's trial worker are born the same way."""
     sys.stdout.flush()
@@ -803,6 +824,7 @@ def fork_worker(worker_class: type, wid: int, cfg: Any, listeners: list[sockets.
                 child_setup()
             worker = worker_class(wid, cfg, listeners, app, scoreboard, close_fds)
             worker.on_exit = on_exit
+            worker.lifeline_fd = lifeline_fd
             worker.paused = paused
             worker.ready_fd = ready_w
             worker.run()

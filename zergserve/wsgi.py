@@ -11,37 +11,18 @@ import os
 import re
 import sys
 import traceback
-from http import HTTPStatus
 from typing import Any, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
 from zergserve import proxy
+from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge,
+                                  check_field, printable, reason)
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+__all__ = ["AppError", "ClientDisconnected", "RequestError", "RequestTimeout", "RequestTooLarge", "check_field",
+           "printable", "reason", "run", "Input", "FileWrapper", "http_environ", "uwsgi_environ", "base_environ"]
+
 _STATUS = re.compile(r"([1-5][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _ERROR_BODY = b"Internal Server Error\n"
-
-
-class ClientDisconnected(OSError):
-    """The client went away (or stalled past the timeout) while the app was reading the body."""
-
-
-class RequestError(Exception):
-    """The request body turned out bad while the app read it: answer `status` if still possible."""
-
-    status = 400
-
-
-class RequestTooLarge(RequestError):
-    """The body grew past --limit-post while being read."""
-
-    status = 413
-
-
-class AppError(Exception):
-    """The application broke the WSGI contract (bad status, bad headers, write before start_response)."""
 
 
 class Sink(Protocol):
@@ -182,8 +163,6 @@ def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> 
     """Environ for a parsed HTTP request (protocols.http.Request)."""
     env = base.copy()
     path = request.path
-    if path.startswith(("http://", "https://")):
-        path = "/" + path.split("://", 1)[1].partition("/")[2]
     env["REQUEST_METHOD"] = request.method
     env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
     env["QUERY_STRING"] = request.query
@@ -265,8 +244,8 @@ def _parse_status(status: Any) -> tuple[int, bytes]:
     if not match:
         raise AppError(f"invalid status {status!r}")
     code = int(match.group(1))
-    reason = match.group(2)
-    return code, reason.encode("latin-1") if reason else _REASONS.get(code, b"Unknown")
+    phrase = match.group(2)
+    return code, phrase.encode("latin-1") if phrase else reason(code)
 
 
 def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
@@ -303,20 +282,6 @@ def _encode_field(item: Any) -> tuple[bytes, bytes]:
         raise AppError(f"header {item!r} is not latin-1") from None
     check_field(bname, bvalue, name, value)
     return bname, bvalue
-
-
-def check_field(bname: bytes, bvalue: bytes, name: Any, value: Any) -> None:
-    """Refuse a field that could split the response: a name that is no token, CR, LF or NUL in the
-    value. `name` and `value` are what the app gave, for the message (the ASGI adapter shares it)."""
-    if not _TOKEN.match(bname):
-        raise AppError(f"invalid header name {name!r}")
-    if _BAD_VALUE.search(bvalue):
-        raise AppError(f"invalid header value for {name!r}: {value!r}")
-
-
-def reason(code: int) -> bytes:
-    """The standard reason phrase of a status code (b'Unknown' for others)."""
-    return _REASONS.get(code, b"Unknown")
 
 
 class Response:
@@ -361,8 +326,8 @@ class Response:
         data = self._clip(bytes(data))
         try:
             if not self.head_sent:
-                self.head_sent = True
                 self.sink.send_head(self.status, self.reason, self.headers, data)
+                self.head_sent = True  # after: a head the codec refused leaves room for a 500
             elif data:
                 self.sink.send_body(data)
         except ClientDisconnected:
@@ -406,11 +371,11 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
             if not response.head_sent:
                 response.write(b"")
         if response.truncated:
-            log_error(f"app sent more than its Content-Length ({response.length}) for "
-                      f"{environ.get('PATH_INFO')!r}: truncated, connection closed")
+            log_error(f"app sent more than its Content-Length ({response.length}) for {_where(environ)}: "
+                      "truncated, connection closed")
         if not response.complete and environ.get("REQUEST_METHOD") != "HEAD" and response.status not in (204, 304):
-            log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for "
-                      f"{environ.get('PATH_INFO')!r}: connection closed")
+            log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for {_where(environ)}: "
+                      "connection closed")
             sink.abort()
         else:
             try:
@@ -419,13 +384,13 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
                 raise ClientDisconnected(str(exc)) from exc
     except ClientDisconnected as exc:  # raised by the sink or wsgi.input only: the app's own OSErrors are its errors
         response.status = response.status or 499
-        log_error(f"client gone during {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}: {exc}")
+        log_error(f"client gone during {_where(environ)}: {exc}")
         sink.abort()
     except RequestError as exc:
-        log_error(f"bad request body for {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}: {exc}")
-        _error_response(response, sink, exc.status, _REASONS[exc.status] + b"\n")
+        log_error(f"bad request body for {_where(environ)}: {exc}")
+        _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
     except _APP_FAILURES as exc:
-        log_error(f"error in app for {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')!r}:\n"
+        log_error(f"error in app for {_where(environ)}:\n"
                   + "".join(traceback.format_exception(exc)).rstrip())
         _error_response(response, sink, 500, _ERROR_BODY)
     finally:
@@ -436,6 +401,11 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
             except _APP_FAILURES as exc:
                 log_error("error in app's close():\n" + "".join(traceback.format_exception(exc)).rstrip())
     return response
+
+
+def _where(environ: dict[str, Any]) -> str:
+    """The request, for an error line (built only when one is written)."""
+    return f"{printable(str(environ.get('REQUEST_METHOD')))} {environ.get('PATH_INFO')!r}"
 
 
 def _send_single(response: Response, chunk: Any) -> None:
@@ -480,7 +450,7 @@ def _error_response(response: Response, sink: Sink, status: int, body: bytes) ->
     response.head_sent = True
     headers = [(b"Content-Type", b"text/plain"), (b"Content-Length", str(len(body)).encode())]
     try:
-        sink.send_head(status, _REASONS[status], headers, body)
+        sink.send_head(status, reason(status), headers, body)
         response.sent = len(body)
         sink.finish()
     except OSError:

@@ -97,6 +97,12 @@ async def application(scope, receive, send):
         while time.time() < end:  # blocks the loop, as a CPU-bound view would
             pass
         await _reply(send, 200, b"spun")
+    elif path == "/crash-late":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("late boom")
+    elif path == "/two-lengths":  # the codec, not the adapter, refuses this head
+        await _reply(send, 200, b"12345", headers=[(b"content-length", b"6")])
     elif path == "/error":
         raise RuntimeError("boom from the ASGI app")
     elif path == "/badheader":

@@ -62,6 +62,9 @@ def application(environ, start_response):
             raise RuntimeError("late boom")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return gen()
+    if path == "/two-lengths":  # the codec, not the adapter, refuses this head
+        start_response("200 OK", [("Content-Length", "5"), ("Content-Length", "6")])
+        return [b"12345"]
     if path == "/exit":
         os._exit(17)
     if path == "/chunks":

@@ -1,23 +1,18 @@
-"""HTTP/1.1 server connection, sans-I/O: h11 behind a gate that makes it safe for a public server.
+"""HTTP/1.1 server connection, sans-I/O, strict enough for a public server, reading each byte once.
 
-h11 on its own accepts what a front proxy may read differently (research reliability.md §1.1):
-Content-Length with Transfer-Encoding, TE on HTTP/1.0, obs-fold, bare LF, control bytes, HTTP/2.0
-request lines, and heads of any size when they arrive in one piece. So the gate here holds each
-request head until it is complete, checks it with a few linear bytes operations (no regex with
-nested quantifiers, CVE-2020-5236), enforces the limits, and parses it itself. An unfinished head
-is bounded as it grows, and each byte of it is scanned a constant number of times, however it is
-split into reads.
+What a front proxy may read differently is refused (research reliability.md §1.1): Content-Length
+with Transfer-Encoding, TE on HTTP/1.0, obs-fold, bare LF or CR, control bytes, HTTP/2.0 request
+lines, heads of any size. Each request head is held until it is complete, checked with a few linear
+bytes operations (no regex with nested quantifiers, CVE-2020-5236) and parsed here; an unfinished
+head is bounded as it grows, and each byte of it is scanned a constant number of times, however it
+is split into reads.
 
-h11 frames request bodies (Content-Length and chunked: sizes, chunk footers, EOF), re-reading the
-head the gate accepted so its state machine agrees. For chunked bodies the gate follows the chunk
-framing ahead of h11 and refuses what h11 lets through: a chunk line or a trailer line that does not
-end in CRLF, holds a bare CR or a control byte, or is longer than a bound. Trailers are never
-exposed. Residual, documented: whitespace after a chunk size (`5 \\r\\n`) is accepted, as h11 0.14+
-does.
-
-Responses are framed here rather than by h11: their headers were validated once by the WSGI layer,
-and h11's second validation cost more than the rest of a request. h11 is imported on the first
-request with a body, so a worker that never sees one never loads it.
+Request bodies are framed here too, in the same pass (Content-Length, or chunked: size lines,
+chunk footers, trailers, EOF). A chunk line or a trailer line must end in CRLF, hold no bare CR or
+control byte and stay under a bound; trailers are checked (a token name, no field RFC 9110 §6.5.1
+forbids) and never exposed; chunk framing may outgrow the data it carries by a bounded amount.
+Residual, documented: whitespace after a chunk size (`5 \\r\\n`) is accepted, as h11 0.14+ does.
+h11 stays in the tests as the oracle these rules are checked against.
 
 Any error kills the connection: next_event keeps raising it and nothing more is parsed.
 """
@@ -26,18 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, NamedTuple
-
-h11: Any = None  # imported on the first request with a body; most workers never need it
-
-
-def _import_h11() -> Any:
-    global h11
-    if h11 is None:
-        import h11 as module
-        h11 = module
-    return h11
-
+from typing import NamedTuple
 
 class _Sentinel:
     def __init__(self, name: str) -> None:
@@ -81,12 +65,23 @@ _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _HEX = re.compile(rb"[0-9A-Fa-f]*")
 _MAX_CHUNK_LINE = 8190  # a chunk-size line with its extensions; fixed, so '0 = unlimited' field sizes keep it
-_REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
-            414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            501: "Not Implemented", 505: "HTTP Version Not Supported"}
+REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+           414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented", 505: "HTTP Version Not Supported"}  # RFC 9110's phrases, for every response
+# Fields a trailer must not carry (RFC 9110 §6.5.1): framing, routing, request modifiers, auth, content.
+_NOT_IN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host", b"trailer", b"te", b"connection",
+                              b"expect", b"range", b"if-match", b"if-none-match", b"if-modified-since",
+                              b"if-unmodified-since", b"if-range", b"max-forwards", b"cache-control",
+                              b"authorization", b"proxy-authorization", b"cookie", b"content-type",
+                              b"content-encoding", b"content-range", b"keep-alive", b"upgrade"))
+# Chunk framing (size lines, CRLFs) may cost this much beyond the data it carries: a body of a
+# million one-byte chunks is refused after a few thousand, not parsed for seconds.
+_FRAMING_ALLOWANCE = 65536
 
 _NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"  # response framings
-_C_LINE, _C_DATA, _C_TRAILER, _C_DONE = 0, 1, 2, 3  # where the chunk follower is in a chunked body
+_C_LINE, _C_DATA, _C_CRLF, _C_TRAILER, _C_DONE = 0, 1, 2, 3, 4  # where a chunked body's parser is
+_B_NONE, _B_LENGTH, _B_CHUNKED = 0, 1, 2  # request body framings
+_CHUNK_EXT = re.compile(rb"(?:;[^\r\n]*)?[ \t]*")  # what may follow a chunk size, as h11 reads it
 
 
 class HTTPError(Exception):
@@ -99,7 +94,8 @@ class HTTPError(Exception):
 
 
 class Limits(NamedTuple):
-    """Request head limits in bytes (lines without their CRLF) and header count."""
+    """Request head limits in bytes (the request line without its CRLF, a field line with it, as
+    gunicorn counts) and header count."""
 
     request_line: int = 4094
     fields: int = 100
@@ -161,7 +157,8 @@ class HTTPConnection:
         self.limits = limits
         self.keep_alive = keep_alive
         self.server = server
-        self._h: Any = None  # an h11.Connection, only while a request body is being read
+        self._bmode = _B_NONE  # how the current request's body is framed
+        self._left = 0  # Content-Length bytes, or the current chunk's data bytes, still to come
         self._body_done = False
         # Head input: _buf[_pos:] is unparsed. Absolute indexes into _buf remember how far the
         # unfinished head was checked, so a head split into many reads is scanned once.
@@ -174,27 +171,23 @@ class HTTPConnection:
         self._in_head = True
         self._error: HTTPError | None = None
         self._request: Request | None = None
-        # The chunk follower (chunked bodies only).
+        # The chunked body parser.
         self._cstate = _C_DONE
-        self._cleft = 0
-        self._cline = bytearray()
         self._trailer_bytes = 0
+        self._framing_bytes = 0  # chunk framing (size lines and CRLFs) minus the data it carried
         # Response state.
         self._continue_sent = False
         self._started = False
         self._finished = False
         self._close_after = False
         self._framing = _NONE
-        self._left = 0
+        self._out_left = 0
 
     # --- input ------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the socket; b'' means the client closed its side."""
         if self._error is not None:
-            return
-        if self._h is not None:
-            self._feed_body(data)
             return
         if not data:
             self._eof = True
@@ -219,29 +212,109 @@ class HTTPConnection:
             raise self._error
         if self._in_head:
             return self._next_head()
-        if self._body_done:  # until start_next_cycle: bytes after the request wait (h11 would refuse some)
+        if self._body_done:  # until start_next_cycle: bytes after the request wait there
             return PAUSED
-        if self._h is None:  # a request without a body: it ended with its head
+        if self._bmode == _B_NONE:  # a request without a body: it ended with its head
             self._body_done = True
             return EndOfMessage()
-        try:
-            event = self._h.next_event()
-        except h11.ProtocolError as exc:
-            reason = str(exc)
-            if "peer closed" in reason:
-                reason = f"truncated request body ({reason})"
-            raise self._fail(getattr(exc, "error_status_hint", 400), reason) from None
-        kind = type(event)
-        if kind is h11.Data:
-            return Data(bytes(event.data))
-        if kind is h11.EndOfMessage:
+        return self._next_length() if self._bmode == _B_LENGTH else self._next_chunked()
+
+    def _next_length(self) -> Event:
+        if not self._left:
             self._body_done = True
-            return EndOfMessage()  # trailers never reach the app
-        if event is h11.NEED_DATA:
-            return NEED_DATA
-        if event is h11.PAUSED:
-            return PAUSED
-        return ConnectionClosed()
+            return EndOfMessage()
+        data = self._take(self._left)
+        if data:
+            self._left -= len(data)
+            return Data(data)
+        if self._eof:
+            raise self._fail(400, f"truncated request body (peer closed with {self._left} of "
+                                  f"{self._request.content_length} bytes unsent)")  # type: ignore[union-attr]
+        return NEED_DATA
+
+    def _take(self, most: int) -> bytes:
+        """Up to `most` buffered body bytes (no copy when they are the whole buffer)."""
+        buf, pos = self._buf, self._pos
+        end = min(len(buf), pos + most)
+        if end == pos:
+            return b""
+        self._pos = end
+        if pos == 0 and end == len(buf) and type(buf) is bytes:
+            return buf
+        return bytes(buf[pos:end])
+
+    def _next_chunked(self) -> Event:
+        """The next Data or EndOfMessage of a chunked body, checking what h11 is lenient about
+        (§1.1) as it goes; every byte is looked at once."""
+        while True:
+            state = self._cstate
+            if state == _C_DATA:
+                data = self._take(self._left)
+                if not data:
+                    break
+                self._left -= len(data)
+                self._framing_bytes -= len(data)
+                if not self._left:
+                    self._cstate = _C_CRLF
+                return Data(data)
+            buf, pos = self._buf, self._pos
+            if state == _C_CRLF:
+                footer = bytes(buf[pos:pos + 2])
+                if footer != b"\r\n"[:len(footer)]:
+                    raise self._fail(400, f"malformed chunk footer {footer!r} (expected CRLF)")
+                if len(footer) < 2:
+                    break
+                self._pos = pos + 2
+                self._cstate = _C_LINE
+                continue
+            trailer = state == _C_TRAILER
+            bound = min(self.limits.field_size, self.limits.head) if trailer else _MAX_CHUNK_LINE
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                if len(buf) - pos > bound + 1:
+                    raise self._fail(400, f"chunk or trailer line longer than {bound} bytes")
+                break
+            line = bytes(buf[pos:nl])
+            self._pos = nl + 1
+            if len(line) > bound + 1:
+                raise self._fail(400, f"chunk or trailer line longer than {bound} bytes")
+            if line[-1:] != b"\r" or line.count(b"\r") != 1 or _CTL.search(line):
+                raise self._fail(400, "bare CR or LF, or control character, in a chunk or trailer line")
+            if trailer:
+                if len(line) == 1:
+                    self._cstate = _C_DONE
+                    self._body_done = True
+                    return EndOfMessage()  # trailers never reach the app
+                self._check_trailer(line[:-1])
+                continue
+            size = _HEX.match(line).group()  # type: ignore[union-attr]
+            if not size or len(size) > 16 or not _CHUNK_EXT.fullmatch(line, len(size), len(line) - 1):
+                raise self._fail(400, f"invalid chunk size line {line[:20]!r}")
+            self._framing_bytes += len(line) + 3  # the size line and the CRLF after the data
+            if self._framing_bytes > _FRAMING_ALLOWANCE:
+                raise self._fail(400, "chunk framing larger than the data it carries (too many tiny chunks)")
+            self._left = int(size, 16)
+            self._cstate = _C_DATA if self._left else _C_TRAILER
+        if self._eof:
+            raise self._fail(400, "truncated request body (peer closed in a chunked body)")
+        return NEED_DATA
+
+    def _colon(self, line: bytes, what: str) -> int:
+        """Where a header or trailer line's name ends; no obs-fold, and the name is a token."""
+        if line[:1] in (b" ", b"\t"):
+            raise self._fail(400, f"obsolete line folding in {what}")
+        colon = line.find(b":")
+        if colon <= 0 or not _TOKEN.fullmatch(line, 0, colon):
+            raise self._fail(400, f"invalid {what} name {line[:colon if colon > 0 else 40]!r}")
+        return colon
+
+    def _check_trailer(self, line: bytes) -> None:
+        self._trailer_bytes += len(line) + 2
+        if self._trailer_bytes > self.limits.head:
+            raise self._fail(431, f"trailers larger than {self.limits.head} bytes")
+        name = line[:self._colon(line, "trailer")].lower()
+        if name in _NOT_IN_TRAILERS:
+            raise self._fail(400, f"{name.decode('latin-1')} is not allowed in a trailer")
 
     def _fail(self, status: int, reason: str) -> HTTPError:
         self._error = HTTPError(status, reason)
@@ -272,28 +345,10 @@ class HTTPConnection:
         request = self._parse_head(head)
         self._in_head = False
         self._request = request
-        if request.chunked or request.content_length:
-            rest = bytes(buf[pos:])
-            self._buf, self._pos, self._scanned, self._line_start = b"", 0, 0, 0
-            # h11 frames the body; it re-reads the head we checked so its state machine agrees
-            _import_h11()
-            self._h = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.head + 1)
-            self._h.receive_data(head)
-            try:
-                event = self._h.next_event()
-            except h11.ProtocolError as exc:
-                raise self._fail(getattr(exc, "error_status_hint", 400), str(exc)) from None
-            if type(event) is not h11.Request:
-                raise self._fail(400, "malformed request head")
-            if request.chunked:
-                self._cstate, self._cleft, self._trailer_bytes = _C_LINE, 0, 0
-                self._cline.clear()
-            else:
-                self._cstate = _C_DONE
-            if rest:
-                self._feed_body(rest)
-            if self._eof:
-                self._feed_body(b"")
+        if request.chunked:
+            self._bmode, self._cstate, self._trailer_bytes, self._framing_bytes = _B_CHUNKED, _C_LINE, 0, 0
+        elif request.content_length:
+            self._bmode, self._left = _B_LENGTH, request.content_length
         return request
 
     def _check_incomplete(self, buf: bytes | bytearray, pos: int, start: int) -> None:
@@ -316,7 +371,7 @@ class HTTPConnection:
         if not self._lines:
             if len(buf) - pos > limits.request_line + 1:
                 raise self._fail(414, f"request line longer than {limits.request_line} bytes")
-        elif len(buf) - self._line_start > limits.field_size + 1:
+        elif len(buf) - self._line_start + 1 > limits.field_size:  # the line with its CRLF, as gunicorn
             raise self._fail(431, f"header line longer than {limits.field_size} bytes")
         if len(buf) - pos > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
@@ -363,16 +418,12 @@ class HTTPConnection:
             elif not target.lower().startswith((b"http://", b"https://")):
                 raise self._fail(400, "request target must be origin-form or absolute-form")
         headers = []
-        lengths, codings, hosts = [], [], 0
+        lengths, codings, hosts, types = [], [], 0, 0
         expect = close = keep = False
         for field in lines[1:]:
-            if len(field) > limits.field_size:
+            if len(field) + 2 > limits.field_size:  # the whole field line with its CRLF, as gunicorn counts
                 raise self._fail(431, f"header line longer than {limits.field_size} bytes")
-            if field[:1] in (b" ", b"\t"):
-                raise self._fail(400, "obsolete line folding in header")
-            colon = field.find(b":")
-            if colon <= 0 or not _TOKEN.fullmatch(field, 0, colon):
-                raise self._fail(400, f"invalid header name {field[:colon if colon > 0 else 40]!r}")
+            colon = self._colon(field, "header")
             name = field[:colon].lower().decode("latin-1")
             value = field[colon + 1:].strip(b" \t").decode("latin-1")
             if name == "content-length":
@@ -381,6 +432,8 @@ class HTTPConnection:
                 codings.append(value)
             elif name == "host":
                 hosts += 1
+            elif name == "content-type":
+                types += 1
             elif name == "expect":
                 expect = value.lower() == "100-continue"
             elif name == "connection":
@@ -392,6 +445,8 @@ class HTTPConnection:
             raise self._fail(400, "HTTP/1.1 needs exactly one Host header")
         if hosts > 1:
             raise self._fail(400, "more than one Host header")
+        if types > 1:
+            raise self._fail(400, "more than one Content-Type header")
         if codings:
             if lengths:
                 raise self._fail(400, "both Content-Length and Transfer-Encoding")
@@ -413,84 +468,18 @@ class HTTPConnection:
             length = int(value)
         target_s = target.decode("latin-1")
         path, _, query = target_s.partition("?")
+        if path[:1] != "/" and path != "*":
+            # absolute-form: its authority wins over Host (RFC 9112 §3.2.2), its path is the path
+            authority, slash, rest = path.split("://", 1)[1].partition("/")
+            if not authority or "@" in authority:
+                raise self._fail(400, "absolute-form target without a plain host")
+            path = slash + rest or "/"
+            headers = [(name, value) for name, value in headers if name != "host"]
+            headers.append(("host", authority))
         return Request(method=method.decode("latin-1"), target=target_s, path=path, query=query,
                        http_version=http_version, headers=headers, content_length=length,
                        chunked=bool(codings), expect_continue=expect and http_version == "1.1",
                        keep_alive=not close if http_version == "1.1" else keep and not close)
-
-    def _feed_body(self, data: bytes) -> None:
-        """Pass body bytes to h11, after the chunk follower has checked them."""
-        if data and self._cstate != _C_DONE:
-            error = self._follow_chunks(data)
-            if error is not None:
-                self._fail(*error)
-                return  # h11 never sees the bad bytes
-        self._h.receive_data(data)
-
-    def _follow_chunks(self, data: bytes) -> tuple[int, str] | None:
-        """Track the chunk framing h11 will parse and check what h11 is lenient about (§1.1): a
-        chunk line (size and extensions) or trailer line must end in CRLF and hold no bare CR or
-        control byte but HTAB, and is bounded. h11 still validates sizes, footers and trailers'
-        syntax; a body we pass is framed by h11 exactly where we followed it, since every line
-        we accept ends in CRLF. Returns (status, reason) for the first fault."""
-        state, left, cline = self._cstate, self._cleft, self._cline
-        pos, end = 0, len(data)
-        error = None
-        while pos < end:
-            if state == _C_DATA:
-                if left > end - pos:
-                    left -= end - pos
-                    break
-                pos += left
-                left = 0
-                state = _C_LINE
-                continue
-            if state == _C_DONE:
-                break
-            bound = _MAX_CHUNK_LINE if state == _C_LINE else min(self.limits.field_size, self.limits.head)
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                if len(cline) + end - pos > bound + 1:
-                    error = (400, f"chunk or trailer line longer than {bound} bytes")
-                else:
-                    cline += data[pos:]
-                break
-            if cline:
-                cline += data[pos:nl]
-                line = bytes(cline)
-                cline.clear()
-            else:
-                line = data[pos:nl]
-            pos = nl + 1
-            if len(line) > bound + 1:
-                error = (400, f"chunk or trailer line longer than {bound} bytes")
-                break
-            if line[-1:] != b"\r" or line.count(b"\r") != 1 or _CTL.search(line):
-                error = (400, "bare CR or LF, or control character, in a chunk or trailer line")
-                break
-            if state == _C_LINE:
-                size = _HEX.match(line).group()  # type: ignore[union-attr]
-                if not size or len(size) > 16:
-                    error = (400, f"invalid chunk size {line[:20]!r}")
-                    break
-                left = int(size, 16)
-                if left:
-                    left += 2  # the CRLF after the data: h11 checks it
-                    state = _C_DATA
-                else:
-                    state = _C_TRAILER
-            elif len(line) == 1:
-                state = _C_DONE  # what follows is the next request, h11 hands it back
-            else:
-                self._trailer_bytes += len(line) + 1
-                if self._trailer_bytes > self.limits.head:
-                    error = (431, f"trailers larger than {self.limits.head} bytes")
-                    break
-                if line[:1] in (b" ", b"\t"):
-                    error = (400, "obsolete line folding in trailer")
-                    break
-        self._cstate, self._cleft = state, left
-        return error
 
     # --- output -----------------------------------------------------------------------------
 
@@ -543,7 +532,7 @@ class HTTPConnection:
             self._framing = _NONE
         elif length is not None:
             self._framing = _LENGTH
-            self._left = length
+            self._out_left = length
         elif request.http_version == "1.1":
             self._framing = _CHUNKED
             lines.append(b"Transfer-Encoding: chunked\r\n")
@@ -568,10 +557,10 @@ class HTTPConnection:
         if framing is _CHUNKED:
             return b"%x\r\n%s\r\n" % (len(data), data)
         if framing is _LENGTH:
-            if len(data) > self._left:
+            if len(data) > self._out_left:
                 self._close_after = True
-                data = data[:self._left]
-            self._left -= len(data)
+                data = data[:self._out_left]
+            self._out_left -= len(data)
         return data
 
     def send_end(self) -> bytes:
@@ -580,7 +569,7 @@ class HTTPConnection:
         if self._finished:
             return b""
         self._finished = True
-        if self._framing is _LENGTH and self._left:
+        if self._framing is _LENGTH and self._out_left:
             self._close_after = True
         return b"0\r\n\r\n" if self._framing is _CHUNKED else b""
 
@@ -589,7 +578,7 @@ class HTTPConnection:
         if self._started:
             return b""
         self._started = self._finished = self._close_after = True
-        reason = _REASONS.get(err.status, "Error")
+        reason = REASONS.get(err.status, "Error")
         body = f"{err.status} {reason}\n".encode()
         return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n"
                 b"Date: %s\r\nServer: %s\r\n\r\n%s"
@@ -598,13 +587,11 @@ class HTTPConnection:
     def start_next_cycle(self) -> bool:
         """Get ready for the next request; False when the connection must close instead. A request
         without a body is done with its head, whether or not its EndOfMessage was asked for."""
-        if self.must_close or not self._finished or (self._h is not None and not self._body_done):
+        if self.must_close or not self._finished or (self._bmode != _B_NONE and not self._body_done):
             return False
-        if self._h is not None:
-            data, closed = self._h.trailing_data
-            self._buf, self._eof = bytes(data), closed
-            self._pos = self._scanned = self._line_start = self._lines = 0
-            self._h = None
+        self._scanned = self._line_start = self._pos  # what follows the request is the next head
+        self._lines = 0
+        self._bmode = _B_NONE
         self._body_done = False
         self._in_head = True
         self._request = None
@@ -620,5 +607,4 @@ class HTTPConnection:
     @property
     def must_close(self) -> bool:
         """True once this connection cannot carry another request."""
-        return (not self.keep_alive or self._close_after or self._error is not None
-                or (self._h is not None and self._h.their_state in (h11.MUST_CLOSE, h11.ERROR, h11.CLOSED)))
+        return not self.keep_alive or self._close_after or self._error is not None

@@ -111,6 +111,11 @@ class PacketParser:
         return Packet(modifier1, modifier2, parse_vars(buf[HEADER_SIZE:end], self.max_vars))
 
     @property
+    def started(self) -> bool:
+        """Whether any byte of the packet arrived."""
+        return bool(self._buf) or self._done
+
+    @property
     def trailing(self) -> bytes:
         """Bytes that arrived after the vars block: the start of the request body."""
         return self._trailing

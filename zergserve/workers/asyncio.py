@@ -1,6 +1,6 @@
 """The asyncio worker: ASGI apps on one event loop per process, many connections at once.
 
-It speaks both protocols with the same sans-I/O codecs as the other workers (HTTP/1.1 with
+It speaks both protocols through the same sans-I/O exchange as the other workers (HTTP/1.1 with
 keep-alive and pipelining, or one uwsgi packet per connection); only the reads and writes are
 coroutines here. The app's lifespan startup runs before the worker says it is ready, its
 shutdown after the last connection closed. Signals only set the base worker's flags; the wake-up
@@ -11,7 +11,6 @@ requests in flight, as in the gevent worker (base.SharedRow).
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 import time
 import traceback
@@ -19,23 +18,16 @@ from typing import Any
 
 from zergserve import app as app_loader
 from zergserve import asgi, connection
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, RECEIVE, Exchange, Reply
 from zergserve.log import logger
-from zergserve.protocols import http as h1
-from zergserve.protocols import uwsgi
+from zergserve.pacing import SendPace
 from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
 from zergserve.workers.base import SharedRow, Worker
-from zergserve.wsgi import ClientDisconnected, RequestError, RequestTooLarge
+from zergserve.wsgi import RequestError
 
-_RECV = 65536
-_DRAIN_SECONDS = 2.0
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
-_DRAIN_BODY_CAP = 65536
-
-
-class _Timeout(Exception):
-    """The request head did not arrive before its deadline."""
 
 
 class AsyncioWorker(Worker):
@@ -58,7 +50,6 @@ class AsyncioWorker(Worker):
         self.room = asyncio.Event()  # set while active < --worker-connections
         self.room.set()
         self.tasks: set[asyncio.Task] = set()
-        self.idle: set[asyncio.Task] = set()  # kept-alive connections waiting for their next request
         self.woke = asyncio.Event()
 
     def serve_forever(self) -> None:
@@ -86,11 +77,13 @@ class AsyncioWorker(Worker):
                 self.row.heartbeat()
             self.woke.clear()
         _cancel(acceptors)
+        await asyncio.sleep(0)  # let the acceptors unregister from the loop
+        if self.orphan:
+            super().release_listeners()
         loop.remove_reader(self.wake_r)
         self.ctx.draining = True  # kept-alive connections close after the response in hand
-        _cancel(self.idle)
-        if not self.paused and not self.recycling and not self.leaving:
-            self._spawn_queued()
+        self.close_idle()
+        self.drain_queue(lambda conn, peer, listener: self._spawn(conn, peer, listener, slotted=False))
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=self.cfg.worker_reload_mercy)
             if pending:
@@ -102,6 +95,9 @@ class AsyncioWorker(Worker):
     def _on_wakeup(self) -> None:
         self.drain_wakeups()
         self.woke.set()
+
+    def release_listeners(self) -> None:
+        """Done by _serve once the acceptors stopped watching the sockets."""
 
     async def _accept_forever(self, listener: Listener) -> None:
         """Accept on one listener while a connection slot is free; a task per connection.
@@ -118,14 +114,10 @@ class AsyncioWorker(Worker):
                 continue  # another listener's acceptor took the last slot meanwhile
             try:
                 conn, peer = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                continue  # another worker took it
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
-                    await asyncio.sleep(0.1)
-                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
-                    raise
+                backoff = self.accept_error(exc, listener)
+                if backoff:
+                    await asyncio.sleep(backoff)
                 continue
             self._spawn(conn, peer, listener)
 
@@ -152,27 +144,29 @@ class AsyncioWorker(Worker):
         self.active -= 1
         self.room.set()
 
-    def _spawn_queued(self) -> None:
-        """On the way out, take what is already queued (the other workers do the same)."""
-        deadline = time.monotonic() + _DRAIN_SECONDS
-        for listener in self.listeners:
-            for _ in range(self.cfg.listen):
-                if time.monotonic() > deadline:
-                    return
-                try:
-                    conn, peer = listener.sock.accept()
-                except OSError:
-                    break
-                self._spawn(conn, peer, listener, slotted=False)
-
     async def _serve_connection(self, conn: socket.socket, peer: Any, listener: Listener) -> None:
-        """Serve one connection until it is done; never raises for anything a client sends."""
+        """Serve one connection until it is done, as the exchange says; never raises for anything
+        a client sends (the blocking twin is connection.serve)."""
+        ctx = self.ctx
         try:
             conn.setblocking(False)
-            if listener.proto == "http":
-                await self._serve_http(conn, peer, listener)
-            else:
-                await self._serve_uwsgi(conn, peer, listener)
+            ex = Exchange(ctx, listener, peer, conn)
+            while True:
+                action = ex.next_action()
+                if action is RECEIVE:
+                    try:
+                        data = await self._recv(conn, RECV, ex.deadline)
+                    except TimeoutError:
+                        ex.timed_out()
+                    else:
+                        ex.receive_data(data)
+                elif isinstance(action, Reply):
+                    await self._send_all(conn, action.data, ctx.pace())
+                    if action.linger:
+                        await self._linger_close(conn)
+                    return
+                elif not await self._serve_request(conn, listener, ex):
+                    return
         except (OSError, asyncio.CancelledError):
             pass
         except Exception:
@@ -180,42 +174,42 @@ class AsyncioWorker(Worker):
         finally:
             conn.close()
 
-    # --- I/O helpers ---------------------------------------------------------------------------
+    async def _serve_request(self, conn: socket.socket, listener: Listener, ex: Exchange) -> bool:
+        """Run the app for one request; False when the connection must close afterwards."""
+        body = _Body(self, conn, ex)
+        server, state = listener.server_name_port(), self.lifespan.state
+        if ex.http:
+            scope = asgi.http_scope(ex.request, ex.peer, server, state)
+        else:
+            scope = asgi.uwsgi_scope(ex.variables, server, state)
+        response = await asgi.run(self.app, scope, body.pull if ex.has_body else None, _Sink(self, conn, ex),
+                                  self.ctx.log_error)
+        after = ex.after_response(response.status, response.sent)
+        if after == DRAIN:
+            after = KEEP if await body.drain() else LINGER
+        if after == LINGER:
+            await self._linger_close(conn)
+        return after == KEEP and ex.next_request()
 
-    async def _recv_before(self, conn: socket.socket, deadline: float) -> bytes:
+    # --- socket calls --------------------------------------------------------------------------
+
+    async def _recv(self, conn: socket.socket, size: int, deadline: float) -> bytes:
+        """recv() bounded by an absolute deadline (TimeoutError past it)."""
         left = deadline - time.monotonic()
         if left <= 0:
-            raise _Timeout
-        try:
-            return await asyncio.wait_for(self.loop.sock_recv(conn, _RECV), left)
-        except TimeoutError:
-            raise _Timeout from None
+            raise TimeoutError
+        return await asyncio.wait_for(self.loop.sock_recv(conn, size), left)
 
-    async def _recv(self, conn: socket.socket) -> bytes:
-        """A read for the body: at most --socket-timeout seconds of silence, then the client is gone."""
-        try:
-            return await asyncio.wait_for(self.loop.sock_recv(conn, _RECV), self.ctx.socket_timeout)
-        except TimeoutError:
-            raise ClientDisconnected(f"no body bytes for {self.ctx.socket_timeout:g}s") from None
-
-    async def _send_all(self, conn: socket.socket, data: bytes) -> None:
-        """Send everything, failing only when the client takes no byte for --socket-timeout seconds
-        (the wait between writes is bounded, not the transfer, as connection.send_all does)."""
-        view = memoryview(data)
-        while view:
-            try:
-                sent = conn.send(view)
-            except BlockingIOError:
-                sent = 0
-            if sent:
-                view = view[sent:]
-                continue
+    async def _send_all(self, conn: socket.socket, data: bytes, pace: SendPace) -> None:
+        """Send everything, or raise TimeoutError once the client reads slower than the pace
+        allows (connection.sending says when to wait and for how long)."""
+        for wait in connection.sending(conn, data, pace):
             ready = self.loop.create_future()
             self.loop.add_writer(conn, ready.set_result, None)
             try:
-                await asyncio.wait_for(ready, self.ctx.socket_timeout)
+                await asyncio.wait_for(ready, wait)
             except TimeoutError:
-                raise TimeoutError(f"client took no data for {self.ctx.socket_timeout:g}s") from None
+                pass
             finally:
                 self.loop.remove_writer(conn)
 
@@ -226,275 +220,78 @@ class AsyncioWorker(Worker):
             deadline = time.monotonic() + _LINGER_SECONDS
             total = 0
             while total < _LINGER_BYTES:
-                data = await self._recv_before(conn, deadline)
+                data = await self._recv(conn, RECV, deadline)
                 if not data:
                     break
                 total += len(data)
-        except (OSError, _Timeout):
+        except OSError:
             pass
 
-    # --- uwsgi ---------------------------------------------------------------------------------
 
-    async def _serve_uwsgi(self, conn: socket.socket, peer: Any, listener: Listener) -> None:
-        ctx = self.ctx
-        deadline = time.monotonic() + ctx.socket_timeout
-        parser = uwsgi.PacketParser(ctx.buffer_size, ctx.max_vars)
-        try:
-            packet = None
-            while packet is None:
-                parser.receive_data(await self._recv_before(conn, deadline))
-                packet = parser.next_packet()
-        except uwsgi.EmptyConnection:
-            return
-        except uwsgi.UwsgiError as exc:
-            ctx.log_error(f"uwsgi: {exc} (peer {connection.peer_text(peer, listener)})")
-            return
-        except _Timeout:
-            ctx.log_error(f"uwsgi: no complete packet within {ctx.socket_timeout:g}s "
-                          f"(peer {connection.peer_text(peer, listener)})")
-            return
-        if packet.modifier1 == uwsgi.MODIFIER_PING:
-            await self._send_all(conn, uwsgi.PONG)
-            return
-        started = time.time()
-        variables = packet.vars
-        method, target, protocol, length, refused = connection.uwsgi_head(variables, ctx, peer, listener)
-        if refused:
-            await self._send_all(conn, connection.raw_error(protocol, refused))
-            if refused == 413:
-                await self._linger_close(conn)
-            return
-        body = _UwsgiBody(self, conn, parser.trailing, length)
-        scope = asgi.uwsgi_scope(variables, listener.server_name_port(), self.lifespan.state)
-        ctx.row.begin(f"{method} {target}".encode("latin-1", "replace"), started)
-        sink = _RawSink(self, conn, protocol)
-        response = await asgi.run(self.app, scope, body.pull if length else None, sink, ctx.log_error)
-        ctx.row.end(sink.head + response.sent, time.time() - started, response.status >= 500)
-        connection.access(ctx, peer or (variables.get("REMOTE_ADDR", "-"),), method, target, protocol,
-                          response.status, response.sent, started)
-        if body.left:
-            await self._linger_close(conn)
+class _Body:
+    """The request body as the ASGI adapter pulls it: the exchange's pieces, read as it asks."""
 
-    # --- HTTP ----------------------------------------------------------------------------------
+    __slots__ = ("worker", "conn", "ex")
 
-    async def _serve_http(self, conn: socket.socket, peer: Any, listener: Listener) -> None:
-        ctx = self.ctx
-        h = h1.HTTPConnection(ctx.limits, keep_alive=True)
-        deadline = time.monotonic() + ctx.http_timeout
-        received_any = False
-        kept_alive = False
-        task = asyncio.current_task()
-        while True:
-            try:
-                event = h.next_event()
-                while event is h1.NEED_DATA:
-                    if kept_alive and not received_any:
-                        self.idle.add(task)  # type: ignore[arg-type]
-                    try:
-                        data = await self._recv_before(conn, deadline)
-                    finally:
-                        self.idle.discard(task)  # type: ignore[arg-type]
-                    received_any = received_any or bool(data)
-                    h.receive_data(data)
-                    event = h.next_event()
-            except h1.HTTPError as exc:
-                ctx.log_error(f"http: {exc.status} {exc.reason} (peer {connection.peer_text(peer, listener)})")
-                await self._send_all(conn, h.error_response(exc))
-                await self._linger_close(conn)
-                return
-            except _Timeout:
-                if received_any:
-                    ctx.log_error(f"http: request head not complete within {ctx.http_timeout:g}s "
-                                  f"(peer {connection.peer_text(peer, listener)})")
-                    await self._send_all(conn, h.error_response(h1.HTTPError(408, "request head timeout")))
-                return
-            if not isinstance(event, h1.Request):
-                return  # ConnectionClosed, or PAUSED with nothing more to do
-            if not await self._serve_request(conn, peer, listener, h, event):
-                return
-            if ctx.draining or not h.start_next_cycle():
-                return
-            deadline = time.monotonic() + (ctx.keepalive_timeout or ctx.http_timeout)
-            received_any = False
-            kept_alive = True
-
-    async def _serve_request(self, conn: socket.socket, peer: Any, listener: Listener,
-                             h: h1.HTTPConnection, request: h1.Request) -> bool:
-        """Run the app for one request; False when the connection must close afterwards."""
-        ctx = self.ctx
-        started = time.time()
-        if ctx.limit_post and request.content_length is not None and request.content_length > ctx.limit_post:
-            ctx.log_error(f"http: body of {request.content_length} bytes over limit-post {ctx.limit_post}")
-            await self._send_all(conn, h.error_response(h1.HTTPError(413, "body over limit-post")))
-            await self._linger_close(conn)
-            return False
-        if ctx.draining:
-            h.keep_alive = False  # this response says Connection: close
-        has_body = request.chunked or bool(request.content_length)
-        body = _HTTPBody(self, conn, h)
-        scope = asgi.http_scope(request, peer, listener.server_name_port(), self.lifespan.state)
-        ctx.row.begin(f"{request.method} {request.target}".encode("latin-1", "replace"), started)
-        sink = _HTTPSink(self, conn, h)
-        response = await asgi.run(self.app, scope, body.pull if has_body else None, sink, ctx.log_error)
-        ctx.row.end(sink.head + response.sent, time.time() - started, response.status >= 500)
-        connection.access(ctx, peer, request.method, request.target, "HTTP/" + request.http_version,
-                          response.status, response.sent, started)
-        if not response.finished or h.must_close:
-            if has_body and not body.done:
-                await self._linger_close(conn)
-            return False
-        if has_body and not body.done and not await body.drain():
-            await self._linger_close(conn)
-            return False
-        return True
-
-
-class _HTTPBody:
-    """The request body as an async pull: feeds h11 from the socket until the body's end."""
-
-    __slots__ = ("worker", "conn", "h", "read", "continued", "done", "failed")
-
-    def __init__(self, worker: AsyncioWorker, conn: socket.socket, h: h1.HTTPConnection) -> None:
+    def __init__(self, worker: AsyncioWorker, conn: socket.socket, ex: Exchange) -> None:
         self.worker = worker
         self.conn = conn
-        self.h = h
-        self.read = 0
-        self.continued = False
-        self.done = False
-        self.failed = False  # a read failed (stalled, bad framing): the rest of the body is lost
+        self.ex = ex
 
     async def pull(self) -> bytes:
-        if self.done:
-            return b""
-        if not self.continued:
-            self.continued = True
-            interim = self.h.send_continue()
-            if interim:
-                await self.worker._send_all(self.conn, interim)
-        try:
-            return await self._next_chunk()
-        except (OSError, RequestError):
-            self.failed = True
-            raise
-
-    async def _next_chunk(self) -> bytes:
-        limit = self.worker.ctx.limit_post
+        ex = self.ex
+        interim = ex.interim()
+        if interim:
+            await self.worker._send_all(self.conn, interim, ex.ctx.pace())
         while True:
+            piece = ex.body_next()
+            if type(piece) is bytes:
+                return piece
             try:
-                event = self.h.next_event()
-            except h1.HTTPError as exc:
-                raise RequestError(exc.reason) from None
-            if event is h1.NEED_DATA:
-                self.h.receive_data(await self.worker._recv(self.conn))
-                continue
-            if isinstance(event, h1.Data):
-                self.read += len(event.data)
-                if limit and self.read > limit:
-                    raise RequestTooLarge
-                return event.data
-            self.done = True
-            return b""
+                data = await self.worker._recv(self.conn, ex.want, time.monotonic() + piece)
+            except TimeoutError:
+                ex.body_stalled()
+            ex.body_data(data)
 
     async def drain(self) -> bool:
-        """Read what the app left of the body so the next request can be parsed; give up past a cap."""
-        if self.failed:
-            return False
+        """Read what the app left of the body so the next request can be parsed; give up past the cap."""
         total = 0
         try:
             while chunk := await self.pull():
                 total += len(chunk)
-                if total > _DRAIN_BODY_CAP:
+                if total > DRAIN_CAP:
                     return False
         except (OSError, RequestError):
             return False
         return True
 
 
-class _HTTPSink:
-    """Writes the response through the HTTP codec, which frames it (chunked, HEAD, close)."""
+class _Sink:
+    """Puts the exchange's response bytes on the socket (asgi.Sink)."""
 
-    __slots__ = ("worker", "conn", "h", "head")
+    __slots__ = ("worker", "conn", "ex", "pace")
 
-    def __init__(self, worker: AsyncioWorker, conn: socket.socket, h: h1.HTTPConnection) -> None:
+    def __init__(self, worker: AsyncioWorker, conn: socket.socket, ex: Exchange) -> None:
         self.worker = worker
         self.conn = conn
-        self.h = h
-        self.head = 0  # bytes of the response head, for tx (uWSGI counts them)
+        self.ex = ex
+        self.pace = ex.ctx.pace()
 
     async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        data = self.h.send_response(status, reason, headers)
-        self.head = len(data)
-        if body:
-            data += self.h.send_data(body)
-        await self.worker._send_all(self.conn, data)
+        await self.worker._send_all(self.conn, self.ex.head(status, reason, headers, body), self.pace)
 
     async def send_body(self, data: bytes) -> None:
-        framed = self.h.send_data(data)
+        framed = self.ex.data(data)
         if framed:
-            await self.worker._send_all(self.conn, framed)
+            await self.worker._send_all(self.conn, framed, self.pace)
 
     async def finish(self) -> None:
-        end = self.h.send_end()
+        end = self.ex.end()
         if end:
-            await self.worker._send_all(self.conn, end)
+            await self.worker._send_all(self.conn, end, self.pace)
 
     def abort(self) -> None:
-        self.h.keep_alive = False
-
-
-class _UwsgiBody:
-    """Exactly CONTENT_LENGTH body bytes: the ones read with the packet, then the socket."""
-
-    __slots__ = ("worker", "conn", "first", "left", "length")
-
-    def __init__(self, worker: AsyncioWorker, conn: socket.socket, first: bytes, length: int) -> None:
-        self.worker = worker
-        self.conn = conn
-        self.first = first[:length]
-        self.left = length
-        self.length = length
-
-    async def pull(self) -> bytes:
-        if self.left <= 0:
-            return b""
-        if self.first:
-            data, self.first = self.first, b""
-        else:
-            data = await self.worker._recv(self.conn)
-            if not data:
-                raise ClientDisconnected(f"client closed with {self.left} of {self.length} body bytes unsent")
-            data = data[:self.left]
-        self.left -= len(data)
-        return data
-
-
-class _RawSink:
-    """A raw HTTP response on a uwsgi connection, as uWSGI writes it; the connection closes after it."""
-
-    __slots__ = ("worker", "conn", "protocol", "head")
-
-    def __init__(self, worker: AsyncioWorker, conn: socket.socket, protocol: str) -> None:
-        self.worker = worker
-        self.conn = conn
-        self.protocol = protocol.encode("latin-1")
-        self.head = 0  # bytes of the response head, for tx (uWSGI counts them)
-
-    async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        parts = [b"%s %d %s\r\n" % (self.protocol, status, reason)]
-        parts.extend(b"%s: %s\r\n" % header for header in headers)
-        parts.append(b"\r\n")
-        self.head = sum(map(len, parts))
-        parts.append(body)
-        await self.worker._send_all(self.conn, b"".join(parts))
-
-    async def send_body(self, data: bytes) -> None:
-        await self.worker._send_all(self.conn, data)
-
-    async def finish(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
+        self.ex.abort()
 
 
 def _cancel(tasks: Any) -> None:

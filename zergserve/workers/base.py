@@ -8,22 +8,29 @@ respawn).
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
+import socket
 import sys
 import time
 import traceback
 from typing import Any, Callable
 
 from zergserve import app as app_loader
-from zergserve import config, connection, proctitle, proxy
+from zergserve import config, connection, exchange, lifeline, proctitle, proxy
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
 from zergserve.scoreboard import IDLE, PAUSED, STOPPING, RowWriter, Scoreboard
 from zergserve.sockets import Listener
 from zergserve.workers import load_app
+
+_DRAIN_SECONDS = 2.0  # how long a stopping worker serves what the kernel already queued
+_ACCEPT_BACKOFF = 0.1  # out of descriptors or memory: wait before the next accept()
+_ACCEPT_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EAGAIN)  # that connection is gone or taken
+_ACCEPT_SHORT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3
@@ -53,8 +60,15 @@ class Worker:
                              + random.randint(0, cfg.max_requests_jitter)) if cfg.max_requests else 0
         self.wake_r = self.wake_w = -1
         self.ready_fd = -1  # the master's "a worker is ready" pipe, set by the master after the fork
+        self.lifeline_fd = -1  # read end of the pipe whose closing says the master died (lifeline.py)
+        self.orphan = False
         self.ppid = os.getppid()  # forked by the master: this is its pid
         self.on_exit: Callable[[], None] | None = None  # set by the master: hooks for a worker that leaves
+
+    @classmethod
+    def start_warnings(cls, listeners: list[Listener]) -> list[str]:
+        """What the master says once at start about serving these listeners with this class."""
+        return []
 
     def run(self) -> None:
         """Boot and serve; always ends the process."""
@@ -93,10 +107,12 @@ class Worker:
         proctitle.set_title(self.cfg, f"worker {self.wid}")
         self.install_signals()
         proxy.configure(self.cfg.forwarded_allow_ips)
+        if self.lifeline_fd >= 0:
+            lifeline.watch(self.lifeline_fd, self._master_died)
         if self.app is None:
             self.app = load_app(self.cfg)
         cfg = self.cfg
-        self.ctx = connection.Context(
+        self.ctx = exchange.Context(
             app=self.app,
             row=self.row,
             wid=self.wid,
@@ -110,6 +126,9 @@ class Worker:
             buffer_size=cfg.buffer_size,
             max_vars=cfg.max_vars * 2,
             keep_alive=self.keep_alive,
+            body_timeout=cfg.body_timeout,
+            body_min_rate=cfg.body_min_rate,
+            send_min_rate=cfg.send_min_rate,
         )
 
     def announce_ready(self) -> None:
@@ -168,14 +187,34 @@ class Worker:
     def drain_wakeups(self) -> None:
         drain(self.wake_r)
 
+    def _master_died(self, signum: int, frame: Any) -> None:
+        """SIGIO from the lifeline: the master is gone, even if this worker is inside a request."""
+        if lifeline.cut(self.lifeline_fd):  # not getppid(): the kernel closes the master's files first
+            self._orphaned()
+
     def orphaned(self) -> bool:
         """True once the master is gone (even SIGKILLed): a worker never outlives it."""
         if os.getppid() != self.ppid:
-            logger.error("worker %d: master %d is gone, exiting", self.wid, self.ppid)
-            self.alive = False
-            self.paused = True  # nobody will answer the queue's clients: leave at once
+            self._orphaned()
             return True
         return False
+
+    def _orphaned(self) -> None:
+        """Stop accepting and give up the listening sockets now, so that a new master can bind
+        them; finish what is in hand within --worker-reload-mercy (SIGALRM ends the process)."""
+        if self.orphan:
+            return
+        logger.error("worker %d: master %d is gone, exiting", self.wid, self.ppid)
+        self.orphan = True
+        self.alive = False
+        self.paused = True  # nobody will answer the queue's clients: leave at once
+        signal.alarm(max(1, self.cfg.worker_reload_mercy))
+        self.release_listeners()
+
+    def release_listeners(self) -> None:
+        """Close the listening sockets (a worker class whose loop holds them closes them itself)."""
+        for listener in self.listeners:
+            listener.sock.close()
 
     def done(self) -> bool:
         """True when the worker should leave its loop: told to stop, max-requests reached, or orphaned."""
@@ -190,6 +229,45 @@ class Worker:
 
     def serve_forever(self) -> None:
         raise NotImplementedError
+
+    def close_idle(self) -> None:
+        """On a stop: end the wait of every kept-alive connection between requests (its read sees
+        EOF and it closes), instead of holding the stop for --keep-alive seconds."""
+        for conn in list(self.ctx.idle):
+            try:
+                conn.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def accept_error(self, exc: OSError, listener: Listener) -> float:
+        """What a failed accept() means for every worker class: seconds to back off (out of
+        descriptors or memory, logged), 0 to go on (that connection is gone or another worker took
+        it); anything else is raised."""
+        if exc.errno in _ACCEPT_SHORT:
+            logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
+            return _ACCEPT_BACKOFF
+        if exc.errno in _ACCEPT_GONE or isinstance(exc, InterruptedError):
+            return 0.0
+        raise exc
+
+    def drain_queue(self, take: Callable[[socket.socket, Any, Listener], None]) -> None:
+        """On the way out of a stop or reload, hand `take` what the kernel already queued: a client
+        whose connection it accepted must get an answer, not a reset when the last holder of the
+        socket closes it. Not when recycling, paused or leaving a zerg server: the others serve it."""
+        if self.paused or self.recycling or self.leaving:
+            return
+        deadline = time.monotonic() + _DRAIN_SECONDS
+        budget = self.cfg.listen
+        pending = list(self.listeners)
+        while pending and budget > 0 and time.monotonic() < deadline and not self.leaving:
+            for listener in list(pending):
+                try:
+                    conn, peer = listener.sock.accept()  # under gevent, the patched socket class
+                except OSError:
+                    pending.remove(listener)
+                    continue
+                budget -= 1
+                take(conn, peer, listener)
 
 
 def head_limits(cfg: Any) -> Limits:

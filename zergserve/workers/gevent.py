@@ -15,7 +15,6 @@ request runs among others that finish.
 
 from __future__ import annotations
 
-import errno
 import time
 from typing import Any
 
@@ -25,7 +24,6 @@ from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
 from zergserve.workers.base import SharedRow, Worker
 
-_DRAIN_SECONDS = 2.0
 
 
 class GeventWorker(Worker):
@@ -61,12 +59,17 @@ class GeventWorker(Worker):
             except TimeoutError:
                 self.row.heartbeat()
         gevent.killall(acceptors)
+        if self.orphan:
+            super().release_listeners()
         self.ctx.draining = True  # kept-alive connections close after the response in hand
-        if not self.paused and not self.recycling and not self.leaving:
-            self._spawn_queued(pool)
+        self.close_idle()
+        self.drain_queue(lambda conn, peer, listener: pool.spawn(connection.serve, conn, peer, listener, self.ctx))
         if not pool.join(timeout=self.cfg.worker_reload_mercy):
             logger.error("worker %d: %d connections still open after %ds, closing them",
                          self.wid, len(pool), self.cfg.worker_reload_mercy)
+
+    def release_listeners(self) -> None:
+        """Done by serve_forever once the acceptors (which hold duplicates) are killed."""
 
     def _accept_forever(self, listener: Listener, pool: Any) -> None:
         """Accept on one listener while there is room in the pool; a greenlet per connection.
@@ -88,26 +91,9 @@ class GeventWorker(Worker):
                 try:
                     conn, peer = sock.accept()
                 except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
-                        time.sleep(0.1)
-                    elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EAGAIN):
-                        raise
+                    time.sleep(self.accept_error(exc, listener))
                     continue
                 pool.spawn(connection.serve, conn, peer, listener, self.ctx)
         finally:
             sock.close()
-
-    def _spawn_queued(self, pool: Any) -> None:
-        """On the way out, take what is already queued (the sync worker does the same)."""
-        deadline = time.monotonic() + _DRAIN_SECONDS
-        for listener in self.listeners:
-            for _ in range(self.cfg.listen):
-                if time.monotonic() > deadline:
-                    return
-                try:
-                    conn, peer = listener.sock.accept()  # accept() builds the patched socket class
-                except OSError:
-                    break
-                pool.spawn(connection.serve, conn, peer, listener, self.ctx)
 

@@ -8,23 +8,34 @@ kept a connection open would leave every other client waiting in the backlog.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import select
 import socket
 import time
 
 from zergserve import connection
-from zergserve.log import logger
 from zergserve.scoreboard import IDLE, PAUSED
+from zergserve.sockets import Listener
 from zergserve.workers.base import Worker
 
 _ACCEPT_EVENTS = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
-_DRAIN_SECONDS = 2.0
 
 
 class SyncWorker(Worker):
     """One request at a time per process."""
 
     keep_alive = False
+
+    @classmethod
+    def start_warnings(cls, listeners: list[Listener]) -> list[str]:
+        """A sync worker is held whole by each slow client: reached directly, a few hundred slow
+        connections take every worker out of service (README, security notes)."""
+        public = [listener.name for listener in listeners
+                  if listener.is_tcp and is_public(listener.sock.getsockname())]
+        if not public:
+            return []
+        return [f"sync workers listen on {', '.join(public)}, beyond loopback: each slow client holds a whole "
+                "worker (up to --http-timeout, --body-timeout); put nginx in front or use --worker gevent/asyncio"]
 
     def serve_forever(self) -> None:
         poller = select.epoll()
@@ -50,24 +61,7 @@ class SyncWorker(Worker):
                 elif registered:
                     self._accept_all(by_fd[fd])
         poller.close()
-        if not self.paused and not self.recycling and not self.leaving:
-            self._serve_queued()
-
-    def _serve_queued(self) -> None:
-        """On the way out, serve what is already queued: a client whose connection the kernel
-        accepted must get an answer, not a reset when the last holder of the socket closes it."""
-        deadline = time.monotonic() + _DRAIN_SECONDS
-        budget = self.cfg.listen
-        pending = list(self.listeners)
-        while pending and budget > 0 and time.monotonic() < deadline and not self.leaving:
-            for listener in list(pending):
-                try:
-                    conn, peer = listener.sock.accept()
-                except OSError:
-                    pending.remove(listener)
-                    continue
-                budget -= 1
-                connection.serve(conn, peer, listener, self.ctx)
+        self.drain_queue(lambda conn, peer, listener: connection.serve(conn, peer, listener, self.ctx))
 
     def _accept_all(self, listener) -> None:
         """Serve connections from this listener until its queue is empty or we must stop. The first
@@ -86,13 +80,19 @@ class SyncWorker(Worker):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    logger.error("worker %d: accept on %s: %s", self.wid, listener.name, exc.strerror)
-                    time.sleep(0.1)
+                if exc.errno == errno.EBADF and self.orphan:
+                    return  # the listener was closed under us: the master died
+                backoff = self.accept_error(exc, listener)
+                if backoff:
+                    time.sleep(backoff)
                     return
-                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
-                    raise
             else:
                 connection.serve(conn, peer, listener, ctx)
             if self.done() or self.paused:
                 return
+
+
+def is_public(sockname: tuple) -> bool:
+    """Whether a TCP socket bound to `sockname` can be reached from beyond this host's loopback."""
+    address = ipaddress.ip_address(sockname[0].split("%")[0])
+    return not (getattr(address, "ipv4_mapped", None) or address).is_loopback

@@ -1,0 +1,368 @@
+"""Request behaviour every worker class owes its clients, one test run per class (sync, gevent,
+asyncio), over both protocols where it applies. Real processes on UNIX sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from conftest import at_once, connect, free_port, http_request, recv_all, responses, wait_for
+from zergserve.protocols.uwsgi import encode_packet
+from zergserve.stats import fetch
+
+WORKERS = ("sync", "gevent", "asyncio")
+BIG = {"sync": "/big?size=%d", "gevent": "/big?size=%d", "asyncio": "/bigstream?size=%d"}
+
+
+def start(worker: str, spawn, workdir, *extra: str):
+    """One worker of `worker`'s class serving HTTP and uwsgi on UNIX sockets."""
+    if worker == "gevent":
+        pytest.importorskip("gevent")
+    module = "asgi_app:application" if worker == "asyncio" else "echo:application"
+    http, usock, stats = (str(workdir / name) for name in ("http.sock", "app.sock", "stats.sock"))
+    server = spawn("--module", module, "--worker", worker, "--http", http, "--socket", usock, "-p", "1",
+                   "--stats", stats, "--worker-reload-mercy", "5", *extra, wait=http)
+    server.addr, server.usock, server.stats = http, usock, stats
+    wait_for(lambda: all(w["status"] == "idle" for w in fetch(stats)["workers"]), message="workers idle")
+    return server
+
+
+def trickle_until_answered(sock: socket.socket, data: bytes, every: float) -> tuple[bytes, int]:
+    """Send `data` one byte every `every` seconds until the server answers (or closes): the answer
+    and how many bytes had been sent by then."""
+    sock.setblocking(False)
+    reply = b""
+    for sent, byte in enumerate(data):
+        try:
+            sock.send(bytes((byte,)))
+        except (BrokenPipeError, ConnectionResetError):
+            return reply, sent
+        deadline = time.monotonic() + every
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                time.sleep(0.02)
+                continue
+            except ConnectionResetError:
+                return reply, sent
+            if not chunk:
+                return reply, sent
+            reply += chunk
+        if reply:
+            return reply, sent
+    return reply, len(data)
+
+
+# --- item 3: a request body's duration is bounded -------------------------------------------------
+
+@pytest.mark.parametrize("proto", ("http", "uwsgi"))
+@pytest.mark.parametrize("worker", WORKERS)
+def test_trickled_body_is_cut_with_a_408(worker, proto, spawn, workdir):
+    """A body at 5 bytes/s against --body-timeout 1 and --body-min-rate 500: a 408 long before
+    the 200 bytes are in, although no single read waits --socket-timeout."""
+    server = start(worker, spawn, workdir, "--body-timeout", "1", "--body-min-rate", "500",
+                   "--socket-timeout", "5")
+    body = b"x" * 200
+    with connect(server.addr if proto == "http" else server.usock, timeout=30) as sock:
+        if proto == "http":
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 200\r\n\r\n")
+        else:
+            sock.sendall(encode_packet({"REQUEST_METHOD": "POST", "PATH_INFO": "/echo", "REQUEST_URI": "/echo",
+                                        "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "200"}))
+        reply, sent = trickle_until_answered(sock, body, 0.2)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
+    assert sent < 100, sent  # cut near 1 s (5 bytes), not after the whole 40 s trickle
+    server.wait_log('"POST /echo HTTP/1.1" 408 ')
+    assert http_request(server.addr)[0] == 200  # the worker is free again
+
+
+# --- item 3: a response to a client that reads slowly is bounded too ------------------------------
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_client_that_never_reads_frees_the_worker(worker, spawn, workdir):
+    server = start(worker, spawn, workdir, "--socket-timeout", "1")
+    with connect(server.addr, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET " + (BIG[worker] % 50_000_000).encode() + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        server.wait_log("client took", timeout=20)
+        wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="worker idle")
+        assert http_request(server.addr)[0] == 200
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_client_reading_below_send_min_rate_is_dropped(worker, spawn, workdir):
+    """A client that takes 4 KB every 0.1 s (about 40 KB/s) against --send-min-rate 1000000."""
+    server = start(worker, spawn, workdir, "--socket-timeout", "1", "--send-min-rate", "1000000")
+    with connect(server.addr, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET " + (BIG[worker] % 50_000_000).encode() + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        got = 0
+        while "client took" not in server.log():
+            data = sock.recv(4096)
+            assert data, "connection closed without the log line"
+            got += len(data)
+            assert got < 40_000_000, "the whole body went out at a rate under --send-min-rate"
+            time.sleep(0.1)
+    assert http_request(server.addr)[0] == 200
+
+
+# --- item 5: a worker notices a dead master at once ----------------------------------------------
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_master_killed_while_a_worker_holds_a_request(worker, spawn, workdir):
+    """kill -9 of the master: its worker, busy in a long request, gives up the listening socket
+    at once (a new master binds the same address) and is gone within --worker-reload-mercy."""
+    if worker == "gevent":
+        pytest.importorskip("gevent")
+    module = "asgi_app:application" if worker == "asyncio" else "echo:application"
+    addr = f"127.0.0.1:{free_port()}"
+    args = ("--module", module, "--worker", worker, "--http", addr, "-p", "1", "--worker-reload-mercy", "6")
+    stats = str(workdir / "stats.sock")
+    server = spawn(*args, "--stats", stats, wait=addr)
+    held = connect(addr, timeout=30)
+    held.sendall(b"GET /sleep?s=60 HTTP/1.1\r\nHost: h\r\n\r\n")
+    (row,) = wait_for(lambda: [w for w in fetch(stats)["workers"] if w["status"] == "busy"],
+                      message="the worker busy with the request")
+    pid = row["pid"]
+    os.kill(server.pid, signal.SIGKILL)
+    server.proc.wait(10)
+    wait_for(lambda: not listening_fds(pid), timeout=5, message="the worker closed its listening socket")
+    assert not _zombie(pid), "the worker closed its socket only by exiting"
+    again = spawn(*args, wait=addr)
+    assert http_request(addr)[0] == 200
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), timeout=15,
+             message="the orphaned worker exited within its mercy")
+    held.close()
+    again.kill()
+
+
+def listening_fds(pid: int) -> list[str]:
+    """The worker's sockets that are in LISTEN state (TCP, from /proc/net/tcp); OSError once it is gone."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    inodes.add(fields[9])
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            found.append(fd)
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+# --- item 7: HTTP details and log lines -----------------------------------------------------------
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_absolute_form_authority_wins_over_host(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    path = "/env" if worker != "asyncio" else "/echo"
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET http://real.example%s HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n"
+                     % path.encode())
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:100]
+    data = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    if worker == "asyncio":
+        assert data["headers"]["host"] == "real.example"
+    else:
+        assert data["HTTP_HOST"] == "real.example" and data["PATH_INFO"] == "/env"
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_body_over_limit_post_while_read_is_one_413_with_a_reason(worker, spawn, workdir):
+    server = start(worker, spawn, workdir, "--limit-post", "100")
+    with connect(server.addr) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"40\r\n" + b"a" * 64 + b"\r\n" + b"40\r\n" + b"a" * 64 + b"\r\n0\r\n\r\n")
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 413 Content Too Large\r\n"), reply[:100]
+    server.wait_log("bad request body for POST '/echo': body over limit-post (100 bytes)")
+    with connect(server.addr) as sock:  # refused from its Content-Length alone, by the codec
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
+        assert recv_all(sock).startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_idle_uwsgi_connection_is_no_error_line(worker, spawn, workdir):
+    server = start(worker, spawn, workdir, "--socket-timeout", "0.5")
+    with connect(server.usock) as idle:
+        assert recv_all(idle, timeout=10) == b""  # closed by the server after --socket-timeout
+    with connect(server.usock) as partial:
+        partial.sendall(b"\x00\x10")
+        assert recv_all(partial, timeout=10) == b""
+    log = server.wait_log("no complete packet within 0.5s")
+    assert log.count("no complete packet") == 1, log
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_uwsgi_vars_in_log_lines_are_escaped(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    forged = "1.2.3.4 \"GET / HTTP/1.1\" 200 0\n[2026-01-01 00:00:00] forged"
+    with connect(server.usock) as sock:
+        sock.sendall(encode_packet({"REQUEST_METHOD": "GET\x1b[31m", "PATH_INFO": "/", "REQUEST_URI": "/",
+                                    "SERVER_PROTOCOL": "HTTP/1.1\r\nX", "REMOTE_ADDR": forged}))
+        assert recv_all(sock).startswith(b"HTTP/1.1")
+    log = server.wait_log("forged")
+    assert "\n[2026-01-01 00:00:00] forged" not in log and "\x1b" not in log
+    assert "1.2.3.4 \\x22GET / HTTP/1.1\\x22 200 0\\n[2026-01-01 00:00:00] forged" in log
+
+
+# --- item 4: a sync worker reached directly says so -----------------------------------------------
+
+def test_public_address_detection():
+    from zergserve.workers.sync import is_public
+    assert not any(map(is_public, [("127.0.0.1", 80), ("127.5.0.1", 80), ("::1", 80, 0, 0),
+                                   ("::ffff:127.0.0.1", 80, 0, 0)]))
+    assert all(map(is_public, [("0.0.0.0", 80), ("::", 80, 0, 0), ("192.0.2.1", 80), ("fe80::1%eth0", 80, 0, 2)]))
+    from zergserve.workers import get
+
+    class Public:
+        is_tcp, name = True, "0.0.0.0:8000"
+        sock = type("Sock", (), {"getsockname": lambda self: ("0.0.0.0", 8000)})()
+
+    (line,) = get("sync").start_warnings([Public()])
+    assert "0.0.0.0:8000" in line and "nginx" in line
+    assert get("asyncio").start_warnings([Public()]) == []
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_no_exposure_warning_on_loopback_or_for_many_connection_workers(worker, spawn, workdir):
+    """The warning itself needs a non-loopback bind, which tests never make (see the unit test)."""
+    addr = f"127.0.0.1:{free_port()}"
+    module = "asgi_app:application" if worker == "asyncio" else "echo:application"
+    if worker == "gevent":
+        pytest.importorskip("gevent")
+    server = spawn("--module", module, "--worker", worker, "--http", addr, wait=addr)
+    assert "beyond loopback" not in server.wait_log("spawned worker 1")
+
+
+# --- one exchange: what the drivers used to do differently ----------------------------------------
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_idle_kept_alive_connection_ends_at_once_on_stop(worker, spawn, workdir):
+    server = start(worker, spawn, workdir, "--keep-alive", "60")
+    with connect(server.addr, timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        server.signal(signal.SIGTERM)
+        sock.settimeout(15)  # not --keep-alive's 60 s
+        assert recv_all(sock, timeout=15) == b""
+    assert server.wait_exit(15) == 0
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_a_response_head_the_codec_refuses_is_a_500_app_error(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    status, _, body = http_request(server.addr, "GET", "/two-lengths")
+    assert status == 500
+    server.wait_log("error in app for GET '/two-lengths'")
+    assert "cannot send the response: invalid Content-Length" in server.log()
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_an_aborted_response_closes_the_connection(worker, spawn, workdir):
+    """An app that fails after its head: the client gets the partial body and a close, never a
+    framed end that would make the truncated body look whole, nor the pipelined next response."""
+    server = start(worker, spawn, workdir)
+    with connect(server.addr, timeout=10) as sock:
+        sock.sendall(b"GET /crash-late HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        reply = recv_all(sock, timeout=10)
+    assert reply.startswith(b"HTTP/1.1 200 ") and b"partial" in reply
+    assert not reply.endswith(b"0\r\n\r\n") and reply.count(b"HTTP/1.1 ") == 1, reply
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_uwsgi_body_is_exactly_content_length(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    with connect(server.usock, timeout=10) as sock:
+        sock.sendall(encode_packet({"REQUEST_METHOD": "POST", "PATH_INFO": "/echo", "REQUEST_URI": "/echo",
+                                    "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "5"}))
+        sock.sendall(b"hel")
+        sock.sendall(b"loEXTRA")
+        reply = recv_all(sock, timeout=10)
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["body"] == "hello"
+
+
+# --- behaviour the per-worker test files each had a copy of ---------------------------------------
+
+KEEP_ALIVE = ("gevent", "asyncio")  # the sync worker answers every HTTP request with Connection: close
+
+
+@pytest.mark.parametrize("worker", KEEP_ALIVE)
+def test_keep_alive_and_pipelining(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    with connect(server.addr) as sock:
+        for path in (b"/pid", b"/"):
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path)
+            (reply,) = responses(sock, 1)
+            assert reply.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in reply
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"
+                     + b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n" * 2
+                     + b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        replies = responses(sock, 4)
+        assert [r.split(b"\r\n")[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 4
+        assert b'"body": "hi"' in replies[0] and b"Connection: close" in replies[3]
+        assert recv_all(sock) == b""
+
+
+@pytest.mark.parametrize("worker", KEEP_ALIVE)
+def test_idle_kept_alive_connection_is_closed_after_keep_alive_seconds(worker, spawn, workdir):
+    server = start(worker, spawn, workdir, "--keep-alive", "0.5")
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
+        responses(sock, 1)
+        assert recv_all(sock, timeout=5) == b""  # recv_all raises if nothing closes it
+
+
+@pytest.mark.parametrize("worker", KEEP_ALIVE)
+def test_one_worker_serves_many_slow_requests_at_once(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    statuses, seconds = at_once(server.addr, "/sleep?s=1", 40)
+    assert statuses == [200] * 40 and seconds < 5  # one at a time would take 40 s
+    wait_for(lambda: fetch(server.stats)["workers"][0]["requests"] == 40, message="40 requests counted")
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_uwsgi_protocol(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    with connect(server.usock) as sock:
+        sock.sendall(encode_packet({"REQUEST_METHOD": "POST", "PATH_INFO": "/echo", "QUERY_STRING": "q=2",
+                                    "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "5"}) + b"hello")
+        reply = recv_all(sock)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["body"] == "hello"
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_pause_stops_accepting(worker, spawn, workdir):
+    server = start(worker, spawn, workdir)
+    server.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "pause", message="paused")
+    with connect(server.addr) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        sock.settimeout(0.5)
+        with pytest.raises((TimeoutError, socket.timeout)):
+            sock.recv(100)
+        server.signal(signal.SIGTSTP)
+        assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")

@@ -1,0 +1,406 @@
+"""One connection's request lifecycle, sans-I/O, for both protocols and every worker class.
+
+The exchange is fed bytes, timeouts and EOF and says what to do next: receive until a deadline,
+send these bytes and close, call the app with this request, keep the connection for the next one.
+It owns admission and limits (the codecs' 400/413/414/431, `--limit-post`, `Expect: 100-continue`,
+a 408 only when bytes arrived), the body's accounting and bounds (Content-Length, chunked, uwsgi
+CONTENT_LENGTH, `--body-timeout`), the response's framing, the keep/drain/linger/close decision
+after it, refusal bytes, the access-log record and the scoreboard row. Drivers only move bytes:
+connection.py over blocking sockets (sync and gevent workers), workers/asyncio.py on an event loop.
+h11's `_connection.py` is the model, one level up.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any, Callable, NamedTuple
+
+from zergserve.pacing import BodyClock, BodyTimeout, SendPace
+from zergserve.protocols import http as h1
+from zergserve.protocols import uwsgi
+from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge,
+                                  printable, reason)
+
+RECV = 65536  # the most a driver reads at once
+DRAIN_CAP = 65536  # body bytes an app left unread that are read to keep the connection
+
+
+class Context:
+    """Everything a connection needs from its worker, fixed for the worker's life."""
+
+    def __init__(self, app: Callable, row: Any, wid: int, log_error: Callable[[str], None],
+                 access_log: Callable[[str], None] | None, limits: h1.Limits, http_timeout: float = 4.0,
+                 socket_timeout: float = 4.0, keepalive_timeout: float = 0.0, limit_post: int = 0,
+                 buffer_size: int = 4096, max_vars: int = 128, keep_alive: bool = False,
+                 body_timeout: float = 20.0, body_min_rate: float = 500.0, send_min_rate: float = 500.0) -> None:
+        self.app = app
+        self.row = row
+        self.wid = wid
+        self.log_error = log_error
+        self.access_log = access_log
+        self.limits = limits
+        self.http_timeout = http_timeout
+        self.socket_timeout = socket_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.limit_post = limit_post
+        self.buffer_size = buffer_size
+        self.max_vars = max_vars
+        self.keep_alive = keep_alive
+        self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
+        self.send_min_rate = send_min_rate
+        self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
+        self.idle: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets of kept-alive connections between requests
+        self.environs: dict[int, dict[str, Any]] = {}  # a WSGI driver's per-listener environ, built once
+
+    def pace(self) -> SendPace:
+        """The bound on one response's sending (pacing.py)."""
+        return SendPace(self.socket_timeout, self.send_min_rate)
+
+
+# --- what the exchange asks of its driver ------------------------------------------------------
+
+class Reply(NamedTuple):
+    """Send `data`, then close; when `linger`, first read and drop what the client still sends,
+    so the reply is not lost to a reset."""
+
+    data: bytes
+    linger: bool
+
+
+class _Step:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+RECEIVE = _Step("RECEIVE")  # read bytes for receive_data() until Exchange.deadline; past it, timed_out()
+SERVE = _Step("SERVE")  # call the app with Exchange.request (HTTP) or Exchange.variables (uwsgi)
+CLOSE = Reply(b"", False)  # close the connection now
+Action = Reply | _Step
+# What to do after a response (Exchange.after_response):
+KEEP, DRAIN, LINGER, CLOSED = "keep", "drain", "linger", "closed"
+
+
+class Exchange:
+    """One accepted connection, from its first byte to its close.
+
+    Per-request state starts from the class's defaults: a connection costs only what it changes."""
+
+    received_any = False
+    fed = False  # receive_data() was called (with bytes or EOF)
+    kept_alive = False  # a request was served before on this connection
+    pending: Action | None = None  # decided by timed_out(), returned next
+    method = target = protocol = ""
+    has_body = False
+    length = 0  # uwsgi: body bytes still to read
+    first = b""  # uwsgi: body bytes that came with the packet
+    clock: BodyClock | None = None
+    read = 0
+    continued = False
+    body_done = False
+    body_failed = False
+    raw = False  # the response is no longer framed: the connection closes after it
+    head_sent = 0  # bytes of the response head: the stats' tx counts them, as uWSGI's does
+    started = 0.0
+    request: h1.Request | None = None  # HTTP: the request head
+    variables: dict[str, str] = {}  # uwsgi: the packet's vars
+    _REQUEST_STATE = ("method", "target", "protocol", "has_body", "clock", "read", "continued", "body_done",
+                      "body_failed", "raw", "head_sent", "started")
+
+    def __init__(self, ctx: Context, listener: Any, peer: Any, handle: Any = None) -> None:
+        self.ctx = ctx
+        self.listener = listener
+        self.handle = handle  # the driver's socket, listed in ctx.idle while the connection is idle
+        self.peer = peer
+        self.http = listener.proto == "http"
+        if self.http:
+            self.h = h1.HTTPConnection(ctx.limits, keep_alive=ctx.keep_alive)
+            self.deadline = time.monotonic() + ctx.http_timeout
+        else:
+            self.parser = uwsgi.PacketParser(ctx.buffer_size, ctx.max_vars)
+            self.deadline = time.monotonic() + ctx.socket_timeout
+
+    @property
+    def where(self) -> str:
+        """The peer (or the listener), for error lines."""
+        return peer_text(self.peer, self.listener)
+
+    # --- the request head ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes for the request head (b'' when the client closed its side)."""
+        self._busy()
+        self.fed = True
+        self.received_any = self.received_any or bool(data)
+        if self.http:
+            self.h.receive_data(data)
+        else:
+            self.parser.receive_data(data)
+
+    def timed_out(self) -> None:
+        """The RECEIVE deadline passed: a 408 if a head had begun, else a quiet close."""
+        self._busy()
+        self.pending = CLOSE
+        if self.http and self.received_any:
+            self.ctx.log_error(f"http: request head not complete within {self.ctx.http_timeout:g}s "
+                               f"(peer {self.where})")
+            self.pending = Reply(self.h.error_response(h1.HTTPError(408, "request head timeout")), False)
+        elif not self.http and self.parser.started:  # a bare connect (a health check) is no error
+            self.ctx.log_error(f"uwsgi: no complete packet within {self.ctx.socket_timeout:g}s (peer {self.where})")
+
+    def _busy(self) -> None:
+        if self.kept_alive and self.handle is not None:  # only a kept-alive connection is ever idle
+            self.ctx.idle.discard(self.handle)
+
+    def next_action(self) -> Action:
+        """What the driver does next."""
+        if self.pending is not None:
+            action, self.pending = self.pending, None
+            return action
+        if not self.fed:
+            return RECEIVE  # a new connection: nothing to parse yet
+        return self._next_http() if self.http else self._next_uwsgi()
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for a kept-alive connection's next request, nothing of it arrived yet."""
+        return self.kept_alive and not self.received_any
+
+    def _next_http(self) -> Action:
+        h = self.h
+        try:
+            event = h.next_event()
+        except h1.HTTPError as exc:
+            self.ctx.log_error(f"http: {exc.status} {exc.reason} (peer {self.where})")
+            return Reply(h.error_response(exc), True)
+        if event is h1.NEED_DATA:
+            if self.idle:
+                if self.ctx.draining:
+                    return CLOSE  # a stopping worker keeps nothing alive
+                if self.handle is not None:
+                    self.ctx.idle.add(self.handle)  # Worker.close_idle() ends the wait on a stop
+            return RECEIVE
+        if not isinstance(event, h1.Request):
+            return CLOSE  # ConnectionClosed, or PAUSED with nothing more to do
+        ctx = self.ctx
+        if ctx.limit_post and event.content_length is not None and event.content_length > ctx.limit_post:
+            ctx.log_error(f"http: body of {event.content_length} bytes over limit-post {ctx.limit_post}")
+            return Reply(h.error_response(h1.HTTPError(413, "body over limit-post")), True)
+        if ctx.draining:
+            h.keep_alive = False  # this response says Connection: close
+        self.method, self.target, self.protocol = event.method, event.target, "HTTP/" + event.http_version
+        self.has_body = event.chunked or bool(event.content_length)
+        self._begin()
+        self.request = event
+        return SERVE
+
+    def _next_uwsgi(self) -> Action:
+        try:
+            packet = self.parser.next_packet()
+        except uwsgi.EmptyConnection:
+            return CLOSE
+        except uwsgi.UwsgiError as exc:
+            self.ctx.log_error(f"uwsgi: {exc} (peer {self.where})")
+            return CLOSE
+        if packet is None:
+            return RECEIVE
+        if packet.modifier1 == uwsgi.MODIFIER_PING:
+            return Reply(uwsgi.PONG, False)
+        variables = packet.vars
+        self.method = variables.get("REQUEST_METHOD", "GET")
+        self.target = variables.get("REQUEST_URI") or variables.get("PATH_INFO", "")
+        self.protocol = variables.get("SERVER_PROTOCOL") or "HTTP/1.0"
+        self.variables = variables
+        try:
+            length = uwsgi.content_length(variables)
+        except uwsgi.BadContentLength as exc:
+            self.ctx.log_error(f"uwsgi: {exc} (peer {self.where})")
+            return Reply(raw_error(self.protocol, 400), False)
+        if self.ctx.limit_post and length > self.ctx.limit_post:
+            self.ctx.log_error(f"uwsgi: body of {length} bytes over limit-post {self.ctx.limit_post}")
+            return Reply(raw_error(self.protocol, 413), True)
+        self.length = length
+        self.first = self.parser.trailing[:length]
+        self.has_body = bool(length)
+        self._begin()
+        return SERVE
+
+    def _begin(self) -> None:
+        self.started = time.time()
+        self.ctx.row.begin(f"{self.method} {self.target}".encode("latin-1", "replace"), self.started)
+
+    # --- the request body ----------------------------------------------------------------------
+
+    def interim(self) -> bytes:
+        """Bytes to send before the first body read: '100 Continue' if the client waits for it."""
+        if self.continued or not self.http:
+            return b""
+        self.continued = True
+        return self.h.send_continue()
+
+    def body_next(self) -> bytes | float:
+        """The next piece of the body (b'' at its end), or the seconds to wait for more bytes, which
+        go to body_data() (body_stalled() if none came). Raises RequestError (400, 408, 413)."""
+        if self.body_done or not self.has_body:
+            return b""
+        try:
+            piece = self._http_piece() if self.http else self._uwsgi_piece()
+        except RequestError:
+            self.body_failed = True
+            raise
+        if isinstance(piece, float):
+            try:
+                return min(self.ctx.socket_timeout, self._clock().left())
+            except BodyTimeout as exc:
+                self.body_failed = True
+                raise RequestTimeout(str(exc)) from None
+        return piece
+
+    def _http_piece(self) -> bytes | float:
+        try:
+            event = self.h.next_event()
+        except h1.HTTPError as exc:
+            raise RequestError(exc.reason) from None
+        if event is h1.NEED_DATA:
+            return 0.0
+        if isinstance(event, h1.Data):
+            self.read += len(event.data)
+            if self.ctx.limit_post and self.read > self.ctx.limit_post:
+                raise RequestTooLarge(self.ctx.limit_post)
+            return event.data
+        self.body_done = True
+        return b""
+
+    def _uwsgi_piece(self) -> bytes | float:
+        if self.first:
+            piece, self.first = self.first, b""
+            self.length -= len(piece)
+            self.body_done = not self.length
+            return piece
+        return 0.0 if self.length else b""
+
+    @property
+    def want(self) -> int:
+        """How many bytes the next body read may take (a uwsgi body ends at CONTENT_LENGTH)."""
+        return RECV if self.http else min(self.length, RECV)
+
+    def _clock(self) -> BodyClock:
+        if self.clock is None:
+            self.clock = BodyClock(self.ctx.body_timeout, self.ctx.body_min_rate)
+        return self.clock
+
+    def body_data(self, data: bytes) -> None:
+        """Bytes read for the body; b'' when the client closed (ClientDisconnected for uwsgi)."""
+        self._clock().received(len(data))
+        if self.http:
+            self.h.receive_data(data)
+        elif data:
+            self.first = data[:self.length]  # bytes after a uwsgi body are never a request
+        else:
+            self.body_failed = True
+            raise ClientDisconnected(f"client closed with {self.length} body bytes unsent")
+
+    def body_stalled(self) -> None:
+        """No body bytes came within body_next()'s wait: raise what that means."""
+        self.body_failed = True
+        try:
+            self._clock().left()
+        except BodyTimeout as exc:
+            raise RequestTimeout(str(exc)) from None
+        raise ClientDisconnected(f"request body stalled for {self.ctx.socket_timeout:g}s")
+
+    # --- the response --------------------------------------------------------------------------
+
+    def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+        """The response head (and first body bytes) for the wire. HTTP: framed by the codec (which
+        refuses what it cannot frame: AppError); uwsgi: a raw response as uWSGI writes it."""
+        if not self.http:
+            parts = [b"%s %d %s\r\n" % (self.protocol.encode("latin-1"), status, reason)]
+            parts.extend(b"%s: %s\r\n" % header for header in headers)
+            parts.append(b"\r\n")
+            self.head_sent = sum(map(len, parts))
+            parts.append(body)
+            return b"".join(parts)
+        try:
+            data = self.h.send_response(status, reason, headers)
+        except h1.HTTPError as exc:
+            raise AppError(f"cannot send the response: {exc.reason}") from None
+        self.head_sent = len(data)
+        return data + self.h.send_data(body) if body else data
+
+    def data(self, data: bytes) -> bytes:
+        """Body bytes for the wire (none on HTTP once the response is aborted or unframed)."""
+        if not self.http:
+            return data
+        return b"" if self.raw else self.h.send_data(data)
+
+    def end(self) -> bytes:
+        """The end of the body (the last chunk for chunked framing)."""
+        return self.h.send_end() if self.http and not self.raw else b""
+
+    def abort(self) -> None:
+        """The response cannot complete (or goes out unframed): the connection closes after it."""
+        self.raw = True
+
+    def unframed_file(self, count: int | None) -> bool:
+        """Whether a file of `count` bytes may go out by sendfile, past the codec's framing: on
+        uwsgi always, on HTTP only when the connection closes after it anyway."""
+        if not self.http:
+            return True
+        if self.h.must_close and count is not None:
+            self.raw = True
+            return True
+        return False
+
+    def after_response(self, status: int, sent: int) -> str:
+        """End the request (scoreboard row, access line) and say what becomes of the connection:
+        KEEP it for the next request, DRAIN the body the app left (then drained()), LINGER, CLOSE."""
+        ctx = self.ctx
+        ctx.row.end(self.head_sent + sent, time.time() - self.started, status >= 500)
+        if ctx.access_log is not None:
+            peer = self.peer or (self.variables.get("REMOTE_ADDR", "-"),)  # behind nginx, its client
+            access(ctx, peer, self.method, self.target, self.protocol, status, sent, self.started)
+        body_left = self.has_body and not self.body_done
+        if self.raw or not self.http or self.h.must_close:
+            return LINGER if body_left else CLOSED
+        if body_left:
+            return LINGER if self.body_failed else DRAIN
+        return KEEP
+
+    def next_request(self) -> bool:
+        """Get ready for the next request on a kept-alive connection; False to close instead."""
+        if self.ctx.draining or not self.h.start_next_cycle():
+            return False
+        self.deadline = time.monotonic() + (self.ctx.keepalive_timeout or self.ctx.http_timeout)
+        self.kept_alive = True
+        self.received_any = False
+        for name in self._REQUEST_STATE:
+            self.__dict__.pop(name, None)  # back to the class's defaults
+        return True
+
+
+def raw_error(protocol: str, status: int) -> bytes:
+    """A whole plain-text error response in the request's protocol, as uWSGI writes one."""
+    text = reason(status)
+    body = text + b"\n"
+    return (b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+            % (protocol.encode("latin-1"), status, text, len(body), body))
+
+
+def access(ctx: Context, peer: Any, method: str, target: str, proto: str, status: int, sent: int,
+           started: float) -> None:
+    """One access-log line; every string from the client escaped."""
+    if ctx.access_log is None:
+        return
+    addr = printable(peer[0]) if peer else "-"
+    ms = (time.time() - started) * 1000
+    ctx.access_log(f'{addr} "{printable(method)} {printable(target)} {printable(proto)}" '
+                   f"{status} {sent} {ms:.1f}ms w{ctx.wid}")
+
+
+def peer_text(peer: Any, listener: Any) -> str:
+    return f"{peer[0]}:{peer[1]}" if peer else listener.name

@@ -1,0 +1,66 @@
+"""What the adapters (wsgi, asgi) and the exchange share: request errors, the header field
+check, reason phrases and log escaping. Imports nothing of the package but the HTTP codec."""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+from zergserve.protocols import http as h1
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_REASONS.update((code, text.encode()) for code, text in h1.REASONS.items())  # one phrase per status everywhere
+
+
+class ClientDisconnected(OSError):
+    """The client went away (or stalled past the timeout) while the app was reading the body."""
+
+
+class RequestError(Exception):
+    """The request body turned out bad while the app read it: answer `status` if still possible."""
+
+    status = 400
+
+
+class RequestTooLarge(RequestError):
+    """The body grew past --limit-post while being read."""
+
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body over limit-post ({limit} bytes)")
+
+
+class RequestTimeout(RequestError):
+    """The body came slower than --body-timeout and --body-min-rate allow."""
+
+    status = 408
+
+
+class AppError(Exception):
+    """The application broke the WSGI contract (bad status, bad headers, write before start_response)."""
+
+
+def check_field(bname: bytes, bvalue: bytes, name: Any, value: Any) -> None:
+    """Refuse a field that could split the response: a name that is no token, CR, LF or NUL in the
+    value. `name` and `value` are what the app gave, for the message (the ASGI adapter shares it)."""
+    if not _TOKEN.match(bname):
+        raise AppError(f"invalid header name {name!r}")
+    if _BAD_VALUE.search(bvalue):
+        raise AppError(f"invalid header value for {name!r}: {value!r}")
+
+
+def printable(text: str) -> str:
+    """`text` with control bytes and double quotes escaped, for a log line: a request path or a
+    uwsgi var cannot forge, split or colour log lines."""
+    if text.isprintable() and '"' not in text:
+        return text
+    return text.encode("unicode_escape").decode("ascii").replace('"', "\\x22")
+
+
+def reason(code: int) -> bytes:
+    """The standard reason phrase of a status code (b'Unknown' for others)."""
+    return _REASONS.get(code, b"Unknown")
