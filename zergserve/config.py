@@ -998,7 +998,7 @@ _WORDS = {"N": (("milliseconds", "MS"), ("seconds", "SECONDS"), ("megabytes", "M
           "VALUE": (("EXT", "EXT"), ("PATH", "PATH"), ("FILE", "PATH"), ("user", "USER"), ("group", "GROUP"),
                     ("file", "PATH"), ("directory", "DIR"), ("virtualenv", "DIR"), ("program", "PATH"),
                     ("command line", "COMMAND"), ("UNIX socket", "PATH"), ("zerg server", "PATH"),
-                    ("name", "NAME"), ("plugins", "NAMES"), ("channel", "CHANNEL"), ("prefix", "TEXT"), ("append this to", "TEXT"))}
+                    ("name", "NAME"), ("plugins", "NAMES"), ("mime.types", "PATH"), ("channel", "CHANNEL"), ("prefix", "TEXT"), ("append this to", "TEXT"))}
 
 
 def metavar(opt: Option) -> str:
