@@ -1033,8 +1033,12 @@ def _default_text(opt: Option) -> str:
     return _render(opt, opt.default)
 
 
+# Flags that are no option (nothing to set in a file or the environment): answered and exited.
+_HELP_FLAGS = (("-h, --help", "show this help and exit"), ("--version", "print the version and exit"))
+
+
 def help_text() -> str:
-    lines = [f"zergserve {__version__}: a prefork WSGI server with uWSGI's elastic modes", "",
+    lines = [f"zergserve {__version__}: a prefork WSGI and ASGI server with uWSGI's elastic modes", "",
              "usage: zergserve [OPTIONS] [CONFIG.ini|.json|.toml|.yaml[:section]]", ""]
     for title, options in _groups():
         lines.append(f"{title}:")
@@ -1044,7 +1048,10 @@ def help_text() -> str:
             lines.append(f"      {opt.help}" + (f" (default: {default})" if default else "")
                          + (" (repeatable)" if opt.repeatable else ""))
         lines.append("")
-    lines += ["Help:", "  -h, --help", "      show this help and exit", "  --version", "      print the version and exit", ""]
+    lines.append("Help:")
+    for spelled, meaning in _HELP_FLAGS:
+        lines += [f"  {spelled}", f"      {meaning}"]
+    lines.append("")
     lines.append("Every option is also a config-file key and a ZERGSERVE_<OPTION> / UWSGI_<OPTION> variable;")
     lines.append("precedence: defaults < files < UWSGI_* < ZERGSERVE_* < command line. See docs/settings.md.")
     return "\n".join(lines)
@@ -1068,6 +1075,9 @@ def render_markdown() -> str:
             out.append(f"| `{_spelling(opt)}{_value_syntax(opt)}`{kind} | `{opt.name}` / `ZERGSERVE_{opt.env}` | {default} "
                        f"| {meaning} |")
         out.append("")
+    out += ["### Help", "", "| flag | meaning |", "|---|---|"]
+    out += [f"| `{spelled}` | {meaning} |" for spelled, meaning in _HELP_FLAGS]
+    out.append("")
     return "\n".join(out)
 
 
