@@ -616,6 +616,8 @@ OPTIONS: tuple[Option, ...] = (
       group="config"),
     O("check-config", boolean, False, "load the configuration and the app, then exit", flag=True,
       group="config"),
+    O("connect-and-read", text, None, "connect to ADDR (a stats socket: TCP if it has a ':', else a UNIX "
+      "path), copy what it sends to stdout and exit, as uWSGI's option", group="config"),
 )
 del O
 
@@ -995,7 +997,7 @@ _SYNTAX = {"VALUE": (("USER[:GROUP]", "USER[:GROUP]"), ("FILE[:section]", "FILE[
                      ("http://HOST/PATH", "URL"), ("dir://DIR", "DIR|URL"))}
 _WORDS = {"N": (("milliseconds", "MS"), ("seconds", "SECONDS"), ("megabytes", "MB"), ("bytes", "BYTES"),
                 ("(%)", "PERCENT")),
-          "VALUE": (("EXT", "EXT"), ("PATH", "PATH"), ("FILE", "PATH"), ("user", "USER"), ("group", "GROUP"),
+          "VALUE": (("EXT", "EXT"), ("ADDR", "ADDR"), ("PATH", "PATH"), ("FILE", "PATH"), ("user", "USER"), ("group", "GROUP"),
                     ("file", "PATH"), ("directory", "DIR"), ("virtualenv", "DIR"), ("program", "PATH"),
                     ("command line", "COMMAND"), ("UNIX socket", "PATH"), ("zerg server", "PATH"),
                     ("name", "NAME"), ("plugins", "NAMES"), ("mime.types", "PATH"), ("channel", "CHANNEL"), ("prefix", "TEXT"), ("append this to", "TEXT"))}
