@@ -277,28 +277,29 @@ class Sampler(threading.Thread):
         while self.running:
             now = time.time()
             doc = fetch(self.emperor_stats) or {}
-            if self.floor is not None:
-                workers = running_workers(doc)
-                sample = {"time": now, "backlog": tcp_backlog(self.port), "workers": len(workers),
-                          "busy": sum(1 for w in workers if w.get("status") == "busy"), "zergs": 0}
-                if tick % int(1 / SAMPLE) == 0:
-                    sample.update(proc_usage(self.emperor_pid, "vassal"))
-                self.samples.append(sample)
-                tick += 1
-                time.sleep(max(0.0, SAMPLE - (time.time() - now)))
-                continue
-            vassals = doc.get("vassals", [])
-            zergs = [v for v in vassals if v.get("zerg")]
-            sample = {"time": now, "backlog": tcp_backlog(self.port), "zergs": len(zergs),
-                      "accepting": sum(1 for z in zergs if z.get("accepting"))}
-            if tick % int(1 / SAMPLE) == 0:
-                master = next((v["pid"] for v in vassals if not v.get("zerg")), 0)
-                sample.update(proc_usage(self.emperor_pid, "emperor"))
-                sample.update(proc_usage(master, "vassal"))
-                sample["blacklist"] = len(doc.get("blacklist", []))
+            sample = {"time": now, "backlog": tcp_backlog(self.port)}
+            sample.update(self._instance(doc, tick) if self.floor is not None else self._emperor(doc, tick))
             self.samples.append(sample)
             tick += 1
             time.sleep(max(0.0, SAMPLE - (time.time() - now)))
+
+    def _emperor(self, doc: dict, tick: int) -> dict:
+        vassals = doc.get("vassals", [])
+        zergs = [v for v in vassals if v.get("zerg")]
+        sample = {"zergs": len(zergs), "accepting": sum(1 for z in zergs if z.get("accepting"))}
+        if tick % int(1 / SAMPLE) == 0:
+            master = next((v["pid"] for v in vassals if not v.get("zerg")), 0)
+            sample.update(proc_usage(self.emperor_pid, "emperor"))
+            sample.update(proc_usage(master, "vassal"))
+            sample["blacklist"] = len(doc.get("blacklist", []))
+        return sample
+
+    def _instance(self, doc: dict, tick: int) -> dict:
+        workers = running_workers(doc)
+        sample = {"zergs": 0, "workers": len(workers), "busy": sum(1 for w in workers if w.get("status") == "busy")}
+        if tick % int(1 / SAMPLE) == 0:
+            sample.update(proc_usage(self.emperor_pid, "vassal"))
+        return sample
 
     def extra_now(self) -> int:
         """Zergs still alive, or workers the cheaper subsystem has not stopped yet."""
