@@ -149,7 +149,8 @@ def run(server: str, args: argparse.Namespace, profile: Profile, out: Path) -> d
         emperor_stats = str(run_dir / ("app.stats" if cheaper else "emperor.stats"))
         binary = [shutil.which("uwsgi") or "uwsgi"] if server == "uwsgi" else [sys.executable, "-m", "zergserve"]
         command = ["--ini", str(tmp / "vassals" / "app.ini")] if cheaper else \
-            ["--emperor", str(tmp / "vassals"), "--emperor-broodlord", str(args.broodlord), "--emperor-stats", emperor_stats]
+            ["--emperor", str(tmp / "vassals"), "--emperor-broodlord", str(args.broodlord),
+             "--emperor-stats", emperor_stats]
         emperor = subprocess.Popen(binary + command, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
         procs.append(emperor)
@@ -159,7 +160,8 @@ def run(server: str, args: argparse.Namespace, profile: Profile, out: Path) -> d
         if cheaper:
             wait(lambda: listening(port) and running_workers(fetch(emperor_stats) or {}), "the cheaper instance")
         else:
-            wait(lambda: listening(port) and any(v.get("accepting") for v in (fetch(emperor_stats) or {}).get("vassals", [])),
+            wait(lambda: listening(port) and any(v.get("accepting")
+                                                 for v in (fetch(emperor_stats) or {}).get("vassals", [])),
                  f"the {server} vassal")
         nginx_port = free_port()
         procs.append(start_nginx(tmp, port, nginx_port))
@@ -321,8 +323,8 @@ def report(server: str, requests_log: Path, sampler: Sampler, watcher: LogWatche
     events = [(round(at - start, 2), kind) for at, kind in watcher.events]
     load_end = profile.duration()
     with open(out / "samples.csv", "w", newline="") as fh:
-        fields = ["t", "backlog", "zergs", "accepting", "workers", "busy", "emperor_fds", "emperor_sockets", "emperor_rss_kb",
-                  "vassal_fds", "vassal_sockets", "vassal_rss_kb", "blacklist"]
+        fields = ["t", "backlog", "zergs", "accepting", "workers", "busy", "emperor_fds", "emperor_sockets",
+                  "emperor_rss_kb", "vassal_fds", "vassal_sockets", "vassal_rss_kb", "blacklist"]
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(samples)
