@@ -82,7 +82,22 @@ def instance(doc: dict[str, Any], totals: list[Totals]) -> list[Family]:
         queue.add(sock["queue"], socket=sock["name"])
         limit.add(sock["max_queue"], socket=sock["name"])
     families += [queue, limit, _histogram(totals)]
+    if "cheaper" in doc:
+        families += _cheaper(doc["cheaper"])
     return families
+
+
+def _cheaper(state: dict[str, Any]) -> list[Family]:
+    """The cheaper subsystem's aim and moves (its "cheaper" stats object)."""
+    target = Family("zergserve_workers_target", "gauge", "workers the cheaper subsystem runs now "
+                    "(between --cheaper and --processes)").add(state["target"])
+    bounds = Family("zergserve_cheaper_workers", "gauge", "the cheaper subsystem's bounds: --cheaper and "
+                    "--processes")
+    bounds.add(state["min"], bound="min").add(state["max"], bound="max")
+    changes = Family("zergserve_cheaper_changes_total", "counter", "workers the cheaper subsystem added (up) or "
+                     "stopped (down)")
+    changes.add(state["added"], direction="up").add(state["stopped"], direction="down")
+    return [target, bounds, changes]
 
 
 def _histogram(totals: list[Totals]) -> Family:
