@@ -299,11 +299,12 @@ def spawn(workdir):
 
 def start(spawn: Callable[..., Server], workdir: Path, *extra: str, module: str = "echo:application",
           workers: int | None = 2, worker: str | None = None, http: str | None = "tcp",
-          uwsgi: str | None = None, stats: bool = True, mercy: int | None = 10) -> Server:
+          uwsgi: str | None = None, stats: bool = True, mercy: int | None = 10, backlog: int = 100) -> Server:
     """The usual instance for a test: `module` on bound listeners handed in as fd://N, every worker idle.
 
     `http` and `uwsgi` are "tcp" (127.0.0.1, port 0), "unix" (http.sock / app.sock in the workdir) or
-    None. The server carries what tests talk to: `.addr` (HTTP, else uwsgi), `.http`, `.uwsgi`, `.usock`
+    None; `backlog` is their listen backlog (the server's --listen does not apply to a socket handed
+    in). The server carries what tests talk to: `.addr` (HTTP, else uwsgi), `.http`, `.uwsgi`, `.usock`
     (the uwsgi socket when it is UNIX), `.stats` (a UNIX path) and `.listeners` (the `Bound`s)."""
     args = ["--module", module]
     if workers is not None:
@@ -315,7 +316,7 @@ def start(spawn: Callable[..., Server], workdir: Path, *extra: str, module: str 
     listeners = {}
     for proto, kind, path in (("http", http, "http.sock"), ("uwsgi", uwsgi, "app.sock")):
         if kind:
-            listeners[proto] = bound(workdir / path if kind == "unix" else None)
+            listeners[proto] = bound(workdir / path if kind == "unix" else None, backlog)
             args += ["--http" if proto == "http" else "--socket", listeners[proto].arg]
     stats_path = str(workdir / "stats.sock") if stats else None
     if stats_path:
