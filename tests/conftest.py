@@ -280,11 +280,19 @@ def spawn(workdir):
 
     def start(*args: str, env: dict[str, str] | None = None, wait: str | None = None,
               timeout: float = 15.0, pass_fds: tuple[int, ...] = (), keep_fds: bool = False) -> Server:
+        """`wait`: an address that must answer first; for a `bound()` one handed to this server, the
+        server must also have logged adopting it (its stats and pidfile are set up by then)."""
+        handed = {listener.addr: listener.arg for fd in _passed_fds(list(args)) if (listener := _BOUND.get(fd))}
         server = Server(list(args), workdir, env, pass_fds, keep_fds)
         started.append(server)
         if wait:
             try:
-                wait_for(lambda: _answers(wait), timeout, message=f"zergserve answering on {wait}")
+                if wait in handed:  # it listens before the server runs: wait until it logs taking it
+                    wait_for(lambda: f"{handed[wait]} (" in server.log() + _logto(args, workdir)
+                             or server.proc.poll() is not None,
+                             timeout, message=f"zergserve adopting {handed[wait]}")
+                wait_for(lambda: server.proc.poll() is None and _answers(wait), timeout,
+                         message=f"zergserve answering on {wait}")
             except AssertionError:
                 raise AssertionError(f"server did not come up on {wait}; log:\n{server.log()}") from None
         return server
@@ -339,6 +347,15 @@ def wait_idle(server: Server, workers: int | None = None, timeout: float = 10.0)
         ok = workers is None or len(rows) == workers
         return rows if ok and rows and all(w["pid"] and w["status"] == "idle" for w in rows) else None
     return wait_for(idle, timeout, message=f"{workers or 'all'} worker(s) idle")
+
+
+def _logto(args: tuple[str, ...], workdir: Path) -> str:
+    """What the server wrote to its --logto file, if it has one."""
+    for flag, value in zip(args, args[1:]):
+        if flag == "--logto":
+            path = workdir / value
+            return path.read_text(errors="replace") if path.exists() else ""
+    return ""
 
 
 def _answers(addr: str) -> bool:

@@ -321,15 +321,16 @@ def test_workers_never_outlive_a_killed_master(spawn, workdir):
 
 
 def test_signal_before_the_master_loop_is_queued_not_fatal(spawn, workdir):
-    """The socket is adopted while the app is still importing: a HUP sent then is a reload once the
-    master runs, not the default action (death)."""
+    """A HUP sent while the app is still importing is a reload once the master runs, not the default
+    action (death)."""
+    marker = workdir / "importing"
     (workdir / "slowimport.py").write_text(
-        "import time\ntime.sleep(1.5)\n"
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(1.5)\n"
         "def application(environ, start_response):\n"
         "    start_response('200 OK', [])\n    return [b'ok']\n")
     listener = bound()
     server = spawn("--module", "slowimport:application", "--pythonpath", str(workdir), "--http", listener.arg)
-    server.wait_log(f"http socket {listener.arg}")  # adopted; the import (1.5 s) has not finished
+    wait_for(marker.exists, message="the app importing")  # and sleeping 1.5 s
     server.signal(signal.SIGHUP)
     server.wait_log("graceful reload requested", timeout=15)
     assert server.proc.poll() is None
