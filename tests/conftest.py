@@ -307,10 +307,12 @@ def spawn(workdir):
 
 def start(spawn: Callable[..., Server], workdir: Path, *extra: str, module: str = "echo:application",
           workers: int | None = 2, worker: str | None = None, http: str | None = "tcp",
-          uwsgi: str | None = None, stats: bool = True, mercy: int | None = 10, backlog: int = 100) -> Server:
+          uwsgi: str | None = None, stats: bool = True, mercy: int | None = 10, backlog: int = 100,
+          prefix: str = "") -> Server:
     """The usual instance for a test: `module` on bound listeners handed in as fd://N, every worker idle.
 
-    `http` and `uwsgi` are "tcp" (127.0.0.1, port 0), "unix" (http.sock / app.sock in the workdir) or
+    `http` and `uwsgi` are "tcp" (127.0.0.1, port 0), "unix" (http.sock / app.sock in the workdir, after
+    `prefix`, which tells apart the files of several instances in one workdir) or
     None; `backlog` is their listen backlog (the server's --listen does not apply to a socket handed
     in). The server carries what tests talk to: `.addr` (HTTP, else uwsgi), `.http`, `.uwsgi`, `.usock`
     (the uwsgi socket when it is UNIX), `.stats` (a UNIX path) and `.listeners` (the `Bound`s)."""
@@ -324,9 +326,9 @@ def start(spawn: Callable[..., Server], workdir: Path, *extra: str, module: str 
     listeners = {}
     for proto, kind, path in (("http", http, "http.sock"), ("uwsgi", uwsgi, "app.sock")):
         if kind:
-            listeners[proto] = bound(workdir / path if kind == "unix" else None, backlog)
+            listeners[proto] = bound(workdir / f"{prefix}{path}" if kind == "unix" else None, backlog)
             args += ["--http" if proto == "http" else "--socket", listeners[proto].arg]
-    stats_path = str(workdir / "stats.sock") if stats else None
+    stats_path = str(workdir / f"{prefix}stats.sock") if stats else None
     if stats_path:
         args += ["--stats", stats_path]
     addrs = {proto: listener.addr for proto, listener in listeners.items()}
