@@ -93,9 +93,17 @@ def bound(path: str | Path | None = None, backlog: int = 100) -> Bound:
     return listener
 
 
-def _passed_fds(args: list[str]) -> list[int]:
-    """The descriptors named by `fd://N` in zergserve arguments (`fd://3`, `--http=fd://3`)."""
+def passed_fds(args: list[str] | tuple[str, ...]) -> list[int]:
+    """The descriptors named by `fd://N` in zergserve arguments (`fd://3`, `--http=fd://3`): the
+    `pass_fds` of a child started with them."""
     return sorted({int(fd) for arg in args for fd in re.findall(r"fd://(\d+)", arg)})
+
+
+def handed_over(fds: list[int]) -> None:
+    """Close the test's copies of the `bound()` sockets among `fds`, now that a child holds them."""
+    for fd in fds:
+        if fd in _BOUND:
+            _BOUND[fd].close()
 
 
 def fetch(addr: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -220,15 +228,13 @@ class Server:
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.update(env or {})
         self.log_fh = open(self.logfile, "wb")
-        fds = sorted({*_passed_fds(args), *pass_fds})
+        fds = sorted({*passed_fds(args), *pass_fds})
         self.proc = subprocess.Popen([sys.executable, "-m", "zergserve", *args], cwd=workdir,
                                      stdout=self.log_fh, stderr=subprocess.STDOUT, env=full_env,
                                      start_new_session=True, pass_fds=fds)
         self.pid = self.proc.pid
         if not keep_fds:
-            for fd in fds:
-                if fd in _BOUND:
-                    _BOUND[fd].close()
+            handed_over(fds)
 
     def log(self) -> str:
         return self.logfile.read_text(errors="replace")
@@ -282,7 +288,7 @@ def spawn(workdir):
               timeout: float = 15.0, pass_fds: tuple[int, ...] = (), keep_fds: bool = False) -> Server:
         """`wait`: an address that must answer first; for a `bound()` one handed to this server, the
         server must also have logged adopting it (its stats and pidfile are set up by then)."""
-        handed = {listener.addr: listener.arg for fd in _passed_fds(list(args)) if (listener := _BOUND.get(fd))}
+        handed = {listener.addr: listener.arg for fd in passed_fds(args) if (listener := _BOUND.get(fd))}
         server = Server(list(args), workdir, env, pass_fds, keep_fds)
         started.append(server)
         if wait:
