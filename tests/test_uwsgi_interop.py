@@ -9,14 +9,12 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
-from conftest import APPS, ROOT, free_port, http_request, wait_for
-from test_emperor import Emperor
+from conftest import APPS, ROOT, bound, fetch, http_request, wait_for
+from test_emperor import Emperor, touch
 from test_instance_uwsgi import nginx_vars, request, split
-from zergserve.stats import fetch
 
 UWSGI = shutil.which("uwsgi") or next((str(p) for p in [ROOT / "bench" / ".peers" / "bin" / "uwsgi"] if p.exists()),
                                       None)
@@ -46,11 +44,11 @@ def pid_of(addr: str) -> bytes:
 
 
 def test_uwsgi_zerg_attaches_to_zergserve_server(spawn, workdir, uwsgi):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
+    listener = bound()
+    addr = listener.addr
     zsock = str(workdir / "z.sock")
     stats = str(workdir / "s.sock")
-    main = spawn("--module", "echo:application", "--socket", addr, "--zerg-server", zsock, "--stats", stats,
+    main = spawn("--module", "echo:application", "--socket", listener.arg, "--zerg-server", zsock, "--stats", stats,
                  wait=addr)
     wait_for(lambda: os.path.exists(zsock))
     zerg = uwsgi("--master", "-p", "1", "--zerg", zsock)
@@ -63,8 +61,7 @@ def test_uwsgi_zerg_attaches_to_zergserve_server(spawn, workdir, uwsgi):
 
 
 def test_zergserve_zerg_attaches_to_uwsgi_server(spawn, workdir, uwsgi):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
+    addr = str(workdir / "u.sock")  # uWSGI binds it: a UNIX socket, no port number to race for
     zsock = str(workdir / "uz.sock")
     server = uwsgi("--master", "-p", "1", "--socket", addr, "--zerg-server", zsock)
     wait_for(lambda: os.path.exists(zsock), message="uWSGI zerg server")
@@ -79,17 +76,15 @@ def test_zergserve_zerg_attaches_to_uwsgi_server(spawn, workdir, uwsgi):
 
 
 def test_uwsgi_vassal_under_zergserve_emperor(spawn, workdir):
-    port = free_port()
+    addr = str(workdir / "u.sock")  # the uWSGI vassal binds it: a UNIX socket, no port number to race for
     emperor = Emperor(spawn, workdir, "--binary-path", UWSGI)
     (emperor.dir / "u.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\n"
-                                       f"http-socket = 127.0.0.1:{port}\nprocesses = 1\n")
-    addr = f"127.0.0.1:{port}"
+                                       f"http-socket = {addr}\nprocesses = 1\n")
     wait_for(lambda: http_request(addr)[0] == 200, timeout=20, message="uWSGI vassal serving")
     wait_for(lambda: (emperor.vassal("u.ini") or {}).get("loyal") == 1, message="uWSGI vassal loyal")
     assert emperor.vassal("u.ini")["ready"] == 1
     pid = emperor.vassal("u.ini")["pid"]
-    time.sleep(0.01)
-    os.utime(emperor.dir / "u.ini")
+    touch(emperor.dir / "u.ini")
     wait_for(lambda: emperor.vassal("u.ini")["respawns"] == 1, message="reload sent to uWSGI")
     wait_for(lambda: http_request(addr)[0] == 200, timeout=20)
     assert emperor.vassal("u.ini")["pid"] == pid
