@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, free_port, http_request, wait_for
+from conftest import APPS, ROOT, http_request, wait_for
 from test_emperor import Emperor, children
 
 USERS = ("zstyrant1", "zstyrant2")
@@ -171,17 +171,26 @@ def real_vassals(spawn, workdir: Path, python: tuple[str, str], before_exec: str
     return emperor
 
 
-def app_config(port: int) -> str:
-    return f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\n"
+def app_config(addr: str) -> str:
+    return f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {addr}\n"
+
+
+def socket_path(workdir: Path, name: str) -> str:
+    """Where a vassal run as another user may bind its own UNIX socket (no port number to race for):
+    a directory anyone may create in, sticky like /tmp."""
+    sockets = workdir / "sockets"
+    sockets.mkdir(exist_ok=True)
+    sockets.chmod(0o1777)
+    return str(sockets / name)
 
 
 def test_real_zergserve_vassal_runs_as_its_owner(spawn, workdir, users, vassal_python):
     emperor = real_vassals(spawn, workdir, vassal_python)
-    port = free_port()
+    addr = socket_path(workdir, "app.sock")
     path = emperor.dir / "app.ini"
-    path.write_text(app_config(port))
+    path.write_text(app_config(addr))
     own(path, users[0])
-    wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200, timeout=15, message="the vassal serves")
+    wait_for(lambda: http_request(addr)[0] == 200, timeout=15, message="the vassal serves")
     master = emperor.vassal("app.ini")["pid"]
     for pid in [master, *children(master)]:
         fields = status_of_pid(pid)
@@ -194,26 +203,26 @@ def test_a_config_swapped_after_the_check_is_not_read(spawn, workdir, users, vas
     """The race of reliability.md §4.2: between the emperor's check and the vassal's read, someone
     who can write the directory replaces the file. Here the vassal's own wrapper does it, right
     before exec: the vassal must still read the file that was checked, as its owner."""
-    checked_port, swapped_port = free_port(), free_port()
+    checked, swapped = socket_path(workdir, "checked.sock"), socket_path(workdir, "swapped.sock")
     vassals = workdir / "vassals"
     vassals.mkdir()
     vassals.chmod(0o777)  # writable by the users: the swap needs it
     swap = vassals / "swap.txt"  # not a vassal name: the emperor ignores it
-    swap.write_text(app_config(swapped_port))
+    swap.write_text(app_config(swapped))
     own(swap, users[1])
     emperor = real_vassals(spawn, workdir, vassal_python, f'[ -e {swap} ] && mv -f {swap} {vassals}/app.ini')
     vassals.chmod(0o777)
     path = vassals / "app.ini.tmp"
-    path.write_text(app_config(checked_port))
+    path.write_text(app_config(checked))
     own(path, users[0])
     path.rename(vassals / "app.ini")
     first = int(emperor.server.wait_log("vassal app.ini spawned (pid ").split("vassal app.ini spawned (pid ")[1]
                 .split(")")[0])
     bound = emperor.server.wait_log(f"[{first}] INFO: http socket")
-    assert f"[{first}] INFO: http socket 127.0.0.1:{checked_port} " in bound
-    assert f"[{first}] INFO: http socket 127.0.0.1:{swapped_port} " not in bound
+    assert f"[{first}] INFO: http socket {checked} " in bound
+    assert f"[{first}] INFO: http socket {swapped} " not in bound
     # the file now belongs to users[1]: that is who runs it next, from the swapped content
-    wait_for(lambda: http_request(f"127.0.0.1:{swapped_port}")[0] == 200, timeout=15,
+    wait_for(lambda: http_request(swapped)[0] == 200, timeout=15,
              message="respawned from the new file")
     assert emperor.vassal("app.ini")["uid"] == users[1].pw_uid
 
