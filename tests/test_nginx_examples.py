@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, http_request, wait_for, _answers
+from conftest import ROOT, bound, http_request
 from nginx import Nginx, requires_nginx
 
 pytestmark = [requires_nginx, pytest.mark.nginx]
@@ -31,9 +31,9 @@ def test_example_serves_through_nginx(name, spawn, workdir):
     (workdir / "run").mkdir()
     (workdir / "static").mkdir()
     (workdir / "static" / "hello.txt").write_text("static hello\n")
-    port = free_port()
-    upstream_ports = [free_port() for _ in range(3)]
-    conf = render(name, workdir, port, upstream_ports)
+    front = bound()
+    upstreams = {listener.addr: listener for listener in (bound() for _ in range(3))}
+    conf = render(name, workdir, front.port, [int(addr.rpartition(":")[2]) for addr in upstreams])
     code = re.sub(r"#[^\n]*", "", conf)
     targets = re.findall(r"uwsgi_pass (unix:)?([^;]+);", code)
     addrs = set()
@@ -42,14 +42,15 @@ def test_example_serves_through_nginx(name, spawn, workdir):
             addrs.add(target)
     addrs |= set(re.findall(r"server (127\.0\.0\.1:\d+)", code))
     assert targets and addrs
-    for addr in sorted(addrs):
-        spawn("--module", "echo:application", "--socket", addr, "--chmod-socket=666", wait=addr)
-    server = Nginx(workdir, conf)
+    for addr in sorted(addrs):  # a TCP upstream is handed in bound, a UNIX one is a file in the workdir
+        socket_arg = upstreams[addr].arg if addr in upstreams else addr
+        spawn("--module", "echo:application", "--socket", socket_arg, "--chmod-socket=666", wait=addr)
+    server = Nginx(workdir, conf, (front,))
     try:
-        wait_for(lambda: _answers(f"127.0.0.1:{port}"), message="nginx listening")
-        status, _, body = http_request(f"127.0.0.1:{port}", "GET", "/")
+        server.wait_ready()
+        status, _, body = http_request(front.addr, "GET", "/")
         assert (status, body) == (200, b"hello"), server.error_log()
         if "/static/" in conf:
-            assert http_request(f"127.0.0.1:{port}", "GET", "/static/hello.txt")[2] == b"static hello\n"
+            assert http_request(front.addr, "GET", "/static/hello.txt")[2] == b"static hello\n"
     finally:
         server.stop()
