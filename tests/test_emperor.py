@@ -140,19 +140,22 @@ def start_times(log: Path) -> list[float]:
 
 def test_crashing_vassal_is_throttled_more_each_time(spawn, workdir):
     wrapper, log = fake_vassal(workdir)
-    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "300",
-                      env={"FAKE_LOG": str(log), "FAKE_CRASHES": "100"})
+    # --emperor-freq 60: a respawn that waited for the next scan would take a minute, so the upper
+    # bounds below may be generous for a loaded host and still show the emperor wakes for the throttle
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "600",
+                      "--emperor-freq", "60", env={"FAKE_LOG": str(log), "FAKE_CRASHES": "100"})
     (emperor.dir / "bad.ini").write_text("[uwsgi]\n")
     wait_for(lambda: len(start_times(log)) >= 5, timeout=20, message="five starts")
     starts = start_times(log)[:5]
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     print("gaps between starts:", [round(g, 3) for g in gaps])
-    # the first respawn is at once; then each waits one more --emperor-throttle step (300 ms)
-    assert gaps[0] < 0.3
+    # the first respawn is at once (within less than one step, the 600-ms step leaving room for a
+    # vassal's start on a loaded host); then each waits one more --emperor-throttle step, growing
+    assert gaps[0] < 0.6
     for level, gap in enumerate(gaps[1:], start=1):
-        assert 0.3 * level <= gap < 0.3 * level + 0.5, gaps  # polling every --emperor-freq (1 s) would not
+        assert 0.6 * level <= gap < 0.6 * level + 3, gaps
     entry = next(e for e in emperor.doc()["blacklist"] if e["id"] == "bad.ini")
-    assert entry["throttle_level"] >= 900
+    assert entry["throttle_level"] >= 1800
     assert "unloyal bad behaving vassal found: bad.ini" in emperor.server.log()
 
 
@@ -166,8 +169,9 @@ def test_sigurg_clears_the_blacklist_and_respawns_at_once(spawn, workdir):
     assert len(start_times(log)) == 2
     signalled = time.time()
     emperor.server.signal(signal.SIGURG)
-    wait_for(lambda: len(start_times(log)) == 3, timeout=5, message="respawn after SIGURG")
-    assert start_times(log)[2] - signalled < 2.0
+    # the time is the point: at once, not when the 20-s throttle ends; 10 s leaves a loaded host room
+    wait_for(lambda: len(start_times(log)) == 3, timeout=10, message="respawn after SIGURG")
+    assert start_times(log)[2] - signalled < 10.0
     assert "cleaning up the blacklist" in emperor.server.log()
     wait_for(lambda: (emperor.vassal("bad.ini") or {}).get("loyal") == 1, message="loyal third start")
     assert emperor.doc()["blacklist"] == []
@@ -186,8 +190,9 @@ def test_loyalty_clears_a_blacklist_entry(spawn, workdir):
 
 def test_unstartable_vassal_is_throttled_and_others_go_on(spawn, workdir):
     wrapper, log = fake_vassal(workdir)
+    # --emperor-freq 60: see test_crashing_vassal_is_throttled_more_each_time
     emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "300",
-                      env={"FAKE_LOG": str(log)})
+                      "--emperor-freq", "60", env={"FAKE_LOG": str(log)})
     (emperor.dir / "good.ini").write_text("[uwsgi]\n")
     wait_for(lambda: (emperor.vassal("good.ini") or {}).get("loyal") == 1, message="good vassal")
     good = emperor.vassal("good.ini")["pid"]
@@ -204,7 +209,7 @@ def test_unstartable_vassal_is_throttled_and_others_go_on(spawn, workdir):
     gaps = [b - a for a, b in zip(failures, failures[1:])]
     print("gaps between failed starts:", [round(g, 3) for g in gaps])
     for level, gap in enumerate(gaps[1:4], start=1):  # 0.3, 0.6, 0.9 s: growing, not every scan
-        assert 0.3 * level - 0.05 <= gap < 0.3 * level + 0.5, gaps
+        assert 0.3 * level - 0.05 <= gap < 0.3 * level + 3, gaps
     assert f"with {wrapper}: No such file or directory" in emperor.server.log()
     assert emperor.server.proc.poll() is None
     assert emperor.vassal("good.ini")["pid"] == good and alive(good)
