@@ -59,9 +59,10 @@ def test_ipv6_and_chmod_socket(spawn, workdir):
     args = ["--module", "echo:application", "--http", str(sock_path), "--chmod-socket=660"]
     if has_v6:
         args += ["--http", f"[::1]:{port}"]
-    spawn(*args, wait=str(sock_path))
+    server = spawn(*args, wait=str(sock_path))
     assert stat.S_IMODE(sock_path.stat().st_mode) == 0o660
     if has_v6:
+        server.wait_log(f"http socket [::1]:{port} ")  # bound after the UNIX one that answered
         with socket.create_connection(("::1", port), timeout=5) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             assert conn.recv(100).startswith(b"HTTP/1.1 200")
