@@ -288,7 +288,8 @@ def spawn(workdir):
               timeout: float = 15.0, pass_fds: tuple[int, ...] = (), keep_fds: bool = False) -> Server:
         """`wait`: an address that must answer first; for a `bound()` one handed to this server, the
         server must also have logged adopting it (its stats and pidfile are set up by then)."""
-        handed = {listener.addr: listener.arg for fd in passed_fds(args) if (listener := _BOUND.get(fd))}
+        handed = {listener.addr: listener.arg for fd in {*passed_fds(args), *pass_fds}
+                  if (listener := _BOUND.get(fd))}
         server = Server(list(args), workdir, env, pass_fds, keep_fds)
         started.append(server)
         if wait:
