@@ -286,20 +286,22 @@ def spawn(workdir):
 
     def start(*args: str, env: dict[str, str] | None = None, wait: str | None = None,
               timeout: float = 15.0, pass_fds: tuple[int, ...] = (), keep_fds: bool = False) -> Server:
-        """`wait`: an address that must answer first; for a `bound()` one handed to this server, the
-        server must also have logged adopting it (its stats and pidfile are set up by then)."""
+        """`wait`: an address that must answer first; for a `bound()` one handed to this server, which
+        listens before the server runs, the server must have logged adopting it instead (its stats and
+        pidfile are set up by then; and no probe connection is left for a worker to accept later)."""
         handed = {listener.addr: listener.arg for fd in {*passed_fds(args), *pass_fds}
                   if (listener := _BOUND.get(fd))}
         server = Server(list(args), workdir, env, pass_fds, keep_fds)
         started.append(server)
         if wait:
             try:
-                if wait in handed:  # it listens before the server runs: wait until it logs taking it
+                if wait in handed:
                     wait_for(lambda: f"{handed[wait]} (" in server.log() + _logto(args, workdir)
                              or server.proc.poll() is not None,
                              timeout, message=f"zergserve adopting {handed[wait]}")
-                wait_for(lambda: server.proc.poll() is None and _answers(wait), timeout,
-                         message=f"zergserve answering on {wait}")
+                    assert server.proc.poll() is None, f"zergserve exited {server.proc.returncode}"
+                else:
+                    wait_for(lambda: _answers(wait), timeout, message=f"zergserve answering on {wait}")
             except AssertionError:
                 raise AssertionError(f"server did not come up on {wait}; log:\n{server.log()}") from None
         return server
