@@ -117,7 +117,8 @@ def test_harakiri_kills_a_stuck_loop_not_a_long_request_among_others(spawn, work
     stats = str(workdir / "stats.sock")
     server = spawn("--module", "spin:application", "--worker", "gevent", "--http", listener.arg, "--stats", stats,
                    "--harakiri", "2", wait=addr)
-    pid = fetch(stats)["workers"][0]["pid"]
+    pid = wait_for(lambda: (row := fetch(stats)["workers"][0])["status"] == "idle" and row["pid"],
+                   message="the worker idle")
     with connect(addr) as stuck:
         stuck.sendall(b"GET /spin?s=30 HTTP/1.1\r\nHost: h\r\n\r\n")
         server.wait_log("HARAKIRI", timeout=10)
