@@ -115,6 +115,15 @@ def fetch(addr: str, timeout: float = 5.0) -> dict[str, Any]:
     return json.loads(data)
 
 
+def gone(pid: int) -> bool:
+    """Exited, or a zombie its parent has not reaped yet (the state follows the ')' ending the comm,
+    which a process title may fill with spaces)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def connect(addr: str, timeout: float = 5.0) -> socket.socket:
     """A client socket to a zergserve address string ('127.0.0.1:PORT', '[::1]:PORT', a UNIX path
     or '@abstract')."""

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import bound, fetch, http_request, start, wait_for
+from conftest import bound, fetch, gone, http_request, start, wait_for
 
 
 def worker_pids(server) -> set[int]:
@@ -310,13 +310,6 @@ def test_workers_never_outlive_a_killed_master(spawn, workdir):
     assert len(workers) == 2
     os.kill(server.pid, signal.SIGKILL)
     server.proc.wait(5)
-
-    def gone(pid: int) -> bool:
-        try:
-            return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
-        except OSError:
-            return True
-
     wait_for(lambda: all(gone(pid) for pid in workers), timeout=5, message="orphaned workers exit")
 
 

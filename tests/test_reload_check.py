@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bound, fetch, http_request, wait_for
+from conftest import bound, fetch, gone, http_request, wait_for
 
 
 def start_from_ini(spawn, workdir: Path, *lines: str):
@@ -146,11 +146,4 @@ def test_master_failing_after_the_check_leaves_no_workers(spawn, workdir):
     server.signal(signal.SIGHUP)
     assert server.wait_exit(10) != 0
     assert "fails only in the re-executed master" in server.log()
-
-    def gone(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-        except OSError:
-            return True
-
     wait_for(lambda: all(gone(pid) for pid in old), timeout=5, message="old workers exit")

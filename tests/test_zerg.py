@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import APPS, ROOT, bound, fetch, free_port, http_request, start, wait_for
+from conftest import APPS, ROOT, bound, fetch, free_port, gone, http_request, start, wait_for
 from test_master import Load
 from zergserve import sockets
 from zergserve import zerg as zerg_mod
@@ -195,15 +195,6 @@ def test_pause_holds_across_the_master_reload(spawn, workdir):
     assert pids_answering(main.addr, 5) == {new}
 
 
-def dead(pid: int) -> bool:
-    """Gone, or a zombie its parent has not reaped yet."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def test_tester_script_resumes_the_main_instance_first(spawn, workdir):
     """deploy/zerg/tester.sh gives the traffic back before it stops the zerg: even a zerg that died
     meanwhile (so that stopping it fails) cannot leave the main instance paused."""
@@ -224,7 +215,7 @@ def test_tester_script_resumes_the_main_instance_first(spawn, workdir):
                  message="the zerg with the new code answering")
         zerg_pid = int(re.search(rb"zerg (\d+) serving", out.read_bytes()).group(1))
         os.kill(zerg_pid, signal.SIGKILL)
-        wait_for(lambda: dead(zerg_pid), message="the zerg gone")
+        wait_for(lambda: gone(zerg_pid), message="the zerg gone")
         script.communicate(b"\n", timeout=15)
         wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed")
         wait_for(lambda: http_request(main.addr)[2] == b"hello", message="the main instance answering")
