@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from conftest import at_once, connect, free_port, http_request, recv_all, responses, wait_for
+from conftest import at_once, connect, fetch, free_port, http_request, recv_all, responses, wait_for
 from zergserve.protocols.uwsgi import encode_packet
-from zergserve.stats import fetch
 
 WORKERS = ("sync", "gevent", "asyncio")
 BIG = {"sync": "/big?size=%d", "gevent": "/big?size=%d", "asyncio": "/bigstream?size=%d"}

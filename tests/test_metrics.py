@@ -15,11 +15,10 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import APPS, free_port, http_request, raw, wait_for
+from conftest import APPS, fetch, free_port, http_request, raw, wait_for
 from test_broodlord import block_worker, broodlord_vassal, zergs
 from test_emperor import Emperor
 from test_supervision import uwsgi_packet
-from zergserve.stats import fetch
 
 
 def scrape(addr: str) -> dict[tuple[str, tuple], float]:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, http_request, wait_for
-from zergserve.stats import fetch
+from conftest import fetch, free_port, http_request, wait_for
 
 WSGI = '''
 import os, time
