@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import APPS, ROOT, bound, fetch, http_request, wait_for
+from conftest import APPS, ROOT, bound, fetch, free_port, http_request, wait_for
 from test_broodlord import block_worker
 from test_emperor import Emperor, touch
 from test_instance_uwsgi import nginx_vars, request, split
@@ -128,7 +128,9 @@ def test_uwsgi_emperor_spawns_as_many_zergs_as_a_zergserve_vassal_asks_for(workd
 
 def test_uwsgi_vassal_sos_gets_one_zerg_at_a_time_from_zergserve_emperor(spawn, workdir):
     """A uWSGI vassal sends one 30 per cycle: zergserve's emperor starts one zerg per call, never more."""
-    addr = str(workdir / "u-http.sock")  # the vassal binds it itself: no port number to race for
+    # TCP, bound by the vassal itself: uWSGI reads no listen queue of a UNIX socket, so would never call
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
     emperor = Emperor(spawn, workdir, "--binary-path", UWSGI, "--emperor-broodlord", "2")
     zsock = workdir / "u.zerg"
     (emperor.dir / "u.ini").write_text(
