@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, wait_for, _answers
+from conftest import Bound, bound, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 UWSGI_PARAMS = """\
@@ -34,11 +34,16 @@ requires_nginx = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is n
 
 
 class Nginx:
-    """One nginx master in the foreground of its own config; stopped by pid at teardown."""
+    """One nginx master in the foreground of its own config; stopped by pid at teardown.
 
-    def __init__(self, workdir: Path, server_blocks: str, user: str = "root") -> None:
-        """`user`: whom nginx's workers run as when the test is root (nginx.conf's `user`); the
-        examples' test runs them as www-data, as a distribution's nginx does."""
+    `inherit`: `bound()` sockets its `listen` directives name by address, handed to nginx already
+    listening the way its binary upgrade does (the NGINX environment variable): nginx adopts them
+    instead of binding, so no other process can take the port first. `user`: whom nginx's workers
+    run as when the test is root (nginx.conf's `user`); the examples' test runs them as www-data,
+    as a distribution's nginx does."""
+
+    def __init__(self, workdir: Path, server_blocks: str, inherit: tuple[Bound, ...] = (),
+                 user: str = "root") -> None:
         self.dir = workdir / "nginx"
         self.dir.mkdir(exist_ok=True)
         (self.dir / "uwsgi_params").write_text(UWSGI_PARAMS)
@@ -66,9 +71,19 @@ http {{
         check = subprocess.run([NGINX, "-t", "-p", str(self.dir), "-c", str(self.conf)],
                                capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
+        fds = [listener.fd for listener in inherit]
+        env = dict(os.environ, NGINX="".join(f"{fd};" for fd in fds)) if fds else None
         self.proc = subprocess.Popen([NGINX, "-p", str(self.dir), "-c", str(self.conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, pass_fds=fds, env=env)
+        for listener in inherit:
+            listener.close()
+
+    def wait_ready(self) -> None:
+        """Until its master has started the worker (that accepts on the inherited sockets)."""
+        wait_for(lambda: "start worker process " in self.error_log() or self.proc.poll() is not None,
+                 message="nginx started its worker")
+        assert self.proc.poll() is None, self.error_log()
 
     def error_log(self) -> str:
         path = self.dir / "error.log"
@@ -86,16 +101,15 @@ http {{
 
 @pytest.fixture
 def nginx(workdir):
-    """nginx(server_blocks) → (Nginx, 'http address'); `listen` is filled in with a free port."""
+    """nginx(server_blocks) → (Nginx, 'http address'); `listen` is a socket bound here and inherited."""
     started: list[Nginx] = []
 
     def start(locations: str) -> tuple[Nginx, str]:
-        port = free_port()
-        server = Nginx(workdir, f"    server {{\n        listen 127.0.0.1:{port};\n{locations}\n    }}")
+        listener = bound()
+        server = Nginx(workdir, f"    server {{\n        listen {listener.addr};\n{locations}\n    }}", (listener,))
         started.append(server)
-        addr = f"127.0.0.1:{port}"
-        wait_for(lambda: _answers(addr), message="nginx listening")
-        return server, addr
+        server.wait_ready()
+        return server, listener.addr
 
     yield start
     for server in started:

@@ -10,23 +10,18 @@ import threading
 
 import pytest
 
-from conftest import connect, free_port, http_request, recv_all, responses, wait_for
+from conftest import bound, connect, fetch, http_request, recv_all, responses, wait_for
+from conftest import start as start_instance
 from test_master import Load
 from zergserve import asgi
 from zergserve.protocols.http import HTTPConnection
-from zergserve.stats import fetch
 from zergserve.wsgi import AppError
 
 
-def start(spawn, workdir, *extra: str, module: str = "asgi_app:application"):
-    addr = f"127.0.0.1:{free_port()}"
-    usock = str(workdir / "app.sock")
-    stats = str(workdir / "stats.sock")
-    server = spawn("--module", module, "--worker", "asyncio", "--http", addr, "--socket", usock,
-                   "--stats", stats, "--worker-reload-mercy", "10", *extra, wait=addr)
-    server.addr, server.usock, server.stats = addr, usock, stats
-    wait_for(lambda: all(w["status"] == "idle" for w in fetch(stats)["workers"]), message="workers idle")
-    return server
+def start(spawn, workdir, *extra: str, module: str = "asgi_app:application", backlog: int = 100):
+    """The asyncio worker on a TCP --http and a UNIX --socket (usock), every worker idle."""
+    return start_instance(spawn, workdir, *extra, module=module, workers=None, worker="asyncio", uwsgi="unix",
+                          backlog=backlog)
 
 
 def test_get_post_and_chunked_body_over_http(spawn, workdir):
@@ -107,8 +102,9 @@ def test_term_finishes_in_flight_requests(spawn, workdir):
 
 
 def test_lifespan_startup_ran_before_the_first_request(spawn, workdir):
-    addr = f"127.0.0.1:{free_port()}"
-    spawn("--module", "asgi_app:application", "--worker", "asyncio", "--http", addr, wait=addr)
+    listener = bound()
+    addr = listener.addr
+    spawn("--module", "asgi_app:application", "--worker", "asyncio", "--http", listener.arg, wait=addr)
     # the master listens before the worker booted: this request waits in the backlog for startup
     reply = json.loads(http_request(addr, "GET", "/lifespan")[2])
     assert reply["state"] is True and 0 < reply["started_at"] <= reply["now"]
@@ -116,8 +112,9 @@ def test_lifespan_startup_ran_before_the_first_request(spawn, workdir):
 
 def test_lifespan_shutdown_runs_on_stop(spawn, workdir):
     marker = workdir / "shutdown.txt"
-    addr = f"127.0.0.1:{free_port()}"
-    server = spawn("--module", "asgi_app:application", "--worker", "asyncio", "--http", addr,
+    listener = bound()
+    addr = listener.addr
+    server = spawn("--module", "asgi_app:application", "--worker", "asyncio", "--http", listener.arg,
                    env={"ASGI_SHUTDOWN_FILE": str(marker)}, wait=addr)
     pid = http_request(addr, "GET", "/pid")[2].decode()
     server.signal(signal.SIGTERM)
@@ -146,8 +143,7 @@ def test_app_without_lifespan_is_served(spawn, workdir):
 
 
 def test_lifespan_startup_failure_stops_the_master(spawn, workdir):
-    server = spawn("--module", "asgi_app:failing_startup", "--worker", "asyncio", "--http",
-                   f"127.0.0.1:{free_port()}")
+    server = spawn("--module", "asgi_app:failing_startup", "--worker", "asyncio", "--http", bound().arg)
     assert server.wait_exit(timeout=10) != 0
     assert "ASGI lifespan startup failed: no database" in server.log()
 

@@ -13,10 +13,9 @@ import time
 
 import pytest
 
-from conftest import APPS, ROOT, free_port, http_request, wait_for
+from conftest import APPS, ROOT, Bound, bound, fetch, handed_over, http_request, passed_fds, wait_for
 from loadtest.probe import tcp_backlog
 from test_emperor import Emperor
-from zergserve.stats import fetch
 
 
 def statuses(stats: str) -> list[str]:
@@ -24,11 +23,11 @@ def statuses(stats: str) -> list[str]:
 
 
 def test_idle_goes_cheap_and_first_request_is_served(spawn, workdir):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
+    listener = bound()
+    addr = listener.addr
     stats = str(workdir / "s.sock")
-    server = spawn("--module", "echo:application", "--http", addr, "-p", "2", "--idle", "1", "--stats", stats,
-                   wait=addr)
+    server = spawn("--module", "echo:application", "--http", listener.arg, "-p", "2", "--idle", "1", "--stats",
+                   stats, wait=addr)
     assert http_request(addr)[0] == 200
     wait_for(lambda: statuses(stats) == ["cheap", "cheap"], timeout=10, message="cheap")
     assert server.worker_pids() == [] or wait_for(lambda: server.worker_pids() == [], message="workers gone")
@@ -47,25 +46,28 @@ def test_cheap_starts_without_workers(spawn, workdir):
 
 
 def test_die_on_idle_instance_exits(spawn, workdir):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    server = spawn("--module", "echo:application", "--http", addr, "--idle", "1", "--die-on-idle", wait=addr)
+    listener = bound()
+    server = spawn("--module", "echo:application", "--http", listener.arg, "--idle", "1", "--die-on-idle",
+                   wait=listener.addr)
     assert server.wait_exit(15) == 0
     assert "inactive for more than 1 seconds" in server.log()
 
 
 class FakeEmperor:
-    """The test holds the emperor's end of the socketpair and reads what the vassal says."""
+    """The test holds the emperor's end of the socketpair and reads what the vassal says; `fd://N`
+    arguments (`bound()` listeners) are handed to the vassal."""
 
     def __init__(self, workdir, *args: str) -> None:
         self.ours, theirs = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]),
                    UWSGI_EMPEROR_FD=str(theirs.fileno()))
         self.log = open(workdir / "vassal.log", "wb")
+        fds = passed_fds(args)
         self.proc = subprocess.Popen([sys.executable, "-m", "zergserve", *args], env=env, cwd=workdir,
-                                     pass_fds=[theirs.fileno()], stdout=self.log, stderr=subprocess.STDOUT,
+                                     pass_fds=[theirs.fileno(), *fds], stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         theirs.close()
+        handed_over(fds)
         self.ours.settimeout(0.2)
         self.received: list[int] = []
         self.arrived: list[float] = []  # time.monotonic() of each received byte, as read
@@ -121,10 +123,10 @@ def queued(stats: str) -> int:
     return fetch(stats)["listen_queue"]
 
 
-def sos_vassal(fake_emperor, workdir, addr: str, threshold: int, cycle: float) -> tuple[FakeEmperor, str]:
-    """A one-worker vassal with --vassal-sos-backlog, accepting; and its stats address."""
+def sos_vassal(fake_emperor, workdir, listener: Bound, threshold: int, cycle: float) -> tuple[FakeEmperor, str]:
+    """A one-worker vassal on the `bound()` listener with --vassal-sos-backlog, accepting; and its stats address."""
     stats = str(workdir / "s.sock")
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+    vassal = fake_emperor("--module", "echo:application", "--http", listener.arg, "-p", "1", "--stats", stats,
                           "--vassal-sos-backlog", str(threshold), "--check-interval", str(cycle))
     wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
     return vassal, stats
@@ -132,8 +134,9 @@ def sos_vassal(fake_emperor, workdir, addr: str, threshold: int, cycle: float) -
 
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
 def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind):
-    addr = str(workdir / "q.sock") if kind == "unix" else f"127.0.0.1:{free_port()}"
-    vassal, stats = sos_vassal(fake_emperor, workdir, addr, 3, 0.25)
+    listener = bound(workdir / "q.sock" if kind == "unix" else None)
+    addr = listener.addr
+    vassal, stats = sos_vassal(fake_emperor, workdir, listener, 3, 0.25)
     block_worker(addr, 10, 1)
     wait_for(lambda: statuses(stats) == ["busy"], message="the only worker busy")
     block_worker(addr, 0.1, 2)
@@ -147,8 +150,9 @@ def test_sos_at_the_backlog_threshold_and_not_below(fake_emperor, workdir, kind)
 
 
 def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
-    addr = f"127.0.0.1:{free_port()}"
-    vassal, stats = sos_vassal(fake_emperor, workdir, addr, 1, 0.5)
+    listener = bound()
+    addr = listener.addr
+    vassal, stats = sos_vassal(fake_emperor, workdir, listener, 1, 0.5)
     block_worker(addr, 10, 3)
     stop = threading.Event()
     polls = [0]
@@ -176,14 +180,15 @@ def test_sos_once_per_cycle_however_busy_the_master_loop(fake_emperor, workdir):
 
 def test_sos_asks_for_as_many_zergs_as_threshold_sized_queues(fake_emperor, workdir):
     """Six queued at a threshold of 2: three zergs' worth, asked as three 30s in one write."""
-    addr = f"127.0.0.1:{free_port()}"
-    vassal, stats = sos_vassal(fake_emperor, workdir, addr, 2, 0.5)
+    listener = bound()
+    addr = listener.addr
+    vassal, stats = sos_vassal(fake_emperor, workdir, listener, 2, 0.5)
     block_worker(addr, 10, 1)
     wait_for(lambda: statuses(stats) == ["busy"], message="the only worker busy")
     os.kill(vassal.proc.pid, signal.SIGSTOP)  # the master sees all six at once, not one by one
     try:
         block_worker(addr, 0.1, 6)
-        wait_for(lambda: tcp_backlog(int(addr.rsplit(':', 1)[1])) == 6, message="six queued (read from the kernel)")
+        wait_for(lambda: tcp_backlog(listener.port) == 6, message="six queued (read from the kernel)")
     finally:
         os.kill(vassal.proc.pid, signal.SIGCONT)
     wait_for(lambda: 30 in vassal.read(), timeout=5, message="SOS")
@@ -193,8 +198,9 @@ def test_sos_asks_for_as_many_zergs_as_threshold_sized_queues(fake_emperor, work
 
 
 def test_vassal_sos_when_no_worker_idle_for_s_with_short_requests(fake_emperor, workdir):
-    addr = f"127.0.0.1:{free_port()}"
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--vassal-sos", "1",
+    listener = bound()
+    addr = listener.addr
+    vassal = fake_emperor("--module", "echo:application", "--http", listener.arg, "-p", "1", "--vassal-sos", "1",
                           "--check-interval", "0.25")
     wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
     stop = threading.Event()
@@ -230,8 +236,8 @@ def test_vassal_sos_waits_until_cheaper_runs_all_processes(fake_emperor, workdir
 
 
 def test_accepting_is_sent_when_the_worker_is_ready_not_at_the_next_cycle(fake_emperor, workdir):
-    addr = f"127.0.0.1:{free_port()}"
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "--check-interval", "30")
+    listener = bound()
+    vassal = fake_emperor("--module", "echo:application", "--http", listener.arg, "--check-interval", "30")
     wait_for(lambda: 5 in vassal.read(), timeout=10, message="byte 5 long before a 30 s cycle")
 
 
@@ -249,9 +255,10 @@ def test_ttin_while_cheap_raises_the_count_and_the_wake_up_spawns_all(spawn, wor
 
 
 def test_stop_after_asking_to_die_is_graceful(fake_emperor, workdir):
-    addr = f"127.0.0.1:{free_port()}"
+    listener = bound()
+    addr = listener.addr
     stats = str(workdir / "s.sock")
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "1", "--stats", stats,
+    vassal = fake_emperor("--module", "echo:application", "--http", listener.arg, "-p", "1", "--stats", stats,
                           "--idle", "1", "--die-on-idle")
     wait_for(lambda: 22 in vassal.read(), timeout=10, message="voluntary shutdown byte")
     wait_for(lambda: statuses(stats) == ["cheap"], message="no worker accepting after byte 22")
@@ -266,31 +273,32 @@ def test_stop_after_asking_to_die_is_graceful(fake_emperor, workdir):
 
 
 def test_vassal_sends_22_when_idle_and_stops_on_0(fake_emperor, workdir):
-    addr = f"127.0.0.1:{free_port()}"
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "--idle", "1", "--die-on-idle")
+    listener = bound()
+    vassal = fake_emperor("--module", "echo:application", "--http", listener.arg, "--idle", "1", "--die-on-idle")
     wait_for(lambda: 22 in vassal.read(), timeout=10, message="voluntary shutdown byte")
     vassal.ours.send(b"\x00")
     assert vassal.proc.wait(10) == 0
 
 
 def test_vassal_obeys_eof_from_emperor(fake_emperor, workdir):
-    addr = f"127.0.0.1:{free_port()}"
-    vassal = fake_emperor("--module", "echo:application", "--http", addr)
+    vassal = fake_emperor("--module", "echo:application", "--http", bound().arg)
     wait_for(lambda: 1 in vassal.read(), message="spawned byte")
     vassal.ours.close()
     assert vassal.proc.wait(10) == 1
 
 
-def broodlord_vassal(emperor: Emperor, port: int, zsock: str, idle: int = 2) -> str:
+def broodlord_vassal(emperor: Emperor, zsock: str, idle: int = 2) -> str:
+    """The vassal binds its own HTTP socket (the emperor passes it none): a UNIX one in the workdir."""
+    addr = str(emperor.dir.parent / "brood-http.sock")
     path = emperor.dir / "brood.ini"
     path.write_text(
         "[uwsgi]\n"
-        f"chdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\nprocesses = 1\n"
+        f"chdir = {APPS}\nmodule = echo:application\nhttp = {addr}\nprocesses = 1\n"
         f"zerg-server = {zsock}\nvassal-sos-backlog = 2\n"
         "[zerg]\n"
         f"chdir = {APPS}\nmodule = echo:application\nzerg = {zsock}\nprocesses = 1\n"
         f"idle = {idle}\ndie-on-idle = true\n")
-    return f"127.0.0.1:{port}"
+    return addr
 
 
 def zergs(emperor: Emperor) -> list[dict]:
@@ -299,7 +307,7 @@ def zergs(emperor: Emperor) -> list[dict]:
 
 def test_broodlord_spawns_up_to_n_then_zergs_die_when_idle(spawn, workdir):
     emperor = Emperor(spawn, workdir, "--emperor-broodlord", "2")
-    addr = broodlord_vassal(emperor, free_port(), str(workdir / "brood.zerg"))
+    addr = broodlord_vassal(emperor, str(workdir / "brood.zerg"))
     wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
     started = time.monotonic()
     stop = threading.Event()
@@ -331,7 +339,7 @@ def test_broodlord_spawns_up_to_n_then_zergs_die_when_idle(spawn, workdir):
 
 def test_removing_the_vassal_file_stops_its_zergs(spawn, workdir):
     emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1")
-    addr = broodlord_vassal(emperor, free_port(), str(workdir / "brood.zerg"), idle=60)
+    addr = broodlord_vassal(emperor, str(workdir / "brood.zerg"), idle=60)
     wait_for(lambda: http_request(addr)[0] == 200)
     block_worker(addr, 3, 4)
     wait_for(lambda: zergs(emperor), timeout=15, message="a zerg")
@@ -340,22 +348,22 @@ def test_removing_the_vassal_file_stops_its_zergs(spawn, workdir):
 
 
 def loaded_vassal(emperor: Emperor, zerg_section: str, extra: str = "") -> str:
-    """A vassal that calls for help four times a second once one connection waits."""
-    port = free_port()
+    """A vassal that calls for help four times a second once one connection waits; it binds its own
+    HTTP socket (the emperor passes it none): a UNIX one in the workdir."""
+    addr = str(emperor.dir.parent / "brood-http.sock")
     (emperor.dir / "brood.ini").write_text(
         "[uwsgi]\n"
-        f"chdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\nprocesses = 1\n"
+        f"chdir = {APPS}\nmodule = echo:application\nhttp = {addr}\nprocesses = 1\n"
         f"zerg-server = {emperor.dir.parent / 'brood.zerg'}\nvassal-sos-backlog = 1\ncheck-interval = 0.25\n{extra}"
         "[zerg]\n"
         f"chdir = {APPS}\nzerg = {emperor.dir.parent / 'brood.zerg'}\nprocesses = 1\n{zerg_section}")
-    addr = f"127.0.0.1:{port}"
     wait_for(lambda: http_request(addr)[0] == 200, timeout=15, message="vassal serving")
     return addr
 
 
 def test_one_call_for_several_zergs_starts_them_at_once_and_no_more(spawn, workdir):
     emperor = Emperor(spawn, workdir, "--emperor-broodlord", "3")
-    addr = broodlord_vassal(emperor, free_port(), str(workdir / "brood.zerg"), idle=60)
+    addr = broodlord_vassal(emperor, str(workdir / "brood.zerg"), idle=60)
     wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
     block_worker(addr, 4, 12)
     line = wait_for(lambda: re.search(r"sent SOS for (\d+) zerg\(s\): spawning (\d+)", emperor.server.log()),
@@ -418,9 +426,9 @@ def test_a_file_named_like_the_zerg_is_never_read_in_its_place(spawn, workdir):
     name exists: then it was that file that ran. The emperor spawns no zerg while the file is
     there, and says why once."""
     emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1")
-    stranger_port = free_port()
+    stranger = workdir / "stranger.sock"
     (emperor.dir / "brood.ini:zerg").write_text(
-        f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{stranger_port}\n")
+        f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {stranger}\n")
     addr = loaded_vassal(emperor, "module = echo:application\n")
     block_worker(addr, 8, 3)
     emperor.server.wait_log("no zerg for vassal brood.ini: a file named brood.ini:zerg exists")
@@ -429,4 +437,4 @@ def test_a_file_named_like_the_zerg_is_never_read_in_its_place(spawn, workdir):
     assert zergs(emperor) == [] and "vassal brood.ini:zerg spawned" not in emperor.server.log()
     assert emperor.server.log().count("no zerg for vassal brood.ini") == 1
     with pytest.raises(OSError):
-        http_request(f"127.0.0.1:{stranger_port}")
+        http_request(str(stranger))

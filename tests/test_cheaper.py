@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import http_request, wait_for
-from zergserve.stats import fetch
+from conftest import fetch, http_request, wait_for
 
 CHECK = ("--check-interval", "0.2")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, http_request
+from conftest import ROOT, bound, http_request
 from zergserve import config
 from zergserve.config import ConfigError, load
 
@@ -478,12 +478,12 @@ def test_roles_do_not_mix_silently():
 
 
 def test_instance_from_ini_and_env(spawn, workdir):
-    port = free_port()
+    listener = bound()
     ini = workdir / "site.ini"
-    ini.write_text(f"[uwsgi]\nmodule = echo:application\nhttp = 127.0.0.1:{port}\nprocesses = 1\n"
+    ini.write_text(f"[uwsgi]\nmodule = echo:application\nhttp = {listener.arg}\nprocesses = 1\n"
                    f"socket = %d%n.sock\n")
-    addr = f"127.0.0.1:{port}"
-    spawn(str(ini), env={"UWSGI_PROCESSES": "2"}, wait=addr)
+    addr = listener.addr
+    spawn(str(ini), env={"UWSGI_PROCESSES": "2"}, wait=addr, pass_fds=(listener.fd,))
     assert http_request(addr)[0] == 200
     assert Path(workdir / "site.sock").exists()
 

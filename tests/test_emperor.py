@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, connect, free_port, http_request, wait_for
-from zergserve.stats import fetch
+from conftest import APPS, ROOT, bound, connect, fetch, free_port, http_request, wait_for
 
 FAKE_VASSAL = '''\
 import os, socket, sys, time
@@ -70,10 +69,19 @@ class Emperor:
                 return item
         return None
 
-    def write(self, name: str, port: int, extra: str = "") -> str:
+    def write(self, name: str, port: int | None = None, extra: str = "") -> str:
+        """A vassal serving HTTP; the address for clients. The vassal binds it itself (the emperor
+        passes it no sockets): a UNIX socket in the workdir unless a `port` is given."""
         path = self.dir / name
-        path.write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\n{extra}")
-        return f"127.0.0.1:{port}"
+        addr = f"127.0.0.1:{port}" if port is not None else str(self.dir.parent / f"{path.stem}.sock")
+        path.write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {addr}\n{extra}")
+        return addr
+
+
+def touch(path: Path, follow_symlinks: bool = True) -> None:
+    """A modification the emperor must see: the mtime moved a whole second on, whatever the clock did."""
+    mtime = os.stat(path, follow_symlinks=follow_symlinks).st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(mtime, mtime), follow_symlinks=follow_symlinks)
 
 
 def alive(pid: int) -> bool:
@@ -96,14 +104,13 @@ def children(pid: int) -> list[int]:
 
 def test_spawn_reload_stop(spawn, workdir):
     emperor = Emperor(spawn, workdir)
-    addr = emperor.write("app.ini", free_port())
+    addr = emperor.write("app.ini")
     wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
     first = emperor.vassal("app.ini")
     assert first["pid"] > 0 and first["ready"] == 1
     wait_for(lambda: emperor.vassal("app.ini")["accepting"] == 1, message="accepting")
     old_workers = set(children(first["pid"]))
-    time.sleep(0.01)
-    os.utime(emperor.dir / "app.ini")  # touch: graceful reload
+    touch(emperor.dir / "app.ini")  # graceful reload
     wait_for(lambda: emperor.vassal("app.ini")["respawns"] == 1, message="reload sent")
     wait_for(lambda: children(first["pid"]) and not set(children(first["pid"])) & old_workers, timeout=20,
              message="new workers in the same master")
@@ -117,7 +124,7 @@ def test_spawn_reload_stop(spawn, workdir):
 
 def test_dead_vassal_is_respawned(spawn, workdir):
     emperor = Emperor(spawn, workdir)
-    addr = emperor.write("app.ini", free_port())
+    addr = emperor.write("app.ini")
     wait_for(lambda: http_request(addr)[0] == 200)
     wait_for(lambda: emperor.vassal("app.ini")["loyal"] == 1)
     pid = emperor.vassal("app.ini")["pid"]
@@ -134,19 +141,22 @@ def start_times(log: Path) -> list[float]:
 
 def test_crashing_vassal_is_throttled_more_each_time(spawn, workdir):
     wrapper, log = fake_vassal(workdir)
-    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "300",
-                      env={"FAKE_LOG": str(log), "FAKE_CRASHES": "100"})
+    # --emperor-freq 60: a respawn that waited for the next scan would take a minute, so the upper
+    # bounds below may be generous for a loaded host and still show the emperor wakes for the throttle
+    emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "600",
+                      "--emperor-freq", "60", env={"FAKE_LOG": str(log), "FAKE_CRASHES": "100"})
     (emperor.dir / "bad.ini").write_text("[uwsgi]\n")
     wait_for(lambda: len(start_times(log)) >= 5, timeout=20, message="five starts")
     starts = start_times(log)[:5]
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     print("gaps between starts:", [round(g, 3) for g in gaps])
-    # the first respawn is at once; then each waits one more --emperor-throttle step (300 ms)
-    assert gaps[0] < 0.3
+    # the first respawn is at once (within less than one step, the 600-ms step leaving room for a
+    # vassal's start on a loaded host); then each waits one more --emperor-throttle step, growing
+    assert gaps[0] < 0.6
     for level, gap in enumerate(gaps[1:], start=1):
-        assert 0.3 * level <= gap < 0.3 * level + 0.5, gaps  # polling every --emperor-freq (1 s) would not
+        assert 0.6 * level <= gap < 0.6 * level + 3, gaps
     entry = next(e for e in emperor.doc()["blacklist"] if e["id"] == "bad.ini")
-    assert entry["throttle_level"] >= 900
+    assert entry["throttle_level"] >= 1800
     assert "unloyal bad behaving vassal found: bad.ini" in emperor.server.log()
 
 
@@ -160,8 +170,9 @@ def test_sigurg_clears_the_blacklist_and_respawns_at_once(spawn, workdir):
     assert len(start_times(log)) == 2
     signalled = time.time()
     emperor.server.signal(signal.SIGURG)
-    wait_for(lambda: len(start_times(log)) == 3, timeout=5, message="respawn after SIGURG")
-    assert start_times(log)[2] - signalled < 2.0
+    # the time is the point: at once, not when the 20-s throttle ends; 10 s leaves a loaded host room
+    wait_for(lambda: len(start_times(log)) == 3, timeout=10, message="respawn after SIGURG")
+    assert start_times(log)[2] - signalled < 10.0
     assert "cleaning up the blacklist" in emperor.server.log()
     wait_for(lambda: (emperor.vassal("bad.ini") or {}).get("loyal") == 1, message="loyal third start")
     assert emperor.doc()["blacklist"] == []
@@ -180,8 +191,9 @@ def test_loyalty_clears_a_blacklist_entry(spawn, workdir):
 
 def test_unstartable_vassal_is_throttled_and_others_go_on(spawn, workdir):
     wrapper, log = fake_vassal(workdir)
+    # --emperor-freq 60: see test_crashing_vassal_is_throttled_more_each_time
     emperor = Emperor(spawn, workdir, "--binary-path", str(wrapper), "--emperor-throttle", "300",
-                      env={"FAKE_LOG": str(log)})
+                      "--emperor-freq", "60", env={"FAKE_LOG": str(log)})
     (emperor.dir / "good.ini").write_text("[uwsgi]\n")
     wait_for(lambda: (emperor.vassal("good.ini") or {}).get("loyal") == 1, message="good vassal")
     good = emperor.vassal("good.ini")["pid"]
@@ -198,7 +210,7 @@ def test_unstartable_vassal_is_throttled_and_others_go_on(spawn, workdir):
     gaps = [b - a for a, b in zip(failures, failures[1:])]
     print("gaps between failed starts:", [round(g, 3) for g in gaps])
     for level, gap in enumerate(gaps[1:4], start=1):  # 0.3, 0.6, 0.9 s: growing, not every scan
-        assert 0.3 * level - 0.05 <= gap < 0.3 * level + 0.5, gaps
+        assert 0.3 * level - 0.05 <= gap < 0.3 * level + 3, gaps
     assert f"with {wrapper}: No such file or directory" in emperor.server.log()
     assert emperor.server.proc.poll() is None
     assert emperor.vassal("good.ini")["pid"] == good and alive(good)
@@ -212,7 +224,7 @@ def test_unstartable_vassal_is_throttled_and_others_go_on(spawn, workdir):
 def test_bad_config_is_logged_and_others_go_on(spawn, workdir):
     emperor = Emperor(spawn, workdir)
     (emperor.dir / "typo.ini").write_text("[uwsgi]\nprocessess = 2\n")
-    addr = emperor.write("good.ini", free_port())
+    addr = emperor.write("good.ini")
     wait_for(lambda: http_request(addr)[0] == 200)
     emperor.server.wait_log("typo.ini:2: unknown option 'processess'")
     wait_for(lambda: any(e["id"] == "typo.ini" for e in emperor.doc()["blacklist"]), message="blacklisted")
@@ -246,18 +258,25 @@ def test_heartbeat_timeout_kills_and_respawns(spawn, workdir):
 
 def test_real_vassal_heartbeats_keep_it_alive(spawn, workdir):
     emperor = Emperor(spawn, workdir, "--emperor-required-heartbeat", "2")
-    addr = emperor.write("hb.ini", free_port(), "heartbeat = 1\n")
+    addr = emperor.write("hb.ini", extra="heartbeat = 1\n")
     wait_for(lambda: http_request(addr)[0] == 200)
     pid = emperor.vassal("hb.ini")["pid"]
-    wait_for(lambda: emperor.vassal("hb.ini")["last_heartbeat"] > 0, message="heartbeats arrive")
-    time.sleep(3.5)  # not a sync point: the assertion is that nothing happens in 3.5 s
+    beats: set[int] = set()
+
+    def beating() -> bool:
+        vassal = emperor.vassal("hb.ini")
+        assert vassal["pid"] == pid, "the vassal was killed"
+        if vassal["last_heartbeat"] > 0:
+            beats.add(vassal["last_heartbeat"])
+        return len(beats) >= 4  # four distinct seconds: longer than the 2 s the emperor requires
+    wait_for(beating, timeout=20, message="heartbeats over 3 s")
     assert emperor.vassal("hb.ini")["pid"] == pid
     assert "sent no heartbeat" not in emperor.server.log()
 
 
 def test_term_leaves_nothing_behind(spawn, workdir):
     emperor = Emperor(spawn, workdir)
-    addrs = [emperor.write(f"v{i}.ini", free_port()) for i in range(2)]
+    addrs = [emperor.write(f"v{i}.ini") for i in range(2)]
     for addr in addrs:
         wait_for(lambda: http_request(addr)[0] == 200)
     pids = [v["pid"] for v in emperor.doc()["vassals"]]
@@ -271,7 +290,7 @@ def test_term_leaves_nothing_behind(spawn, workdir):
 
 def test_kill_9_emperor_takes_vassals_along(spawn, workdir):
     emperor = Emperor(spawn, workdir)
-    addr = emperor.write("v.ini", free_port())
+    addr = emperor.write("v.ini")
     wait_for(lambda: http_request(addr)[0] == 200)
     vassal = emperor.vassal("v.ini")["pid"]
     workers = children(vassal)
@@ -281,13 +300,12 @@ def test_kill_9_emperor_takes_vassals_along(spawn, workdir):
 
 
 def test_vassals_include_placeholders_and_env_rewrite(spawn, workdir):
-    port = free_port()
     include = workdir / "common.ini"
-    include.write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:%(myport)\n")
+    include.write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {workdir}/%(mysock)\n")
     emperor = Emperor(spawn, workdir, "--vassals-include", str(include),
                       env={"UWSGI_VASSAL_PROCESSES": "2"})
-    (emperor.dir / "inc.ini").write_text(f"[uwsgi]\nmyport = {port}\nprocname-prefix = %n-\n")
-    addr = f"127.0.0.1:{port}"
+    (emperor.dir / "inc.ini").write_text("[uwsgi]\nmysock = inc.sock\nprocname-prefix = %n-\n")
+    addr = str(workdir / "inc.sock")
     wait_for(lambda: http_request(addr)[0] == 200, message="vassal from include")
     pid = emperor.vassal("inc.ini")["pid"]
     wait_for(lambda: len(children(pid)) == 2, message="UWSGI_VASSAL_PROCESSES became --processes 2")
@@ -303,8 +321,7 @@ def test_skel_symlinks_with_nofollow(spawn, workdir):
     for name in ("app1", "app2"):  # %n resolves per vassal file: one socket each from one skeleton
         wait_for(lambda: http_request(str(workdir / f"{name}.sock"))[0] == 200, message=f"{name} serving")
     assert sorted(v["id"] for v in emperor.doc()["vassals"]) == ["app1.ini", "app2.ini"]
-    time.sleep(0.01)
-    os.utime(emperor.dir / "app1.ini", follow_symlinks=False)  # touch --no-dereference
+    touch(emperor.dir / "app1.ini", follow_symlinks=False)  # touch --no-dereference
     wait_for(lambda: emperor.vassal("app1.ini")["respawns"] == 1, message="app1 reloaded")
     assert emperor.vassal("app2.ini")["respawns"] == 0
 
@@ -370,7 +387,7 @@ def test_a_vassal_that_says_it_started_frees_its_slot_at_once(spawn, workdir):
 
 def test_stats_layout(spawn, workdir):
     emperor = Emperor(spawn, workdir)
-    emperor.write("s.ini", free_port())
+    emperor.write("s.ini")
     wait_for(lambda: emperor.vassal("s.ini") is not None)
     doc = emperor.doc()
     for key in ("version", "pid", "uid", "gid", "cwd", "emperor", "emperor_tyrant", "throttle_level",
@@ -386,14 +403,14 @@ def test_stats_layout(spawn, workdir):
 def test_monitor_schemes(spawn, workdir, scheme):
     vassals = workdir / "vassals"
     vassals.mkdir()
-    port = free_port()
-    (vassals / "g.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\n")
+    addr = str(workdir / "g.sock")
+    (vassals / "g.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {addr}\n")
     (vassals / "ignored.ini~").write_text("[uwsgi]\n")
     (vassals / ".hidden.ini").write_text("[uwsgi]\n")
     arg = f"glob://{vassals}/*.ini" if scheme == "glob" else f"dir://{vassals}"
     stats = str(workdir / "e.stats")
     spawn("--emperor", arg, "--emperor-stats", stats)
-    wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200)
+    wait_for(lambda: http_request(addr)[0] == 200)
     ids = [v["id"] for v in fetch(stats)["vassals"]]
     assert ids == ([f"{vassals}/g.ini"] if scheme == "glob" else ["g.ini"])
 
@@ -413,10 +430,10 @@ def test_binary_patch_vassal_runs_another_program(spawn, workdir):
 def test_yaml_vassal(spawn, workdir):
     pytest.importorskip("yaml")
     emperor = Emperor(spawn, workdir)
-    port = free_port()
+    addr = str(workdir / "y.sock")
     (emperor.dir / "y.yaml").write_text(f"uwsgi:\n  chdir: {APPS}\n  module: echo:application\n"
-                                        f"  http: 127.0.0.1:{port}\n")
-    wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200, message="yaml vassal serving")
+                                        f"  http: {addr}\n")
+    wait_for(lambda: http_request(addr)[0] == 200, message="yaml vassal serving")
 
 
 def cmdline(pid: int) -> str:
@@ -443,9 +460,9 @@ def test_emperor_configured_by_env_runs_instances_not_emperors(spawn, workdir, v
         Path(value).write_text(f"[uwsgi]\nemperor = {vassals}\n")
     stats = str(workdir / "e.stats")
     server = spawn("--emperor-stats", stats, "--emperor-freq", "1", env={variable: value})
-    port = free_port()
-    (vassals / "app.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\n")
-    wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200, message="the vassal serves")
+    addr = str(workdir / "app.sock")
+    (vassals / "app.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {addr}\n")
+    wait_for(lambda: http_request(addr)[0] == 200, message="the vassal serves")
     vassal = fetch(stats)["vassals"][0]["pid"]
     assert cmdline(vassal).startswith("zergserve master")
     emperors = [pid for pid in [server.pid, *descendants(server.pid)] if "emperor" in cmdline(pid)]
@@ -526,10 +543,10 @@ def test_inotify_acts_in_well_under_a_second(spawn, workdir):
     tmp.write_text("[uwsgi]\n")
     started = time.monotonic()
     tmp.rename(emperor.dir / "new.ini")
-    wait_for(lambda: emperor.vassal("new.ini") is not None, timeout=2, interval=0.005, message="spawned via inotify")
+    # the time is the point: the periodic scan comes every 60 s; 20 s is a bound a loaded host passes
+    wait_for(lambda: emperor.vassal("new.ini") is not None, timeout=20, interval=0.005, message="spawned via inotify")
     elapsed = time.monotonic() - started
     print(f"inotify: vassal spawned {elapsed * 1000:.0f} ms after its file appeared (--emperor-freq 60)")
-    assert elapsed < 2.0
     assert emperor.doc()["scans"] == scans + 1
 
 
@@ -558,15 +575,14 @@ def test_emperor_removes_its_stats_socket_and_pidfile(spawn, workdir):
 
 def test_zergpool_as_a_vassal(spawn, workdir):
     emperor = Emperor(spawn, workdir)
-    port = free_port()
+    pooled = workdir / "pooled.sock"  # the vassal binds it: a UNIX socket, no port to race for
     pool = emperor.dir / "pool.ini"
-    pool.write_text(f"[uwsgi]\nzergpool = {workdir}/pool.sock:127.0.0.1:{port}\n")
+    pool.write_text(f"[uwsgi]\nzergpool = {workdir}/pool.sock:{pooled}\n")
     wait_for(lambda: (emperor.vassal("pool.ini") or {}).get("loyal") == 1, message="loyal zergpool")
     vassal = emperor.vassal("pool.ini")
     assert vassal["ready"] == 1 and vassal["accepting"] == 1
-    queued = connect(f"127.0.0.1:{port}")  # waits in the pool's backlog across the reload
-    time.sleep(0.01)
-    os.utime(pool)
+    queued = connect(str(pooled))  # waits in the pool's backlog across the reload
+    touch(pool)
     wait_for(lambda: emperor.vassal("pool.ini")["respawns"] == 1, message="reload sent")
     emperor.server.wait_log("zergpool reloading")
     wait_for(lambda: emperor.vassal("pool.ini")["accepting"] == 1, message="accepting again after the re-exec")
@@ -589,20 +605,22 @@ def zerg_attach(path: str):
     return listener
 
 
-def run_vassal(workdir: Path, args: list[str], emperor_end) -> subprocess.Popen:
+def run_vassal(workdir: Path, args: list[str], emperor_end, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]), PYTHONUNBUFFERED="1",
                UWSGI_EMPEROR_FD=str(emperor_end.fileno()))
     out = open(workdir / "vassal.log", "wb")
     return subprocess.Popen([sys.executable, "-m", "zergserve", *args], cwd=workdir, env=env, stdout=out,
-                            stderr=subprocess.STDOUT, pass_fds=[emperor_end.fileno()], start_new_session=True)
+                            stderr=subprocess.STDOUT, pass_fds=[emperor_end.fileno(), *pass_fds],
+                            start_new_session=True)
 
 
 def test_eof_on_the_emperor_socket_stops_the_vassal(workdir):
     ours, theirs = socket.socketpair()
-    port = free_port()
+    listener = bound()
     proc = run_vassal(workdir, ["--chdir", str(APPS), "--module", "echo:application", "--http",
-                                f"127.0.0.1:{port}", "-p", "2"], theirs)
+                                listener.arg, "-p", "2"], theirs, pass_fds=(listener.fd,))
     theirs.close()
+    listener.close()
     try:
         ours.settimeout(10)
         assert ours.recv(1) == bytes([1])
@@ -621,7 +639,7 @@ def test_eof_on_the_emperor_socket_stops_the_vassal(workdir):
 
 @pytest.mark.parametrize("value", ["abc", "99"])
 def test_bad_emperor_fd_is_a_clear_error(spawn, workdir, value):
-    server = spawn("--chdir", str(APPS), "--module", "echo:application", "--http", f"127.0.0.1:{free_port()}",
+    server = spawn("--chdir", str(APPS), "--module", "echo:application", "--http", bound().arg,
                    env={"UWSGI_EMPEROR_FD": value})
     assert server.wait_exit(10) == 2
     log = server.log()
@@ -643,29 +661,29 @@ def test_vassal_send_waits_for_room_instead_of_dropping(workdir):
     with pytest.raises(TimeoutError):
         protocol.send(vassal, protocol.LOYAL, timeout=0.1)
     received = bytearray()
-
-    def drain() -> None:
-        time.sleep(0.2)  # the emperor reads late
-        emperor.settimeout(5)
-        while len(received) < filled + 1:
-            received.extend(emperor.recv(65536))
-    reader = threading.Thread(target=drain)
-    reader.start()
-    protocol.send(vassal, protocol.LOYAL)
-    reader.join(10)
+    sender = threading.Thread(target=protocol.send, args=(vassal, protocol.LOYAL))
+    sender.start()
+    sender.join(0.2)
+    assert sender.is_alive(), "the send returned with no room for its byte"  # waiting: the emperor reads late
+    emperor.settimeout(5)
+    while len(received) < filled + 1:
+        received.extend(emperor.recv(65536))
+    sender.join(10)
+    assert not sender.is_alive()
     assert received[-1] == protocol.LOYAL and len(received) == filled + 1
 
 
 def test_deploy_layout_runs_as_shipped(spawn, workdir):
-    """deploy/emperor copied as is (ports aside): vassals, their sockets and logs under the root,
+    """deploy/emperor copied as is (addresses aside): vassals, their sockets and logs under the root,
     and nginx as a vassal in front of them when nginx is installed."""
     root = workdir / "deploy" / "emperor"
     shutil.copytree(ROOT / "deploy" / "emperor", root, symlinks=True,
                     ignore=lambda d, names: [n for n in names if n != ".gitignore" and Path(d).name in ("logs", "sockets")])
     (workdir / "examples").symlink_to(ROOT / "examples")
-    http_port, nginx_port = free_port(), free_port()
+    http_addr = str(workdir / "demo-http.sock")  # the demo vassal binds it: a UNIX socket, no port race
+    nginx_port = free_port()  # nginx, a vassal, binds its own listen port: only a number can be written down
     demo = root / "apps-available" / "demo.ini"
-    demo.write_text(demo.read_text().replace("127.0.0.1:8001", f"127.0.0.1:{http_port}"))
+    demo.write_text(demo.read_text().replace("127.0.0.1:8001", http_addr))
     template = root / "nginx" / "nginx.conf.in"
     template.write_text(template.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{nginx_port}"))
     with_nginx = shutil.which("nginx") is not None and shutil.which("setpriv") is not None
@@ -673,7 +691,7 @@ def test_deploy_layout_runs_as_shipped(spawn, workdir):
         (root / "apps-enabled" / "nginx.ini").symlink_to("../apps-available/nginx.ini")
     server = spawn("--ini", str(root / "emperor.ini"))
     stats = str(root / "sockets" / "emperor.stats")
-    wait_for(lambda: http_request(f"127.0.0.1:{http_port}")[1] is not None, timeout=15, message="demo serves")
+    wait_for(lambda: http_request(http_addr)[1] is not None, timeout=15, message="demo serves")
     for name in ("demo", "demo2"):
         wait_for((root / "sockets" / f"{name}.sock").exists, message=f"{name}'s socket in sockets/")
         assert (root / "logs" / f"{name}.log").exists()
@@ -717,24 +735,35 @@ def test_crash_looping_vassals_do_not_starve_a_healthy_one(spawn, workdir):
     wait_for(lambda: emperor.vassal("zz-healthy.ini")["loyal"] == 1, message="loyal")
     wait_for(lambda: len(emperor.doc()["blacklist"]) == 50, timeout=30, message="every crasher failing")
 
+    # The 5-s deadlines are on the emperor's spawn decision, read from its log line (cheap to poll:
+    # its stats socket waits on the very loop that is busy respawning crashers).
+    spawn_line = "[emperor] vassal zz-healthy.ini spawned (pid"
+
+    def healthy_spawns() -> int:
+        return emperor.server.log().count(spawn_line)
+
     pid = emperor.vassal("zz-healthy.ini")["pid"]
+    spawns = healthy_spawns()
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
-    wait_for(lambda: (emperor.vassal("zz-healthy.ini") or {}).get("pid", pid) not in (pid, -1),
-             timeout=max(0.1, killed + 5 - time.monotonic()), message="the healthy vassal respawned within 5 s")
-    wait_for(lambda: emperor.vassal("zz-healthy.ini")["accepting"] and http_request(healthy)[0] == 200,
+    wait_for(lambda: healthy_spawns() > spawns, timeout=max(0.1, killed + 5 - time.monotonic()),
+             message="the healthy vassal respawned within 5 s")
+    wait_for(lambda: emperor.vassal("zz-healthy.ini")["pid"] not in (pid, -1)
+             and emperor.vassal("zz-healthy.ini")["accepting"] and http_request(healthy)[0] == 200,
              timeout=30, message="the respawned vassal serving")
 
     (vassals / "zz-healthy.ini").unlink()
     wait_for(lambda: emperor.vassal("zz-healthy.ini") is None, message="the healthy vassal stopped")
+    spawns = healthy_spawns()
     (workdir / "healthy.tmp").write_text(config)
     (workdir / "healthy.tmp").rename(vassals / "zz-healthy.ini")
     added = time.monotonic()
-    wait_for(lambda: emperor.vassal("zz-healthy.ini"), timeout=max(0.1, added + 5 - time.monotonic()),
+    wait_for(lambda: healthy_spawns() > spawns, timeout=max(0.1, added + 5 - time.monotonic()),
              message="a new vassal started within 5 s among fifty crash-looping ones")
     wait_for(lambda: http_request(healthy)[0] == 200, timeout=30, message="the new vassal serving")
     blacklist = emperor.doc()["blacklist"]
     assert len(blacklist) == 50 and all(e["id"] != "zz-healthy.ini" for e in blacklist)
+
 
 def test_a_newline_in_a_vassal_name_cannot_forge_log_lines(spawn, workdir):
     """Issue 8 item 6: vassal file names go into the emperor's log lines escaped."""

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, _answers, free_port, http_request, wait_for
+from conftest import APPS, ROOT, _answers, fetch, free_port, http_request, wait_for
 from nginx import NGINX, Nginx
 from pgserver import Postgres, missing
 from test_broodlord import block_worker
 from test_tyrant import probe_program
-from zergserve.stats import fetch
 
 SCHEMA = ROOT / "deploy" / "fleet" / "vassals.sql"
 

@@ -8,22 +8,16 @@ import threading
 
 import pytest
 
-from conftest import connect, free_port, http_request, recv_all, wait_for
+from conftest import bound, connect, fetch, http_request, recv_all, wait_for
+from conftest import start as start_instance
 from test_master import Load
-from zergserve.stats import fetch
 
 pytest.importorskip("gevent", reason="the gevent worker needs gevent (pip install zergserve[gevent])")
 
 
-def start(spawn, workdir, *extra: str, workers: int = 1):
-    addr = f"127.0.0.1:{free_port()}"
-    usock = str(workdir / "app.sock")
-    stats = str(workdir / "stats.sock")
-    server = spawn("--module", "echo:application", "--worker", "gevent", "--http", addr, "--socket", usock,
-                   "-p", str(workers), "--stats", stats, "--worker-reload-mercy", "10", *extra, wait=addr)
-    server.addr, server.usock, server.stats = addr, usock, stats
-    wait_for(lambda: all(w["status"] == "idle" for w in fetch(stats)["workers"]), message="workers idle")
-    return server
+def start(spawn, workdir, *extra: str, workers: int = 1, backlog: int = 100):
+    """The gevent worker on a TCP --http and a UNIX --socket (usock), every worker idle."""
+    return start_instance(spawn, workdir, *extra, workers=workers, worker="gevent", uwsgi="unix", backlog=backlog)
 
 
 def test_a_trickling_client_does_not_hold_the_worker(spawn, workdir):
@@ -64,11 +58,13 @@ def test_reload_under_load_loses_nothing(spawn, workdir):
 
 
 def test_harakiri_kills_a_stuck_loop_not_a_long_request_among_others(spawn, workdir):
-    addr = f"127.0.0.1:{free_port()}"
+    listener = bound()
+    addr = listener.addr
     stats = str(workdir / "stats.sock")
-    server = spawn("--module", "spin:application", "--worker", "gevent", "--http", addr, "--stats", stats,
+    server = spawn("--module", "spin:application", "--worker", "gevent", "--http", listener.arg, "--stats", stats,
                    "--harakiri", "2", wait=addr)
-    pid = fetch(stats)["workers"][0]["pid"]
+    pid = wait_for(lambda: (row := fetch(stats)["workers"][0])["status"] == "idle" and row["pid"],
+                   message="the worker idle")
     with connect(addr) as stuck:
         stuck.sendall(b"GET /spin?s=30 HTTP/1.1\r\nHost: h\r\n\r\n")
         server.wait_log("HARAKIRI", timeout=10)

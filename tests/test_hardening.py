@@ -11,20 +11,19 @@ import time
 
 import pytest
 
-from conftest import connect, http_request, recv_all, responses, wait_for
+from conftest import connect, fetch, http_request, recv_all, responses, wait_for
 from zergserve.protocols.uwsgi import encode_packet
-from zergserve.stats import fetch
 
 WORKERS = ("gevent", "asyncio")
 
 
-def start(worker: str, spawn, workdir, *extra: str):
+def start(worker: str, spawn, workdir, *extra: str, backlog: int = 100):
     if worker == "gevent":
         pytest.importorskip("gevent")
         from test_gevent import start as start_gevent
-        return start_gevent(spawn, workdir, *extra)
+        return start_gevent(spawn, workdir, *extra, backlog=backlog)
     from test_asgi import start as start_asgi
-    return start_asgi(spawn, workdir, *extra)
+    return start_asgi(spawn, workdir, *extra, backlog=backlog)
 
 
 def worker_pid(server) -> int:
@@ -35,10 +34,30 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process `pid` holds."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed while we looked
+            continue
+        if target.startswith("socket:["):
+            out.add(target[len("socket:["):-1])
+    return out
+
+
+def tcp_connections(pid: int) -> set[str]:
+    """The inodes of the TCP connections (not listeners) process `pid` holds."""
+    with open("/proc/net/tcp") as table:
+        open_ = {fields[9] for fields in map(str.split, table.readlines()[1:]) if fields[3] != "0A"}
+    return socket_inodes(pid) & open_
+
+
 def settled_fd_count(pid: int) -> int:
     """The worker's fd count once the connections of the start-up checks are gone."""
-    time.sleep(0.3)
-    return wait_for(lambda: (lambda a: a if a == fd_count(pid) else 0)(fd_count(pid)), message="fds settled")
+    wait_for(lambda: not tcp_connections(pid), message="start-up connections closed by the worker")
+    return fd_count(pid)
 
 
 def holds(pid: int, client: socket.socket) -> bool:
@@ -53,29 +72,30 @@ def holds(pid: int, client: socket.socket) -> bool:
                 break
         else:
             return False
-    return any(os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]" for fd in os.listdir(f"/proc/{pid}/fd"))
+    return inode in socket_inodes(pid)
 
 
 def probe(addr: str) -> float:
-    """A normal client: its request must be answered 200 within 1 s; the seconds it took."""
-    started = time.monotonic()
-    status = http_request(addr, "GET", "/", timeout=2)[0]
-    took = time.monotonic() - started
-    assert status == 200 and took < 1.0, (status, took)
-    return took
+    """A normal client, answered 200; when it was answered (compared with when the attack's
+    connections were cut, that shows it did not wait for them)."""
+    assert http_request(addr, "GET", "/", timeout=5)[0] == 200
+    return time.monotonic()
 
 
-def wait_closed(socks: list[socket.socket], until: float, addr: str, every: float = 0.25) -> dict[int, float]:
-    """Read every socket until EOF (or reset), probing `addr` meanwhile; index → monotonic close time."""
+def wait_closed(socks: list[socket.socket], until: float, addr: str,
+                every: float = 0.25) -> tuple[dict[int, float], list[float]]:
+    """Read every socket until EOF (or reset), probing `addr` meanwhile: index → monotonic close
+    time, and when each probe was answered."""
     sel = selectors.DefaultSelector()
     for index, sock in enumerate(socks):
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ, index)
     closed: dict[int, float] = {}
+    answered: list[float] = []
     next_probe = 0.0
     while len(closed) < len(socks) and time.monotonic() < until:
         if time.monotonic() >= next_probe:
-            probe(addr)
+            answered.append(probe(addr))
             next_probe = time.monotonic() + every
         for key, _ in sel.select(0.05):
             try:
@@ -88,7 +108,7 @@ def wait_closed(socks: list[socket.socket], until: float, addr: str, every: floa
                 closed[key.data] = time.monotonic()
                 sel.unregister(key.fileobj)
     sel.close()
-    return closed
+    return closed, answered
 
 
 # --- C24: slowloris ------------------------------------------------------------------------------
@@ -96,7 +116,7 @@ def wait_closed(socks: list[socket.socket], until: float, addr: str, every: floa
 @pytest.mark.parametrize("worker", WORKERS)
 def test_slowloris_heads_are_cut_at_the_absolute_head_deadline(worker, spawn, workdir):
     deadline, count = 2.0, 200
-    server = start(worker, spawn, workdir, "--http-timeout", str(deadline), "--listen", "1024")
+    server = start(worker, spawn, workdir, "--http-timeout", str(deadline), backlog=1024)
     pid = worker_pid(server)
     baseline = settled_fd_count(pid)
     head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 100
@@ -111,9 +131,9 @@ def test_slowloris_heads_are_cut_at_the_absolute_head_deadline(worker, spawn, wo
     for index, sock in enumerate(socks):
         sel.register(sock, selectors.EVENT_READ, index)
     closed: dict[int, float] = {}
-    pos, tick = 1, time.monotonic()
+    pos, tick, answered = 1, time.monotonic(), []
     try:
-        while len(closed) < count and time.monotonic() < opened[0] + deadline + 4:
+        while len(closed) < count and time.monotonic() < opened[0] + deadline + 8:
             if time.monotonic() >= tick + 0.5:  # one more byte on every open connection
                 tick = time.monotonic()
                 for index, sock in enumerate(socks):
@@ -124,7 +144,7 @@ def test_slowloris_heads_are_cut_at_the_absolute_head_deadline(worker, spawn, wo
                             closed[index] = time.monotonic()
                             sel.unregister(sock)
                 pos += 1
-                probe(server.addr)
+                answered.append(probe(server.addr))
             for key, _ in sel.select(0.05):
                 try:
                     data = key.fileobj.recv(65536)  # a 408, then EOF
@@ -136,8 +156,13 @@ def test_slowloris_heads_are_cut_at_the_absolute_head_deadline(worker, spawn, wo
                     closed[key.data] = time.monotonic()
                     sel.unregister(key.fileobj)
         assert len(closed) == count, f"{count - len(closed)} trickling connections still open"
+        # the first probe began after the last connection opened: answered before that one was cut
+        assert answered and answered[0] < closed[count - 1], "a normal client waited for the attack to be cut"
+        # Cut at the deadline, not before; the time is the point. A byte arrives every 0.5 s, so a
+        # deadline that each byte extended would never cut while they trickle: the upper bound only
+        # has to be finite, and is generous for a loaded host.
         held = [closed[i] - opened[i] for i in range(count)]
-        assert min(held) > deadline - 0.3 and max(held) < deadline + 1.5, (min(held), max(held))
+        assert min(held) > deadline - 0.3 and max(held) < deadline + 5, (min(held), max(held))
         probe(server.addr)
     finally:
         sel.close()
@@ -172,7 +197,7 @@ def test_trickles_after_keep_alive_and_on_the_uwsgi_socket_are_cut_at_their_dead
         socks.append(sock)
     closed: dict[int, float] = {}
     try:
-        for pos in range(int((packet_deadline + 2) / 0.1)):
+        for pos in range(int((packet_deadline + 5) / 0.1)):
             for index, sock in enumerate(socks):
                 if index in closed:
                     continue
@@ -187,11 +212,13 @@ def test_trickles_after_keep_alive_and_on_the_uwsgi_socket_are_cut_at_their_dead
                     closed[index] = time.monotonic()
             if len(closed) == count:
                 break
-            time.sleep(0.1)
+            time.sleep(0.1)  # the trickle's pace, not a sync point
         assert len(closed) == count, f"{count - len(closed)} trickling connections still open"
+        # Cut at the deadline, not before; a byte every 0.1 s would keep a per-read timeout from ever
+        # firing, so the generous upper bound (for a loaded host) still shows the deadline absolute.
         for index in range(count):
             held = closed[index] - since[index]
-            assert limits[index] - 0.3 < held < limits[index] + 1.0, (index, held)
+            assert limits[index] - 0.3 < held < limits[index] + 3.5, (index, held)
         probe(server.addr)
     finally:
         for sock in socks:
@@ -203,7 +230,9 @@ def test_trickles_after_keep_alive_and_on_the_uwsgi_socket_are_cut_at_their_dead
 @pytest.mark.parametrize("worker", WORKERS)
 def test_idle_keep_alive_flood_is_closed_after_keep_alive(worker, spawn, workdir):
     keep_alive, count = 1.0, 500
-    server = start(worker, spawn, workdir, "--keep-alive", str(keep_alive), "--listen", "1024")
+    # --socket-timeout 30: nothing but --keep-alive can close an idle connection within the bound below
+    server = start(worker, spawn, workdir, "--keep-alive", str(keep_alive), "--socket-timeout", "30",
+                   backlog=1024)
     pid = worker_pid(server)
     baseline = settled_fd_count(pid)
     socks, served = [], []
@@ -215,10 +244,13 @@ def test_idle_keep_alive_flood_is_closed_after_keep_alive(worker, spawn, workdir
             assert reply.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in reply
             socks.append(sock)
             served.append(time.monotonic())
-        closed = wait_closed(socks, served[-1] + keep_alive + 4, server.addr)
+        closed, answered = wait_closed(socks, served[-1] + keep_alive + 8, server.addr)
         assert len(closed) == count, f"{count - len(closed)} idle connections still open"
+        # the first probe began after the last connection was served: answered before that one closed
+        assert answered and answered[0] < closed[count - 1], "a normal client waited for the idle ones"
+        # closed after keep-alive, not before; the upper bound is generous for a loaded host
         idle = [closed[i] - served[i] for i in range(count)]
-        assert min(idle) > keep_alive - 0.3 and max(idle) < keep_alive + 1.5, (min(idle), max(idle))
+        assert min(idle) > keep_alive - 0.3 and max(idle) < keep_alive + 5, (min(idle), max(idle))
     finally:
         for sock in socks:
             sock.close()
@@ -239,8 +271,9 @@ def test_worker_connections_cap_leaves_the_excess_in_the_backlog(worker, spawn, 
             held.append(sock)
         # the 50th slot goes to the other listener (a uwsgi client yet to send its packet), while
         # the http listener's acceptor may already be waiting: it must not take one more
+        before = fd_count(pid)
         held.append(connect(server.usock))
-        time.sleep(0.3)
+        wait_for(lambda: fd_count(pid) == before + 1, message="the uwsgi connection accepted")
         with connect(server.addr) as extra:  # the kernel completes the handshake: it waits in the backlog
             extra.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
             extra.settimeout(1.0)
@@ -303,12 +336,15 @@ def test_slow_reader_is_dropped_after_the_send_timeout(worker, spawn, workdir):
     with connect(server.addr) as sock:
         sock.sendall(b"GET %s?size=%d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" % (path.encode(), size))
         started = time.monotonic()
-        wait_for(lambda: holds(pid, sock), timeout=2, message="connection accepted")
+        wait_for(lambda: holds(pid, sock), timeout=5, message="connection accepted")
+        probes = 0
         while holds(pid, sock):  # the worker holds the connection while the client reads nothing
-            assert time.monotonic() - started < 5, "connection of a reader that takes nothing never dropped"
-            probe(server.addr)
-            time.sleep(0.1)
-        assert time.monotonic() - started > 0.8
+            # the time is the point: dropped after --socket-timeout 1, a generous bound for a loaded host
+            assert time.monotonic() - started < 8, "connection of a reader that takes nothing never dropped"
+            probe(server.addr)  # served meanwhile by the same worker
+            probes += 1
+            time.sleep(0.1)  # polling pace, not a sync point
+        assert probes and time.monotonic() - started > 0.8
         data = recv_all(sock, timeout=5)  # what the kernels still held, then EOF
     assert len(data) < size
     assert worker_pid(server) == pid

@@ -11,8 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from conftest import APPS, ROOT, http_request, wait_for
-from zergserve.stats import fetch
+from conftest import APPS, ROOT, fetch, http_request, wait_for
 
 HOOKS = '''\
 import os

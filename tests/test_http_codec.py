@@ -508,25 +508,25 @@ def test_byte_at_a_time_head_is_scanned_once():
     """A 60 KB head trickled one byte per read costs linear time (no re-scan, no quadratic copy)."""
     head = b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X%d: %s\r\n" % (i, b"v" * 700) for i in range(85)) + b"\r\n"
     conn = HTTPConnection()
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU: what a loaded host's other processes do not add to
     for i in range(len(head) - 1):
         conn.receive_data(head[i:i + 1])
         assert conn.next_event() is NEED_DATA
     conn.receive_data(head[-1:])
     assert isinstance(conn.next_event(), Request)
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
 
 
 def test_control_byte_after_long_value_is_linear():
     """waitress CVE-2020-5236: a long value ending in a CTL is refused at once."""
     data = b"GET / HTTP/1.1\r\nHost: h\r\nfoo: " + b"x" * 8000 + b"\x10\r\n\r\n"
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU: what a loaded host's other processes do not add to
     assert only_error(data) == 400
     conn = HTTPConnection(Limits(field_size=1 << 20, head=1 << 20))
     conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\nfoo: " + b"x" * 65536 + b"\x10\r\n\r\n")
     with pytest.raises(HTTPError):
         conn.next_event()
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
 
 
 @pytest.mark.parametrize("piece", [1024, 1 << 20])

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from conftest import connect, recv_all, raw
+from conftest import connect, recv_all, raw, start
 from zergserve.protocols.uwsgi import encode_packet, encode_vars
 
 
@@ -25,11 +25,9 @@ def nginx_vars(method: str = "GET", path: str = "/", body: bytes = b"", **extra:
 
 @pytest.fixture
 def instance(spawn, workdir):
-    sock = str(workdir / "uwsgi.sock")
-    server = spawn("--module", "echo:application", "--socket", sock, "-p", "2", "--buffer-size", "4096",
-                   "--socket-timeout", "2", wait=sock)
-    server.addr = sock
-    return server
+    """One instance with a uwsgi socket on a UNIX path (handed in bound), 2 workers."""
+    return start(spawn, workdir, "--buffer-size", "4096", "--socket-timeout", "2", http=None, uwsgi="unix",
+                 stats=False, mercy=None)
 
 
 def request(addr: str, variables: dict[str, str], body: bytes = b"") -> bytes:

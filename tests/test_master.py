@@ -7,23 +7,10 @@ import os
 import signal
 import socket
 import threading
-import time
 
 import pytest
 
-from conftest import free_port, http_request, wait_for
-from zergserve.stats import fetch
-
-
-def start(spawn, workdir, *extra: str, workers: int = 2):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    stats = str(workdir / "stats.sock")
-    server = spawn("--module", "echo:application", "--http", addr, "-p", str(workers), "--stats", stats,
-                   "--worker-reload-mercy", "10", *extra, wait=addr)
-    server.addr, server.stats = addr, stats
-    wait_for(lambda: all(w["status"] == "idle" for w in fetch(stats)["workers"]), message="workers idle")
-    return server
+from conftest import bound, fetch, gone, http_request, start, wait_for
 
 
 def worker_pids(server) -> set[int]:
@@ -68,7 +55,7 @@ def test_stats_document_layout(spawn, workdir):
     for key in ("version", "listen_queue", "pid", "sockets", "workers"):
         assert key in doc
     assert doc["pid"] == server.pid
-    assert doc["sockets"][0]["name"] == server.addr and doc["sockets"][0]["proto"] == "http"
+    assert doc["sockets"][0]["name"] == server.listeners[0].arg and doc["sockets"][0]["proto"] == "http"
     assert len(doc["workers"]) == 2
     wait_for(lambda: sum(w["requests"] for w in fetch(server.stats)["workers"]) >= 1, message="request counted")
     for worker in fetch(server.stats)["workers"]:
@@ -87,10 +74,9 @@ def test_dead_worker_is_respawned(spawn, workdir):
 
 def test_harakiri_kills_stuck_worker(spawn, workdir):
     server = start(spawn, workdir, "--harakiri", "1")
-    started = time.monotonic()
-    with pytest.raises((OSError, http.client.HTTPException)):
-        http_request(server.addr, "GET", "/sleep?s=20", timeout=10)
-    assert time.monotonic() - started < 5
+    with pytest.raises((OSError, http.client.HTTPException)) as cut:
+        http_request(server.addr, "GET", "/sleep?s=20", timeout=30)
+    assert not isinstance(cut.value, TimeoutError)  # the server cut it, long before the app's 20 s
     server.wait_log("HARAKIRI")
     assert "GET /sleep?s=20" in server.log()
     wait_for(lambda: sum(w["harakiri_count"] for w in fetch(server.stats)["workers"]) == 1,
@@ -137,9 +123,9 @@ def test_hup_reload_under_load_drops_nothing(spawn, workdir):
 def test_hup_with_broken_new_app_keeps_serving(spawn, workdir):
     app = workdir / "flip.py"
     app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'v1']\n")
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    server = spawn("--chdir", str(workdir), "--module", "flip:application", "--http", addr, wait=addr)
+    listener = bound()
+    addr = listener.addr
+    server = spawn("--chdir", str(workdir), "--module", "flip:application", "--http", listener.arg, wait=addr)
     assert http_request(addr)[2] == b"v1"
     app.write_text("raise SyntaxError('oops')\n")
     server.signal(signal.SIGHUP)
@@ -198,10 +184,8 @@ def test_int_is_quick(spawn, workdir):
     server = start(spawn, workdir)
     threading.Thread(target=lambda: _swallow(server.addr), daemon=True).start()
     wait_for(lambda: any(w["status"] == "busy" for w in fetch(server.stats)["workers"]), message="busy")
-    started = time.monotonic()
     server.signal(signal.SIGINT)
-    server.wait_exit(10)
-    assert time.monotonic() - started < 4
+    server.wait_exit(20)  # not graceful: waiting for the request would take its 30 s
 
 
 def _swallow(addr: str) -> None:
@@ -212,15 +196,13 @@ def _swallow(addr: str) -> None:
 
 
 def test_broken_app_stops_master_with_message(spawn):
-    port = free_port()
-    server = spawn("--module", "broken:application", "--http", f"127.0.0.1:{port}", "-p", "2")
+    server = spawn("--module", "broken:application", "--http", bound().arg, "-p", "2")
     assert server.wait_exit() != 0
     assert "broken on purpose" in server.log()
 
 
 def test_broken_app_lazy_apps_stops_master(spawn):
-    port = free_port()
-    server = spawn("--module", "broken:application", "--http", f"127.0.0.1:{port}", "-p", "2", "--lazy-apps")
+    server = spawn("--module", "broken:application", "--http", bound().arg, "-p", "2", "--lazy-apps")
     assert server.wait_exit() != 0
     assert "broken on purpose" in server.log() and server.log().count("spawned worker") <= 4
 
@@ -252,7 +234,7 @@ def test_stats_address_in_use_is_a_named_error(spawn):
         blocker.bind(("127.0.0.1", 0))
         blocker.listen(1)
         taken = f"127.0.0.1:{blocker.getsockname()[1]}"
-        server = spawn("--module", "echo:application", "--http", f"127.0.0.1:{free_port()}", "--stats", taken)
+        server = spawn("--module", "echo:application", "--http", bound().arg, "--stats", taken)
         assert server.wait_exit() == 2
     assert f"stats server: cannot bind {taken}: Address already in use" in server.log()
     assert "Traceback" not in server.log()
@@ -328,29 +310,22 @@ def test_workers_never_outlive_a_killed_master(spawn, workdir):
     assert len(workers) == 2
     os.kill(server.pid, signal.SIGKILL)
     server.proc.wait(5)
-
-    def gone(pid: int) -> bool:
-        try:
-            return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
-        except OSError:
-            return True
-
     wait_for(lambda: all(gone(pid) for pid in workers), timeout=5, message="orphaned workers exit")
 
 
 def test_signal_before_the_master_loop_is_queued_not_fatal(spawn, workdir):
-    """The port listens while the app is still importing: a HUP sent then is a reload once the
-    master runs, not the default action (death)."""
+    """A HUP sent while the app is still importing is a reload once the master runs, not the default
+    action (death)."""
+    marker = workdir / "importing"
     (workdir / "slowimport.py").write_text(
-        "import time\ntime.sleep(1.5)\n"
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(1.5)\n"
         "def application(environ, start_response):\n"
         "    start_response('200 OK', [])\n    return [b'ok']\n")
-    port = free_port()
-    server = spawn("--module", "slowimport:application", "--pythonpath", str(workdir), "--http", f"127.0.0.1:{port}")
-    wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
-             message="port listening")
+    listener = bound()
+    server = spawn("--module", "slowimport:application", "--pythonpath", str(workdir), "--http", listener.arg)
+    wait_for(marker.exists, message="the app importing")  # and sleeping 1.5 s
     server.signal(signal.SIGHUP)
     server.wait_log("graceful reload requested", timeout=15)
     assert server.proc.poll() is None
-    wait_for(lambda: http_request(f"127.0.0.1:{port}", "GET", "/", timeout=5)[0] == 200, timeout=15,
+    wait_for(lambda: http_request(listener.addr, "GET", "/", timeout=5)[0] == 200, timeout=15,
              message="serving after the early HUP")

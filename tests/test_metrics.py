@@ -15,11 +15,10 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import APPS, free_port, http_request, raw, wait_for
+from conftest import APPS, fetch, http_request, raw, wait_for
 from test_broodlord import block_worker, broodlord_vassal, zergs
 from test_emperor import Emperor
 from test_supervision import uwsgi_packet
-from zergserve.stats import fetch
 
 
 def scrape(addr: str) -> dict[tuple[str, tuple], float]:
@@ -121,7 +120,7 @@ def test_emperor_metrics_vassals_throttles_and_broodlord_zergs(spawn, workdir):
     metrics = str(workdir / "emperor-metrics.sock")
     emperor = Emperor(spawn, workdir, "--emperor-metrics", metrics, "--emperor-broodlord", "1")
     wait_for(lambda: os.path.exists(metrics), message="emperor metrics socket")
-    addr = broodlord_vassal(emperor, free_port(), str(workdir / "brood.zerg"), idle=60)
+    addr = broodlord_vassal(emperor, str(workdir / "brood.zerg"), idle=60)
     (emperor.dir / "broken.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = broken:application\n"
                                             f"socket = {workdir}/broken.sock\n")
     wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from conftest import free_port, http_request, raw
+from conftest import bound, http_request, raw
 from nginx import nginx, requires_nginx  # noqa: F401 - the fixture is used by name
 
 pytestmark = [requires_nginx, pytest.mark.nginx]
@@ -17,12 +17,13 @@ pytestmark = [requires_nginx, pytest.mark.nginx]
 @pytest.fixture(params=["unix", "tcp"])
 def stack(request, spawn, workdir, nginx):  # noqa: F811
     if request.param == "unix":
-        upstream = str(workdir / "app.sock")
+        upstream = upstream_arg = str(workdir / "app.sock")
         target = f"unix:{upstream}"
     else:
-        upstream = f"127.0.0.1:{free_port()}"
-        target = upstream
-    spawn("--module", "echo:application", "--socket", upstream, "-p", "2", "--buffer-size", "32768",
+        listener = bound()
+        upstream = target = listener.addr
+        upstream_arg = listener.arg
+    spawn("--module", "echo:application", "--socket", upstream_arg, "-p", "2", "--buffer-size", "32768",
           wait=upstream)
     server, addr = nginx(f"""
         location / {{

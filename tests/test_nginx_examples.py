@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, http_request, wait_for, _answers
+from conftest import ROOT, bound, http_request
 from nginx import Nginx, requires_nginx
 from test_tyrant import users, vassal_python  # noqa: F401 - fixtures, for the examples that drop to a user
 
@@ -38,9 +38,9 @@ def test_example_serves_through_nginx(name, spawn, workdir, request):
     (workdir / "run").mkdir()
     (workdir / "static").mkdir()
     (workdir / "static" / "hello.txt").write_text("static hello\n")
-    port = free_port()
-    upstream_ports = [free_port() for _ in range(3)]
-    conf = render(name, workdir, port, upstream_ports)
+    front = bound()
+    upstreams = {listener.addr: listener for listener in (bound() for _ in range(3))}
+    conf = render(name, workdir, front.port, [int(addr.rpartition(":")[2]) for addr in upstreams])
     code = re.sub(r"#[^\n]*", "", conf)
     targets = re.findall(r"uwsgi_pass (unix:)?([^;]+);", code)
     addrs = set()
@@ -50,15 +50,16 @@ def test_example_serves_through_nginx(name, spawn, workdir, request):
     addrs |= set(re.findall(r"server (127\.0\.0\.1:\d+)", code))
     assert targets and addrs
     options, python, env = shipped_socket_options(conf, request, workdir)
-    for addr in sorted(addrs):
-        spawn("--module", "echo:application", "--socket", addr, *options, wait=addr, python=python, env=env)
-    server = Nginx(workdir, conf, user=NGINX_USER)
+    for addr in sorted(addrs):  # a TCP upstream is handed in bound, a UNIX one is a file in the workdir
+        socket_arg = upstreams[addr].arg if addr in upstreams else addr
+        spawn("--module", "echo:application", "--socket", socket_arg, *options, wait=addr, python=python, env=env)
+    server = Nginx(workdir, conf, (front,), user=NGINX_USER)
     try:
-        wait_for(lambda: _answers(f"127.0.0.1:{port}"), message="nginx listening")
-        status, _, body = http_request(f"127.0.0.1:{port}", "GET", "/")
+        server.wait_ready()
+        status, _, body = http_request(front.addr, "GET", "/")
         assert (status, body) == (200, b"hello"), server.error_log()
         if "/static/" in conf:
-            assert http_request(f"127.0.0.1:{port}", "GET", "/static/hello.txt")[2] == b"static hello\n"
+            assert http_request(front.addr, "GET", "/static/hello.txt")[2] == b"static hello\n"
     finally:
         server.stop()
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, http_request, wait_for
-from zergserve.stats import fetch
+from conftest import bound, fetch, http_request, wait_for
 
 WSGI = '''
 import os, time
@@ -76,11 +75,13 @@ def write_app(workdir: Path, worker: str, version: str, fail_after_first_boot: b
 
 
 def start(spawn, workdir: Path, worker: str, *extra: str):
-    addr = f"127.0.0.1:{free_port()}"
+    listener = bound()
+    addr = listener.addr
     stats = str(workdir / "stats.sock")
     # WSGI apps load after the fork (--lazy-apps): a failure in their import is a post-fork failure.
     lazy = [] if worker == "asyncio" else ["--lazy-apps"]
-    server = spawn("--chdir", str(workdir), "--module", "rollapp:application", "--worker", worker, "--http", addr,
+    server = spawn("--chdir", str(workdir), "--module", "rollapp:application", "--worker", worker,
+                   "--http", listener.arg,
                    "-p", "2", "--stats", stats, "--worker-reload-mercy", "10", *lazy, *extra, wait=addr)
     server.addr, server.stats = addr, stats
     wait_for(lambda: len(serving(server)) == 2, message="2 idle workers")
@@ -161,10 +162,11 @@ def test_master_failing_to_load_the_new_app_rolls_back(spawn, workdir):
     socket the new configuration added is closed again: the old workers do not accept on it."""
     app = workdir / "twice.py"
     app.write_text("import os\ndef application(e, s):\n    s('200 OK', [])\n    return [b'v1 %d' % os.getpid()]\n")
-    addr = f"127.0.0.1:{free_port()}"
+    listener = bound()
+    addr = listener.addr
     ini = workdir / "twice.ini"
-    ini.write_text(f"[uwsgi]\nchdir = {workdir}\nmodule = twice:application\nhttp = {addr}\nprocesses = 2\n")
-    server = spawn("--ini", str(ini), wait=addr)
+    ini.write_text(f"[uwsgi]\nchdir = {workdir}\nmodule = twice:application\nhttp = {listener.arg}\nprocesses = 2\n")
+    server = spawn("--ini", str(ini), wait=addr, pass_fds=(listener.fd,))
     wait_for(lambda: len(server.worker_pids()) == 2, message="2 workers")
     old = set(server.worker_pids())
     app.write_text("import os\n"
@@ -235,8 +237,9 @@ def test_check_url_refuses_a_reload_whose_view_fails(spawn, workdir, worker):
         (workdir / "shop.py").write_text(LAZY_VIEWS)
     views = workdir / "views.py"
     views.write_text("def page(path):\n    return '200 OK', b'v1'\n")
-    addr = f"127.0.0.1:{free_port()}"
-    server = spawn("--chdir", str(workdir), "--module", "shop:application", "--worker", worker, "--http", addr,
+    listener = bound()
+    addr = listener.addr
+    server = spawn("--chdir", str(workdir), "--module", "shop:application", "--worker", worker, "--http", listener.arg,
                    "--reload-check-url", "/", "--reload-check-url", "http://shop.example/health?full=1",
                    wait=addr)
     assert http_request(addr)[2] == b"v1"
@@ -267,7 +270,7 @@ def test_emperor_vassal_reload_goes_through_the_check_urls(spawn, workdir):
     views.write_text("def page(path):\n    return '200 OK', b'v1'\n")
     vassals = workdir / "vassals"
     vassals.mkdir()
-    addr = f"127.0.0.1:{free_port()}"
+    addr = str(workdir / "shop.sock")  # the vassal binds it itself: no port number to race for
     ini = vassals / "shop.ini"
     ini.write_text(f"[uwsgi]\nchdir = {apps}\nmodule = shop:application\nhttp = {addr}\nreload-check-url = /\n")
     emperor = spawn("--emperor", str(vassals), "--emperor-freq", "1")

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, free_port, http_request, raw, wait_for
+from conftest import APPS, ROOT, bound, fetch, http_request, raw, wait_for
 from zergserve import sockets
 from zergserve.protocols.uwsgi import encode_packet
-from zergserve.stats import fetch
 
 
 def test_parse_address_forms():
@@ -49,7 +48,9 @@ def test_abstract_socket_reachable_with_uwsgi_spelling(spawn):
 def test_ipv6_and_chmod_socket(spawn, workdir):
     sock_path = workdir / "m.sock"
     try:
-        with socket.socket(socket.AF_INET6) as probe:  # a port free on ::1 itself, not on 127.0.0.1
+        # zergserve binds both itself, that is what is tested (--chmod-socket on the file it creates,
+        # IPV6_V6ONLY on [::1]): a port free on ::1 itself a moment ago, not on 127.0.0.1
+        with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
             port = probe.getsockname()[1]
         has_v6 = True
@@ -58,9 +59,10 @@ def test_ipv6_and_chmod_socket(spawn, workdir):
     args = ["--module", "echo:application", "--http", str(sock_path), "--chmod-socket=660"]
     if has_v6:
         args += ["--http", f"[::1]:{port}"]
-    spawn(*args, wait=str(sock_path))
+    server = spawn(*args, wait=str(sock_path))
     assert stat.S_IMODE(sock_path.stat().st_mode) == 0o660
     if has_v6:
+        server.wait_log(f"http socket [::1]:{port} ")  # bound after the UNIX one that answered
         with socket.create_connection(("::1", port), timeout=5) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             assert conn.recv(100).startswith(b"HTTP/1.1 200")
@@ -99,9 +101,10 @@ def test_systemd_socket_survives_hup(workdir, flagged):
     listener.bind(("127.0.0.1", 0))
     listener.listen(10)
     port = listener.getsockname()[1]
-    http_addr = f"127.0.0.1:{free_port()}"
+    http = bound()
+    http_addr = http.addr
     stats = str(workdir / "stats.sock")
-    extra = ["--socket", "fd://3", "--http", http_addr] if flagged else []
+    extra = ["--socket", "fd://3", "--http", http.arg] if flagged else []
     argv = ["-m", "zergserve", "--module", "echo:application", "-p", "2", "--stats", stats,
             "--worker-reload-mercy", "5", *extra]
     code = (
@@ -113,9 +116,11 @@ def test_systemd_socket_survives_hup(workdir, flagged):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
     log = workdir / "zs.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(listener.fileno())], pass_fds=[listener.fileno()],
-                                env=env, cwd=workdir, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-c", code, str(listener.fileno())],
+                                pass_fds=[listener.fileno(), http.fd], env=env, cwd=workdir,
+                                start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     listener.close()
+    http.close()
     packet = encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_PROTOCOL": "HTTP/1.1"})
 
     def activated_answers() -> bool:
@@ -126,7 +131,7 @@ def test_systemd_socket_survives_hup(workdir, flagged):
     def pids() -> set[int]:
         return {w["pid"] for w in fetch(stats)["workers"] if w["pid"] and w["status"] == "idle"}
 
-    expected = sorted([("fd://3", "uwsgi"), (http_addr, "http")] if flagged else [("fd://3", "http")])
+    expected = sorted([("fd://3", "uwsgi"), (http.arg, "http")] if flagged else [("fd://3", "http")])
     try:
         wait_for(activated_answers, message="activated socket answering")
         for _ in range(2):
@@ -140,6 +145,7 @@ def test_systemd_socket_survives_hup(workdir, flagged):
             doc = fetch(stats)
             assert sorted((s["name"], s["proto"]) for s in doc["sockets"]) == expected
             assert doc["pid"] == proc.pid
+            assert not inheritable(proc.pid, 3)  # close-on-exec again once the new image adopted it
         assert "Traceback" not in log.read_text()
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -147,11 +153,68 @@ def test_systemd_socket_survives_hup(workdir, flagged):
         print(log.read_text())
 
 
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_passed_fd_survives_hup(spawn, workdir, kind):
+    """A listener handed in as fd://N, whose only holder is the server (the test's copy is closed),
+    is the same socket after HUPs: each re-executed master image takes it back under its name, and
+    its address answers after every reload."""
+    listener = bound(workdir / "h.sock" if kind == "unix" else None)
+    stats = str(workdir / "stats.sock")
+    server = spawn("--module", "echo:application", "--http", listener.arg, "-p", "2", "--stats", stats,
+                   "--worker-reload-mercy", "5", wait=listener.addr)
+    assert listener.sock.fileno() == -1  # handed over: nothing but zergserve holds it now
+
+    def idle_pids() -> set[int]:
+        return {w["pid"] for w in fetch(stats)["workers"] if w["pid"] and w["status"] == "idle"}
+
+    socket_inode = os.readlink(f"/proc/{server.pid}/fd/{listener.fd}")
+    assert socket_inode.startswith("socket:")
+    for reload in (1, 2):
+        before = wait_for(lambda: len(idle_pids()) == 2 and idle_pids(), message="2 idle workers")
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: server.log().count("re-executing the master") == reload, timeout=15,
+                 message=f"re-exec {reload}")
+        wait_for(lambda: len(idle_pids()) == 2 and not idle_pids() & before, timeout=15, message="workers replaced")
+        assert http_request(listener.addr)[0] == 200
+        assert os.readlink(f"/proc/{server.pid}/fd/{listener.fd}") == socket_inode
+        doc = fetch(stats)
+        assert [(s["name"], s["proto"]) for s in doc["sockets"]] == [(listener.arg, "http")]
+        assert doc["pid"] == server.pid
+    assert "Traceback" not in server.log()
+
+
+def inheritable(pid: int, fd: int) -> bool:
+    """Whether `fd` of `pid` lacks close-on-exec (a program that process execs would inherit it)."""
+    flags = Path(f"/proc/{pid}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+    return not int(flags, 8) & os.O_CLOEXEC
+
+
+def test_passed_fd_is_close_on_exec_in_master_and_workers(spawn, workdir):
+    """Like every other fd of the master and the workers (test_c35), a listener handed in is
+    close-on-exec once adopted: the flag pass_fds set for the hand-over does not stay, in the first
+    master image nor in the one a HUP re-executes (which needs it inheritable across its exec)."""
+    listener = bound()
+    stats = str(workdir / "stats.sock")
+    server = spawn("--module", "echo:application", "--http", listener.arg, "-p", "1", "--stats", stats,
+                   wait=listener.addr)
+    for reload in (0, 1):
+        if reload:
+            server.signal(signal.SIGHUP)
+            wait_for(lambda: server.log().count("re-executing the master") == reload, timeout=15,
+                     message="re-exec")
+            wait_for(lambda: (row := fetch(stats)["workers"][0])["pid"] not in (0, *workers)
+                     and row["status"] == "idle", timeout=15, message="the worker replaced")
+        assert http_request(listener.addr)[0] == 200
+        workers = server.worker_pids()
+        for pid in [server.pid, *workers]:
+            assert not inheritable(pid, listener.fd), f"fd {listener.fd} of pid {pid} is inheritable"
+
+
 def test_access_log_line_and_injection(spawn, workdir):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
+    listener = bound()
+    addr = listener.addr
     logfile = workdir / "out.log"
-    spawn("--module", "echo:application", "--http", addr, "--logto", str(logfile), wait=addr)
+    spawn("--module", "echo:application", "--http", listener.arg, "--logto", str(logfile), wait=addr)
     http_request(addr, "GET", "/?x=1")
     raw(addr, b"GET /%0d%0afake\x1b[31m HTTP/1.1\r\nHost: a\r\n\r\n")
     raw(addr, b"GET /a%0d%0aFAKE-LINE HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -164,9 +227,9 @@ def test_access_log_line_and_injection(spawn, workdir):
 
 
 def test_disable_logging(spawn, workdir):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    server = spawn("--module", "echo:application", "--http", addr, "--disable-logging", wait=addr)
+    listener = bound()
+    addr = listener.addr
+    server = spawn("--module", "echo:application", "--http", listener.arg, "--disable-logging", wait=addr)
     http_request(addr)
     http_request(addr, "GET", "/crash")
     server.wait_log("boom from the test app")  # errors are always logged
@@ -174,10 +237,9 @@ def test_disable_logging(spawn, workdir):
 
 
 def test_process_titles_and_usr1(spawn, workdir):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    server = spawn("--module", "echo:application", "--http", addr, "-p", "2", "--procname-prefix", "demo-",
-                   wait=addr)
+    listener = bound()
+    server = spawn("--module", "echo:application", "--http", listener.arg, "-p", "2", "--procname-prefix", "demo-",
+                   wait=listener.addr)
     wait_for(lambda: len(server.worker_pids()) == 2)
     title = Path(f"/proc/{server.pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
     assert title.startswith(b"demo-zergserve master")
@@ -193,8 +255,10 @@ def test_process_titles_and_usr1(spawn, workdir):
 
 def test_worker_holds_only_its_own_epoll(spawn, workdir):
     """The master's selector is closed in the forked worker, which waits on its own poller only."""
-    addr = f"127.0.0.1:{free_port()}"
-    server = spawn("--module", "echo:application", "--http", addr, "--stats", str(workdir / "s.sock"), wait=addr)
+    listener = bound()
+    addr = listener.addr
+    server = spawn("--module", "echo:application", "--http", listener.arg, "--stats", str(workdir / "s.sock"),
+                   wait=addr)
     (worker,) = wait_for(lambda: len(server.worker_pids()) == 1 and server.worker_pids())
 
     def epolls() -> int:
@@ -206,10 +270,10 @@ def test_worker_holds_only_its_own_epoll(spawn, workdir):
 
 
 def test_no_fd_leak_across_reloads(spawn, workdir):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
+    listener = bound()
+    addr = listener.addr
     stats = str(workdir / "s.sock")
-    server = spawn("--module", "echo:application", "--http", addr, "--stats", stats, wait=addr)
+    server = spawn("--module", "echo:application", "--http", listener.arg, "--stats", stats, wait=addr)
 
     def fds() -> int:
         return len(os.listdir(f"/proc/{server.pid}/fd"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, free_port, http_request, wait_for
+from conftest import APPS, ROOT, http_request, wait_for
 from test_emperor import Emperor, children
 
 USERS = ("zstyrant1", "zstyrant2")
@@ -178,17 +178,26 @@ def real_vassals(spawn, workdir: Path, python: tuple[str, str], before_exec: str
     return emperor
 
 
-def app_config(port: int) -> str:
-    return f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\n"
+def app_config(addr: str) -> str:
+    return f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {addr}\n"
+
+
+def socket_path(workdir: Path, name: str) -> str:
+    """Where a vassal run as another user may bind its own UNIX socket (no port number to race for):
+    a directory anyone may create in, sticky like /tmp."""
+    sockets = workdir / "sockets"
+    sockets.mkdir(exist_ok=True)
+    sockets.chmod(0o1777)
+    return str(sockets / name)
 
 
 def test_real_zergserve_vassal_runs_as_its_owner(spawn, workdir, users, vassal_python):
     emperor = real_vassals(spawn, workdir, vassal_python)
-    port = free_port()
+    addr = socket_path(workdir, "app.sock")
     path = emperor.dir / "app.ini"
-    path.write_text(app_config(port))
+    path.write_text(app_config(addr))
     own(path, users[0])
-    wait_for(lambda: http_request(f"127.0.0.1:{port}")[0] == 200, timeout=15, message="the vassal serves")
+    wait_for(lambda: http_request(addr)[0] == 200, timeout=15, message="the vassal serves")
     master = emperor.vassal("app.ini")["pid"]
     for pid in [master, *children(master)]:
         fields = status_of_pid(pid)
@@ -201,17 +210,17 @@ def test_a_config_swapped_after_the_check_is_not_read(spawn, workdir, users, vas
     """The race of reliability.md §4.2: between the emperor's check and the vassal's read, someone
     who can write the directory replaces the file. Here the vassal's own wrapper does it, right
     before exec: the vassal must still read the file that was checked, as its owner."""
-    checked_port, swapped_port = free_port(), free_port()
+    checked, swapped = socket_path(workdir, "checked.sock"), socket_path(workdir, "swapped.sock")
     vassals = workdir / "vassals"
     vassals.mkdir()
     vassals.chmod(0o777)  # writable by the users: the swap needs it
     swap = vassals / "swap.txt"  # not a vassal name: the emperor ignores it
-    swap.write_text(app_config(swapped_port))
+    swap.write_text(app_config(swapped))
     own(swap, users[1])
     emperor = real_vassals(spawn, workdir, vassal_python, f'[ -e {swap} ] && mv -f {swap} {vassals}/app.ini')
     vassals.chmod(0o777)
     path = vassals / "app.ini.tmp"
-    path.write_text(app_config(checked_port))
+    path.write_text(app_config(checked))
     own(path, users[0])
     path.rename(vassals / "app.ini")
     first = int(emperor.server.wait_log("vassal app.ini spawned (pid ").split("vassal app.ini spawned (pid ")[1]
@@ -219,10 +228,10 @@ def test_a_config_swapped_after_the_check_is_not_read(spawn, workdir, users, vas
     own_log = vassals / "app.ini.log"  # a tyrant vassal's lines go to its own log, not the emperor's
     bound = wait_for(lambda: f"[{first}] INFO: http socket" in own_log.read_text() and own_log.read_text(),
                      message="the vassal's socket line")
-    assert f"[{first}] INFO: http socket 127.0.0.1:{checked_port} " in bound
-    assert f"[{first}] INFO: http socket 127.0.0.1:{swapped_port} " not in bound
+    assert f"[{first}] INFO: http socket {checked} " in bound
+    assert f"[{first}] INFO: http socket {swapped} " not in bound
     # the file now belongs to users[1]: that is who runs it next, from the swapped content
-    wait_for(lambda: http_request(f"127.0.0.1:{swapped_port}")[0] == 200, timeout=15,
+    wait_for(lambda: http_request(swapped)[0] == 200, timeout=15,
              message="respawned from the new file")
     assert emperor.vassal("app.ini")["uid"] == users[1].pw_uid
 
@@ -237,15 +246,15 @@ def test_a_colon_name_never_runs_as_the_owner_of_the_prefix(spawn, workdir, user
     to users[0]'s `victim.ini`. `--ini victim.ini:x.ini` is also FILE:section syntax: the attacker's
     file must never run, least of all as the victim (it is refused, named in one log line), and the
     victim's vassal goes on from its own file."""
-    victim_port, attacker_port = free_port(), free_port()
+    victim_addr, attacker_addr = socket_path(workdir, "victim.sock"), socket_path(workdir, "attacker.sock")
     emperor = real_vassals(spawn, workdir, vassal_python)
     emperor.dir.chmod(0o1777)
     victim = emperor.dir / "victim.ini"
-    victim.write_text(app_config(victim_port))
+    victim.write_text(app_config(victim_addr))
     own(victim, users[0])
-    wait_for(lambda: http_request(f"127.0.0.1:{victim_port}")[0] == 200, timeout=15, message="the victim serves")
+    wait_for(lambda: http_request(victim_addr)[0] == 200, timeout=15, message="the victim serves")
     attack = emperor.dir / "victim.ini.tmp"
-    attack.write_text(app_config(attacker_port))
+    attack.write_text(app_config(attacker_addr))
     own(attack, users[1])
     attack.rename(emperor.dir / "victim.ini:x.ini")
     emperor.server.wait_log("victim.ini:x.ini: refused")
@@ -255,7 +264,7 @@ def test_a_colon_name_never_runs_as_the_owner_of_the_prefix(spawn, workdir, user
     assert emperor.vassal("victim.ini")["uid"] == users[0].pw_uid
     assert emperor.server.log().count("victim.ini:x.ini: refused") == 1
     with pytest.raises(OSError):
-        http_request(f"127.0.0.1:{attacker_port}")
+        http_request(attacker_addr)
 
 
 NOISY = """#!/bin/sh

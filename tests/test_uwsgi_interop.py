@@ -11,15 +11,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import APPS, ROOT, free_port, http_request, wait_for
+from conftest import APPS, ROOT, bound, fetch, free_port, http_request, wait_for
 from test_broodlord import block_worker
-from test_emperor import Emperor
+from test_emperor import Emperor, touch
 from test_instance_uwsgi import nginx_vars, request, split
-from zergserve.stats import fetch
 
 UWSGI = shutil.which("uwsgi") or next((str(p) for p in [ROOT / "bench" / ".peers" / "bin" / "uwsgi"] if p.exists()),
                                       None)
@@ -49,11 +47,11 @@ def pid_of(addr: str) -> bytes:
 
 
 def test_uwsgi_zerg_attaches_to_zergserve_server(spawn, workdir, uwsgi):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
+    listener = bound()
+    addr = listener.addr
     zsock = str(workdir / "z.sock")
     stats = str(workdir / "s.sock")
-    main = spawn("--module", "echo:application", "--socket", addr, "--zerg-server", zsock, "--stats", stats,
+    main = spawn("--module", "echo:application", "--socket", listener.arg, "--zerg-server", zsock, "--stats", stats,
                  wait=addr)
     wait_for(lambda: os.path.exists(zsock))
     zerg = uwsgi("--master", "-p", "1", "--zerg", zsock)
@@ -66,8 +64,7 @@ def test_uwsgi_zerg_attaches_to_zergserve_server(spawn, workdir, uwsgi):
 
 
 def test_zergserve_zerg_attaches_to_uwsgi_server(spawn, workdir, uwsgi):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
+    addr = str(workdir / "u.sock")  # uWSGI binds it: a UNIX socket, no port number to race for
     zsock = str(workdir / "uz.sock")
     server = uwsgi("--master", "-p", "1", "--socket", addr, "--zerg-server", zsock)
     wait_for(lambda: os.path.exists(zsock), message="uWSGI zerg server")
@@ -82,17 +79,15 @@ def test_zergserve_zerg_attaches_to_uwsgi_server(spawn, workdir, uwsgi):
 
 
 def test_uwsgi_vassal_under_zergserve_emperor(spawn, workdir):
-    port = free_port()
+    addr = str(workdir / "u.sock")  # the uWSGI vassal binds it: a UNIX socket, no port number to race for
     emperor = Emperor(spawn, workdir, "--binary-path", UWSGI)
     (emperor.dir / "u.ini").write_text(f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\n"
-                                       f"http-socket = 127.0.0.1:{port}\nprocesses = 1\n")
-    addr = f"127.0.0.1:{port}"
+                                       f"http-socket = {addr}\nprocesses = 1\n")
     wait_for(lambda: http_request(addr)[0] == 200, timeout=20, message="uWSGI vassal serving")
     wait_for(lambda: (emperor.vassal("u.ini") or {}).get("loyal") == 1, message="uWSGI vassal loyal")
     assert emperor.vassal("u.ini")["ready"] == 1
     pid = emperor.vassal("u.ini")["pid"]
-    time.sleep(0.01)
-    os.utime(emperor.dir / "u.ini")
+    touch(emperor.dir / "u.ini")
     wait_for(lambda: emperor.vassal("u.ini")["respawns"] == 1, message="reload sent to uWSGI")
     wait_for(lambda: http_request(addr)[0] == 200, timeout=20)
     assert emperor.vassal("u.ini")["pid"] == pid
@@ -107,8 +102,7 @@ def test_uwsgi_emperor_spawns_as_many_zergs_as_a_zergserve_vassal_asks_for(workd
     wrapper.chmod(0o755)
     vassals = workdir / "vassals"
     vassals.mkdir()
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
+    addr = str(workdir / "brood-http.sock")  # the vassal binds it itself: no port number to race for
     zsock = workdir / "brood.zerg"
     (vassals / "brood.ini").write_text(
         f"[uwsgi]\nchdir = {APPS}\nmodule = echo:application\nhttp = {addr}\nprocesses = 1\n"
@@ -134,6 +128,7 @@ def test_uwsgi_emperor_spawns_as_many_zergs_as_a_zergserve_vassal_asks_for(workd
 
 def test_uwsgi_vassal_sos_gets_one_zerg_at_a_time_from_zergserve_emperor(spawn, workdir):
     """A uWSGI vassal sends one 30 per cycle: zergserve's emperor starts one zerg per call, never more."""
+    # TCP, bound by the vassal itself: uWSGI reads no listen queue of a UNIX socket, so would never call
     port = free_port()
     addr = f"127.0.0.1:{port}"
     emperor = Emperor(spawn, workdir, "--binary-path", UWSGI, "--emperor-broodlord", "2")

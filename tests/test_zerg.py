@@ -17,21 +17,17 @@ import time
 
 import pytest
 
-from conftest import APPS, ROOT, free_port, http_request, wait_for
+from conftest import APPS, ROOT, bound, fetch, free_port, gone, http_request, start, wait_for
 from test_master import Load
 from zergserve import sockets
 from zergserve import zerg as zerg_mod
-from zergserve.stats import fetch
 
 
 def instance(spawn, workdir, name="main", workers=1, extra=()):
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
+    """A zerg server instance: HTTP on a bound socket, its zerg socket at `name`.zerg, every worker idle."""
     zsock = str(workdir / f"{name}.zerg")
-    stats = str(workdir / f"{name}.stats")
-    server = spawn("--module", "echo:application", "--http", addr, "-p", str(workers), "--zerg-server", zsock,
-                   "--stats", stats, *extra, wait=addr)
-    server.addr, server.zsock, server.stats = addr, zsock, stats
+    server = start(spawn, workdir, "--zerg-server", zsock, *extra, workers=workers, mercy=None, prefix=f"{name}-")
+    server.zsock = zsock
     server.wait_log("zerg server enabled")  # logged once it listens: the file exists before
     return server
 
@@ -199,15 +195,6 @@ def test_pause_holds_across_the_master_reload(spawn, workdir):
     assert pids_answering(main.addr, 5) == {new}
 
 
-def dead(pid: int) -> bool:
-    """Gone, or a zombie its parent has not reaped yet."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def test_tester_script_resumes_the_main_instance_first(spawn, workdir):
     """deploy/zerg/tester.sh gives the traffic back before it stops the zerg: even a zerg that died
     meanwhile (so that stopping it fails) cannot leave the main instance paused."""
@@ -228,7 +215,7 @@ def test_tester_script_resumes_the_main_instance_first(spawn, workdir):
                  message="the zerg with the new code answering")
         zerg_pid = int(re.search(rb"zerg (\d+) serving", out.read_bytes()).group(1))
         os.kill(zerg_pid, signal.SIGKILL)
-        wait_for(lambda: dead(zerg_pid), message="the zerg gone")
+        wait_for(lambda: gone(zerg_pid), message="the zerg gone")
         script.communicate(b"\n", timeout=15)
         wait_for(lambda: main_worker(main)["status"] == "idle", message="main resumed")
         wait_for(lambda: http_request(main.addr)[2] == b"hello", message="the main instance answering")
@@ -247,7 +234,7 @@ def test_no_server_without_fallback_exits_1(spawn, workdir):
 
 
 def test_fallback_binds_configured_sockets(spawn, workdir):
-    port = free_port()
+    port = free_port()  # the server binds it itself: that is the fallback under test
     addr = f"127.0.0.1:{port}"
     proc = spawn("--module", "echo:application", "--zerg", str(workdir / "nothing.sock"), "--zerg-fallback",
                  "--http", addr, wait=addr)
@@ -264,7 +251,7 @@ def test_configured_socket_equal_to_attached_one_is_not_bound_again(spawn, workd
 def test_protocols_survive_other_spellings_of_the_address(spawn, workdir):
     """The server's options say '0.0.0.0:P' and 'localhost:P', getsockname() on the zerg's side says
     ':P' and '127.0.0.1:P': each protocol still reaches its socket."""
-    p1, p2, p3 = free_port(), free_port(), free_port()
+    p1, p2, p3 = free_port(), free_port(), free_port()  # the spellings are the point: the server binds them
     zsock, stats = str(workdir / "main.zerg"), str(workdir / "main.stats")
     main = spawn("--module", "echo:application", "--http", f"0.0.0.0:{p1}", "--http", f"localhost:{p2}",
                  "--socket", f"127.0.0.1:{p3}", "--zerg-server", zsock, "--stats", stats, wait=f"127.0.0.1:{p2}")
@@ -306,7 +293,7 @@ def test_protocol_of_an_fd_socket_reaches_the_zerg(workdir):
 
 
 def test_zerg_does_not_bind_again_an_address_spelled_differently(spawn, workdir):
-    p1, p2 = free_port(), free_port()
+    p1, p2 = free_port(), free_port()  # the spellings are the point: the server binds them
     zsock, stats = str(workdir / "main.zerg"), str(workdir / "main.stats")
     server = spawn("--module", "echo:application", "--http", f":{p1}", "--socket", f"127.0.0.1:{p2}",
                    "--zerg-server", zsock, "--stats", stats, wait=f"127.0.0.1:{p1}")
@@ -355,9 +342,9 @@ def test_two_servers_into_one_zerg(spawn, workdir):
 
 def test_abstract_zerg_server(spawn, workdir):
     name = f"@zs-{os.getpid()}-{time.monotonic_ns()}"
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    main = spawn("--module", "echo:application", "--http", addr, "--zerg-server", name, wait=addr)
+    listener = bound()
+    addr = listener.addr
+    main = spawn("--module", "echo:application", "--http", listener.arg, "--zerg-server", name, wait=addr)
     main.wait_log("zerg server enabled")
     got = zerg_mod.attach(name)
     assert [(l.name, l.proto) for l in got] == [(addr, "http")]
@@ -366,9 +353,10 @@ def test_abstract_zerg_server(spawn, workdir):
 
 
 def test_zergpool_queues_until_zergs_attach(spawn, workdir):
-    p1, p2 = free_port(), free_port()
+    b1, b2 = bound(), bound()
+    p1, p2 = b1.port, b2.port
     pool = str(workdir / "pool.sock")
-    spawn("--zergpool", f"{pool}:127.0.0.1:{p1},127.0.0.1:{p2}", "--zergpool-protocol", "http")
+    spawn("--zergpool", f"{pool}:{b1.arg},{b2.arg}", "--zergpool-protocol", "http")
     wait_for(lambda: os.path.exists(pool), message="pool socket")
     results: list = []
 
@@ -381,7 +369,11 @@ def test_zergpool_queues_until_zergs_attach(spawn, workdir):
     waiting = [threading.Thread(target=ask, args=(port,)) for port in (p1, p2)]
     for thread in waiting:
         thread.start()
-    time.sleep(0.3)  # not an assertion: give the requests time to be queued before any zerg exists
+    probes = zerg_mod.attach(pool)  # our own handles on the pooled sockets, to watch their queues
+    wait_for(lambda: [sockets.queue_length(probe)[0] for probe in probes] == [1, 1],
+             message="both connections queued in the pool")
+    for probe in probes:
+        probe.sock.close()
     assert results == []
     z1 = zerg(spawn, workdir, pool, name="z1")
     zerg(spawn, workdir, pool, name="z2")
@@ -392,9 +384,10 @@ def test_zergpool_queues_until_zergs_attach(spawn, workdir):
 
 
 def test_zergpool_survives_hup_with_connections_queued(spawn, workdir):
-    port = free_port()
+    listener = bound()
+    port = listener.port
     pool = str(workdir / "pool.sock")
-    proc = spawn("--zergpool", f"{pool}:127.0.0.1:{port}", "--zergpool-protocol", "http")
+    proc = spawn("--zergpool", f"{pool}:{listener.arg}", "--zergpool-protocol", "http")
     wait_for(lambda: os.path.exists(pool), message="pool socket")
     results: list = []
 
@@ -418,9 +411,10 @@ def test_zergpool_survives_hup_with_connections_queued(spawn, workdir):
 
 
 def test_zergpool_ignores_garbage_and_early_close(spawn, workdir):
-    port = free_port()
+    listener = bound()
+    port = listener.port
     pool = str(workdir / "pool.sock")
-    proc = spawn("--zergpool", f"{pool}:127.0.0.1:{port}")
+    proc = spawn("--zergpool", f"{pool}:{listener.arg}")
     wait_for(lambda: os.path.exists(pool))
     for _ in range(20):
         with socket.socket(socket.AF_UNIX) as sock:
@@ -458,11 +452,12 @@ def uwsgi_like_attach(path: str) -> list[int]:
 
 
 def test_uwsgi_style_client_gets_ten_sockets(spawn, workdir):
-    ports = [free_port() for _ in range(10)]
+    listeners = [bound() for _ in range(10)]
+    ports = [listener.port for listener in listeners]
     args = ["--module", "echo:application", "--zerg-server", str(workdir / "z.sock")]
-    for port in ports:
-        args += ["--socket", f"127.0.0.1:{port}"]
-    server = spawn(*args, wait=f"127.0.0.1:{ports[0]}")
+    for listener in listeners:
+        args += ["--socket", listener.arg]
+    server = spawn(*args, wait=listeners[0].addr)
     server.wait_log("zerg server enabled")  # logged once it listens: the file exists before
     fds = uwsgi_like_attach(str(workdir / "z.sock"))
     names = []
@@ -488,7 +483,9 @@ def test_zerg_server_with_the_most_sockets_one_message_can_pass(spawn, workdir):
     for n in range(zerg_mod.MAX_FDS):
         args += ["--socket", str(workdir / f"s{n}.sock")]
     server = spawn(*args, wait=str(workdir / "s0.sock"), timeout=30)
-    server.wait_log("zerg server enabled")  # logged once it listens: the file exists before
+    # logged once it listens (the file exists before), after binding and logging the other 252: as
+    # long on a loaded host as the start-up itself
+    server.wait_log("zerg server enabled", timeout=30)
     got = zerg_mod.attach(str(workdir / "z.sock"))
     assert len(got) == zerg_mod.MAX_FDS and {item.proto for item in got} == {"uwsgi"}
     for item in got:
@@ -498,12 +495,12 @@ def test_zerg_server_with_the_most_sockets_one_message_can_pass(spawn, workdir):
 def test_zerg_server_counts_each_zerg_once_and_across_its_reload(spawn, workdir):
     """A uWSGI-style client with room for 8 of 10 fds connects twice: one zerg. The count and the
     list survive the server's HUP re-exec."""
-    ports = [free_port() for _ in range(10)]
+    listeners = [bound() for _ in range(10)]
     zsock, stats = str(workdir / "z.sock"), str(workdir / "main.stats")
     args = ["--module", "echo:application", "--zerg-server", zsock, "--stats", stats]
-    for port in ports:
-        args += ["--socket", f"127.0.0.1:{port}"]
-    main = spawn(*args, wait=f"127.0.0.1:{ports[0]}")
+    for listener in listeners:
+        args += ["--socket", listener.arg]
+    main = spawn(*args, wait=listeners[0].addr)
     main.wait_log("zerg server enabled")  # logged once it listens: the file exists before
     for fd in uwsgi_like_attach(zsock):
         os.close(fd)
@@ -520,9 +517,8 @@ def test_zerg_server_counts_each_zerg_once_and_across_its_reload(spawn, workdir)
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid")
 def test_peer_with_wrong_uid_is_refused(spawn, workdir):
     name = f"@zs-uid-{os.getpid()}-{time.monotonic_ns()}"
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    main = spawn("--module", "echo:application", "--http", addr, "--zerg-server", name, wait=addr)
+    listener = bound()
+    main = spawn("--module", "echo:application", "--http", listener.arg, "--zerg-server", name, wait=listener.addr)
     main.wait_log("zerg server enabled")
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -558,7 +554,7 @@ def test_stale_socket_of_another_uid_is_not_removed(spawn, workdir):
     path = str(workdir / "main.zerg")
     stale_socket(path)
     os.chown(path, 65534, 65534)
-    proc = spawn("--module", "echo:application", "--http", f"127.0.0.1:{free_port()}", "--zerg-server", path)
+    proc = spawn("--module", "echo:application", "--http", bound().arg, "--zerg-server", path)
     assert proc.wait_exit() == 2
     assert "a stale socket owned by uid 65534 is in the way" in proc.log()
     assert os.stat(path).st_uid == 65534
@@ -646,9 +642,8 @@ def test_received_fds_are_cloexec(spawn, workdir):
 
 
 def test_zerg_server_must_be_unix(spawn):
-    port = free_port()
-    proc = spawn("--module", "echo:application", "--http", f"127.0.0.1:{port}", "--zerg-server",
-                 f"127.0.0.1:{free_port()}")
+    # a TCP address the test holds: binding it would fail otherwise, not with the refusal under test
+    proc = spawn("--module", "echo:application", "--http", bound().arg, "--zerg-server", bound().addr)
     assert proc.wait_exit() == 2
     assert "must be a UNIX socket" in proc.log()
     assert ROOT  # the repo root is importable for the subprocesses above

@@ -907,7 +907,6 @@ def adopt_reexec_listeners(environ: dict[str, str] | None = None) -> dict[str, s
     for line in filter(None, raw.split("\n")):
         fd, proto, origin, name = (_unescape(field) for field in line.split(":"))
         listener = sockets.from_fd(int(fd), proto, name=name, origin=origin)
-        os.set_inheritable(listener.fileno(), False)
         sockets.remember_path(listener)
         adopted[name] = listener
     return adopted

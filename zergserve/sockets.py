@@ -202,7 +202,11 @@ def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None,
 
 
 def from_fd(fd: int, proto: str, name: str | None = None, origin: str = "inherited") -> Listener:
-    """Adopt an inherited listening descriptor after checking that it is one."""
+    """Adopt an inherited listening descriptor after checking that it is one.
+
+    It becomes close-on-exec, like every descriptor Python opens: the flag its hand-over needed (from
+    the parent, systemd or the previous image) must not leak it into whatever the app execs; a
+    re-exec sets it inheritable again just before handing it on."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
@@ -210,6 +214,7 @@ def from_fd(fd: int, proto: str, name: str | None = None, origin: str = "inherit
     if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
         sock.detach()
         raise AddressError(f"fd {fd}: not a listening stream socket")
+    os.set_inheritable(fd, False)
     sock.setblocking(False)
     return Listener(sock, name or socket_name(sock), proto, origin=origin)
 

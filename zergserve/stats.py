@@ -97,19 +97,3 @@ def read_head(conn: socket.socket) -> bytes:
             break
         data += chunk
     return data
-
-
-def fetch(addr: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Read one stats document (for tests and tools): connect, read to EOF, parse."""
-    import json
-    family, sockaddr = sockets.parse_address(addr)
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(sockaddr)
-        chunks = []
-        while data := sock.recv(65536):
-            chunks.append(data)
-    raw = b"".join(chunks)
-    if raw.startswith(b"HTTP/"):
-        raw = raw.split(b"\r\n\r\n", 1)[1]
-    return json.loads(raw)
