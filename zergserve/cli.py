@@ -7,16 +7,14 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import compat, config, log, privileges, sockets, trial, workers, zerg
+from zergserve import compat, config, exitcodes, log, privileges, sockets, trial, workers, zerg
+from zergserve.exitcodes import StartError
 from zergserve.emperor import protocol
 from zergserve.hooks import Hooks, HooksError
 from zergserve.log import logger
-from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, REEXEC_WORKERS, Master, StartError,
+from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, REEXEC_WORKERS, Master,
                               adopt_reexec_listeners, check_start, hold_signals)
 from zergserve.sdnotify import Notifier
-from zergserve.workers.base import EXIT_APP_LOAD_ERROR
-
-EXIT_USAGE = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         for line in str(exc).splitlines():
             print(f"zergserve: {log.printable(line)}", file=sys.stderr)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     if cfg.print_config:  # before --logto takes stdout: the JSON is for the terminal or a pipe
         import json
         return _print(json.dumps({opt.name: getattr(cfg, opt.attr) for opt in config.OPTIONS}, indent=1,
@@ -48,17 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(roles) > 1:
         logger.error("%s run in separate processes here: give them to separate zergserve commands",
                      " and ".join(roles))
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         emperor_fd = protocol.vassal_fd(os.environ)
     except ValueError as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     if cfg.emperor and emperor_fd is not None:
         logger.error("refusing to run an emperor as a vassal (%s is set): an emperor's environment or "
                      "config made this vassal an emperor too; give vassals options with UWSGI_VASSAL_* "
                      "or --vassal-set instead", protocol.ENV_FD)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     if cfg.zergpool:
         if cfg.check_config:
             return _check_zergpool(cfg)
@@ -96,15 +94,20 @@ def run_emperor(cfg: config.Config) -> int:
     if cfg.emperor_tyrant and (cfg.uid or cfg.gid):
         logger.error("--emperor-tyrant runs each vassal as its config file's owner, which needs an emperor "
                      "that stays root: give --uid/--gid to the vassals, not to the emperor")
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         privileges.apply(privileges.prepare(cfg), warn_root=False)
         emperor = Emperor(cfg)
     except (ValueError, sockets.AddressError, privileges.PrivilegeError, OSError) as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     if cfg.check_config:
         return _check_emperor(emperor)
+    try:
+        emperor.start()
+    except StartError as exc:
+        logger.error("%s", exc)
+        return exitcodes.USAGE
     return emperor.run()
 
 
@@ -132,7 +135,7 @@ def _check_emperor(emperor) -> int:
                 if fd >= 0:
                     os.close(fd)
     if bad:
-        return EXIT_USAGE
+        return exitcodes.USAGE
     logger.info("emperor configuration OK (%s)", ", ".join(m.name for m in emperor.monitors))
     return 0
 
@@ -145,7 +148,7 @@ def _check_zergpool(cfg: config.Config) -> int:
             zergpool.parse(spec)
     except sockets.AddressError as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     logger.info("zergpool configuration OK")
     return 0
 
@@ -159,17 +162,17 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         identity = privileges.prepare(cfg)
     except privileges.PrivilegeError as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         hooks = Hooks(cfg.hooks)  # before --chdir: a relative path means what it meant where we started
     except HooksError as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env, cfg.home)
     except app_loader.AppLoadError as exc:
         logger.error("%s", exc)
-        return EXIT_APP_LOAD_ERROR
+        return exitcodes.APP_LOAD_ERROR
     compat.install(cfg)
     if cfg.cheaper:
         from zergserve import cheaper
@@ -177,7 +180,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
             cheaper.check(cfg)
         except cheaper.CheaperError as exc:
             logger.error("%s", exc)
-            return EXIT_USAGE
+            return exitcodes.USAGE
     if cfg.check_config:
         return _check_config(cfg)
     reloaded = REEXEC_LISTENERS in os.environ
@@ -188,30 +191,30 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         listeners = bind_listeners(cfg, adopted)
     except (sockets.AddressError, zerg.ZergError) as exc:
         logger.error("%s", exc)
-        return 1 if isinstance(exc, zerg.ZergError) else EXIT_USAGE
+        return 1 if isinstance(exc, zerg.ZergError) else exitcodes.USAGE
     for listener in adopted.values():
         logger.info("closing %s: no longer in the configuration", listener.name)
         sockets.close_listener(listener, cfg.vacuum)
     if not listeners:
         logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         privileges.apply(identity)  # uWSGI's order: after the sockets are bound, before the app loads
     except (OSError, privileges.PrivilegeError) as exc:
         logger.error("cannot drop privileges: %s", exc)
         _abandon(listeners, cfg.vacuum)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     app = None
     if not cfg.lazy_apps:
         app = _load_app(cfg)
         if app is None and not os.environ.get(REEXEC_WORKERS):
             _abandon(listeners, cfg.vacuum)
-            return EXIT_APP_LOAD_ERROR
+            return exitcodes.APP_LOAD_ERROR
     master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks)
     if reloaded:
         master.added_listeners = [item for item in listeners if item.origin == "bound" and item not in handed]
     if app is None and not cfg.lazy_apps:  # a reload's new image, with the previous workers to fall back on
-        master.roll_back("the new app could not be loaded by the master", EXIT_APP_LOAD_ERROR)
+        master.roll_back("the new app could not be loaded by the master", exitcodes.APP_LOAD_ERROR)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,
@@ -219,7 +222,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         except sockets.AddressError as exc:
             logger.error("%s", exc)
             _abandon(listeners, cfg.vacuum)
-            return EXIT_USAGE
+            return exitcodes.USAGE
         master.add_reader(server, server.serve_one)
         master.add_housekeeping(server.refusals.flush)
         master.add_cleanup(server.close)
@@ -335,7 +338,7 @@ def _check_config(cfg: config.Config) -> int:
     if not (reload_check and cfg.lazy_apps):  # a lazy app loads in the trial worker, after its fork
         app = _load_app(cfg)
         if app is None:
-            return EXIT_APP_LOAD_ERROR
+            return exitcodes.APP_LOAD_ERROR
     if reload_check:
         code = trial.run(cfg, app, workers.get(cfg.worker))
         if code:
@@ -358,7 +361,7 @@ def _check_reload_resources(cfg: config.Config, held_addresses: str) -> int:
         check_start(cfg, held_addresses)
     except (sockets.AddressError, StartError) as exc:
         logger.error("reload check: %s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     finally:
         for listener in listeners:
             sockets.close_listener(listener, vacuum=listener not in held)

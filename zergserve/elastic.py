@@ -50,10 +50,10 @@ class Elastic:
         self.send = send
         self.ask_to_die = ask_to_die
         self.last_requests = -1
-        self.last_activity = time.time()
+        self.last_activity = time.monotonic()
         self.asked_to_die = False
-        self.last_idle_worker = time.time()  # when a worker was last seen not busy (--vassal-sos)
-        self.last_overload_sos = 0.0
+        self.last_idle_worker = time.monotonic()  # when a worker was last seen not busy (--vassal-sos)
+        self.last_overload_sos = -math.inf
         self.queues: deque[tuple[float, int]] = deque()  # (monotonic, longest queue) while one waits
         self.asked_at = -math.inf  # when the backlog watch last sent SOS (monotonic)
         self.asked_queue = 0
@@ -64,11 +64,11 @@ class Elastic:
         master.on_wake.append(self._woken)
 
     def _woken(self) -> None:
-        self.last_activity = time.time()
+        self.last_activity = time.monotonic()
 
     def housekeeping(self) -> None:
         master = self.master
-        now = time.time()
+        now = time.monotonic()
         rows = master.scoreboard.rows()[: master.num_workers]
         live = [row for row in rows if row.wid in master.workers and row.pid == master.workers[row.wid].pid]
         requests = sum(row.requests for row in rows)

@@ -40,20 +40,20 @@ import sys
 import time
 from typing import Any, Callable
 
-from zergserve import __version__, compat, metrics, proctitle, sockets
+from zergserve import __version__, compat, exitcodes, metrics, proctitle, sockets
+from zergserve.exitcodes import StartError
 from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
 from zergserve.log import logger
-from zergserve.wakeup import drain, wakeup_pipe
+from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.scoreboard import BUSY, STARTING, Scoreboard
 from zergserve.stats import StatsServer
-from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_SIGNALS
+from zergserve.workers.base import WORKER_SIGNALS
 
 REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
 REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
 REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
 RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # for the HUP check: the stats and metrics addresses the master holds
-EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGCHLD)
 _QUICK_MERCY = 3.0
@@ -66,12 +66,7 @@ _EARLY: list[int] = []  # signals that came before the master's loop was ready, 
 def hold_signals() -> None:
     """Remember the master's signals instead of dying of them, from before the sockets listen
     until the loop runs: a HUP sent as soon as the port answers is then a reload, not a kill."""
-    for signum in _HANDLED:
-        signal.signal(signum, lambda signum, frame: _EARLY.append(signum))
-
-
-class StartError(Exception):
-    """Something the master creates besides its sockets (stats socket, pidfile) cannot be created."""
+    record_signals(_HANDLED, _EARLY)
 
 
 class WorkerProc:
@@ -136,7 +131,7 @@ class Master:
         self.canary_timed_out = False
         self.pidfile_written = False
         self.exit_code = 0
-        self.started = time.time()
+        self.started = time.monotonic()
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
         self.stats: StatsServer | None = None
         self.metrics: metrics.MetricsServer | None = None
@@ -155,7 +150,7 @@ class Master:
             self._setup()
         except StartError as exc:
             logger.error("%s", exc)
-            self.exit_code = EXIT_START_ERROR
+            self.exit_code = exitcodes.USAGE
             self._cleanup()
             return self.exit_code
         if not self.reexecuted:
@@ -234,8 +229,7 @@ class Master:
         proctitle.set_title(cfg, "master", master=True)
         wake_r, wake_w = wakeup_pipe()
         self._wake = (wake_r, wake_w)
-        for signum in _HANDLED:
-            signal.signal(signum, self._queue_signal)
+        record_signals(_HANDLED, self.signals)
         self.signals.extend(_EARLY)
         _EARLY.clear()
         self.add_reader(wake_r, lambda: drain(wake_r))
@@ -258,9 +252,6 @@ class Master:
                         listener.fileno())
         logger.info("zergserve %s master %d: %d %s worker(s)", __version__, os.getpid(), self.num_workers,
                     cfg.worker)
-
-    def _queue_signal(self, signum: int, frame: Any) -> None:
-        self.signals.append(signum)
 
     def _worker_ready(self, ready_r: int) -> None:
         drain(ready_r)
@@ -302,7 +293,7 @@ class Master:
                           on_exit=lambda: self._worker_exit(WorkerInfo(wid, os.getpid())))
         self.scoreboard.writer(wid).set_pid(pid)
         previous = self.history.get(wid)
-        proc = WorkerProc(wid, pid, time.time())
+        proc = WorkerProc(wid, pid, time.monotonic())
         if previous is not None:
             proc.harakiri_count = previous.harakiri_count
             proc.respawns = previous.respawns + 1
@@ -345,13 +336,13 @@ class Master:
         if self.stopping:
             return
         if self._previous() and not self._booted(proc):  # a reload's new worker, the old ones wait
-            what = {EXIT_APP_LOAD_ERROR: "could not load the app", EXIT_BOOT_ERROR: "could not boot"}
+            what = {exitcodes.APP_LOAD_ERROR: "could not load the app", exitcodes.BOOT_ERROR: "could not boot"}
             detail = f"killed by signal {-code}" if code < 0 else f"exit {code}"
             self.roll_back(f"new worker {proc.wid} (pid {proc.pid}) {what.get(code, 'died before it was ready')} "
-                           f"({detail})", code if code in what else EXIT_BOOT_ERROR)
+                           f"({detail})", code if code in what else exitcodes.BOOT_ERROR)
             return
-        if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) and not self._booted(proc):
-            what = "load the app" if code == EXIT_APP_LOAD_ERROR else "boot"
+        if code in (exitcodes.APP_LOAD_ERROR, exitcodes.BOOT_ERROR) and not self._booted(proc):
+            what = "load the app" if code == exitcodes.APP_LOAD_ERROR else "boot"
             logger.error("worker %d (pid %d) could not %s; stopping the master instead of respawning it",
                          proc.wid, proc.pid, what)
             self.exit_code = code
@@ -363,9 +354,9 @@ class Master:
             logger.error("worker %d (pid %d) exited with code %d", proc.wid, proc.pid, code)
         if proc.wid > self.num_workers:
             return
-        lived = time.time() - proc.spawned
+        lived = time.monotonic() - proc.spawned
         delay = 0.0 if lived > 1.0 or code == 0 else min(0.1 * 2 ** min(proc.respawns, 6), 5.0)
-        self.respawn_at[proc.wid] = time.time() + delay
+        self.respawn_at[proc.wid] = time.monotonic() + delay
 
     def _booted(self, proc: WorkerProc) -> bool:
         """Whether the worker got past its boot (its row left STARTING): codes 3 and 4 from one that
@@ -404,7 +395,7 @@ class Master:
     def _respawn_missing(self) -> None:
         if self.cheap or self.rolled_back:
             return
-        now = time.time()
+        now = time.monotonic()
         for wid in range(1, self.num_workers + 1):
             if wid not in self.workers and self.respawn_at.get(wid, 0.0) <= now:
                 self.respawn_at.pop(wid, None)
@@ -430,11 +421,11 @@ class Master:
         if proc is None or proc.recycle_deadline is not None:
             return
         logger.info("worker %d (pid %d): %s, recycling it after the request in hand", wid, proc.pid, reason)
-        proc.recycle_deadline = time.time() + self.cfg.worker_reload_mercy
+        proc.recycle_deadline = time.monotonic() + self.cfg.worker_reload_mercy
         _kill(proc.pid, signal.SIGHUP)
 
     def _kill_overdue(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         for proc in self.workers.values():
             if proc.recycle_deadline is not None and now > proc.recycle_deadline:
                 logger.error("worker %d (pid %d) still running after worker-reload-mercy: killing it",
@@ -448,7 +439,7 @@ class Master:
                 item.deadline = math.inf
 
     def _retire(self, pid: int, mercy: float, wid: int = 0) -> None:
-        self.retiring[pid] = Retiring(pid, time.time() + mercy, wid)
+        self.retiring[pid] = Retiring(pid, time.monotonic() + mercy, wid)
         _kill(pid, signal.SIGTERM)
 
     # --- signals ----------------------------------------------------------------------------
@@ -487,7 +478,7 @@ class Master:
                 os.chdir(self.start_cwd)  # relative config paths mean what they meant at start
                 os.execve(sys.executable, args, env)
             finally:
-                os._exit(127)
+                os._exit(exitcodes.EXEC_FAILED)
         self.canary = pid
         self.canary_deadline = time.monotonic() + self.cfg.worker_reload_mercy
         self.canary_timed_out = False
@@ -595,8 +586,8 @@ class Master:
             return
         ready = all(self.scoreboard.row(wid).status != STARTING for wid in self.workers)
         grace = max(_BOOT_GRACE, self.cfg.worker_reload_mercy)  # the check's trial worker booted within mercy
-        if not ready and time.time() - self.started > grace:
-            self.roll_back(f"new workers not ready after {grace:g}s", EXIT_BOOT_ERROR)
+        if not ready and time.monotonic() - self.started > grace:
+            self.roll_back(f"new workers not ready after {grace:g}s", exitcodes.BOOT_ERROR)
             return
         if ready:
             for item in waiting:
@@ -681,7 +672,7 @@ class Master:
             mercy, signum = _QUICK_MERCY, signal.SIGQUIT
         logger.info("%s shutdown: stopping %d worker(s)", how, len(self.workers) + len(self.retiring))
         self.notify.stopping(f"{how} shutdown")
-        self.stop_deadline = time.time() + mercy
+        self.stop_deadline = time.monotonic() + mercy
         for pid in [proc.pid for proc in self.workers.values()] + list(self.retiring):
             _kill(pid, signum)
 
@@ -689,11 +680,11 @@ class Master:
         """True once every worker is gone (killing those past the deadline)."""
         if not self.workers and not self.retiring:
             return True
-        if time.time() > self.stop_deadline:
+        if time.monotonic() > self.stop_deadline:
             for pid in [proc.pid for proc in self.workers.values()] + list(self.retiring):
                 logger.error("worker pid %d did not stop in time: killing it", pid)
                 _kill(pid, signal.SIGKILL)
-            self.stop_deadline = time.time() + 5.0
+            self.stop_deadline = time.monotonic() + 5.0
         return False
 
     def _cleanup(self) -> None:
@@ -807,7 +798,7 @@ def fork_worker(worker_class: type, wid: int, cfg: Any, listeners: list[sockets.
             worker.ready_fd = ready_w
             worker.run()
         finally:
-            os._exit(EXIT_BOOT_ERROR)
+            os._exit(exitcodes.BOOT_ERROR)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     return pid
 

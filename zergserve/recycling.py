@@ -34,7 +34,7 @@ class Recycler:
 
     def housekeeping(self) -> None:
         cfg = self.cfg
-        now = time.time()
+        now = time.monotonic()
         for wid, proc in list(self.master.workers.items()):
             if proc.recycle_deadline is not None:
                 continue

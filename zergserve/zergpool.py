@@ -28,7 +28,7 @@ from zergserve import config, privileges, proctitle, sockets
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.sdnotify import Notifier
-from zergserve.wakeup import drain, wakeup_pipe
+from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.zerg import ZergServer
 
 _REEXEC = "ZERGSERVE_REEXEC_POOL"  # {address: fd} of the sockets kept across a reload
@@ -88,11 +88,9 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
         os.close(fd)
     proctitle.set_title(cfg, "zergpool", master=True)
     stop: list[int] = []
-    hups: list[int] = []
+    signals: list[int] = []
     wake_r, _ = wakeup_pipe()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        signal.signal(signum, lambda n, f: stop.append(n))
-    signal.signal(signal.SIGHUP, lambda n, f: hups.append(n))
+    record_signals((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP), signals)
     selector = selectors.DefaultSelector()
     selector.register(wake_r, selectors.EVENT_READ, None)
     for server in servers:
@@ -113,9 +111,12 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
         for server in servers:
             server.refusals.flush()
         notify.tick()
-        if hups:
-            hups.clear()
-            logger.info("zergpool: HUP ignored, a pool has nothing to reload (its sockets and queues stay)")
+        while signals:
+            signum = signals.pop(0)
+            if signum == signal.SIGHUP:
+                logger.info("zergpool: HUP ignored, a pool has nothing to reload (its sockets and queues stay)")
+            else:
+                stop.append(signum)
         if emperor is not None:
             emperor.heartbeat()
             if emperor.reload and not stop:

@@ -26,15 +26,16 @@ import signal
 import time
 from typing import Any
 
-from zergserve import __version__, metrics, proctitle
+from zergserve import __version__, metrics, proctitle, sockets
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.broodlord import Broodlord
 from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
 from zergserve.emperor.throttle import Throttle
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
+from zergserve.exitcodes import StartError
 from zergserve.log import logger, printable
 from zergserve.sdnotify import Notifier
-from zergserve.wakeup import drain, wakeup_pipe
+from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.stats import StatsServer
 
 _SETTLE = 0.1
@@ -65,11 +66,39 @@ class Emperor:
         self.refused: dict[str, str] = {}  # files (tyrant checks) and zergs refused, with the reason last logged
         self.broodlord = Broodlord(self)
 
+    def start(self) -> None:
+        """Create the stats and metrics sockets and the pidfile; StartError names what cannot be made."""
+        cfg = self.cfg
+        try:
+            if cfg.emperor_stats:
+                self.stats = StatsServer(cfg.emperor_stats, self.stats_document, http=cfg.stats_http)
+                self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
+            if cfg.emperor_metrics:
+                self.metrics = metrics.MetricsServer(cfg.emperor_metrics, self.metrics_text)
+                self.selector.register(self.metrics, selectors.EVENT_READ, self.metrics.serve_one)
+        except sockets.AddressError as exc:
+            self.close_servers()
+            raise StartError(f"emperor {'metrics' if self.stats or not cfg.emperor_stats else 'stats'} "
+                             f"server: {exc}") from None
+        if cfg.emperor_pidfile:
+            try:
+                with open(cfg.emperor_pidfile, "w") as fh:
+                    fh.write(f"{os.getpid()}\n")
+            except OSError as exc:
+                self.close_servers()
+                raise StartError(f"cannot write emperor pidfile {cfg.emperor_pidfile}: "
+                                 f"{exc.strerror or exc}") from None
+
+    def close_servers(self) -> None:
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum=True)
+        self.stats = self.metrics = None
+
     def run(self) -> int:
         proctitle.set_title(self.cfg, "emperor", master=True)
         wake_r, _ = wakeup_pipe()
-        for signum in _SIGNALS:
-            signal.signal(signum, lambda n, f: self.signals.append(n))
+        record_signals(_SIGNALS, self.signals)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self.selector.register(wake_r, selectors.EVENT_READ, lambda: drain(wake_r))
         if self.inotify.fileno() >= 0:
@@ -79,15 +108,6 @@ class Emperor:
             self.selector.register(self.inotify, selectors.EVENT_READ, self._changed)
         for monitor in self.monitors:
             monitor.attach(self.selector, self._wake_at)
-        if self.cfg.emperor_stats:
-            self.stats = StatsServer(self.cfg.emperor_stats, self.stats_document, http=self.cfg.stats_http)
-            self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
-        if self.cfg.emperor_metrics:
-            self.metrics = metrics.MetricsServer(self.cfg.emperor_metrics, self.metrics_text)
-            self.selector.register(self.metrics, selectors.EVENT_READ, self.metrics.serve_one)
-        if self.cfg.emperor_pidfile:
-            with open(self.cfg.emperor_pidfile, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
         logger.info("*** starting zergserve %s emperor (pid %d) on %s ***", __version__, os.getpid(),
                     ", ".join(m.name for m in self.monitors))
         last_scan = 0.0
@@ -117,9 +137,7 @@ class Emperor:
             self.broodlord.check_boots()
             self._check_curses()
         logger.info("The Emperor is buried.")
-        for server in (self.stats, self.metrics):
-            if server is not None:
-                server.close(vacuum=True)
+        self.close_servers()
         if self.cfg.emperor_pidfile:
             _remove_pidfile(self.cfg.emperor_pidfile)
         return 0
@@ -278,14 +296,14 @@ class Emperor:
                 vassal.accepting, vassal.last_accepting = True, now
                 logger.info("[emperor] vassal %s is ready to accept requests", vassal.label)
                 if vassal.zerg:
-                    self.broodlord.accepting(vassal, now)
+                    self.broodlord.accepting(vassal)
             elif byte == protocol.LOYAL:
                 if not vassal.loyal:
                     logger.info("[emperor] vassal %s is now loyal", vassal.label)
                 vassal.loyal, vassal.last_loyal = True, now
                 self.throttle.forgive(vassal.name)
             elif byte == protocol.HEARTBEAT:
-                vassal.last_heartbeat = now
+                vassal.last_heartbeat, vassal.heard_at = now, time.monotonic()
             elif byte == protocol.VOLUNTARY_SHUTDOWN:
                 logger.info("[emperor] vassal %s asks to shut down", vassal.label)
                 vassal.stop(graceful=True)
@@ -318,18 +336,18 @@ class Emperor:
             self.scan_now = True  # respawn a vassal whose file is still there without waiting a period
 
     def _check_heartbeats(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         for vassal in self.vassals.values():
-            if vassal.status == RUNNING and vassal.last_heartbeat and \
-                    now - vassal.last_heartbeat > self.cfg.emperor_required_heartbeat:
+            if vassal.status == RUNNING and vassal.heard_at and \
+                    now - vassal.heard_at > self.cfg.emperor_required_heartbeat:
                 logger.error("[emperor] vassal %s sent no heartbeat in the last %d seconds, respawning it",
                              vassal.label, self.cfg.emperor_required_heartbeat)
-                vassal.last_heartbeat = 0.0
+                vassal.last_heartbeat = vassal.heard_at = 0.0
                 vassal.curse()
                 vassal.kill()
 
     def _check_curses(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         for vassal in self.vassals.values():
             if vassal.status == STOPPING and now - vassal.cursed_at > self.cfg.emperor_curse_tolerance:
                 logger.error("[emperor] vassal %s did not stop within %ds: killing it", vassal.label,

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from zergserve import app as app_loader
 from zergserve import config, connection, proctitle, proxy
+from zergserve.exitcodes import APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR, BOOT_ERROR as EXIT_BOOT_ERROR, OK as EXIT_OK
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
@@ -25,9 +26,6 @@ from zergserve.scoreboard import IDLE, PAUSED, STOPPING, RowWriter, Scoreboard
 from zergserve.sockets import Listener
 from zergserve.workers import load_app
 
-EXIT_OK = 0
-EXIT_BOOT_ERROR = 3
-EXIT_APP_LOAD_ERROR = 4
 WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGUSR1}
 
 
