@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             os.execvp(patch[0], patch)
         except OSError as exc:
             logger.error("binary patch %s: %s", patch[0], exc.strerror)
-            return 1
+            return exitcodes.FAILURE
     roles = [name for name, on in (("--emperor", cfg.emperor), ("--zergpool", cfg.zergpool),
                                    ("an app (--module/--wsgi-file)", cfg.module or cfg.wsgi_file)) if on]
     if len(roles) > 1:
@@ -191,7 +191,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         listeners = bind_listeners(cfg, adopted)
     except (sockets.AddressError, zerg.ZergError) as exc:
         logger.error("%s", exc)
-        return 1 if isinstance(exc, zerg.ZergError) else exitcodes.USAGE
+        return exitcodes.FAILURE if isinstance(exc, zerg.ZergError) else exitcodes.USAGE
     for listener in adopted.values():
         logger.info("closing %s: no longer in the configuration", listener.name)
         sockets.close_listener(listener, cfg.vacuum)
@@ -230,7 +230,7 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         master.add_handover(server.handover)
     link = None
     if emperor_fd is not None:
-        from zergserve.emperor.link import EmperorLink
+        from zergserve.emperor.vassal_link import EmperorLink
         link = EmperorLink(emperor_fd, master, first_start=not reloaded)
     if cfg.idle or cfg.cheap or cfg.vassal_sos_backlog or cfg.vassal_sos:
         from zergserve.elastic import Elastic

@@ -126,9 +126,9 @@ class Master:
         self.cheap = False
         self.stop_deadline = 0.0
         self.paused = os.environ.pop(REEXEC_PAUSED, "") == "1"  # TSTP holds across a reload
-        self.canary: int | None = None
-        self.canary_deadline = 0.0
-        self.canary_timed_out = False
+        self.reload_check_pid: int | None = None
+        self.reload_check_deadline = 0.0
+        self.reload_check_killed = False
         self.pidfile_written = False
         self.exit_code = 0
         self.started = time.monotonic()
@@ -182,7 +182,7 @@ class Master:
             next_cycle = time.monotonic() + self.cfg.check_interval
             self._harakiri()
             self._kill_overdue()
-            self._watch_canary()
+            self._watch_reload_check()
             for task in self.housekeeping:
                 task()
         self._cleanup()
@@ -310,8 +310,8 @@ class Master:
             if pid == 0:
                 return
             code = os.waitstatus_to_exitcode(status)
-            if pid == self.canary:
-                self._canary_done(code)
+            if pid == self.reload_check_pid:
+                self._reload_check_done(code)
                 continue
             item = self.retiring.pop(pid, None)
             if item is not None:
@@ -457,7 +457,7 @@ class Master:
     def handle_hup(self) -> None:
         if self.stopping:
             return
-        if self.canary is not None:
+        if self.reload_check_pid is not None:
             logger.info("reload already in progress")
             return
         logger.info("graceful reload requested: checking the new configuration and app")
@@ -479,25 +479,25 @@ class Master:
                 os.execve(sys.executable, args, env)
             finally:
                 os._exit(exitcodes.EXEC_FAILED)
-        self.canary = pid
-        self.canary_deadline = time.monotonic() + self.cfg.worker_reload_mercy
-        self.canary_timed_out = False
+        self.reload_check_pid = pid
+        self.reload_check_deadline = time.monotonic() + self.cfg.worker_reload_mercy
+        self.reload_check_killed = False
 
-    def _watch_canary(self) -> None:
+    def _watch_reload_check(self) -> None:
         """A check stuck in the new app's import would answer every later HUP with "reload already
         in progress": past worker-reload-mercy it is killed and the reload abandoned."""
-        if self.canary is None or self.canary_timed_out or time.monotonic() < self.canary_deadline:
+        if self.reload_check_pid is None or self.reload_check_killed or time.monotonic() < self.reload_check_deadline:
             return
         logger.error("reload aborted: the check of the new configuration and app (pid %d) took more than "
                      "%ds (worker-reload-mercy); killed it; old workers keep serving",
-                     self.canary, self.cfg.worker_reload_mercy)
-        _kill(self.canary, signal.SIGKILL)
-        self.canary_timed_out = True
+                     self.reload_check_pid, self.cfg.worker_reload_mercy)
+        _kill(self.reload_check_pid, signal.SIGKILL)
+        self.reload_check_killed = True
         self.notify.ready("reload aborted (the check took too long); old workers keep serving")
 
-    def _canary_done(self, code: int) -> None:
-        self.canary = None
-        if self.canary_timed_out:
+    def _reload_check_done(self, code: int) -> None:
+        self.reload_check_pid = None
+        if self.reload_check_killed:
             return
         if code != 0:
             logger.error("reload aborted: the new configuration or app failed its check (exit %d); "
@@ -661,9 +661,9 @@ class Master:
         if self.stopping == "quick" or self.stopping == how:
             return
         self.stopping = how
-        if self.canary is not None and not self.canary_timed_out:
-            _kill(self.canary, signal.SIGKILL)  # no reload after a stop
-            self.canary_timed_out = True
+        if self.reload_check_pid is not None and not self.reload_check_killed:
+            _kill(self.reload_check_pid, signal.SIGKILL)  # no reload after a stop
+            self.reload_check_killed = True
         if how == "graceful":
             mercy, signum = float(self.cfg.worker_reload_mercy), signal.SIGTERM
         elif how == "leave":

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zergserve import exitcodes, sockets
-from zergserve.lifeline import die_with_parent
+from zergserve.parent_death import die_with_parent
 from zergserve.log import logger
 from zergserve.master import fork_worker
 from zergserve.scoreboard import Scoreboard

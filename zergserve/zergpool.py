@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from zergserve import config, privileges, proctitle, sockets
+from zergserve import config, exitcodes, privileges, proctitle, sockets
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.sdnotify import Notifier
@@ -49,7 +49,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
         identity = privileges.prepare(cfg)
     except privileges.PrivilegeError as exc:
         logger.error("%s", exc)
-        return 2
+        return exitcodes.USAGE
     kept = {addr: int(fd) for addr, fd in json.loads(os.environ.pop(_REEXEC, "{}")).items()}
     notify = Notifier.take(os.environ)
     reloaded = bool(kept)
@@ -83,7 +83,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
             sockets.close_listener(listener, cfg.vacuum)
         for server in servers:
             server.close()
-        return 2
+        return exitcodes.USAGE
     for fd in kept.values():  # addresses no longer in the configuration
         os.close(fd)
     proctitle.set_title(cfg, "zergpool", master=True)
@@ -170,7 +170,7 @@ class _Emperor:
         if not data:
             logger.error("lost connection with my emperor !!!")
             stop.append(0)
-            return 1
+            return exitcodes.FAILURE
         for byte in data:
             logger.info("received message %d from emperor", byte)
             if byte in (protocol.STOP, protocol.STOP_GRACEFULLY):

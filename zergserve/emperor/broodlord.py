@@ -94,6 +94,6 @@ class Broodlord:
             if vassal.zerg and vassal.status == RUNNING and not vassal.accepting and now - vassal.ran_at > limit:
                 logger.error("[emperor] zerg %s (pid %d) not accepting %gs after its spawn: killing it",
                              vassal.label, vassal.pid, limit)
-                vassal.curse()
+                vassal.set_stopping()
                 vassal.kill()
                 self.boot_failed(vassal, "boot timeout")

@@ -29,7 +29,7 @@ from typing import Any
 from zergserve import __version__, metrics, proctitle, sockets
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.broodlord import Broodlord
-from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
+from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, only_non_vassal_writes
 from zergserve.emperor.throttle import Throttle
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
 from zergserve.exitcodes import StartError
@@ -57,7 +57,7 @@ class Emperor:
         self.inotify = Inotify()
         self.stats: StatsServer | None = None
         self.metrics: metrics.MetricsServer | None = None
-        self.ragnarok_deadline = 0.0
+        self.stop_all_deadline = 0.0
         self.scan_now = True
         self.scans = 0
         self.retry_at = 0.0  # when the next scan is due before --emperor-freq: a budget or throttle expires
@@ -116,15 +116,15 @@ class Emperor:
             if self.retry_at:
                 next_scan = min(next_scan, self.retry_at)
             timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
-            if self.ragnarok_deadline:
+            if self.stop_all_deadline:
                 timeout = 0.2
             for key, _ in self.selector.select(min(timeout, 1.0, self.notify.watchdog_in())):
                 key.data()
             self.notify.tick()
             self._handle_signals()
             self._reap()
-            if self.ragnarok_deadline:
-                if self._ragnarok_progress():
+            if self.stop_all_deadline:
+                if self._stop_all_progress():
                     break
                 continue
             if self.scan_now or time.monotonic() >= next_scan:
@@ -135,7 +135,7 @@ class Emperor:
                 self._notify_vassals()
             self._check_heartbeats()
             self.broodlord.check_boots()
-            self._check_curses()
+            self._kill_overdue_stops()
         logger.info("The Emperor is buried.")
         self.close_servers()
         if self.cfg.emperor_pidfile:
@@ -146,7 +146,7 @@ class Emperor:
 
     def _changed(self) -> None:
         """A file changed: scan shortly, once the writer is likely done (create + write coalesce)."""
-        if noise(self.inotify.changes(), self.monitors):
+        if only_non_vassal_writes(self.inotify.changes(), self.monitors):
             return
         soon = time.monotonic() + _SETTLE
         self.retry_at = min(self.retry_at, soon) if self.retry_at else soon
@@ -191,7 +191,7 @@ class Emperor:
             return None
         checked = None
         if self.cfg.emperor_tyrant:
-            checked = self._checked(file, monitor)
+            checked = self._tyrant_check(file, monitor)
             if checked is None:
                 return None
         try:
@@ -225,11 +225,11 @@ class Emperor:
         self.selector.register(vassal.sock, selectors.EVENT_READ, lambda v=vassal: self._message(v))
         return vassal
 
-    def _checked(self, file: str, monitor: Monitor) -> tyrant.Checked | None:
+    def _tyrant_check(self, file: str, monitor: Monitor) -> tyrant.CheckedConfig | None:
         """Tyrant mode: the checked, open file a vassal runs from (the caller closes it), or None
         (logged once per reason) if it may not run."""
         try:
-            checked = monitor.check(file, self.cfg.emperor_tyrant_nofollow)
+            checked = monitor.open_checked(file, self.cfg.emperor_tyrant_nofollow)
         except tyrant.TyrantError as exc:
             if self.refused.get(file) != str(exc):
                 self.refused[file] = str(exc)
@@ -241,7 +241,7 @@ class Emperor:
     def _tyrant_changed(self, vassal: Vassal) -> bool:
         """Whether a running vassal's file changed owner, or was replaced by another file (the
         vassal read the old one through its descriptor): either way it must be checked and run anew."""
-        checked = self._checked(vassal.file, vassal.monitor)
+        checked = self._tyrant_check(vassal.file, vassal.monitor)
         if checked is not None:
             checked.close()
         if checked is None or (checked.uid, checked.gid) != (vassal.uid, vassal.gid):
@@ -280,7 +280,7 @@ class Emperor:
                 vassal.close()
             if vassal.status == RUNNING:
                 logger.info("[emperor] curse the vassal %s (pid %d)", vassal.label, vassal.pid)
-            vassal.curse()
+            vassal.set_stopping()
             return
         now = time.time()
         sos = 0
@@ -343,17 +343,17 @@ class Emperor:
                 logger.error("[emperor] vassal %s sent no heartbeat in the last %d seconds, respawning it",
                              vassal.label, self.cfg.emperor_required_heartbeat)
                 vassal.last_heartbeat = vassal.heard_at = 0.0
-                vassal.curse()
+                vassal.set_stopping()
                 vassal.kill()
 
-    def _check_curses(self) -> None:
+    def _kill_overdue_stops(self) -> None:
         now = time.monotonic()
         for vassal in self.vassals.values():
-            if vassal.status == STOPPING and now - vassal.cursed_at > self.cfg.emperor_curse_tolerance:
+            if vassal.status == STOPPING and now - vassal.stopping_since > self.cfg.emperor_curse_tolerance:
                 logger.error("[emperor] vassal %s did not stop within %ds: killing it", vassal.label,
                              self.cfg.emperor_curse_tolerance)
                 vassal.kill()
-                vassal.cursed_at = now
+                vassal.stopping_since = now
 
     def _notify_vassals(self) -> None:
         """READY=1 (systemd) after the first scan has started the vassals; a STATUS= line whenever
@@ -374,7 +374,7 @@ class Emperor:
         while self.signals:
             signum = self.signals.pop(0)
             if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-                self.ragnarok()
+                self.stop_all()
             elif signum == signal.SIGHUP:
                 for vassal in self.vassals.values():
                     vassal.reload()
@@ -389,25 +389,25 @@ class Emperor:
             elif signum == signal.SIGWINCH:
                 self.scan_now = True
 
-    def ragnarok(self) -> None:
-        if self.ragnarok_deadline:
+    def stop_all(self) -> None:
+        if self.stop_all_deadline:
             logger.info("RAGNAROK ALREADY EVOKED (mercyless in %d seconds)",
-                        max(0, self.ragnarok_deadline - time.monotonic()))
+                        max(0, self.stop_all_deadline - time.monotonic()))
             return
         logger.info("*** RAGNAROK EVOKED ***")
         self.notify.stopping(f"stopping {len(self.vassals)} vassal(s)")
-        self.ragnarok_deadline = time.monotonic() + self.cfg.reload_mercy
+        self.stop_all_deadline = time.monotonic() + self.cfg.reload_mercy
         for vassal in self.vassals.values():
             vassal.stop(self.cfg.emperor_graceful_shutdown)
 
-    def _ragnarok_progress(self) -> bool:
+    def _stop_all_progress(self) -> bool:
         if not self.vassals:
             return True
-        if time.monotonic() > self.ragnarok_deadline:
+        if time.monotonic() > self.stop_all_deadline:
             for vassal in self.vassals.values():
                 logger.error("NO MERCY for vassal %s", vassal.label)
                 vassal.kill()
-            self.ragnarok_deadline = time.monotonic() + 5.0
+            self.stop_all_deadline = time.monotonic() + 5.0
         return False
 
     # --- stats ------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 
+from zergserve import exitcodes
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -22,4 +24,4 @@ def die_with_parent(parent: int) -> None:
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # the parent died before the prctl took effect
-        os._exit(1)
+        os._exit(exitcodes.FAILURE)

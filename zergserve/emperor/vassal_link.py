@@ -14,6 +14,7 @@ import socket
 import time
 from typing import Any
 
+from zergserve import exitcodes
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.scoreboard import BUSY, IDLE
@@ -74,7 +75,7 @@ class EmperorLink:
         if self.master.stopping:
             return
         logger.error("lost connection with my emperor !!!")
-        self.master.exit_code = 1
+        self.master.exit_code = exitcodes.FAILURE
         self.master.begin_stop("quick")
         try:
             self.master.selector.unregister(self.sock)
