@@ -7,18 +7,18 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import compat, config, exitcodes, log, privileges, sockets, trial, workers, zerg
+from zergserve import compat, config, exitcodes, handover, log, privileges, sockets, trial, workers, zerg
 from zergserve.exitcodes import StartError
 from zergserve.emperor import protocol
 from zergserve.hooks import Hooks, HooksError
 from zergserve.log import logger
-from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, REEXEC_WORKERS, Master,
-                              adopt_reexec_listeners, check_start, hold_signals)
+from zergserve.master import Master, check_start, hold_signals
 from zergserve.sdnotify import Notifier
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    inherited = handover.take(os.environ)  # a re-exec's state: the role adopts it, no child inherits it
     try:
         cfg = config.load(args, os.environ)
     except (config.HelpRequested, config.VersionRequested) as exc:
@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.check_config:
             return _check_zergpool(cfg)
         from zergserve import zergpool  # here: an instance's workers never need it (nor its json)
-        return zergpool.run(cfg, args, emperor_fd)
+        return zergpool.run(cfg, args, emperor_fd, inherited)
     if cfg.emperor:
         return run_emperor(cfg)
-    return run_instance(cfg, args, emperor_fd)
+    return run_instance(cfg, args, emperor_fd, inherited)
 
 
 def _print(text: str) -> int:
@@ -153,9 +153,10 @@ def _check_zergpool(cfg: config.Config) -> int:
     return 0
 
 
-def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = None) -> int:
+def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = None,
+                 inherited: dict | None = None) -> int:
     """An instance: a master and its workers over the configured sockets; a vassal when its
-    emperor's socket is given."""
+    emperor's socket is given; `inherited` is what a previous image handed over (handover.py)."""
     start_cwd = os.getcwd()
     notify = Notifier.take(os.environ)  # before the app loads: only the master speaks to systemd
     try:
@@ -182,10 +183,10 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
             logger.error("%s", exc)
             return exitcodes.USAGE
     if cfg.check_config:
-        return _check_config(cfg)
-    reloaded = REEXEC_LISTENERS in os.environ
+        return _check_config(cfg, inherited)
+    reloaded = inherited is not None
     hold_signals()
-    adopted = adopt_reexec_listeners()
+    adopted = handover.adopt_listeners(inherited)
     handed = list(adopted.values())
     try:
         listeners = bind_listeners(cfg, adopted)
@@ -207,10 +208,10 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
     app = None
     if not cfg.lazy_apps:
         app = _load_app(cfg)
-        if app is None and not os.environ.get(REEXEC_WORKERS):
+        if app is None and not (inherited or {}).get("workers"):
             _abandon(listeners, cfg.vacuum)
             return exitcodes.APP_LOAD_ERROR
-    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks)
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks, inherited)
     if reloaded:
         master.added_listeners = [item for item in listeners if item.origin == "bound" and item not in handed]
     if app is None and not cfg.lazy_apps:  # a reload's new image, with the previous workers to fall back on
@@ -227,7 +228,8 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         master.add_housekeeping(server.refusals.flush)
         master.add_cleanup(server.close)
         master.add_stats(server.stats)
-        master.add_handover(server.handover)
+        server.restore((inherited or {}).get("zerg_server"))
+        master.add_handover("zerg_server", server.handover)
     link = None
     if emperor_fd is not None:
         from zergserve.emperor.vassal_link import EmperorLink
@@ -324,14 +326,14 @@ def _abandon(listeners: list[sockets.Listener], vacuum: bool) -> None:
         sockets.close_listener(listener, vacuum)
 
 
-def _check_config(cfg: config.Config) -> int:
+def _check_config(cfg: config.Config, inherited: dict | None = None) -> int:
     """--check-config: the configuration and the app load. As the master's HUP check it also
     tries what the new master will bind and create, and boots a trial worker of the new app that
     must answer the --reload-check-url requests (trial.py), so that a reload that would fail is
     refused while the old workers go on serving."""
-    reload_check = RELOAD_CHECK in os.environ
+    reload_check = inherited is not None and "reload_check" in inherited
     if reload_check:
-        code = _check_reload_resources(cfg, os.environ.pop(RELOAD_CHECK))
+        code = _check_reload_resources(cfg, inherited)
         if code:
             return code
     app = None
@@ -347,18 +349,18 @@ def _check_config(cfg: config.Config) -> int:
     return 0
 
 
-def _check_reload_resources(cfg: config.Config, held_addresses: str) -> int:
+def _check_reload_resources(cfg: config.Config, inherited: dict) -> int:
     """Bind the addresses the running master does not hold (it passes us the ones it does, which
     are taken over, never rebound), then release them and remove the socket files made here; check
     the stats and metrics addresses and the pidfile. A zerg that has not attached yet would attach at start, so
     it has nothing to bind here."""
-    adopted = adopt_reexec_listeners()
+    adopted = handover.adopt_listeners(inherited)
     held = list(adopted.values())
     listeners: list[sockets.Listener] = []
     try:
         if not cfg.zerg or any(item.attached for item in held):
             listeners = bind_listeners(cfg, adopted, attach=False)
-        check_start(cfg, held_addresses)
+        check_start(cfg, inherited["reload_check"])
     except (sockets.AddressError, StartError) as exc:
         logger.error("reload check: %s", exc)
         return exitcodes.USAGE

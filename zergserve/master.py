@@ -40,7 +40,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from zergserve import __version__, compat, exitcodes, metrics, proctitle, sockets
+from zergserve import __version__, compat, exitcodes, handover, metrics, proctitle, sockets
 from zergserve.exitcodes import StartError
 from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
@@ -50,10 +50,6 @@ from zergserve.scoreboard import BUSY, STARTING, Scoreboard
 from zergserve.stats import StatsServer
 from zergserve.workers.base import WORKER_SIGNALS
 
-REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
-REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
-REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
-RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # for the HUP check: the stats and metrics addresses the master holds
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGCHLD)
 _QUICK_MERCY = 3.0
@@ -95,11 +91,13 @@ class Master:
 
     def __init__(self, cfg: Any, listeners: list[sockets.Listener], app: Any, worker_class: type,
                  argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None,
-                 hooks: Hooks | None = None) -> None:
+                 hooks: Hooks | None = None, inherited: dict[str, Any] | None = None) -> None:
+        """`inherited`: what the previous image handed over (handover.take), None on a fresh start."""
         self.cfg = cfg
         self.hooks = hooks or Hooks()
         self.log = logger  # gunicorn's server.log, for hooks
-        self.reexecuted = REEXEC_WORKERS in os.environ  # by a HUP: on_reload instead of on_starting
+        inherited = inherited or {}
+        self.reexecuted = "workers" in inherited  # by a HUP: on_reload instead of on_starting
         self.notify = notify or Notifier()
         self.notified_ready = False  # READY=1 once per image: at start, or at the end of a reload
         self.start_cwd = start_cwd or os.getcwd()
@@ -120,12 +118,12 @@ class Master:
         self.on_wake: list[Callable[[], None]] = []
         self.on_ready: list[Callable[[], None]] = []
         self.stats_extras: list[Callable[[], dict[str, Any]]] = []
-        self.handovers: list[Callable[[], dict[str, str]]] = []
+        self.handovers: dict[str, Callable[[], Any]] = {}
         self.stopping: str | None = None  # graceful | leave | quick
         self.zerg = any(listener.attached for listener in listeners)
         self.cheap = False
         self.stop_deadline = 0.0
-        self.paused = os.environ.pop(REEXEC_PAUSED, "") == "1"  # TSTP holds across a reload
+        self.paused = bool(inherited.get("paused"))  # TSTP holds across a reload
         self.reload_check_pid: int | None = None
         self.reload_check_deadline = 0.0
         self.reload_check_killed = False
@@ -138,7 +136,7 @@ class Master:
         self.rolled_back: str | None = None  # why this image's workers could not boot after a reload
         self.added_listeners: list[sockets.Listener] = []  # bound by this image, unknown to the previous
         self.rollback_code = 0
-        self._adopt_old_workers()
+        self._adopt_old_workers(inherited.get("workers", []))
         self.add_stats(self._rollback_stats)
 
     # --- the loop ---------------------------------------------------------------------------
@@ -219,10 +217,10 @@ class Master:
         """Merge `provider()`'s keys into every stats document."""
         self.stats_extras.append(provider)
 
-    def add_handover(self, provider: Callable[[], dict[str, str]]) -> None:
-        """Merge `provider()`'s entries into the environment of the master's re-exec: state that must
-        outlive a reload (the next image pops them back)."""
-        self.handovers.append(provider)
+    def add_handover(self, key: str, provider: Callable[[], Any]) -> None:
+        """Hand `provider()` (JSON-able) to the master's next image as `key` of its inherited state
+        (see handover.py): state that must outlive a reload."""
+        self.handovers[key] = provider
 
     def _setup(self) -> None:
         cfg = self.cfg
@@ -463,11 +461,10 @@ class Master:
         logger.info("graceful reload requested: checking the new configuration and app")
         self.notify.reloading("reloading: checking the new configuration and app")
         args = [sys.executable, "-m", "zergserve", *self.argv, "--check-config"]
-        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_WORKERS, REEXEC_PAUSED)}
         # The check binds what the new master would bind, except what this one holds and passes on.
-        env[REEXEC_LISTENERS] = self._listener_handover()
-        env[RELOAD_CHECK] = "\n".join(sockets.canonical_name(addr)
-                                      for addr in (self.cfg.stats, self.cfg.metrics) if addr)
+        env = handover.environ_with({
+            "listeners": handover.listener_records(self.listeners),
+            "reload_check": [sockets.canonical_name(addr) for addr in (self.cfg.stats, self.cfg.metrics) if addr]})
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -509,37 +506,18 @@ class Master:
     def reexec(self) -> None:
         """Replace this master's image with a fresh one: same pid, so the workers stay its children."""
         logger.info("re-executing the master (pid %d) for a graceful reload", os.getpid())
-        for listener in self.listeners:
-            os.set_inheritable(listener.fileno(), True)
-        env = dict(os.environ)
-        env[REEXEC_LISTENERS] = self._listener_handover()
-        env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
-                                                         *self.retiring])
-        if self.paused:
-            env[REEXEC_PAUSED] = "1"
-        for provider in self.handovers:
-            env.update(provider())
-        env.update(self.notify.handover())
+        state = {"listeners": handover.listener_records(self.listeners),
+                 "workers": [*(w.pid for w in self.workers.values()), *self.retiring], "paused": self.paused}
+        state.update({key: provider() for key, provider in self.handovers.items()})
         for server in (self.stats, self.metrics):
             if server is not None:
                 server.close(vacuum=False)
-        signal.set_wakeup_fd(-1)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.chdir(self.start_cwd)
-        os.execve(sys.executable, [sys.executable, "-m", "zergserve", *self.argv], env)
+        handover.exec_self(self.argv, state, self.listeners, cwd=self.start_cwd, extra_env=self.notify.handover())
 
-    def _listener_handover(self) -> str:
-        """The listeners as `adopt_reexec_listeners` reads them back in the next image."""
-        return "\n".join(":".join(_escape(field) for field in (str(listener.fileno()), listener.proto,
-                                                               listener.origin, listener.name))
-                         for listener in self.listeners)
-
-    def _adopt_old_workers(self) -> None:
+    def _adopt_old_workers(self, pids: list[int]) -> None:
         """After a re-exec: the previous image's workers are still our children; retire them later."""
-        pids = os.environ.pop(REEXEC_WORKERS, "")
-        for item in filter(None, pids.split(",")):
-            self.retiring[int(item)] = Retiring(int(item), None)
+        for pid in pids:
+            self.retiring[int(pid)] = Retiring(int(pid), None)
 
     def _previous(self) -> list[int]:
         """The previous image's workers that still serve: adopted, not told to stop yet."""
@@ -826,11 +804,10 @@ def write_pidfile(path: str) -> None:
         raise StartError(f"cannot write pidfile {path}: {exc.strerror or exc}") from None
 
 
-def check_start(cfg: Any, held: str) -> None:
+def check_start(cfg: Any, held_names: list[str]) -> None:
     """For the reload check: raise StartError unless a new master could create its stats and metrics
-    sockets and pidfile. The addresses the running master holds (`held`, canonical, one a line) are
+    sockets and pidfile. The addresses the running master holds (`held_names`, canonical) are
     not probed: the master closes them just before its re-exec."""
-    held_names = held.split("\n")
     if cfg.stats and sockets.canonical_name(cfg.stats) not in held_names:
         open_stats(cfg, dict).close(vacuum=True)
     if cfg.metrics and sockets.canonical_name(cfg.metrics) not in held_names:
@@ -866,27 +843,3 @@ def _memory(pid: int) -> tuple[int, int]:
         return int(fields[1]) * page, int(fields[0]) * page
     except (OSError, IndexError, ValueError):
         return 0, 0
-
-
-def adopt_reexec_listeners(environ: dict[str, str] | None = None) -> dict[str, sockets.Listener]:
-    """Listeners handed over by the previous master image, by name (consumed from the environ)."""
-    env = os.environ if environ is None else environ
-    raw = env.pop(REEXEC_LISTENERS, "")
-    adopted = {}
-    for line in filter(None, raw.split("\n")):
-        fd, proto, origin, name = (_unescape(field) for field in line.split(":"))
-        listener = sockets.from_fd(int(fd), proto, name=name, origin=origin)
-        os.set_inheritable(listener.fileno(), False)
-        sockets.remember_path(listener)
-        adopted[name] = listener
-    return adopted
-
-
-def _escape(field: str) -> str:
-    """A listener field for the re-exec environment: origins and names hold ':' themselves
-    ('zerg:/run/app.zerg', '127.0.0.1:3031')."""
-    return field.replace("%", "%25").replace(":", "%3A").replace("\n", "%0A")
-
-
-def _unescape(field: str) -> str:
-    return field.replace("%0A", "\n").replace("%3A", ":").replace("%25", "%")

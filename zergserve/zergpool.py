@@ -14,24 +14,20 @@ configuration, handing the bound sockets over so that no queued connection is lo
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from zergserve import config, exitcodes, privileges, proctitle, sockets
+from zergserve import config, exitcodes, handover, privileges, proctitle, sockets
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.zerg import ZergServer
-
-_REEXEC = "ZERGSERVE_REEXEC_POOL"  # {address: fd} of the sockets kept across a reload
 
 
 def parse(spec: str) -> tuple[str, list[str]]:
@@ -43,16 +39,18 @@ def parse(spec: str) -> tuple[str, list[str]]:
     return path, items
 
 
-def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> int:
-    """Bind every pool and answer zergs until TERM/INT/QUIT (or the emperor says stop); HUP is harmless."""
+def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None,
+        inherited: dict | None = None) -> int:
+    """Bind every pool and answer zergs until TERM/INT/QUIT (or the emperor says stop); HUP is harmless.
+    `inherited`: the sockets a reload's previous image handed over (handover.py)."""
     try:
         identity = privileges.prepare(cfg)
     except privileges.PrivilegeError as exc:
         logger.error("%s", exc)
         return exitcodes.USAGE
-    kept = {addr: int(fd) for addr, fd in json.loads(os.environ.pop(_REEXEC, "{}")).items()}
+    kept = handover.adopt_listeners(inherited)
     notify = Notifier.take(os.environ)
-    reloaded = bool(kept)
+    reloaded = inherited is not None
     servers: list[ZergServer] = []
     bound: list[sockets.Listener] = []
     pools: list[tuple[str, list[sockets.Listener]]] = []
@@ -63,8 +61,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
             for addr in addrs:
                 proto = cfg.zergpool_protocol
                 if addr in kept:
-                    listener = sockets.from_fd(kept.pop(addr), proto, name=addr, origin="reload")
-                    sockets.remember_path(listener)
+                    listener = kept.pop(addr)
                 else:
                     listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket,
                                             privileges.socket_owner(cfg.chown_socket))
@@ -84,8 +81,8 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
         for server in servers:
             server.close()
         return exitcodes.USAGE
-    for fd in kept.values():  # addresses no longer in the configuration
-        os.close(fd)
+    for listener in kept.values():  # addresses no longer in the configuration
+        sockets.close_listener(listener)
     proctitle.set_title(cfg, "zergpool", master=True)
     stop: list[int] = []
     signals: list[int] = []
@@ -189,13 +186,6 @@ def _reexec(argv: Sequence[str], bound: list[sockets.Listener], servers: list[Ze
         logger.error("reload aborted, the zergpool goes on as it was: %s", exc)
         return
     logger.info("zergpool reloading: re-executing (pid %d)", os.getpid())
-    env = dict(os.environ)
-    env[_REEXEC] = json.dumps({listener.name: listener.fileno() for listener in bound})
-    for listener in bound:
-        os.set_inheritable(listener.fileno(), True)
     for server in servers:
         server.close()
-    signal.set_wakeup_fd(-1)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "zergserve", *argv], env)
+    handover.exec_self(argv, {"listeners": handover.listener_records(bound)}, bound)
