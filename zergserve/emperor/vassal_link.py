@@ -1,4 +1,5 @@
-"""The vassal's side of the emperor protocol, plugged into a master.
+"""The vassal's side of the emperor protocol: `VassalLink` (the socket, the bytes both ways), used by
+the zergpool as it is, and plugged into a master by `EmperorLink`.
 
 When UWSGI_EMPEROR_FD is set the master tells its emperor: 1 once it has started (not after its own
 reloads), 5 when worker 1 is ready to accept, 17 after the first request (loyal), 26 every
@@ -9,10 +10,11 @@ to die (22, --die-on-idle) a 0 is obeyed gracefully too: a request that arrived 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Callable
 
 from zergserve import exitcodes
 from zergserve.emperor import protocol
@@ -20,24 +22,18 @@ from zergserve.log import logger
 from zergserve.scoreboard import BUSY, IDLE
 
 
-class EmperorLink:
-    def __init__(self, fd: int, master: Any, first_start: bool) -> None:
+class VassalLink:
+    """The vassal's end of UWSGI_EMPEROR_FD: sends bytes, reads the emperor's and calls back
+    `on_stop(graceful)` for 0 and 2, `on_reload()` for 1 and `on_lost()` at EOF or a broken socket."""
+
+    def __init__(self, fd: int, on_stop: Callable[[bool], None], on_reload: Callable[[], None],
+                 on_lost: Callable[[], None]) -> None:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
-        os.set_inheritable(fd, True)  # kept across the master's re-exec on reload
-        self.master = master
-        self.first_start = first_start
-        self.loyal = False
-        self.asked_to_die = False
-        self.accepting_pid = 0
-        self.last_heartbeat = 0.0
-        self.last_requests = -1
-        master.add_reader(self.sock, self.receive)
-        master.add_housekeeping(self.housekeeping)
-        master.on_ready.append(self._check_accepting)
+        os.set_inheritable(fd, True)  # kept across the vassal's re-exec on reload
+        self.on_stop, self.on_reload, self.on_lost = on_stop, on_reload, on_lost
+        self.last_heartbeat = -math.inf  # time.monotonic() of the last byte 26
         logger.info("*** has_emperor mode detected (fd: %d) ***", fd)
-        if first_start:
-            self.send(protocol.SPAWNED)
 
     def send(self, byte: int, count: int = 1) -> None:
         try:
@@ -45,7 +41,7 @@ class EmperorLink:
         except TimeoutError as exc:
             logger.error("emperor not reading: %s", exc)
         except OSError:
-            self.lost()
+            self.on_lost()
 
     def receive(self) -> None:
         try:
@@ -55,16 +51,46 @@ class EmperorLink:
         except OSError:
             data = b""
         if not data:
-            self.lost()
+            self.on_lost()
             return
         for byte in data:
             logger.info("received message %d from emperor", byte)
-            if byte == protocol.STOP:
-                self.master.begin_stop("graceful" if self.asked_to_die else "quick")
-            elif byte == protocol.STOP_GRACEFULLY:
-                self.master.begin_stop("graceful")
+            if byte in (protocol.STOP, protocol.STOP_GRACEFULLY):
+                self.on_stop(byte == protocol.STOP_GRACEFULLY)
             elif byte == protocol.RELOAD:
-                self.master.handle_hup()
+                self.on_reload()
+
+    def heartbeat_due(self, every: float) -> bool:
+        """Whether byte 26 is due (every `every` seconds; 0: never)."""
+        return bool(every) and time.monotonic() - self.last_heartbeat >= every
+
+    def heartbeat(self) -> None:
+        self.last_heartbeat = time.monotonic()
+        self.send(protocol.HEARTBEAT)
+
+
+class EmperorLink:
+    """A master as a vassal: started, accepting, loyal and heartbeat bytes from its workers' rows."""
+
+    def __init__(self, fd: int, master: Any, first_start: bool) -> None:
+        self.link = VassalLink(fd, self._stop, master.handle_hup, self.lost)
+        self.master = master
+        self.first_start = first_start
+        self.loyal = False
+        self.asked_to_die = False
+        self.accepting_pid = 0
+        self.last_requests = -1
+        master.add_reader(self.link.sock, self.link.receive)
+        master.add_housekeeping(self.housekeeping)
+        master.on_ready.append(self._check_accepting)
+        if first_start:
+            self.send(protocol.SPAWNED)
+
+    def send(self, byte: int, count: int = 1) -> None:
+        self.link.send(byte, count)
+
+    def _stop(self, graceful: bool) -> None:
+        self.master.begin_stop("graceful" if graceful or self.asked_to_die else "quick")
 
     def ask_to_die(self) -> None:
         """Byte 22: the emperor answers with a stop, which this vassal will then obey gracefully."""
@@ -78,7 +104,7 @@ class EmperorLink:
         self.master.exit_code = exitcodes.FAILURE
         self.master.begin_stop("quick")
         try:
-            self.master.selector.unregister(self.sock)
+            self.master.selector.unregister(self.link.sock)
         except (KeyError, ValueError):
             pass
 
@@ -102,10 +128,8 @@ class EmperorLink:
             self.loyal = True
             self.send(protocol.LOYAL)
         every = master.cfg.heartbeat
-        now = time.time()
-        if every and now - self.last_heartbeat >= every:
-            fresh = any(now - row.heartbeat < 2 * every + 1 for row in rows)
-            if fresh or requests != self.last_requests:
-                self.last_heartbeat = now
-                self.send(protocol.HEARTBEAT)
+        if self.link.heartbeat_due(every):
+            now = time.time()  # the rows' heartbeats are timestamps
+            if any(now - row.heartbeat < 2 * every + 1 for row in rows) or requests != self.last_requests:
+                self.link.heartbeat()
             self.last_requests = requests
