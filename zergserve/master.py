@@ -21,8 +21,12 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     USR2        logged and ignored (gunicorn's binary upgrade; HUP is the in-place upgrade here).
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
 
-Other roles (zerg server, emperor link, idle watch) plug in through `add_reader()`,
-`add_housekeeping()`, `add_timer()` and `on_ready` instead of growing this loop. Housekeeping runs
+Plugins (zerg server, emperor link, idle watch, cheaper, recycling, reloader) plug in through
+`add_reader()`, `add_housekeeping()`, `add_timer()`, `add_ready_task()`, `add_wake_task()`,
+`add_stats()`, `add_handover()` and `add_cleanup()`, read through `rows()`, `live_rows()`,
+`queue_lengths()` and `worker_procs()`, and act through `add_worker()`, `retire_worker()`, `recycle()`,
+`kill_worker()`, `go_cheap()`, `handle_hup()`, `begin_stop()` and `set_worker_count()`, instead of
+growing this loop or reaching into it. Housekeeping runs
 once per --check-interval, however many events (stats reads, zerg attaches, emperor bytes) wake the
 loop, so checks that talk to the emperor happen once per cycle, as in uWSGI; a timer sets its own
 pace (the SOS backlog watch looks every 0.1 s while loaded). A worker that becomes
@@ -115,8 +119,8 @@ class Master:
         self.housekeeping: list[Callable[[], None]] = []
         self.timers: list[list[Any]] = []  # [when due (monotonic), task returning seconds to its next turn]
         self.cleanups: list[Callable[[], None]] = []
-        self.on_wake: list[Callable[[], None]] = []
-        self.on_ready: list[Callable[[], None]] = []
+        self._wake_tasks: list[Callable[[], None]] = []
+        self._ready_tasks: list[Callable[[], None]] = []
         self.stats_extras: list[Callable[[], dict[str, Any]]] = []
         self.handovers: dict[str, Callable[[], Any]] = {}
         self.stopping: str | None = None  # graceful | leave | quick
@@ -195,6 +199,48 @@ class Master:
         """Call `callback` from the loop whenever `fileobj` is readable."""
         self.selector.register(fileobj, selectors.EVENT_READ, callback)
 
+    def remove_reader(self, fileobj: Any) -> None:
+        """Stop watching `fileobj` (it may not be watched any more)."""
+        try:
+            self.selector.unregister(fileobj)
+        except (KeyError, ValueError):
+            pass
+
+    def add_ready_task(self, task: Callable[[], None]) -> None:
+        """Call `task` as soon as a worker says it is ready (a byte on the ready pipe)."""
+        self._ready_tasks.append(task)
+
+    def add_wake_task(self, task: Callable[[], None]) -> None:
+        """Call `task` when a connection ends cheap mode and the workers are respawned."""
+        self._wake_tasks.append(task)
+
+    def rows(self) -> list[Any]:
+        """The scoreboard rows of worker ids 1..num_workers (live or not)."""
+        return self.scoreboard.rows()[: self.num_workers]
+
+    def live_rows(self) -> list[Any]:
+        """The rows of the workers that run now (a row whose pid is a live worker of this master)."""
+        return [row for row in self.rows() if row.wid in self.workers and self.workers[row.wid].pid == row.pid]
+
+    def worker_procs(self) -> list[WorkerProc]:
+        """The live workers' records (pid, when spawned, recycle deadline)."""
+        return list(self.workers.values())
+
+    def queue_lengths(self) -> list[tuple[int, str]]:
+        """(connections waiting in the backlog, address) of every listening socket."""
+        return [(sockets.queue_length(listener)[0], listener.name) for listener in self.listeners]
+
+    def set_worker_count(self, count: int) -> None:
+        """How many workers to keep (the cheaper subsystem's start, before the first spawn)."""
+        self.num_workers = count
+
+    def kill_worker(self, wid: int) -> None:
+        """SIGKILL worker `wid` now (no second kill: it is being reaped, then respawned)."""
+        proc = self.workers.get(wid)
+        if proc is not None:
+            proc.recycle_deadline = math.inf
+            _kill(proc.pid, signal.SIGKILL)
+
     def add_housekeeping(self, task: Callable[[], None]) -> None:
         """Call `task` once per master cycle (at least every --check-interval seconds)."""
         self.housekeeping.append(task)
@@ -254,7 +300,7 @@ class Master:
     def _worker_ready(self, ready_r: int) -> None:
         drain(ready_r)
         self._notify_ready()
-        for task in self.on_ready:
+        for task in self._ready_tasks:
             task()
 
     def _notify_ready(self) -> None:
@@ -387,7 +433,7 @@ class Master:
             return  # no new workers while stopping (a zerg's socket stays with its other holders)
         logger.info("cheap mode off: a connection arrived, respawning %d worker(s)", self.num_workers)
         self._respawn_missing()
-        for task in self.on_wake:
+        for task in self._wake_tasks:
             task()
 
     def _respawn_missing(self) -> None:
@@ -633,9 +679,12 @@ class Master:
 
     # --- stopping ---------------------------------------------------------------------------
 
-    def begin_stop(self, how: str) -> None:
+    def begin_stop(self, how: str, exit_code: int | None = None) -> None:
         """Start a shutdown: 'graceful' lets requests finish and serves the queue, 'leave' (a zerg's
-        INT) lets requests finish, both within worker-reload-mercy; 'quick' exits at once."""
+        INT) lets requests finish, both within worker-reload-mercy; 'quick' exits at once.
+        `exit_code`: what the master then exits with (FAILURE when the emperor is gone)."""
+        if exit_code is not None:
+            self.exit_code = exit_code
         if self.stopping == "quick" or self.stopping == how:
             return
         self.stopping = how

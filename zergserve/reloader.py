@@ -97,7 +97,7 @@ class Reloader:
             act()
 
     def _recycle_workers(self) -> None:
-        for wid in list(self.master.workers):
+        for wid in [proc.wid for proc in self.master.worker_procs()]:
             self.master.recycle(wid, "touch-workers-reload")
 
 

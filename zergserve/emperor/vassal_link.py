@@ -82,7 +82,7 @@ class EmperorLink:
         self.last_requests = -1
         master.add_reader(self.link.sock, self.link.receive)
         master.add_housekeeping(self.housekeeping)
-        master.on_ready.append(self._check_accepting)
+        master.add_ready_task(self._check_accepting)
         if first_start:
             self.send(protocol.SPAWNED)
 
@@ -101,12 +101,8 @@ class EmperorLink:
         if self.master.stopping:
             return
         logger.error("lost connection with my emperor !!!")
-        self.master.exit_code = exitcodes.FAILURE
-        self.master.begin_stop("quick")
-        try:
-            self.master.selector.unregister(self.link.sock)
-        except (KeyError, ValueError):
-            pass
+        self.master.begin_stop("quick", exit_code=exitcodes.FAILURE)
+        self.master.remove_reader(self.link.sock)
 
     def _check_accepting(self) -> None:
         """Byte 5 once per (re)spawn of worker 1, as soon as it is ready (called on the master's
@@ -114,7 +110,7 @@ class EmperorLink:
         master = self.master
         if not master.num_workers:
             return
-        row = master.scoreboard.row(1)
+        row = master.rows()[0]
         if row.status in (IDLE, BUSY) and row.pid and row.pid != self.accepting_pid:
             self.accepting_pid = row.pid
             self.send(protocol.ACCEPTING)
@@ -122,7 +118,7 @@ class EmperorLink:
     def housekeeping(self) -> None:
         master = self.master
         self._check_accepting()
-        rows = master.scoreboard.rows()[: master.num_workers]
+        rows = master.rows()
         requests = sum(row.requests for row in rows)
         if not self.loyal and requests > 0:
             self.loyal = True
