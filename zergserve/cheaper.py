@@ -33,7 +33,6 @@ import time
 from typing import Any
 
 from zergserve.log import logger
-from zergserve.master import _rss
 from zergserve.scoreboard import BUSY, Row
 
 
@@ -77,7 +76,7 @@ class Cheaper:
             return
         rows = master.live_rows()
         room = max(0, cfg.processes - master.num_workers)
-        rss = sum(_rss(proc.pid) for proc in master.worker_procs()) \
+        rss = sum(proc.rss() for proc in master.worker_procs()) \
             if cfg.cheaper_rss_limit_soft or cfg.cheaper_rss_limit_hard else 0
         if cfg.cheaper_rss_limit_hard and rss > cfg.cheaper_rss_limit_hard and master.num_workers > cfg.cheaper:
             self._retire(f"workers' RSS {rss} bytes above --cheaper-rss-limit-hard {cfg.cheaper_rss_limit_hard}")

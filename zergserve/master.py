@@ -80,6 +80,10 @@ class WorkerProc:
         self.respawns = 0
         self.recycle_deadline: float | None = None  # told to recycle: killed if still running then
 
+    def rss(self) -> int:
+        """Its resident set size in bytes (0 if it is gone)."""
+        return _memory(self.pid)[0]
+
 
 class Retiring:
     """A worker told to stop (old generation, TTOU, shutdown): killed if it outlives its deadline."""
@@ -876,11 +880,6 @@ def _kill(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
-
-
-def _rss(pid: int) -> int:
-    """Resident set size in bytes (0 if the process is gone)."""
-    return _memory(pid)[0]
 
 
 def _memory(pid: int) -> tuple[int, int]:

@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from zergserve.log import logger
-from zergserve.master import _rss
 
 _MB = 1024 * 1024
 
@@ -37,7 +36,7 @@ class Recycler:
             wid = proc.wid
             if proc.recycle_deadline is not None:
                 continue
-            rss = _rss(proc.pid) if cfg.reload_on_rss or cfg.evil_reload_on_rss else 0
+            rss = proc.rss() if cfg.reload_on_rss or cfg.evil_reload_on_rss else 0
             if cfg.evil_reload_on_rss and rss > cfg.evil_reload_on_rss * _MB:
                 logger.error("*** EVIL RELOAD ON WORKER %d (pid %d): RSS %d MB above %d MB, killing it ***",
                              wid, proc.pid, rss // _MB, cfg.evil_reload_on_rss)

@@ -69,17 +69,18 @@ class Emperor:
     def start(self) -> None:
         """Create the stats and metrics sockets and the pidfile; StartError names what cannot be made."""
         cfg = self.cfg
+        what = "stats"
         try:
             if cfg.emperor_stats:
                 self.stats = StatsServer(cfg.emperor_stats, self.stats_document, http=cfg.stats_http)
                 self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
+            what = "metrics"
             if cfg.emperor_metrics:
                 self.metrics = metrics.MetricsServer(cfg.emperor_metrics, self.metrics_text)
                 self.selector.register(self.metrics, selectors.EVENT_READ, self.metrics.serve_one)
         except sockets.AddressError as exc:
             self.close_servers()
-            raise StartError(f"emperor {'metrics' if self.stats or not cfg.emperor_stats else 'stats'} "
-                             f"server: {exc}") from None
+            raise StartError(f"emperor {what} server: {exc}") from None
         if cfg.emperor_pidfile:
             try:
                 with open(cfg.emperor_pidfile, "w") as fh:
