@@ -775,3 +775,17 @@ def test_a_newline_in_a_vassal_name_cannot_forge_log_lines(spawn, workdir):
     text = emperor.server.log()
     assert "vassal evil\\n[2026-01-01 00.00.00] [1] INFO [emperor] FORGED\\x1b[31m.ini spawned" in text
     assert not any(line.startswith(forged) for line in text.splitlines()) and "\x1b" not in text
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--emperor-pidfile", "{dir}/no/such/dir/emperor.pid"),
+    ("--emperor-stats", "{dir}/no/such/dir/stats.sock"),
+    ("--emperor-metrics", "{dir}/no/such/dir/metrics.sock"),
+])
+def test_emperor_start_error_is_one_line_and_exit_2(spawn, workdir, option, value):
+    (workdir / "vassals").mkdir()
+    server = spawn("--emperor", str(workdir / "vassals"), option, value.format(dir=workdir))
+    assert server.wait_exit() == 2
+    log = server.log()
+    assert "Traceback" not in log, log
+    assert any("no/such/dir" in line for line in log.splitlines()), log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -329,3 +330,22 @@ def test_signal_before_the_master_loop_is_queued_not_fatal(spawn, workdir):
     assert server.proc.poll() is None
     wait_for(lambda: http_request(listener.addr, "GET", "/", timeout=5)[0] == 200, timeout=15,
              message="serving after the early HUP")
+
+
+def test_the_reload_handover_never_reaches_the_app(spawn, workdir):
+    """cli.py takes the re-exec state out of the environment first: the app, imported again by the
+    re-executed master, sees no ZERGSERVE_REEXEC_ variable (it used to see the old workers' pids)."""
+    (workdir / "snap.py").write_text(
+        "import json, os\nSEEN = json.dumps(sorted(os.environ)).encode()\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'application/json')])\n    return [SEEN]\n")
+    addr, stats = f"127.0.0.1:{free_port()}", str(workdir / "stats.sock")
+    server = spawn("--chdir", str(workdir), "--module", "snap:application", "--http", addr, "--stats", stats,
+                   wait=addr)
+    server.stats = stats
+    before = wait_for(lambda: worker_pids(server), message="a worker")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: worker_pids(server) and not (worker_pids(server) & before), timeout=20,
+             message="all workers replaced")
+    env = json.loads(http_request(addr)[2])
+    assert not [name for name in env if name.startswith("ZERGSERVE_REEXEC")], env

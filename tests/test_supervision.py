@@ -412,7 +412,7 @@ def test_c35_no_fd_leak_across_requests_malformed_and_reloads(spawn, workdir):
     generation's; no TCP socket of the server is in CLOSE_WAIT; master RSS grew < 5 %; every fd of
     the master and the workers is close-on-exec except stdio (0, 1, 2): the listening sockets are
     inheritable only for the instant of the master's re-exec (master.py reexec() sets them
-    inheritable, adopt_reexec_listeners() clears the flag again in the new image)."""
+    inheritable, handover.adopt_listeners() clears the flag again in the new image)."""
     server = start(spawn, workdir, workers=2)
     http_request(server.http, "GET", "/")
     uwsgi_get(server.uwsgi, "/")

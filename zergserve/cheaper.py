@@ -34,9 +34,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from zergserve import sockets
 from zergserve.log import logger
-from zergserve.master import _rss
 from zergserve.scoreboard import BUSY, Row
 
 
@@ -68,7 +66,7 @@ class Cheaper:
     def __init__(self, master: Any) -> None:
         self.master = master
         self.cfg = cfg = master.cfg
-        master.num_workers = cfg.cheaper_initial or cfg.cheaper
+        master.set_worker_count(cfg.cheaper_initial or cfg.cheaper)
         self.algo = _ALGOS[cfg.cheaper_algo](cfg)
         self.added = self.stopped = 0
         master.add_housekeeping(self.housekeeping)
@@ -92,10 +90,9 @@ class Cheaper:
 
     def _decide(self) -> None:
         master, cfg = self.master, self.cfg
-        rows = [row for row in master.scoreboard.rows()[: master.num_workers]
-                if row.wid in master.workers and master.workers[row.wid].pid == row.pid]
+        rows = master.live_rows()
         room = max(0, cfg.processes - master.num_workers)
-        rss = sum(_rss(proc.pid) for proc in master.workers.values()) \
+        rss = sum(proc.rss() for proc in master.worker_procs()) \
             if cfg.cheaper_rss_limit_soft or cfg.cheaper_rss_limit_hard else 0
         if cfg.cheaper_rss_limit_hard and rss > cfg.cheaper_rss_limit_hard and master.num_workers > cfg.cheaper:
             self._retire(f"workers' RSS {rss} bytes above --cheaper-rss-limit-hard {cfg.cheaper_rss_limit_hard}")
@@ -115,7 +112,7 @@ class Cheaper:
         self.master.retire_worker(f"cheaper ({self.cfg.cheaper_algo}): {reason}, stopping a worker")
 
     def _queued(self) -> int:
-        return sum(sockets.queue_length(listener)[0] for listener in self.master.listeners)
+        return sum(queued for queued, _ in self.master.queue_lengths())
 
 
 class Spare:

@@ -8,20 +8,18 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import compat, config, log, privileges, sockets, trial, workers, zerg
+from zergserve import compat, config, exitcodes, handover, log, privileges, sockets, trial, workers, zerg
+from zergserve.exitcodes import StartError
 from zergserve.emperor import protocol
 from zergserve.hooks import Hooks, HooksError
 from zergserve.log import logger
-from zergserve.master import (RELOAD_CHECK, REEXEC_LISTENERS, REEXEC_WORKERS, Master, StartError,
-                              adopt_reexec_listeners, check_start, hold_signals)
+from zergserve.master import Master, check_start, hold_signals
 from zergserve.sdnotify import Notifier
-from zergserve.workers.base import EXIT_APP_LOAD_ERROR
-
-EXIT_USAGE = 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    inherited = handover.take(os.environ)  # a re-exec's state: the role adopts it, no child inherits it
     try:
         cfg = config.load(args, os.environ)
     except (config.HelpRequested, config.VersionRequested) as exc:
@@ -29,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         for line in str(exc).splitlines():
             print(f"zergserve: {log.printable(line)}", file=sys.stderr)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     if cfg.connect_and_read:
         return _connect_and_read(cfg.connect_and_read)
     if cfg.print_config:  # before --logto takes stdout: the JSON is for the terminal or a pipe
@@ -45,31 +43,31 @@ def main(argv: list[str] | None = None) -> int:
             os.execvp(patch[0], patch)
         except OSError as exc:
             logger.error("binary patch %s: %s", patch[0], exc.strerror)
-            return 1
+            return exitcodes.FAILURE
     roles = [name for name, on in (("--emperor", cfg.emperor), ("--zergpool", cfg.zergpool),
                                    ("an app (--module/--wsgi-file)", cfg.module or cfg.wsgi_file)) if on]
     if len(roles) > 1:
         logger.error("%s run in separate processes here: give them to separate zergserve commands",
                      " and ".join(roles))
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         emperor_fd = protocol.vassal_fd(os.environ)
     except ValueError as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     if cfg.emperor and emperor_fd is not None:
         logger.error("refusing to run an emperor as a vassal (%s is set): an emperor's environment or "
                      "config made this vassal an emperor too; give vassals options with UWSGI_VASSAL_* "
                      "or --vassal-set instead", protocol.ENV_FD)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     if cfg.zergpool:
         if cfg.check_config:
             return _check_zergpool(cfg)
         from zergserve import zergpool  # here: an instance's workers never need it (nor its json)
-        return zergpool.run(cfg, args, emperor_fd)
+        return zergpool.run(cfg, args, emperor_fd, inherited)
     if cfg.emperor:
         return run_emperor(cfg)
-    return run_instance(cfg, args, emperor_fd)
+    return run_instance(cfg, args, emperor_fd, inherited)
 
 
 def _print(text: str) -> int:
@@ -99,15 +97,20 @@ def run_emperor(cfg: config.Config) -> int:
     if cfg.emperor_tyrant and (cfg.uid or cfg.gid):
         logger.error("--emperor-tyrant runs each vassal as its config file's owner, which needs an emperor "
                      "that stays root: give --uid/--gid to the vassals, not to the emperor")
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         privileges.apply(privileges.prepare(cfg), warn_root=False)
         emperor = Emperor(cfg)
     except (ValueError, sockets.AddressError, privileges.PrivilegeError, OSError) as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     if cfg.check_config:
         return _check_emperor(emperor)
+    try:
+        emperor.start()
+    except StartError as exc:
+        logger.error("%s", exc)
+        return exitcodes.USAGE
     return emperor.run()
 
 
@@ -135,7 +138,7 @@ def _check_emperor(emperor) -> int:
                 if fd >= 0:
                     os.close(fd)
     if bad:
-        return EXIT_USAGE
+        return exitcodes.USAGE
     logger.info("emperor configuration OK (%s)", ", ".join(m.name for m in emperor.monitors))
     return 0
 
@@ -148,31 +151,32 @@ def _check_zergpool(cfg: config.Config) -> int:
             zergpool.parse(spec)
     except sockets.AddressError as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     logger.info("zergpool configuration OK")
     return 0
 
 
-def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = None) -> int:
+def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = None,
+                 inherited: dict | None = None) -> int:
     """An instance: a master and its workers over the configured sockets; a vassal when its
-    emperor's socket is given."""
+    emperor's socket is given; `inherited` is what a previous image handed over (handover.py)."""
     start_cwd = os.getcwd()
     notify = Notifier.take(os.environ)  # before the app loads: only the master speaks to systemd
     try:
         identity = privileges.prepare(cfg)
     except privileges.PrivilegeError as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         hooks = Hooks(cfg.hooks)  # before --chdir: a relative path means what it meant where we started
     except HooksError as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         app_loader.prepare(cfg.chdir, cfg.pythonpath, cfg.env, cfg.home)
     except app_loader.AppLoadError as exc:
         logger.error("%s", exc)
-        return EXIT_APP_LOAD_ERROR
+        return exitcodes.APP_LOAD_ERROR
     compat.install(cfg)
     if cfg.cheaper:
         from zergserve import cheaper
@@ -180,49 +184,49 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
             cheaper.check(cfg)
         except cheaper.CheaperError as exc:
             logger.error("%s", exc)
-            return EXIT_USAGE
+            return exitcodes.USAGE
     if cfg.check_static or cfg.static_map or cfg.static_map2:
         from zergserve import static  # here: an instance without static files never imports it
         try:
             files = static.Files.from_config(cfg)  # after --chdir: relative directories are the app's
         except static.StaticError as exc:
             logger.error("%s", exc)
-            return EXIT_USAGE
+            return exitcodes.USAGE
         app_loader.add_layer(static.layer(files, asgi=workers.SERVES[cfg.worker] == "asgi"))
     if cfg.check_config:
-        return _check_config(cfg)
-    reloaded = REEXEC_LISTENERS in os.environ
+        return _check_config(cfg, inherited)
+    reloaded = inherited is not None
     hold_signals()
-    adopted = adopt_reexec_listeners()
+    adopted = handover.adopt_listeners(inherited)
     handed = list(adopted.values())
     try:
         listeners = bind_listeners(cfg, adopted)
     except (sockets.AddressError, zerg.ZergError) as exc:
         logger.error("%s", exc)
-        return 1 if isinstance(exc, zerg.ZergError) else EXIT_USAGE
+        return exitcodes.FAILURE if isinstance(exc, zerg.ZergError) else exitcodes.USAGE
     for listener in adopted.values():
         logger.info("closing %s: no longer in the configuration", listener.name)
         sockets.close_listener(listener, cfg.vacuum)
     if not listeners:
         logger.error("no socket to serve: give --http ADDR and/or --socket ADDR")
-        return EXIT_USAGE
+        return exitcodes.USAGE
     try:
         privileges.apply(identity)  # uWSGI's order: after the sockets are bound, before the app loads
     except (OSError, privileges.PrivilegeError) as exc:
         logger.error("cannot drop privileges: %s", exc)
         _abandon(listeners, cfg.vacuum)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     app = None
     if not cfg.lazy_apps:
         app = _load_app(cfg)
-        if app is None and not os.environ.get(REEXEC_WORKERS):
+        if app is None and not (inherited or {}).get("workers"):
             _abandon(listeners, cfg.vacuum)
-            return EXIT_APP_LOAD_ERROR
-    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks)
+            return exitcodes.APP_LOAD_ERROR
+    master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks, inherited)
     if reloaded:
         master.added_listeners = [item for item in listeners if item.origin == "bound" and item not in handed]
     if app is None and not cfg.lazy_apps:  # a reload's new image, with the previous workers to fall back on
-        master.roll_back("the new app could not be loaded by the master", EXIT_APP_LOAD_ERROR)
+        master.roll_back("the new app could not be loaded by the master", exitcodes.APP_LOAD_ERROR)
     if cfg.zerg_server:
         try:
             server = zerg.ZergServer(cfg.zerg_server, listeners, cfg.listen, cfg.zerg_server_mode,
@@ -230,15 +234,16 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         except sockets.AddressError as exc:
             logger.error("%s", exc)
             _abandon(listeners, cfg.vacuum)
-            return EXIT_USAGE
+            return exitcodes.USAGE
         master.add_reader(server, server.serve_one)
         master.add_housekeeping(server.refusals.flush)
         master.add_cleanup(server.close)
         master.add_stats(server.stats)
-        master.add_handover(server.handover)
+        server.restore((inherited or {}).get("zerg_server"))
+        master.add_handover("zerg_server", server.handover)
     link = None
     if emperor_fd is not None:
-        from zergserve.emperor.link import EmperorLink
+        from zergserve.emperor.vassal_link import EmperorLink
         link = EmperorLink(emperor_fd, master, first_start=not reloaded)
     if cfg.idle or cfg.cheap or cfg.vassal_sos_backlog or cfg.vassal_sos:
         from zergserve.elastic import Elastic
@@ -332,21 +337,21 @@ def _abandon(listeners: list[sockets.Listener], vacuum: bool) -> None:
         sockets.close_listener(listener, vacuum)
 
 
-def _check_config(cfg: config.Config) -> int:
+def _check_config(cfg: config.Config, inherited: dict | None = None) -> int:
     """--check-config: the configuration and the app load. As the master's HUP check it also
     tries what the new master will bind and create, and boots a trial worker of the new app that
     must answer the --reload-check-url requests (trial.py), so that a reload that would fail is
     refused while the old workers go on serving."""
-    reload_check = RELOAD_CHECK in os.environ
+    reload_check = inherited is not None and "reload_check" in inherited
     if reload_check:
-        code = _check_reload_resources(cfg, os.environ.pop(RELOAD_CHECK))
+        code = _check_reload_resources(cfg, inherited)
         if code:
             return code
     app = None
     if not (reload_check and cfg.lazy_apps):  # a lazy app loads in the trial worker, after its fork
         app = _load_app(cfg)
         if app is None:
-            return EXIT_APP_LOAD_ERROR
+            return exitcodes.APP_LOAD_ERROR
     if reload_check:
         code = trial.run(cfg, app, workers.get(cfg.worker))
         if code:
@@ -355,21 +360,21 @@ def _check_config(cfg: config.Config) -> int:
     return 0
 
 
-def _check_reload_resources(cfg: config.Config, held_addresses: str) -> int:
+def _check_reload_resources(cfg: config.Config, inherited: dict) -> int:
     """Bind the addresses the running master does not hold (it passes us the ones it does, which
     are taken over, never rebound), then release them and remove the socket files made here; check
     the stats and metrics addresses and the pidfile. A zerg that has not attached yet would attach at start, so
     it has nothing to bind here."""
-    adopted = adopt_reexec_listeners()
+    adopted = handover.adopt_listeners(inherited)
     held = list(adopted.values())
     listeners: list[sockets.Listener] = []
     try:
         if not cfg.zerg or any(item.attached for item in held):
             listeners = bind_listeners(cfg, adopted, attach=False)
-        check_start(cfg, held_addresses)
+        check_start(cfg, inherited["reload_check"])
     except (sockets.AddressError, StartError) as exc:
         logger.error("reload check: %s", exc)
-        return EXIT_USAGE
+        return exitcodes.USAGE
     finally:
         for listener in listeners:
             sockets.close_listener(listener, vacuum=listener not in held)

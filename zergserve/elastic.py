@@ -33,7 +33,6 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from zergserve import sockets
 from zergserve.emperor import protocol
 from zergserve.log import logger
 from zergserve.scoreboard import BUSY
@@ -53,10 +52,10 @@ class Elastic:
         self.send = send
         self.ask_to_die = ask_to_die
         self.last_requests = -1
-        self.last_activity = time.time()
+        self.last_activity = time.monotonic()
         self.asked_to_die = False
-        self.last_idle_worker = time.time()  # when a worker was last seen not busy (--vassal-sos)
-        self.last_overload_sos = 0.0
+        self.last_idle_worker = time.monotonic()  # when a worker was last seen not busy (--vassal-sos)
+        self.last_overload_sos = -math.inf
         self.queues: deque[tuple[float, int]] = deque()  # (monotonic, longest queue) while one waits
         self.asked_at = -math.inf  # when the backlog watch last sent SOS (monotonic)
         self.asked_queue = 0
@@ -64,16 +63,16 @@ class Elastic:
         master.add_housekeeping(self.housekeeping)
         if send is not None and self.cfg.vassal_sos_backlog:
             master.add_timer(self._backlog_watch)
-        master.on_wake.append(self._woken)
+        master.add_wake_task(self._woken)
 
     def _woken(self) -> None:
-        self.last_activity = time.time()
+        self.last_activity = time.monotonic()
 
     def housekeeping(self) -> None:
         master = self.master
-        now = time.time()
-        rows = master.scoreboard.rows()[: master.num_workers]
-        live = [row for row in rows if row.wid in master.workers and row.pid == master.workers[row.wid].pid]
+        now = time.monotonic()
+        rows = master.rows()
+        live = master.live_rows()
         requests = sum(row.requests for row in rows)
         busy = [row for row in live if row.status == BUSY]
         if requests != self.last_requests or busy:
@@ -89,12 +88,13 @@ class Elastic:
     def _backlog_watch(self) -> float:
         """--vassal-sos-backlog: SOS for as many zergs as the queue calls for; returns when to look again."""
         master = self.master
-        if master.cheap or not master.listeners:
+        lengths = [] if master.cheap else master.queue_lengths()
+        if not lengths:
             self.queues.clear()
             return self.cfg.check_interval
         now = time.monotonic()
-        queued, name = max((sockets.queue_length(listener)[0], listener.name) for listener in master.listeners)
-        if queued or any(row.status == BUSY for row in master.scoreboard.rows()[: master.num_workers]):
+        queued, name = max(lengths)
+        if queued or any(row.status == BUSY for row in master.rows()):
             self.loaded_at = now
         if not queued:
             self.queues.clear()

@@ -21,8 +21,12 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     USR2        logged and ignored (gunicorn's binary upgrade; HUP is the in-place upgrade here).
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
 
-Other roles (zerg server, emperor link, idle watch) plug in through `add_reader()`,
-`add_housekeeping()`, `add_timer()` and `on_ready` instead of growing this loop. Housekeeping runs
+Plugins (zerg server, emperor link, idle watch, cheaper, recycling, reloader) plug in through
+`add_reader()`, `add_housekeeping()`, `add_timer()`, `add_ready_task()`, `add_wake_task()`,
+`add_stats()`, `add_handover()` and `add_cleanup()`, read through `rows()`, `live_rows()`,
+`queue_lengths()` and `worker_procs()`, and act through `add_worker()`, `retire_worker()`, `recycle()`,
+`kill_worker()`, `go_cheap()`, `handle_hup()`, `begin_stop()` and `set_worker_count()`, instead of
+growing this loop or reaching into it. Housekeeping runs
 once per --check-interval, however many events (stats reads, zerg attaches, emperor bytes) wake the
 loop, so checks that talk to the emperor happen once per cycle, as in uWSGI; a timer sets its own
 pace (the SOS backlog watch looks every 0.1 s while loaded). A worker that becomes
@@ -40,21 +44,16 @@ import sys
 import time
 from typing import Any, Callable
 
-from zergserve import __version__, compat, metrics, proctitle, sockets
+from zergserve import __version__, compat, exitcodes, handover, metrics, proctitle, sockets
+from zergserve.exitcodes import StartError
 from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
 from zergserve.log import logger
-from zergserve.wakeup import drain, wakeup_pipe
+from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.scoreboard import BUSY, STARTING, Scoreboard
 from zergserve.stats import StatsServer
-from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WORKER_SIGNALS
+from zergserve.workers.base import WORKER_SIGNALS
 
-REEXEC_LISTENERS = "ZERGSERVE_REEXEC_FDS"
-REEXEC_WORKERS = "ZERGSERVE_REEXEC_WORKERS"
-REEXEC_LIFELINES = "ZERGSERVE_REEXEC_LIFELINES"  # pid:fd of each old worker's lifeline write end
-REEXEC_PAUSED = "ZERGSERVE_REEXEC_PAUSED"
-RELOAD_CHECK = "ZERGSERVE_REEXEC_CHECK"  # for the HUP check: the stats and metrics addresses the master holds
-EXIT_START_ERROR = 2  # as the CLI's usage errors: the configuration names something unusable
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGCHLD)
 _QUICK_MERCY = 3.0
@@ -67,12 +66,7 @@ _EARLY: list[int] = []  # signals that came before the master's loop was ready, 
 def hold_signals() -> None:
     """Remember the master's signals instead of dying of them, from before the sockets listen
     until the loop runs: a HUP sent as soon as the port answers is then a reload, not a kill."""
-    for signum in _HANDLED:
-        signal.signal(signum, lambda signum, frame: _EARLY.append(signum))
-
-
-class StartError(Exception):
-    """Something the master creates besides its sockets (stats socket, pidfile) cannot be created."""
+    record_signals(_HANDLED, _EARLY)
 
 
 class WorkerProc:
@@ -85,6 +79,10 @@ class WorkerProc:
         self.harakiri_count = 0
         self.respawns = 0
         self.recycle_deadline: float | None = None  # told to recycle: killed if still running then
+
+    def rss(self) -> int:
+        """Its resident set size in bytes (0 if it is gone)."""
+        return _memory(self.pid)[0]
 
 
 class Retiring:
@@ -101,11 +99,13 @@ class Master:
 
     def __init__(self, cfg: Any, listeners: list[sockets.Listener], app: Any, worker_class: type,
                  argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None,
-                 hooks: Hooks | None = None) -> None:
+                 hooks: Hooks | None = None, inherited: dict[str, Any] | None = None) -> None:
+        """`inherited`: what the previous image handed over (handover.take), None on a fresh start."""
         self.cfg = cfg
         self.hooks = hooks or Hooks()
         self.log = logger  # gunicorn's server.log, for hooks
-        self.reexecuted = REEXEC_WORKERS in os.environ  # by a HUP: on_reload instead of on_starting
+        inherited = inherited or {}
+        self.reexecuted = "workers" in inherited  # by a HUP: on_reload instead of on_starting
         self.notify = notify or Notifier()
         self.notified_ready = False  # READY=1 once per image: at start, or at the end of a reload
         self.start_cwd = start_cwd or os.getcwd()
@@ -124,28 +124,31 @@ class Master:
         self.housekeeping: list[Callable[[], None]] = []
         self.timers: list[list[Any]] = []  # [when due (monotonic), task returning seconds to its next turn]
         self.cleanups: list[Callable[[], None]] = []
-        self.on_wake: list[Callable[[], None]] = []
-        self.on_ready: list[Callable[[], None]] = []
+        self._wake_tasks: list[Callable[[], None]] = []
+        self._ready_tasks: list[Callable[[], None]] = []
         self.stats_extras: list[Callable[[], dict[str, Any]]] = []
-        self.handovers: list[Callable[[], dict[str, str]]] = []
+        self.handovers: dict[str, Callable[[], Any]] = {}
         self.stopping: str | None = None  # graceful | leave | quick
         self.zerg = any(listener.attached for listener in listeners)
         self.cheap = False
         self.stop_deadline = 0.0
-        self.paused = os.environ.pop(REEXEC_PAUSED, "") == "1"  # TSTP holds across a reload
-        self.canary: int | None = None
-        self.canary_deadline = 0.0
-        self.canary_timed_out = False
+        self.paused = bool(inherited.get("paused"))  # TSTP holds across a reload
+        self.reload_check_pid: int | None = None
+        self.reload_check_deadline = 0.0
+        self.reload_check_killed = False
         self.pidfile_written = False
         self.exit_code = 0
-        self.started = time.time()
+        self.started = time.monotonic()
         self.scoreboard = Scoreboard(max(self.num_workers, 1))
         self.stats: StatsServer | None = None
         self.metrics: metrics.MetricsServer | None = None
         self.rolled_back: str | None = None  # why this image's workers could not boot after a reload
         self.added_listeners: list[sockets.Listener] = []  # bound by this image, unknown to the previous
         self.rollback_code = 0
-        self._adopt_old_workers()
+        self._adopt_old_workers(inherited.get("workers", []))
+        for pid, fd in inherited.get("lifelines", {}).items():  # the old workers' lifelines stay with us
+            os.set_inheritable(fd, False)
+            self.lifelines[int(pid)] = fd
         self.add_stats(self._rollback_stats)
 
     # --- the loop ---------------------------------------------------------------------------
@@ -157,7 +160,7 @@ class Master:
             self._setup()
         except StartError as exc:
             logger.error("%s", exc)
-            self.exit_code = EXIT_START_ERROR
+            self.exit_code = exitcodes.USAGE
             self._cleanup()
             return self.exit_code
         if not self.reexecuted:
@@ -189,7 +192,7 @@ class Master:
             next_cycle = time.monotonic() + self.cfg.check_interval
             self._harakiri()
             self._kill_overdue()
-            self._watch_canary()
+            self._watch_reload_check()
             for task in self.housekeeping:
                 task()
         self._cleanup()
@@ -203,6 +206,48 @@ class Master:
     def add_reader(self, fileobj: Any, callback: Callable[[], None]) -> None:
         """Call `callback` from the loop whenever `fileobj` is readable."""
         self.selector.register(fileobj, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fileobj: Any) -> None:
+        """Stop watching `fileobj` (it may not be watched any more)."""
+        try:
+            self.selector.unregister(fileobj)
+        except (KeyError, ValueError):
+            pass
+
+    def add_ready_task(self, task: Callable[[], None]) -> None:
+        """Call `task` as soon as a worker says it is ready (a byte on the ready pipe)."""
+        self._ready_tasks.append(task)
+
+    def add_wake_task(self, task: Callable[[], None]) -> None:
+        """Call `task` when a connection ends cheap mode and the workers are respawned."""
+        self._wake_tasks.append(task)
+
+    def rows(self) -> list[Any]:
+        """The scoreboard rows of worker ids 1..num_workers (live or not)."""
+        return self.scoreboard.rows()[: self.num_workers]
+
+    def live_rows(self) -> list[Any]:
+        """The rows of the workers that run now (a row whose pid is a live worker of this master)."""
+        return [row for row in self.rows() if row.wid in self.workers and self.workers[row.wid].pid == row.pid]
+
+    def worker_procs(self) -> list[WorkerProc]:
+        """The live workers' records (pid, when spawned, recycle deadline)."""
+        return list(self.workers.values())
+
+    def queue_lengths(self) -> list[tuple[int, str]]:
+        """(connections waiting in the backlog, address) of every listening socket."""
+        return [(sockets.queue_length(listener)[0], listener.name) for listener in self.listeners]
+
+    def set_worker_count(self, count: int) -> None:
+        """How many workers to keep (the cheaper subsystem's start, before the first spawn)."""
+        self.num_workers = count
+
+    def kill_worker(self, wid: int) -> None:
+        """SIGKILL worker `wid` now (no second kill: it is being reaped, then respawned)."""
+        proc = self.workers.get(wid)
+        if proc is not None:
+            proc.recycle_deadline = math.inf
+            _kill(proc.pid, signal.SIGKILL)
 
     def add_housekeeping(self, task: Callable[[], None]) -> None:
         """Call `task` once per master cycle (at least every --check-interval seconds)."""
@@ -226,18 +271,17 @@ class Master:
         """Merge `provider()`'s keys into every stats document."""
         self.stats_extras.append(provider)
 
-    def add_handover(self, provider: Callable[[], dict[str, str]]) -> None:
-        """Merge `provider()`'s entries into the environment of the master's re-exec: state that must
-        outlive a reload (the next image pops them back)."""
-        self.handovers.append(provider)
+    def add_handover(self, key: str, provider: Callable[[], Any]) -> None:
+        """Hand `provider()` (JSON-able) to the master's next image as `key` of its inherited state
+        (see handover.py): state that must outlive a reload."""
+        self.handovers[key] = provider
 
     def _setup(self) -> None:
         cfg = self.cfg
         proctitle.set_title(cfg, "master", master=True)
         wake_r, wake_w = wakeup_pipe()
         self._wake = (wake_r, wake_w)
-        for signum in _HANDLED:
-            signal.signal(signum, self._queue_signal)
+        record_signals(_HANDLED, self.signals)
         self.signals.extend(_EARLY)
         _EARLY.clear()
         self.add_reader(wake_r, lambda: drain(wake_r))
@@ -263,13 +307,10 @@ class Master:
         logger.info("zergserve %s master %d: %d %s worker(s)", __version__, os.getpid(), self.num_workers,
                     cfg.worker)
 
-    def _queue_signal(self, signum: int, frame: Any) -> None:
-        self.signals.append(signum)
-
     def _worker_ready(self, ready_r: int) -> None:
         drain(ready_r)
         self._notify_ready()
-        for task in self.on_ready:
+        for task in self._ready_tasks:
             task()
 
     def _notify_ready(self) -> None:
@@ -314,7 +355,7 @@ class Master:
         self.lifelines[pid] = life_w
         self.scoreboard.writer(wid).set_pid(pid)
         previous = self.history.get(wid)
-        proc = WorkerProc(wid, pid, time.time())
+        proc = WorkerProc(wid, pid, time.monotonic())
         if previous is not None:
             proc.harakiri_count = previous.harakiri_count
             proc.respawns = previous.respawns + 1
@@ -333,8 +374,8 @@ class Master:
             code = os.waitstatus_to_exitcode(status)
             if pid in self.lifelines:
                 os.close(self.lifelines.pop(pid))
-            if pid == self.canary:
-                self._canary_done(code)
+            if pid == self.reload_check_pid:
+                self._reload_check_done(code)
                 continue
             item = self.retiring.pop(pid, None)
             if item is not None:
@@ -359,13 +400,13 @@ class Master:
         if self.stopping:
             return
         if self._previous() and not self._booted(proc):  # a reload's new worker, the old ones wait
-            what = {EXIT_APP_LOAD_ERROR: "could not load the app", EXIT_BOOT_ERROR: "could not boot"}
+            what = {exitcodes.APP_LOAD_ERROR: "could not load the app", exitcodes.BOOT_ERROR: "could not boot"}
             detail = f"killed by signal {-code}" if code < 0 else f"exit {code}"
             self.roll_back(f"new worker {proc.wid} (pid {proc.pid}) {what.get(code, 'died before it was ready')} "
-                           f"({detail})", code if code in what else EXIT_BOOT_ERROR)
+                           f"({detail})", code if code in what else exitcodes.BOOT_ERROR)
             return
-        if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR) and not self._booted(proc):
-            what = "load the app" if code == EXIT_APP_LOAD_ERROR else "boot"
+        if code in (exitcodes.APP_LOAD_ERROR, exitcodes.BOOT_ERROR) and not self._booted(proc):
+            what = "load the app" if code == exitcodes.APP_LOAD_ERROR else "boot"
             logger.error("worker %d (pid %d) could not %s; stopping the master instead of respawning it",
                          proc.wid, proc.pid, what)
             self.exit_code = code
@@ -377,9 +418,9 @@ class Master:
             logger.error("worker %d (pid %d) exited with code %d", proc.wid, proc.pid, code)
         if proc.wid > self.num_workers:
             return
-        lived = time.time() - proc.spawned
+        lived = time.monotonic() - proc.spawned
         delay = 0.0 if lived > 1.0 or code == 0 else min(0.1 * 2 ** min(proc.respawns, 6), 5.0)
-        self.respawn_at[proc.wid] = time.time() + delay
+        self.respawn_at[proc.wid] = time.monotonic() + delay
 
     def _booted(self, proc: WorkerProc) -> bool:
         """Whether the worker got past its boot (its row left STARTING): codes 3 and 4 from one that
@@ -412,13 +453,13 @@ class Master:
             return  # no new workers while stopping (a zerg's socket stays with its other holders)
         logger.info("cheap mode off: a connection arrived, respawning %d worker(s)", self.num_workers)
         self._respawn_missing()
-        for task in self.on_wake:
+        for task in self._wake_tasks:
             task()
 
     def _respawn_missing(self) -> None:
         if self.cheap or self.rolled_back:
             return
-        now = time.time()
+        now = time.monotonic()
         for wid in range(1, self.num_workers + 1):
             if wid not in self.workers and self.respawn_at.get(wid, 0.0) <= now:
                 self.respawn_at.pop(wid, None)
@@ -444,11 +485,11 @@ class Master:
         if proc is None or proc.recycle_deadline is not None:
             return
         logger.info("worker %d (pid %d): %s, recycling it after the request in hand", wid, proc.pid, reason)
-        proc.recycle_deadline = time.time() + self.cfg.worker_reload_mercy
+        proc.recycle_deadline = time.monotonic() + self.cfg.worker_reload_mercy
         _kill(proc.pid, signal.SIGHUP)
 
     def _kill_overdue(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         for proc in self.workers.values():
             if proc.recycle_deadline is not None and now > proc.recycle_deadline:
                 logger.error("worker %d (pid %d) still running after worker-reload-mercy: killing it",
@@ -462,7 +503,7 @@ class Master:
                 item.deadline = math.inf
 
     def _retire(self, pid: int, mercy: float, wid: int = 0) -> None:
-        self.retiring[pid] = Retiring(pid, time.time() + mercy, wid)
+        self.retiring[pid] = Retiring(pid, time.monotonic() + mercy, wid)
         _kill(pid, signal.SIGTERM)
 
     # --- signals ----------------------------------------------------------------------------
@@ -480,17 +521,16 @@ class Master:
     def handle_hup(self) -> None:
         if self.stopping:
             return
-        if self.canary is not None:
+        if self.reload_check_pid is not None:
             logger.info("reload already in progress")
             return
         logger.info("graceful reload requested: checking the new configuration and app")
         self.notify.reloading("reloading: checking the new configuration and app")
         args = [sys.executable, "-m", "zergserve", *self.argv, "--check-config"]
-        env = {k: v for k, v in os.environ.items() if k not in (REEXEC_WORKERS, REEXEC_PAUSED)}
         # The check binds what the new master would bind, except what this one holds and passes on.
-        env[REEXEC_LISTENERS] = self._listener_handover()
-        env[RELOAD_CHECK] = "\n".join(sockets.canonical_name(addr)
-                                      for addr in (self.cfg.stats, self.cfg.metrics) if addr)
+        env = handover.environ_with({
+            "listeners": handover.listener_records(self.listeners),
+            "reload_check": [sockets.canonical_name(addr) for addr in (self.cfg.stats, self.cfg.metrics) if addr]})
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -501,26 +541,26 @@ class Master:
                 os.chdir(self.start_cwd)  # relative config paths mean what they meant at start
                 os.execve(sys.executable, args, env)
             finally:
-                os._exit(127)
-        self.canary = pid
-        self.canary_deadline = time.monotonic() + self.cfg.worker_reload_mercy
-        self.canary_timed_out = False
+                os._exit(exitcodes.EXEC_FAILED)
+        self.reload_check_pid = pid
+        self.reload_check_deadline = time.monotonic() + self.cfg.worker_reload_mercy
+        self.reload_check_killed = False
 
-    def _watch_canary(self) -> None:
+    def _watch_reload_check(self) -> None:
         """A check stuck in the new app's import would answer every later HUP with "reload already
         in progress": past worker-reload-mercy it is killed and the reload abandoned."""
-        if self.canary is None or self.canary_timed_out or time.monotonic() < self.canary_deadline:
+        if self.reload_check_pid is None or self.reload_check_killed or time.monotonic() < self.reload_check_deadline:
             return
         logger.error("reload aborted: the check of the new configuration and app (pid %d) took more than "
                      "%ds (worker-reload-mercy); killed it; old workers keep serving",
-                     self.canary, self.cfg.worker_reload_mercy)
-        _kill(self.canary, signal.SIGKILL)
-        self.canary_timed_out = True
+                     self.reload_check_pid, self.cfg.worker_reload_mercy)
+        _kill(self.reload_check_pid, signal.SIGKILL)
+        self.reload_check_killed = True
         self.notify.ready("reload aborted (the check took too long); old workers keep serving")
 
-    def _canary_done(self, code: int) -> None:
-        self.canary = None
-        if self.canary_timed_out:
+    def _reload_check_done(self, code: int) -> None:
+        self.reload_check_pid = None
+        if self.reload_check_killed:
             return
         if code != 0:
             logger.error("reload aborted: the new configuration or app failed its check (exit %d); "
@@ -532,44 +572,21 @@ class Master:
     def reexec(self) -> None:
         """Replace this master's image with a fresh one: same pid, so the workers stay its children."""
         logger.info("re-executing the master (pid %d) for a graceful reload", os.getpid())
-        for listener in self.listeners:
-            os.set_inheritable(listener.fileno(), True)
         for fd in self.lifelines.values():
             os.set_inheritable(fd, True)
-        env = dict(os.environ)
-        env[REEXEC_LISTENERS] = self._listener_handover()
-        env[REEXEC_WORKERS] = ",".join(str(p) for p in [*(w.pid for w in self.workers.values()),
-                                                         *self.retiring])
-        env[REEXEC_LIFELINES] = ",".join(f"{pid}:{fd}" for pid, fd in self.lifelines.items())
-        if self.paused:
-            env[REEXEC_PAUSED] = "1"
-        for provider in self.handovers:
-            env.update(provider())
-        env.update(self.notify.handover())
+        state = {"listeners": handover.listener_records(self.listeners),
+                 "workers": [*(w.pid for w in self.workers.values()), *self.retiring], "paused": self.paused,
+                 "lifelines": {str(pid): fd for pid, fd in self.lifelines.items()}}
+        state.update({key: provider() for key, provider in self.handovers.items()})
         for server in (self.stats, self.metrics):
             if server is not None:
                 server.close(vacuum=False)
-        signal.set_wakeup_fd(-1)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.chdir(self.start_cwd)
-        os.execve(sys.executable, [sys.executable, "-m", "zergserve", *self.argv], env)
+        handover.exec_self(self.argv, state, self.listeners, cwd=self.start_cwd, extra_env=self.notify.handover())
 
-    def _listener_handover(self) -> str:
-        """The listeners as `adopt_reexec_listeners` reads them back in the next image."""
-        return "\n".join(":".join(_escape(field) for field in (str(listener.fileno()), listener.proto,
-                                                               listener.origin, listener.name))
-                         for listener in self.listeners)
-
-    def _adopt_old_workers(self) -> None:
+    def _adopt_old_workers(self, pids: list[int]) -> None:
         """After a re-exec: the previous image's workers are still our children; retire them later."""
-        pids = os.environ.pop(REEXEC_WORKERS, "")
-        for item in filter(None, pids.split(",")):
-            self.retiring[int(item)] = Retiring(int(item), None)
-        for item in filter(None, os.environ.pop(REEXEC_LIFELINES, "").split(",")):
-            pid, _, fd = item.partition(":")
-            os.set_inheritable(int(fd), False)
-            self.lifelines[int(pid)] = int(fd)
+        for pid in pids:
+            self.retiring[int(pid)] = Retiring(int(pid), None)
 
     def _previous(self) -> list[int]:
         """The previous image's workers that still serve: adopted, not told to stop yet."""
@@ -616,8 +633,8 @@ class Master:
             return
         ready = all(self.scoreboard.row(wid).status != STARTING for wid in self.workers)
         grace = max(_BOOT_GRACE, self.cfg.worker_reload_mercy)  # the check's trial worker booted within mercy
-        if not ready and time.time() - self.started > grace:
-            self.roll_back(f"new workers not ready after {grace:g}s", EXIT_BOOT_ERROR)
+        if not ready and time.monotonic() - self.started > grace:
+            self.roll_back(f"new workers not ready after {grace:g}s", exitcodes.BOOT_ERROR)
             return
         if ready:
             for item in waiting:
@@ -685,15 +702,18 @@ class Master:
 
     # --- stopping ---------------------------------------------------------------------------
 
-    def begin_stop(self, how: str) -> None:
+    def begin_stop(self, how: str, exit_code: int | None = None) -> None:
         """Start a shutdown: 'graceful' lets requests finish and serves the queue, 'leave' (a zerg's
-        INT) lets requests finish, both within worker-reload-mercy; 'quick' exits at once."""
+        INT) lets requests finish, both within worker-reload-mercy; 'quick' exits at once.
+        `exit_code`: what the master then exits with (FAILURE when the emperor is gone)."""
+        if exit_code is not None:
+            self.exit_code = exit_code
         if self.stopping == "quick" or self.stopping == how:
             return
         self.stopping = how
-        if self.canary is not None and not self.canary_timed_out:
-            _kill(self.canary, signal.SIGKILL)  # no reload after a stop
-            self.canary_timed_out = True
+        if self.reload_check_pid is not None and not self.reload_check_killed:
+            _kill(self.reload_check_pid, signal.SIGKILL)  # no reload after a stop
+            self.reload_check_killed = True
         if how == "graceful":
             mercy, signum = float(self.cfg.worker_reload_mercy), signal.SIGTERM
         elif how == "leave":
@@ -702,7 +722,7 @@ class Master:
             mercy, signum = _QUICK_MERCY, signal.SIGQUIT
         logger.info("%s shutdown: stopping %d worker(s)", how, len(self.workers) + len(self.retiring))
         self.notify.stopping(f"{how} shutdown")
-        self.stop_deadline = time.time() + mercy
+        self.stop_deadline = time.monotonic() + mercy
         for pid in [proc.pid for proc in self.workers.values()] + list(self.retiring):
             _kill(pid, signum)
 
@@ -710,11 +730,11 @@ class Master:
         """True once every worker is gone (killing those past the deadline)."""
         if not self.workers and not self.retiring:
             return True
-        if time.time() > self.stop_deadline:
+        if time.monotonic() > self.stop_deadline:
             for pid in [proc.pid for proc in self.workers.values()] + list(self.retiring):
                 logger.error("worker pid %d did not stop in time: killing it", pid)
                 _kill(pid, signal.SIGKILL)
-            self.stop_deadline = time.time() + 5.0
+            self.stop_deadline = time.monotonic() + 5.0
         return False
 
     def _cleanup(self) -> None:
@@ -829,7 +849,7 @@ def fork_worker(worker_class: type, wid: int, cfg: Any, listeners: list[sockets.
             worker.ready_fd = ready_w
             worker.run()
         finally:
-            os._exit(EXIT_BOOT_ERROR)
+            os._exit(exitcodes.BOOT_ERROR)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     return pid
 
@@ -857,11 +877,10 @@ def write_pidfile(path: str) -> None:
         raise StartError(f"cannot write pidfile {path}: {exc.strerror or exc}") from None
 
 
-def check_start(cfg: Any, held: str) -> None:
+def check_start(cfg: Any, held_names: list[str]) -> None:
     """For the reload check: raise StartError unless a new master could create its stats and metrics
-    sockets and pidfile. The addresses the running master holds (`held`, canonical, one a line) are
+    sockets and pidfile. The addresses the running master holds (`held_names`, canonical) are
     not probed: the master closes them just before its re-exec."""
-    held_names = held.split("\n")
     if cfg.stats and sockets.canonical_name(cfg.stats) not in held_names:
         open_stats(cfg, dict).close(vacuum=True)
     if cfg.metrics and sockets.canonical_name(cfg.metrics) not in held_names:
@@ -883,11 +902,6 @@ def _kill(pid: int, signum: int) -> None:
         pass
 
 
-def _rss(pid: int) -> int:
-    """Resident set size in bytes (0 if the process is gone)."""
-    return _memory(pid)[0]
-
-
 def _memory(pid: int) -> tuple[int, int]:
     """Resident set size and virtual size in bytes, from /proc (0, 0 if the process is gone)."""
     try:
@@ -897,26 +911,3 @@ def _memory(pid: int) -> tuple[int, int]:
         return int(fields[1]) * page, int(fields[0]) * page
     except (OSError, IndexError, ValueError):
         return 0, 0
-
-
-def adopt_reexec_listeners(environ: dict[str, str] | None = None) -> dict[str, sockets.Listener]:
-    """Listeners handed over by the previous master image, by name (consumed from the environ)."""
-    env = os.environ if environ is None else environ
-    raw = env.pop(REEXEC_LISTENERS, "")
-    adopted = {}
-    for line in filter(None, raw.split("\n")):
-        fd, proto, origin, name = (_unescape(field) for field in line.split(":"))
-        listener = sockets.from_fd(int(fd), proto, name=name, origin=origin)
-        sockets.remember_path(listener)
-        adopted[name] = listener
-    return adopted
-
-
-def _escape(field: str) -> str:
-    """A listener field for the re-exec environment: origins and names hold ':' themselves
-    ('zerg:/run/app.zerg', '127.0.0.1:3031')."""
-    return field.replace("%", "%25").replace(":", "%3A").replace("\n", "%0A")
-
-
-def _unescape(field: str) -> str:
-    return field.replace("%0A", "\n").replace("%3A", ":").replace("%25", "%")

@@ -15,13 +15,10 @@ A recycled worker leaves the queue to the others and is respawned as soon as it 
 
 from __future__ import annotations
 
-import math
-import signal
 import time
 from typing import Any
 
 from zergserve.log import logger
-from zergserve.master import _kill, _rss
 
 _MB = 1024 * 1024
 
@@ -34,16 +31,16 @@ class Recycler:
 
     def housekeeping(self) -> None:
         cfg = self.cfg
-        now = time.time()
-        for wid, proc in list(self.master.workers.items()):
+        now = time.monotonic()
+        for proc in self.master.worker_procs():
+            wid = proc.wid
             if proc.recycle_deadline is not None:
                 continue
-            rss = _rss(proc.pid) if cfg.reload_on_rss or cfg.evil_reload_on_rss else 0
+            rss = proc.rss() if cfg.reload_on_rss or cfg.evil_reload_on_rss else 0
             if cfg.evil_reload_on_rss and rss > cfg.evil_reload_on_rss * _MB:
                 logger.error("*** EVIL RELOAD ON WORKER %d (pid %d): RSS %d MB above %d MB, killing it ***",
                              wid, proc.pid, rss // _MB, cfg.evil_reload_on_rss)
-                proc.recycle_deadline = math.inf  # no second kill: it is being reaped
-                _kill(proc.pid, signal.SIGKILL)
+                self.master.kill_worker(wid)
             elif cfg.reload_on_rss and rss > cfg.reload_on_rss * _MB:
                 self.master.recycle(wid, f"reload-on-rss: RSS {rss // _MB} MB above {cfg.reload_on_rss} MB")
             elif cfg.max_worker_lifetime:

@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from zergserve import exitcodes
 from zergserve.inotify import Inotify
 from zergserve.log import logger
 
@@ -96,7 +97,7 @@ class Reloader:
             act()
 
     def _recycle_workers(self) -> None:
-        for wid in list(self.master.workers):
+        for wid in [proc.wid for proc in self.master.worker_procs()]:
             self.master.recycle(wid, "touch-workers-reload")
 
 
@@ -128,7 +129,7 @@ def lazy_app_files(cfg: Any) -> list[str]:
             with os.fdopen(write_end, "w") as out:
                 out.write("\n".join(module_files()))
         finally:
-            os._exit(0)
+            os._exit(exitcodes.OK)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
         files = pipe.read().split("\n")

@@ -23,14 +23,11 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from zergserve import sockets
-from zergserve.lifeline import die_with_parent
+from zergserve import exitcodes, sockets
+from zergserve.parent_death import die_with_parent
 from zergserve.log import logger
 from zergserve.master import fork_worker
 from zergserve.scoreboard import Scoreboard
-from zergserve.workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR
-
-EXIT_CHECK_URL = 5  # a check URL did not answer 2xx/3xx (or at all)
 
 
 def run(cfg: Any, app: Any, worker_class: type) -> int:
@@ -52,12 +49,12 @@ def run(cfg: Any, app: Any, worker_class: type) -> int:
     try:
         code = _wait_ready(pid, ready_r, pidfd, deadline)
         if code is not None:
-            what = {EXIT_APP_LOAD_ERROR: "load the app", EXIT_BOOT_ERROR: "boot"}.get(code, "start")
+            what = {exitcodes.APP_LOAD_ERROR: "load the app", exitcodes.BOOT_ERROR: "boot"}.get(code, "start")
             logger.error("reload check: the trial worker could not %s (exit %d)", what, code)
-            return code or EXIT_BOOT_ERROR
+            return code or exitcodes.BOOT_ERROR
         for url in cfg.reload_check_url:
             if not _answers(listener.name, url, deadline):
-                return EXIT_CHECK_URL
+                return exitcodes.CHECK_URL
         return 0
     finally:
         if code is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 
 
 def wakeup_pipe() -> tuple[int, int]:
@@ -12,6 +13,12 @@ def wakeup_pipe() -> tuple[int, int]:
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     return read_end, write_end
+
+
+def record_signals(signums: Iterable[int], sink: list[int]) -> None:
+    """Handle `signums` by appending the number to `sink`, nothing more: the loop acts on it."""
+    for signum in signums:
+        signal.signal(signum, lambda num, frame: sink.append(num))
 
 
 def drain(fd: int) -> None:

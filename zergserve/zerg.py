@@ -32,7 +32,6 @@ MESSAGE_SIZE = len(MAGIC) + 4
 EXTENSION = b"zergserve:"
 FIRST_TRY_FDS = 8  # what a uWSGI client makes room for before retrying with the advertised count
 MAX_FDS = 253  # SCM_MAX_FD on Linux
-REEXEC_ZERGS = "ZERGSERVE_REEXEC_ZERGS"  # the attach record, handed across the master's reload
 KEEP_ZERGS = 100
 REFUSALS_EVERY = 5.0  # seconds: at most one refusal line per peer uid (and per error) this often
 _COUNT = struct.Struct("=i")
@@ -68,7 +67,6 @@ class ZergServer:
         self.refused = 0  # connects refused: an untrusted uid, or no credentials
         self.refusals = Repeated(REFUSALS_EVERY)  # anyone may connect to an abstract socket, at will
         self.zergs: dict[int, dict] = {}  # pid → {pid, uid, time, last}, least recently attached first
-        self._restore()
         family, sockaddr = sockets.parse_address(addr)
         if family != socket.AF_UNIX:
             raise sockets.AddressError(f"zerg server {addr}: must be a UNIX socket path or @abstract name")
@@ -144,18 +142,15 @@ class ZergServer:
         return {"zerg_server": self.addr, "zerg_attaches": self.attaches, "zerg_refused": self.refused,
                 "zergs": list(self.zergs.values())}
 
-    def handover(self) -> dict[str, str]:
+    def handover(self) -> dict[str, object]:
         """The attach record for the master's next image (see Master.add_handover)."""
-        import json
-        return {REEXEC_ZERGS: json.dumps({"attaches": self.attaches, "zergs": list(self.zergs.values())})}
+        return {"attaches": self.attaches, "zergs": list(self.zergs.values())}
 
-    def _restore(self) -> None:
-        raw = os.environ.pop(REEXEC_ZERGS, "")
-        if not raw:
+    def restore(self, state: dict | None) -> None:
+        """Take over the attach record the previous image handed over (None: none)."""
+        if state is None:
             return
-        import json
         try:
-            state = json.loads(raw)
             zergs = {int(entry["pid"]): entry for entry in state["zergs"]}
             self.attaches, self.zergs = int(state["attaches"]), zergs
         except (ValueError, KeyError, TypeError) as exc:

@@ -14,24 +14,19 @@ configuration, handing the bound sockets over so that no queued connection is lo
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
-import socket
-import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from zergserve import config, privileges, proctitle, sockets
+from zergserve import config, exitcodes, handover, privileges, proctitle, sockets
 from zergserve.emperor import protocol
+from zergserve.emperor.vassal_link import VassalLink
 from zergserve.log import logger
 from zergserve.sdnotify import Notifier
-from zergserve.wakeup import drain, wakeup_pipe
+from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.zerg import ZergServer
-
-_REEXEC = "ZERGSERVE_REEXEC_POOL"  # {address: fd} of the sockets kept across a reload
 
 
 def parse(spec: str) -> tuple[str, list[str]]:
@@ -43,16 +38,18 @@ def parse(spec: str) -> tuple[str, list[str]]:
     return path, items
 
 
-def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> int:
-    """Bind every pool and answer zergs until TERM/INT/QUIT (or the emperor says stop); HUP is harmless."""
+def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None,
+        inherited: dict | None = None) -> int:
+    """Bind every pool and answer zergs until TERM/INT/QUIT (or the emperor says stop); HUP is harmless.
+    `inherited`: the sockets a reload's previous image handed over (handover.py)."""
     try:
         identity = privileges.prepare(cfg)
     except privileges.PrivilegeError as exc:
         logger.error("%s", exc)
-        return 2
-    kept = {addr: int(fd) for addr, fd in json.loads(os.environ.pop(_REEXEC, "{}")).items()}
+        return exitcodes.USAGE
+    kept = handover.adopt_listeners(inherited)
     notify = Notifier.take(os.environ)
-    reloaded = bool(kept)
+    reloaded = inherited is not None
     servers: list[ZergServer] = []
     bound: list[sockets.Listener] = []
     pools: list[tuple[str, list[sockets.Listener]]] = []
@@ -63,8 +60,7 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
             for addr in addrs:
                 proto = cfg.zergpool_protocol
                 if addr in kept:
-                    listener = sockets.from_fd(kept.pop(addr), proto, name=addr, origin="reload")
-                    sockets.remember_path(listener)
+                    listener = kept.pop(addr)
                 else:
                     listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket,
                                             privileges.socket_owner(cfg.chown_socket))
@@ -83,43 +79,55 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
             sockets.close_listener(listener, cfg.vacuum)
         for server in servers:
             server.close()
-        return 2
-    for fd in kept.values():  # addresses no longer in the configuration
-        os.close(fd)
+        return exitcodes.USAGE
+    for listener in kept.values():  # addresses no longer in the configuration
+        sockets.close_listener(listener)
     proctitle.set_title(cfg, "zergpool", master=True)
     stop: list[int] = []
-    hups: list[int] = []
+    signals: list[int] = []
     wake_r, _ = wakeup_pipe()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        signal.signal(signum, lambda n, f: stop.append(n))
-    signal.signal(signal.SIGHUP, lambda n, f: hups.append(n))
+    record_signals((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP), signals)
     selector = selectors.DefaultSelector()
-    selector.register(wake_r, selectors.EVENT_READ, None)
+    selector.register(wake_r, selectors.EVENT_READ, lambda: drain(wake_r))
     for server in servers:
-        selector.register(server, selectors.EVENT_READ, server)
-    emperor = _Emperor(emperor_fd, cfg.heartbeat, reloaded) if emperor_fd is not None else None
-    if emperor is not None:
-        selector.register(emperor.sock, selectors.EVENT_READ, emperor)
-    code = 0
+        selector.register(server, selectors.EVENT_READ, server.serve_one)
+    code = exitcodes.OK
+    reloads: list[bool] = []
+    link: VassalLink | None = None
+    if emperor_fd is not None:
+        def lost() -> None:
+            nonlocal code
+            if not stop:
+                logger.error("lost connection with my emperor !!!")
+                code = exitcodes.FAILURE
+                stop.append(0)
+
+        link = VassalLink(emperor_fd, on_stop=lambda graceful: stop.append(0),
+                          on_reload=lambda: reloads.append(True), on_lost=lost)
+        selector.register(link.sock, selectors.EVENT_READ, link.receive)
+        # it serves no request itself, so it is loyal at once, as uWSGI's sub-emperor is
+        for byte in (protocol.ACCEPTING,) if reloaded else (protocol.SPAWNED, protocol.ACCEPTING, protocol.LOYAL):
+            link.send(byte)
     if not reloaded:
         notify.ready(f"zergpool serving {len(bound)} socket(s) to zergs")
+    every = cfg.heartbeat
     while not stop:
-        for key, _ in selector.select(min(emperor.timeout() if emperor else 5.0, notify.watchdog_in())):
-            if key.data is emperor and emperor is not None:
-                code = emperor.receive(stop)
-            elif key.data is not None:
-                key.data.serve_one()
-        drain(wake_r)
+        for key, _ in selector.select(min(min(5.0, float(every)) if every and link else 5.0, notify.watchdog_in())):
+            key.data()
         for server in servers:
             server.refusals.flush()
         notify.tick()
-        if hups:
-            hups.clear()
-            logger.info("zergpool: HUP ignored, a pool has nothing to reload (its sockets and queues stay)")
-        if emperor is not None:
-            emperor.heartbeat()
-            if emperor.reload and not stop:
-                emperor.reload = False
+        while signals:
+            signum = signals.pop(0)
+            if signum == signal.SIGHUP:
+                logger.info("zergpool: HUP ignored, a pool has nothing to reload (its sockets and queues stay)")
+            else:
+                stop.append(signum)
+        if link is not None:
+            if link.heartbeat_due(every):
+                link.heartbeat()
+            if reloads and not stop:
+                reloads.clear()
                 _reexec(argv, bound, servers)
     logger.info("zergpool stopping")
     notify.stopping("zergpool stopping")
@@ -128,55 +136,6 @@ def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None) -> in
     for listener in bound:
         sockets.close_listener(listener, cfg.vacuum)
     return code
-
-
-class _Emperor:
-    """The vassal side of the emperor protocol, for a pool: no workers, so no reload of its own."""
-
-    def __init__(self, fd: int, heartbeat: int, reloaded: bool) -> None:
-        self.sock = socket.socket(fileno=fd)
-        self.sock.setblocking(False)
-        os.set_inheritable(fd, True)  # kept across a reload's re-exec
-        self.every = heartbeat
-        self.last_heartbeat = time.monotonic()
-        self.reload = False
-        logger.info("*** has_emperor mode detected (fd: %d) ***", fd)
-        for byte in (protocol.ACCEPTING,) if reloaded else (protocol.SPAWNED, protocol.ACCEPTING, protocol.LOYAL):
-            self.send(byte)
-
-    def send(self, byte: int) -> None:
-        try:
-            protocol.send(self.sock, byte)
-        except OSError as exc:
-            logger.error("emperor: cannot send message %d: %s", byte, exc.strerror or exc)
-
-    def timeout(self) -> float:
-        return min(5.0, float(self.every)) if self.every else 5.0
-
-    def heartbeat(self) -> None:
-        if self.every and time.monotonic() - self.last_heartbeat >= self.every:
-            self.last_heartbeat = time.monotonic()
-            self.send(protocol.HEARTBEAT)
-
-    def receive(self, stop: list[int]) -> int:
-        """Act on the emperor's bytes; the exit code (1 once the emperor is gone)."""
-        try:
-            data = self.sock.recv(16)
-        except BlockingIOError:
-            return 0
-        except OSError:
-            data = b""
-        if not data:
-            logger.error("lost connection with my emperor !!!")
-            stop.append(0)
-            return 1
-        for byte in data:
-            logger.info("received message %d from emperor", byte)
-            if byte in (protocol.STOP, protocol.STOP_GRACEFULLY):
-                stop.append(0)
-            elif byte == protocol.RELOAD:
-                self.reload = True
-        return 0
 
 
 def _reexec(argv: Sequence[str], bound: list[sockets.Listener], servers: list[ZergServer]) -> None:
@@ -188,13 +147,6 @@ def _reexec(argv: Sequence[str], bound: list[sockets.Listener], servers: list[Ze
         logger.error("reload aborted, the zergpool goes on as it was: %s", exc)
         return
     logger.info("zergpool reloading: re-executing (pid %d)", os.getpid())
-    env = dict(os.environ)
-    env[_REEXEC] = json.dumps({listener.name: listener.fileno() for listener in bound})
-    for listener in bound:
-        os.set_inheritable(listener.fileno(), True)
     for server in servers:
         server.close()
-    signal.set_wakeup_fd(-1)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "zergserve", *argv], env)
+    handover.exec_self(argv, {"listeners": handover.listener_records(bound)}, bound)

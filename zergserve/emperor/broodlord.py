@@ -57,13 +57,13 @@ class Broodlord:
             zerg = emperor.add(vassal.file, vassal.monitor, vassal.last_mod, zerg=True)
             if zerg is None:
                 return
-            zerg.sos_at = time.time()
+            zerg.sos_at = time.monotonic()
 
-    def accepting(self, zerg: Vassal, now: float) -> None:
+    def accepting(self, zerg: Vassal) -> None:
         """A zerg's first worker is ready: its [zerg] section boots, and the reinforcement is timed."""
         self.emperor.throttle.forgive(zerg.name)
         if zerg.sos_at and not zerg.reinforced_in:
-            zerg.reinforced_in = now - zerg.sos_at
+            zerg.reinforced_in = time.monotonic() - zerg.sos_at
             logger.info("[emperor] zerg %s serving %.2fs after the SOS", zerg.label, zerg.reinforced_in)
 
     def exited(self, zerg: Vassal, code: int) -> None:
@@ -89,11 +89,11 @@ class Broodlord:
         limit = self.cfg.emperor_broodlord_boot_timeout
         if not limit:
             return
-        now = time.time()
+        now = time.monotonic()
         for vassal in self.emperor.vassals.values():
-            if vassal.zerg and vassal.status == RUNNING and not vassal.accepting and now - vassal.last_run > limit:
+            if vassal.zerg and vassal.status == RUNNING and not vassal.accepting and now - vassal.ran_at > limit:
                 logger.error("[emperor] zerg %s (pid %d) not accepting %gs after its spawn: killing it",
                              vassal.label, vassal.pid, limit)
-                vassal.curse()
+                vassal.set_stopping()
                 vassal.kill()
                 self.boot_failed(vassal, "boot timeout")

@@ -26,15 +26,16 @@ import signal
 import time
 from typing import Any
 
-from zergserve import __version__, metrics, proctitle
+from zergserve import __version__, metrics, proctitle, sockets
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.broodlord import Broodlord
-from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, noise
+from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, only_non_vassal_writes
 from zergserve.emperor.throttle import Throttle
 from zergserve.emperor.vassal import RUNNING, STOPPING, Vassal
+from zergserve.exitcodes import StartError
 from zergserve.log import logger, printable
 from zergserve.sdnotify import Notifier
-from zergserve.wakeup import drain, wakeup_pipe
+from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.stats import StatsServer
 
 _SETTLE = 0.1
@@ -56,7 +57,7 @@ class Emperor:
         self.inotify = Inotify()
         self.stats: StatsServer | None = None
         self.metrics: metrics.MetricsServer | None = None
-        self.ragnarok_deadline = 0.0
+        self.stop_all_deadline = 0.0
         self.scan_now = True
         self.scans = 0
         self.retry_at = 0.0  # when the next scan is due before --emperor-freq: a budget or throttle expires
@@ -65,11 +66,40 @@ class Emperor:
         self.refused: dict[str, str] = {}  # files (tyrant checks) and zergs refused, with the reason last logged
         self.broodlord = Broodlord(self)
 
+    def start(self) -> None:
+        """Create the stats and metrics sockets and the pidfile; StartError names what cannot be made."""
+        cfg = self.cfg
+        what = "stats"
+        try:
+            if cfg.emperor_stats:
+                self.stats = StatsServer(cfg.emperor_stats, self.stats_document, http=cfg.stats_http)
+                self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
+            what = "metrics"
+            if cfg.emperor_metrics:
+                self.metrics = metrics.MetricsServer(cfg.emperor_metrics, self.metrics_text)
+                self.selector.register(self.metrics, selectors.EVENT_READ, self.metrics.serve_one)
+        except sockets.AddressError as exc:
+            self.close_servers()
+            raise StartError(f"emperor {what} server: {exc}") from None
+        if cfg.emperor_pidfile:
+            try:
+                with open(cfg.emperor_pidfile, "w") as fh:
+                    fh.write(f"{os.getpid()}\n")
+            except OSError as exc:
+                self.close_servers()
+                raise StartError(f"cannot write emperor pidfile {cfg.emperor_pidfile}: "
+                                 f"{exc.strerror or exc}") from None
+
+    def close_servers(self) -> None:
+        for server in (self.stats, self.metrics):
+            if server is not None:
+                server.close(vacuum=True)
+        self.stats = self.metrics = None
+
     def run(self) -> int:
         proctitle.set_title(self.cfg, "emperor", master=True)
         wake_r, _ = wakeup_pipe()
-        for signum in _SIGNALS:
-            signal.signal(signum, lambda n, f: self.signals.append(n))
+        record_signals(_SIGNALS, self.signals)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self.selector.register(wake_r, selectors.EVENT_READ, lambda: drain(wake_r))
         if self.inotify.fileno() >= 0:
@@ -79,15 +109,6 @@ class Emperor:
             self.selector.register(self.inotify, selectors.EVENT_READ, self._changed)
         for monitor in self.monitors:
             monitor.attach(self.selector, self._wake_at)
-        if self.cfg.emperor_stats:
-            self.stats = StatsServer(self.cfg.emperor_stats, self.stats_document, http=self.cfg.stats_http)
-            self.selector.register(self.stats, selectors.EVENT_READ, self.stats.serve_one)
-        if self.cfg.emperor_metrics:
-            self.metrics = metrics.MetricsServer(self.cfg.emperor_metrics, self.metrics_text)
-            self.selector.register(self.metrics, selectors.EVENT_READ, self.metrics.serve_one)
-        if self.cfg.emperor_pidfile:
-            with open(self.cfg.emperor_pidfile, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
         logger.info("*** starting zergserve %s emperor (pid %d) on %s ***", __version__, os.getpid(),
                     ", ".join(m.name for m in self.monitors))
         last_scan = 0.0
@@ -96,15 +117,15 @@ class Emperor:
             if self.retry_at:
                 next_scan = min(next_scan, self.retry_at)
             timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
-            if self.ragnarok_deadline:
+            if self.stop_all_deadline:
                 timeout = 0.2
             for key, _ in self.selector.select(min(timeout, 1.0, self.notify.watchdog_in())):
                 key.data()
             self.notify.tick()
             self._handle_signals()
             self._reap()
-            if self.ragnarok_deadline:
-                if self._ragnarok_progress():
+            if self.stop_all_deadline:
+                if self._stop_all_progress():
                     break
                 continue
             if self.scan_now or time.monotonic() >= next_scan:
@@ -115,11 +136,9 @@ class Emperor:
                 self._notify_vassals()
             self._check_heartbeats()
             self.broodlord.check_boots()
-            self._check_curses()
+            self._kill_overdue_stops()
         logger.info("The Emperor is buried.")
-        for server in (self.stats, self.metrics):
-            if server is not None:
-                server.close(vacuum=True)
+        self.close_servers()
         if self.cfg.emperor_pidfile:
             _remove_pidfile(self.cfg.emperor_pidfile)
         return 0
@@ -128,7 +147,7 @@ class Emperor:
 
     def _changed(self) -> None:
         """A file changed: scan shortly, once the writer is likely done (create + write coalesce)."""
-        if noise(self.inotify.changes(), self.monitors):
+        if only_non_vassal_writes(self.inotify.changes(), self.monitors):
             return
         soon = time.monotonic() + _SETTLE
         self.retry_at = min(self.retry_at, soon) if self.retry_at else soon
@@ -173,7 +192,7 @@ class Emperor:
             return None
         checked = None
         if self.cfg.emperor_tyrant:
-            checked = self._checked(file, monitor)
+            checked = self._tyrant_check(file, monitor)
             if checked is None:
                 return None
         try:
@@ -207,11 +226,11 @@ class Emperor:
         self.selector.register(vassal.sock, selectors.EVENT_READ, lambda v=vassal: self._message(v))
         return vassal
 
-    def _checked(self, file: str, monitor: Monitor) -> tyrant.Checked | None:
+    def _tyrant_check(self, file: str, monitor: Monitor) -> tyrant.CheckedConfig | None:
         """Tyrant mode: the checked, open file a vassal runs from (the caller closes it), or None
         (logged once per reason) if it may not run."""
         try:
-            checked = monitor.check(file, self.cfg.emperor_tyrant_nofollow)
+            checked = monitor.open_checked(file, self.cfg.emperor_tyrant_nofollow)
         except tyrant.TyrantError as exc:
             if self.refused.get(file) != str(exc):
                 self.refused[file] = str(exc)
@@ -223,7 +242,7 @@ class Emperor:
     def _tyrant_changed(self, vassal: Vassal) -> bool:
         """Whether a running vassal's file changed owner, or was replaced by another file (the
         vassal read the old one through its descriptor): either way it must be checked and run anew."""
-        checked = self._checked(vassal.file, vassal.monitor)
+        checked = self._tyrant_check(vassal.file, vassal.monitor)
         if checked is not None:
             checked.close()
         if checked is None or (checked.uid, checked.gid) != (vassal.uid, vassal.gid):
@@ -262,7 +281,7 @@ class Emperor:
                 vassal.close()
             if vassal.status == RUNNING:
                 logger.info("[emperor] curse the vassal %s (pid %d)", vassal.label, vassal.pid)
-            vassal.curse()
+            vassal.set_stopping()
             return
         now = time.time()
         sos = 0
@@ -278,14 +297,14 @@ class Emperor:
                 vassal.accepting, vassal.last_accepting = True, now
                 logger.info("[emperor] vassal %s is ready to accept requests", vassal.label)
                 if vassal.zerg:
-                    self.broodlord.accepting(vassal, now)
+                    self.broodlord.accepting(vassal)
             elif byte == protocol.LOYAL:
                 if not vassal.loyal:
                     logger.info("[emperor] vassal %s is now loyal", vassal.label)
                 vassal.loyal, vassal.last_loyal = True, now
                 self.throttle.forgive(vassal.name)
             elif byte == protocol.HEARTBEAT:
-                vassal.last_heartbeat = now
+                vassal.last_heartbeat, vassal.heard_at = now, time.monotonic()
             elif byte == protocol.VOLUNTARY_SHUTDOWN:
                 logger.info("[emperor] vassal %s asks to shut down", vassal.label)
                 vassal.stop(graceful=True)
@@ -318,24 +337,24 @@ class Emperor:
             self.scan_now = True  # respawn a vassal whose file is still there without waiting a period
 
     def _check_heartbeats(self) -> None:
-        now = time.time()
+        now = time.monotonic()
         for vassal in self.vassals.values():
-            if vassal.status == RUNNING and vassal.last_heartbeat and \
-                    now - vassal.last_heartbeat > self.cfg.emperor_required_heartbeat:
+            if vassal.status == RUNNING and vassal.heard_at and \
+                    now - vassal.heard_at > self.cfg.emperor_required_heartbeat:
                 logger.error("[emperor] vassal %s sent no heartbeat in the last %d seconds, respawning it",
                              vassal.label, self.cfg.emperor_required_heartbeat)
-                vassal.last_heartbeat = 0.0
-                vassal.curse()
+                vassal.last_heartbeat = vassal.heard_at = 0.0
+                vassal.set_stopping()
                 vassal.kill()
 
-    def _check_curses(self) -> None:
-        now = time.time()
+    def _kill_overdue_stops(self) -> None:
+        now = time.monotonic()
         for vassal in self.vassals.values():
-            if vassal.status == STOPPING and now - vassal.cursed_at > self.cfg.emperor_curse_tolerance:
+            if vassal.status == STOPPING and now - vassal.stopping_since > self.cfg.emperor_curse_tolerance:
                 logger.error("[emperor] vassal %s did not stop within %ds: killing it", vassal.label,
                              self.cfg.emperor_curse_tolerance)
                 vassal.kill()
-                vassal.cursed_at = now
+                vassal.stopping_since = now
 
     def _notify_vassals(self) -> None:
         """READY=1 (systemd) after the first scan has started the vassals; a STATUS= line whenever
@@ -356,7 +375,7 @@ class Emperor:
         while self.signals:
             signum = self.signals.pop(0)
             if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-                self.ragnarok()
+                self.stop_all()
             elif signum == signal.SIGHUP:
                 for vassal in self.vassals.values():
                     vassal.reload()
@@ -371,25 +390,25 @@ class Emperor:
             elif signum == signal.SIGWINCH:
                 self.scan_now = True
 
-    def ragnarok(self) -> None:
-        if self.ragnarok_deadline:
+    def stop_all(self) -> None:
+        if self.stop_all_deadline:
             logger.info("RAGNAROK ALREADY EVOKED (mercyless in %d seconds)",
-                        max(0, self.ragnarok_deadline - time.monotonic()))
+                        max(0, self.stop_all_deadline - time.monotonic()))
             return
         logger.info("*** RAGNAROK EVOKED ***")
         self.notify.stopping(f"stopping {len(self.vassals)} vassal(s)")
-        self.ragnarok_deadline = time.monotonic() + self.cfg.reload_mercy
+        self.stop_all_deadline = time.monotonic() + self.cfg.reload_mercy
         for vassal in self.vassals.values():
             vassal.stop(self.cfg.emperor_graceful_shutdown)
 
-    def _ragnarok_progress(self) -> bool:
+    def _stop_all_progress(self) -> bool:
         if not self.vassals:
             return True
-        if time.monotonic() > self.ragnarok_deadline:
+        if time.monotonic() > self.stop_all_deadline:
             for vassal in self.vassals.values():
                 logger.error("NO MERCY for vassal %s", vassal.label)
                 vassal.kill()
-            self.ragnarok_deadline = time.monotonic() + 5.0
+            self.stop_all_deadline = time.monotonic() + 5.0
         return False
 
     # --- stats ------------------------------------------------------------------------------

@@ -87,9 +87,9 @@ class Monitor:
         """The uid and gid the vassal runs as outside tyrant mode; None: the emperor's own."""
         return None, None
 
-    def check(self, name: str, nofollow: bool) -> tyrant.Checked:
+    def open_checked(self, name: str, nofollow: bool) -> tyrant.CheckedConfig:
         """Tyrant mode: whom the vassal runs as, and its config open (TyrantError if refused)."""
-        return tyrant.check(self.path_of(name), nofollow)
+        return tyrant.open_checked(self.path_of(name), nofollow)
 
     def log_of(self, name: str) -> str | None:
         """Where a vassal that runs as another user writes its output (never the emperor's log):
@@ -159,7 +159,7 @@ class Monitor:
         return sorted({d for d in glob.glob(os.path.dirname(pattern)) if os.path.isdir(d)})
 
 
-def noise(events: list[tuple[int, str]], monitors: list[Monitor]) -> bool:
+def only_non_vassal_writes(events: list[tuple[int, str]], monitors: list[Monitor]) -> bool:
     """Whether the events are only writes to files that are no vassal config (a log kept in the
     vassals dir): those need no scan. Anything else might (a .skel template a vassal links to is
     touched, closed after writing, or renamed, never merely written to), and so is scanned."""

@@ -156,7 +156,7 @@ class PgMonitor(Monitor):
         self.spawned_as[name] = (uid, gid)
         return uid, gid
 
-    def check(self, name: str, nofollow: bool) -> tyrant.Checked:
+    def open_checked(self, name: str, nofollow: bool) -> tyrant.CheckedConfig:
         """Tyrant mode: the row must give a uid and a gid, neither of them root's."""
         row = self.rows.get(name)
         if row is None or row.identity is None:
@@ -165,7 +165,7 @@ class PgMonitor(Monitor):
             uid, gid = _resolve(row.identity)
         except (KeyError, ValueError) as exc:
             raise tyrant.TyrantError(f"vassal {name}: {exc}") from None
-        return tyrant.Checked(uid, gid, (0, 0), self.config_fd(name))
+        return tyrant.CheckedConfig(uid, gid, (0, 0), self.config_fd(name))
 
     def log_of(self, name: str) -> str | None:
         """A row has no directory to keep a log in: /dev/null, unless its config sets logto."""

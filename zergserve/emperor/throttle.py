@@ -26,14 +26,12 @@ class BlacklistEntry:
     def __init__(self) -> None:
         self.throttle_ms = 0
         self.attempt = 0
-        self.first_attempt = self.last_attempt = time.time()
+        self.first_attempt = self.last_attempt = time.time()  # the stats' timestamps
+        self.attempted_at = time.monotonic()
 
     def due(self) -> float:
-        """When (time.time()) the vassal may start again."""
-        return self.last_attempt + self.throttle_ms / 1000
-
-    def waiting(self, now: float) -> bool:
-        return now < self.due()
+        """When (time.monotonic()) the vassal may start again."""
+        return self.attempted_at + self.throttle_ms / 1000
 
 
 class Throttle:
@@ -54,7 +52,7 @@ class Throttle:
     def backoff(self, name: str) -> float:
         """Seconds before `name` may start again on its own schedule (0: now)."""
         entry = self.blacklist.get(name)
-        return max(0.0, entry.due() - time.time()) if entry is not None else 0.0
+        return max(0.0, entry.due() - time.monotonic()) if entry is not None else 0.0
 
     def failed(self, name: str) -> None:
         """`name` died before it was loyal, or could not start."""
@@ -62,7 +60,7 @@ class Throttle:
         if entry is None:
             self.blacklist[name] = BlacklistEntry()
             return
-        entry.last_attempt = time.time()
+        entry.last_attempt, entry.attempted_at = time.time(), time.monotonic()
         if entry.throttle_ms < self.max_ms:
             entry.throttle_ms = min(entry.throttle_ms + self.step_ms, self.max_ms)
         else:

@@ -31,14 +31,15 @@ import pwd
 import stat
 from typing import NamedTuple
 
-from zergserve.lifeline import die_with_parent
+from zergserve import exitcodes
+from zergserve.parent_death import die_with_parent
 
 
 class TyrantError(Exception):
     """This file may not be run as a vassal in tyrant mode."""
 
 
-class Checked(NamedTuple):
+class CheckedConfig(NamedTuple):
     """A config file that passed the checks: who its vassal runs as, and what was checked."""
 
     uid: int
@@ -51,26 +52,26 @@ class Checked(NamedTuple):
             os.close(self.fd)
 
 
-def check(path: str, nofollow_link: bool) -> Checked:
+def open_checked(path: str, nofollow_link: bool) -> CheckedConfig:
     """The checked file behind `path` (the caller closes it); TyrantError says why it is refused."""
     try:
         if nofollow_link:  # uWSGI's --emperor-tyrant-nofollow: the link's own owner
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
-                return Checked(*_checked(path, st, link=True), (st.st_dev, st.st_ino), -1)
+                return CheckedConfig(*_owner_ids(path, st, link=True), (st.st_dev, st.st_ino), -1)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise TyrantError(f"{path}: {exc.strerror} (symlinks are refused without --emperor-tyrant-nofollow)"
                           if exc.errno == 40 else f"{path}: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
-        return Checked(*_checked(path, st, link=False), (st.st_dev, st.st_ino), fd)
+        return CheckedConfig(*_owner_ids(path, st, link=False), (st.st_dev, st.st_ino), fd)
     except BaseException:
         os.close(fd)
         raise
 
 
-def _checked(path: str, st: os.stat_result, link: bool) -> tuple[int, int]:
+def _owner_ids(path: str, st: os.stat_result, link: bool) -> tuple[int, int]:
     if not link and not stat.S_ISREG(st.st_mode):
         raise TyrantError(f"{path}: not a regular file")
     if not link and st.st_nlink != 1:
@@ -113,13 +114,13 @@ def prepare_log(path: str, uid: int, gid: int) -> None:
 def after_drop(uid: int, gid: int, emperor: int, log: str | None) -> None:
     """Runs in the child after subprocess dropped groups, gid and uid: verify, PDEATHSIG, own log."""
     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
-        os._exit(1)
+        os._exit(exitcodes.FAILURE)
     try:
         os.setuid(0)
     except PermissionError:
         pass
     else:
-        os._exit(1)  # root could be regained: never exec like this
+        os._exit(exitcodes.FAILURE)  # root could be regained: never exec like this
     die_with_parent(emperor)
     fd = _own_log(log, uid) if log is not None else os.open(os.devnull, os.O_WRONLY)
     os.dup2(fd, 1)

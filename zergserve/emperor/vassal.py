@@ -13,7 +13,7 @@ from typing import Any
 from zergserve import config
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Monitor
-from zergserve.lifeline import die_with_parent
+from zergserve.parent_death import die_with_parent
 from zergserve.log import logger, printable
 
 RUNNING, STOPPING = 0, 1
@@ -39,13 +39,16 @@ class Vassal:
         self.first_run = self.last_run = time.time()
         self.last_loyal = self.last_ready = self.last_accepting = 0.0
         self.last_heartbeat = 0.0
-        self.cursed_at = 0.0
+        self.heard_at = 0.0  # time.monotonic() of the last heartbeat (0: none since the spawn)
+        self.stopping_since = 0.0  # time.monotonic() of the stop (uWSGI: the curse): killed past --emperor-curse-tolerance
+        self.stopping_since_ts = 0.0  # the same, as the stats' timestamp
+        self.ran_at = time.monotonic()  # the last spawn or reload, for the broodlord's boot timeout
         self.respawns = 0
         self.sos = 0
         self.uid: int | None = None  # tyrant mode: the owner of the config file (or its row's uid)
         self.gid: int | None = None
         self.ident: tuple[int, int] | None = None  # tyrant mode: (st_dev, st_ino) of the file checked
-        self.sos_at = 0.0  # for a zerg: when the SOS that asked for it arrived
+        self.sos_at = 0.0  # for a zerg: when (time.monotonic()) the SOS that asked for it arrived
         self.reinforced_in = 0.0  # for a zerg: seconds from that SOS to its first worker accepting
         self.boot_failed = False  # for a zerg: counted (blacklisted) as a failed boot already
         self.failing = False  # it was blacklisted when spawned: the global throttle serves it last
@@ -102,8 +105,8 @@ class Vassal:
         self.pid = self.proc.pid
         self.status = RUNNING
         self.loyal = self.ready = self.accepting = False
-        self.last_heartbeat = 0.0
-        self.last_run = time.time()
+        self.last_heartbeat = self.heard_at = 0.0
+        self.last_run, self.ran_at = time.time(), time.monotonic()
         self.booted, self.spawned_at = False, time.monotonic()
         logger.info("[emperor] vassal %s spawned (pid %d): %s", self.label, self.pid,
                     printable(" ".join(argv)))
@@ -129,22 +132,23 @@ class Vassal:
         logger.info("[emperor] stop the vassal %s", self.label)
         self.stopped = True
         self.send(protocol.STOP_GRACEFULLY if graceful else protocol.STOP)
-        self.curse()
+        self.set_stopping()
 
-    def curse(self) -> None:
+    def set_stopping(self) -> None:
+        """Mark it stopping: it is killed if still alive past --emperor-curse-tolerance (uWSGI: cursed)."""
         if self.status != STOPPING:
             self.status = STOPPING
-            self.cursed_at = time.time()
+            self.stopping_since, self.stopping_since_ts = time.monotonic(), time.time()
 
     def reload(self) -> None:
         if self.status != RUNNING:
             return
         logger.info("[emperor] reload the vassal %s", self.label)
         if not self.send(protocol.RELOAD):
-            self.curse()
+            self.set_stopping()
             return
         self.respawns += 1
-        self.last_run = time.time()
+        self.last_run, self.ran_at = time.time(), time.monotonic()
         self.ready = self.accepting = False
 
     def kill(self) -> None:
@@ -165,7 +169,7 @@ class Vassal:
                 "accepting": int(self.accepting), "last_loyal": int(self.last_loyal),
                 "last_ready": int(self.last_ready), "last_accepting": int(self.last_accepting),
                 "first_run": int(self.first_run), "last_run": int(self.last_run),
-                "cursed": int(self.cursed_at) if self.status == STOPPING else 0, "zerg": int(self.zerg),
+                "cursed": int(self.stopping_since_ts) if self.status == STOPPING else 0, "zerg": int(self.zerg),
                 "on_demand": "", "uid": os.getuid() if self.uid is None else self.uid,
                 "gid": os.getgid() if self.gid is None else self.gid, "monitor": self.monitor.name,
                 "respawns": self.respawns, "sos": self.sos, "reinforced_in": round(self.reinforced_in, 3)}

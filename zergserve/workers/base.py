@@ -19,7 +19,8 @@ import traceback
 from typing import Any, Callable
 
 from zergserve import app as app_loader
-from zergserve import config, connection, exchange, lifeline, proctitle, proxy
+from zergserve import config, connection, exchange, parent_death, proctitle, proxy
+from zergserve.exitcodes import APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR, BOOT_ERROR as EXIT_BOOT_ERROR, OK as EXIT_OK
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
@@ -31,10 +32,6 @@ _DRAIN_SECONDS = 2.0  # how long a stopping worker serves what the kernel alread
 _ACCEPT_BACKOFF = 0.1  # out of descriptors or memory: wait before the next accept()
 _ACCEPT_GONE = (errno.ECONNABORTED, errno.EPROTO, errno.EAGAIN)  # that connection is gone or taken
 _ACCEPT_SHORT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-EXIT_OK = 0
-EXIT_BOOT_ERROR = 3
-EXIT_APP_LOAD_ERROR = 4
 WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGUSR1}
 
 
@@ -108,7 +105,7 @@ class Worker:
         self.install_signals()
         proxy.configure(self.cfg.forwarded_allow_ips)
         if self.lifeline_fd >= 0:
-            lifeline.watch(self.lifeline_fd, self._master_died)
+            parent_death.watch(self.lifeline_fd, self._master_died)
         if self.app is None:
             self.app = load_app(self.cfg)
         cfg = self.cfg
@@ -189,7 +186,7 @@ class Worker:
 
     def _master_died(self, signum: int, frame: Any) -> None:
         """SIGIO from the lifeline: the master is gone, even if this worker is inside a request."""
-        if lifeline.cut(self.lifeline_fd):  # not getppid(): the kernel closes the master's files first
+        if parent_death.cut(self.lifeline_fd):  # not getppid(): the kernel closes the master's files first
             self._orphaned()
 
     def orphaned(self) -> bool:

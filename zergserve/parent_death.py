@@ -14,6 +14,8 @@ import os
 import signal
 from typing import Any, Callable
 
+from zergserve import exitcodes
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -27,7 +29,7 @@ def die_with_parent(parent: int) -> None:
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # the parent died before the prctl took effect
-        os._exit(1)
+        os._exit(exitcodes.FAILURE)
 
 
 def watch(fd: int, on_death: Callable[[int, Any], None]) -> None:
