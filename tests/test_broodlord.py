@@ -225,8 +225,9 @@ def test_vassal_sos_when_no_worker_idle_for_s_with_short_requests(fake_emperor, 
 def test_vassal_sos_waits_until_cheaper_runs_all_processes(fake_emperor, workdir):
     """uWSGI counts busy workers against -p: while the cheaper subsystem can still add workers,
     more workers are the help, not zergs."""
-    addr = f"127.0.0.1:{free_port()}"
-    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "3", "--cheaper", "1",
+    listener = bound()
+    addr = listener.addr
+    vassal = fake_emperor("--module", "echo:application", "--http", listener.arg, "-p", "3", "--cheaper", "1",
                           "--cheaper-overload", "1", "--vassal-sos", "1", "--check-interval", "0.25")
     wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
     block_worker(addr, 6, 4)  # the fixture's kill ends them

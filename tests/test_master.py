@@ -339,8 +339,9 @@ def test_the_reload_handover_never_reaches_the_app(spawn, workdir):
         "import json, os\nSEEN = json.dumps(sorted(os.environ)).encode()\n"
         "def application(environ, start_response):\n"
         "    start_response('200 OK', [('Content-Type', 'application/json')])\n    return [SEEN]\n")
-    addr, stats = f"127.0.0.1:{free_port()}", str(workdir / "stats.sock")
-    server = spawn("--chdir", str(workdir), "--module", "snap:application", "--http", addr, "--stats", stats,
+    listener, stats = bound(), str(workdir / "stats.sock")
+    addr = listener.addr
+    server = spawn("--chdir", str(workdir), "--module", "snap:application", "--http", listener.arg, "--stats", stats,
                    wait=addr)
     server.stats = stats
     before = wait_for(lambda: worker_pids(server), message="a worker")
