@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return _print(json.dumps({opt.name: getattr(cfg, opt.attr) for opt in config.OPTIONS}, indent=1,
                                  default=str))
     log.setup(None if cfg.check_config else cfg.logto)  # a check answers on the terminal
+    log.set_level(cfg.log_level)
     for line in cfg.warnings:
         logger.warning("%s", line)
     patch = binary_patch(cfg)

@@ -21,7 +21,7 @@ from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RE
 from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
 
-__all__ = ["Context", "serve", "send_all", "sending", "unsent", "log_writer"]
+__all__ = ["Context", "serve", "send_all", "sending", "unsent"]
 
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
@@ -266,12 +266,3 @@ def _linger_close(conn: socket.socket) -> None:
     except OSError:
         pass
 
-
-def log_writer(fd: int) -> Callable[[str], None]:
-    """A line writer straight to a descriptor: the access log is on the hot path, logging is not."""
-    def write(line: str) -> None:
-        try:
-            os.write(fd, (time.strftime("[%Y-%m-%d %H:%M:%S] ") + line + "\n").encode("utf-8", "replace"))
-        except OSError:
-            pass
-    return write

@@ -5,7 +5,8 @@ The server's own lines (startup, HARAKIRI, a worker killed by a signal, reload a
 are written straight to fd 2 by a logger of our own, not through the `logging` module: an app that
 configures logging (Flask's and Django's documented `dictConfig`, which disables every logger it
 does not name, `logging.disable`, a root handler of its own) or replaces `sys.stderr` can never
-silence or reroute them. Access lines go straight to fd 2 as well (connection.log_writer).
+silence or reroute them. Access lines go straight to fd 2 as well, or to their own file
+(accesslog.py). `--log-level` drops the server's lines below it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from typing import Any, Hashable
 
 _FD = 2
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+_least = 20
 
 
 class ServerLog:
@@ -31,6 +34,8 @@ class ServerLog:
         self._write("ERROR", msg, args)
 
     def _write(self, level: str, msg: str, args: tuple[object, ...]) -> None:
+        if _LEVELS[level] < _least:
+            return
         text = msg % args if args else msg
         line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] [{os.getpid()}] {level}: {text}\n"
         data = line.encode("utf-8", "replace")
@@ -88,6 +93,12 @@ class Repeated:
     def _say(self, window: list[Any]) -> None:
         if window[1]:
             logger.error("%d more like it held back in %gs, the last: %s", window[1], self.interval, window[2])
+
+
+def set_level(name: str) -> None:
+    """--log-level: the least severe line written (debug, info, warning, error, critical)."""
+    global _least
+    _least = _LEVELS[name.upper()]
 
 
 def setup(logto: str | None = None) -> None:

@@ -19,7 +19,7 @@ import traceback
 from typing import Any, Callable
 
 from zergserve import app as app_loader
-from zergserve import config, connection, exchange, lifeline, proctitle, proxy
+from zergserve import accesslog, config, exchange, lifeline, proctitle, proxy
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
@@ -117,7 +117,7 @@ class Worker:
             row=self.row,
             wid=self.wid,
             log_error=self.log_error,
-            access_log=None if cfg.disable_logging else connection.log_writer(2),
+            access_log=None,
             limits=head_limits(cfg),
             http_timeout=cfg.http_timeout,
             socket_timeout=cfg.socket_timeout,
@@ -130,6 +130,7 @@ class Worker:
             body_min_rate=cfg.body_min_rate,
             send_min_rate=cfg.send_min_rate,
         )
+        self.ctx.access_log = accesslog.from_config(cfg, self.ctx)
 
     def announce_ready(self) -> None:
         """Wake the master now (it would otherwise see the IDLE row only at its next cycle): the
