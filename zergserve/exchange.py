@@ -33,11 +33,13 @@ class Context:
                  access_log: Callable[[str], None] | None, limits: h1.Limits, http_timeout: float = 4.0,
                  socket_timeout: float = 4.0, keepalive_timeout: float = 0.0, limit_post: int = 0,
                  buffer_size: int = 4096, max_vars: int = 128, keep_alive: bool = False,
-                 body_timeout: float = 20.0, body_min_rate: float = 500.0, send_min_rate: float = 500.0) -> None:
+                 body_timeout: float = 20.0, body_min_rate: float = 500.0, send_min_rate: float = 500.0,
+                 log_refusal: Callable[[str], None] | None = None) -> None:
         self.app = app
         self.row = row
         self.wid = wid
         self.log_error = log_error
+        self.log_refusal = log_refusal or log_error  # why a request was refused: its access line has the status
         self.access_log = access_log
         self.limits = limits
         self.http_timeout = http_timeout
@@ -147,11 +149,11 @@ class Exchange:
         self._busy()
         self.pending = CLOSE
         if self.http and self.received_any:
-            self.ctx.log_error(f"http: request head not complete within {self.ctx.http_timeout:g}s "
+            self.ctx.log_refusal(f"http: request head not complete within {self.ctx.http_timeout:g}s "
                                f"(peer {self.where})")
             self.pending = self._refuse(408, self.h.error_response(h1.HTTPError(408, "request head timeout")), False)
         elif not self.http and self.parser.started:  # a bare connect (a health check) is no error
-            self.ctx.log_error(f"uwsgi: no complete packet within {self.ctx.socket_timeout:g}s (peer {self.where})")
+            self.ctx.log_refusal(f"uwsgi: no complete packet within {self.ctx.socket_timeout:g}s (peer {self.where})")
 
     def _refuse(self, status: int, data: bytes, linger: bool) -> Reply:
         """A refusal the server answers itself: an access line with its status, as any response."""
@@ -183,7 +185,7 @@ class Exchange:
         try:
             event = h.next_event()
         except h1.HTTPError as exc:
-            self.ctx.log_error(f"http: {exc.status} {exc.reason} (peer {self.where})")
+            self.ctx.log_refusal(f"http: {exc.status} {exc.reason} (peer {self.where})")
             return self._refuse(exc.status, h.error_response(exc), True)
         if event is h1.NEED_DATA:
             if self.idle:
@@ -196,7 +198,7 @@ class Exchange:
             return CLOSE  # ConnectionClosed, or PAUSED with nothing more to do
         ctx = self.ctx
         if ctx.limit_post and event.content_length is not None and event.content_length > ctx.limit_post:
-            ctx.log_error(f"http: body of {event.content_length} bytes over limit-post {ctx.limit_post}")
+            ctx.log_refusal(f"http: body of {event.content_length} bytes over limit-post {ctx.limit_post}")
             return self._refuse(413, h.error_response(h1.HTTPError(413, "body over limit-post")), True)
         if ctx.draining:
             h.keep_alive = False  # this response says Connection: close
@@ -212,7 +214,7 @@ class Exchange:
         except uwsgi.EmptyConnection:
             return CLOSE
         except uwsgi.UwsgiError as exc:
-            self.ctx.log_error(f"uwsgi: {exc} (peer {self.where})")
+            self.ctx.log_refusal(f"uwsgi: {exc} (peer {self.where})")
             return CLOSE
         if packet is None:
             return RECEIVE
@@ -226,10 +228,10 @@ class Exchange:
         try:
             length = uwsgi.content_length(variables)
         except uwsgi.BadContentLength as exc:
-            self.ctx.log_error(f"uwsgi: {exc} (peer {self.where})")
+            self.ctx.log_refusal(f"uwsgi: {exc} (peer {self.where})")
             return self._refuse(400, raw_error(self.protocol, 400), False)
         if self.ctx.limit_post and length > self.ctx.limit_post:
-            self.ctx.log_error(f"uwsgi: body of {length} bytes over limit-post {self.ctx.limit_post}")
+            self.ctx.log_refusal(f"uwsgi: body of {length} bytes over limit-post {self.ctx.limit_post}")
             return self._refuse(413, raw_error(self.protocol, 413), True)
         self.length = length
         self.first = self.parser.trailing[:length]

@@ -129,6 +129,7 @@ class Worker:
             body_timeout=cfg.body_timeout,
             body_min_rate=cfg.body_min_rate,
             send_min_rate=cfg.send_min_rate,
+            log_refusal=lambda message: logger.info("worker %d: %s", self.wid, message),
         )
         self.ctx.access_log = accesslog.from_config(cfg, self.ctx)
 
