@@ -16,10 +16,10 @@ renames it to `PATH.<unix time>` under an flock, and every worker follows to the
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import time
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable
 
 from zergserve import proxy
@@ -227,13 +227,10 @@ def _iso(when: float) -> str:
         time.strftime("%z", time.localtime(when))
 
 
-def _json(value: str) -> str:
-    return json.dumps(value)
-
-
 _HELPERS = {
     "_addr": _addr, "_vars": _vars, "_pktsize": _pktsize, "_var": _var, "_cl": _cl, "_modifier": _modifier,
-    "_statm": _statm, "_strftime": _strftime, "_ctime": _ctime, "_iso": _iso, "_json": _json,
+    "_statm": _statm, "_strftime": _strftime, "_ctime": _ctime, "_iso": _iso,
+    "_json": encode_basestring_ascii,
     "_printable": printable, "_pid": os.getpid, "REMOTE_USER": "REMOTE_USER", "HTTP_HOST": "HTTP_HOST",
     "HTTP_REFERER": "HTTP_REFERER", "HTTP_USER_AGENT": "HTTP_USER_AGENT", "LTIME": "%d/%b/%Y:%H:%M:%S %z",
     "ONE_DECIMAL": ".1f", "DASH": "-", "EMPTY": "",
