@@ -5,7 +5,7 @@ named presets, the conditional filters (`--log-4xx`, `--log-5xx`, `--log-slow`) 
 A format is compiled into a single f-string lambda over the exchange (exchange.py), so a line costs
 one call and the few attribute reads its placeholders need; placeholders that need a lookup (a
 header, /proc) cost nothing unless the format names them. Every string from the client is escaped
-(`printable`; JSON-quoted in the json preset), so a request cannot forge or colour a line.
+(`log.quoted`; JSON-quoted in the json preset), so a request cannot forge or colour a line.
 
 The file target is checked at most once a second, on the next line written: a moved or deleted
 file (logrotate's create mode), a changed `--touch-logreopen` file or a HUP (the reload starts new
@@ -23,7 +23,7 @@ from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable
 
 from zergserve import proxy
-from zergserve.log import printable
+from zergserve.log import quoted
 
 PRESETS = {
     "zergserve": '%(addr) "%(method) %(uri) %(proto)" %(status) %(rsize) %(mstime)ms w%(wid)',
@@ -231,7 +231,7 @@ _HELPERS = {
     "_addr": _addr, "_vars": _vars, "_pktsize": _pktsize, "_var": _var, "_cl": _cl, "_modifier": _modifier,
     "_statm": _statm, "_strftime": _strftime, "_ctime": _ctime, "_iso": _iso,
     "_json": encode_basestring_ascii,
-    "_printable": printable, "_pid": os.getpid, "REMOTE_USER": "REMOTE_USER", "HTTP_HOST": "HTTP_HOST",
+    "_printable": quoted, "_pid": os.getpid, "REMOTE_USER": "REMOTE_USER", "HTTP_HOST": "HTTP_HOST",
     "HTTP_REFERER": "HTTP_REFERER", "HTTP_USER_AGENT": "HTTP_USER_AGENT", "LTIME": "%d/%b/%Y:%H:%M:%S %z",
     "ONE_DECIMAL": ".1f", "DASH": "-", "EMPTY": "",
 }

@@ -57,6 +57,14 @@ def printable(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
+def quoted(text: str) -> str:
+    """`text` with control bytes and double quotes escaped, for a log line whose fields are quoted:
+    a request path or a uwsgi var cannot forge, split or colour an access line."""
+    if text.isprintable() and '"' not in text:
+        return text
+    return text.encode("unicode_escape").decode("ascii").replace('"', "\\x22")
+
+
 class Repeated:
     """Log lines an outsider can repeat at will (a refused connect): the first line of a key at
     once, the rest of that key for `interval` seconds counted, then said in one line. flush() (the
