@@ -270,3 +270,23 @@ def test_every_preset_compiles():
     assert set(accesslog.PRESETS) == {"zergserve", "uwsgi", "combined", "common", "json"}
     for name in accesslog.PRESETS:
         accesslog.compile_format(name)
+
+
+def test_logto_follows_its_path(spawn, workdir):
+    """--logto (fds 1 and 2 of every process) rotates past --log-maxsize and follows a move: the
+    worker's access lines and the app's prints go to the new file."""
+    log = workdir / "server.log"
+    server, http, _ = start(spawn, workdir, "sync", "--logto", str(log), "--log-maxsize", "2000")
+
+    def rotated() -> list[Path]:
+        http_request(http, "GET", "/stderr")
+        return _rotated(log)
+    backup = wait_for(rotated)[0]
+    assert "spawned worker 1" in backup.read_text()
+    wait_for(lambda: http_request(http, "GET", "/stderr") and "app says hello" in log.read_text()
+             and '"GET /stderr' in log.read_text())
+
+    log.rename(workdir / "moved.log")
+    wait_for(lambda: http_request(http, "GET", "/after-move") and log.exists() and "/after-move" in log.read_text())
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reload" in log.read_text().lower(), timeout=20)  # the master writes to the new file too

@@ -7,15 +7,13 @@ one call and the few attribute reads its placeholders need; placeholders that ne
 header, /proc) cost nothing unless the format names them. Every string from the client is escaped
 (`log.quoted`; JSON-quoted in the json preset), so a request cannot forge or colour a line.
 
-The file target is checked at most once a second, on the next line written: a moved or deleted
-file (logrotate's create mode), a changed `--touch-logreopen` file or a HUP (the reload starts new
-workers, which open it afresh) reopens it; past `--log-maxsize` bytes the first worker to notice
-renames it to `PATH.<unix time>` under an flock, and every worker follows to the new file.
+The file (the access file, or --logto's behind fd 2) is checked at most once a second, on the next
+line written (log.LogFile): moved, deleted, past `--log-maxsize` or told to by `--touch-logreopen`,
+it is reopened.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import time
@@ -23,7 +21,7 @@ from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable
 
 from zergserve import proxy
-from zergserve.log import quoted
+from zergserve.log import LogFile, quoted
 
 PRESETS = {
     "zergserve": '%(addr) "%(method) %(uri) %(proto)" %(status) %(rsize) %(mstime)ms w%(wid)',
@@ -268,81 +266,6 @@ def _from_gunicorn(spec: str) -> str:
 
 # --- the target and the filters ------------------------------------------------------------------
 
-class LogFile:
-    """An append-only file that follows its path: reopened when moved, deleted or told to
-    (--touch-logreopen), rotated past `maxsize` bytes; checked at most once a second."""
-
-    def __init__(self, path: str, maxsize: int = 0, touch: tuple[str, ...] = ()) -> None:
-        self.path = path
-        self.maxsize = maxsize
-        self.touch = touch
-        self.fd = -1
-        self.ino = 0
-        self.touched = {name: _mtime(name) for name in touch}
-        self.next_check = 0.0
-        self.open()
-
-    def open(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        if self.fd >= 0:
-            os.close(self.fd)
-        self.fd = fd
-        self.ino = os.fstat(fd).st_ino
-
-    def write(self, data: bytes, now: float) -> None:
-        try:
-            os.write(self.fd, data)
-        except OSError:
-            pass
-        if now >= self.next_check:
-            self.next_check = now + 1.0
-            try:
-                self.check()
-            except OSError:
-                pass  # the directory went away: keep writing to the file in hand
-
-    def check(self) -> None:
-        for name, seen in self.touched.items():
-            mtime = _mtime(name)
-            if mtime != seen:
-                self.touched[name] = mtime
-                self.open()
-                return
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self.open()
-            return
-        if st.st_ino != self.ino:
-            self.open()
-        elif self.maxsize and st.st_size >= self.maxsize:
-            self.rotate()
-
-    def rotate(self) -> None:
-        """Rename the file to PATH.<unix time> (as uWSGI's --log-maxsize), unless another worker
-        did it first; either way, go on in a new file at PATH."""
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            st = os.stat(self.path)
-            if st.st_ino == self.ino and st.st_size >= self.maxsize:
-                backup = f"{self.path}.{int(time.time())}"
-                while os.path.exists(backup):
-                    backup += "_"
-                os.rename(self.path, backup)
-        except FileNotFoundError:
-            pass
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-        self.open()
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0
-
-
 class AccessLog:
     """What the exchange calls after each request (and each refusal): filter, format, write."""
 
@@ -367,12 +290,14 @@ class AccessLog:
         self.write_line(self.format(ex, status, sent, now, elapsed), now)
 
 
-def writer(target: str | None, datefmt: str | None, maxsize: int = 0,
-           touch: tuple[str, ...] = ()) -> Callable[[str, float], None]:
-    """`write(line, now)`: a line (prefixed with --logdate's date, if any) to fd 2 or the file."""
+def writer(target: str | None, datefmt: str | None, maxsize: int = 0, touch: tuple[str, ...] = (),
+           logto: str | None = None) -> Callable[[str, float], None]:
+    """`write(line, now)`: a line (prefixed with --logdate's date, if any) to the file, or to fd 2,
+    which follows the --logto file (the master opened it) when there is one."""
     if target and target not in ("-", "stdio", "stderr"):
-        logfile = LogFile(target[len("file:"):] if target.startswith("file:") else target, maxsize, touch)
-        put = logfile.write
+        put = LogFile(target[len("file:"):] if target.startswith("file:") else target, maxsize, touch).write
+    elif logto:
+        put = LogFile(logto, maxsize, touch, stdio=True).write
     else:
         def put(data: bytes, now: float) -> None:
             try:
@@ -396,7 +321,7 @@ def from_config(cfg: Any, ctx: Any) -> AccessLog | None:
     if datefmt is None and cfg.log_format == "zergserve":
         datefmt = "[" + DEFAULT_DATE + "]"  # today's line: `[date] addr "GET / HTTP/1.1" 200 5 0.3ms w1`
     fmt = compile_format(cfg.log_format, ctx, cfg.logdate or DEFAULT_DATE)
-    return AccessLog(fmt, writer(cfg.req_logger, datefmt, cfg.log_maxsize, tuple(cfg.touch_logreopen)),
+    return AccessLog(fmt, writer(cfg.req_logger, datefmt, cfg.log_maxsize, tuple(cfg.touch_logreopen), cfg.logto),
                      everything=not cfg.disable_logging, log_4xx=cfg.log_4xx, log_5xx=cfg.log_5xx,
                      slow=cfg.log_slow / 1000)
 
