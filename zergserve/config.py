@@ -600,11 +600,11 @@ OPTIONS: tuple[Option, ...] = (
       group="logging"),
     O("log-slow", integer(0), 0, "with --disable-logging: still log requests that took N ms or more (0: off)",
       group="logging"),
-    O("log-maxsize", integer(0), 0, "rotate the --req-logger file past N bytes: renamed to FILE.<unix time>, "
-      "a new one started (0: never)", group="logging"),
-    O("touch-logreopen", text, (), "reopen the --req-logger file when FILE's modification time changes "
-      "(logrotate's postrotate: touch FILE); a moved file is reopened within a second anyway", repeatable=True,
-      group="logging"),
+    O("log-maxsize", integer(0), 0, "rotate the --logto and --req-logger files past N bytes: renamed to "
+      "FILE.<unix time>, a new one started (0: never)", group="logging"),
+    O("touch-logreopen", text, (), "reopen the --logto and --req-logger files when FILE's modification time "
+      "changes (logrotate's postrotate: touch FILE); a moved file is reopened within a second anyway",
+      repeatable=True, group="logging"),
     # uWSGI compatibility: accepted so that uWSGI files load; the default is what zergserve always does
     O("enable-threads", boolean, True, "accepted for uWSGI configs: Python threads always work", "T",
       flag=True, group="compat"),
