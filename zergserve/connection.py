@@ -64,7 +64,7 @@ def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Ex
         environ = wsgi.http_environ(_base_environ(ctx, listener), ex.request, ex.peer, body)
     else:
         environ = wsgi.uwsgi_environ(_base_environ(ctx, listener), ex.variables, body)
-    response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error)
+    response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error, ctx.log_refusal)
     after = ex.after_response(response.status, response.sent)
     if after == DRAIN:
         after = KEEP if _drain(body) else LINGER

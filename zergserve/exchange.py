@@ -39,7 +39,8 @@ class Context:
         self.row = row
         self.wid = wid
         self.log_error = log_error
-        self.log_refusal = log_refusal or log_error  # why a request was refused: its access line has the status
+        self.log_refusal = log_refusal or log_error  # why a request was refused or a client left: its access
+        # line has the status
         self.access_log = access_log
         self.limits = limits
         self.http_timeout = http_timeout
