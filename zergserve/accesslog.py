@@ -37,8 +37,9 @@ PRESETS = {
 }
 DEFAULT_DATE = "%Y-%m-%d %H:%M:%S"  # --logdate without a value, and %(ftime)
 
-# Placeholder → (expression over ex, status, sent, now, elapsed, ctx; True for a string from the client).
-# `elapsed` is in seconds; `sent` counts body bytes; ex.head_sent the response head.
+# Placeholder → a Python expression over the formatter's arguments (ex, status, sent, now, elapsed)
+# and the names in _HELPERS. `elapsed` is in seconds; `sent` counts body bytes; ex.head_sent the
+# response head. _STRINGS are escaped (or JSON-quoted); _NUMBERS cannot hold client bytes.
 _NUMBERS = {
     "status": "status",
     "rsize": "sent",
@@ -46,7 +47,7 @@ _NUMBERS = {
     "size": "ex.head_sent + sent",
     "msecs": "int(elapsed * 1000)",
     "micros": "int(elapsed * 1000000)",
-    "secs": "round(elapsed, 6)",
+    "secs": "format(elapsed, SIX_DECIMALS)",
     "mstime": "format(elapsed * 1000, ONE_DECIMAL)",
     "time": "int(ex.started)",
     "epoch": "int(now)",
@@ -60,8 +61,8 @@ _NUMBERS = {
     "headers": "ex.head_count",
     "switches": "0",
     "core": "0",
-    "modifier1": "_modifier(ex, 1)",
-    "modifier2": "_modifier(ex, 2)",
+    "modifier1": "0",  # the exchange keeps the packet's vars, not its modifiers
+    "modifier2": "0",
     "rss": "_statm(1)",
     "vsz": "_statm(0)",
     "rssM": "_statm(1) >> 20",
@@ -123,7 +124,7 @@ def _expression(name: str, quote: str, names: dict[str, str]) -> str:
     if name in _STRINGS:
         return f"{quote}({_STRINGS[name]})"
     if name.startswith("var.") and len(name) > 4:
-        key = "_name_" + re.sub(r"\W", "_", name[4:])
+        key = f"_name{len(names)}"
         names[key] = name[4:]
         return f"{quote}(_var(ex, {key}) or EMPTY)"
     raise ValueError(f"unknown log-format placeholder %({name}) (known: {', '.join(NAMES)})")
@@ -196,28 +197,20 @@ def _cl(ex: Any) -> int:
         return 0
 
 
-def _modifier(ex: Any, which: int) -> int:
-    """uwsgi packet modifiers (the exchange keeps neither: the vars carry the request)."""
-    return 0
-
-
 def _statm(index: int) -> int:
     with open("/proc/self/statm", "rb") as file:
         return int(file.read().split()[index]) * os.sysconf("SC_PAGE_SIZE")
 
 
-_last_date: list[Any] = [None, None, ""]  # (format, second) → text: one strftime a second
+_dates: dict[str, tuple[int, str]] = {}  # format → (second, text): one strftime a second per format
 
 
 def _strftime(fmt: str, when: float) -> str:
     second = int(when)
-    if _last_date[0] != fmt or _last_date[1] != second:
-        _last_date[:] = [fmt, second, time.strftime(fmt, time.localtime(second))]
-    return _last_date[2]
-
-
-def _ctime(when: float) -> str:
-    return time.ctime(when)
+    cached = _dates.get(fmt)
+    if cached is None or cached[0] != second:
+        cached = _dates[fmt] = (second, time.strftime(fmt, time.localtime(second)))
+    return cached[1]
 
 
 def _iso(when: float) -> str:
@@ -226,12 +219,12 @@ def _iso(when: float) -> str:
 
 
 _HELPERS = {
-    "_addr": _addr, "_vars": _vars, "_pktsize": _pktsize, "_var": _var, "_cl": _cl, "_modifier": _modifier,
-    "_statm": _statm, "_strftime": _strftime, "_ctime": _ctime, "_iso": _iso,
+    "_addr": _addr, "_vars": _vars, "_pktsize": _pktsize, "_var": _var, "_cl": _cl,
+    "_statm": _statm, "_strftime": _strftime, "_ctime": time.ctime, "_iso": _iso,
     "_json": encode_basestring_ascii,
     "_printable": quoted, "_pid": os.getpid, "REMOTE_USER": "REMOTE_USER", "HTTP_HOST": "HTTP_HOST",
     "HTTP_REFERER": "HTTP_REFERER", "HTTP_USER_AGENT": "HTTP_USER_AGENT", "LTIME": "%d/%b/%Y:%H:%M:%S %z",
-    "ONE_DECIMAL": ".1f", "DASH": "-", "EMPTY": "",
+    "ONE_DECIMAL": ".1f", "SIX_DECIMALS": ".6f", "DASH": "-", "EMPTY": "",
 }
 
 
