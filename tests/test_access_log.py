@@ -290,3 +290,18 @@ def test_logto_follows_its_path(spawn, workdir):
     wait_for(lambda: http_request(http, "GET", "/after-move") and log.exists() and "/after-move" in log.read_text())
     server.signal(signal.SIGHUP)
     wait_for(lambda: "reload" in log.read_text().lower(), timeout=20)  # the master writes to the new file too
+
+
+def test_a_uwsgi_ini_with_a_log_format(spawn, workdir):
+    """uWSGI's documented ini: the log-format's placeholders are not config placeholders, and a
+    date is written with %% as uWSGI's docs show."""
+    http = str(workdir / "h.sock")
+    ini = workdir / "app.ini"
+    ini.write_text("[uwsgi]\nmodule = echo:application\nhttp = %s\nlogformat = i am a logline reporting "
+                   '"%%(method) %%(uri) %%(proto)" returning with status %%(status)\nlog-date = %%%%Y-%%%%m-%%%%d\n'
+                   % http)
+    server = spawn(str(ini), wait=http)
+    http_request(http, "GET", "/ini")
+    line = wait_for(lambda: [x for x in server.log().splitlines() if "i am a logline" in x])[0]
+    assert re.fullmatch(r'\d{4}-\d\d-\d\d i am a logline reporting "GET /ini HTTP/1.1" returning with status 404',
+                        line), line

@@ -85,6 +85,12 @@ _STRINGS = {
 NAMES = (*_NUMBERS, *_STRINGS, "var.NAME")
 _PLACEHOLDER = re.compile(r"%\(([A-Za-z0-9_.\-]+)\)")
 
+
+def is_placeholder(name: str) -> bool:
+    """Whether `%(name)` is one of the access log's (config files leave those to --log-format)."""
+    return name in _NUMBERS or name in _STRINGS or (name.startswith("var.") and len(name) > 4)
+
+
 Formatter = Callable[[Any, int, int, float, float], str]
 
 

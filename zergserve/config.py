@@ -72,6 +72,10 @@ part) are expanded, uWSGI style. Anything that looks like one of these and is no
 | `@(FILE)` | the content of FILE (relative to the working directory, as in uWSGI), less one trailing newline |
 | `@(exec://COMMAND)` | the output of the shell command, less one trailing newline; a failing command is an error |
 
+The access log's own placeholders (`log-format = %(addr) %(method) %(uri) %(status)`) are left for
+`--log-format`, as uWSGI leaves them, unless set as placeholders first; a `--logdate` format in a file
+doubles its `%`s (`log-date = %%Y-%%m-%%d`), as in uWSGI.
+
 A key that is no option is an error naming the file, line and key, unless the loaded
 configuration uses it as `%(key)`: that is how uWSGI users define their own placeholders.
 `--set key=value` sets the option `key`, or the placeholder `key` if there is no such option;
