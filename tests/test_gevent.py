@@ -68,7 +68,7 @@ def test_harakiri_kills_a_stuck_loop_not_a_long_request_among_others(spawn, work
     stats = str(workdir / "stats.sock")
     server = spawn("--module", "spin:application", "--worker", "gevent", "--http", addr, "--stats", stats,
                    "--harakiri", "2", wait=addr)
-    pid = fetch(stats)["workers"][0]["pid"]
+    pid = wait_for(lambda: fetch(stats))["workers"][0]["pid"]  # the master opens it after binding --http
     with connect(addr) as stuck:
         stuck.sendall(b"GET /spin?s=30 HTTP/1.1\r\nHost: h\r\n\r\n")
         server.wait_log("HARAKIRI", timeout=10)
