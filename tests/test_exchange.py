@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zergserve import wsgi
+from zergserve.accesslog import AccessLog, compile_format
 from zergserve.exchange import CLOSE, DRAIN, KEEP, LINGER, RECEIVE, SERVE, Context, Exchange, Reply
 from zergserve.protocols import http as h1
 from zergserve.protocols.uwsgi import encode_packet
@@ -35,7 +36,8 @@ class Listener:
 
 def make_ctx(**options: Any) -> Context:
     ctx = Context(app=None, row=Row(), wid=1, log_error=lambda line: ctx.errors.append(line),
-                  access_log=lambda line: ctx.lines.append(line), limits=h1.Limits(), keep_alive=True, **options)
+                  access_log=None, limits=h1.Limits(), keep_alive=True, **options)
+    ctx.access_log = AccessLog(compile_format("zergserve", ctx), lambda line, now: ctx.lines.append(line))
     ctx.errors, ctx.lines = [], []  # type: ignore[attr-defined]
     return ctx
 

@@ -134,7 +134,7 @@ _APP_FAILURES = (Exception, SystemExit, KeyboardInterrupt)  # one 500, never the
 
 
 async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sink,
-              log_error: Callable[[str], None]) -> Response:
+              log_error: Callable[[str], None], log_client: Callable[[str], None] | None = None) -> Response:
     """Call the app for one request and write its response; never raises for anything the app does."""
     response = Response()
     ended = False  # the last http.request (more_body False) went to the app
@@ -208,10 +208,10 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
             raise AppError("app returned without completing its response")
     except ClientDisconnected as exc:
         response.status = response.status or 499
-        log_error(f"client gone during {printable(scope['method'])} {scope['path']!r}: {exc}")
+        (log_client or log_error)(f"client gone during {printable(scope['method'])} {scope['path']!r}: {exc}")
         sink.abort()
     except RequestError as exc:
-        log_error(f"bad request body for {printable(scope['method'])} {scope['path']!r}: {exc}")
+        (log_client or log_error)(f"bad request body for {printable(scope['method'])} {scope['path']!r}: {exc}")
         await _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
     except _APP_FAILURES as exc:
         log_error(f"error in app for {printable(scope['method'])} {scope['path']!r}:\n" + "".join(traceback.format_exception(exc)).rstrip())

@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         import json
         return _print(json.dumps({opt.name: getattr(cfg, opt.attr) for opt in config.OPTIONS}, indent=1,
                                  default=str))
-    log.setup(None if cfg.check_config else cfg.logto)  # a check answers on the terminal
+    logto = None if cfg.check_config else cfg.logto  # a check answers on the terminal
+    log.setup(logto, cfg.log_maxsize, tuple(cfg.touch_logreopen))
+    log.set_level(cfg.log_level)
     for line in cfg.warnings:
         logger.warning("%s", line)
     patch = binary_patch(cfg)
@@ -223,6 +225,8 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
             _abandon(listeners, cfg.vacuum)
             return exitcodes.APP_LOAD_ERROR
     master = Master(cfg, listeners, app, workers.get(cfg.worker), argv, start_cwd, notify, hooks, inherited)
+    if log.logto_file is not None:
+        master.add_housekeeping(log.logto_file.check)  # moved, rotated, --touch-logreopen
     if reloaded:
         master.added_listeners = [item for item in listeners if item.origin == "bound" and item not in handed]
     if app is None and not cfg.lazy_apps:  # a reload's new image, with the previous workers to fall back on

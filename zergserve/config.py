@@ -72,6 +72,10 @@ part) are expanded, uWSGI style. Anything that looks like one of these and is no
 | `@(FILE)` | the content of FILE (relative to the working directory, as in uWSGI), less one trailing newline |
 | `@(exec://COMMAND)` | the output of the shell command, less one trailing newline; a failing command is an error |
 
+The access log's own placeholders (`log-format = %(addr) %(method) %(uri) %(status)`) are left for
+`--log-format`, as uWSGI leaves them, unless set as placeholders first; a `--logdate` format in a file
+doubles its `%`s (`log-date = %%Y-%%m-%%d`), as in uWSGI.
+
 A key that is no option is an error naming the file, line and key, unless the loaded
 configuration uses it as `%(key)`: that is how uWSGI users define their own placeholders.
 `--set key=value` sets the option `key`, or the placeholder `key` if there is no such option;
@@ -111,7 +115,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from zergserve import __version__, configfile, proxy, sockets
+from zergserve import __version__, accesslog, configfile, proxy, sockets
 
 
 class ConfigError(Exception):
@@ -209,6 +213,20 @@ def address(value: str) -> str:
 def proxies(value: str) -> str:
     """--forwarded-allow-ips: checked now, so that a bad entry is reported with its file and line."""
     proxy.Trust(value)
+    return value
+
+
+@_metavar("FORMAT")
+def log_format(value: str) -> str:
+    """An access-log format, compiled now so that an unknown placeholder is reported with its source."""
+    return accesslog.check_format(value)
+
+
+@_metavar("STRFTIME")
+def strftime(value: str) -> str:
+    """A strftime format (it must hold a % directive)."""
+    if "%" not in value:
+        raise ValueError(f"invalid date format {value!r}: expected strftime directives like %Y-%m-%d")
     return value
 
 
@@ -570,6 +588,27 @@ OPTIONS: tuple[Option, ...] = (
     O("disable-logging", boolean, False, "no access log lines (errors are always logged)", "L", flag=True,
       group="logging"),
     O("logto", text, None, "append the log (and the app's stdout/stderr) to this file", group="logging"),
+    O("log-format", log_format, "zergserve", "the access line: uWSGI's %(placeholders) (docs/logging.md), gunicorn's "
+      "%(h)s atoms, or a preset: zergserve, uwsgi, combined, common, json", aliases=("logformat", "access-logformat"),
+      group="logging"),
+    O("req-logger", text, None, "write access lines to file:PATH (or PATH) instead of the log; '-' is the log",
+      aliases=("logger-req", "access-logfile"), group="logging"),
+    O("log-level", choice(*accesslog.LEVELS), "info", "the least severe server line written; access lines are "
+      "info, so warning and above turn them off", aliases=("loglevel",), group="logging"),
+    O("logdate", strftime, None, "prefix access lines with this strftime date (without a value: uWSGI's "
+      "'%a %b %d %H:%M:%S %Y -'); also the format of %(ftime)", aliases=("log-date",),
+      const="%a %b %d %H:%M:%S %Y -", group="logging"),
+    O("log-4xx", boolean, False, "with --disable-logging: still log responses with a 4xx status", flag=True,
+      group="logging"),
+    O("log-5xx", boolean, False, "with --disable-logging: still log responses with a 5xx status", flag=True,
+      group="logging"),
+    O("log-slow", integer(0), 0, "with --disable-logging: still log requests that took N ms or more (0: off)",
+      group="logging"),
+    O("log-maxsize", integer(0), 0, "rotate the --logto and --req-logger files past N bytes: renamed to "
+      "FILE.<unix time>, a new one started (0: never)", group="logging"),
+    O("touch-logreopen", text, (), "reopen the --logto and --req-logger files when FILE's modification time "
+      "changes (logrotate's postrotate: touch FILE); a moved file is reopened within a second anyway",
+      repeatable=True, group="logging"),
     # uWSGI compatibility: accepted so that uWSGI files load; the default is what zergserve always does
     O("enable-threads", boolean, True, "accepted for uWSGI configs: Python threads always work", "T",
       flag=True, group="compat"),

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from zergserve import __version__, config
+from zergserve import __version__, accesslog, config
 
 EXTENSIONS = {".ini": "ini", ".json": "json", ".js": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
 DEFAULT_SECTIONS = ("uwsgi", "zergserve")
@@ -409,6 +409,8 @@ def _substitute(value: str, magic: dict[str, str], scope: Scope, where: str, con
                                          "supported")
             scope.referenced.add(name)
             found = scope.lookup(name)
+            if found is None and accesslog.is_placeholder(name):
+                return match.group(0)  # a log-format's own %(addr), left for it, as uWSGI leaves it
             if found is None:
                 raise config.ConfigError(f"{where}: unknown placeholder %({name}): it must be set before it is used")
             return found

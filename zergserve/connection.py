@@ -21,7 +21,7 @@ from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RE
 from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
 
-__all__ = ["Context", "serve", "send_all", "sending", "unsent", "log_writer"]
+__all__ = ["Context", "serve", "send_all", "sending", "unsent"]
 
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
@@ -64,7 +64,7 @@ def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Ex
         environ = wsgi.http_environ(_base_environ(ctx, listener), ex.request, ex.peer, body)
     else:
         environ = wsgi.uwsgi_environ(_base_environ(ctx, listener), ex.variables, body)
-    response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error)
+    response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error, ctx.log_refusal)
     after = ex.after_response(response.status, response.sent)
     if after == DRAIN:
         after = KEEP if _drain(body) else LINGER
@@ -266,12 +266,3 @@ def _linger_close(conn: socket.socket) -> None:
     except OSError:
         pass
 
-
-def log_writer(fd: int) -> Callable[[str], None]:
-    """A line writer straight to a descriptor: the access log is on the hot path, logging is not."""
-    def write(line: str) -> None:
-        try:
-            os.write(fd, (time.strftime("[%Y-%m-%d %H:%M:%S] ") + line + "\n").encode("utf-8", "replace"))
-        except OSError:
-            pass
-    return write

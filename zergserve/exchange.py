@@ -20,7 +20,7 @@ from zergserve.pacing import BodyClock, BodyTimeout, SendPace
 from zergserve.protocols import http as h1
 from zergserve.protocols import uwsgi
 from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge,
-                                  printable, reason)
+                                  reason)
 
 RECV = 65536  # the most a driver reads at once
 DRAIN_CAP = 65536  # body bytes an app left unread that are read to keep the connection
@@ -33,11 +33,14 @@ class Context:
                  access_log: Callable[[str], None] | None, limits: h1.Limits, http_timeout: float = 4.0,
                  socket_timeout: float = 4.0, keepalive_timeout: float = 0.0, limit_post: int = 0,
                  buffer_size: int = 4096, max_vars: int = 128, keep_alive: bool = False,
-                 body_timeout: float = 20.0, body_min_rate: float = 500.0, send_min_rate: float = 500.0) -> None:
+                 body_timeout: float = 20.0, body_min_rate: float = 500.0, send_min_rate: float = 500.0,
+                 log_refusal: Callable[[str], None] | None = None) -> None:
         self.app = app
         self.row = row
         self.wid = wid
         self.log_error = log_error
+        self.log_refusal = log_refusal or log_error  # why a request was refused or a client left: its access
+        # line has the status
         self.access_log = access_log
         self.limits = limits
         self.http_timeout = http_timeout
@@ -105,11 +108,12 @@ class Exchange:
     body_failed = False
     raw = False  # the response is no longer framed: the connection closes after it
     head_sent = 0  # bytes of the response head: the stats' tx counts them, as uWSGI's does
+    head_count = 0  # response headers, for the access log's %(headers)
     started = 0.0
     request: h1.Request | None = None  # HTTP: the request head
     variables: dict[str, str] = {}  # uwsgi: the packet's vars
     _REQUEST_STATE = ("method", "target", "protocol", "has_body", "clock", "read", "continued", "body_done",
-                      "body_failed", "raw", "head_sent", "started")
+                      "body_failed", "raw", "head_sent", "head_count", "started")
 
     def __init__(self, ctx: Context, listener: Any, peer: Any, handle: Any = None) -> None:
         self.ctx = ctx
@@ -146,11 +150,18 @@ class Exchange:
         self._busy()
         self.pending = CLOSE
         if self.http and self.received_any:
-            self.ctx.log_error(f"http: request head not complete within {self.ctx.http_timeout:g}s "
+            self.ctx.log_refusal(f"http: request head not complete within {self.ctx.http_timeout:g}s "
                                f"(peer {self.where})")
-            self.pending = Reply(self.h.error_response(h1.HTTPError(408, "request head timeout")), False)
+            self.pending = self._refuse(408, self.h.error_response(h1.HTTPError(408, "request head timeout")), False)
         elif not self.http and self.parser.started:  # a bare connect (a health check) is no error
-            self.ctx.log_error(f"uwsgi: no complete packet within {self.ctx.socket_timeout:g}s (peer {self.where})")
+            self.ctx.log_refusal(f"uwsgi: no complete packet within {self.ctx.socket_timeout:g}s (peer {self.where})")
+
+    def _refuse(self, status: int, data: bytes, linger: bool) -> Reply:
+        """A refusal the server answers itself: an access line with its status, as any response."""
+        if self.ctx.access_log is not None:
+            self.head_sent = len(data)
+            self.ctx.access_log.request(self, status, 0)
+        return Reply(data, linger)
 
     def _busy(self) -> None:
         if self.kept_alive and self.handle is not None:  # only a kept-alive connection is ever idle
@@ -175,8 +186,8 @@ class Exchange:
         try:
             event = h.next_event()
         except h1.HTTPError as exc:
-            self.ctx.log_error(f"http: {exc.status} {exc.reason} (peer {self.where})")
-            return Reply(h.error_response(exc), True)
+            self.ctx.log_refusal(f"http: {exc.status} {exc.reason} (peer {self.where})")
+            return self._refuse(exc.status, h.error_response(exc), True)
         if event is h1.NEED_DATA:
             if self.idle:
                 if self.ctx.draining:
@@ -188,8 +199,8 @@ class Exchange:
             return CLOSE  # ConnectionClosed, or PAUSED with nothing more to do
         ctx = self.ctx
         if ctx.limit_post and event.content_length is not None and event.content_length > ctx.limit_post:
-            ctx.log_error(f"http: body of {event.content_length} bytes over limit-post {ctx.limit_post}")
-            return Reply(h.error_response(h1.HTTPError(413, "body over limit-post")), True)
+            ctx.log_refusal(f"http: body of {event.content_length} bytes over limit-post {ctx.limit_post}")
+            return self._refuse(413, h.error_response(h1.HTTPError(413, "body over limit-post")), True)
         if ctx.draining:
             h.keep_alive = False  # this response says Connection: close
         self.method, self.target, self.protocol = event.method, event.target, "HTTP/" + event.http_version
@@ -204,7 +215,7 @@ class Exchange:
         except uwsgi.EmptyConnection:
             return CLOSE
         except uwsgi.UwsgiError as exc:
-            self.ctx.log_error(f"uwsgi: {exc} (peer {self.where})")
+            self.ctx.log_refusal(f"uwsgi: {exc} (peer {self.where})")
             return CLOSE
         if packet is None:
             return RECEIVE
@@ -218,11 +229,11 @@ class Exchange:
         try:
             length = uwsgi.content_length(variables)
         except uwsgi.BadContentLength as exc:
-            self.ctx.log_error(f"uwsgi: {exc} (peer {self.where})")
-            return Reply(raw_error(self.protocol, 400), False)
+            self.ctx.log_refusal(f"uwsgi: {exc} (peer {self.where})")
+            return self._refuse(400, raw_error(self.protocol, 400), False)
         if self.ctx.limit_post and length > self.ctx.limit_post:
-            self.ctx.log_error(f"uwsgi: body of {length} bytes over limit-post {self.ctx.limit_post}")
-            return Reply(raw_error(self.protocol, 413), True)
+            self.ctx.log_refusal(f"uwsgi: body of {length} bytes over limit-post {self.ctx.limit_post}")
+            return self._refuse(413, raw_error(self.protocol, 413), True)
         self.length = length
         self.first = self.parser.trailing[:length]
         self.has_body = bool(length)
@@ -318,6 +329,7 @@ class Exchange:
     def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
         """The response head (and first body bytes) for the wire. HTTP: framed by the codec (which
         refuses what it cannot frame: AppError); uwsgi: a raw response as uWSGI writes it."""
+        self.head_count = len(headers)
         if not self.http:
             parts = [b"%s %d %s\r\n" % (self.protocol.encode("latin-1"), status, reason)]
             parts.extend(b"%s: %s\r\n" % header for header in headers)
@@ -362,8 +374,7 @@ class Exchange:
         ctx = self.ctx
         ctx.row.end(self.head_sent + sent, time.time() - self.started, status >= 500)
         if ctx.access_log is not None:
-            peer = self.peer or (self.variables.get("REMOTE_ADDR", "-"),)  # behind nginx, its client
-            access(ctx, peer, self.method, self.target, self.protocol, status, sent, self.started)
+            ctx.access_log.request(self, status, sent)
         body_left = self.has_body and not self.body_done
         if self.raw or not self.http or self.h.must_close:
             return LINGER if body_left else CLOSED
@@ -389,17 +400,6 @@ def raw_error(protocol: str, status: int) -> bytes:
     body = text + b"\n"
     return (b"%s %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
             % (protocol.encode("latin-1"), status, text, len(body), body))
-
-
-def access(ctx: Context, peer: Any, method: str, target: str, proto: str, status: int, sent: int,
-           started: float) -> None:
-    """One access-log line; every string from the client escaped."""
-    if ctx.access_log is None:
-        return
-    addr = printable(peer[0]) if peer else "-"
-    ms = (time.time() - started) * 1000
-    ctx.access_log(f'{addr} "{printable(method)} {printable(target)} {printable(proto)}" '
-                   f"{status} {sent} {ms:.1f}ms w{ctx.wid}")
 
 
 def peer_text(peer: Any, listener: Any) -> str:

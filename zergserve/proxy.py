@@ -70,6 +70,11 @@ def configure(spec: str) -> None:
     _trust = Trust(spec)
 
 
+def trusted(peer: Any) -> bool:
+    """Whether this peer's forwarding headers are believed (the access log's client address)."""
+    return _trust.peer(peer)
+
+
 def apply_environ(env: dict[str, Any], peer: Any) -> None:
     """Rewrite wsgi.url_scheme, REMOTE_ADDR and REMOTE_PORT of an HTTP request from a trusted peer."""
     proto, xff, rfc7239 = env.get("HTTP_X_FORWARDED_PROTO"), env.get("HTTP_X_FORWARDED_FOR"), env.get("HTTP_FORWARDED")

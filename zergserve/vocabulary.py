@@ -1,5 +1,6 @@
 """What the adapters (wsgi, asgi) and the exchange share: request errors, the header field
-check, reason phrases and log escaping. Imports nothing of the package but the HTTP codec."""
+check, reason phrases and log escaping (log.quoted). Imports nothing of the package but the HTTP codec and
+the log."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from http import HTTPStatus
 from typing import Any
 
+from zergserve.log import quoted as printable  # noqa: F401 - the adapters' name for it
 from zergserve.protocols import http as h1
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -51,14 +53,6 @@ def check_field(bname: bytes, bvalue: bytes, name: Any, value: Any) -> None:
         raise AppError(f"invalid header name {name!r}")
     if _BAD_VALUE.search(bvalue):
         raise AppError(f"invalid header value for {name!r}: {value!r}")
-
-
-def printable(text: str) -> str:
-    """`text` with control bytes and double quotes escaped, for a log line: a request path or a
-    uwsgi var cannot forge, split or colour log lines."""
-    if text.isprintable() and '"' not in text:
-        return text
-    return text.encode("unicode_escape").decode("ascii").replace('"', "\\x22")
 
 
 def reason(code: int) -> bytes:

@@ -352,8 +352,11 @@ class Response:
 _APP_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 
 
-def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[[str], None]) -> Response:
-    """Call the app and write its response; never raises for anything the app does."""
+def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[[str], None],
+        log_client: Callable[[str], None] | None = None) -> Response:
+    """Call the app and write its response; never raises for anything the app does. What the
+    client did (left, sent a bad body) goes to `log_client`: its access line carries the status."""
+    log_client = log_client or log_error
     response = Response(sink)
     result: Any = None
     try:
@@ -384,10 +387,10 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
                 raise ClientDisconnected(str(exc)) from exc
     except ClientDisconnected as exc:  # raised by the sink or wsgi.input only: the app's own OSErrors are its errors
         response.status = response.status or 499
-        log_error(f"client gone during {_where(environ)}: {exc}")
+        log_client(f"client gone during {_where(environ)}: {exc}")
         sink.abort()
     except RequestError as exc:
-        log_error(f"bad request body for {_where(environ)}: {exc}")
+        log_client(f"bad request body for {_where(environ)}: {exc}")
         _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
     except _APP_FAILURES as exc:
         log_error(f"error in app for {_where(environ)}:\n"

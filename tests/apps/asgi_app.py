@@ -103,7 +103,7 @@ async def application(scope, receive, send):
         raise RuntimeError("late boom")
     elif path == "/two-lengths":  # the codec, not the adapter, refuses this head
         await _reply(send, 200, b"12345", headers=[(b"content-length", b"6")])
-    elif path == "/error":
+    elif path in ("/error", "/crash"):
         raise RuntimeError("boom from the ASGI app")
     elif path == "/badheader":
         await _reply(send, 200, b"never", headers=[(b"x-bad", b"a\r\nInjected: yes")])

@@ -183,7 +183,7 @@ class AsyncioWorker(Worker):
         else:
             scope = asgi.uwsgi_scope(ex.variables, server, state)
         response = await asgi.run(self.app, scope, body.pull if ex.has_body else None, _Sink(self, conn, ex),
-                                  self.ctx.log_error)
+                                  self.ctx.log_error, self.ctx.log_refusal)
         after = ex.after_response(response.status, response.sent)
         if after == DRAIN:
             after = KEEP if await body.drain() else LINGER

@@ -19,7 +19,7 @@ import traceback
 from typing import Any, Callable
 
 from zergserve import app as app_loader
-from zergserve import config, connection, exchange, parent_death, proctitle, proxy
+from zergserve import accesslog, config, connection, exchange, parent_death, proctitle, proxy
 from zergserve.exitcodes import APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR, BOOT_ERROR as EXIT_BOOT_ERROR, OK as EXIT_OK
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -114,7 +114,7 @@ class Worker:
             row=self.row,
             wid=self.wid,
             log_error=self.log_error,
-            access_log=None if cfg.disable_logging else connection.log_writer(2),
+            access_log=None,
             limits=head_limits(cfg),
             http_timeout=cfg.http_timeout,
             socket_timeout=cfg.socket_timeout,
@@ -126,7 +126,9 @@ class Worker:
             body_timeout=cfg.body_timeout,
             body_min_rate=cfg.body_min_rate,
             send_min_rate=cfg.send_min_rate,
+            log_refusal=lambda message: logger.info("worker %d: %s", self.wid, message),
         )
+        self.ctx.access_log = accesslog.from_config(cfg, self.ctx)
 
     def announce_ready(self) -> None:
         """Wake the master now (it would otherwise see the IDLE row only at its next cycle): the
