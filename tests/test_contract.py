@@ -1,5 +1,5 @@
-"""Request behaviour every worker class owes its clients, one test run per class (sync, gevent,
-asyncio), over both protocols where it applies. Real processes on UNIX sockets."""
+"""Request behaviour every worker class owes its clients, one test run per class (sync, gthread,
+gevent, asyncio), over both protocols where it applies. Real processes on UNIX sockets."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from conftest import at_once, connect, free_port, http_request, recv_all, respon
 from zergserve.protocols.uwsgi import encode_packet
 from zergserve.stats import fetch
 
-WORKERS = ("sync", "gevent", "asyncio")
-BIG = {"sync": "/big?size=%d", "gevent": "/big?size=%d", "asyncio": "/bigstream?size=%d"}
+WORKERS = ("sync", "gthread", "gevent", "asyncio")
+BIG = {"sync": "/big?size=%d", "gthread": "/big?size=%d", "gevent": "/big?size=%d", "asyncio": "/bigstream?size=%d"}
 
 
 def start(worker: str, spawn, workdir, *extra: str):

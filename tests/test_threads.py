@@ -1,0 +1,173 @@
+"""The gthread worker (--threads N) with real processes: N requests at once per process, kept-alive
+connections that hold no thread, harakiri, graceful stops and reloads, max-requests, config."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from conftest import ROOT, connect, http_request, responses, wait_for
+from zergserve.stats import fetch
+
+
+def start(spawn, workdir: Path, *extra: str, threads: int = 4):
+    http, stats = str(workdir / "http.sock"), str(workdir / "stats.sock")
+    server = spawn("--module", "echo:application", "--http", http, "-p", "1", "-k", "gthread",
+                   "--threads", str(threads), "--stats", stats, "--worker-reload-mercy", "10", *extra, wait=http)
+    server.addr, server.stats = http, stats
+    return server
+
+
+def worker(server) -> dict:
+    return fetch(server.stats)["workers"][0]
+
+
+def in_flight(server) -> int:
+    return sum(core["in_request"] for core in worker(server)["cores"])
+
+
+class Gated:
+    """Requests held in the app until `release()` (the /gate path waits for a file)."""
+
+    def __init__(self, server, workdir: Path) -> None:
+        self.server = server
+        self.gate = workdir / "gate"
+        self.results: list[tuple[int, bytes]] = []
+        self.threads: list[threading.Thread] = []
+
+    def send(self, count: int) -> None:
+        for _ in range(count):
+            thread = threading.Thread(target=self._one, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _one(self) -> None:
+        status, _, body = http_request(self.server.addr, "GET", f"/gate?f={self.gate}", timeout=30)
+        self.results.append((status, body))
+
+    def release(self) -> list[tuple[int, bytes]]:
+        self.gate.touch()
+        for thread in self.threads:
+            thread.join(30)
+        return self.results
+
+
+def test_n_requests_at_once_in_one_process_busy_only_when_all_threads_are(spawn, workdir):
+    server = start(spawn, workdir)
+    first = worker(server)
+    assert first["status"] == "idle" and len(first["cores"]) == 4
+    gated = Gated(server, workdir)
+    gated.send(3)
+    wait_for(lambda: in_flight(server) == 3, message="3 requests in flight")
+    assert worker(server)["status"] == "idle"  # a thread is free: not busy for cheaper, idle and SOS
+    gated.send(1)
+    wait_for(lambda: in_flight(server) == 4 and worker(server)["status"] == "busy", message="4 in flight, busy")
+    results = gated.release()
+    assert [status for status, _ in results] == [200] * 4
+    assert len({body for _, body in results}) == 1  # one process served them all
+    wait_for(lambda: worker(server)["status"] == "idle" and in_flight(server) == 0, message="idle again")
+    assert sum(core["requests"] for core in worker(server)["cores"]) == 4
+
+
+def test_kept_alive_connections_wait_in_the_poller_not_in_a_thread(spawn, workdir):
+    """With one thread and a long --keep-alive, connections taking turns are each answered: a thread
+    held by a kept-alive connection between its requests would leave the others waiting."""
+    server = start(spawn, workdir, "--keep-alive", "30", threads=1)
+    socks = [connect(server.addr) for _ in range(3)]
+    request = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        for _ in range(3):
+            for sock in socks:
+                sock.sendall(request)
+                (reply,) = responses(sock, 1)
+                assert reply.startswith(b"HTTP/1.1 200") and b"connection: close" not in reply.lower()
+        socks[0].sendall(request * 3)  # pipelined on a parked connection
+        assert all(r.startswith(b"HTTP/1.1 200") for r in responses(socks[0], 3))
+    finally:
+        for sock in socks:
+            sock.close()
+    assert worker(server)["requests"] == 12
+
+
+def test_harakiri_kills_the_worker_of_a_stuck_thread_while_others_finish(spawn, workdir):
+    server = start(spawn, workdir, "--harakiri", "2")
+    pid = worker(server)["pid"]
+    def stuck_request() -> None:
+        try:
+            http_request(server.addr, "GET", "/sleep?s=60", timeout=30)
+        except OSError:
+            pass  # harakiri closes it unanswered
+
+    stuck = threading.Thread(target=stuck_request, daemon=True)
+    stuck.start()
+    wait_for(lambda: in_flight(server) == 1, message="the stuck request in flight")
+    while "HARAKIRI ON WORKER 1" not in server.log():  # other threads go on finishing requests
+        status, _, _ = http_request(server.addr, "GET", "/", timeout=10)
+        assert status == 200 or "HARAKIRI" in server.log()
+    assert "/sleep?s=60" in server.log()
+    wait_for(lambda: worker(server)["pid"] not in (0, pid) and worker(server)["harakiri_count"] == 1,
+             message="a new worker after harakiri")
+    assert http_request(server.addr, "GET", "/")[0] == 200
+
+
+def test_term_finishes_the_requests_in_flight(spawn, workdir):
+    server = start(spawn, workdir)
+    gated = Gated(server, workdir)
+    gated.send(3)
+    wait_for(lambda: in_flight(server) == 3, message="3 requests in flight")
+    server.signal(signal.SIGTERM)
+    server.wait_log("stopping")
+    assert [status for status, _ in gated.release()] == [200] * 3
+    assert server.wait_exit() == 0
+
+
+def test_hup_finishes_the_requests_in_flight_and_new_workers_serve(spawn, workdir):
+    server = start(spawn, workdir)
+    pid = worker(server)["pid"]
+    gated = Gated(server, workdir)
+    gated.send(2)
+    wait_for(lambda: in_flight(server) == 2, message="2 requests in flight")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: worker(server)["pid"] not in (0, pid), timeout=20, message="a new worker")
+    results = gated.release()
+    assert [status for status, _ in results] == [200] * 2 and {body for _, body in results} == {str(pid).encode()}
+    assert http_request(server.addr, "GET", "/")[0] == 200
+
+
+def test_max_requests_recycles_a_threaded_worker(spawn, workdir):
+    server = start(spawn, workdir, "--max-requests", "5", threads=2)
+    pids = {http_request(server.addr, "GET", "/pid")[2] for _ in range(12)}
+    assert len(pids) >= 2
+    assert "max-requests (5) reached" in server.log()
+
+
+def test_uwsgi_ini_threads_and_stacksize(spawn, workdir):
+    ini = workdir / "app.ini"
+    http = str(workdir / "http.sock")
+    ini.write_text(f"[uwsgi]\nmodule = echo:application\nhttp = {http}\nprocesses = 2\nthreads = 3\n"
+                   "threads-stacksize = 512\n")
+    server = spawn(str(ini), wait=http)
+    assert "2 gthread worker(s)" in server.log()
+    status, _, body = http_request(http, "GET", "/stacksize")
+    assert status == 200 and int(body) == 512 * 1024
+    assert "unknown option" not in server.log()
+
+
+def test_gunicorn_gthread_and_refusals():
+    def run(*args: str) -> subprocess.CompletedProcess:
+        env = {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests' / 'apps'}", "PATH": "/usr/bin:/bin"}
+        return subprocess.run([sys.executable, "-m", "zergserve", "--print-config", *args], env=env,
+                              capture_output=True, text=True, timeout=30)
+
+    import json
+    chosen = json.loads(run("-k", "gthread", "--threads", "4").stdout)
+    assert (chosen["worker"], chosen["threads"]) == ("gthread", 4)
+    assert json.loads(run("--threads", "2").stdout)["worker"] == "gthread"
+    assert json.loads(run("--threads", "1").stdout)["worker"] == "sync"
+    for worker_class in ("gevent", "asyncio"):
+        refused = run("--worker", worker_class, "--threads", "4")
+        assert refused.returncode == 2
+        assert f"threads 4 cannot go with the {worker_class} worker" in refused.stderr
