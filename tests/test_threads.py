@@ -18,6 +18,7 @@ def start(spawn, workdir: Path, *extra: str, threads: int = 4):
     server = spawn("--module", "echo:application", "--http", http, "-p", "1", "-k", "gthread",
                    "--threads", str(threads), "--stats", stats, "--worker-reload-mercy", "10", *extra, wait=http)
     server.addr, server.stats = http, stats
+    wait_for(lambda: worker(server)["status"] == "idle", message="the worker idle")
     return server
 
 
@@ -89,7 +90,7 @@ def test_kept_alive_connections_wait_in_the_poller_not_in_a_thread(spawn, workdi
     finally:
         for sock in socks:
             sock.close()
-    assert worker(server)["requests"] == 12
+    wait_for(lambda: worker(server)["requests"] == 12, message="12 requests counted")
 
 
 def test_harakiri_kills_the_worker_of_a_stuck_thread_while_others_finish(spawn, workdir):
@@ -150,7 +151,7 @@ def test_uwsgi_ini_threads_and_stacksize(spawn, workdir):
     ini.write_text(f"[uwsgi]\nmodule = echo:application\nhttp = {http}\nprocesses = 2\nthreads = 3\n"
                    "threads-stacksize = 512\n")
     server = spawn(str(ini), wait=http)
-    assert "2 gthread worker(s)" in server.log()
+    server.wait_log("2 gthread worker(s)")
     status, _, body = http_request(http, "GET", "/stacksize")
     assert status == 200 and int(body) == 512 * 1024
     assert "unknown option" not in server.log()
