@@ -172,3 +172,20 @@ def test_gunicorn_gthread_and_refusals():
         refused = run("--worker", worker_class, "--threads", "4")
         assert refused.returncode == 2
         assert f"threads 4 cannot go with the {worker_class} worker" in refused.stderr
+
+
+def test_threads_in_a_zerg_and_its_server(spawn, workdir):
+    """A zerg with threads serves the server's sockets N at once while the server is paused."""
+    from test_zerg import instance, zerg
+    main = instance(spawn, workdir, extra=("--threads", "2"))
+    z = zerg(spawn, workdir, main.zsock, extra=("--threads", "3"))
+    main.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(main.stats)["workers"][0]["status"] == "pause", message="main paused")
+    z.addr = main.addr
+    gated = Gated(z, workdir)
+    gated.send(3)
+    z_in_flight = lambda: sum(core["in_request"] for core in fetch(z.stats)["workers"][0]["cores"])  # noqa: E731
+    wait_for(lambda: z_in_flight() == 3 and fetch(z.stats)["workers"][0]["status"] == "busy",
+             message="3 requests in flight in the zerg")
+    zerg_pid = str(fetch(z.stats)["workers"][0]["pid"]).encode()
+    assert {body for _, body in gated.release()} == {zerg_pid}
