@@ -189,3 +189,21 @@ def test_threads_in_a_zerg_and_its_server(spawn, workdir):
              message="3 requests in flight in the zerg")
     zerg_pid = str(fetch(z.stats)["workers"][0]["pid"]).encode()
     assert {body for _, body in gated.release()} == {zerg_pid}
+
+
+def test_a_vassal_with_threads_serves_them_at_once(spawn, workdir):
+    from test_emperor import Emperor
+    from conftest import free_port
+    emperor = Emperor(spawn, workdir)
+    stats = str(workdir / "vassal.stats")
+    addr = emperor.write("app.ini", free_port(), f"threads = 3\nstats = {stats}\n")
+    wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
+
+    class Vassal:
+        pass
+    vassal = Vassal()
+    vassal.addr, vassal.stats = addr, stats
+    gated = Gated(vassal, workdir)
+    gated.send(3)
+    wait_for(lambda: in_flight(vassal) == 3 and worker(vassal)["status"] == "busy", message="3 in flight")
+    assert [status for status, _ in gated.release()] == [200] * 3
