@@ -1,10 +1,13 @@
 """The gthread worker: --threads requests at once per process, each on a thread of a fixed pool.
 
-gunicorn's gthread model: the main thread waits in epoll on the listening sockets (while a thread
-is free, with EPOLLEXCLUSIVE as the sync worker) and on the kept-alive connections between their
-requests; a connection that is accepted, or kept alive and readable again, goes to the pool, whose
-thread serves it through connection.serve()/resume() exactly as the sync worker does, and hands it
-back (park) when it waits for its next request. So an idle keep-alive connection holds no thread.
+gunicorn's gthread model, without its hand-offs: kept-alive connections wait for their next request
+in the worker's epoll, not in a thread, so idle clients hold no thread. Every free thread waits in
+that one epoll, on the listening sockets (EPOLLEXCLUSIVE, as the sync worker) and on the parked
+connections (EPOLLONESHOT); the kernel wakes one free thread per event, which accepts or takes the
+connection back and serves it through connection.serve()/resume() exactly as the sync worker
+does, parking it again when it waits for its next request. A process whose threads are all busy
+waits in no epoll_wait, so EPOLLEXCLUSIVE passes its connections to another process. The main
+thread only handles signals, pause, --keep-alive expiry and the stop.
 
 The scoreboard row stands for the process: busy only when every thread is in a request (what the
 cheaper, idle and SOS watches count), its request start that of the oldest request in flight, so
@@ -16,12 +19,10 @@ from __future__ import annotations
 
 import collections
 import os
-import queue
 import select
 import socket
 import threading
 import time
-from functools import partial
 from typing import Any, Callable
 
 from zergserve import connection, wsgi
@@ -32,7 +33,7 @@ from zergserve.sockets import Listener
 from zergserve.workers.base import Worker
 from zergserve.workers.sync import _ACCEPT_EVENTS
 
-_Task = Callable[[], None]
+_PARKED_EVENTS = select.EPOLLIN | select.EPOLLONESHOT
 
 
 class ThreadsWorker(Worker):
@@ -57,146 +58,110 @@ class ThreadsWorker(Worker):
             self.ctx.environs[listener.fileno()] = env
 
     def serve_forever(self) -> None:
-        threads = self.cfg.threads
-        self.tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
-        self.returned: collections.deque[tuple[socket.socket, Exchange] | None] = collections.deque()
-        self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.poller = select.epoll()
+        self.by_fd = {listener.fileno(): listener for listener in self.listeners}
+        self.parked: collections.OrderedDict[int, tuple[socket.socket, Exchange]] = collections.OrderedDict()
+        self.lock = threading.Lock()
+        self.stop_r, self.stop_w = os.pipe2(os.O_CLOEXEC)  # readable at the stop: every thread leaves
+        self.poller.register(self.stop_r, select.EPOLLIN)
         pool = [threading.Thread(target=self._thread, args=(i,), name=f"core {i}", daemon=True)
-                for i in range(threads)]
+                for i in range(self.cfg.threads)]
         for thread in pool:
             thread.start()
-        self.poller = select.epoll()
-        self.poller.register(self.wake_r, select.EPOLLIN)
-        self.poller.register(self.done_r, select.EPOLLIN)
-        self.parked: collections.OrderedDict[int, tuple[socket.socket, Exchange]] = collections.OrderedDict()
-        self.inflight = 0  # connections given to the pool and not handed back yet
-        by_fd = {listener.fileno(): listener for listener in self.listeners}
         accepting = False
         while not self.done():
-            want = not self.paused and self.inflight < threads
-            if want != accepting:
-                for fd in by_fd:
-                    if want:
-                        self.poller.register(fd, _ACCEPT_EVENTS)
-                    else:
+            if accepting == self.paused:
+                for fd in self.by_fd:
+                    if self.paused:
                         self._forget(fd)
-                accepting = want
-                if self.paused:
-                    self.row.set_status(PAUSED)
-                elif not self.rows.inflight:
-                    self.row.set_status(IDLE)
-            timeout = 1.0
-            if self.parked:
-                first = next(iter(self.parked.values()))[1]
-                timeout = min(timeout, max(0.0, first.deadline - time.monotonic()))
-            events = self.poller.poll(timeout)
-            if not events:
+                    else:
+                        self.poller.register(fd, _ACCEPT_EVENTS)
+                accepting = not self.paused
+                self.row.set_status(PAUSED if self.paused else BUSY if self.rows.full else IDLE)
+            ready, _, _ = select.select([self.wake_r], [], [], self._expire())
+            if ready:
+                self.drain_wakeups()
+            else:
                 self.row.heartbeat()
-            for fd, _ in events:
-                if fd == self.wake_r:
-                    self.drain_wakeups()
-                elif fd == self.done_r:
-                    self._collect()
-                elif fd in self.parked:
-                    self._forget(fd)
-                    conn, ex = self.parked.pop(fd)
-                    self._submit(partial(connection.resume, conn, ex, self._park))
-                elif accepting and fd in by_fd:
-                    self._accept(by_fd[fd], threads)
-            self._expire()
-        for fd in by_fd:
+        for fd in self.by_fd:
             self._forget(fd)
         if self.orphan:
             super().release_listeners()
         self.ctx.draining = True  # kept-alive connections close after the response in hand
-        for fd in list(self.parked):
-            self._forget(fd)
-            self.parked.pop(fd)[0].close()
-        self.drain_queue(lambda conn, peer, listener: self._submit(
-            partial(connection.serve, conn, peer, listener, self.ctx, self._park)))
-        for _ in pool:
-            self.tasks.put(None)
+        with self.lock:
+            for conn, _ in self.parked.values():
+                conn.close()
+            self.parked.clear()
+        self.drain_queue(lambda conn, peer, listener: connection.serve(conn, peer, listener, self.ctx))
+        os.write(self.stop_w, b"x")
         deadline = time.monotonic() + self.cfg.worker_reload_mercy
         for thread in pool:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(thread.is_alive() for thread in pool):
             logger.error("worker %d: requests still running after %ds, leaving them",
                          self.wid, self.cfg.worker_reload_mercy)
-        for item in self.returned:
-            if item is not None:
-                item[0].close()
 
     def release_listeners(self) -> None:
         """Done by serve_forever once the listeners are out of its poller."""
 
     def _thread(self, core: int) -> None:
-        """One request thread: run what the main thread hands over until told to stop."""
+        """One request thread: take one event at a time from the shared epoll and serve it."""
         self.rows.local.core = core
-        while (task := self.tasks.get()) is not None:
+        poll, by_fd, parked = self.poller.poll, self.by_fd, self.parked
+        while True:
             try:
-                task()
-            except Exception as exc:  # serve() raises for nothing a client sends: this is our bug
-                self.log_error(f"request thread {core}: {exc!r}")
-            self.returned.append(None)
-            try:
-                os.write(self.done_w, b".")
-            except BlockingIOError:
-                pass  # the main thread has bytes to read already
+                events = poll(-1, 1)
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                try:
+                    if fd == self.stop_r:
+                        return
+                    if fd in by_fd:
+                        self._accept(by_fd[fd])
+                        continue
+                    with self.lock:
+                        item = parked.pop(fd, None)
+                    if item is not None:
+                        self._forget(fd)  # parked again (registered anew) or closed by resume()
+                        connection.resume(item[0], item[1], self._park)
+                except Exception as exc:  # serve() raises for nothing a client sends: this is our bug
+                    self.log_error(f"request thread {core}: {exc!r}")
 
-    def _submit(self, task: _Task) -> None:
-        self.inflight += 1
-        self.tasks.put(task)
+    def _accept(self, listener: Listener) -> None:
+        try:
+            conn, peer = listener.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another thread or process took it
+        except OSError as exc:
+            if not self.orphan:
+                time.sleep(self.accept_error(exc, listener))
+            return
+        connection.serve(conn, peer, listener, self.ctx, self._park)
 
     def _park(self, conn: socket.socket, ex: Exchange) -> None:
-        """A thread's connection waits for its next request: back to the main thread's poller."""
-        self.returned.append((conn, ex))
-
-    def _collect(self) -> None:
-        """Take back what the threads finished: the connections they parked, the slots they free."""
-        try:
-            os.read(self.done_r, 4096)
-        except BlockingIOError:
-            pass
-        while self.returned:
-            item = self.returned.popleft()
-            if item is None:
-                self.inflight -= 1
-                continue
-            conn, ex = item
+        """A connection waits for its next request: into the epoll, no thread held."""
+        fd = conn.fileno()
+        with self.lock:
             if self.ctx.draining:
                 conn.close()
-                continue
-            fd = conn.fileno()
-            self.parked[fd] = item
-            self.poller.register(fd, select.EPOLLIN)
+                return
+            self.parked[fd] = (conn, ex)
+            self.poller.register(fd, _PARKED_EVENTS)
 
-    def _expire(self) -> None:
-        """Close kept-alive connections whose --keep-alive wait is over (parked in deadline order)."""
+    def _expire(self) -> float:
+        """Close kept-alive connections whose --keep-alive wait is over (parked in deadline order);
+        the seconds until the next one is due (at most 1, for the heartbeat)."""
         now = time.monotonic()
-        while self.parked:
-            fd, (conn, ex) = next(iter(self.parked.items()))
-            if ex.deadline > now:
-                return
-            self._forget(fd)
-            del self.parked[fd]
-            conn.close()
-
-    def _accept(self, listener: Listener, threads: int) -> None:
-        """Accept while a thread is free; the rest stays in the backlog for the other workers."""
-        while self.inflight < threads and not self.done() and not self.paused:
-            try:
-                conn, peer = listener.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if self.orphan:
-                    return
-                backoff = self.accept_error(exc, listener)
-                if backoff:
-                    time.sleep(backoff)
-                    return
-                continue
-            self._submit(partial(connection.serve, conn, peer, listener, self.ctx, self._park))
+        with self.lock:
+            while self.parked:
+                fd, (conn, ex) = next(iter(self.parked.items()))
+                if ex.deadline > now:
+                    return min(1.0, ex.deadline - now)
+                del self.parked[fd]
+                self._forget(fd)
+                conn.close()
+        return 1.0
 
     def _forget(self, fd: int) -> None:
         try:
@@ -242,13 +207,23 @@ class CoreRows:
                 start, line = min(self.started.values())
                 self.row.begin(line, start)
             self._status()
+        worker = self.worker
+        if worker.max_requests and self.row.requests >= worker.max_requests:
+            try:
+                os.write(worker.wake_w, b"m")  # the main thread's done() sees it now, not at its next heartbeat
+            except OSError:
+                pass  # the pipe is full: the main thread is being woken already
+
+    @property
+    def full(self) -> bool:
+        return self.inflight >= self.threads
 
     def _status(self) -> None:
         """Busy only when every thread is; the row's request start stays the oldest in flight."""
         if self.worker.paused:
             self.row.set_status(PAUSED)
         else:
-            self.row.set_status(BUSY if self.inflight >= self.threads else IDLE)
+            self.row.set_status(BUSY if self.full else IDLE)
 
     @property
     def requests(self) -> int:
