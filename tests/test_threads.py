@@ -207,3 +207,23 @@ def test_a_vassal_with_threads_serves_them_at_once(spawn, workdir):
     gated.send(3)
     wait_for(lambda: in_flight(vassal) == 3 and worker(vassal)["status"] == "busy", message="3 in flight")
     assert [status for status, _ in gated.release()] == [200] * 3
+
+
+def test_term_answers_the_connections_queued_while_every_thread_was_busy(spawn, workdir):
+    server = start(spawn, workdir, threads=1)
+    gated = Gated(server, workdir)
+    gated.send(1)
+    wait_for(lambda: in_flight(server) == 1, message="the only thread busy")
+    queued: list[int] = []
+    clients = [threading.Thread(target=lambda: queued.append(http_request(server.addr, "GET", "/", timeout=30)[0]),
+                                daemon=True) for _ in range(2)]
+    for client in clients:
+        client.start()
+    wait_for(lambda: fetch(server.stats)["sockets"][0]["queue"] == 2, message="2 connections queued")
+    server.signal(signal.SIGTERM)
+    server.wait_log("stopping")
+    for client in clients:
+        client.join(30)
+    assert queued == [200, 200]  # served on the way out, while the gated request still runs
+    assert [status for status, _ in gated.release()] == [200]
+    assert server.wait_exit() == 0

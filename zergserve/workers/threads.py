@@ -170,6 +170,10 @@ class ThreadsWorker(Worker):
             pass
 
 
+class _Local(threading.local):
+    core = 1 << 30  # the main thread, serving the queue on a stop, has no core entry of its own
+
+
 class CoreRows:
     """The scoreboard as the exchange sees it from any thread: the calling thread's core entry, and
     the process's row (busy when every thread is; the oldest request in flight for harakiri)."""
@@ -179,7 +183,7 @@ class CoreRows:
         self.cores = cores
         self.worker = worker
         self.threads = worker.cfg.threads
-        self.local = threading.local()
+        self.local = _Local()
         self.lock = threading.Lock()
         self.started: dict[int, tuple[float, bytes]] = {}  # core → start, request line
         self.inflight = 0
