@@ -227,3 +227,36 @@ def test_term_answers_the_connections_queued_while_every_thread_was_busy(spawn, 
     assert queued == [200, 200]  # served on the way out, while the gated request still runs
     assert [status for status, _ in gated.release()] == [200]
     assert server.wait_exit() == 0
+
+
+def test_broodlord_zergs_with_threads_take_the_queue_of_a_threaded_vassal(spawn, workdir):
+    """Both threads of the vassal held, its queue asks for a zerg (threads too), which serves from it;
+    idle again, the zerg leaves."""
+    from conftest import APPS, free_port
+    from test_emperor import Emperor
+    from test_broodlord import zergs
+    emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1")
+    port, zsock = free_port(), str(workdir / "brood.zerg")
+    (emperor.dir / "brood.ini").write_text(
+        "[uwsgi]\n"
+        f"chdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\nprocesses = 1\nthreads = 2\n"
+        f"zerg-server = {zsock}\nvassal-sos-backlog = 2\nstats = {workdir / 'vassal.stats'}\n"
+        "[zerg]\n"
+        f"chdir = {APPS}\nmodule = echo:application\nzerg = {zsock}\nprocesses = 1\nthreads = 2\n"
+        "idle = 2\ndie-on-idle = true\n")
+    addr = f"127.0.0.1:{port}"
+    wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
+
+    class Target:
+        pass
+    target = Target()
+    target.addr = addr
+    gated = Gated(target, workdir)
+    gated.send(6)
+    wait_for(lambda: any(z["accepting"] for z in zergs(emperor)), timeout=20, message="a zerg serving")
+    stats = str(workdir / "vassal.stats")
+    wait_for(lambda: fetch(stats)["sockets"][0]["queue"] == 2, message="the zerg's 2 threads took 2 of 4 queued")
+    results = gated.release()
+    assert [status for status, _ in results] == [200] * 6
+    assert len({body for _, body in results}) == 2  # the vassal's worker and the zerg's
+    wait_for(lambda: zergs(emperor) == [], timeout=20, message="the zerg gone after idle")
