@@ -1,4 +1,4 @@
-"""An open-loop spike against a broodlord vassal: python -m loadtest [options].
+"""An open-loop spike against a broodlord vassal, or one cheaper instance: python -m loadtest [options].
 
 Starts, in a temporary directory, an emperor with --emperor-broodlord over one vassal
 (loadtest/vassal.ini: one worker, WORK_MS/CPU_MS per request, SOS at THRESHOLD queued connections),
@@ -15,6 +15,10 @@ over it, p95 before, during and after, failures, zergs, and for --waves what eac
     --peer uwsgi   the same run against uWSGI 2.0's emperor (the `uwsgi` binary) with the same vassal
                    ini, and a side-by-side figure on the same axes
     --waves        three spikes in a row (or --waves N)
+    --scenario cheaper   no emperor: one instance (loadtest/cheaper.ini) whose cheaper subsystem runs
+                   --cheaper to --processes workers (default 1 to 4, busyness algorithm) under the
+                   same spike; the bottom panel shows its worker count, with the additions and
+                   removals the instance logs, instead of zergs
 
 The shape options default to the LOADTEST_* environment variables of loadtest/locustfile.py.
 Loopback only; everything it starts is stopped before it returns.
@@ -52,6 +56,8 @@ EVENTS = {  # what each emperor logs, as it happens: (event, pattern)
     "uwsgi": [("sos", re.compile(r"asking Emperor for reinforcements")),
               ("spawn", re.compile(r"going in broodlord mode: launching zergs")),
               ("exit", re.compile(r"removed uwsgi instance \S+:zerg"))],
+    "cheaper": [("up", re.compile(r"cheaper \(\w+\): (?!.*stopping a worker).*: now \d+ workers")),
+                ("down", re.compile(r"cheaper \(\w+\): .*stopping a worker: now \d+ workers"))],
 }
 
 
@@ -69,7 +75,17 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"spikes in a row, separated by --gap s at --base (bare --waves: 3) ({shape.waves})")
     parser.add_argument("--work-ms", type=float, default=100, metavar="MS", help="ms each request waits (100)")
     parser.add_argument("--cpu-ms", type=float, default=0, metavar="MS", help="ms of CPU each request burns (0)")
-    parser.add_argument("--processes", type=int, default=1, metavar="N", help="workers of the vassal and of each zerg (1)")
+    parser.add_argument("--scenario", choices=["broodlord", "cheaper"], default="broodlord",
+                        help="an emperor's broodlord vassal, or one instance in cheaper mode (broodlord)")
+    parser.add_argument("--processes", type=int, metavar="N",
+                        help="workers of the vassal and of each zerg (1); cheaper: the most workers (4)")
+    parser.add_argument("--cheaper", type=int, default=1, metavar="N", help="cheaper: the fewest workers (1)")
+    parser.add_argument("--cheaper-algo", choices=["spare", "backlog", "busyness"], default="busyness",
+                        help="cheaper: the algorithm (busyness)")
+    parser.add_argument("--cheaper-overload", type=int, default=1, metavar="SECONDS",
+                        help="cheaper: --cheaper-overload, the busyness period (1)")
+    parser.add_argument("--cheaper-multiplier", type=int, default=3, metavar="N",
+                        help="cheaper: --cheaper-busyness-multiplier, quiet periods before a worker stops (3)")
     parser.add_argument("--threshold", type=int, default=8, metavar="N", help="vassal-sos-backlog (8)")
     parser.add_argument("--broodlord", type=int, default=4, metavar="N", help="most zergs (4)")
     parser.add_argument("--zerg-idle", type=int, default=5, metavar="SECONDS", help="seconds before an idle zerg dies (5)")
@@ -79,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-gone", type=float, default=60, metavar="SECONDS",
                         help="seconds to wait for the zergs to die after the load (60)")
     args = parser.parse_args(argv)
+    if args.processes is None:
+        args.processes = 4 if args.scenario == "cheaper" else 1
+    if args.scenario == "cheaper" and (args.peer or args.only == "uwsgi"):
+        parser.error("--scenario cheaper runs zergserve only")
     profile = Profile(**{key: getattr(args, key) for key in DEFAULTS})
     servers = [args.only] if args.only else ["zergserve"] + ([args.peer] if args.peer else [])
     if "uwsgi" in servers and not shutil.which("uwsgi"):
@@ -90,15 +110,21 @@ def main(argv: list[str] | None = None) -> int:
         where = out / server if len(servers) > 1 else out
         where.mkdir(parents=True, exist_ok=True)
         results.append(run(server, args, profile, where))
-    plot(results, profile, args.threshold, out / "spike.png")
+    plot(results, profile, args, out / "spike.png")
     summaries = {r["server"]: r["summary"] for r in results}
     for server, summary in summaries.items():
         absorbed = ", ".join("never" if a is None else f"{a:.2f} s" for a in summary["absorbed_in_s"])
         over = ", ".join(f"{o:.2f} s" for o in summary["over_threshold_s"])
         print(f"{server}: absorbed in {absorbed} (backlog over the threshold for {over}); p95 ms {summary['p95_ms']}; "
-              f"{summary['failures']} failures of {summary['requests']}", file=sys.stderr)
+              f"{summary['failures']} failures of {summary['requests']}"
+              + (f"; workers up to {summary['peak_workers']}, {summary['workers_at_end']} at the end"
+                 if "peak_workers" in summary else ""), file=sys.stderr)
     print(json.dumps(summaries if len(summaries) > 1 else summaries[servers[0]], indent=1))
-    ok = all(s["failures"] == 0 and s["peak_zergs"] > 0 and s["zergs_at_end"] == 0 for s in summaries.values())
+    if args.scenario == "cheaper":
+        ok = all(s["failures"] == 0 and s["peak_workers"] > args.cheaper and s["workers_at_end"] == args.cheaper
+                 for s in summaries.values())
+    else:
+        ok = all(s["failures"] == 0 and s["peak_zergs"] > 0 and s["zergs_at_end"] == 0 for s in summaries.values())
     return 0 if ok else 1
 
 
@@ -117,22 +143,30 @@ def run(server: str, args: argparse.Namespace, profile: Profile, out: Path) -> d
     port = free_port()
     watcher = None
     try:
-        render_vassal(tmp / "vassals" / "app.ini", run_dir, port, args)
-        emperor_stats = str(run_dir / "emperor.stats")
+        cheaper = args.scenario == "cheaper"
+        render(ROOT / "loadtest" / ("cheaper.ini" if cheaper else "vassal.ini"), tmp / "vassals" / "app.ini",
+               run_dir, port, args)
+        emperor_stats = str(run_dir / ("app.stats" if cheaper else "emperor.stats"))
         binary = [shutil.which("uwsgi") or "uwsgi"] if server == "uwsgi" else [sys.executable, "-m", "zergserve"]
-        emperor = subprocess.Popen(binary + ["--emperor", str(tmp / "vassals"), "--emperor-broodlord",
-                                             str(args.broodlord), "--emperor-stats", emperor_stats],
-                                   env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+        command = ["--ini", str(tmp / "vassals" / "app.ini")] if cheaper else \
+            ["--emperor", str(tmp / "vassals"), "--emperor-broodlord", str(args.broodlord),
+             "--emperor-stats", emperor_stats]
+        emperor = subprocess.Popen(binary + command, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
         procs.append(emperor)
-        watcher = LogWatcher(emperor.stdout, EVENTS[server], out / "emperor.log")
+        watcher = LogWatcher(emperor.stdout, EVENTS["cheaper" if cheaper else server],
+                             out / ("instance.log" if cheaper else "emperor.log"))
         watcher.start()
-        wait(lambda: listening(port) and any(v.get("accepting") for v in (fetch(emperor_stats) or {}).get("vassals", [])),
-             f"the {server} vassal")
+        if cheaper:
+            wait(lambda: listening(port) and running_workers(fetch(emperor_stats) or {}), "the cheaper instance")
+        else:
+            wait(lambda: listening(port) and any(v.get("accepting")
+                                                 for v in (fetch(emperor_stats) or {}).get("vassals", [])),
+                 f"the {server} vassal")
         nginx_port = free_port()
         procs.append(start_nginx(tmp, port, nginx_port))
         wait(lambda: connectable(nginx_port), "nginx")
-        sampler = Sampler(port, emperor_stats, emperor.pid)
+        sampler = Sampler(port, emperor_stats, emperor.pid, args.cheaper if cheaper else None)
         sampler.start()
         env = dict(os.environ, PYTHONPATH=str(ROOT), LOADTEST_REQUESTS=str(tmp / "requests.log"), **profile.environ())
         with open(out / "locust.log", "wb") as locust_log:
@@ -142,11 +176,12 @@ def run(server: str, args: argparse.Namespace, profile: Profile, out: Path) -> d
                            env=env, check=False, cwd=tmp, timeout=profile.duration() + 120,
                            stdout=subprocess.DEVNULL, stderr=locust_log)
         deadline = time.time() + args.wait_gone
-        while time.time() < deadline and (sampler.zergs_now() or not sampler.samples):
+        while time.time() < deadline and (sampler.extra_now() or not sampler.samples):
             time.sleep(0.2)
         time.sleep(1.0)  # a last sample of the quiet vassal
         sampler.stop()
-        return report(server, tmp / "requests.log", sampler, watcher, profile, args.threshold, out)
+        return report(server, tmp / "requests.log", sampler, watcher, profile, args.threshold, out,
+                      args.cheaper if cheaper else None)
     finally:
         for proc in reversed(procs):
             stop(proc, signal.SIGINT if proc is procs[0] else signal.SIGTERM)
@@ -155,11 +190,12 @@ def run(server: str, args: argparse.Namespace, profile: Profile, out: Path) -> d
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def render_vassal(target: Path, run_dir: Path, port: int, args: argparse.Namespace) -> None:
-    text = (ROOT / "loadtest" / "vassal.ini").read_text()
+def render(template: Path, target: Path, run_dir: Path, port: int, args: argparse.Namespace) -> None:
+    text = template.read_text()
     for name, value in {"EXAMPLES": ROOT / "examples", "RUN": run_dir, "PORT": port, "WORK_MS": args.work_ms,
                         "CPU_MS": args.cpu_ms, "PROCESSES": args.processes, "THRESHOLD": args.threshold,
-                        "IDLE": args.zerg_idle}.items():
+                        "IDLE": args.zerg_idle, "CHEAPER": args.cheaper, "ALGO": args.cheaper_algo,
+                        "OVERLOAD": args.cheaper_overload, "MULTIPLIER": args.cheaper_multiplier}.items():
         text = text.replace(f"@{name}@", str(value))
     target.write_text(text)
 
@@ -222,13 +258,19 @@ class LogWatcher(threading.Thread):
                         self.events.append((time.time(), event))
 
 
-class Sampler(threading.Thread):
-    """Every SAMPLE s: the accept queue (kernel) and the zergs (emperor stats); every second also the
-    descriptors and RSS of the emperor and of the vassal's master."""
+def running_workers(doc: dict) -> list[dict]:
+    """An instance's workers that run (its stats show the ones the cheaper subsystem stopped as cheap)."""
+    return [w for w in doc.get("workers", []) if w.get("pid") and w.get("status") != "cheap"]
 
-    def __init__(self, port: int, emperor_stats: str, emperor_pid: int) -> None:
+
+class Sampler(threading.Thread):
+    """Every SAMPLE s: the accept queue (kernel) and the zergs (emperor stats), or with `floor` (the
+    cheaper scenario) the instance's running workers (its stats); every second also the descriptors
+    and RSS of the emperor and of the vassal's master, or of the instance's master."""
+
+    def __init__(self, port: int, emperor_stats: str, emperor_pid: int, floor: int | None = None) -> None:
         super().__init__(daemon=True)
-        self.port, self.emperor_stats, self.emperor_pid = port, emperor_stats, emperor_pid
+        self.port, self.emperor_stats, self.emperor_pid, self.floor = port, emperor_stats, emperor_pid, floor
         self.samples: list[dict] = []
         self.running = True
 
@@ -237,21 +279,36 @@ class Sampler(threading.Thread):
         while self.running:
             now = time.time()
             doc = fetch(self.emperor_stats) or {}
-            vassals = doc.get("vassals", [])
-            zergs = [v for v in vassals if v.get("zerg")]
-            sample = {"time": now, "backlog": tcp_backlog(self.port), "zergs": len(zergs),
-                      "accepting": sum(1 for z in zergs if z.get("accepting"))}
-            if tick % int(1 / SAMPLE) == 0:
-                master = next((v["pid"] for v in vassals if not v.get("zerg")), 0)
-                sample.update(proc_usage(self.emperor_pid, "emperor"))
-                sample.update(proc_usage(master, "vassal"))
-                sample["blacklist"] = len(doc.get("blacklist", []))
+            sample = {"time": now, "backlog": tcp_backlog(self.port)}
+            sample.update(self._instance(doc, tick) if self.floor is not None else self._emperor(doc, tick))
             self.samples.append(sample)
             tick += 1
             time.sleep(max(0.0, SAMPLE - (time.time() - now)))
 
-    def zergs_now(self) -> int:
-        return self.samples[-1]["zergs"] if self.samples else 0
+    def _emperor(self, doc: dict, tick: int) -> dict:
+        vassals = doc.get("vassals", [])
+        zergs = [v for v in vassals if v.get("zerg")]
+        sample = {"zergs": len(zergs), "accepting": sum(1 for z in zergs if z.get("accepting"))}
+        if tick % int(1 / SAMPLE) == 0:
+            master = next((v["pid"] for v in vassals if not v.get("zerg")), 0)
+            sample.update(proc_usage(self.emperor_pid, "emperor"))
+            sample.update(proc_usage(master, "vassal"))
+            sample["blacklist"] = len(doc.get("blacklist", []))
+        return sample
+
+    def _instance(self, doc: dict, tick: int) -> dict:
+        workers = running_workers(doc)
+        sample = {"zergs": 0, "workers": len(workers), "busy": sum(1 for w in workers if w.get("status") == "busy")}
+        if tick % int(1 / SAMPLE) == 0:
+            sample.update(proc_usage(self.emperor_pid, "vassal"))
+        return sample
+
+    def extra_now(self) -> int:
+        """Zergs still alive, or workers the cheaper subsystem has not stopped yet."""
+        if not self.samples:
+            return 0
+        last = self.samples[-1]
+        return last["zergs"] if self.floor is None else max(0, last["workers"] - self.floor)
 
     def stop(self) -> None:
         self.running = False
@@ -259,15 +316,15 @@ class Sampler(threading.Thread):
 
 
 def report(server: str, requests_log: Path, sampler: Sampler, watcher: LogWatcher, profile: Profile,
-           threshold: int, out: Path) -> dict:
+           threshold: int, out: Path, floor: int | None = None) -> dict:
     start, requests = read_requests(requests_log)
     phases = profile.phases()
     samples = [dict(s, t=round(s["time"] - start, 2)) for s in sampler.samples]
     events = [(round(at - start, 2), kind) for at, kind in watcher.events]
     load_end = profile.duration()
     with open(out / "samples.csv", "w", newline="") as fh:
-        fields = ["t", "backlog", "zergs", "accepting", "emperor_fds", "emperor_sockets", "emperor_rss_kb",
-                  "vassal_fds", "vassal_sockets", "vassal_rss_kb", "blacklist"]
+        fields = ["t", "backlog", "zergs", "accepting", "workers", "busy", "emperor_fds", "emperor_sockets",
+                  "emperor_rss_kb", "vassal_fds", "vassal_sockets", "vassal_rss_kb", "blacklist"]
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(samples)
@@ -305,6 +362,18 @@ def report(server: str, requests_log: Path, sampler: Sampler, watcher: LogWatche
         "at_end": _usage(final[-1]) if final else {},
         "blacklisted": max((s.get("blacklist", 0) for s in samples), default=0),
     }
+    if floor is not None:
+        for key in ("peak_zergs", "sos", "zerg_spawns", "zerg_exits", "zergs_at_end", "zergs_gone_after_load_s",
+                    "blacklisted"):
+            del summary[key]
+        back = next((s["t"] for s in samples if s["t"] > load_end and s["workers"] <= floor), None)
+        summary.update({
+            "peak_workers": max((s["workers"] for s in samples), default=0),
+            "workers_at_end": samples[-1]["workers"] if samples else None,
+            "workers_back_after_load_s": round(back - load_end, 2) if back is not None else None,
+            "workers_added": sum(1 for _, kind in events if kind == "up"),
+            "workers_stopped": sum(1 for _, kind in events if kind == "down"),
+        })
     return {"server": server, "samples": samples, "events": events, "requests": requests, "summary": summary}
 
 
@@ -352,9 +421,11 @@ def read_requests(path: Path) -> tuple[float, list[tuple[float, float, int]]]:
     return start, [(t - start, ms, ok) for t, ms, ok in rows]
 
 
-def plot(results: list[dict], profile: Profile, threshold: int, path: Path) -> None:
+def plot(results: list[dict], profile: Profile, args: argparse.Namespace, path: Path) -> None:
     """One column per server, the same axes in each row: arrivals and answers per second, p95, backlog
-    (with the SOS threshold and the SOS events), zergs (with spawns and exits); spikes shaded."""
+    (with the SOS threshold and the SOS events), zergs (with spawns and exits) or, in the cheaper
+    scenario, the instance's workers (with the additions and removals); spikes shaded."""
+    threshold, cheaper = args.threshold, args.scenario == "cheaper"
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -377,15 +448,24 @@ def plot(results: list[dict], profile: Profile, threshold: int, path: Path) -> N
                    color="tab:orange", marker=".", markersize=3)
         t = [s["t"] for s in result["samples"]]
         ax[2].plot(t, [s["backlog"] for s in result["samples"]], color="tab:red", label="backlog")
-        ax[2].axhline(threshold, color="tab:red", linestyle=":", linewidth=1, label=f"SOS threshold ({threshold})")
+        ax[2].axhline(threshold, color="tab:red", linestyle=":", linewidth=1,
+                      label=f"{'absorbed' if cheaper else 'SOS'} threshold ({threshold})")
         sos = [at for at, kind in result["events"] if kind == "sos"]
         if sos:
             ax[2].plot(sos, [threshold] * len(sos), "v", color="black", markersize=5, label=f"SOS ({len(sos)})")
         ax[2].legend(loc="upper right", fontsize=8)
-        ax[3].step(t, [s["zergs"] for s in result["samples"]], where="post", color="black", label="zergs")
-        ax[3].step(t, [s["accepting"] for s in result["samples"]], where="post", color="tab:purple",
-                   linestyle="--", label="accepting")
-        for kind, marker, color in (("spawn", "^", "tab:green"), ("exit", "v", "tab:gray")):
+        if cheaper:
+            ax[3].step(t, [s["workers"] for s in result["samples"]], where="post", color="black", label="workers")
+            ax[3].step(t, [s["busy"] for s in result["samples"]], where="post", color="tab:purple",
+                       linestyle="--", label="busy")
+            ax[3].axhline(args.processes, color="gray", linestyle=":", linewidth=1, label=f"-p {args.processes}")
+            kinds = (("up", "^", "tab:green"), ("down", "v", "tab:gray"))
+        else:
+            ax[3].step(t, [s["zergs"] for s in result["samples"]], where="post", color="black", label="zergs")
+            ax[3].step(t, [s["accepting"] for s in result["samples"]], where="post", color="tab:purple",
+                       linestyle="--", label="accepting")
+            kinds = (("spawn", "^", "tab:green"), ("exit", "v", "tab:gray"))
+        for kind, marker, color in kinds:
             times = [at for at, what in result["events"] if what == kind]
             if times:
                 ax[3].plot(times, [0] * len(times), marker, color=color, markersize=7, clip_on=False,
@@ -402,23 +482,26 @@ def plot(results: list[dict], profile: Profile, threshold: int, path: Path) -> N
         spikes = [v for k, v in p95s.items() if k.startswith("spike") and v is not None]
         first, last = s["before_load"], s["at_end"]
         over = ", ".join(f"{o:.1f}" for o in s["over_threshold_s"])
+        elastic = (f"{s['peak_workers']} workers at peak, {s['workers_added']} added, {s['workers_stopped']} stopped, "
+                   f"back to {s['workers_at_end']} {s['workers_back_after_load_s']} s after the load") if cheaper else \
+            f"{s['peak_zergs']} zergs at peak, {s['zerg_spawns']} spawned, {s['blacklisted']} blacklisted"
         ax[0].set_title(f"{result['server']}: absorbed in {absorbed} (backlog ≥ {threshold} for {over} s)\n"
                         f"p95 before {p95s.get('before')} ms, spike {max(spikes, default=None)} ms, "
-                        f"after {p95s.get('after')} ms\n{s['failures']} failures of {s['requests']} · "
-                        f"{s['peak_zergs']} zergs at peak, {s['zerg_spawns']} spawned, {s['blacklisted']} blacklisted"
+                        f"after {p95s.get('after')} ms\n{s['failures']} failures of {s['requests']} · " + elastic
                         + (f" · vassal fds {first.get('vassal_fds')}→{last.get('vassal_fds')}, "
                            f"RSS {first.get('vassal_rss_kb')}→{last.get('vassal_rss_kb')} kB" if profile.waves > 1 else ""),
                         fontsize=9)
     axes[0, 0].set_ylabel("requests/s")
     axes[1, 0].set_ylabel("p95 latency ms\n(0.5 s windows)")
     axes[2, 0].set_ylabel("accept queue")
-    axes[3, 0].set_ylabel("zergs")
+    axes[3, 0].set_ylabel("workers" if cheaper else "zergs")
     axes[3, 0].yaxis.get_major_locator().set_params(integer=True)
     for col in range(cols):
         axes[3, col].set_xlabel("seconds (spikes shaded)")
     spikes = f"{profile.waves} spikes" if profile.waves > 1 else "a spike"
-    fig.suptitle(f"Open loop, {spikes} of {profile.base:g} → {profile.peak:g} requests/s on a broodlord vassal "
-                 f"(SOS at {threshold} queued)", fontsize=12)
+    where = (f"one instance, --cheaper {args.cheaper} -p {args.processes} ({args.cheaper_algo}), no emperor" if cheaper
+             else f"a broodlord vassal (SOS at {threshold} queued)")
+    fig.suptitle(f"Open loop, {spikes} of {profile.base:g} → {profile.peak:g} requests/s on {where}", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -216,6 +216,19 @@ def test_vassal_sos_when_no_worker_idle_for_s_with_short_requests(fake_emperor, 
     assert all(b - a > 0.9 for a, b in zip(sos, sos[1:])), f"SOS more than once per S: {sos}"
 
 
+def test_vassal_sos_waits_until_cheaper_runs_all_processes(fake_emperor, workdir):
+    """uWSGI counts busy workers against -p: while the cheaper subsystem can still add workers,
+    more workers are the help, not zergs."""
+    addr = f"127.0.0.1:{free_port()}"
+    vassal = fake_emperor("--module", "echo:application", "--http", addr, "-p", "3", "--cheaper", "1",
+                          "--cheaper-overload", "1", "--vassal-sos", "1", "--check-interval", "0.25")
+    wait_for(lambda: 5 in vassal.read(), message="vassal accepting (byte 5)")
+    block_worker(addr, 6, 4)  # the fixture's kill ends them
+    wait_for(lambda: 30 in vassal.read(), timeout=15, message="SOS once cheaper has no room left")
+    log = open(workdir / "vassal.log").read()
+    assert "now 3 workers" in log and log.index("now 3 workers") < log.index("SOS: no idle worker"), log[-3000:]
+
+
 def test_accepting_is_sent_when_the_worker_is_ready_not_at_the_next_cycle(fake_emperor, workdir):
     addr = f"127.0.0.1:{free_port()}"
     vassal = fake_emperor("--module", "echo:application", "--http", addr, "--check-interval", "30")

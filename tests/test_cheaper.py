@@ -237,3 +237,26 @@ def test_rss_limits(spawn, workdir):
     server.wait_log("above --cheaper-rss-limit-soft 1: no worker added", timeout=30)
     assert "now 2 workers" not in server.log()
     assert traffic.finish() == [200, 200]
+
+
+def test_metrics_and_stats_show_the_target_and_each_change(spawn, workdir):
+    from test_metrics import scrape, total
+    metrics = str(workdir / "metrics.sock")
+    server, sock, stats = start(spawn, workdir, "-p", "3", "--cheaper", "1", "--cheaper-overload", "1",
+                                "--metrics", metrics)
+    wait_for(lambda: Path(metrics).exists(), message="the metrics socket")
+    first = scrape(metrics)
+    assert total(first, "zergserve_workers_target") == 1
+    assert total(first, "zergserve_cheaper_workers", bound="min") == 1
+    assert total(first, "zergserve_cheaper_workers", bound="max") == 3
+    assert total(first, "zergserve_cheaper_changes_total", direction="up") == 0
+    traffic = Traffic(sock, workdir / "release")
+    traffic.hold(4)
+    wait_for(lambda: total(scrape(metrics), "zergserve_workers_target") == 3, timeout=30, message="target 3")
+    assert total(scrape(metrics), "zergserve_cheaper_changes_total", direction="up") == 2
+    assert all(status == 200 for status in traffic.finish())
+    wait_for(lambda: total(scrape(metrics), "zergserve_workers_target") == 1, timeout=30, message="target 1")
+    last = scrape(metrics)
+    assert total(last, "zergserve_cheaper_changes_total", direction="up") == 2
+    assert total(last, "zergserve_cheaper_changes_total", direction="down") == 2
+    assert fetch(stats)["cheaper"] == {"algo": "spare", "min": 1, "max": 3, "target": 1, "added": 2, "stopped": 2}

@@ -63,3 +63,19 @@ def test_the_same_spike_against_uwsgi_broodlord(tmp_path):
     assert summary["failures"] == 0 and summary["requests"] >= 150
     assert summary["peak_zergs"] >= 1 and summary["zergs_at_end"] == 0
     assert "asking Emperor for reinforcements" in (tmp_path / "emperor.log").read_text()
+
+
+@requires_nginx
+@pytest.mark.timeout(120)
+def test_cheaper_workers_follow_the_spike_and_go_back_to_one(tmp_path):
+    summary = loadtest(tmp_path, "--scenario", "cheaper", "--before", "2", "--spike", "6", "--after", "2")
+    assert summary["failures"] == 0 and summary["requests"] >= 150
+    assert summary["peak_workers"] > 1 and summary["workers_at_end"] == 1
+    assert summary["workers_added"] >= 1 and summary["workers_stopped"] == summary["workers_added"]
+    rows = [(float(row["t"]), int(row["workers"])) for row in csv.DictReader(open(tmp_path / "samples.csv"))]
+    before = max(workers for t, workers in rows if t < 2)  # a burst of the base rate may add one
+    during = max(workers for t, workers in rows if 2 <= t < 8)
+    assert during >= 3 and during > before, f"{before} workers before the spike, {during} during it"
+    assert rows[-1][1] == 1
+    assert "cheaper (busyness)" in (tmp_path / "instance.log").read_text()
+    assert (tmp_path / "spike.png").stat().st_size > 10_000

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -50,3 +52,35 @@ def test_stats_on_a_public_address_warns_at_start(workdir, stats):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_connect_and_read_prints_the_stats_document(spawn, workdir):
+    addr, stats = str(workdir / "app.sock"), str(workdir / "stats.sock")
+    server = spawn("--module", "echo:application", "--http", addr, "--stats", stats, wait=addr)
+    wait_for(lambda: os.path.exists(stats), message="stats socket")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "zergserve", "--connect-and-read", stats], capture_output=True,
+                         env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["pid"] == server.pid
+    missing = subprocess.run([sys.executable, "-m", "zergserve", "--connect-and-read", str(workdir / "none.sock")],
+                             capture_output=True, text=True, env=env, timeout=30)
+    assert missing.returncode == 1 and "connect-and-read" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_stats_http_answers_a_client_that_sent_a_request(spawn, workdir):
+    """A client that sends a request head (curl, a browser) gets the whole reply, not a reset: the
+    server reads what it sent before closing."""
+    addr, stats = str(workdir / "app.sock"), str(workdir / "stats.sock")
+    server = spawn("--module", "echo:application", "--http", addr, "--stats", stats, "--stats-http", wait=addr)
+    wait_for(lambda: os.path.exists(stats), message="stats socket")
+    for _ in range(20):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(stats)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: curl\r\nAccept: */*\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(65536):  # a reset would raise ConnectionResetError here
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.0 200 OK") and json.loads(body)["pid"] == server.pid

@@ -24,7 +24,9 @@ master cycle:
 --cheaper-rss-limit-hard stops a worker (never below --cheaper) while it is above that.
 
 It works through the master's add_worker()/retire_worker(), the operations TTIN and TTOU use, and is
-idle while the instance is cheap (--idle, --cheap): the wake-up brings back the count it left.
+idle while the instance is cheap (--idle, --cheap): the wake-up brings back the count it left. Stats
+carry a "cheaper" object (algorithm, bounds, the worker count it aims at, workers it added and
+stopped), which /metrics shows as zergserve_workers_target and zergserve_cheaper_changes_total.
 """
 
 from __future__ import annotations
@@ -68,14 +70,28 @@ class Cheaper:
         self.cfg = cfg = master.cfg
         master.num_workers = cfg.cheaper_initial or cfg.cheaper
         self.algo = _ALGOS[cfg.cheaper_algo](cfg)
+        self.added = self.stopped = 0
         master.add_housekeeping(self.housekeeping)
+        master.add_stats(self.stats)
         logger.info("cheaper mode: %s algorithm, %d to %d workers, %d at start", cfg.cheaper_algo, cfg.cheaper,
                     cfg.processes, master.num_workers)
 
+    def stats(self) -> dict[str, Any]:
+        return {"cheaper": {"algo": self.cfg.cheaper_algo, "min": self.cfg.cheaper, "max": self.cfg.processes,
+                            "target": self.master.num_workers, "added": self.added, "stopped": self.stopped}}
+
     def housekeeping(self) -> None:
-        master, cfg = self.master, self.cfg
-        if master.cheap:
+        """One decision; the change it made to the count goes to the stats' counters."""
+        if self.master.cheap:
             return
+        before = self.master.num_workers
+        self._decide()
+        change = self.master.num_workers - before
+        self.added += max(0, change)
+        self.stopped += max(0, -change)
+
+    def _decide(self) -> None:
+        master, cfg = self.master, self.cfg
         rows = [row for row in master.scoreboard.rows()[: master.num_workers]
                 if row.wid in master.workers and master.workers[row.wid].pid == row.pid]
         room = max(0, cfg.processes - master.num_workers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import traceback
 
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():
             print(f"zergserve: {log.printable(line)}", file=sys.stderr)
         return EXIT_USAGE
+    if cfg.connect_and_read:
+        return _connect_and_read(cfg.connect_and_read)
     if cfg.print_config:  # before --logto takes stdout: the JSON is for the terminal or a pipe
         import json
         return _print(json.dumps({opt.name: getattr(cfg, opt.attr) for opt in config.OPTIONS}, indent=1,
@@ -372,4 +375,20 @@ def _check_reload_resources(cfg: config.Config, held_addresses: str) -> int:
             sockets.close_listener(listener, vacuum=listener not in held)
         for listener in adopted.values():
             sockets.close_listener(listener)
+    return 0
+
+
+def _connect_and_read(addr: str) -> int:
+    """--connect-and-read: what a stats (or any) socket sends, on stdout, as `uwsgi --connect-and-read`."""
+    try:
+        family, sockaddr = sockets.parse_address(addr)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(sockaddr)
+            while data := sock.recv(65536):
+                sys.stdout.buffer.write(data)
+    except (OSError, ValueError) as exc:
+        print(f"zergserve: connect-and-read {addr}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.flush()
     return 0

@@ -622,6 +622,8 @@ OPTIONS: tuple[Option, ...] = (
       group="config"),
     O("check-config", boolean, False, "load the configuration and the app, then exit", flag=True,
       group="config"),
+    O("connect-and-read", text, None, "connect to ADDR (a stats socket: TCP if it has a ':', else a UNIX "
+      "path), copy what it sends to stdout and exit, as uWSGI's option", group="config"),
 )
 del O
 
@@ -1003,11 +1005,40 @@ def _spelling(opt: Option) -> str:
     return ", ".join(names)
 
 
+# What a generic converter's value is, read from its row's help: the converters say "a number" or
+# "a string", the help says which (seconds, a file, a user). A syntax the help spells out wins;
+# otherwise the first of the words it uses.
+_SYNTAX = {"VALUE": (("USER[:GROUP]", "USER[:GROUP]"), ("FILE[:section]", "FILE[:SECTION]"),
+                     ("PATH:addr1,addr2", "PATH:ADDR,..."), ("pkg.mod[:callable]", "MODULE[:CALLABLE]"),
+                     ("http://HOST/PATH", "URL"), ("dir://DIR", "DIR|URL"))}
+_WORDS = {"N": (("milliseconds", "MS"), ("seconds", "SECONDS"), ("megabytes", "MB"), ("bytes", "BYTES"),
+                ("(%)", "PERCENT")),
+          "VALUE": (("EXT", "EXT"), ("ADDR", "ADDR"), ("PATH", "PATH"), ("FILE", "PATH"), ("user", "USER"), ("group", "GROUP"),
+                    ("file", "PATH"), ("directory", "DIR"), ("virtualenv", "DIR"), ("program", "PATH"),
+                    ("command line", "COMMAND"), ("UNIX socket", "PATH"), ("zerg server", "PATH"),
+                    ("name", "NAME"), ("plugins", "NAMES"), ("mime.types", "PATH"), ("channel", "CHANNEL"), ("prefix", "TEXT"), ("append this to", "TEXT"))}
+
+
+def metavar(opt: Option) -> str:
+    """The placeholder --help and the docs show for the option's value: the converter's own (ADDR,
+    MODE, {a,b}); for a plain number or string the syntax or unit its help names; for a row whose
+    help is "as OTHER-OPTION", that option's."""
+    base = getattr(opt.type, "metavar", "VALUE")
+    same = re.match(r"as ([a-z-]+)", opt.help)
+    if same and same.group(1) in _BY_NAME and _BY_NAME[same.group(1)] is not opt:
+        return metavar(_BY_NAME[same.group(1)])
+    for text, name in _SYNTAX.get(base, ()):
+        if text in opt.help:
+            return name
+    found = [(match.start(), name) for word, name in _WORDS.get(base, ())
+             if (match := re.search(r"(?<![\w.-])" + re.escape(word) + r"(?![\w-])", opt.help))]
+    return min(found)[1] if found else base
+
+
 def _value_syntax(opt: Option) -> str:
     if opt.flag:
         return ""
-    metavar = getattr(opt.type, "metavar", "VALUE")
-    return f"[={metavar}]" if opt.const is not None else f" {metavar}"
+    return f"[={metavar(opt)}]" if opt.const is not None else f" {metavar(opt)}"
 
 
 def _default_text(opt: Option) -> str:
@@ -1020,8 +1051,12 @@ def _default_text(opt: Option) -> str:
     return _render(opt, opt.default)
 
 
+# Flags that are no option (nothing to set in a file or the environment): answered and exited.
+_HELP_FLAGS = (("-h, --help", "show this help and exit"), ("--version", "print the version and exit"))
+
+
 def help_text() -> str:
-    lines = [f"zergserve {__version__}: a prefork WSGI server with uWSGI's elastic modes", "",
+    lines = [f"zergserve {__version__}: a prefork WSGI and ASGI server with uWSGI's elastic modes", "",
              "usage: zergserve [OPTIONS] [CONFIG.ini|.json|.toml|.yaml[:section]]", ""]
     for title, options in _groups():
         lines.append(f"{title}:")
@@ -1031,6 +1066,10 @@ def help_text() -> str:
             lines.append(f"      {opt.help}" + (f" (default: {default})" if default else "")
                          + (" (repeatable)" if opt.repeatable else ""))
         lines.append("")
+    lines.append("Help:")
+    for spelled, meaning in _HELP_FLAGS:
+        lines += [f"  {spelled}", f"      {meaning}"]
+    lines.append("")
     lines.append("Every option is also a config-file key and a ZERGSERVE_<OPTION> / UWSGI_<OPTION> variable;")
     lines.append("precedence: defaults < files < UWSGI_* < ZERGSERVE_* < command line. See docs/settings.md.")
     return "\n".join(lines)
@@ -1046,14 +1085,17 @@ def render_markdown() -> str:
     for title, options in _groups():
         out += [f"### {title}", "", "| option | file key / environment | default | meaning |", "|---|---|---|---|"]
         for opt in options:
-            kind = "flag" if opt.flag else ("optional value" if opt.const is not None else "value")
+            kind = " (flag)" if opt.flag else ""
             default = _default_text(opt) or "—"
             meaning = opt.help.replace("|", "\\|")
             if hasattr(opt.type, "choices"):
                 meaning += f"; one of {', '.join(f'`{c}`' for c in opt.type.choices)}"
-            out.append(f"| `{_spelling(opt)}` ({kind}) | `{opt.name}` / `ZERGSERVE_{opt.env}` | {default} "
+            out.append(f"| `{_spelling(opt)}{_value_syntax(opt)}`{kind} | `{opt.name}` / `ZERGSERVE_{opt.env}` | {default} "
                        f"| {meaning} |")
         out.append("")
+    out += ["### Help", "", "| flag | meaning |", "|---|---|"]
+    out += [f"| `{spelled}` | {meaning} |" for spelled, meaning in _HELP_FLAGS]
+    out.append("")
     return "\n".join(out)
 
 

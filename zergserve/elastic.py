@@ -17,7 +17,10 @@
                       UNIX queues from sock_diag, which uWSGI does not read (it reports 0 and never
                       calls for help on UNIX sockets)
     --vassal-sos S    SOS when no worker has been seen idle for more than S s (back-to-back short
-                      requests count, not only long ones), at most once every S s
+                      requests count, not only long ones), at most once every S s. With --cheaper it
+                      waits, as uWSGI does, until the cheaper subsystem runs -p workers: until then more
+                      workers of its own are the cheaper help. The backlog SOS does not wait (uWSGI's
+                      does not either): a queue past N calls for zergs whatever cheaper may add
 
 The idle watch and --vassal-sos run from the master's housekeeping, once per cycle; the backlog
 watch on its own timer.
@@ -114,9 +117,11 @@ class Elastic:
 
     def _overload_sos(self, now: float, live: list, busy: list) -> None:
         """uWSGI counts a cycle as overloaded when every worker is busy and asks at most once per S;
-        here the whole last S seconds must have been overloaded, too."""
+        here the whole last S seconds must have been overloaded, too. As in uWSGI (busy workers against
+        -p), an instance whose cheaper subsystem may still add workers is not overloaded yet."""
         limit = self.cfg.vassal_sos
-        if not live or len(busy) < len(live) or len(live) < self.master.num_workers:
+        room = self.cfg.cheaper and self.master.num_workers < self.cfg.processes
+        if room or not live or len(busy) < len(live) or len(live) < self.master.num_workers:
             self.last_idle_worker = now
             return
         if now - self.last_idle_worker > limit and now - self.last_overload_sos > limit:

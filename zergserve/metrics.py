@@ -9,14 +9,12 @@ the text exposition format 0.0.4, then close.
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any, Callable, Iterable
 
 from zergserve.scoreboard import BUCKETS, STATUS_NAMES, Totals
-from zergserve.stats import CLIENT_TIMEOUT, StatsServer
+from zergserve.stats import StatsServer, read_head
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_HEAD_LIMIT = 8192
 
 
 class Family:
@@ -84,7 +82,22 @@ def instance(doc: dict[str, Any], totals: list[Totals]) -> list[Family]:
         queue.add(sock["queue"], socket=sock["name"])
         limit.add(sock["max_queue"], socket=sock["name"])
     families += [queue, limit, _histogram(totals)]
+    if "cheaper" in doc:
+        families += _cheaper(doc["cheaper"])
     return families
+
+
+def _cheaper(state: dict[str, Any]) -> list[Family]:
+    """The cheaper subsystem's aim and moves (its "cheaper" stats object)."""
+    target = Family("zergserve_workers_target", "gauge", "workers the cheaper subsystem runs now "
+                    "(between --cheaper and --processes)").add(state["target"])
+    bounds = Family("zergserve_cheaper_workers", "gauge", "the cheaper subsystem's bounds: --cheaper and "
+                    "--processes")
+    bounds.add(state["min"], bound="min").add(state["max"], bound="max")
+    changes = Family("zergserve_cheaper_changes_total", "counter", "workers the cheaper subsystem added (up) or "
+                     "stopped (down)")
+    changes.add(state["added"], direction="up").add(state["stopped"], direction="down")
+    return [target, bounds, changes]
 
 
 def _histogram(totals: list[Totals]) -> Family:
@@ -142,7 +155,7 @@ class MetricsServer(StatsServer):
         super().__init__(addr, document, chmod=chmod)
 
     def reply(self, conn: socket.socket) -> bytes:
-        head = _read_head(conn)
+        head = read_head(conn)
         method, _, rest = head.partition(b" ")
         path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
@@ -151,22 +164,6 @@ class MetricsServer(StatsServer):
             return _response(b"404 Not Found", b"metrics are at /metrics\n")
         body = self.document().encode()
         return _response(b"200 OK", b"" if method == b"HEAD" else body, length=len(body))
-
-
-def _read_head(conn: socket.socket) -> bytes:
-    """The request head, read within the stats server's time budget (the master's loop waits)."""
-    deadline = time.monotonic() + CLIENT_TIMEOUT
-    data = b""
-    while b"\r\n\r\n" not in data and b"\n\n" not in data and len(data) < _HEAD_LIMIT:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("request head")
-        conn.settimeout(left)
-        chunk = conn.recv(_HEAD_LIMIT)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def _response(status: bytes, body: bytes, extra: bytes = b"", length: int | None = None) -> bytes:

@@ -8,12 +8,15 @@ document itself comes from a callable, so each role decides what it reports.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any, Callable
 
 from zergserve import sockets
 from zergserve.log import logger
 
 CLIENT_TIMEOUT = 1.0
+_HEAD_LIMIT = 8192
+_LINGER = 0.2  # seconds a client that sent something may take to close after the reply
 _HTTP_HEAD = b"HTTP/1.0 200 OK\r\nConnection: close\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: application/json\r\n\r\n"
 
 
@@ -50,6 +53,7 @@ class StatsServer:
         try:
             conn.settimeout(CLIENT_TIMEOUT)
             conn.sendall(self.reply(conn))
+            _linger(conn)
         except OSError:
             pass
         except Exception as exc:
@@ -65,6 +69,34 @@ class StatsServer:
 
     def close(self, vacuum: bool = False) -> None:
         sockets.close_listener(self.listener, vacuum)
+
+
+def _linger(conn: socket.socket) -> None:
+    """Say we are done, then read what the client sent (curl's request, under --stats-http) until it
+    closes: a close with unread bytes would reset the connection and could cut the reply."""
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(_LINGER)
+    try:
+        while conn.recv(_HEAD_LIMIT):
+            pass
+    except OSError:
+        pass
+
+
+def read_head(conn: socket.socket) -> bytes:
+    """An HTTP request head, read within the stats server's time budget (the master's loop waits)."""
+    deadline = time.monotonic() + CLIENT_TIMEOUT
+    data = b""
+    while b"\r\n\r\n" not in data and b"\n\n" not in data and len(data) < _HEAD_LIMIT:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("request head")
+        conn.settimeout(left)
+        chunk = conn.recv(_HEAD_LIMIT)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def fetch(addr: str, timeout: float = 5.0) -> dict[str, Any]:
