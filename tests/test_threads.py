@@ -264,3 +264,12 @@ def test_broodlord_zergs_with_threads_take_the_queue_of_a_threaded_vassal(spawn,
     assert [status for status, _ in results] == [200] * 6
     assert len({body for _, body in results}) == 2  # the vassal's worker and the zerg's
     wait_for(lambda: zergs(emperor) == [], timeout=20, message="the zerg gone after idle")
+
+
+def test_cheaper_adds_a_worker_once_every_thread_is_busy_and_stops_it_when_quiet(spawn, workdir):
+    from test_cheaper import grow_and_shrink
+    from test_cheaper import start as start_cheaper
+    server, sock, stats = start_cheaper(spawn, workdir, "-p", "2", "--threads", "2", "--cheaper", "1",
+                                        "--cheaper-overload", "1")
+    grow_and_shrink(server, sock, stats, workdir, held=4, most=2, least=1)
+    assert "cheaper (spare): all 1 worker(s) busy for 1s: now 2 workers" in server.log()
