@@ -7,7 +7,10 @@ on loopback. Two families are measured:
 
 * behind nginx `uwsgi_pass` over a UNIX socket: zergserve --socket, uWSGI --socket,
   gunicorn --protocol uwsgi;
-* HTTP served by the workers: zergserve --http, uWSGI --http-socket, gunicorn sync.
+* HTTP served by the workers: zergserve --http, uWSGI --http-socket, gunicorn sync;
+* threads, HTTP served by the workers with `--threads` (4) per process, clients closing after each
+  response (`threads-close`) and keeping connections alive (`threads-ka`): zergserve --threads,
+  uWSGI --threads (--http-socket; --http11-socket for keep-alive), gunicorn -k gthread --threads.
 
 gunicorn and uWSGI are installed from PyPI into a separate venv (bench/.peers, made on first run).
 Results: requests/s, p99 latency, worker RSS after warm-up, and ratios of zergserve to each peer.
@@ -50,6 +53,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker in the threads families")
     parser.add_argument("--only", nargs="*", default=None, help="run only these targets")
     parser.add_argument("--rounds", type=int, default=2,
                         help="measure every target this many times, interleaved, and keep its best run")
@@ -62,7 +66,7 @@ def main() -> int:
     best: dict[str, Result] = {}
     try:
         for round_no in range(1, args.rounds + 1):
-            for target in targets(peers, tmp, args.workers):
+            for target in targets(peers, tmp, args.workers, args.threads):
                 if args.only and target["name"] not in args.only:
                     continue
                 result = measure(target, tmp, args)
@@ -98,7 +102,7 @@ def ensure_peers() -> Path:
     return PEERS / "bin"
 
 
-def targets(peers: Path, tmp: Path, workers: int) -> list[dict]:
+def targets(peers: Path, tmp: Path, workers: int, threads: int) -> list[dict]:
     sock = str(tmp / "app.sock")
     zerg = [str(peers / "zergserve"), "--chdir", str(HERE), "--module", "hello:application",
             "-p", str(workers), "--master", "--disable-logging"]
@@ -116,6 +120,14 @@ def targets(peers: Path, tmp: Path, workers: int) -> list[dict]:
                       ("gunicorn-http", gunicorn + ["hello:application", "--bind"])):
         http = f"127.0.0.1:{free_port()}"
         found.append({"name": name, "family": "http", "cmd": cmd + [http], "http": http})
+    gthread = [str(peers / "gunicorn"), "--chdir", str(HERE), "-w", str(workers), "-k", "gthread",
+               "--threads", str(threads), "hello:application", "--bind"]
+    for family, close, uwsgi_http in (("threads-close", True, "--http-socket"), ("threads-ka", False, "--http11-socket")):
+        for name, cmd in (("zergserve", zerg + ["--threads", str(threads), "--http"]),
+                          ("uwsgi", uwsgi + ["--threads", str(threads), uwsgi_http]), ("gunicorn", gthread)):
+            http = f"127.0.0.1:{free_port()}"
+            found.append({"name": f"{name}-{family}", "family": family, "cmd": cmd + [http], "http": http,
+                          "close": close})
     return found
 
 
@@ -132,7 +144,7 @@ def measure(target: dict, tmp: Path, args: argparse.Namespace) -> Result:
         else:
             wait_tcp(target["http"])
             url = f"http://{target['http']}/"
-        close = target["family"] == "http"  # sync HTTP servers close after each response: so do the clients
+        close = target.get("close", target["family"] == "http")  # sync HTTP servers close after each response: so do the clients
         wrk(url, 2, 10, 2, close)  # warm-up
         out = wrk(url, args.duration, args.connections, 2, close)
         rss = worker_rss(server.pid)
@@ -224,11 +236,13 @@ def report(results: list[Result]) -> None:
     for r in results:
         print(f"| {r.name} | {r.rps:.0f} | {r.p99_ms:.2f} | {r.rss_mb:.1f} | {r.errors} |")
     print()
-    for family, ours in (("nginx", "zergserve-uwsgi"), ("http", "zergserve-http")):
+    for family, suffix in (("nginx", "uwsgi"), ("http", "http"), ("threads-close", "threads-close"),
+                           ("threads-ka", "threads-ka")):
+        ours = f"zergserve-{suffix}"
         if ours not in by_name:
             continue
         mine = by_name[ours]
-        for peer in (f"uwsgi-{ours.split('-')[1]}", f"gunicorn-{ours.split('-')[1]}"):
+        for peer in (f"uwsgi-{suffix}", f"gunicorn-{suffix}"):
             if peer in by_name and by_name[peer].rps:
                 other = by_name[peer]
                 print(f"{family}: {ours} / {peer}: throughput {mine.rps / other.rps:.2f}x, "

@@ -108,7 +108,7 @@ def test_chmod_socket_forms(tmp_path):
     (["--set", "novalue"], "--set: set: expected KEY=VALUE"),
     (["stray"], "unexpected argument 'stray'"),
     (["--module"], "--module: needs a value"),
-    (["--worker", "threads"], "--worker: worker: invalid choice 'threads' (choose from sync, gevent, asyncio)"),
+    (["--worker", "threads"], "--worker: worker: invalid choice 'threads' (choose from sync, gthread, gevent, asyncio)"),
 ])
 def test_cli_errors_name_the_flag(argv, message):
     with raises(message):
@@ -120,7 +120,7 @@ def test_help_and_version():
         load(["-p", "2", "--help"], {})
     text = info.value.args[0]
     assert "-p, --processes, --workers N" in text and "-C, --chmod-socket[=MODE]" in text
-    assert "-k, --worker, --worker-class {sync,gevent,asyncio}" in text and "no separate HTTP router process" in text
+    assert "-k, --worker, --worker-class {sync,gthread,gevent,asyncio}" in text and "no separate HTTP router process" in text
     assert all(f"--{opt.name}" in text for opt in config.OPTIONS)
     with pytest.raises(config.HelpRequested):
         load(["-h"], {})
@@ -280,8 +280,8 @@ def test_placeholders_across_files(tmp_path):
 
 
 def test_unused_custom_key_is_an_error(tmp_path):
-    ini = write(tmp_path / "a.ini", "[uwsgi]\nbase = /srv\nthreads = 4\nchdir = %(base)\n")
-    with raises(f"{ini}:3: unknown option 'threads'"):
+    ini = write(tmp_path / "a.ini", "[uwsgi]\nbase = /srv\ncpu-affinity = 4\nchdir = %(base)\n")
+    with raises(f"{ini}:3: unknown option 'cpu-affinity'"):
         load([ini], {})
 
 

@@ -236,7 +236,7 @@ def test_set_placeholder(tmp_path):
 
 def test_every_error_of_a_run_at_once(tmp_path):
     ini = write(tmp_path / "bad.ini", "[uwsgi]\nprocesses = four\ndaemonize = /var/log/a.log\nchdir = %(nope)\n"
-                                      "threads = 4\nproceses = 2\n")
+                                      "async = 4\nproceses = 2\n")
     with pytest.raises(ConfigError) as info:
         load([ini, "--listen", "lots"], {"ZERGSERVE_NOPE": "1"})
     assert str(info.value).splitlines() == [
@@ -245,8 +245,7 @@ def test_every_error_of_a_run_at_once(tmp_path):
         f"{ini}:2: processes: invalid int value 'four'",
         f"{ini}:3: unknown option 'daemonize': zergserve stays in the foreground: run it under systemd "
         "(deploy/systemd) with --logto FILE",
-        f"{ini}:5: unknown option 'threads': workers have no thread pool here: use --worker gevent (many "
-        "connections per process) or more --processes",
+        f"{ini}:5: unknown option 'async': use --worker gevent --worker-connections N",
         f"{ini}:6: unknown option 'proceses' (did you mean 'processes'?)",
         "--listen: listen: invalid int value 'lots'",
     ]

@@ -1,5 +1,5 @@
-"""Request behaviour every worker class owes its clients, one test run per class (sync, gevent,
-asyncio), over both protocols where it applies. Real processes on UNIX sockets."""
+"""Request behaviour every worker class owes its clients, one test run per class (sync, gthread,
+gevent, asyncio), over both protocols where it applies. Real processes on UNIX sockets."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from conftest import at_once, connect, fetch, free_port, http_request, recv_all, responses, wait_for
 from zergserve.protocols.uwsgi import encode_packet
 
-WORKERS = ("sync", "gevent", "asyncio")
-BIG = {"sync": "/big?size=%d", "gevent": "/big?size=%d", "asyncio": "/bigstream?size=%d"}
+WORKERS = ("sync", "gthread", "gevent", "asyncio")
+BIG = {"sync": "/big?size=%d", "gthread": "/big?size=%d", "gevent": "/big?size=%d", "asyncio": "/bigstream?size=%d"}
 
 
 def start(worker: str, spawn, workdir, *extra: str):

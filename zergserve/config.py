@@ -365,10 +365,16 @@ OPTIONS: tuple[Option, ...] = (
     O("processes", integer(1, 4096), 1, "number of worker processes", "p", ("workers",), group="processes"),
     O("master", boolean, True, "run a master (zergserve always does; accepted for uWSGI configs)", "M",
       flag=True, group="processes"),
-    O("worker", choice("sync", "gevent", "asyncio"), "sync", "worker class: sync (one request at a time), gevent "
-      "(many connections per process, HTTP keep-alive; pip install zergserve[gevent]) or asyncio (ASGI apps "
-      "only, on an event loop)", "k",
+    O("worker", choice("sync", "gthread", "gevent", "asyncio"), "sync", "worker class: sync (one request at a "
+      "time), gthread (--threads requests at once, HTTP keep-alive; what --threads N chooses), gevent (many "
+      "connections per process, HTTP keep-alive; pip install zergserve[gevent]) or asyncio (ASGI apps only, on "
+      "an event loop)", "k",
       aliases=("worker-class",), group="processes"),
+    O("threads", integer(1, 1024), 1, "requests each worker process serves at once, each in a thread of its own; "
+      "kept-alive connections wait in the worker's poller, not in a thread (gunicorn's gthread); above 1 the "
+      "sync worker becomes the gthread worker", group="processes"),
+    O("threads-stacksize", integer(0), 0, "stack size of each request thread in KiB (uWSGI's unit; 0: the "
+      "system's)", aliases=("thread-stacksize", "threads-stack-size", "thread-stack-size"), group="processes"),
     O("worker-connections", integer(1), 1000, "most connections a gevent or asyncio worker serves at once",
       group="processes"),
     O("gevent", integer(1), None, "uWSGI's gevent loop: the same as --worker gevent --worker-connections N",
@@ -679,8 +685,6 @@ _NO_EFFECT: dict[str, tuple[Any, str]] = {"master": (False, "zergserve always ru
 _SERVE_TLS = "zergserve speaks no TLS: terminate it in nginx (or another proxy) in front"
 _LOGIC = "configuration logic works in config files, not on the command line or in the environment"
 _HINTS: dict[str, str] = {
-    "threads": "workers have no thread pool here: use --worker gevent (many connections per process) or more "
-               "--processes",
     "async": "use --worker gevent --worker-connections N",
     "http-keepalive": "--http keeps connections alive with --worker gevent or asyncio (see --keep-alive)",
     "daemonize": "zergserve stays in the foreground: run it under systemd (deploy/systemd) with --logto FILE",
@@ -808,10 +812,22 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Confi
             _apply(cfg, setting, used)
         except ConfigError as exc:
             scope.errors.append(str(exc))
+    _threaded(cfg, scope.errors)
     if scope.errors:
         raise ConfigError("\n".join(dict.fromkeys(scope.errors)))
     cfg.warnings[:0] = dict.fromkeys(scope.warnings)
     return cfg
+
+
+def _threaded(cfg: Config, errors: list[str]) -> None:
+    """--threads above 1 makes the sync worker the gthread worker (uWSGI's threads = N on the default
+    worker); the gevent and asyncio workers serve many requests per process their own way."""
+    if cfg.threads > 1 and cfg.worker == "sync":
+        cfg.worker = "gthread"
+    elif cfg.threads > 1 and cfg.worker != "gthread":
+        errors.append(f"{cfg.sources.get('threads', 'threads')}: threads {cfg.threads} cannot go with the "
+                      f"{cfg.worker} worker, which serves many requests per process without threads: drop "
+                      "threads, or use the sync or gthread worker")
 
 
 def parse_file(path: str, section: str | None = None,

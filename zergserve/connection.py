@@ -21,40 +21,66 @@ from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RE
 from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
 
-__all__ = ["Context", "serve", "send_all", "sending", "unsent"]
+__all__ = ["Context", "serve", "resume", "send_all", "sending", "unsent"]
 
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
 
 
-def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context) -> None:
+def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
+          park: Callable[[socket.socket, Exchange], None] | None = None) -> None:
     """Serve one connection until it is done; never raises for anything a client sends.
 
     The socket starts non-blocking: the request is usually already there and the response fits
     the send buffer, so the common case costs one recv and one send; timeouts (and their extra
-    syscalls) are set only when the socket makes us wait.
+    syscalls) are set only when the socket makes us wait. With `park` (the gthread worker), a
+    kept-alive connection whose next request has not arrived is handed to park() instead of
+    waited for here; resume() goes on with it once it is readable.
     """
     try:
         conn.setblocking(False)
-        ex = Exchange(ctx, listener, peer, conn)
+    except OSError:
+        conn.close()
+        return
+    resume(conn, Exchange(ctx, listener, peer, conn), park)
+
+
+def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exchange], None] | None = None) -> None:
+    """Serve a connection from where its exchange stands until it is done (closed) or parked."""
+    parked = False
+    try:
         while True:
             action = ex.next_action()
             if action is RECEIVE:
+                if park is not None and ex.idle and not _readable(conn):
+                    park(conn, ex)
+                    parked = True
+                    return
                 try:
                     ex.receive_data(_recv(conn, RECV, ex.deadline))
                 except (socket.timeout, TimeoutError):
                     ex.timed_out()
             elif type(action) is Reply:
-                send_all(conn, action.data, ctx.pace())
+                send_all(conn, action.data, ex.ctx.pace())
                 if action.linger:
                     _linger_close(conn)
                 return
-            elif not _serve_request(conn, listener, ctx, ex):
+            elif not _serve_request(conn, ex.listener, ex.ctx, ex):
                 return
     except OSError:
         pass
     finally:
-        conn.close()
+        if not parked:
+            conn.close()
+
+
+def _readable(conn: socket.socket) -> bool:
+    """Whether a read would not wait (bytes or EOF are there)."""
+    try:
+        conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:

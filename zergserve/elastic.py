@@ -74,8 +74,8 @@ class Elastic:
         rows = master.rows()
         live = master.live_rows()
         requests = sum(row.requests for row in rows)
-        busy = [row for row in live if row.status == BUSY]
-        if requests != self.last_requests or busy:
+        busy = [row for row in live if row.status == BUSY]  # with threads: every thread in a request
+        if requests != self.last_requests or any(row.request_start for row in live):
             self.last_requests = requests
             self.last_activity = now
         if self.cfg.idle and not master.cheap and now - self.last_activity > self.cfg.idle:

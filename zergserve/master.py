@@ -50,8 +50,9 @@ from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
 from zergserve.log import logger
 from zergserve.wakeup import drain, record_signals, wakeup_pipe
-from zergserve.scoreboard import BUSY, STARTING, Scoreboard
+from zergserve.scoreboard import STARTING, Scoreboard
 from zergserve.stats import StatsServer
+from zergserve.workers import cores
 from zergserve.workers.base import WORKER_SIGNALS
 
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
@@ -139,7 +140,7 @@ class Master:
         self.pidfile_written = False
         self.exit_code = 0
         self.started = time.monotonic()
-        self.scoreboard = Scoreboard(max(self.num_workers, 1))
+        self.scoreboard = Scoreboard(max(self.num_workers, 1), cores=cores(cfg))
         self.stats: StatsServer | None = None
         self.metrics: metrics.MetricsServer | None = None
         self.rolled_back: str | None = None  # why this image's workers could not boot after a reload
@@ -472,7 +473,7 @@ class Master:
         now = time.time()
         for wid, proc in self.workers.items():
             row = self.scoreboard.row(wid)
-            if row.status == BUSY and row.request_start and now - row.request_start > limit:
+            if row.request_start and now - row.request_start > limit:  # a thread's oldest request, with threads
                 proc.harakiri_count += 1
                 logger.error("*** HARAKIRI ON WORKER %d (pid %d, request %r running for %.1fs) ***",
                              wid, proc.pid, row.request, now - row.request_start)
@@ -792,6 +793,7 @@ class Master:
                 "tx": total.tx,
                 "avg_rt": int(row.avg_rt),
                 "request_start": row.request_start,
+                "cores": self._cores(row),
                 "apps": [],
             })
         doc = {
@@ -811,6 +813,14 @@ class Master:
         for provider in self.stats_extras:
             doc.update(provider())
         return doc
+
+    def _cores(self, row: Any) -> list[dict[str, Any]]:
+        """uWSGI's cores of a worker: its request threads (gthread), else the one the row stands for."""
+        cores = self.scoreboard.core_list(row.wid) or [(row.requests, row.request_start)]
+        return [{"id": i, "requests": requests, "static_requests": 0, "routed_requests": 0,
+                 "offloaded_requests": 0, "write_errors": 0, "read_errors": 0, "in_request": int(bool(start)),
+                 "vars": [], "req_info": {"request_start": start} if start else {}}
+                for i, (requests, start) in enumerate(cores)]
 
     def metrics_text(self) -> str:
         """The Prometheus exposition of `stats_document()` and the workers' response times."""

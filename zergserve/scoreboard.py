@@ -41,6 +41,8 @@ _OFF_AVG = _OFF_HEARTBEAT + 8
 _OFF_RUNNING = _OFF_AVG + 16
 _OFF_HIST = _ROW.size
 _OFF_INFO = _OFF_HIST + _HIST.size
+# A worker's cores (uWSGI's name for its request threads), after its row: requests, request start.
+_CORE = struct.Struct("=Qd")
 _Q = struct.Struct("=Q")
 _COUNTERS = struct.Struct("=QQQ")  # requests, exceptions, tx
 _D = struct.Struct("=d")
@@ -66,7 +68,7 @@ class Row(NamedTuple):
     def busy_until(self, now: float) -> float:
         """Seconds spent in requests up to `now` (time.time()), the one in hand included: the
         cheaper subsystem's busyness."""
-        running = now - self.request_start if self.status == BUSY and self.request_start else 0.0
+        running = now - self.request_start if self.request_start else 0.0
         return self.running_time / 1e6 + max(running, 0.0)
 
     @property
@@ -74,13 +76,23 @@ class Row(NamedTuple):
         return STATUS_NAMES.get(self.status, "unknown")
 
 
-class Scoreboard:
-    """Rows 1..size (worker ids start at 1, as in uWSGI); row 0 is unused."""
+class Core(NamedTuple):
+    """A snapshot of one request thread of a worker (uWSGI's core)."""
 
-    def __init__(self, size: int, fd: int | None = None) -> None:
+    requests: int
+    request_start: float
+
+
+class Scoreboard:
+    """Rows 1..size (worker ids start at 1, as in uWSGI); row 0 is unused. A row is followed by
+    `cores` core entries (the gthread worker's threads; none for the other classes)."""
+
+    def __init__(self, size: int, fd: int | None = None, cores: int = 0) -> None:
         self.size = size
+        self.cores = cores
+        self.row_size = ROW_SIZE + cores * _CORE.size
         self.carried: dict[int, Totals] = {}
-        length = ROW_SIZE * (size + 1)
+        length = self.row_size * (size + 1)
         if fd is None:
             fd = os.memfd_create("zergserve-scoreboard", os.MFD_CLOEXEC)
             os.ftruncate(fd, length)
@@ -96,8 +108,8 @@ class Scoreboard:
         if size <= self.size:
             return
         self.mem.close()
-        os.ftruncate(self.fd, ROW_SIZE * (size + 1))
-        self.mem = mmap.mmap(self.fd, ROW_SIZE * (size + 1))
+        os.ftruncate(self.fd, self.row_size * (size + 1))
+        self.mem = mmap.mmap(self.fd, self.row_size * (size + 1))
         self.size = size
 
     def reset(self, wid: int, pid: int) -> None:
@@ -105,13 +117,13 @@ class Scoreboard:
         counters of the process that had the row so far are carried into `lifetime()`."""
         if wid <= self.size:
             self.carried[wid] = self.lifetime(wid)
-        base = wid * ROW_SIZE
-        self.mem[base:base + ROW_SIZE] = bytes(ROW_SIZE)
+        base = wid * self.row_size
+        self.mem[base:base + self.row_size] = bytes(self.row_size)
         _ROW.pack_into(self.mem, base, pid, STARTING, 0, 0, 0, 0.0, time.time(), 0.0, time.time(), 0)
 
     def row(self, wid: int) -> Row:
         """The row of worker `wid`'s current process: its counters start at 0 with each spawn."""
-        base = wid * ROW_SIZE
+        base = wid * self.row_size
         values = _ROW.unpack_from(self.mem, base)
         buckets = _HIST.unpack_from(self.mem, base + _OFF_HIST)
         raw = self.mem[base + _OFF_INFO:base + _OFF_INFO + _REQ_INFO]
@@ -126,7 +138,33 @@ class Scoreboard:
         return [self.row(wid) for wid in range(1, self.size + 1)]
 
     def writer(self, wid: int) -> "RowWriter":
-        return RowWriter(self.mem, wid * ROW_SIZE)
+        return RowWriter(self.mem, wid * self.row_size)
+
+    def core_list(self, wid: int) -> list[Core]:
+        base = wid * self.row_size + ROW_SIZE
+        return [Core(*_CORE.unpack_from(self.mem, base + i * _CORE.size)) for i in range(self.cores)]
+
+    def core_writers(self, wid: int) -> list["CoreWriter"]:
+        base = wid * self.row_size + ROW_SIZE
+        return [CoreWriter(self.mem, base + i * _CORE.size) for i in range(self.cores)]
+
+
+class CoreWriter:
+    """One request thread's entry: written by that thread only."""
+
+    __slots__ = ("mem", "base", "requests")
+
+    def __init__(self, mem: mmap.mmap, base: int) -> None:
+        self.mem = mem
+        self.base = base
+        self.requests = 0
+
+    def begin(self, now: float) -> None:
+        _CORE.pack_into(self.mem, self.base, self.requests, now)
+
+    def end(self) -> None:
+        self.requests += 1
+        _CORE.pack_into(self.mem, self.base, self.requests, 0.0)
 
 
 class RowWriter:

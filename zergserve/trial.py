@@ -28,6 +28,7 @@ from zergserve.parent_death import die_with_parent
 from zergserve.log import logger
 from zergserve.master import fork_worker
 from zergserve.scoreboard import Scoreboard
+from zergserve.workers import cores
 
 
 def run(cfg: Any, app: Any, worker_class: type) -> int:
@@ -36,7 +37,7 @@ def run(cfg: Any, app: Any, worker_class: type) -> int:
     deadline = time.monotonic() + max(cfg.worker_reload_mercy, 1)
     tmp = tempfile.mkdtemp(prefix="zergserve-check-")
     listener = sockets.bind(os.path.join(tmp, "trial.sock"), "http", 16)
-    scoreboard = Scoreboard(1)
+    scoreboard = Scoreboard(1, cores=cores(cfg))
     scoreboard.reset(1, 0)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     check_pid = os.getpid()

@@ -54,6 +54,16 @@ def application(environ, start_response):
         time.sleep(float(query.get("s", "1")))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
+    if path == "/gate":  # held until the test creates the file named by ?f= (at most 30 s)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(query["f"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(os.getpid()).encode()]
+    if path == "/stacksize":
+        import threading
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(threading.stack_size()).encode()]
     if path == "/crash":
         raise RuntimeError("boom from the test app")
     if path == "/crash-late":

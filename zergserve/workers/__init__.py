@@ -9,10 +9,11 @@ from zergserve import app as app_loader
 
 CLASSES = {
     "sync": "zergserve.workers.sync:SyncWorker",
+    "gthread": "zergserve.workers.threads:ThreadsWorker",
     "gevent": "zergserve.workers.gevent:GeventWorker",
     "asyncio": "zergserve.workers.asyncio:AsyncioWorker",
 }
-SERVES = {"sync": "wsgi", "gevent": "wsgi", "asyncio": "asgi"}  # the interface each class calls
+SERVES = {"sync": "wsgi", "gthread": "wsgi", "gevent": "wsgi", "asyncio": "asgi"}  # the interface each class calls
 
 
 def load_app(cfg: Any) -> Callable[..., Any]:
@@ -23,3 +24,8 @@ def load_app(cfg: Any) -> Callable[..., Any]:
 def get(name: str) -> type:
     module, _, attr = CLASSES[name].partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def cores(cfg: Any) -> int:
+    """Scoreboard cores per worker row: one per request thread of the gthread worker, else none."""
+    return cfg.threads if cfg.worker == "gthread" else 0

@@ -19,7 +19,7 @@ import traceback
 from typing import Any, Callable
 
 from zergserve import app as app_loader
-from zergserve import accesslog, config, connection, exchange, parent_death, proctitle, proxy
+from zergserve import accesslog, config, exchange, parent_death, proctitle, proxy
 from zergserve.exitcodes import APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR, BOOT_ERROR as EXIT_BOOT_ERROR, OK as EXIT_OK
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
