@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
+
 import threading
 
 import pytest
@@ -206,6 +208,12 @@ class _Sink:
     def abort(self):
         self.aborted = True
 
+    async def closed(self):
+        await asyncio.Event().wait()  # the client never leaves
+
+    def unwatch(self):
+        pass
+
 
 def _run(app, pull=None):
     sink, errors = _Sink(), []
@@ -260,3 +268,41 @@ def test_receive_yields_the_body_then_disconnect():
     response, _, errors = _run(app, pull)
     assert response.status == 204 and not errors
     assert [m.get("body") for m in seen[:3]] == [b"ab", b"cd", b""] and seen[3] == {"type": "http.disconnect"}
+
+
+def test_harakiri_spares_a_request_that_awaits_longer_than_the_limit(spawn, workdir):
+    """--harakiri on an event loop measures a loop that stopped ticking, not a long await."""
+    server = start(spawn, workdir, "--harakiri", "1")
+    pid = fetch(server.stats)["workers"][0]["pid"]
+    assert http_request(server.addr, "GET", "/sleep?s=3", timeout=10)[::2] == (200, b"slept")
+    assert "HARAKIRI" not in server.log() and fetch(server.stats)["workers"][0]["pid"] == pid
+
+
+def test_receive_says_disconnect_when_the_client_leaves_a_stream(spawn, workdir):
+    """After the body, receive() reports http.disconnect as soon as the client closes, while the
+    response streams, not only when a write fails."""
+    server = start(spawn, workdir)
+    record = workdir / "sse.txt"
+    with connect(server.addr) as sock:
+        sock.sendall(f"GET /sse?record={record} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        wait_for(lambda: b"data: hello" in sock.recv(4096), message="the first event")
+    wait_for(lambda: record.exists() and record.read_text() == "http.disconnect\n", timeout=10,
+             message="the app told of the disconnect")
+    assert http_request(server.addr)[::2] == (200, b"hello")
+
+
+def test_a_client_that_does_not_read_holds_the_app_back(spawn, workdir):
+    """Flow control: send() returns only once the kernel took the bytes, so an app streaming to a
+    client that reads slowly keeps pace with it instead of filling the worker's memory."""
+    server = start(spawn, workdir)
+    record = workdir / "flood.txt"
+    with connect(server.addr) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(f"GET /flood?record={record} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        wait_for(lambda: record.exists() and record.read_text(), message="the first sends")
+        total = 0
+        while total < 16 * 1048576:
+            total += len(sock.recv(65536))
+            sent = int(record.read_text() or 0)
+            assert sent <= total // 1048576 + 32, (sent, total)  # the kernel's buffers, not 1000 MB
+        wait_for(lambda: int(record.read_text() or 0) >= 16, message="the app to go on")

@@ -85,3 +85,11 @@ def test_harakiri_spares_a_long_request_while_others_finish(spawn, workdir):
         thread.join(0.2)
     assert long == [200] and fetch(server.stats)["workers"][0]["pid"] == pid
     assert "HARAKIRI" not in server.log()
+
+
+def test_harakiri_spares_a_lone_request_that_only_waits(spawn, workdir):
+    """The hub ticks while the greenlet sleeps: --harakiri measures a stuck hub, not a long wait."""
+    server = start(spawn, workdir, "--harakiri", "1")
+    pid = fetch(server.stats)["workers"][0]["pid"]
+    assert http_request(server.addr, "GET", "/sleep?s=3", timeout=10)[0] == 200
+    assert "HARAKIRI" not in server.log() and fetch(server.stats)["workers"][0]["pid"] == pid

@@ -777,3 +777,14 @@ def test_valid_requests_read_as_h11_reads_them(requests, split):
     theirs, closed = h11_reading(data)
     n = min(len(ours), len(theirs))
     assert ours[:n] == theirs[:n] and (closed or ours == theirs)
+
+
+def test_websocket_upgrade_and_the_bytes_after_its_head():
+    from zergserve.protocols.http import is_websocket_upgrade
+    h = HTTPConnection()
+    h.receive_data(b"GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n\x81\x80abcd")
+    request = h.next_event()
+    assert is_websocket_upgrade(request) and h.trailing() == b"\x81\x80abcd"
+    h = HTTPConnection()
+    h.receive_data(b"GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n")  # no Connection: upgrade
+    assert not is_websocket_upgrade(h.next_event())

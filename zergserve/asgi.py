@@ -30,6 +30,10 @@ class Sink(Protocol):
     async def send_body(self, data: bytes) -> None: ...
     async def finish(self) -> None: ...
     def abort(self) -> None: ...
+    async def closed(self) -> None:
+        """Return once the client has closed the connection (EOF or an error on it)."""
+    def unwatch(self) -> None:
+        """Stop what closed() does at once: the driver reads the connection next."""
 
 
 def http_scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +134,7 @@ class Response:
         self.done = asyncio.Event()  # the response ended or the client left: receive() says disconnect
 
 
-_APP_FAILURES = (Exception, SystemExit, KeyboardInterrupt)  # one 500, never the worker
+APP_FAILURES = (Exception, SystemExit, KeyboardInterrupt)  # one 500, never the worker
 
 
 async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sink,
@@ -143,8 +147,8 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
         nonlocal ended
         if response.done.is_set():
             return {"type": "http.disconnect"}
-        if ended:
-            await response.done.wait()  # the body was read: only a disconnect is left to report
+        if ended:  # the body was read: only a disconnect is left to report, once the client leaves
+            await _until_gone(response, sink)
             return {"type": "http.disconnect"}
         if pull is None:
             ended = True
@@ -213,12 +217,27 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
     except RequestError as exc:
         (log_client or log_error)(f"bad request body for {printable(scope['method'])} {scope['path']!r}: {exc}")
         await _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
-    except _APP_FAILURES as exc:
+    except APP_FAILURES as exc:
         log_error(f"error in app for {printable(scope['method'])} {scope['path']!r}:\n" + "".join(traceback.format_exception(exc)).rstrip())
         await _error_response(response, sink, 500, _ERROR_BODY)
     finally:
         response.done.set()
+        sink.unwatch()
     return response
+
+
+async def _until_gone(response: Response, sink: Sink) -> None:
+    """Wait until the response ends or the client closes the connection (then `response.gone`)."""
+    watch = asyncio.ensure_future(sink.closed())
+    done = asyncio.ensure_future(response.done.wait())
+    try:
+        await asyncio.wait((watch, done), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        done.cancel()
+    if watch.done() and not watch.cancelled() and not response.done.is_set():
+        response.gone = True
+        response.done.set()
 
 
 async def _error_response(response: Response, sink: Sink, status: int, body: bytes) -> None:
@@ -308,7 +327,7 @@ class Lifespan:
         scope = {"type": "lifespan", "asgi": ASGI, "state": self.state}
         try:
             await self.app(scope, self._inbox.get, self._send)
-        except _APP_FAILURES as exc:
+        except APP_FAILURES as exc:
             self._error = exc  # before startup completed, startup() says what it means
             if self._started and not self._failed:
                 self.log_error("error in app's lifespan:\n" + "".join(traceback.format_exception(exc)).rstrip())

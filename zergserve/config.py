@@ -347,6 +347,18 @@ OPTIONS: tuple[Option, ...] = (
       "failure too, off never sends it", group="app"),
     O("lifespan-timeout", number(), 60.0, "seconds the ASGI lifespan startup and shutdown may each take; a "
       "startup that takes longer fails the worker's boot", group="app"),
+    O("ws", choice("auto", "wsproto", "none"), "auto", "WebSocket on the asyncio worker's --http sockets: auto "
+      "and wsproto speak it through wsproto (the zergserve[websocket] extra; without it, auto refuses upgrades "
+      "with 501 and wsproto fails the boot), none refuses upgrades with 501", group="app"),
+    O("ws-max-size", integer(1), 16777216, "largest WebSocket message in bytes a client may send; a bigger one "
+      "closes the connection with 1009", group="app"),
+    O("ws-ping-interval", number(), 20.0, "seconds between the server's WebSocket pings (0: none)",
+      aliases=("websocket-ping-freq", "websockets-ping-freq"), group="app"),
+    O("ws-ping-timeout", number(), 20.0, "seconds a WebSocket client has to answer a ping before the "
+      "connection closes with 1011 (0: wait for ever)", aliases=("websocket-pong-tolerance",
+                                                                  "websockets-pong-tolerance"), group="app"),
+    O("ws-per-message-deflate", boolean, True, "accept the permessage-deflate WebSocket extension when the "
+      "client offers it", group="app"),
     # sockets
     O("http", address, (), "serve HTTP/1.1 on ADDR from the workers themselves: uWSGI's --http-socket; there is "
       "no separate HTTP router process", aliases=("http-socket", "bind"), repeatable=True, group="sockets"),
@@ -589,7 +601,8 @@ OPTIONS: tuple[Option, ...] = (
     O("stats-http", boolean, False, "prefix the stats JSON with an HTTP header", flag=True, group="stats"),
     O("stats-minified", boolean, False, "compact stats JSON", flag=True, group="stats"),
     O("metrics", address, None, "serve Prometheus metrics at http://ADDR/metrics (TCP if it has ':', else "
-      "UNIX): requests, exceptions, harakiri, respawns, workers by status, listen queue, response times",
+      "UNIX): requests, exceptions, harakiri, respawns, workers by status, listen queue, response times, "
+      "open WebSockets",
       group="stats"),
     O("disable-logging", boolean, False, "no access log lines (errors are always logged)", "L", flag=True,
       group="logging"),
@@ -686,6 +699,9 @@ _SERVE_TLS = "zergserve speaks no TLS: terminate it in nginx (or another proxy) 
 _LOGIC = "configuration logic works in config files, not on the command line or in the environment"
 _HINTS: dict[str, str] = {
     "async": "use --worker gevent --worker-connections N",
+    "websocket-max-size": "use --ws-max-size BYTES (uWSGI's counts KiB) with --worker asyncio",
+    "websockets-max-size": "use --ws-max-size BYTES (uWSGI's counts KiB) with --worker asyncio",
+    "http-websockets": "--worker asyncio serves WebSocket on --http by itself (see --ws)",
     "http-keepalive": "--http keeps connections alive with --worker gevent or asyncio (see --keep-alive)",
     "daemonize": "zergserve stays in the foreground: run it under systemd (deploy/systemd) with --logto FILE",
     "daemon": "zergserve stays in the foreground: run it under systemd (deploy/systemd)",

@@ -20,7 +20,7 @@ from zergserve.pacing import BodyClock, BodyTimeout, SendPace
 from zergserve.protocols import http as h1
 from zergserve.protocols import uwsgi
 from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge,
-                                  reason)
+                                  printable, reason)
 
 RECV = 65536  # the most a driver reads at once
 DRAIN_CAP = 65536  # body bytes an app left unread that are read to keep the connection
@@ -56,6 +56,9 @@ class Context:
         self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
         self.idle: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets of kept-alive connections between requests
         self.environs: dict[int, dict[str, Any]] = {}  # a WSGI driver's per-listener environ, built once
+
+    # Why a WebSocket upgrade is refused (501), '' where the worker serves it (workers/asyncio.py).
+    websocket_refusal = "WebSocket needs --worker asyncio (an ASGI app)"
 
     def pace(self) -> SendPace:
         """The bound on one response's sending (pacing.py)."""
@@ -201,6 +204,10 @@ class Exchange:
         if ctx.limit_post and event.content_length is not None and event.content_length > ctx.limit_post:
             ctx.log_refusal(f"http: body of {event.content_length} bytes over limit-post {ctx.limit_post}")
             return self._refuse(413, h.error_response(h1.HTTPError(413, "body over limit-post")), True)
+        if ctx.websocket_refusal and h1.is_websocket_upgrade(event):
+            ctx.log_error(f"http: WebSocket upgrade for {printable(event.target)!r} refused with 501: "
+                          f"{ctx.websocket_refusal} (peer {self.where})")
+            return self._refuse(501, h.error_response(h1.HTTPError(501, "WebSocket not served")), True)
         if ctx.draining:
             h.keep_alive = False  # this response says Connection: close
         self.method, self.target, self.protocol = event.method, event.target, "HTTP/" + event.http_version

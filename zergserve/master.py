@@ -52,7 +52,7 @@ from zergserve.log import logger
 from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.scoreboard import STARTING, Scoreboard
 from zergserve.stats import StatsServer
-from zergserve.workers import cores
+from zergserve.workers import LOOP_TICKS, cores
 from zergserve.workers.base import WORKER_SIGNALS
 
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
@@ -467,16 +467,23 @@ class Master:
                 self.spawn(wid)
 
     def _harakiri(self) -> None:
+        """Kill a worker stuck for more than --harakiri seconds: a sync worker on one request, an
+        event-loop worker (workers.LOOP_TICKS) whose loop has not ticked its heartbeat while busy."""
         limit = self.cfg.harakiri
         if not limit:
             return
         now = time.time()
+        ticks = self.cfg.worker in LOOP_TICKS
         for wid, proc in self.workers.items():
             row = self.scoreboard.row(wid)
-            if row.request_start and now - row.request_start > limit:  # a thread's oldest request, with threads
+            if not row.request_start:  # with threads: the oldest request in flight
+                continue
+            since = max(row.heartbeat, row.request_start) if ticks else row.request_start
+            if now - since > limit:
                 proc.harakiri_count += 1
-                logger.error("*** HARAKIRI ON WORKER %d (pid %d, request %r running for %.1fs) ***",
-                             wid, proc.pid, row.request, now - row.request_start)
+                what = "event loop stuck" if ticks else "running"
+                logger.error("*** HARAKIRI ON WORKER %d (pid %d, request %r, %s for %.1fs) ***",
+                             wid, proc.pid, row.request, what, now - since)
                 _kill(proc.pid, signal.SIGKILL)
 
     def recycle(self, wid: int, reason: str) -> None:
@@ -794,6 +801,7 @@ class Master:
                 "avg_rt": int(row.avg_rt),
                 "request_start": row.request_start,
                 "cores": self._cores(row),
+                "websockets": row.websockets if alive else 0,
                 "apps": [],
             })
         doc = {
@@ -809,6 +817,7 @@ class Master:
             "locks": [],
             "sockets": socks,
             "workers": workers,
+            "websockets": sum(worker["websockets"] for worker in workers),
         }
         for provider in self.stats_extras:
             doc.update(provider())

@@ -62,6 +62,7 @@ def instance(doc: dict[str, Any], totals: list[Totals]) -> list[Family]:
         ("sent_bytes_total", "counter", "bytes sent in responses (uWSGI's tx)", "tx"),
         ("worker_rss_bytes", "gauge", "resident memory of the worker process", "rss"),
         ("worker_vsz_bytes", "gauge", "virtual memory of the worker process", "vsz"),
+        ("websockets", "gauge", "open WebSocket connections (asyncio worker)", "websockets"),
     ]
     families = []
     for suffix, kind, help, key in per_worker:

@@ -25,7 +25,8 @@ _ROW = struct.Struct("=iiQQQddddQ")
 _HIST = struct.Struct(f"={len(BUCKETS)}Q")
 _REQ_INFO = 120
 ROW_SIZE = 384
-assert _ROW.size + _HIST.size + _REQ_INFO <= ROW_SIZE
+_I = struct.Struct("=I")  # after the request line: the open WebSockets (asyncio worker)
+assert _ROW.size + _HIST.size + _REQ_INFO + _I.size <= ROW_SIZE
 
 STARTING, IDLE, BUSY, STOPPING, PAUSED, CHEAP, DEAD = range(7)
 STATUS_NAMES = {STARTING: "starting", IDLE: "idle", BUSY: "busy", STOPPING: "stopping",
@@ -43,6 +44,7 @@ _OFF_HIST = _ROW.size
 _OFF_INFO = _OFF_HIST + _HIST.size
 # A worker's cores (uWSGI's name for its request threads), after its row: requests, request start.
 _CORE = struct.Struct("=Qd")
+_OFF_WS = _OFF_INFO + _REQ_INFO
 _Q = struct.Struct("=Q")
 _COUNTERS = struct.Struct("=QQQ")  # requests, exceptions, tx
 _D = struct.Struct("=d")
@@ -64,6 +66,7 @@ class Row(NamedTuple):
     running_time: int
     buckets: tuple[int, ...]
     request: str
+    websockets: int = 0
 
     def busy_until(self, now: float) -> float:
         """Seconds spent in requests up to `now` (time.time()), the one in hand included: the
@@ -127,7 +130,8 @@ class Scoreboard:
         values = _ROW.unpack_from(self.mem, base)
         buckets = _HIST.unpack_from(self.mem, base + _OFF_HIST)
         raw = self.mem[base + _OFF_INFO:base + _OFF_INFO + _REQ_INFO]
-        return Row(wid, *values, buckets=buckets, request=raw.split(b"\0", 1)[0].decode("latin-1"))
+        return Row(wid, *values, buckets=buckets, request=raw.split(b"\0", 1)[0].decode("latin-1"),
+                   websockets=_I.unpack_from(self.mem, base + _OFF_WS)[0])
 
     def lifetime(self, wid: int) -> "Totals":
         """Worker `wid`'s counters over every process that held the row since the master started:
@@ -191,6 +195,9 @@ class RowWriter:
 
     def heartbeat(self) -> None:
         _D.pack_into(self.mem, self.base + _OFF_HEARTBEAT, time.time())
+
+    def set_websockets(self, count: int) -> None:
+        _I.pack_into(self.mem, self.base + _OFF_WS, count)
 
     def begin(self, request_line: bytes, now: float) -> None:
         """A request has started: busy, its start time and its request line for harakiri logs."""

@@ -71,6 +71,20 @@ async def application(scope, receive, send):
         while True:  # until the client leaves and send() raises
             await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
             await asyncio.sleep(0.02)
+    elif path == "/sse":  # streams events until receive() says the client left, then records it
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: hello\n\n", "more_body": True})
+        message = await receive()  # the (empty) request body, then only the disconnect is left
+        message = await receive()
+        with open(query["record"], "a") as f:
+            f.write(message["type"] + "\n")
+    elif path == "/flood":  # sends as fast as the server lets it, counting the sends that returned
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for sent in range(1, 1000):
+            await send({"type": "http.response.body", "body": b"z" * 1048576, "more_body": True})
+            with open(query["record"], "w") as f:
+                f.write(str(sent))
+        await send({"type": "http.response.body", "body": b""})
     elif path == "/bigstream":
         size = int(query.get("size", "20000000"))
         await send({"type": "http.response.start", "status": 200,

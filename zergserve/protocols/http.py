@@ -600,6 +600,11 @@ class HTTPConnection:
         self._cstate = _C_DONE
         return True
 
+    def trailing(self) -> bytes:
+        """The bytes received after the request head: on a protocol switch (a WebSocket's 101),
+        the first bytes of the new protocol."""
+        return bytes(self._buf[self._pos:])
+
     @property
     def response_started(self) -> bool:
         return self._started
@@ -608,3 +613,19 @@ class HTTPConnection:
     def must_close(self) -> bool:
         """True once this connection cannot carry another request."""
         return not self.keep_alive or self._close_after or self._error is not None
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}
+
+
+def is_websocket_upgrade(request: Request) -> bool:
+    """Whether a request head asks to become a WebSocket (RFC 6455 §4.1: Upgrade and Connection)."""
+    upgrade = connection = ""
+    for name, value in request.headers:
+        low = name.lower()
+        if low == "upgrade":
+            upgrade += "," + value
+        elif low == "connection":
+            connection += "," + value
+    return "websocket" in _tokens(upgrade) and "upgrade" in _tokens(connection)

@@ -14,6 +14,9 @@ CLASSES = {
     "asyncio": "zergserve.workers.asyncio:AsyncioWorker",
 }
 SERVES = {"sync": "wsgi", "gthread": "wsgi", "gevent": "wsgi", "asyncio": "asgi"}  # the interface each class calls
+# Classes whose event loop ticks the scoreboard row's heartbeat (base.tick_interval): their --harakiri measures
+# a loop that stopped ticking (CPU-bound code, a blocking call), not one request that awaits long.
+LOOP_TICKS = {"gevent", "asyncio"}
 
 
 def load_app(cfg: Any) -> Callable[..., Any]:

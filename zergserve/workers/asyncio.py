@@ -17,13 +17,14 @@ import traceback
 from typing import Any
 
 from zergserve import app as app_loader
-from zergserve import asgi, connection
+from zergserve import asgi, connection, websocket
 from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, RECEIVE, Exchange, Reply
 from zergserve.log import logger
 from zergserve.pacing import SendPace
 from zergserve.scoreboard import IDLE, PAUSED
+from zergserve.protocols.http import is_websocket_upgrade
 from zergserve.sockets import Listener
-from zergserve.workers.base import SharedRow, Worker
+from zergserve.workers.base import SharedRow, Worker, tick_interval
 from zergserve.wsgi import RequestError
 
 _LINGER_SECONDS = 2.0
@@ -38,6 +39,13 @@ class AsyncioWorker(Worker):
     def boot(self) -> None:
         super().boot()
         self.ctx.row = SharedRow(self.row, self)
+        cfg = self.cfg
+        self.ctx.websocket_refusal = "--ws none" if cfg.ws == "none" else websocket.available()
+        if self.ctx.websocket_refusal and cfg.ws == "wsproto":
+            raise app_loader.AppLoadError(f"--ws wsproto: {self.ctx.websocket_refusal}")
+        self.ws_options = websocket.Options(cfg.ws_max_size, cfg.ws_ping_interval, cfg.ws_ping_timeout,
+                                            cfg.ws_per_message_deflate)
+        self.websockets: set[websocket.Session] = set()  # open ones, for the stats and a stop's 1001
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.lifespan = asgi.Lifespan(self.app, lambda text: logger.info("worker %d: %s", self.wid, text),
@@ -61,6 +69,7 @@ class AsyncioWorker(Worker):
     async def _serve(self) -> None:
         loop = self.loop
         loop.add_reader(self.wake_r, self._on_wakeup)
+        self._tick()
         acceptors: list[asyncio.Task] = []
         while not self.done():
             if self.paused and acceptors:
@@ -72,9 +81,9 @@ class AsyncioWorker(Worker):
                 if not self.ctx.row.inflight:
                     self.row.set_status(IDLE)
             try:
-                await asyncio.wait_for(self.woke.wait(), 1.0)
+                await asyncio.wait_for(self.woke.wait(), 1.0)  # done() also looks at orphaning, max-requests
             except TimeoutError:
-                self.row.heartbeat()
+                pass
             self.woke.clear()
         _cancel(acceptors)
         await asyncio.sleep(0)  # let the acceptors unregister from the loop
@@ -83,6 +92,8 @@ class AsyncioWorker(Worker):
         loop.remove_reader(self.wake_r)
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         self.close_idle()
+        for session in list(self.websockets):
+            session.going_away()
         self.drain_queue(lambda conn, peer, listener: self._spawn(conn, peer, listener, slotted=False))
         if self.tasks:
             _, pending = await asyncio.wait(set(self.tasks), timeout=self.cfg.worker_reload_mercy)
@@ -91,6 +102,12 @@ class AsyncioWorker(Worker):
                              self.wid, len(pending), self.cfg.worker_reload_mercy)
                 _cancel(pending)
         await self.lifespan.shutdown()
+
+    def _tick(self) -> None:
+        """The loop's heartbeat, from a timer: it stops only when the loop itself is stuck, which
+        is what --harakiri measures for this worker (workers.LOOP_TICKS)."""
+        self.row.heartbeat()
+        self.loop.call_later(tick_interval(self.cfg), self._tick)
 
     def _on_wakeup(self) -> None:
         self.drain_wakeups()
@@ -176,8 +193,11 @@ class AsyncioWorker(Worker):
 
     async def _serve_request(self, conn: socket.socket, listener: Listener, ex: Exchange) -> bool:
         """Run the app for one request; False when the connection must close afterwards."""
-        body = _Body(self, conn, ex)
         server, state = listener.server_name_port(), self.lifespan.state
+        if ex.http and is_websocket_upgrade(ex.request):
+            await self._serve_websocket(conn, ex, websocket.scope(ex.request, ex.peer, server, state))
+            return False
+        body = _Body(self, conn, ex)
         if ex.http:
             scope = asgi.http_scope(ex.request, ex.peer, server, state)
         else:
@@ -190,6 +210,21 @@ class AsyncioWorker(Worker):
         if after == LINGER:
             await self._linger_close(conn)
         return after == KEEP and ex.next_request()
+
+    async def _serve_websocket(self, conn: socket.socket, ex: Exchange, scope: dict[str, Any]) -> None:
+        """One WebSocket session on this connection, which closes after it (websocket.py)."""
+        transport = _Transport(self, conn, ex)
+        session = websocket.Session(self.app, scope, transport, self.ws_options, self.log_error)
+        self.websockets.add(session)
+        self.row.set_websockets(len(self.websockets))
+        status = 0
+        try:
+            status = await session.run(websocket.request_head(ex.request) + ex.h.trailing())
+        finally:
+            transport.close()
+            self.websockets.discard(session)
+            self.row.set_websockets(len(self.websockets))
+            ex.after_response(status or 499, session.sent)
 
     # --- socket calls --------------------------------------------------------------------------
 
@@ -267,15 +302,45 @@ class _Body:
 
 
 class _Sink:
-    """Puts the exchange's response bytes on the socket (asgi.Sink)."""
+    """Puts the exchange's response bytes on the socket (asgi.Sink). Each write waits until the
+    kernel took the bytes, so an app that streams to a slow reader waits with it (flow control)."""
 
-    __slots__ = ("worker", "conn", "ex", "pace")
+    __slots__ = ("worker", "conn", "ex", "pace", "watch")
 
     def __init__(self, worker: AsyncioWorker, conn: socket.socket, ex: Exchange) -> None:
         self.worker = worker
         self.conn = conn
         self.ex = ex
         self.pace = ex.ctx.pace()
+        self.watch: asyncio.Future | None = None  # closed()'s wait for the socket to be readable
+
+    async def closed(self) -> None:
+        """Return at the client's EOF (or a reset). Bytes that arrive first are a pipelined request,
+        left for the exchange: the client is there, and this waits until cancelled."""
+        loop = self.worker.loop
+        while True:
+            self.watch = watch = loop.create_future()
+            loop.add_reader(self.conn, _wake, watch)
+            try:
+                await watch
+            finally:
+                if self.watch is watch:
+                    self.unwatch()
+            try:
+                data = self.conn.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            await loop.create_future()
+
+    def unwatch(self) -> None:
+        if self.watch is not None:
+            self.worker.loop.remove_reader(self.conn)
+            self.watch.cancel()
+            self.watch = None
 
     async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         await self.worker._send_all(self.conn, self.ex.head(status, reason, headers, body), self.pace)
@@ -292,6 +357,57 @@ class _Sink:
 
     def abort(self) -> None:
         self.ex.abort()
+
+
+class _Transport:
+    """A WebSocket session's reads and writes on the socket (websocket.Transport).
+
+    The socket stays registered with the loop between reads (loop.sock_recv registers and
+    unregisters it for each wait, two epoll_ctl calls per message); it is unregistered only when
+    it turns readable while nobody reads, so a session that pauses (a full inbox) costs no wake-ups."""
+
+    __slots__ = ("worker", "conn", "pace", "waiter", "registered")
+
+    def __init__(self, worker: AsyncioWorker, conn: socket.socket, ex: Exchange) -> None:
+        self.worker = worker
+        self.conn = conn
+        self.pace = ex.ctx.pace()
+        self.waiter: asyncio.Future | None = None
+        self.registered = False
+
+    async def recv(self) -> bytes:
+        while True:
+            try:
+                return self.conn.recv(RECV)
+            except (BlockingIOError, InterruptedError):
+                pass
+            if not self.registered:
+                self.worker.loop.add_reader(self.conn, self._readable)
+                self.registered = True
+            self.waiter = self.worker.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def _readable(self) -> None:
+        if self.waiter is None:
+            self.close()
+        elif not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def close(self) -> None:
+        if self.registered:
+            self.worker.loop.remove_reader(self.conn)
+            self.registered = False
+
+    async def send(self, data: bytes) -> None:
+        await self.worker._send_all(self.conn, data, self.pace)
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _cancel(tasks: Any) -> None:

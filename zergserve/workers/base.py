@@ -281,6 +281,11 @@ def head_limits(cfg: Any) -> Limits:
                   limit(cfg.limit_request_field_size), max(Limits().head, raised))
 
 
+def tick_interval(cfg: Any) -> float:
+    """How often an event loop ticks its heartbeat: often enough that --harakiri sees a live loop."""
+    return min(1.0, cfg.harakiri / 4) if cfg.harakiri else 1.0
+
+
 class SharedRow:
     """The worker's scoreboard row as many concurrent requests see it (gevent and asyncio workers).
 

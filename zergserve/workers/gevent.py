@@ -8,9 +8,9 @@ an app the master loaded before it (the default; --lazy-apps loads in each worke
 socket or lock it made at import unpatched, as with gunicorn's gevent worker.
 
 One scoreboard row stands for many requests: it is busy while any request is in flight, and its
-request start moves on each time one finishes. So --harakiri kills a worker that finished nothing
-for N seconds while busy (a loop stuck in CPU or in an unpatched blocking call), not one whose long
-request runs among others that finish.
+request start moves on each time one finishes. A greenlet ticks the row's heartbeat, and --harakiri
+kills a worker whose hub has not ticked for N seconds while busy (stuck in CPU or in an unpatched
+blocking call), never one whose requests only wait.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from zergserve import connection
 from zergserve.log import logger
 from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
-from zergserve.workers.base import SharedRow, Worker
+from zergserve.workers.base import SharedRow, Worker, tick_interval
 
 
 
@@ -44,6 +44,7 @@ class GeventWorker(Worker):
 
         pool = Pool(self.cfg.worker_connections)
         acceptors: list[Any] = []
+        ticker = gevent.spawn(self._tick)
         while not self.done():
             if self.paused and acceptors:
                 gevent.killall(acceptors)
@@ -54,10 +55,10 @@ class GeventWorker(Worker):
                 if not self.ctx.row.inflight:
                     self.row.set_status(IDLE)
             try:
-                wait_read(self.wake_r, timeout=1.0, timeout_exc=TimeoutError)
+                wait_read(self.wake_r, timeout=1.0, timeout_exc=TimeoutError)  # done() also looks at orphaning
                 self.drain_wakeups()
             except TimeoutError:
-                self.row.heartbeat()
+                pass
         gevent.killall(acceptors)
         if self.orphan:
             super().release_listeners()
@@ -67,6 +68,15 @@ class GeventWorker(Worker):
         if not pool.join(timeout=self.cfg.worker_reload_mercy):
             logger.error("worker %d: %d connections still open after %ds, closing them",
                          self.wid, len(pool), self.cfg.worker_reload_mercy)
+        ticker.kill()
+
+    def _tick(self) -> None:
+        """The hub's heartbeat, from a greenlet: it stops only when the hub is stuck (CPU-bound code
+        or an unpatched blocking call), which is what --harakiri measures here (workers.LOOP_TICKS)."""
+        import gevent
+        while True:
+            self.row.heartbeat()
+            gevent.sleep(tick_interval(self.cfg))
 
     def release_listeners(self) -> None:
         """Done by serve_forever once the acceptors (which hold duplicates) are killed."""
