@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from conftest import ROOT, connect, http_request, responses, wait_for
-from zergserve.stats import fetch
+from conftest import fetch
 
 
 def start(spawn, workdir: Path, *extra: str, threads: int = 4):

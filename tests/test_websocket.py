@@ -18,7 +18,7 @@ from conftest import connect, free_port, http_request, wait_for, _answers
 from nginx import Nginx, requires_nginx
 from test_metrics import scrape
 from test_nginx_examples import NGINX_USER, render
-from zergserve.stats import fetch
+from conftest import fetch
 
 
 def start(spawn, workdir, *extra: str, worker: str = "asyncio", module: str = "ws_app:application"):
