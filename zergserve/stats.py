@@ -72,8 +72,15 @@ class StatsServer:
 
 
 def _linger(conn: socket.socket) -> None:
-    """Say we are done, then read what the client sent (curl's request, under --stats-http) until it
-    closes: a close with unread bytes would reset the connection and could cut the reply."""
+    """If the client sent something (curl's request, under --stats-http), say we are done and read
+    it until the client closes: a close with unread bytes would reset the connection and could cut
+    the reply. A client that sent nothing (uwsgitop, nc) costs no wait."""
+    conn.setblocking(False)
+    try:
+        if not conn.recv(_HEAD_LIMIT):
+            return
+    except BlockingIOError:
+        return
     conn.shutdown(socket.SHUT_WR)
     conn.settimeout(_LINGER)
     try:
