@@ -83,8 +83,8 @@ def test_fs_reload_on_a_directory(spawn, workdir):
     get(sock)
 
 
-def test_py_autoreload_reloads_on_an_edit_of_the_app(spawn, workdir):
-    server, sock = start(spawn, workdir, "--reload")  # gunicorn's spelling: --py-autoreload 1
+def edit_and_see_v2(server, sock, workdir):
+    """Once py-autoreload watches, an edit of the app's file reloads it: v1 serving, then v2."""
     server.wait_log("py-autoreload: watching")
     assert get(sock).startswith("v1 ")
     app = workdir / "liveapp.py"
@@ -92,6 +92,12 @@ def test_py_autoreload_reloads_on_an_edit_of_the_app(spawn, workdir):
     bump(app)
     server.wait_log(f"py-autoreload: {app} changed")
     wait_for(lambda: get(sock).startswith("v2 "), message="the edited app serving")
+    return app
+
+
+def test_py_autoreload_reloads_on_an_edit_of_the_app(spawn, workdir):
+    server, sock = start(spawn, workdir, "--reload")  # gunicorn's spelling: --py-autoreload 1
+    app = edit_and_see_v2(server, sock, workdir)
     # a syntax error is refused by the check: v2 keeps serving, and fixing it reloads again
     app.write_text("def application(:\n")
     bump(app)
@@ -102,13 +108,6 @@ def test_py_autoreload_reloads_on_an_edit_of_the_app(spawn, workdir):
     wait_for(lambda: get(sock).startswith("v3 "), message="the fixed app serving")
 
 
-
 def test_py_autoreload_with_lazy_apps_watches_the_app_the_workers_import(spawn, workdir):
     server, sock = start(spawn, workdir, "--py-autoreload", "1", "--lazy-apps")
-    server.wait_log("py-autoreload: watching")
-    assert get(sock).startswith("v1 ")
-    app = workdir / "liveapp.py"
-    app.write_text(APP_V1.replace("v1", "v2"))
-    bump(app)
-    server.wait_log(f"py-autoreload: {app} changed")
-    wait_for(lambda: get(sock).startswith("v2 "), message="the edited app serving")
+    edit_and_see_v2(server, sock, workdir)
