@@ -46,6 +46,7 @@ class AsyncioWorker(Worker):
         self.loop = loops.new_loop(cfg.loop)
         asyncio.set_event_loop(self.loop)
         self._wake_on_signals()
+        self.loop.run_until_complete(self._first_stream())
         self.lifespan = asgi.Lifespan(self.app, lambda text: logger.info("worker %d: %s", self.wid, text),
                                       self.log_error, self.cfg.lifespan, self.cfg.lifespan_timeout)
         try:
@@ -68,6 +69,16 @@ class AsyncioWorker(Worker):
             handler = signal.getsignal(signum)
             if callable(handler):
                 signal.signal(signum, self._waking(handler))
+
+    async def _first_stream(self) -> None:
+        """Open and close one transport before serving: libuv (uvloop) reserves a descriptor at
+        its first stream, for its EMFILE recovery, and it belongs to the worker's steady count of
+        descriptors from the start, not to the first client's."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            transport, _ = await self.loop.connect_accepted_socket(asyncio.Protocol, ours)
+            transport.close()
+            await asyncio.sleep(0)
 
     def _waking(self, handler: Callable) -> Callable:
         def wrapped(signum: int, frame: Any) -> None:
