@@ -194,45 +194,40 @@ class HttpProtocol(asyncio.Protocol):
         self._close()
 
     async def _request(self) -> None:
-        keep = False
+        """The task of one request: run the app, then go on with the connection as the exchange says."""
+        ex, hub = self.ex, self.hub
+        after = None
         try:
-            keep = await self._serve()
+            server = hub.server_of(self.listener)
+            state = hub.lifespan.state
+            if ex.http and is_websocket_upgrade(ex.request):
+                await self._serve_websocket(websocket.scope(ex.request, ex.peer, server, state))
+            else:
+                self.pace = None
+                if ex.http:
+                    scope = asgi.http_scope(ex.request, ex.peer, server, state)
+                else:
+                    scope = asgi.uwsgi_scope(ex.variables, server, state)
+                ctx = ex.ctx
+                response = await asgi.run(hub.app, scope, self._pull if ex.has_body else None, self,
+                                          ctx.log_error, ctx.log_refusal)
+                after = ex.after_response(response.status, response.sent)
+                if after == DRAIN:
+                    after = KEEP if await self._drain_body() else LINGER
         except asyncio.CancelledError:
             pass
         except Exception:
-            self.hub.log_error("connection failed:\n" + traceback.format_exc().rstrip())
+            hub.log_error("connection failed:\n" + traceback.format_exc().rstrip())
         finally:
             self.task = None
         if self.lost:
             self._done()
-        elif keep:
+        elif after == KEEP and ex.next_request():
             self._advance()
-        elif self.state != LINGERING:
-            self._close()
-
-    async def _serve(self) -> bool:
-        """Run the app for one request; whether the connection is kept for the next."""
-        ex, hub = self.ex, self.hub
-        server = hub.server_of(self.listener)
-        state = hub.lifespan.state
-        if ex.http and is_websocket_upgrade(ex.request):
-            await self._serve_websocket(websocket.scope(ex.request, ex.peer, server, state))
-            return False
-        self.pace = None
-        if ex.http:
-            scope = asgi.http_scope(ex.request, ex.peer, server, state)
-        else:
-            scope = asgi.uwsgi_scope(ex.variables, server, state)
-        ctx = ex.ctx
-        response = await asgi.run(hub.app, scope, self._pull if ex.has_body else None, self, ctx.log_error,
-                                  ctx.log_refusal)
-        after = ex.after_response(response.status, response.sent)
-        if after == DRAIN:
-            after = KEEP if await self._drain_body() else LINGER
-        if after == LINGER:
+        elif after == LINGER:
             self._linger()
-            return False
-        return after == KEEP and not self.lost and ex.next_request()
+        else:
+            self._close()
 
     async def _serve_websocket(self, scope: dict[str, Any]) -> None:
         """One WebSocket session on this connection, which closes after it (websocket.py)."""
@@ -395,7 +390,13 @@ class HttpProtocol(asyncio.Protocol):
                 waiter.set_result(None)
 
     async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        await self._write(self.ex.head(status, reason, headers, body))
+        data = self.ex.head(status, reason, headers, body)
+        if self.lost:
+            raise ConnectionResetError("client gone")
+        self.transport.write(data)
+        self.written += len(data)
+        if self.write_paused:
+            await self._drain()
 
     async def send_body(self, data: bytes) -> None:
         framed = self.ex.data(data)
@@ -403,9 +404,10 @@ class HttpProtocol(asyncio.Protocol):
             await self._write(framed)
 
     async def finish(self) -> None:
-        end = self.ex.end()
-        if end:
-            await self._write(end)
+        if self.ex.http:
+            end = self.ex.end()
+            if end:
+                await self._write(end)
 
     def abort(self) -> None:
         self.ex.abort()
