@@ -314,7 +314,8 @@ def test_uwsgi_body_is_exactly_content_length(worker, spawn, workdir):
 
 # --- behaviour the per-worker test files each had a copy of ---------------------------------------
 
-KEEP_ALIVE = ("gevent", "asyncio", "asyncio-uvloop")  # the sync worker answers every HTTP request with Connection: close
+# the sync worker answers every HTTP request with Connection: close
+KEEP_ALIVE = ("gevent", "asyncio", "asyncio-uvloop")
 
 
 @pytest.mark.parametrize("worker", KEEP_ALIVE)
