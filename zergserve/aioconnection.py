@@ -48,7 +48,7 @@ class HttpProtocol(asyncio.Protocol):
         self.slotted = slotted  # holds one of the --worker-connections slots
         self.transport: Any = None
         self.sock: Any = None
-        self.ex: Exchange = Exchange(hub.ctx, listener, peer, self)
+        self.ex: Exchange = Exchange(hub.ctx, listener, peer)  # no handle: the worker's close_idle() asks each
         self.state = HEAD
         self.inbuf = b""  # bytes read that the exchange has not asked for yet
         self.eof = False  # the client closed its side (or the connection is lost)
@@ -120,7 +120,6 @@ class HttpProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.hub.ctx.idle.discard(self)
         self._wake_reader()
         self._wake_writer()
         self._wake_gone()

@@ -149,8 +149,9 @@ class AsyncioWorker(Worker):
         """Done by _serve once the loop stopped watching the sockets."""
 
     def close_idle(self) -> None:
-        """On a stop: every kept-alive connection between requests closes now."""
-        for conn in list(self.ctx.idle):
+        """On a stop: every kept-alive connection between requests closes now (each knows whether
+        it is one: a set of them kept up to date would cost every request)."""
+        for conn in list(self.connections):
             conn.close_idle()
 
     # --- accepting -----------------------------------------------------------------------------
