@@ -201,14 +201,18 @@ class RowWriter:
 
     def begin(self, request_line: bytes, now: float) -> None:
         """A request has started: busy, its start time and its request line for harakiri logs."""
-        info = self.base + _OFF_INFO
-        self.mem[info:info + _REQ_INFO] = request_line[:_REQ_INFO - 1].ljust(_REQ_INFO, b"\0")
+        self.show(request_line)
         _STATUS.pack_into(self.mem, self.base + _OFF_STATUS, BUSY)
         _D.pack_into(self.mem, self.base + _OFF_START, now)
 
-    def end(self, sent: int, elapsed: float, failed: bool) -> None:
+    def show(self, request_line: bytes) -> None:
+        info = self.base + _OFF_INFO
+        self.mem[info:info + _REQ_INFO] = request_line[:_REQ_INFO - 1].ljust(_REQ_INFO, b"\0")
+
+    def end(self, sent: int, elapsed: float, failed: bool, busy_since: float = 0.0) -> None:
         """A request has ended: counters, time in requests, the response-time histogram, moving
-        average of the response time, back to idle. `sent` is what the stats call tx: uWSGI counts the
+        average of the response time, back to idle, or still busy since `busy_since` (a row that
+        others' requests share: base.SharedRow). `sent` is what the stats call tx: uWSGI counts the
         response head in it as well as the body."""
         self.requests += 1
         self.tx += sent
@@ -224,9 +228,9 @@ class RowWriter:
             _Q.pack_into(self.mem, base + _OFF_HIST + 8 * bucket, self.buckets[bucket])
         _COUNTERS.pack_into(self.mem, base + _OFF_REQUESTS, self.requests, self.exceptions, self.tx)
         _Q.pack_into(self.mem, base + _OFF_RUNNING, self.running)
-        _D.pack_into(self.mem, base + _OFF_START, 0.0)
+        _D.pack_into(self.mem, base + _OFF_START, busy_since)
         _D.pack_into(self.mem, base + _OFF_AVG, self.avg_rt)
-        _STATUS.pack_into(self.mem, base + _OFF_STATUS, IDLE)
+        _STATUS.pack_into(self.mem, base + _OFF_STATUS, BUSY if busy_since else IDLE)
 
 
 class Totals(NamedTuple):
