@@ -347,12 +347,16 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- writing (asgi.Sink) -------------------------------------------------------------------
 
-    async def _write(self, data: bytes) -> None:
+    def _put(self, data: bytes) -> bool:
+        """Hand `data` to the transport; True when the writer must wait (_drain) before more."""
         if self.lost:
             raise ConnectionResetError("client gone")
         self.transport.write(data)
         self.written += len(data)
-        if self.write_paused:
+        return self.write_paused
+
+    async def _write(self, data: bytes) -> None:
+        if self._put(data):
             await self._drain()
 
     async def _drain(self) -> None:
@@ -389,24 +393,19 @@ class HttpProtocol(asyncio.Protocol):
                 waiter.set_result(None)
 
     async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        data = self.ex.head(status, reason, headers, body)
-        if self.lost:
-            raise ConnectionResetError("client gone")
-        self.transport.write(data)
-        self.written += len(data)
-        if self.write_paused:
+        if self._put(self.ex.head(status, reason, headers, body)):
             await self._drain()
 
     async def send_body(self, data: bytes) -> None:
         framed = self.ex.data(data)
-        if framed:
-            await self._write(framed)
+        if framed and self._put(framed):
+            await self._drain()
 
     async def finish(self) -> None:
         if self.ex.http:
             end = self.ex.end()
-            if end:
-                await self._write(end)
+            if end and self._put(end):
+                await self._drain()
 
     def abort(self) -> None:
         self.ex.abort()
