@@ -35,7 +35,6 @@ STATUS_NAMES = {STARTING: "starting", IDLE: "idle", BUSY: "busy", STOPPING: "sto
 _STATUS = struct.Struct("=i")
 _OFF_PID = 0
 _OFF_STATUS = 4
-_OFF_REQUESTS = 8
 _OFF_START = 8 + 8 * 3
 _OFF_HEARTBEAT = _OFF_START + 8
 _OFF_AVG = _OFF_HEARTBEAT + 8
@@ -46,7 +45,7 @@ _OFF_INFO = _OFF_HIST + _HIST.size
 _CORE = struct.Struct("=Qd")
 _OFF_WS = _OFF_INFO + _REQ_INFO
 _Q = struct.Struct("=Q")
-_COUNTERS = struct.Struct("=QQQ")  # requests, exceptions, tx
+_END = struct.Struct("=iQQQd")  # status, requests, exceptions, tx, request start: one write at a request's end
 _D = struct.Struct("=d")
 
 
@@ -226,11 +225,10 @@ class RowWriter:
         if bucket < len(BUCKETS):
             self.buckets[bucket] += 1
             _Q.pack_into(self.mem, base + _OFF_HIST + 8 * bucket, self.buckets[bucket])
-        _COUNTERS.pack_into(self.mem, base + _OFF_REQUESTS, self.requests, self.exceptions, self.tx)
         _Q.pack_into(self.mem, base + _OFF_RUNNING, self.running)
-        _D.pack_into(self.mem, base + _OFF_START, busy_since)
         _D.pack_into(self.mem, base + _OFF_AVG, self.avg_rt)
-        _STATUS.pack_into(self.mem, base + _OFF_STATUS, BUSY if busy_since else IDLE)
+        _END.pack_into(self.mem, base + _OFF_STATUS, BUSY if busy_since else IDLE, self.requests, self.exceptions,
+                       self.tx, busy_since)
 
 
 class Totals(NamedTuple):
