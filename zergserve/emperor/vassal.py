@@ -11,14 +11,13 @@ import time
 from typing import Any
 
 from zergserve import config
+from zergserve.config import files
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Monitor
 from zergserve.parent_death import die_with_parent
 from zergserve.log import logger, printable
 
 RUNNING, STOPPING = 0, 1
-_TYPE_FLAGS = {".ini": "--ini", ".json": "--json", ".js": "--json", ".toml": "--toml", ".yml": "--yaml",
-               ".yaml": "--yaml", ".xml": "--xml"}
 
 
 class Vassal:
@@ -199,7 +198,8 @@ def _close(fd: int) -> None:
 
 
 def _type_flag(name: str) -> str:
-    return _TYPE_FLAGS.get(os.path.splitext(name)[1], "--ini")
+    """The option that reads the file `name`: uWSGI's --xml too, for a vassal that is uWSGI."""
+    return "--" + (files.kind_of(name, (*files.READ, "xml")) or "ini")
 
 
 def vassal_environ(environ: Any) -> dict[str, str]:
