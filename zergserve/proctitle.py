@@ -11,22 +11,23 @@ every title. With `auto-procname = false` and none of these, titles stay the com
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from setproctitle import setproctitle
+
+from zergserve.config import Config
 
 _APP_OPTIONS = ("module", "wsgi-file")
 _SOCKET_OPTIONS = ("http", "socket", "zerg", "zergpool", "emperor")
 
 
-def set_title(cfg: Any, role: str, master: bool = False) -> None:
+def set_title(cfg: Config, role: str, master: bool = False) -> None:
     """Title this process for `role` ('master', 'worker 2', 'emperor', 'zergpool')."""
     text = title(cfg, role, master)
     if text is not None:
         setproctitle(text)
 
 
-def title(cfg: Any, role: str, master: bool = False) -> str | None:
+def title(cfg: Config, role: str, master: bool = False) -> str | None:
     """The title of a process of `role`; None to leave the command line as it is."""
     prefix = cfg.procname_prefix or (cfg.procname_prefix_spaced + " " if cfg.procname_prefix_spaced else "")
     name = (cfg.procname_master if master else None) or cfg.procname
@@ -38,7 +39,7 @@ def title(cfg: Any, role: str, master: bool = False) -> str | None:
     return prefix + name + cfg.procname_append
 
 
-def app_label(cfg: Any) -> str:
+def app_label(cfg: Config) -> str:
     """What names this instance among others on the host: the config file that names the app (or,
     failing that, its sockets, or any config file), else the app's module or file, else the
     emperor's vassal directories or the zergpool's socket."""

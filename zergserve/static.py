@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
+from zergserve.config import Config
 from zergserve.log import logger, printable
 
 _CHUNK = 65536  # read size where a body is not sent with sendfile (ranges, ASGI)
@@ -97,7 +98,7 @@ class Files:
                                os.fsdecode(mount.root), os.fsdecode(mount.prefix or b"/"))
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Files":
+    def from_config(cls, cfg: Config) -> "Files":
         return cls(cfg.check_static, cfg.static_map, cfg.static_map2, cfg.static_index, cfg.static_safe,
                    cfg.static_expires, cfg.static_expires_type, cfg.mimefile)
 

@@ -47,7 +47,7 @@ _thread_locks: dict[int, threading.Lock] = {}
 _mule_hook: Callable[[bytes], Any] | None = None
 
 
-def configure(cfg: Any) -> None:
+def configure(cfg: config.Config) -> None:
     """Fill in what the configuration says (the master, before any fork)."""
     global numproc, buffer_size, _master_pid
     numproc = cfg.processes

@@ -10,14 +10,14 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from zergserve import __version__, accesslog
 from zergserve.config.converters import integer
 from zergserve.config.errors import ConfigError
 from zergserve.config.options import find
-from zergserve.config.settings import Setting, as_text, is_file_option, resolve_set
+from zergserve.config.settings import Setting, as_text, file_option, resolve_set
 
 # Config files by extension, for every reader of a file name: a bare argument, include, the emperor's
 # monitors (which files are vassals) and the vassal's command line (--KIND FILE). The kind is the option
@@ -58,7 +58,7 @@ class Scope:
         self.magic_only = False  # an inherited file: uWSGI expands nothing else there
 
     def define(self, setting: Setting) -> None:
-        if is_file_option(setting):
+        if file_option(setting) is not None:
             return
         values = setting.value if isinstance(setting.value, list) else [setting.value]
         if not values:
@@ -113,9 +113,9 @@ def expand_file(kind: str, path: str, section: str | None, given: str, source: s
         elif isinstance(value, str):
             value = _substitute(value, magic, scope, where, context)
         setting = resolve_set(Setting(find(key), key, value, where))
-        if is_file_option(setting):
+        if (option := file_option(setting)) is not None:
             for item in setting.value if isinstance(setting.value, list) else [setting.value]:
-                settings.extend(read_named(setting.opt.name, as_text(item), path, where, depth + 1, scope,
+                settings.extend(read_named(option, as_text(item), path, where, depth + 1, scope,
                                            template))
             return
         scope.define(setting)
@@ -162,7 +162,7 @@ def _logic(raw: list[tuple[str, Any, str]], magic: dict[str, str],
            scope: Scope) -> Iterator[tuple[str, Any, str, str | None]]:
     """uWSGI's configuration logic: (key, value, where, %(_) value) of every line a for/if block
     keeps, each block line once per loop item. Blocks do not nest, as in uWSGI."""
-    block: tuple[str, str, list[str | None]] | None = None  # opening key, where, contexts
+    block: tuple[str, str, Sequence[str | None]] | None = None  # opening key, where, contexts
     lines: list[tuple[str, Any, str]] = []
     for key, value, where in raw:
         low = key.lower().replace("_", "-")
@@ -195,7 +195,7 @@ def _logic(raw: list[tuple[str, Any, str]], magic: dict[str, str],
         scope.errors.append(f"{block[1]}: {block[0]} without its end{BLOCK_KIND[block[0]]}")
 
 
-def _contexts(key: str, arg: str, scope: Scope) -> list[str | None]:
+def _contexts(key: str, arg: str, scope: Scope) -> Sequence[str | None]:
     """The %(_) values a block's lines are read with: one per loop item, one for an if that holds
     (the variable's, option's or path's value), none for an if that does not."""
     if key == "for":
@@ -370,14 +370,14 @@ def _tomllib() -> Any:
     try:
         import tomllib
     except ImportError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[import-not-found,no-redef]
     return tomllib
 
 
 def _yaml(path: str) -> Any:
     """PyYAML, imported only when a YAML file is read; it is optional."""
     try:
-        import yaml
+        import yaml  # type: ignore[import-untyped]
     except ImportError:
         raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
     return yaml

@@ -13,7 +13,7 @@ from zergserve.config.errors import ConfigError
 from zergserve.config.files import Scope, placeholder_names, read_named
 from zergserve.config.hints import unknown
 from zergserve.config.options import EXPANDS, NO_EFFECT, Option, find
-from zergserve.config.settings import Setting, as_text, is_file_option
+from zergserve.config.settings import Setting, as_text, file_option
 from zergserve.config.view import Config
 
 
@@ -28,8 +28,8 @@ def load(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Confi
     files: list[Setting] = []
     others: list[Setting] = []
     for setting in variables + command_line:
-        if is_file_option(setting):
-            files += read_named(setting.opt.name, setting.value, None, setting.source, 0, scope, False)
+        if (option := file_option(setting)) is not None:
+            files += read_named(option, setting.value, None, setting.source, 0, scope, False)
         else:
             scope.define(setting)
             others.append(setting)

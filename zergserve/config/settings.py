@@ -21,9 +21,10 @@ class Setting(NamedTuple):
     placeholder: bool = False  # defined by `set`, so it needs no %(key) use to be accepted
 
 
-def is_file_option(setting: Setting) -> bool:
-    """Whether the setting names a config file to read in its place (--ini and friends)."""
-    return setting.opt is not None and setting.opt.name in FILE_OPTIONS
+def file_option(setting: Setting) -> str | None:
+    """The option (ini, json, ..., include, inherit) when the setting names a config file to read in
+    its place, else None."""
+    return setting.opt.name if setting.opt is not None and setting.opt.name in FILE_OPTIONS else None
 
 
 def as_text(value: Any) -> str:

@@ -19,7 +19,7 @@ import selectors
 import stat
 from typing import Any, Callable
 
-from zergserve.config import files
+from zergserve.config import Config, files
 from zergserve.inotify import Inotify
 
 from zergserve.emperor import tyrant
@@ -32,7 +32,7 @@ _IGNORED_SUFFIXES = (".skel", "~", ".swp", ".swx", ".tmp", ".bak")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def build_monitor(arg: str, cfg: Any) -> Monitor:
+def build_monitor(arg: str, cfg: Config) -> Monitor:
     """The monitor for one --emperor argument; ValueError for an unknown scheme or a bad argument."""
     scheme = _SCHEME.match(arg)
     if scheme is None or scheme.group(1) in ("dir", "glob"):
