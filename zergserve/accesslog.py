@@ -148,7 +148,7 @@ def _addr(ex: Any) -> str:
         return ex.variables.get("REMOTE_ADDR") or "-"
     request = ex.request
     if request is not None:
-        fields = {}
+        fields: dict[str, str] = {}
         for name, value in request.headers:
             if name in ("x-forwarded-proto", "x-forwarded-for", "forwarded"):
                 fields[name] = f"{fields[name]},{value}" if name in fields else value

@@ -253,4 +253,4 @@ class Busyness:
             self._log("decreasing cheaper multiplier to %d", self.multiplier)
 
 
-_ALGOS = {"spare": Spare, "backlog": Backlog, "busyness": Busyness}
+_ALGOS: dict[str, type[Spare | Backlog | Busyness]] = {"spare": Spare, "backlog": Backlog, "busyness": Busyness}

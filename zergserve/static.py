@@ -203,7 +203,7 @@ class Files:
             if span == "unsatisfiable":
                 file.close()
                 return Answer(416, [*headers, (b"Content-Range", b"bytes */%d" % size), (b"Content-Length", b"0")])
-            if span is not None:
+            if isinstance(span, tuple):  # else None: the header is ignored
                 status, (offset, length) = 206, span
                 headers.append((b"Content-Range", b"bytes %d-%d/%d" % (offset, offset + length - 1, size)))
         headers.append((b"Content-Length", b"%d" % length))
