@@ -115,8 +115,8 @@ class Exchange:
     started = 0.0
     request: h1.Request | None = None  # HTTP: the request head
     variables: dict[str, str] = {}  # uwsgi: the packet's vars
-    _REQUEST_STATE = ("method", "target", "protocol", "has_body", "clock", "read", "continued", "body_done",
-                      "body_failed", "raw", "head_sent", "head_count", "started")
+    _REQUEST_STATE = frozenset(("method", "target", "protocol", "has_body", "clock", "read", "continued",
+                                "body_done", "body_failed", "raw", "head_sent", "head_count", "started"))
 
     def __init__(self, ctx: Context, listener: Any, peer: Any, handle: Any = None) -> None:
         self.ctx = ctx
@@ -396,8 +396,9 @@ class Exchange:
         self.deadline = time.monotonic() + (self.ctx.keepalive_timeout or self.ctx.http_timeout)
         self.kept_alive = True
         self.received_any = False
-        for name in self._REQUEST_STATE:
-            self.__dict__.pop(name, None)  # back to the class's defaults
+        state = self.__dict__
+        for name in state.keys() & self._REQUEST_STATE:
+            del state[name]  # back to the class's defaults
         return True
 
 

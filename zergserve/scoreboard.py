@@ -35,7 +35,6 @@ STATUS_NAMES = {STARTING: "starting", IDLE: "idle", BUSY: "busy", STOPPING: "sto
 _STATUS = struct.Struct("=i")
 _OFF_PID = 0
 _OFF_STATUS = 4
-_OFF_REQUESTS = 8
 _OFF_START = 8 + 8 * 3
 _OFF_HEARTBEAT = _OFF_START + 8
 _OFF_AVG = _OFF_HEARTBEAT + 8
@@ -46,7 +45,7 @@ _OFF_INFO = _OFF_HIST + _HIST.size
 _CORE = struct.Struct("=Qd")
 _OFF_WS = _OFF_INFO + _REQ_INFO
 _Q = struct.Struct("=Q")
-_COUNTERS = struct.Struct("=QQQ")  # requests, exceptions, tx
+_END = struct.Struct("=iQQQd")  # status, requests, exceptions, tx, request start: one write at a request's end
 _D = struct.Struct("=d")
 
 
@@ -201,14 +200,18 @@ class RowWriter:
 
     def begin(self, request_line: bytes, now: float) -> None:
         """A request has started: busy, its start time and its request line for harakiri logs."""
-        info = self.base + _OFF_INFO
-        self.mem[info:info + _REQ_INFO] = request_line[:_REQ_INFO - 1].ljust(_REQ_INFO, b"\0")
+        self.show(request_line)
         _STATUS.pack_into(self.mem, self.base + _OFF_STATUS, BUSY)
         _D.pack_into(self.mem, self.base + _OFF_START, now)
 
-    def end(self, sent: int, elapsed: float, failed: bool) -> None:
+    def show(self, request_line: bytes) -> None:
+        info = self.base + _OFF_INFO
+        self.mem[info:info + _REQ_INFO] = request_line[:_REQ_INFO - 1].ljust(_REQ_INFO, b"\0")
+
+    def end(self, sent: int, elapsed: float, failed: bool, busy_since: float = 0.0) -> None:
         """A request has ended: counters, time in requests, the response-time histogram, moving
-        average of the response time, back to idle. `sent` is what the stats call tx: uWSGI counts the
+        average of the response time, back to idle, or still busy since `busy_since` (a row that
+        others' requests share: base.SharedRow). `sent` is what the stats call tx: uWSGI counts the
         response head in it as well as the body."""
         self.requests += 1
         self.tx += sent
@@ -222,11 +225,10 @@ class RowWriter:
         if bucket < len(BUCKETS):
             self.buckets[bucket] += 1
             _Q.pack_into(self.mem, base + _OFF_HIST + 8 * bucket, self.buckets[bucket])
-        _COUNTERS.pack_into(self.mem, base + _OFF_REQUESTS, self.requests, self.exceptions, self.tx)
         _Q.pack_into(self.mem, base + _OFF_RUNNING, self.running)
-        _D.pack_into(self.mem, base + _OFF_START, 0.0)
         _D.pack_into(self.mem, base + _OFF_AVG, self.avg_rt)
-        _STATUS.pack_into(self.mem, base + _OFF_STATUS, IDLE)
+        _END.pack_into(self.mem, base + _OFF_STATUS, BUSY if busy_since else IDLE, self.requests, self.exceptions,
+                       self.tx, busy_since)
 
 
 class Totals(NamedTuple):

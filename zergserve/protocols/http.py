@@ -60,6 +60,7 @@ class ConnectionClosed:
 
 
 _CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # every CTL but HTAB, CR and LF (counted apart)
+_CTL_BYTES = bytes(byte for byte in (*range(32), 127) if byte not in (9, 10, 13))
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
@@ -82,6 +83,10 @@ _NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"  # respo
 _C_LINE, _C_DATA, _C_CRLF, _C_TRAILER, _C_DONE = 0, 1, 2, 3, 4  # where a chunked body's parser is
 _B_NONE, _B_LENGTH, _B_CHUNKED = 0, 1, 2  # request body framings
 _CHUNK_EXT = re.compile(rb"(?:;[^\r\n]*)?[ \t]*")  # what may follow a chunk size, as h11 reads it
+# Field lines as the head gate accepts them, all at once: a token name, a colon, a value to CRLF
+# (control bytes and bare CR or LF were refused before). Linear: a name cannot run into its colon.
+_FIELDS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
+_NOTED_FIELDS = frozenset(("content-length", "transfer-encoding", "host", "content-type", "expect", "connection"))
 
 
 class HTTPError(Exception):
@@ -322,6 +327,8 @@ class HTTPConnection:
 
     def _next_head(self) -> Event:
         buf, pos = self._buf, self._pos
+        if pos >= len(buf) and not self._eof:
+            return NEED_DATA  # a kept-alive connection between requests: nothing to look at
         while buf.startswith(b"\r\n", pos):  # RFC 9112 §2.2: ignore empty lines before a request line
             pos += 2
         if pos != self._pos:
@@ -382,7 +389,7 @@ class HTTPConnection:
         limits = self.limits
         if len(head) > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
-        if _CTL.search(head):
+        if len(head.translate(None, _CTL_BYTES)) != len(head):  # _CTL's bytes, faster than a search
             raise self._fail(400, "control character in request head")
         crlf = head.count(b"\r\n")
         if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
@@ -420,26 +427,35 @@ class HTTPConnection:
         headers = []
         lengths, codings, hosts, types = [], [], 0, 0
         expect = close = keep = False
-        for field in lines[1:]:
-            if len(field) + 2 > limits.field_size:  # the whole field line with its CRLF, as gunicorn counts
-                raise self._fail(431, f"header line longer than {limits.field_size} bytes")
-            colon = self._colon(field, "header")
-            name = field[:colon].lower().decode("latin-1")
-            value = field[colon + 1:].strip(b" \t").decode("latin-1")
-            if name == "content-length":
-                lengths.append(value)
-            elif name == "transfer-encoding":
-                codings.append(value)
-            elif name == "host":
-                hosts += 1
-            elif name == "content-type":
-                types += 1
-            elif name == "expect":
-                expect = value.lower() == "100-continue"
-            elif name == "connection":
-                tokens = [token.strip(" \t") for token in value.lower().split(",")]
-                close = close or "close" in tokens
-                keep = keep or "keep-alive" in tokens
+        fields = lines[1:]
+        if fields:
+            block = head[len(line) + 2:-2]  # every field line with its CRLF
+            if max(map(len, fields)) + 2 > limits.field_size or not _FIELDS.fullmatch(block):
+                for field in fields:  # the first bad line, in order, says what is wrong
+                    if len(field) + 2 > limits.field_size:  # the whole line with its CRLF, as gunicorn counts
+                        raise self._fail(431, f"header line longer than {limits.field_size} bytes")
+                    self._colon(field, "header")
+            fields = block.decode("latin-1").split("\r\n")
+            fields.pop()
+        for field in fields:  # each a token, a colon and a value, checked above
+            name, _, value = field.partition(":")
+            name = name.lower()
+            value = value.strip(" \t")
+            if name in _NOTED_FIELDS:
+                if name == "content-length":
+                    lengths.append(value)
+                elif name == "transfer-encoding":
+                    codings.append(value)
+                elif name == "host":
+                    hosts += 1
+                elif name == "content-type":
+                    types += 1
+                elif name == "expect":
+                    expect = value.lower() == "100-continue"
+                else:
+                    tokens = [token.strip(" \t") for token in value.lower().split(",")]
+                    close = close or "close" in tokens
+                    keep = keep or "keep-alive" in tokens
             headers.append((name, value))
         if http_version == "1.1" and hosts != 1:
             raise self._fail(400, "HTTP/1.1 needs exactly one Host header")
@@ -476,10 +492,9 @@ class HTTPConnection:
             path = slash + rest or "/"
             headers = [(name, value) for name, value in headers if name != "host"]
             headers.append(("host", authority))
-        return Request(method=method.decode("latin-1"), target=target_s, path=path, query=query,
-                       http_version=http_version, headers=headers, content_length=length,
-                       chunked=bool(codings), expect_continue=expect and http_version == "1.1",
-                       keep_alive=not close if http_version == "1.1" else keep and not close)
+        return Request(method.decode("latin-1"), target_s, path, query, http_version, headers, length,  # by
+                       bool(codings), expect and http_version == "1.1",  # position: half the cost of names
+                       not close if http_version == "1.1" else keep and not close)
 
     # --- output -----------------------------------------------------------------------------
 
@@ -628,4 +643,4 @@ def is_websocket_upgrade(request: Request) -> bool:
             upgrade += "," + value
         elif low == "connection":
             connection += "," + value
-    return "websocket" in _tokens(upgrade) and "upgrade" in _tokens(connection)
+    return bool(upgrade) and "websocket" in _tokens(upgrade) and "upgrade" in _tokens(connection)
