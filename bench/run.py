@@ -1,4 +1,4 @@
-"""Benchmark zergserve against gunicorn and uWSGI in the same run, and print ratios.
+"""Benchmark zergserve against gunicorn, uWSGI and granian in the same run, and print ratios.
 
     python bench/run.py [--duration 10] [--connections 50] [--workers 2] [--only NAME ...]
 
@@ -10,9 +10,12 @@ on loopback. Two families are measured:
 * HTTP served by the workers: zergserve --http, uWSGI --http-socket, gunicorn sync;
 * threads, HTTP served by the workers with `--threads` (4) per process, clients closing after each
   response (`threads-close`) and keeping connections alive (`threads-ka`): zergserve --threads,
-  uWSGI --threads (--http-socket; --http11-socket for keep-alive), gunicorn -k gthread --threads.
+  uWSGI --threads (--http-socket; --http11-socket for keep-alive), gunicorn -k gthread --threads;
+* gevent keep-alive (`gevent-ka`), HTTP with clients keeping connections alive: zergserve
+  --worker gevent, gunicorn -k gevent, granian --interface wsgi.
 
-gunicorn and uWSGI are installed from PyPI into a separate venv (bench/.peers, made on first run).
+gunicorn, uWSGI, gevent and granian are installed from PyPI into a separate venv (bench/.peers,
+made on first run); their versions are printed with each run.
 Results: requests/s, p99 latency, worker RSS after warm-up, and ratios of zergserve to each peer.
 A JSON copy goes to bench/results/.
 """
@@ -62,6 +65,7 @@ def main() -> int:
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"bench: {tool} is not installed (apt-get install wrk nginx-light)")
     peers = ensure_peers()
+    print("bench: " + ", ".join(versions(peers)), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="zsbench-"))
     best: dict[str, Result] = {}
     try:
@@ -92,14 +96,24 @@ def ensure_peers() -> Path:
     """
     python = PEERS / "bin" / "python"
     if not (PEERS / "bin" / "uwsgi").exists() or not (PEERS / "bin" / "gunicorn").exists():
-        print("bench: installing gunicorn and uWSGI into bench/.peers (uWSGI compiles, about a minute)")
-        subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
+        print("bench: installing gunicorn, uWSGI, gevent and granian into bench/.peers (uWSGI may compile)")
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "gunicorn", "uwsgi"], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(ROOT)],
                    check=True, capture_output=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "h11", "setproctitle"], check=True,
-                   capture_output=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "h11", "setproctitle", "gevent", "granian",
+                    "packaging"], check=True, capture_output=True)  # gunicorn -k gevent imports packaging
     return PEERS / "bin"
+
+
+def versions(peers: Path) -> list[str]:
+    """The measured servers' versions, as installed in the peers' venv."""
+    code = ("import importlib.metadata as m\n"
+            "for name in ('zergserve', 'uWSGI', 'gunicorn', 'gevent', 'granian'):\n"
+            "    print(name, m.version(name))")
+    out = subprocess.run([str(peers / "python"), "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
 
 
 def targets(peers: Path, tmp: Path, workers: int, threads: int) -> list[dict]:
@@ -128,6 +142,17 @@ def targets(peers: Path, tmp: Path, workers: int, threads: int) -> list[dict]:
             http = f"127.0.0.1:{free_port()}"
             found.append({"name": f"{name}-{family}", "family": family, "cmd": cmd + [http], "http": http,
                           "close": close})
+    gevent_ka = (("zergserve", zerg + ["--worker", "gevent", "--http"]),
+                 ("gunicorn", [str(peers / "gunicorn"), "--chdir", str(HERE), "-w", str(workers), "-k", "gevent",
+                               "hello:application", "--bind"]),
+                 ("granian", [str(peers / "granian"), "--interface", "wsgi", "--working-dir", str(HERE),
+                              "--workers", str(workers), "--no-access-log", "--host", "127.0.0.1",
+                              "hello:application", "--port"]))
+    for name, cmd in gevent_ka:
+        http = f"127.0.0.1:{free_port()}"
+        found.append({"name": f"{name}-gevent-ka", "family": "gevent-ka",
+                      "cmd": cmd + [http.rpartition(":")[2] if name == "granian" else http], "http": http,
+                      "close": False})
     return found
 
 
@@ -237,12 +262,12 @@ def report(results: list[Result]) -> None:
         print(f"| {r.name} | {r.rps:.0f} | {r.p99_ms:.2f} | {r.rss_mb:.1f} | {r.errors} |")
     print()
     for family, suffix in (("nginx", "uwsgi"), ("http", "http"), ("threads-close", "threads-close"),
-                           ("threads-ka", "threads-ka")):
+                           ("threads-ka", "threads-ka"), ("gevent-ka", "gevent-ka")):
         ours = f"zergserve-{suffix}"
         if ours not in by_name:
             continue
         mine = by_name[ours]
-        for peer in (f"uwsgi-{suffix}", f"gunicorn-{suffix}"):
+        for peer in (f"uwsgi-{suffix}", f"gunicorn-{suffix}", f"granian-{suffix}"):
             if peer in by_name and by_name[peer].rps:
                 other = by_name[peer]
                 print(f"{family}: {ours} / {peer}: throughput {mine.rps / other.rps:.2f}x, "

@@ -64,6 +64,14 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _HEX = re.compile(rb"[0-9A-Fa-f]*")
+# The same rules over the head decoded as latin-1 text: a whole request line in one match, a field
+# name with its colon in another (tchar excludes ':', so this is the name up to the first colon).
+_CTL_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])")
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")
+# Fields the head gate reads, by lowercase name: framing, Host, Content-Type, Expect, Connection, Upgrade.
+_SPECIAL = {"content-length": 0, "transfer-encoding": 1, "host": 2, "content-type": 3, "expect": 4,
+            "connection": 5, "upgrade": 6}
 _MAX_CHUNK_LINE = 8190  # a chunk-size line with its extensions; fixed, so '0 = unlimited' field sizes keep it
 REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
            414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
@@ -119,6 +127,7 @@ class Request(NamedTuple):
     chunked: bool
     expect_continue: bool
     keep_alive: bool
+    upgrade: bool = False  # an Upgrade header is present (is_websocket_upgrade() looks further only then)
 
 
 Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel  # NEED_DATA and PAUSED are _Sentinels
@@ -377,69 +386,70 @@ class HTTPConnection:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
 
     def _parse_head(self, head: bytes) -> Request:
-        """Check and parse a complete head: linear bytes operations only, every rule of RFC 9112
-        §2–§7 that h11 is lenient about, and the limits."""
+        """Check and parse a complete head: linear operations only, every rule of RFC 9112
+        §2–§7 that h11 is lenient about, and the limits. The head is decoded once (latin-1 keeps
+        every byte) and checked as text: one match for the request line and one per field name,
+        with _refuse_request_line() and _colon() naming the fault when a match fails."""
         limits = self.limits
         if len(head) > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
-        if _CTL.search(head):
+        text = str(head, "latin-1")
+        if _CTL_TEXT.search(text):
             raise self._fail(400, "control character in request head")
-        crlf = head.count(b"\r\n")
-        if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        crlf = text.count("\r\n")
+        if text.count("\n") != crlf or text.count("\r") != crlf:
             raise self._fail(400, "bare CR or LF in request head")
-        lines = head[:-4].split(b"\r\n")
+        lines = text[:-4].split("\r\n")
         line = lines[0]
         if len(line) > limits.request_line:
             raise self._fail(414, f"request line longer than {limits.request_line} bytes")
         if len(lines) - 1 > limits.fields:
             raise self._fail(431, f"more than {limits.fields} header fields")
-        parts = line.split(b" ")
-        if len(parts) != 3:
-            raise self._fail(400, "malformed request line")
-        method, target, version = parts
-        if not _TOKEN.fullmatch(method):
-            raise self._fail(400, "invalid method")
-        if version == b"HTTP/1.1":
-            http_version = "1.1"
-        elif version == b"HTTP/1.0":
-            http_version = "1.0"
-        elif _VERSION.fullmatch(version):
-            raise self._fail(505, f"unsupported version {version.decode('latin-1')}")
-        else:
-            raise self._fail(400, "malformed HTTP version")
-        if not _TARGET.fullmatch(target):
-            raise self._fail(400, "invalid request target")
-        if method == b"CONNECT":
+        match = _REQUEST_LINE.fullmatch(line)
+        if match is None:
+            raise self._refuse_request_line(line.encode("latin-1"))
+        method, target, minor = match.groups()
+        http_version = "1.1" if minor == "1" else "1.0"
+        if method == "CONNECT":
             raise self._fail(405, "CONNECT is not served")
-        if target[:1] != b"/":
-            if target == b"*":
-                if method != b"OPTIONS":
+        if target[0] != "/":
+            if target == "*":
+                if method != "OPTIONS":
                     raise self._fail(400, "'*' target is only for OPTIONS")
-            elif not target.lower().startswith((b"http://", b"https://")):
+            elif not target.lower().startswith(("http://", "https://")):
                 raise self._fail(400, "request target must be origin-form or absolute-form")
         headers = []
         lengths, codings, hosts, types = [], [], 0, 0
-        expect = close = keep = False
-        for field in lines[1:]:
-            if len(field) + 2 > limits.field_size:  # the whole field line with its CRLF, as gunicorn counts
+        expect = close = keep = upgrade = False
+        field_size = limits.field_size - 2  # the whole field line with its CRLF, as gunicorn counts
+        del lines[0]
+        for field in lines:
+            if len(field) > field_size:
                 raise self._fail(431, f"header line longer than {limits.field_size} bytes")
-            colon = self._colon(field, "header")
-            name = field[:colon].lower().decode("latin-1")
-            value = field[colon + 1:].strip(b" \t").decode("latin-1")
-            if name == "content-length":
-                lengths.append(value)
-            elif name == "transfer-encoding":
-                codings.append(value)
-            elif name == "host":
-                hosts += 1
-            elif name == "content-type":
-                types += 1
-            elif name == "expect":
-                expect = value.lower() == "100-continue"
-            elif name == "connection":
-                tokens = [token.strip(" \t") for token in value.lower().split(",")]
-                close = close or "close" in tokens
-                keep = keep or "keep-alive" in tokens
+            named = _FIELD_NAME.match(field)
+            if named is None:
+                self._colon(field.encode("latin-1"), "header")  # raises, naming the fault
+            colon = named.end() - 1  # type: ignore[union-attr]
+            name = field[:colon].lower()
+            value = field[colon + 1:].strip(" \t")
+            special = _SPECIAL.get(name)
+            if special is not None:
+                if special == 0:
+                    lengths.append(value)
+                elif special == 1:
+                    codings.append(value)
+                elif special == 2:
+                    hosts += 1
+                elif special == 3:
+                    types += 1
+                elif special == 4:
+                    expect = value.lower() == "100-continue"
+                elif special == 5:
+                    tokens = [token.strip(" \t") for token in value.lower().split(",")]
+                    close = close or "close" in tokens
+                    keep = keep or "keep-alive" in tokens
+                else:
+                    upgrade = True
             headers.append((name, value))
         if http_version == "1.1" and hosts != 1:
             raise self._fail(400, "HTTP/1.1 needs exactly one Host header")
@@ -466,8 +476,7 @@ class HTTPConnection:
             if len(value) > 18:
                 raise self._fail(413, "Content-Length too large")
             length = int(value)
-        target_s = target.decode("latin-1")
-        path, _, query = target_s.partition("?")
+        path, _, query = target.partition("?")
         if path[:1] != "/" and path != "*":
             # absolute-form: its authority wins over Host (RFC 9112 §3.2.2), its path is the path
             authority, slash, rest = path.split("://", 1)[1].partition("/")
@@ -476,10 +485,25 @@ class HTTPConnection:
             path = slash + rest or "/"
             headers = [(name, value) for name, value in headers if name != "host"]
             headers.append(("host", authority))
-        return Request(method=method.decode("latin-1"), target=target_s, path=path, query=query,
-                       http_version=http_version, headers=headers, content_length=length,
-                       chunked=bool(codings), expect_continue=expect and http_version == "1.1",
-                       keep_alive=not close if http_version == "1.1" else keep and not close)
+        return Request(method, target, path, query, http_version, headers, length, bool(codings),
+                       expect and http_version == "1.1",
+                       not close if http_version == "1.1" else keep and not close, upgrade)
+
+    def _refuse_request_line(self, line: bytes) -> HTTPError:
+        """The error for a request line that _REQUEST_LINE refused, checked part by part."""
+        parts = line.split(b" ")
+        if len(parts) != 3:
+            return self._fail(400, "malformed request line")
+        method, target, version = parts
+        if not _TOKEN.fullmatch(method):
+            return self._fail(400, "invalid method")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+            if _VERSION.fullmatch(version):
+                return self._fail(505, f"unsupported version {version.decode('latin-1')}")
+            return self._fail(400, "malformed HTTP version")
+        if not _TARGET.fullmatch(target):
+            return self._fail(400, "invalid request target")
+        raise AssertionError("the request line pattern refused a valid line")  # pragma: no cover
 
     # --- output -----------------------------------------------------------------------------
 
@@ -621,6 +645,8 @@ def _tokens(value: str) -> set[str]:
 
 def is_websocket_upgrade(request: Request) -> bool:
     """Whether a request head asks to become a WebSocket (RFC 6455 §4.1: Upgrade and Connection)."""
+    if not request.upgrade:
+        return False
     upgrade = connection = ""
     for name, value in request.headers:
         low = name.lower()
