@@ -85,11 +85,14 @@ def _readable(conn: socket.socket) -> bool:
 
 def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:
     """Run the app for one request; False when the connection must close afterwards."""
-    body = wsgi.Input(_body_pull(conn, ex) if ex.has_body else None)
+    body = wsgi.Input(_body_pull(conn, ex)) if ex.has_body else wsgi.NO_BODY
+    base = ctx.environs.get(listener)
+    if base is None:
+        base = ctx.environs[listener] = wsgi.base_environ(*listener.server_name_port())
     if ex.http:
-        environ = wsgi.http_environ(_base_environ(ctx, listener), ex.request, ex.peer, body)
+        environ = wsgi.http_environ(base, ex.request, ex.peer, body)
     else:
-        environ = wsgi.uwsgi_environ(_base_environ(ctx, listener), ex.variables, body)
+        environ = wsgi.uwsgi_environ(base, ex.variables, body)
     response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error, ctx.log_refusal)
     after = ex.after_response(response.status, response.sent)
     if after == DRAIN:
@@ -97,14 +100,6 @@ def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Ex
     if after == LINGER:
         _linger_close(conn)
     return after == KEEP and ex.next_request()
-
-
-def _base_environ(ctx: Context, listener: Listener) -> dict[str, Any]:
-    """The per-listener part of the environ, built once per worker."""
-    env = ctx.environs.get(listener.fileno())
-    if env is None:
-        env = ctx.environs[listener.fileno()] = wsgi.base_environ(*listener.server_name_port())
-    return env
 
 
 def _drain(body: wsgi.Input) -> bool:

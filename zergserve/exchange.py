@@ -55,7 +55,7 @@ class Context:
         self.send_min_rate = send_min_rate
         self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
         self.idle: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets of kept-alive connections between requests
-        self.environs: dict[int, dict[str, Any]] = {}  # a WSGI driver's per-listener environ, built once
+        self.environs: dict[Any, dict[str, Any]] = {}  # a WSGI driver's environ per listener, built once
 
     # Why a WebSocket upgrade is refused (501), '' where the worker serves it (workers/asyncio.py).
     websocket_refusal = "WebSocket needs --worker asyncio (an ASGI app)"

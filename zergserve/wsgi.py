@@ -19,7 +19,7 @@ from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, Re
                                   check_field, printable, reason)
 
 __all__ = ["AppError", "ClientDisconnected", "RequestError", "RequestTimeout", "RequestTooLarge", "check_field",
-           "printable", "reason", "run", "Input", "FileWrapper", "http_environ", "uwsgi_environ", "base_environ"]
+           "printable", "reason", "run", "Input", "NO_BODY", "FileWrapper", "http_environ", "uwsgi_environ", "base_environ"]
 
 _STATUS = re.compile(r"([1-5][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
 _ERROR_BODY = b"Internal Server Error\n"
@@ -142,6 +142,9 @@ class Input:
         return self._done
 
 
+NO_BODY = Input(None)  # wsgi.input of every request without a body: it holds no state
+
+
 def base_environ(server_name: str, server_port: str) -> dict[str, Any]:
     """The per-listener part of the environ, built once and copied per request."""
     return {
@@ -174,22 +177,26 @@ def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> 
     else:
         env["REMOTE_ADDR"] = ""
     for name, value in request.headers:
-        if "_" in name:
-            continue  # would collide with '-' after the CGI mapping (reliability rule 3)
-        if name == "content-length":
-            env["CONTENT_LENGTH"] = value
-            continue
-        if name == "content-type":
-            env["CONTENT_TYPE"] = value
-            continue
-        key = "HTTP_" + name.upper().replace("-", "_")
+        key = _CGI_NAMES.get(name)
+        if key is None:
+            if "_" in name:
+                continue  # would collide with '-' after the CGI mapping (reliability rule 3)
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if len(_CGI_NAMES) < _CACHE_SIZE:
+                _CGI_NAMES[name] = key
         if key in env:
+            if key == "CONTENT_LENGTH" or key == "CONTENT_TYPE":
+                env[key] = value
+                continue
             env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
         else:
             env[key] = value
     env["wsgi.input"] = body
     proxy.apply_environ(env, peer)
     return env
+
+
+_CGI_NAMES = {"content-length": "CONTENT_LENGTH", "content-type": "CONTENT_TYPE"}  # header name → environ key
 
 
 def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) -> dict[str, Any]:

@@ -69,6 +69,9 @@ _HEX = re.compile(rb"[0-9A-Fa-f]*")
 _CTL_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])")
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")
+# Response fields send_response() reads or replaces: Content-Length, hop-by-hop, Connection, Date, Server.
+_RESPONSE_FIELDS = {b"content-length": 0, b"transfer-encoding": 1, b"keep-alive": 1, b"connection": 2,
+                    b"date": 3, b"server": 4}
 # Fields the head gate reads, by lowercase name: framing, Host, Content-Type, Expect, Connection, Upgrade.
 _SPECIAL = {"content-length": 0, "transfer-encoding": 1, "host": 2, "content-type": 3, "expect": 4,
             "connection": 5, "upgrade": 6}
@@ -160,37 +163,41 @@ def _http_date(stamp: float) -> bytes:
 
 
 class HTTPConnection:
-    """One server-side HTTP/1.1 connection."""
+    """One server-side HTTP/1.1 connection.
+
+    Its state starts from the class's defaults (every change is an assignment to the instance),
+    so a new connection costs only its three settings."""
+
+    _bmode = _B_NONE  # how the current request's body is framed
+    _left = 0  # Content-Length bytes, or the current chunk's data bytes, still to come
+    _body_done = False
+    # Head input: _buf[_pos:] is unparsed. Absolute indexes into _buf remember how far the
+    # unfinished head was checked, so a head split into many reads is scanned once.
+    _buf: bytes | bytearray = b""
+    _pos = 0
+    _scanned = 0
+    _line_start = 0
+    _lines = 0
+    _eof = False
+    _in_head = True
+    _error: HTTPError | None = None
+    _request: Request | None = None
+    # The chunked body parser.
+    _cstate = _C_DONE
+    _trailer_bytes = 0
+    _framing_bytes = 0  # chunk framing (size lines and CRLFs) minus the data it carried
+    # Response state.
+    _continue_sent = False
+    _started = False
+    _finished = False
+    _close_after = False
+    _framing = _NONE
+    _out_left = 0
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS, keep_alive: bool = True, server: bytes = b"zergserve") -> None:
         self.limits = limits
         self.keep_alive = keep_alive
         self.server = server
-        self._bmode = _B_NONE  # how the current request's body is framed
-        self._left = 0  # Content-Length bytes, or the current chunk's data bytes, still to come
-        self._body_done = False
-        # Head input: _buf[_pos:] is unparsed. Absolute indexes into _buf remember how far the
-        # unfinished head was checked, so a head split into many reads is scanned once.
-        self._buf: bytes | bytearray = b""
-        self._pos = 0
-        self._scanned = 0
-        self._line_start = 0
-        self._lines = 0
-        self._eof = False
-        self._in_head = True
-        self._error: HTTPError | None = None
-        self._request: Request | None = None
-        # The chunked body parser.
-        self._cstate = _C_DONE
-        self._trailer_bytes = 0
-        self._framing_bytes = 0  # chunk framing (size lines and CRLFs) minus the data it carried
-        # Response state.
-        self._continue_sent = False
-        self._started = False
-        self._finished = False
-        self._close_after = False
-        self._framing = _NONE
-        self._out_left = 0
 
     # --- input ------------------------------------------------------------------------------
 
@@ -529,22 +536,23 @@ class HTTPConnection:
         have_date = have_server = close = False
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         for name, value in headers:
-            low = name.lower()
-            if low == b"content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise HTTPError(500, f"invalid Content-Length {value!r} in response")
-                if length is not None:
+            kind = _RESPONSE_FIELDS.get(name.lower())
+            if kind is not None:
+                if kind == 0:
+                    if not value.isdigit() or (length is not None and int(value) != length):
+                        raise HTTPError(500, f"invalid Content-Length {value!r} in response")
+                    if length is not None:
+                        continue
+                    length = int(value)
+                elif kind == 1:
+                    continue  # hop-by-hop: the framing is ours to choose
+                elif kind == 2:
+                    close = close or b"close" in value.lower()
                     continue
-                length = int(value)
-            elif low in (b"transfer-encoding", b"keep-alive"):
-                continue  # hop-by-hop: the framing is ours to choose
-            elif low == b"connection":
-                close = close or b"close" in value.lower()
-                continue
-            elif low == b"date":
-                have_date = True
-            elif low == b"server":
-                have_server = True
+                elif kind == 3:
+                    have_date = True
+                else:
+                    have_server = True
             lines.append(b"%s: %s\r\n" % (name, value))
         if not have_date:
             lines.append(b"Date: %s\r\n" % _DateCache.get())
