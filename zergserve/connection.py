@@ -52,12 +52,15 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
         while True:
             action = ex.next_action()
             if action is RECEIVE:
-                if park is not None and ex.idle and not _readable(conn):
+                idle = ex.idle
+                if idle and park is not None and not _readable(conn):
                     park(conn, ex)
                     parked = True
                     return
                 try:
-                    ex.receive_data(_recv(conn, RECV, ex.deadline))
+                    # idle without a poller (gevent): the client sends its next request only once it
+                    # has read our response, so a read tried before waiting would find nothing
+                    ex.receive_data(_recv(conn, RECV, ex.deadline, idle and park is None))
                 except (socket.timeout, TimeoutError):
                     ex.timed_out()
             elif type(action) is Reply:
@@ -172,10 +175,11 @@ class _Sink:
 
 # --- socket calls ------------------------------------------------------------------------------
 
-def _recv(conn: socket.socket, size: int, deadline: float) -> bytes:
+def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -> bytes:
     """recv() bounded by an absolute deadline (socket.timeout past it), so a byte-a-second trickle
-    cannot hold the worker; tried without waiting first, as the bytes are usually there."""
-    if conn.gettimeout() == 0.0:
+    cannot hold the worker; tried without waiting first, as the bytes are usually there, unless
+    the caller knows they are not (`wait`)."""
+    if not wait and conn.gettimeout() == 0.0:
         try:
             return conn.recv(size)
         except BlockingIOError:
