@@ -192,7 +192,8 @@ def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> 
         else:
             env[key] = value
     env["wsgi.input"] = body
-    proxy.apply_environ(env, peer)
+    if not proxy.FORWARDED_KEYS.isdisjoint(env):
+        proxy.apply_environ(env, peer)
     return env
 
 
@@ -330,7 +331,11 @@ class Response:
             raise AppError("write() before start_response()")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise AppError(f"body chunks must be bytes, got {type(data).__name__}")
-        data = self._clip(bytes(data))
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self.length is not None and self.sent + len(data) > self.length:
+            self.truncated = True
+            data = data[: max(0, self.length - self.sent)]
         try:
             if not self.head_sent:
                 self.sink.send_head(self.status, self.reason, self.headers, data)
@@ -342,16 +347,6 @@ class Response:
         except OSError as exc:  # the socket failed: the client, not the app
             raise ClientDisconnected(str(exc)) from exc
         self.sent += len(data)
-
-    def _clip(self, data: bytes) -> bytes:
-        if self.length is not None and self.sent + len(data) > self.length:
-            self.truncated = True
-            return data[: max(0, self.length - self.sent)]
-        return data
-
-    @property
-    def complete(self) -> bool:
-        return self.length is None or self.sent == self.length
 
 
 # What an app may raise that must cost it one 500, not the worker: sys.exit() in a view would
@@ -370,10 +365,10 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
         result = app(environ, response.start_response)
         if response.headers is None and isinstance(result, list) and not result:
             raise AppError("app returned without calling start_response()")
-        if isinstance(result, FileWrapper) and response.headers is not None and not response.head_sent:
-            _send_file(response, result)
-        elif isinstance(result, (list, tuple)) and len(result) == 1 and not response.head_sent:
+        if isinstance(result, (list, tuple)) and len(result) == 1 and not response.head_sent:
             _send_single(response, result[0])
+        elif isinstance(result, FileWrapper) and response.headers is not None and not response.head_sent:
+            _send_file(response, result)
         else:
             for chunk in result:
                 if chunk:
@@ -383,7 +378,8 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
         if response.truncated:
             log_error(f"app sent more than its Content-Length ({response.length}) for {_where(environ)}: "
                       "truncated, connection closed")
-        if not response.complete and environ.get("REQUEST_METHOD") != "HEAD" and response.status not in (204, 304):
+        if (response.length is not None and response.sent != response.length
+                and environ.get("REQUEST_METHOD") != "HEAD" and response.status not in (204, 304)):
             log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for {_where(environ)}: "
                       "connection closed")
             sink.abort()

@@ -68,7 +68,12 @@ _HEX = re.compile(rb"[0-9A-Fa-f]*")
 # name with its colon in another (tchar excludes ':', so this is the name up to the first colon).
 _CTL_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])")
-_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")
+# A whole head that breaks no syntax rule, in one match (then _FIELD splits its field block): a
+# request line, then field lines of a token name, a colon and a value of no CTL but HTAB, each
+# ending in CRLF. No two parts can take the same character, so the match is linear.
+_HEAD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])\r\n"
+                   r"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
+_FIELD = re.compile(r"([^:]+):([^\r]*)\r\n")
 # Response fields send_response() reads or replaces: Content-Length, hop-by-hop, Connection, Date, Server.
 _RESPONSE_FIELDS = {b"content-length": 0, b"transfer-encoding": 1, b"keep-alive": 1, b"connection": 2,
                     b"date": 3, b"server": 4}
@@ -133,14 +138,17 @@ class Request(NamedTuple):
     upgrade: bool = False  # an Upgrade header is present (is_websocket_upgrade() looks further only then)
 
 
+_new_request = tuple.__new__  # Request(...) without the Python-level __new__ a NamedTuple adds
+
 Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel  # NEED_DATA and PAUSED are _Sentinels
 
 
 class _DateCache:
-    """The Date header changes once a second; format it once a second."""
+    """The Date header changes once a second; format it (and its field line) once a second."""
 
     stamp = 0
     value = b""
+    line = b""
 
     @classmethod
     def get(cls) -> bytes:
@@ -148,7 +156,15 @@ class _DateCache:
         if now != cls.stamp:
             cls.stamp = now
             cls.value = _http_date(now)
+            cls.line = b"Date: %s\r\n" % cls.value
         return cls.value
+
+    @classmethod
+    def get_line(cls) -> bytes:
+        """`Date: <now>\r\n`."""
+        if int(time.time()) != cls.stamp:
+            cls.get()
+        return cls.line
 
 
 _DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
@@ -395,50 +411,33 @@ class HTTPConnection:
     def _parse_head(self, head: bytes) -> Request:
         """Check and parse a complete head: linear operations only, every rule of RFC 9112
         §2–§7 that h11 is lenient about, and the limits. The head is decoded once (latin-1 keeps
-        every byte) and checked as text: one match for the request line and one per field name,
-        with _refuse_request_line() and _colon() naming the fault when a match fails."""
+        every byte) and its syntax checked by one match (_HEAD); a head it refuses goes to
+        _refuse_head(), which names the first fault."""
         limits = self.limits
         if len(head) > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
         text = str(head, "latin-1")
-        if _CTL_TEXT.search(text):
-            raise self._fail(400, "control character in request head")
-        crlf = text.count("\r\n")
-        if text.count("\n") != crlf or text.count("\r") != crlf:
-            raise self._fail(400, "bare CR or LF in request head")
-        lines = text[:-4].split("\r\n")
-        line = lines[0]
-        if len(line) > limits.request_line:
-            raise self._fail(414, f"request line longer than {limits.request_line} bytes")
-        if len(lines) - 1 > limits.fields:
-            raise self._fail(431, f"more than {limits.fields} header fields")
-        match = _REQUEST_LINE.fullmatch(line)
+        match = _HEAD.fullmatch(text)
         if match is None:
-            raise self._refuse_request_line(line.encode("latin-1"))
-        method, target, minor = match.groups()
+            raise self._refuse_head(text)
+        method, target, minor, block = match.groups()
+        if match.end(3) > limits.request_line:
+            raise self._fail(414, f"request line longer than {limits.request_line} bytes")
+        fields = _FIELD.findall(block)
+        if len(fields) > limits.fields:
+            raise self._fail(431, f"more than {limits.fields} header fields")
+        self._check_target(method, target)
+        if len(block) > limits.field_size - 2:  # one of the fields may be too long
+            for name, value in fields:
+                if len(name) + len(value) + 3 > limits.field_size:  # with its colon and CRLF, as gunicorn counts
+                    raise self._fail(431, f"header line longer than {limits.field_size} bytes")
         http_version = "1.1" if minor == "1" else "1.0"
-        if method == "CONNECT":
-            raise self._fail(405, "CONNECT is not served")
-        if target[0] != "/":
-            if target == "*":
-                if method != "OPTIONS":
-                    raise self._fail(400, "'*' target is only for OPTIONS")
-            elif not target.lower().startswith(("http://", "https://")):
-                raise self._fail(400, "request target must be origin-form or absolute-form")
         headers = []
         lengths, codings, hosts, types = [], [], 0, 0
         expect = close = keep = upgrade = False
-        field_size = limits.field_size - 2  # the whole field line with its CRLF, as gunicorn counts
-        del lines[0]
-        for field in lines:
-            if len(field) > field_size:
-                raise self._fail(431, f"header line longer than {limits.field_size} bytes")
-            named = _FIELD_NAME.match(field)
-            if named is None:
-                self._colon(field.encode("latin-1"), "header")  # raises, naming the fault
-            colon = named.end() - 1  # type: ignore[union-attr]
-            name = field[:colon].lower()
-            value = field[colon + 1:].strip(" \t")
+        for name, value in fields:
+            name = name.lower()
+            value = value.strip(" \t")
             special = _SPECIAL.get(name)
             if special is not None:
                 if special == 0:
@@ -452,9 +451,14 @@ class HTTPConnection:
                 elif special == 4:
                     expect = value.lower() == "100-continue"
                 elif special == 5:
-                    tokens = [token.strip(" \t") for token in value.lower().split(",")]
-                    close = close or "close" in tokens
-                    keep = keep or "keep-alive" in tokens
+                    low = value.lower()
+                    if "," in low:
+                        tokens = [token.strip(" \t") for token in low.split(",")]
+                        close = close or "close" in tokens
+                        keep = keep or "keep-alive" in tokens
+                    else:  # one token, already stripped
+                        close = close or low == "close"
+                        keep = keep or low == "keep-alive"
                 else:
                     upgrade = True
             headers.append((name, value))
@@ -492,9 +496,46 @@ class HTTPConnection:
             path = slash + rest or "/"
             headers = [(name, value) for name, value in headers if name != "host"]
             headers.append(("host", authority))
-        return Request(method, target, path, query, http_version, headers, length, bool(codings),
-                       expect and http_version == "1.1",
-                       not close if http_version == "1.1" else keep and not close, upgrade)
+        return _new_request(Request, (method, target, path, query, http_version, headers, length, bool(codings),
+                                      expect and http_version == "1.1",
+                                      not close if http_version == "1.1" else keep and not close, upgrade))
+
+    def _check_target(self, method: str, target: str) -> None:
+        """What the request line's syntax lets through but the server refuses: CONNECT, and a
+        target in neither origin-form nor absolute-form (nor `*` for OPTIONS)."""
+        if method == "CONNECT":
+            raise self._fail(405, "CONNECT is not served")
+        if target[0] != "/":
+            if target == "*":
+                if method != "OPTIONS":
+                    raise self._fail(400, "'*' target is only for OPTIONS")
+            elif not target.lower().startswith(("http://", "https://")):
+                raise self._fail(400, "request target must be origin-form or absolute-form")
+
+    def _refuse_head(self, text: str) -> HTTPError:
+        """The error for a head that _HEAD refused: each rule checked in turn, the first broken
+        one named (with the limits checked before the syntax, in the order of a valid head)."""
+        limits = self.limits
+        if _CTL_TEXT.search(text):
+            return self._fail(400, "control character in request head")
+        crlf = text.count("\r\n")
+        if text.count("\n") != crlf or text.count("\r") != crlf:
+            return self._fail(400, "bare CR or LF in request head")
+        lines = text[:-4].split("\r\n")
+        line = lines[0]
+        if len(line) > limits.request_line:
+            return self._fail(414, f"request line longer than {limits.request_line} bytes")
+        if len(lines) - 1 > limits.fields:
+            return self._fail(431, f"more than {limits.fields} header fields")
+        match = _REQUEST_LINE.fullmatch(line)
+        if match is None:
+            return self._refuse_request_line(line.encode("latin-1"))
+        self._check_target(match.group(1), match.group(2))
+        for field in lines[1:]:
+            if len(field) + 2 > limits.field_size:  # the whole field line with its CRLF, as gunicorn counts
+                return self._fail(431, f"header line longer than {limits.field_size} bytes")
+            self._colon(field.encode("latin-1"), "header")
+        return self._fail(400, "malformed request head")  # unreachable: _HEAD takes what passes the rules
 
     def _refuse_request_line(self, line: bytes) -> HTTPError:
         """The error for a request line that _REQUEST_LINE refused, checked part by part."""
@@ -555,7 +596,7 @@ class HTTPConnection:
                     have_server = True
             lines.append(b"%s: %s\r\n" % (name, value))
         if not have_date:
-            lines.append(b"Date: %s\r\n" % _DateCache.get())
+            lines.append(_DateCache.get_line())
         if not have_server:
             lines.append(b"Server: %s\r\n" % self.server)
         self._started = True
