@@ -52,7 +52,7 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
         while True:
             action = ex.next_action()
             if action is RECEIVE:
-                idle = ex.idle
+                idle = ex.kept_alive and not ex.received_any  # ex.idle, without a property call per request
                 if idle and park is not None and not _readable(conn):
                     park(conn, ex)
                     parked = True
@@ -96,7 +96,8 @@ def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Ex
         environ = wsgi.http_environ(base, ex.request, ex.peer, body)
     else:
         environ = wsgi.uwsgi_environ(base, ex.variables, body)
-    response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error, ctx.log_refusal)
+    response = wsgi.run(ctx.app, environ, _Sink(conn, ex, SendPace(ctx.socket_timeout, ctx.send_min_rate)),
+                        ctx.log_error, ctx.log_refusal)
     after = ex.after_response(response.status, response.sent)
     if after == DRAIN:
         after = KEEP if _drain(body) else LINGER

@@ -218,16 +218,18 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) 
                 else:
                     del env[key]
     scheme = variables.get("UWSGI_SCHEME") or variables.get("REQUEST_SCHEME")
-    if scheme == "https" or variables.get("HTTPS", "").lower() in ("on", "1"):
+    https = variables.get("HTTPS")
+    if scheme == "https" or (https and https.lower() in ("on", "1")):
         env["wsgi.url_scheme"] = "https"
-    env.setdefault("REQUEST_METHOD", "GET")
-    env.setdefault("PATH_INFO", "")
-    env.setdefault("QUERY_STRING", "")
-    env.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
+    if not env.keys() >= _UWSGI_DEFAULTS.keys():  # nginx's uwsgi_params send them all
+        for key, value in _UWSGI_DEFAULTS.items():
+            env.setdefault(key, value)
     env["wsgi.input"] = body
     return env
 
 
+# What a uwsgi environ holds even when the packet lacks it.
+_UWSGI_DEFAULTS = {"REQUEST_METHOD": "GET", "PATH_INFO": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.0"}
 _CACHE_SIZE = 256  # distinct statuses and header fields remembered as already checked
 
 
