@@ -3,7 +3,7 @@
     python bench/run.py [--duration 10] [--connections 50] [--workers 2] [--only NAME ...]
 
 Each server serves bench/hello.py with the same number of workers; wrk (Debian package) loads it
-on loopback. Two families are measured:
+on loopback. The families measured:
 
 * behind nginx `uwsgi_pass` over a UNIX socket: zergserve --socket, uWSGI --socket,
   gunicorn --protocol uwsgi;
