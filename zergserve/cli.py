@@ -8,7 +8,7 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import compat, config, exitcodes, handover, log, loops, privileges, sockets, trial, workers, zerg
+from zergserve import compat, config, exitcodes, handover, log, loops, privileges, sockets, workers, zerg
 from zergserve.exitcodes import StartError
 from zergserve.emperor import protocol
 from zergserve.hooks import Hooks, HooksError
@@ -362,6 +362,7 @@ def _check_config(cfg: config.Config, inherited: dict | None = None) -> int:
         if app is None:
             return exitcodes.APP_LOAD_ERROR
     if reload_check:
+        from zergserve import trial  # here: http.client (email, ssl) would otherwise sit in every worker's memory
         code = trial.run(cfg, app, workers.get(cfg.worker))
         if code:
             return code
