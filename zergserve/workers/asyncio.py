@@ -11,6 +11,7 @@ requests in flight, as in the gevent worker (base.SharedRow).
 from __future__ import annotations
 
 import asyncio
+import selectors
 import socket
 import time
 import traceback
@@ -46,7 +47,8 @@ class AsyncioWorker(Worker):
         self.ws_options = websocket.Options(cfg.ws_max_size, cfg.ws_ping_interval, cfg.ws_ping_timeout,
                                             cfg.ws_per_message_deflate)
         self.websockets: set[websocket.Session] = set()  # open ones, for the stats and a stop's 1001
-        self.loop = asyncio.new_event_loop()
+        self.selector = _WatchedSelector()
+        self.loop = asyncio.SelectorEventLoop(self.selector)
         asyncio.set_event_loop(self.loop)
         self.lifespan = asgi.Lifespan(self.app, lambda text: logger.info("worker %d: %s", self.wid, text),
                                       self.log_error, self.cfg.lifespan, self.cfg.lifespan_timeout)
@@ -59,6 +61,11 @@ class AsyncioWorker(Worker):
         self.room.set()
         self.tasks: set[asyncio.Task] = set()
         self.woke = asyncio.Event()
+
+    def inside_app(self) -> bool:
+        """The loop runs the app's code unless it waits in its selector: an app that blocks the
+        loop (a sync call in a coroutine) would not let it see the wake-up pipe."""
+        return self.in_app or not self.selector.waiting
 
     def serve_forever(self) -> None:
         try:
@@ -89,19 +96,30 @@ class AsyncioWorker(Worker):
         await asyncio.sleep(0)  # let the acceptors unregister from the loop
         if self.orphan:
             super().release_listeners()
-        loop.remove_reader(self.wake_r)
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         self.close_idle()
         for session in list(self.websockets):
             session.going_away()
         self.drain_queue(lambda conn, peer, listener: self._spawn(conn, peer, listener, slotted=False))
-        if self.tasks:
-            _, pending = await asyncio.wait(set(self.tasks), timeout=self.cfg.worker_reload_mercy)
-            if pending:
-                logger.error("worker %d: %d connections still open after %ds, closing them",
-                             self.wid, len(pending), self.cfg.worker_reload_mercy)
-                _cancel(pending)
+        pending = await self._join(self.cfg.worker_reload_mercy)
+        if pending:
+            logger.error("worker %d: %d connections still open after %ds, closing them",
+                         self.wid, len(pending), self.cfg.worker_reload_mercy)
+            _cancel(pending)
+        loop.remove_reader(self.wake_r)
         await self.lifespan.shutdown()
+
+    async def _join(self, seconds: float) -> set[asyncio.Task]:
+        """Wait up to `seconds` for the connections' tasks; a quick stop meanwhile leaves at once
+        (check_quit raises). Returns the tasks still running."""
+        deadline = time.monotonic() + seconds
+        while self.tasks and (left := deadline - time.monotonic()) > 0:
+            self.woke.clear()
+            woke = self.loop.create_task(self.woke.wait())
+            await asyncio.wait({*self.tasks, woke}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            woke.cancel()
+            self.check_quit()
+        return set(self.tasks)
 
     def _tick(self) -> None:
         """The loop's heartbeat, from a timer: it stops only when the loop itself is stuck, which
@@ -261,6 +279,20 @@ class AsyncioWorker(Worker):
                 total += len(data)
         except OSError:
             pass
+
+
+class _WatchedSelector(selectors.EpollSelector):
+    """The loop's selector, saying whether the loop waits in it (what a signal handler interrupts
+    then is the loop's own wait, not the app)."""
+
+    waiting = False
+
+    def select(self, timeout: float | None = None) -> list:
+        self.waiting = True
+        try:
+            return super().select(timeout)
+        finally:
+            self.waiting = False
 
 
 class _Body:

@@ -87,7 +87,11 @@ class SyncWorker(Worker):
                     time.sleep(backoff)
                     return
             else:
-                connection.serve(conn, peer, listener, ctx)
+                self.in_app = True  # a QUIT now cannot wait for the loop: see Worker._quit
+                try:
+                    connection.serve(conn, peer, listener, ctx)
+                finally:
+                    self.in_app = False
             if self.done() or self.paused:
                 return
 
