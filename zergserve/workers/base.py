@@ -361,7 +361,7 @@ class SharedRow:
         self.inflight -= 1
         self.row.end(sent, elapsed, failed)
         if self.inflight:
-            self.row.begin(self.line, time.time())
+            self.row.begin(self.line, time.monotonic())
         elif self.worker.paused:
             self.row.set_status(PAUSED)
 
