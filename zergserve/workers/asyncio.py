@@ -4,7 +4,8 @@ It speaks both protocols through the same sans-I/O exchange as the other workers
 keep-alive and pipelining, or one uwsgi packet per connection); only the reads and writes are
 coroutines here. The app's lifespan startup runs before the worker says it is ready, its
 shutdown after the last connection closed. Signals only set the base worker's flags; the wake-up
-pipe, watched by the loop, makes it look at them at once. The scoreboard row is shared by the
+pipe, watched by the loop, makes it look at them at once (a quick stop while a coroutine blocks
+the loop is raised where it runs: base.QuickStop). The scoreboard row is shared by the
 requests in flight, as in the gevent worker (base.SharedRow).
 """
 
@@ -48,7 +49,7 @@ class AsyncioWorker(Worker):
                                             cfg.ws_per_message_deflate)
         self.websockets: set[websocket.Session] = set()  # open ones, for the stats and a stop's 1001
         self.selector = _WatchedSelector()
-        self.loop = asyncio.SelectorEventLoop(self.selector)
+        self.loop = asyncio.SelectorEventLoop(self.selector)  # type: ignore[arg-type]
         asyncio.set_event_loop(self.loop)
         self.lifespan = asgi.Lifespan(self.app, lambda text: logger.info("worker %d: %s", self.wid, text),
                                       self.log_error, self.cfg.lifespan, self.cfg.lifespan_timeout)
@@ -281,18 +282,23 @@ class AsyncioWorker(Worker):
             pass
 
 
-class _WatchedSelector(selectors.EpollSelector):
-    """The loop's selector, saying whether the loop waits in it (what a signal handler interrupts
-    then is the loop's own wait, not the app)."""
+class _WatchedSelector:
+    """The loop's selector (the default one, wrapped), saying whether the loop waits in it: what a
+    signal handler interrupts then is the loop's own wait, not the app."""
 
-    waiting = False
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.waiting = False
 
-    def select(self, timeout: float | None = None) -> list:
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         self.waiting = True
         try:
-            return super().select(timeout)
+            return self.selector.select(timeout)
         finally:
             self.waiting = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.selector, name)
 
 
 class _Body:

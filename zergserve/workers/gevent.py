@@ -92,7 +92,10 @@ class GeventWorker(Worker):
 
         def joined() -> None:
             pool.join()
-            os.write(self.wake_w, b"j")
+            try:
+                os.write(self.wake_w, b"j")
+            except OSError:
+                pass  # full: this wait is being woken already
 
         joiner = gevent.spawn(joined)
         deadline = time.monotonic() + seconds
