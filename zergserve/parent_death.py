@@ -44,8 +44,10 @@ def watch(fd: int, on_death: Callable[[], None]) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
 
     def wait() -> None:
+        poller = select.poll()  # no fd limit, unlike select(); gevent's is cooperative
+        poller.register(fd, select.POLLIN)
         while not cut(fd):
-            select.select([fd], [], [])
+            poller.poll()
         on_death()
 
     start_thread(wait, "lifeline")
