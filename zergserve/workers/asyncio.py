@@ -80,14 +80,15 @@ class AsyncioWorker(Worker):
         self._tick()
         acceptors: list[asyncio.Task] = []
         while not self.done():
-            if self.paused and acceptors:
-                _cancel(acceptors)
-                acceptors = []
-                self.row.set_status(PAUSED)
-            elif not self.paused and not acceptors:
-                acceptors = [loop.create_task(self._accept_forever(listener)) for listener in self.listeners]
-                if not self.ctx.row.inflight:
-                    self.row.set_status(IDLE)
+            if self.pause_changed():
+                if self.pause_applied:
+                    _cancel(acceptors)
+                    acceptors = []
+                    self.row.set_status(PAUSED)
+                else:
+                    acceptors = [loop.create_task(self._accept_forever(listener)) for listener in self.listeners]
+                    if not self.ctx.row.inflight:
+                        self.row.set_status(IDLE)
             try:
                 await asyncio.wait_for(self.woke.wait(), 1.0)  # done() also looks at orphaning, max-requests
             except TimeoutError:

@@ -58,7 +58,8 @@ class Worker:
         self.row = scoreboard.writer(wid)
         self.close_fds = close_fds
         self.alive = True
-        self.paused = False
+        self.paused = False  # as recorded by TSTP; the loop applies it when it wakes
+        self.pause_applied: bool | None = None  # as the loop applied it (None: not yet): what a finished request shows
         self.quitting = False  # QUIT (INT on an instance): leave now, whatever is in hand
         self.in_app = False  # the main thread runs the app's code (boot, a sync worker's request): see QuickStop
         self.recycling = False  # leaving on its own (max-requests, SIGHUP): the others serve the queue
@@ -220,6 +221,15 @@ class Worker:
         """Recorded only: each loop stops or resumes accepting and writes the row's status."""
         self.paused = not self.paused
 
+    def pause_changed(self) -> bool:
+        """For the loops, whenever they wake: True when TSTP changed `paused` since the loop last
+        applied it (and on its first turn), which it now applies: stop or resume accepting, write
+        the row's status."""
+        if self.pause_applied is self.paused:
+            return False
+        self.pause_applied = self.paused
+        return True
+
     def drain_wakeups(self) -> None:
         drain(self.wake_r)
 
@@ -362,7 +372,7 @@ class SharedRow:
         self.row.end(sent, elapsed, failed)
         if self.inflight:
             self.row.begin(self.line, time.monotonic())
-        elif self.worker.paused:
+        elif self.worker.pause_applied:  # not `paused`: a TSTP and its undo before the loop woke show nothing
             self.row.set_status(PAUSED)
 
     @property

@@ -60,14 +60,15 @@ class GeventWorker(Worker):
         acceptors: list[Any] = []
         ticker = gevent.spawn(self._tick)
         while not self.done():
-            if self.paused and acceptors:
-                gevent.killall(acceptors)
-                acceptors = []
-                self.row.set_status(PAUSED)
-            elif not self.paused and not acceptors:
-                acceptors = [gevent.spawn(self._accept_forever, listener, pool) for listener in self.listeners]
-                if not self.ctx.row.inflight:
-                    self.row.set_status(IDLE)
+            if self.pause_changed():
+                if self.pause_applied:
+                    gevent.killall(acceptors)
+                    acceptors = []
+                    self.row.set_status(PAUSED)
+                else:
+                    acceptors = [gevent.spawn(self._accept_forever, listener, pool) for listener in self.listeners]
+                    if not self.ctx.row.inflight:
+                        self.row.set_status(IDLE)
             try:
                 wait_read(self.wake_r, timeout=1.0, timeout_exc=TimeoutError)  # done() also looks at orphaning, QUIT
                 self.drain_wakeups()

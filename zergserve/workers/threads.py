@@ -67,16 +67,14 @@ class ThreadsWorker(Worker):
         self.stop_r, self.stop_w = os.pipe2(os.O_CLOEXEC)  # readable at the stop: every thread leaves
         self.poller.register(self.stop_r, select.EPOLLIN)
         pool = [start_thread(self._thread, f"core {i}", i) for i in range(self.cfg.threads)]
-        accepting = False
         while not self.done():
-            if accepting == self.paused:
+            if self.pause_changed():
                 for fd in self.by_fd:
-                    if self.paused:
+                    if self.pause_applied:
                         self._forget(fd)
                     else:
                         self.poller.register(fd, _ACCEPT_EVENTS)
-                accepting = not self.paused
-                self.row.set_status(PAUSED if self.paused else BUSY if self.rows.full else IDLE)
+                self.row.set_status(PAUSED if self.pause_applied else BUSY if self.rows.full else IDLE)
             ready, _, _ = select.select([self.wake_r], [], [], self._expire())
             if ready:
                 self.drain_wakeups()
@@ -224,7 +222,7 @@ class CoreRows:
 
     def _status(self) -> None:
         """Busy only when every thread is; the row's request start stays the oldest in flight."""
-        if self.worker.paused:
+        if self.worker.pause_applied:
             self.row.set_status(PAUSED)
         else:
             self.row.set_status(BUSY if self.full else IDLE)
