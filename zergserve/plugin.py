@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from zergserve.config import Config
 from zergserve.scoreboard import Row
 
 
@@ -38,7 +39,7 @@ class Host(Protocol):
     """The master's plugin interface: hooks into its loop, reads, and actions."""
 
     @property
-    def cfg(self) -> Any:
+    def cfg(self) -> Config:
         """The instance's configuration (read only)."""
 
     # --- hooking into the loop -------------------------------------------------------------
