@@ -36,12 +36,12 @@ class GeventWorker(Worker):
         import gevent
         from gevent import monkey
         monkey.patch_all()
+        super().boot()  # before the hub exists: gevent's os.close() defers closing fds it may watch
         self.hub = hub = gevent.get_hub()
         # QuickStop raised in a request's greenlet (see inside_app) goes to the main greenlet, which
         # leaves the loop, and is no error to print.
         hub.SYSTEM_ERROR = (*hub.SYSTEM_ERROR, QuickStop)
         hub.NOT_ERROR = (*hub.NOT_ERROR, QuickStop)
-        super().boot()
         self.ctx.row = SharedRow(self.row, self)
 
     def inside_app(self) -> bool:
