@@ -83,3 +83,27 @@ def test_the_emperor_never_imports_a_worker_or_the_master() -> None:
             bad = {name for name in _imports(path, module)
                    if name.startswith(("zergserve.workers", "zergserve.master", "zergserve.connection"))}
             assert not bad, f"{module} imports {bad}"
+
+
+def _master_uses(path: Path) -> set[str]:
+    """The attributes `path` reads off the master: `master.x` and `self.master.x`."""
+    used = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Attribute):
+            continue
+        holder = node.value
+        if (isinstance(holder, ast.Name) and holder.id == "master"
+                or isinstance(holder, ast.Attribute) and holder.attr == "master"):
+            used.add(node.attr)
+    return used
+
+
+def test_plugins_use_only_the_plugin_interface() -> None:
+    """Every module that takes the master as a `plugin.Host` uses nothing of it but Host's members:
+    the master's attributes stay its own."""
+    from zergserve.plugin import Host
+    members = {name for name in dir(Host) if not name.startswith("_")}
+    plugins = {module: path for module, path in _sources().items() if "zergserve.plugin" in _imports(path, module)}
+    assert {"zergserve.cheaper", "zergserve.elastic", "zergserve.emperor.vassal_link"} <= set(plugins)
+    beyond = {module: sorted(_master_uses(path) - members) for module, path in plugins.items()}
+    assert not any(beyond.values()), f"plugins reaching past plugin.Host: {beyond}"

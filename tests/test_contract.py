@@ -378,3 +378,113 @@ def test_pause_stops_accepting(worker, spawn, workdir):
         server.signal(signal.SIGTSTP)
         assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
     wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
+
+
+# --- signals: handlers record, the loop acts; a quick stop does not wait for the app -------------
+
+# (module, path) of a request that holds the worker: "blocking" keeps the main thread in the app
+# (time.sleep in a sync or gthread worker, CPU in a gevent greenlet or an asyncio coroutine),
+# "waiting" lets an event loop run meanwhile.
+HOLD = {
+    ("sync", "blocking"): ("echo:application", "/sleep?s=60"),
+    ("gthread", "blocking"): ("echo:application", "/sleep?s=60"),
+    ("gevent", "blocking"): ("spin:application", "/spin?s=60"),
+    ("gevent", "waiting"): ("echo:application", "/sleep?s=60"),
+    ("asyncio", "blocking"): ("asgi_app:application", "/spin?s=60"),
+    ("asyncio", "waiting"): ("asgi_app:application", "/sleep?s=60"),
+    ("asyncio-uvloop", "blocking"): ("asgi_app:application", "/spin?s=60"),
+    ("asyncio-uvloop", "waiting"): ("asgi_app:application", "/sleep?s=60"),
+}
+
+
+def hold_a_request(worker: str, hold: str, spawn, workdir, *extra: str):
+    """A one-worker server of `worker`'s class, busy with a request as `hold` says (HOLD); returns
+    the server and the client's socket."""
+    module, path = HOLD[worker, hold]
+    args = list(worker_args(worker))
+    args[1] = module  # worker_args: --module, its app, then the class (and loop) options
+    http, stats = str(workdir / "http.sock"), str(workdir / "stats.sock")
+    server = spawn(*args, "--http", http, "-p", "1", "--stats", stats, *extra, wait=http)
+    server.stats = stats
+    wait_for(lambda: fetch(stats)["workers"][0]["status"] == "idle", message="worker idle")
+    client = connect(http, timeout=30)
+    client.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+    wait_for(lambda: fetch(stats)["workers"][0]["request_start"], message="the request running in the app")
+    return server, client
+
+
+def assert_stopped_by_itself(server, client) -> None:
+    """The master exits once its worker did, and never had to SIGKILL it (after its mercy)."""
+    assert server.wait_exit(timeout=20) == 0
+    assert "did not stop in time" not in server.log()
+    client.settimeout(5)
+    assert recv_all(client) == b"", "the request held by the quick stop got an answer"
+    client.close()
+
+
+@pytest.mark.parametrize(("worker", "hold"), sorted(HOLD))
+def test_quit_during_a_long_request_stops_the_worker_at_once(worker, hold, spawn, workdir):
+    server, client = hold_a_request(worker, hold, spawn, workdir, "--worker-reload-mercy", "60")
+    server.signal(signal.SIGQUIT)
+    assert_stopped_by_itself(server, client)
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_int_during_a_long_request_stops_an_instance_at_once(worker, spawn, workdir):
+    server, client = hold_a_request(worker, "blocking", spawn, workdir, "--worker-reload-mercy", "60")
+    server.signal(signal.SIGINT)
+    assert_stopped_by_itself(server, client)
+
+
+@pytest.mark.parametrize(("worker", "hold"), sorted(HOLD))
+def test_quit_ends_a_graceful_stop_at_once(worker, hold, spawn, workdir):
+    """TERM waits for the request in hand (up to the mercy); a QUIT then does not."""
+    server, client = hold_a_request(worker, hold, spawn, workdir, "--worker-reload-mercy", "60")
+    server.signal(signal.SIGTERM)
+    server.wait_log("graceful shutdown")
+    wait_for(lambda: fetch(server.stats)["workers"][0]["request_start"], message="the request still running")
+    server.signal(signal.SIGQUIT)
+    assert_stopped_by_itself(server, client)
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_pause_during_a_request_lets_it_finish_then_pauses(worker, spawn, workdir):
+    """TSTP is only recorded by the handler: the request in hand finishes, then the loop stops
+    accepting and writes the row; a second TSTP resumes."""
+    server = start(worker, spawn, workdir)
+    gate = workdir / "gate"
+    with connect(server.addr, timeout=30) as sock:
+        sock.sendall(f"GET /gate?f={gate} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        wait_for(lambda: fetch(server.stats)["workers"][0]["request_start"], message="the request running")
+        server.signal(signal.SIGTSTP)
+        gate.touch()
+        assert recv_all(sock).startswith(b"HTTP/1.1 200 ")
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "pause", message="paused after the request")
+    server.signal(signal.SIGTSTP)
+    wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="resumed")
+    assert http_request(server.addr)[0] == 200
+
+
+def _sockets(pid: int) -> set[str]:
+    """The sockets a process holds, as /proc names them ('socket:[inode]')."""
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            held.add(target)
+    return held
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_worker_holds_none_of_the_masters_sockets(worker, spawn, workdir):
+    """Worker.boot closes what belongs to the master's loop, under every class: a worker holding
+    the stats socket keeps it listening after the master closed it, and the master's re-exec
+    cannot bind it again. (The gevent worker boots before its hub exists: gevent's os.close only
+    defers the close to the hub's next turn, a race test_reload_rollback's gevent case shows.)"""
+    server = start(worker, spawn, workdir)
+    (stats,) = [f"socket:[{line.split()[6]}]" for line in open("/proc/net/unix") if line.rstrip().endswith(server.stats)]
+    pid = fetch(server.stats)["workers"][0]["pid"]
+    assert stats in _sockets(server.pid) and stats not in _sockets(pid)

@@ -284,7 +284,7 @@ class AccessLog:
 
     def request(self, ex: Any, status: int, sent: int) -> None:
         now = time.time()
-        elapsed = now - ex.started if ex.started else 0.0
+        elapsed = time.monotonic() - ex.began if ex.began else 0.0
         if not self.everything and not (
                 (self.log_5xx and status >= 500) or (self.log_4xx and 400 <= status < 500)
                 or (self.slow and elapsed >= self.slow)):

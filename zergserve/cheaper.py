@@ -36,6 +36,7 @@ from typing import Any
 
 from zergserve.config import Config
 from zergserve.log import logger
+from zergserve.plugin import Host
 from zergserve.scoreboard import BUSY, Row
 
 
@@ -64,7 +65,7 @@ def check(cfg: Config) -> None:
 class Cheaper:
     """Master housekeeping that asks its algorithm each cycle and adds or stops workers."""
 
-    def __init__(self, master: Any) -> None:
+    def __init__(self, master: Host) -> None:
         self.master = master
         self.cfg = cfg = master.cfg
         master.set_worker_count(cfg.cheaper_initial or cfg.cheaper)
@@ -73,40 +74,41 @@ class Cheaper:
         master.add_housekeeping(self.housekeeping)
         master.add_stats(self.stats)
         logger.info("cheaper mode: %s algorithm, %d to %d workers, %d at start", cfg.cheaper_algo, cfg.cheaper,
-                    cfg.processes, master.num_workers)
+                    cfg.processes, master.worker_count())
 
     def stats(self) -> dict[str, Any]:
         return {"cheaper": {"algo": self.cfg.cheaper_algo, "min": self.cfg.cheaper, "max": self.cfg.processes,
-                            "target": self.master.num_workers, "added": self.added, "stopped": self.stopped}}
+                            "target": self.master.worker_count(), "added": self.added, "stopped": self.stopped}}
 
     def housekeeping(self) -> None:
         """One decision; the change it made to the count goes to the stats' counters."""
-        if self.master.cheap:
+        if self.master.is_cheap():
             return
-        before = self.master.num_workers
+        before = self.master.worker_count()
         self._decide()
-        change = self.master.num_workers - before
+        change = self.master.worker_count() - before
         self.added += max(0, change)
         self.stopped += max(0, -change)
 
     def _decide(self) -> None:
         master, cfg = self.master, self.cfg
         rows = master.live_rows()
-        room = max(0, cfg.processes - master.num_workers)
+        count = master.worker_count()
+        room = max(0, cfg.processes - count)
         rss = sum(proc.rss() for proc in master.worker_procs()) \
             if cfg.cheaper_rss_limit_soft or cfg.cheaper_rss_limit_hard else 0
-        if cfg.cheaper_rss_limit_hard and rss > cfg.cheaper_rss_limit_hard and master.num_workers > cfg.cheaper:
+        if cfg.cheaper_rss_limit_hard and rss > cfg.cheaper_rss_limit_hard and count > cfg.cheaper:
             self._retire(f"workers' RSS {rss} bytes above --cheaper-rss-limit-hard {cfg.cheaper_rss_limit_hard}")
             return
         queued = self._queued() if cfg.cheaper_algo != "spare" else 0
-        wanted, reason = self.algo.decide(rows, room, queued, master.num_workers > cfg.cheaper)
+        wanted, reason = self.algo.decide(rows, room, queued, count > cfg.cheaper)
         if wanted > 0 and room and cfg.cheaper_rss_limit_soft and rss > cfg.cheaper_rss_limit_soft:
             logger.info("cheaper (%s): %s, but the workers' RSS %d bytes is above --cheaper-rss-limit-soft %d: "
                         "no worker added", cfg.cheaper_algo, reason, rss, cfg.cheaper_rss_limit_soft)
         elif wanted > 0 and room:
             for _ in range(min(wanted, room)):
                 master.add_worker(f"cheaper ({cfg.cheaper_algo}): {reason}")
-        elif wanted < 0 and master.num_workers > cfg.cheaper:
+        elif wanted < 0 and count > cfg.cheaper:
             self._retire(reason)
 
     def _retire(self, reason: str) -> None:
@@ -217,8 +219,7 @@ class Busyness:
         cfg = self.cfg
         elapsed = now - self.checked
         self.checked = now
-        wall = time.time()
-        current = {(row.wid, row.pid): row.busy_until(wall) for row in rows}
+        current = {(row.wid, row.pid): row.busy_until(now) for row in rows}
         shares = [min(100.0, 100.0 * (busy - self.last.get(key, 0.0)) / elapsed) for key, busy in current.items()]
         self.last = current
         busyness = sum(shares) / len(shares) if shares else 0.0

@@ -31,11 +31,12 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
 from zergserve.emperor import protocol
 from zergserve.log import logger
-from zergserve.scoreboard import BUSY
+from zergserve.plugin import Host
+from zergserve.scoreboard import BUSY, Row
 
 LOADED_WATCH = 0.1  # seconds between looks at the queues while loaded (a connection waits, a worker is busy)
 LOADED_FOR = 2.0  # seconds the watch stays quick after it last saw a load
@@ -45,7 +46,7 @@ MOST_ZERGS = 16  # per SOS; the emperor's --emperor-broodlord caps it further
 
 
 class Elastic:
-    def __init__(self, master: Any, send: Callable[..., None] | None,
+    def __init__(self, master: Host, send: Callable[..., None] | None,
                  ask_to_die: Callable[[], None] | None = None) -> None:
         self.master = master
         self.cfg = master.cfg
@@ -78,9 +79,9 @@ class Elastic:
         if requests != self.last_requests or any(row.request_start for row in live):
             self.last_requests = requests
             self.last_activity = now
-        if self.cfg.idle and not master.cheap and now - self.last_activity > self.cfg.idle:
+        if self.cfg.idle and not master.is_cheap() and now - self.last_activity > self.cfg.idle:
             self._idle(now)
-        if self.send is None or master.cheap:
+        if self.send is None or master.is_cheap():
             return
         if self.cfg.vassal_sos:
             self._overload_sos(now, live, busy)
@@ -88,7 +89,7 @@ class Elastic:
     def _backlog_watch(self) -> float:
         """--vassal-sos-backlog: SOS for as many zergs as the queue calls for; returns when to look again."""
         master = self.master
-        lengths = [] if master.cheap else master.queue_lengths()
+        lengths = [] if master.is_cheap() else master.queue_lengths()
         if not lengths:
             self.queues.clear()
             return self.cfg.check_interval
@@ -115,13 +116,14 @@ class Elastic:
             self.asked_at, self.asked_queue = now, queued
         return LOADED_WATCH
 
-    def _overload_sos(self, now: float, live: list, busy: list) -> None:
+    def _overload_sos(self, now: float, live: list[Row], busy: list[Row]) -> None:
         """uWSGI counts a cycle as overloaded when every worker is busy and asks at most once per S;
         here the whole last S seconds must have been overloaded, too. As in uWSGI (busy workers against
         -p), an instance whose cheaper subsystem may still add workers is not overloaded yet."""
         limit = self.cfg.vassal_sos
-        room = self.cfg.cheaper and self.master.num_workers < self.cfg.processes
-        if room or not live or len(busy) < len(live) or len(live) < self.master.num_workers:
+        count = self.master.worker_count()
+        room = self.cfg.cheaper and count < self.cfg.processes
+        if room or not live or len(busy) < len(live) or len(live) < count:
             self.last_idle_worker = now
             return
         if now - self.last_idle_worker > limit and now - self.last_overload_sos > limit:

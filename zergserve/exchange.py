@@ -112,11 +112,13 @@ class Exchange:
     raw = False  # the response is no longer framed: the connection closes after it
     head_sent = 0  # bytes of the response head: the stats' tx counts them, as uWSGI's does
     head_count = 0  # response headers, for the access log's %(headers)
-    started = 0.0
+    started = 0.0  # time.time() at the request's start: the access log's timestamps
+    began = 0.0  # time.monotonic() then: the row's request start, the response time
     request: h1.Request | None = None  # HTTP: the request head
     variables: dict[str, str] = {}  # uwsgi: the packet's vars
     _REQUEST_STATE = frozenset(("method", "target", "protocol", "has_body", "clock", "read", "continued",
-                                "body_done", "body_failed", "raw", "head_sent", "head_count", "started"))
+                                "body_done", "body_failed", "raw", "head_sent", "head_count", "started",
+                                "began"))
 
     def __init__(self, ctx: Context, listener: Any, peer: Any, handle: Any = None) -> None:
         self.ctx = ctx
@@ -249,8 +251,8 @@ class Exchange:
         return SERVE
 
     def _begin(self) -> None:
-        self.started = time.time()
-        self.ctx.row.begin(f"{self.method} {self.target}".encode("latin-1", "replace"), self.started)
+        self.started, self.began = time.time(), time.monotonic()
+        self.ctx.row.begin(f"{self.method} {self.target}".encode("latin-1", "replace"), self.began)
 
     # --- the request body ----------------------------------------------------------------------
 
@@ -381,7 +383,7 @@ class Exchange:
         """End the request (scoreboard row, access line) and say what becomes of the connection:
         KEEP it for the next request, DRAIN the body the app left (then drained()), LINGER, CLOSE."""
         ctx = self.ctx
-        ctx.row.end(self.head_sent + sent, time.time() - self.started, status >= 500)
+        ctx.row.end(self.head_sent + sent, time.monotonic() - self.began, status >= 500)
         if ctx.access_log is not None:
             ctx.access_log.request(self, status, sent)
         body_left = self.has_body and not self.body_done

@@ -21,12 +21,14 @@ Signal handlers only queue the signal; `run()` handles the queue between houseke
     USR2        logged and ignored (gunicorn's binary upgrade; HUP is the in-place upgrade here).
     TSTP        pause / resume accepting in every worker (a zerg can take the traffic meanwhile).
 
-Plugins (zerg server, emperor link, idle watch, cheaper, recycling, reloader) plug in through
-`add_reader()`, `add_housekeeping()`, `add_timer()`, `add_ready_task()`, `add_wake_task()`,
-`add_stats()`, `add_handover()` and `add_cleanup()`, read through `rows()`, `live_rows()`,
-`queue_lengths()` and `worker_procs()`, and act through `add_worker()`, `retire_worker()`, `recycle()`,
-`kill_worker()`, `go_cheap()`, `handle_hup()`, `begin_stop()` and `set_worker_count()`, instead of
-growing this loop or reaching into it. Housekeeping runs
+Plugins (zerg server, emperor link, idle watch, cheaper, recycling, reloader) see the master as
+`plugin.Host`, the Protocol that lists what they may use: they plug in through `add_reader()`,
+`add_housekeeping()`, `add_timer()`, `add_ready_task()`, `add_wake_task()`, `add_stats()`,
+`add_handover()` and `add_cleanup()`, read through `rows()`, `live_rows()`, `queue_lengths()`,
+`worker_procs()`, `worker_count()`, `is_cheap()` and `is_stopping()`, and act through
+`add_worker()`, `retire_worker()`, `recycle()`, `kill_worker()`, `go_cheap()`, `handle_hup()`,
+`begin_stop()` and `set_worker_count()`, instead of growing this loop or reaching into its
+attributes. Housekeeping runs
 once per --check-interval, however many events (stats reads, zerg attaches, emperor bytes) wake the
 loop, so checks that talk to the emperor happen once per cycle, as in uWSGI; a timer sets its own
 pace (the SOS backlog watch looks every 0.1 s while loaded). A worker that becomes
@@ -51,7 +53,7 @@ from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
 from zergserve.log import logger
 from zergserve.wakeup import drain, record_signals, wakeup_pipe
-from zergserve.scoreboard import STARTING, Scoreboard
+from zergserve.scoreboard import STARTING, Row, Scoreboard, wall
 from zergserve.stats import StatsServer
 from zergserve.workers import LOOP_TICKS, cores
 from zergserve.workers.base import WORKER_SIGNALS
@@ -177,9 +179,7 @@ class Master:
         while True:
             due = min([next_cycle] + [timer[0] for timer in self.timers])
             timeout = max(0.0, due - time.monotonic()) if not self.stopping else 0.2
-            for key, _ in self.selector.select(min(timeout, self.notify.watchdog_in())):
-                key.data()
-            self.notify.tick()
+            self.notify.wait(self.selector, timeout)
             self._handle_signals()
             self._reap()
             if self.stopping:
@@ -224,17 +224,28 @@ class Master:
         """Call `task` when a connection ends cheap mode and the workers are respawned."""
         self._wake_tasks.append(task)
 
-    def rows(self) -> list[Any]:
+    def rows(self) -> list[Row]:
         """The scoreboard rows of worker ids 1..num_workers (live or not)."""
         return self.scoreboard.rows()[: self.num_workers]
 
-    def live_rows(self) -> list[Any]:
+    def live_rows(self) -> list[Row]:
         """The rows of the workers that run now (a row whose pid is a live worker of this master)."""
         return [row for row in self.rows() if row.wid in self.workers and self.workers[row.wid].pid == row.pid]
 
     def worker_procs(self) -> list[WorkerProc]:
         """The live workers' records (pid, when spawned, recycle deadline)."""
         return list(self.workers.values())
+
+    def worker_count(self) -> int:
+        """How many workers to keep now (TTIN/TTOU and the cheaper subsystem change it)."""
+        return self.num_workers
+
+    def is_cheap(self) -> bool:
+        """Whether the workers are stopped and this loop waits on the sockets (--idle, --cheap)."""
+        return self.cheap
+
+    def is_stopping(self) -> bool:
+        return self.stopping is not None
 
     def queue_lengths(self) -> list[tuple[int, str]]:
         """(connections waiting in the backlog, address) of every listening socket."""
@@ -473,7 +484,7 @@ class Master:
         limit = self.cfg.harakiri
         if not limit:
             return
-        now = time.time()
+        now = time.monotonic()
         ticks = self.cfg.worker in LOOP_TICKS
         for wid, proc in self.workers.items():
             row = self.scoreboard.row(wid)
@@ -800,7 +811,7 @@ class Master:
                 "respawn_count": proc.respawns if proc else 0,
                 "tx": total.tx,
                 "avg_rt": int(row.avg_rt),
-                "request_start": row.request_start,
+                "request_start": wall(row.request_start),
                 "cores": self._cores(row),
                 "websockets": row.websockets if alive else 0,
                 "apps": [],
@@ -829,7 +840,7 @@ class Master:
         cores = self.scoreboard.core_list(row.wid) or [(row.requests, row.request_start)]
         return [{"id": i, "requests": requests, "static_requests": 0, "routed_requests": 0,
                  "offloaded_requests": 0, "write_errors": 0, "read_errors": 0, "in_request": int(bool(start)),
-                 "vars": [], "req_info": {"request_start": start} if start else {}}
+                 "vars": [], "req_info": {"request_start": wall(start)} if start else {}}
                 for i, (requests, start) in enumerate(cores)]
 
     def metrics_text(self) -> str:

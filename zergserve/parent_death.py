@@ -3,16 +3,21 @@
 Vassals use PR_SET_PDEATHSIG, so no vassal outlives a SIGKILLed emperor. Workers do not: ctypes
 would cost every worker a megabyte, and a worker must finish what it holds rather than die. Each
 worker gets a pipe of its own instead, whose write end only the master holds: when the master dies,
-even by SIGKILL, the kernel closes it and signals the worker's read end (SIGIO, by O_ASYNC), even
-while the worker is blocked in a request.
+even by SIGKILL, the kernel closes it, and a thread of the worker waiting on the read end acts at
+once, even while the worker's main thread is in a request. A thread, not a signal handler (SIGIO):
+what it does (close the listening sockets, log) is no work for a handler, and a sync worker's main
+thread may stay in the app for minutes.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import select
 import signal
-from typing import Any, Callable
+from typing import Callable
+
+from zergserve.wakeup import start_thread
 
 from zergserve import exitcodes
 
@@ -32,19 +37,24 @@ def die_with_parent(parent: int) -> None:
         os._exit(exitcodes.FAILURE)
 
 
-def watch(fd: int, on_death: Callable[[int, Any], None]) -> None:
-    """Call `on_death` (as a signal handler) once the other end of the pipe `fd` is closed; at once
-    if it already is."""
-    signal.signal(signal.SIGIO, on_death)
-    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC | os.O_NONBLOCK)
-    if cut(fd):  # the master died before O_ASYNC was set
-        on_death(signal.SIGIO, None)
+def watch(fd: int, on_death: Callable[[], None]) -> None:
+    """Call `on_death()` from a daemon thread of its own once the other end of the pipe `fd` is
+    closed (at once if it already is). Under gevent's monkey patching the thread is a greenlet and
+    its select cooperative: the loop it shares is the one that acts on it anyway."""
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+
+    def wait() -> None:
+        poller = select.poll()  # no fd limit, unlike select(); gevent's is cooperative
+        poller.register(fd, select.POLLIN)
+        while not cut(fd):
+            poller.poll()
+        on_death()
+
+    start_thread(wait, "lifeline")
 
 
 def cut(fd: int) -> bool:
-    """Whether the write end of the pipe `fd` (non-blocking, never written to) is closed. A plain
-    read: select and poll may be gevent's, which must not run in a signal handler."""
+    """Whether the write end of the pipe `fd` (non-blocking, never written to) is closed."""
     try:
         return os.read(fd, 1) == b""
     except BlockingIOError:

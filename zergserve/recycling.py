@@ -16,15 +16,15 @@ A recycled worker leaves the queue to the others and is respawned as soon as it 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from zergserve.log import logger
+from zergserve.plugin import Host
 
 _MB = 1024 * 1024
 
 
 class Recycler:
-    def __init__(self, master: Any) -> None:
+    def __init__(self, master: Host) -> None:
         self.master = master
         self.cfg = master.cfg
         master.add_housekeeping(self.housekeeping)

@@ -30,12 +30,13 @@ from zergserve import exitcodes
 from zergserve.config import Config
 from zergserve.inotify import Inotify
 from zergserve.log import logger
+from zergserve.plugin import Host
 
 Stamp = Any  # what `_stamp` returns: comparable, None when the path is missing
 
 
 class Reloader:
-    def __init__(self, master: Any) -> None:
+    def __init__(self, master: Host) -> None:
         self.master = master
         cfg = master.cfg
         self.touch = {path: _stamp(path) for path in cfg.touch_reload}

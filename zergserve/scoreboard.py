@@ -20,7 +20,9 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
 
 # pid, status, requests, exceptions, tx bytes, request start, last heartbeat, avg response time (µs),
 # spawn time, time spent in requests (µs, uWSGI's running_time), the histogram's buckets, then the
-# request line being served (method and path, for the harakiri log).
+# request line being served (method and path, for the harakiri log). Request start and heartbeat are
+# time.monotonic() (CLOCK_MONOTONIC is one clock for every process of the host), for harakiri and the
+# busyness measures; the stats show them as timestamps (`wall`). The spawn time is a timestamp.
 _ROW = struct.Struct("=iiQQQddddQ")
 _HIST = struct.Struct(f"={len(BUCKETS)}Q")
 _REQ_INFO = 120
@@ -72,7 +74,7 @@ class Row(NamedTuple):
     websockets: int = 0
 
     def busy_until(self, now: float) -> float:
-        """Seconds spent in requests up to `now` (time.time()), the one in hand included: the
+        """Seconds spent in requests up to `now` (time.monotonic()), the one in hand included: the
         cheaper subsystem's busyness."""
         running = now - self.request_start if self.request_start else 0.0
         return self.running_time / 1e6 + max(running, 0.0)
@@ -80,6 +82,11 @@ class Row(NamedTuple):
     @property
     def status_name(self) -> str:
         return STATUS_NAMES.get(self.status, "unknown")
+
+
+def wall(monotonic: float) -> float:
+    """A row's time.monotonic() value as a timestamp, for the stats (0 stays 0: none)."""
+    return time.time() - (time.monotonic() - monotonic) if monotonic else 0.0
 
 
 class Core(NamedTuple):
@@ -125,7 +132,7 @@ class Scoreboard:
             self.carried[wid] = self.lifetime(wid)
         base = wid * self.row_size
         self.mem[base:base + self.row_size] = bytes(self.row_size)
-        _ROW.pack_into(self.mem, base, pid, STARTING, 0, 0, 0, 0.0, time.time(), 0.0, time.time(), 0)
+        _ROW.pack_into(self.mem, base, pid, STARTING, 0, 0, 0, 0.0, time.monotonic(), 0.0, time.time(), 0)
 
     def row(self, wid: int) -> Row:
         """The row of worker `wid`'s current process: its counters start at 0 with each spawn."""
@@ -194,16 +201,17 @@ class RowWriter:
 
     def set_status(self, status: int) -> None:
         _STATUS.pack_into(self.mem, self.base + _OFF_STATUS, status)
-        _D.pack_into(self.mem, self.base + _OFF_HEARTBEAT, time.time())
+        _D.pack_into(self.mem, self.base + _OFF_HEARTBEAT, time.monotonic())
 
     def heartbeat(self) -> None:
-        _D.pack_into(self.mem, self.base + _OFF_HEARTBEAT, time.time())
+        _D.pack_into(self.mem, self.base + _OFF_HEARTBEAT, time.monotonic())
 
     def set_websockets(self, count: int) -> None:
         _I.pack_into(self.mem, self.base + _OFF_WS, count)
 
     def begin(self, request_line: bytes, now: float) -> None:
-        """A request has started: busy, its start time and its request line for harakiri logs."""
+        """A request has started (`now`: time.monotonic()): busy, its start and its request line
+        for harakiri logs."""
         base = self.base
         _INFO.pack_into(self.mem, base + _OFF_INFO, request_line)
         _EDGE.pack_into(self.mem, base + _OFF_STATUS, BUSY, self.requests, self.exceptions, self.tx, now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import selectors
 import socket
 import time
 from collections.abc import MutableMapping
@@ -69,6 +70,14 @@ class Notifier:
         if not (self.address and self.watchdog_usec):
             return math.inf
         return max(0.0, self.next_ping - time.monotonic())
+
+    def wait(self, selector: selectors.BaseSelector, timeout: float) -> None:
+        """One turn of a supervising loop (master, emperor, zergpool): wait in `selector` up to
+        `timeout` seconds, never past the next watchdog ping, call back what is ready (each key's
+        data), then ping if due. The ping comes from the loop, so a stuck loop stops it."""
+        for key, _ in selector.select(min(timeout, self.watchdog_in())):
+            key.data()
+        self.tick()
 
     def tick(self) -> None:
         """Ping the watchdog if due: called from the loop, so a stuck loop stops the pings."""

@@ -1,11 +1,13 @@
 """Signals as loop wake-ups: handlers only record the signal, and the pipe named by
-signal.set_wakeup_fd makes whatever the loop waits on (select, epoll) return at once."""
+signal.set_wakeup_fd makes whatever the loop waits on (select, epoll) return at once. Helper threads
+start with signals blocked, so that they reach the main thread."""
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 
 
 def wakeup_pipe() -> tuple[int, int]:
@@ -28,3 +30,16 @@ def drain(fd: int) -> None:
             pass
     except OSError:
         pass
+
+
+def start_thread(target: Callable[..., object], name: str, *args: object) -> threading.Thread:
+    """Start a daemon thread with every signal blocked (it inherits the mask it starts with), so
+    that the kernel delivers signals to the main thread: a handler that must interrupt the main
+    thread's wait (a sleep in the app, a join) runs there, not in a thread that would swallow it."""
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    return thread

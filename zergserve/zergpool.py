@@ -112,11 +112,9 @@ def run(cfg: config.Config, argv: Sequence[str] = (), emperor_fd: int | None = N
         notify.ready(f"zergpool serving {len(bound)} socket(s) to zergs")
     every = cfg.heartbeat
     while not stop:
-        for key, _ in selector.select(min(min(5.0, float(every)) if every and link else 5.0, notify.watchdog_in())):
-            key.data()
+        notify.wait(selector, min(5.0, float(every)) if every and link else 5.0)
         for server in servers:
             server.refusals.flush()
-        notify.tick()
         while signals:
             signum = signals.pop(0)
             if signum == signal.SIGHUP:

@@ -106,6 +106,11 @@ async def application(scope, receive, send):
     elif path == "/sleep":
         await asyncio.sleep(float(query.get("s", "1")))
         await _reply(send, 200, b"slept")
+    elif path == "/gate":  # held until the test creates the file named by ?f= (at most 30 s)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(query["f"]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await _reply(send, 200, b"opened")
     elif path == "/spin":
         end = time.time() + float(query.get("s", "30"))
         while time.time() < end:  # blocks the loop, as a CPU-bound view would

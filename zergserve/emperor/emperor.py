@@ -120,9 +120,7 @@ class Emperor:
             timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
             if self.stop_all_deadline:
                 timeout = 0.2
-            for key, _ in self.selector.select(min(timeout, 1.0, self.notify.watchdog_in())):
-                key.data()
-            self.notify.tick()
+            self.notify.wait(self.selector, min(timeout, 1.0))
             self._handle_signals()
             self._reap()
             if self.stop_all_deadline:

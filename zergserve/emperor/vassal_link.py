@@ -14,11 +14,12 @@ import math
 import os
 import socket
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from zergserve import exitcodes
 from zergserve.emperor import protocol
 from zergserve.log import logger
+from zergserve.plugin import Host
 from zergserve.scoreboard import BUSY, IDLE
 
 
@@ -72,7 +73,7 @@ class VassalLink:
 class EmperorLink:
     """A master as a vassal: started, accepting, loyal and heartbeat bytes from its workers' rows."""
 
-    def __init__(self, fd: int, master: Any, first_start: bool) -> None:
+    def __init__(self, fd: int, master: Host, first_start: bool) -> None:
         self.link = VassalLink(fd, self._stop, master.handle_hup, self.lost)
         self.master = master
         self.first_start = first_start
@@ -98,7 +99,7 @@ class EmperorLink:
         self.send(protocol.VOLUNTARY_SHUTDOWN)
 
     def lost(self) -> None:
-        if self.master.stopping:
+        if self.master.is_stopping():
             return
         logger.error("lost connection with my emperor !!!")
         self.master.begin_stop("quick", exit_code=exitcodes.FAILURE)
@@ -108,7 +109,7 @@ class EmperorLink:
         """Byte 5 once per (re)spawn of worker 1, as soon as it is ready (called on the master's
         worker-ready wake-up, and each cycle in case a wake-up was missed)."""
         master = self.master
-        if not master.num_workers:
+        if not master.worker_count():
             return
         row = master.rows()[0]
         if row.status in (IDLE, BUSY) and row.pid and row.pid != self.accepting_pid:
@@ -125,7 +126,7 @@ class EmperorLink:
             self.send(protocol.LOYAL)
         every = master.cfg.heartbeat
         if self.link.heartbeat_due(every):
-            now = time.time()  # the rows' heartbeats are timestamps
+            now = time.monotonic()  # as the rows' heartbeats
             if any(now - row.heartbeat < 2 * every + 1 for row in rows) or requests != self.last_requests:
                 self.link.heartbeat()
             self.last_requests = requests

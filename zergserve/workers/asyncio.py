@@ -17,6 +17,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from typing import Any, Callable
 
 from zergserve import app as app_loader
@@ -82,12 +83,18 @@ class AsyncioWorker(Worker):
 
     def _waking(self, handler: Callable) -> Callable:
         def wrapped(signum: int, frame: Any) -> None:
-            handler(signum, frame)
             try:
-                os.write(self.wake_w, b"\0")
+                os.write(self.wake_w, b"\0")  # first: a quick stop's handler may raise
             except OSError:
                 pass
+            handler(signum, frame)
         return wrapped
+
+    def inside_app(self) -> bool:
+        """With a request in flight the main thread may be in the app's code, which can block the
+        loop (a sync call in a coroutine): a quick stop is raised where it runs. Where that is the
+        loop's own code, the loop logs it and the wake-up byte written first ends it (done())."""
+        return self.in_app or bool(self.ctx.row.inflight)
 
     def serve_forever(self) -> None:
         try:
@@ -100,14 +107,14 @@ class AsyncioWorker(Worker):
         loop.add_reader(self.wake_r, self._on_wakeup)
         self._tick()
         while not self.done():
-            if self.paused and self.serving:
-                self.serving = False
-                self.row.set_status(PAUSED)
-            elif not self.paused and not self.serving:
-                self.serving = True
-                if not self.ctx.row.inflight:
+            changed = self.pause_changed()
+            self.serving = not self.pause_applied
+            self._watch_listeners()  # before the row says paused: no accept after that
+            if changed:
+                if self.pause_applied:
+                    self.row.set_status(PAUSED)
+                elif not self.ctx.row.inflight:
                     self.row.set_status(IDLE)
-            self._watch_listeners()
             try:
                 await asyncio.wait_for(self.woke.wait(), 1.0)  # done() also looks at orphaning, max-requests
             except TimeoutError:
@@ -117,7 +124,6 @@ class AsyncioWorker(Worker):
         self._watch_listeners()
         if self.orphan:
             super().release_listeners()
-        loop.remove_reader(self.wake_r)
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         self.close_idle()
         for session in list(self.websockets):
@@ -125,15 +131,26 @@ class AsyncioWorker(Worker):
         self.drain_queue(lambda conn, peer, listener: self._spawn(conn, peer, listener, slotted=False))
         if self.connections:
             self.emptied = loop.create_future()
-            try:
-                await asyncio.wait_for(self.emptied, self.cfg.worker_reload_mercy)
-            except TimeoutError:
+            if not await self._join(self.emptied, self.cfg.worker_reload_mercy):
                 logger.error("worker %d: %d connections still open after %ds, closing them",
                              self.wid, len(self.connections), self.cfg.worker_reload_mercy)
                 for conn in list(self.connections):
                     conn.drop()
                 await asyncio.sleep(0)  # let the cancelled requests unwind
+        loop.remove_reader(self.wake_r)
         await self.lifespan.shutdown()
+
+    async def _join(self, emptied: asyncio.Future, seconds: float) -> bool:
+        """Wait up to `seconds` for the last connection to close; a quick stop meanwhile leaves at
+        once (check_quit raises). True when they all closed."""
+        deadline = time.monotonic() + seconds
+        while not emptied.done() and (left := deadline - time.monotonic()) > 0:
+            self.woke.clear()
+            woke = self.loop.create_task(self.woke.wait())
+            await asyncio.wait({emptied, woke}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            woke.cancel()
+            self.check_quit()
+        return emptied.done()
 
     def _tick(self) -> None:
         """The loop's heartbeat, from a timer: it stops only when the loop itself is stuck, which

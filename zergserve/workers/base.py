@@ -14,6 +14,7 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Callable
@@ -35,6 +36,14 @@ _ACCEPT_SHORT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGUSR1}
 
 
+class QuickStop(BaseException):
+    """A quick stop (QUIT, or INT on an instance) unwinding the worker's main thread to run(), which
+    exits at once. Raised by the worker's loop when it sees the stop recorded, and by the handler
+    itself only while the main thread is inside the app (no loop would look before the app
+    returns). A BaseException that is no SystemExit: the adapters turn an app's SystemExit into a
+    500, an app's `except Exception` does not catch it, and the connection's cleanups still run."""
+
+
 class Worker:
     """Base worker; subclasses implement serve_forever()."""
 
@@ -49,7 +58,10 @@ class Worker:
         self.row = scoreboard.writer(wid)
         self.close_fds = close_fds
         self.alive = True
-        self.paused = False
+        self.paused = False  # as recorded by TSTP; the loop applies it when it wakes
+        self.pause_applied: bool | None = None  # as the loop applied it (None: not yet): what a finished request shows
+        self.quitting = False  # QUIT (INT on an instance): leave now, whatever is in hand
+        self.in_app = False  # the main thread runs the app's code (boot, a sync worker's request): see QuickStop
         self.recycling = False  # leaving on its own (max-requests, SIGHUP): the others serve the queue
         self.leaving = False  # INT on a zerg: finish the request in hand, leave the queue to the others
         self.zerg = any(listener.attached for listener in listeners)
@@ -59,6 +71,7 @@ class Worker:
         self.ready_fd = -1  # the master's "a worker is ready" pipe, set by the master after the fork
         self.lifeline_fd = -1  # read end of the pipe whose closing says the master died (lifeline.py)
         self.orphan = False
+        self.orphan_lock = threading.Lock()  # the lifeline's watcher and the loop's getppid() check
         self.ppid = os.getppid()  # forked by the master: this is its pid
         self.on_exit: Callable[[], None] | None = None  # set by the master: hooks for a worker that leaves
 
@@ -71,7 +84,11 @@ class Worker:
         """Boot and serve; always ends the process."""
         code = EXIT_OK
         try:
+            self.in_app = True  # a lazy app's import may take long: a quick stop need not wait for it
             self.boot()
+            self.in_app = False
+        except QuickStop:
+            os._exit(EXIT_OK)
         except app_loader.AppLoadError as exc:
             logger.error("worker %d: cannot load the app: %s", self.wid, exc)
             if exc.__cause__ is not None:
@@ -84,6 +101,9 @@ class Worker:
             self.row.set_status(PAUSED if self.paused else IDLE)  # respawned while the master is paused
             self.announce_ready()
             self.serve_forever()
+        except QuickStop:
+            self.row.set_status(STOPPING)
+            os._exit(EXIT_OK)  # no exit hooks, no flush: what the master asked for is gone at once
         except Exception:
             logger.error("worker %d: crashed:\n%s", self.wid, traceback.format_exc().rstrip())
             code = 1
@@ -146,12 +166,13 @@ class Worker:
         logger.error("worker %d: %s", self.wid, message)
 
     def install_signals(self) -> None:
-        """Signals only set flags; the wake-up pipe interrupts whatever the loop is waiting on."""
+        """Handlers only record what was asked (flags); the wake-up pipe interrupts whatever the loop
+        waits on, and the loop acts. The one exception is QuickStop, see `_quit`."""
         self.wake_r, self.wake_w = wakeup_pipe()
         signal.signal(signal.SIGTERM, self._graceful_stop)
         signal.signal(signal.SIGHUP, self._recycle)
         signal.signal(signal.SIGINT, self._interrupt)
-        signal.signal(signal.SIGQUIT, self._quick_stop)
+        signal.signal(signal.SIGQUIT, self._quit)
         signal.signal(signal.SIGTSTP, self._toggle_pause)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         signal.signal(signal.SIGTTIN, signal.SIG_IGN)
@@ -168,43 +189,75 @@ class Worker:
         self.recycling = True
         self.alive = False
 
-    def _quick_stop(self, signum: int, frame: Any) -> None:
-        os._exit(EXIT_OK)
+    def _quit(self, signum: int, frame: Any) -> None:
+        """Quick stop: recorded for the loop (done() raises QuickStop); raised here only while the
+        main thread is inside the app, which may not return for minutes (gunicorn's workers raise
+        SystemExit in their QUIT handler; the master's SIGKILL after a mercy stays the last resort)."""
+        self.quitting = True
+        self.alive = False
+        if self.inside_app():
+            raise QuickStop
+
+    def check_quit(self) -> None:
+        """For the loops, whenever they wake: raise QuickStop once a quick stop was recorded."""
+        if self.quitting:
+            raise QuickStop
+
+    def inside_app(self) -> bool:
+        """Whether the main thread, where handlers run, is running the app's code rather than this
+        worker's loop (an event-loop worker says whether its loop is waiting)."""
+        return self.in_app
 
     def _interrupt(self, signum: int, frame: Any) -> None:
         """Quick on an instance; on a zerg the server still holds the sockets, so the request in
         hand can finish while the queue waits for the server's other workers."""
         if not self.zerg:
-            os._exit(EXIT_OK)
+            self._quit(signum, frame)
+            return
         self.leaving = True
         self.alive = False
 
     def _toggle_pause(self, signum: int, frame: Any) -> None:
+        """Recorded only: each loop stops or resumes accepting and writes the row's status."""
         self.paused = not self.paused
-        self.row.set_status(PAUSED if self.paused else IDLE)
+
+    def pause_changed(self) -> bool:
+        """For the loops, whenever they wake: True when TSTP changed `paused` since the loop last
+        applied it (and on its first turn), which it now applies: stop or resume accepting, write
+        the row's status."""
+        if self.pause_applied is self.paused:
+            return False
+        self.pause_applied = self.paused
+        return True
 
     def drain_wakeups(self) -> None:
         drain(self.wake_r)
 
-    def _master_died(self, signum: int, frame: Any) -> None:
-        """SIGIO from the lifeline: the master is gone, even if this worker is inside a request."""
-        if parent_death.cut(self.lifeline_fd):  # not getppid(): the kernel closes the master's files first
-            self._orphaned()
+    def _master_died(self) -> None:
+        """From the lifeline's watcher (parent_death.watch): the master is gone, even if this
+        worker's main thread is inside a request; the loop wakes to leave."""
+        self._orphaned()
+        try:
+            os.write(self.wake_w, b"o")
+        except OSError:
+            pass  # full: the loop is being woken already
 
     def orphaned(self) -> bool:
         """True once the master is gone (even SIGKILLed): a worker never outlives it."""
         if os.getppid() != self.ppid:
             self._orphaned()
             return True
-        return False
+        return self.orphan
 
     def _orphaned(self) -> None:
         """Stop accepting and give up the listening sockets now, so that a new master can bind
-        them; finish what is in hand within --worker-reload-mercy (SIGALRM ends the process)."""
-        if self.orphan:
-            return
+        them; finish what is in hand within --worker-reload-mercy (then SIGALRM, whose default
+        action ends the process: no handler needed)."""
+        with self.orphan_lock:
+            if self.orphan:
+                return
+            self.orphan = True
         logger.error("worker %d: master %d is gone, exiting", self.wid, self.ppid)
-        self.orphan = True
         self.alive = False
         self.paused = True  # nobody will answer the queue's clients: leave at once
         signal.alarm(max(1, self.cfg.worker_reload_mercy))
@@ -216,7 +269,9 @@ class Worker:
             listener.sock.close()
 
     def done(self) -> bool:
-        """True when the worker should leave its loop: told to stop, max-requests reached, or orphaned."""
+        """True when the worker should leave its loop: told to stop, max-requests reached, or orphaned.
+        Raises QuickStop after a quick stop: the loop leaves everything in hand."""
+        self.check_quit()
         if self.alive and self.orphaned():
             return True
         if self.max_requests and self.row.requests >= self.max_requests:
@@ -259,6 +314,7 @@ class Worker:
         budget = self.cfg.listen
         pending = list(self.listeners)
         while pending and budget > 0 and time.monotonic() < deadline and not self.leaving:
+            self.check_quit()
             for listener in list(pending):
                 try:
                     conn, peer = listener.sock.accept()  # under gevent, the patched socket class
@@ -266,7 +322,11 @@ class Worker:
                     pending.remove(listener)
                     continue
                 budget -= 1
-                take(conn, peer, listener)
+                self.in_app = True  # a sync or gthread worker serves it here, in the main thread
+                try:
+                    take(conn, peer, listener)
+                finally:
+                    self.in_app = False
 
 
 def head_limits(cfg: config.Config) -> Limits:
@@ -315,10 +375,10 @@ class SharedRow:
             if self.line != self.shown:
                 self.row.show(self.line)
                 self.shown = self.line
-            self.row.end(sent, elapsed, failed, busy_since=time.time())
+            self.row.end(sent, elapsed, failed, busy_since=time.monotonic())
         else:
             self.row.end(sent, elapsed, failed)
-            if self.worker.paused:
+            if self.worker.pause_applied:  # not `paused`: a TSTP and its undo before the loop woke show nothing
                 self.row.set_status(PAUSED)
 
     @property

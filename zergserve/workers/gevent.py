@@ -15,6 +15,7 @@ blocking call), never one whose requests only wait.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from zergserve import connection
 from zergserve.log import logger
 from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
-from zergserve.workers.base import SharedRow, Worker, tick_interval
+from zergserve.workers.base import QuickStop, SharedRow, Worker, tick_interval
 
 
 
@@ -32,10 +33,23 @@ class GeventWorker(Worker):
     keep_alive = True
 
     def boot(self) -> None:
+        import gevent
         from gevent import monkey
         monkey.patch_all()
-        super().boot()
+        super().boot()  # before the hub exists: gevent's os.close() defers closing fds it may watch
+        self.hub = hub = gevent.get_hub()
+        # QuickStop raised in a request's greenlet (see inside_app) goes to the main greenlet, which
+        # leaves the loop, and is no error to print.
+        hub.SYSTEM_ERROR = (*hub.SYSTEM_ERROR, QuickStop)
+        hub.NOT_ERROR = (*hub.NOT_ERROR, QuickStop)
         self.ctx.row = SharedRow(self.row, self)
+
+    def inside_app(self) -> bool:
+        """Handlers run in whichever greenlet holds the main thread: a request's greenlet means the
+        hub is not running (the app computes, or blocks in a call gevent did not patch), so the
+        wake-up pipe would not be looked at before it yields."""
+        import gevent
+        return self.in_app or gevent.getcurrent() not in (self.hub, self.hub.parent)
 
     def serve_forever(self) -> None:
         import gevent
@@ -46,16 +60,17 @@ class GeventWorker(Worker):
         acceptors: list[Any] = []
         ticker = gevent.spawn(self._tick)
         while not self.done():
-            if self.paused and acceptors:
-                gevent.killall(acceptors)
-                acceptors = []
-                self.row.set_status(PAUSED)
-            elif not self.paused and not acceptors:
-                acceptors = [gevent.spawn(self._accept_forever, listener, pool) for listener in self.listeners]
-                if not self.ctx.row.inflight:
-                    self.row.set_status(IDLE)
+            if self.pause_changed():
+                if self.pause_applied:
+                    gevent.killall(acceptors)
+                    acceptors = []
+                    self.row.set_status(PAUSED)
+                else:
+                    acceptors = [gevent.spawn(self._accept_forever, listener, pool) for listener in self.listeners]
+                    if not self.ctx.row.inflight:
+                        self.row.set_status(IDLE)
             try:
-                wait_read(self.wake_r, timeout=1.0, timeout_exc=TimeoutError)  # done() also looks at orphaning
+                wait_read(self.wake_r, timeout=1.0, timeout_exc=TimeoutError)  # done() also looks at orphaning, QUIT
                 self.drain_wakeups()
             except TimeoutError:
                 pass
@@ -65,10 +80,37 @@ class GeventWorker(Worker):
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         self.close_idle()
         self.drain_queue(lambda conn, peer, listener: pool.spawn(connection.serve, conn, peer, listener, self.ctx))
-        if not pool.join(timeout=self.cfg.worker_reload_mercy):
+        if not self._join(pool, self.cfg.worker_reload_mercy):
             logger.error("worker %d: %d connections still open after %ds, closing them",
                          self.wid, len(pool), self.cfg.worker_reload_mercy)
         ticker.kill()
+
+    def _join(self, pool: Any, seconds: float) -> bool:
+        """Wait up to `seconds` for the pool's connections to end; a quick stop meanwhile leaves at
+        once (the wake-up pipe wakes this wait, check_quit raises). True if they all ended."""
+        import gevent
+        from gevent.socket import wait_read
+
+        def joined() -> None:
+            pool.join()
+            try:
+                os.write(self.wake_w, b"j")
+            except OSError:
+                pass  # full: this wait is being woken already
+
+        joiner = gevent.spawn(joined)
+        deadline = time.monotonic() + seconds
+        try:
+            while not joiner.dead and (left := deadline - time.monotonic()) > 0:
+                try:
+                    wait_read(self.wake_r, timeout=left, timeout_exc=TimeoutError)
+                except TimeoutError:
+                    break
+                self.drain_wakeups()
+                self.check_quit()
+        finally:
+            joiner.kill()
+        return not len(pool)
 
     def _tick(self) -> None:
         """The hub's heartbeat, from a greenlet: it stops only when the hub is stuck (CPU-bound code

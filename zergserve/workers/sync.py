@@ -7,6 +7,7 @@ kept a connection open would leave every other client waiting in the backlog.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import select
@@ -43,14 +44,15 @@ class SyncWorker(Worker):
         poller.register(self.wake_r, select.EPOLLIN)
         registered = False
         while not self.done():
-            if registered == self.paused:
+            if self.pause_changed():
                 for fd in by_fd:
-                    if self.paused:
-                        poller.unregister(fd)
-                    else:
+                    if not self.pause_applied:
                         poller.register(fd, _ACCEPT_EVENTS)
-                registered = not self.paused
-                self.row.set_status(PAUSED if self.paused else IDLE)  # a request that ended meanwhile said idle
+                    elif registered:
+                        with contextlib.suppress(OSError):  # closed by the lifeline's watcher meanwhile
+                            poller.unregister(fd)
+                registered = not self.pause_applied
+                self.row.set_status(PAUSED if self.pause_applied else IDLE)  # a request that ended meanwhile said idle
             events = poller.poll(1.0)
             if not events:
                 self.row.heartbeat()
@@ -87,7 +89,11 @@ class SyncWorker(Worker):
                     time.sleep(backoff)
                     return
             else:
-                connection.serve(conn, peer, listener, ctx)
+                self.in_app = True  # a QUIT now cannot wait for the loop: see Worker._quit
+                try:
+                    connection.serve(conn, peer, listener, ctx)
+                finally:
+                    self.in_app = False
             if not self.alive or self.paused or (self.max_requests and self.row.requests >= self.max_requests):
                 return  # serve_forever's done() says why (and looks for a dead master, a syscall)
 

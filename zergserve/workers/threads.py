@@ -32,6 +32,7 @@ from zergserve.log import logger
 from zergserve.scoreboard import BUSY, IDLE, PAUSED, CoreWriter, RowWriter
 from zergserve.sockets import Listener
 from zergserve.workers.base import Worker
+from zergserve.wakeup import start_thread
 from zergserve.workers.sync import _ACCEPT_EVENTS
 
 _PARKED_EVENTS = select.EPOLLIN | select.EPOLLONESHOT
@@ -65,20 +66,15 @@ class ThreadsWorker(Worker):
         self.lock = threading.Lock()
         self.stop_r, self.stop_w = os.pipe2(os.O_CLOEXEC)  # readable at the stop: every thread leaves
         self.poller.register(self.stop_r, select.EPOLLIN)
-        pool = [threading.Thread(target=self._thread, args=(i,), name=f"core {i}", daemon=True)
-                for i in range(self.cfg.threads)]
-        for thread in pool:
-            thread.start()
-        accepting = False
+        pool = [start_thread(self._thread, f"core {i}", i) for i in range(self.cfg.threads)]
         while not self.done():
-            if accepting == self.paused:
+            if self.pause_changed():
                 for fd in self.by_fd:
-                    if self.paused:
+                    if self.pause_applied:
                         self._forget(fd)
                     else:
                         self.poller.register(fd, _ACCEPT_EVENTS)
-                accepting = not self.paused
-                self.row.set_status(PAUSED if self.paused else BUSY if self.rows.full else IDLE)
+                self.row.set_status(PAUSED if self.pause_applied else BUSY if self.rows.full else IDLE)
             ready, _, _ = select.select([self.wake_r], [], [], self._expire())
             if ready:
                 self.drain_wakeups()
@@ -95,6 +91,7 @@ class ThreadsWorker(Worker):
             self.parked.clear()
         self.drain_queue(lambda conn, peer, listener: connection.serve(conn, peer, listener, self.ctx))
         os.write(self.stop_w, b"x")
+        self.in_app = True  # the main thread now waits on the app's requests: a QUIT cannot wait for them
         deadline = time.monotonic() + self.cfg.worker_reload_mercy
         for thread in pool:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -225,7 +222,7 @@ class CoreRows:
 
     def _status(self) -> None:
         """Busy only when every thread is; the row's request start stays the oldest in flight."""
-        if self.worker.paused:
+        if self.worker.pause_applied:
             self.row.set_status(PAUSED)
         else:
             self.row.set_status(BUSY if self.full else IDLE)
