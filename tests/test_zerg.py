@@ -657,9 +657,10 @@ def test_a_flood_of_refused_peers_writes_a_few_lines(spawn, workdir):
         pytest.skip("needs root to connect as another uid")
     name = f"@zs-flood-{os.getpid()}-{time.monotonic_ns()}"
     stats = str(workdir / "flood.stats")
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    main = spawn("--module", "echo:application", "--http", addr, "--zerg-server", name, "--stats", stats, wait=addr)
+    listener = bound()
+    addr = listener.addr
+    main = spawn("--module", "echo:application", "--http", listener.arg, "--zerg-server", name, "--stats", stats,
+                 wait=addr)
     main.wait_log("zerg server enabled")
     before = len(main.log())
     count = 20000
