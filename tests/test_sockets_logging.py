@@ -286,7 +286,9 @@ def test_no_fd_leak_across_reloads(spawn, workdir):
                 pass
         return sorted(inventory)
 
-    wait_for(lambda: len(server.worker_pids()) == 1)
+    # Settled first: the worker has reported ready (a forked child shows in /proc before the master is
+    # done with what it set up for it).
+    wait_for(lambda: [w["status"] for w in fetch(stats)["workers"]] == ["idle"], message="the worker idle")
     before = fds()
     for _ in range(3):
         old = set(server.worker_pids())
