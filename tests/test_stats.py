@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import APPS, ROOT, fetch, http_request, wait_for
+from conftest import APPS, ROOT, connect, fetch, http_request, recv_all, wait_for
 
 WARNING = "is reachable from other hosts"
 
@@ -85,11 +85,7 @@ def test_stats_http_answers_a_client_that_sent_a_request(spawn, workdir):
         assert head.startswith(b"HTTP/1.0 200 OK") and json.loads(body)["pid"] == server.pid
     # What a loaded host does to curl: its request arrives after the reply went out (here, after the
     # client read it to the server's end of sending). The server still takes it: no EPIPE, no reset.
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(5)
-        sock.connect(stats)
-        reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
+    with connect(stats) as sock:
+        reply = recv_all(sock)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: curl\r\nAccept: */*\r\n\r\n")
     assert json.loads(reply.partition(b"\r\n\r\n")[2])["pid"] == server.pid
