@@ -39,6 +39,22 @@ def test_every_option_is_one_row():
         assert not (opt.flag and opt.repeatable), opt.name
 
 
+def test_config_has_one_typed_attribute_per_option():
+    """view.Config and the table stay in step: each option an attribute whose annotation is its
+    converter's type (a list of it when repeatable, optional when the default is None), and the
+    default fits it; no attribute without an option."""
+    import typing
+    hints = typing.get_type_hints(config.Config)
+    for opt in config.OPTIONS:
+        converted = typing.get_type_hints(opt.type)["return"]
+        expected = (list[converted] if opt.repeatable
+                    else converted | None if opt.default is None else converted)
+        assert hints.get(opt.attr) == expected, f"Config.{opt.attr}: {hints.get(opt.attr)}, not {expected}"
+        assert opt.default is None or opt.repeatable or type(opt.default) is converted, opt.name
+    options = {opt.attr for opt in config.OPTIONS}
+    assert set(hints) - options == {"sources", "placeholders", "warnings"}, "attributes that are no option"
+
+
 def test_defaults_are_uwsgis():
     cfg = load([], {})
     assert (cfg.processes, cfg.listen, cfg.buffer_size, cfg.max_vars, cfg.socket_timeout) == (1, 100, 4096, 64, 4)

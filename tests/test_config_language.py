@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from zergserve import __version__, config, configfile
+from zergserve import __version__, config
+from zergserve.config import files, hints
 from zergserve.config import ConfigError, load, parse_file
 
 
@@ -94,7 +95,7 @@ def test_global_magic_variables(tmp_path):
 
 def test_path_hash_is_uwsgis():
     """%j is uWSGI's djb33x of %p, bytes in memory order: uWSGI 2.0.31 gave A589277F for this path."""
-    assert configfile._djb33x("/tmp/ini-lang/a.ini") == "A589277F"
+    assert files._djb33x("/tmp/ini-lang/a.ini") == "A589277F"
 
 
 def test_upper_case_magic_is_the_first_file(tmp_path):
@@ -373,9 +374,9 @@ def test_migration_tables_say_what_the_table_does(doc):
             elif ours == "accepted":
                 assert config.find(name).group == "compat", (doc, name)
             elif ours == "in files":
-                assert name in configfile.BLOCK_KIND or name in configfile.ENDS, (doc, name)
+                assert name in files.BLOCK_KIND or name in files.ENDS, (doc, name)
             elif ours == "—":
                 assert config.find(name) is None, (doc, name)
-                assert "did you mean" not in config._unknown(name), (doc, name)
+                assert "did you mean" not in hints.unknown(name), (doc, name)
             else:
                 assert config.find(ours.strip("`")) is not None, (doc, ours)

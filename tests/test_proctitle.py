@@ -4,6 +4,7 @@ a zergpool, and uWSGI's --procname, --procname-master, --procname-append, --auto
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -56,6 +57,16 @@ def test_procname_options(spawn, workdir):
                    wait=addr)
     wait_for(lambda: [cmdline(pid) for pid in server.worker_pids()] == ["x-shop-w (prod)"], message="worker")
     assert cmdline(server.pid) == "x-shop-m (prod)"
+
+
+def test_the_apps_own_title_is_framed_too(spawn, workdir):
+    """uwsgi.setprocname() gets the prefix (the spaced one here) and the append, as uWSGI's does."""
+    addr = str(workdir / "h.sock")
+    server = spawn("--module", "uwsgi_api:application", "--http", addr, "--procname-prefix-spaced", "acme",
+                   "--procname-append", " (prod)", wait=addr)
+    status, _, body = http_request(addr, path="/procname")
+    assert status == 200 and json.loads(body)["title"] == "acme uwsgi-app-title (prod)"
+    assert cmdline(server.pid) == "acme zergserve master [uwsgi_api] (prod)"
 
 
 def test_auto_procname_false_keeps_the_command_line(spawn, workdir):

@@ -18,10 +18,13 @@ import os
 import re
 import time
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from zergserve import proxy
 from zergserve.log import LogFile, quoted
+
+if TYPE_CHECKING:  # config imports this module (its log-format check)
+    from zergserve.config import Config
 
 PRESETS = {
     "zergserve": '%(addr) "%(method) %(uri) %(proto)" %(status) %(rsize) %(mstime)ms w%(wid)',
@@ -145,7 +148,7 @@ def _addr(ex: Any) -> str:
         return ex.variables.get("REMOTE_ADDR") or "-"
     request = ex.request
     if request is not None:
-        fields = {}
+        fields: dict[str, str] = {}
         for name, value in request.headers:
             if name in ("x-forwarded-proto", "x-forwarded-for", "forwarded"):
                 fields[name] = f"{fields[name]},{value}" if name in fields else value
@@ -311,7 +314,7 @@ def writer(target: str | None, datefmt: str | None, maxsize: int = 0, touch: tup
     return write
 
 
-def from_config(cfg: Any, ctx: Any) -> AccessLog | None:
+def from_config(cfg: Config, ctx: Any) -> AccessLog | None:
     """The worker's access log, or None when no line could ever be written."""
     filtered = cfg.log_4xx or cfg.log_5xx or cfg.log_slow
     if (cfg.disable_logging and not filtered) or _LEVELS[cfg.log_level] > _LEVELS["info"]:

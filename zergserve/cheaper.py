@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from zergserve.config import Config
 from zergserve.log import logger
 from zergserve.scoreboard import BUSY, Row
 
@@ -42,7 +43,7 @@ class CheaperError(ValueError):
     """A cheaper configuration that cannot work, for the start error."""
 
 
-def check(cfg: Any) -> None:
+def check(cfg: Config) -> None:
     """Raise CheaperError naming the options that do not fit together."""
     if not cfg.cheaper:
         return
@@ -118,7 +119,7 @@ class Cheaper:
 class Spare:
     """uWSGI's default: count how long every worker has been busy, or at least one idle."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.overloaded_since: float | None = None
         self.idle_since: float | None = None
@@ -149,7 +150,7 @@ class Spare:
 class Backlog:
     """The sockets' accept queues against --cheaper-overload, every cycle."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
 
     def decide(self, rows: list[Row], room: int, queued: int, can_retire: bool) -> tuple[int, str]:
@@ -165,7 +166,7 @@ class Busyness:
     """uWSGI's cheaper_busyness: the share of each period the workers spent in requests, with a
     cheaping delay that grows when workers are stopped too eagerly, and a watch on the queue."""
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.period = float(max(cfg.cheaper_overload, cfg.check_interval))
         self.multiplier = cfg.cheaper_busyness_multiplier
@@ -252,4 +253,4 @@ class Busyness:
             self._log("decreasing cheaper multiplier to %d", self.multiplier)
 
 
-_ALGOS = {"spare": Spare, "backlog": Backlog, "busyness": Busyness}
+_ALGOS: dict[str, type[Spare | Backlog | Busyness]] = {"spare": Spare, "backlog": Backlog, "busyness": Busyness}

@@ -45,6 +45,7 @@ import time
 from typing import Any, Callable
 
 from zergserve import __version__, compat, exitcodes, handover, metrics, proctitle, sockets
+from zergserve.config import Config
 from zergserve.exitcodes import StartError
 from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
@@ -98,7 +99,7 @@ class Retiring:
 class Master:
     """Supervises a pool of workers of one class over a set of listeners."""
 
-    def __init__(self, cfg: Any, listeners: list[sockets.Listener], app: Any, worker_class: type,
+    def __init__(self, cfg: Config, listeners: list[sockets.Listener], app: Any, worker_class: type,
                  argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None,
                  hooks: Hooks | None = None, inherited: dict[str, Any] | None = None) -> None:
         """`inherited`: what the previous image handed over (handover.take), None on a fresh start."""
@@ -837,7 +838,7 @@ class Master:
         return metrics.render(metrics.instance(self.stats_document(), totals))
 
 
-def fork_worker(worker_class: type, wid: int, cfg: Any, listeners: list[sockets.Listener], app: Any,
+def fork_worker(worker_class: type, wid: int, cfg: Config, listeners: list[sockets.Listener], app: Any,
                 scoreboard: Scoreboard, close_fds: list[int], ready_w: int, paused: bool = False,
                 child_setup: Callable[[], None] | None = None,
                 on_exit: Callable[[], None] | None = None, lifeline_fd: int = -1) -> int:
@@ -873,7 +874,7 @@ def fork_worker(worker_class: type, wid: int, cfg: Any, listeners: list[sockets.
     return pid
 
 
-def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
+def open_stats(cfg: Config, document: Callable[[], dict[str, Any]]) -> StatsServer:
     try:
         return StatsServer(cfg.stats, document, http=cfg.stats_http, minified=cfg.stats_minified,
                            chmod=cfg.chmod_socket)
@@ -881,7 +882,7 @@ def open_stats(cfg: Any, document: Callable[[], dict[str, Any]]) -> StatsServer:
         raise StartError(f"stats server: {exc}") from None
 
 
-def open_metrics(cfg: Any, document: Callable[[], str]) -> metrics.MetricsServer:
+def open_metrics(cfg: Config, document: Callable[[], str]) -> metrics.MetricsServer:
     try:
         return metrics.MetricsServer(cfg.metrics, document, chmod=cfg.chmod_socket)
     except sockets.AddressError as exc:
@@ -896,7 +897,7 @@ def write_pidfile(path: str) -> None:
         raise StartError(f"cannot write pidfile {path}: {exc.strerror or exc}") from None
 
 
-def check_start(cfg: Any, held_names: list[str]) -> None:
+def check_start(cfg: Config, held_names: list[str]) -> None:
     """For the reload check: raise StartError unless a new master could create its stats and metrics
     sockets and pidfile. The addresses the running master holds (`held_names`, canonical) are
     not probed: the master closes them just before its re-exec."""

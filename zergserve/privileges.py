@@ -16,8 +16,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from zergserve.config import Config
 from zergserve.log import logger
 
 
@@ -33,7 +34,7 @@ class Identity(NamedTuple):
     user: str | None  # the user's name, for initgroups; None without a passwd entry
 
 
-def prepare(cfg: Any) -> Identity | None:
+def prepare(cfg: Config) -> Identity | None:
     """At startup, before anything is bound or created: set --umask; resolve --uid, --gid and
     --chown-socket and check that this process can take that identity (PrivilegeError if not)."""
     if cfg.umask is not None:

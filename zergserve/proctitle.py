@@ -5,40 +5,50 @@ emperor and a zergpool, the masters of their roles), `--procname` names every pr
 option does not; otherwise, with `--auto-procname` (on by default here; uWSGI's default is off),
 the title names the role and the app: `zergserve master [shop.ini]`, `zergserve worker 2
 [mysite.wsgi]`. `--procname-prefix` (or `--procname-prefix-spaced`) and `--procname-append` frame
-every title. With `auto-procname = false` and none of these, titles stay the command line.
+every title, the app's own `uwsgi.setprocname()` included, as uWSGI frames them. With `auto-procname = false` and none of these, titles stay the command line.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from setproctitle import setproctitle
+
+from zergserve.config import Config
 
 _APP_OPTIONS = ("module", "wsgi-file")
 _SOCKET_OPTIONS = ("http", "socket", "zerg", "zergpool", "emperor")
 
 
-def set_title(cfg: Any, role: str, master: bool = False) -> None:
+def set_title(cfg: Config, role: str, master: bool = False) -> None:
     """Title this process for `role` ('master', 'worker 2', 'emperor', 'zergpool')."""
     text = title(cfg, role, master)
     if text is not None:
         setproctitle(text)
 
 
-def title(cfg: Any, role: str, master: bool = False) -> str | None:
+def title(cfg: Config, role: str, master: bool = False) -> str | None:
     """The title of a process of `role`; None to leave the command line as it is."""
-    prefix = cfg.procname_prefix or (cfg.procname_prefix_spaced + " " if cfg.procname_prefix_spaced else "")
     name = (cfg.procname_master if master else None) or cfg.procname
     if not name:
-        if not (cfg.auto_procname or prefix or cfg.procname_append):
+        if not (cfg.auto_procname or _prefix(cfg) or cfg.procname_append):
             return None
         label = app_label(cfg)
         name = f"zergserve {role} [{label}]" if label else f"zergserve {role}"
-    return prefix + name + cfg.procname_append
+    return framed(cfg, name)
 
 
-def app_label(cfg: Any) -> str:
+def framed(cfg: Config, name: str) -> str:
+    """`name` between the prefix and --procname-append: every title zergserve sets."""
+    return _prefix(cfg) + name + cfg.procname_append
+
+
+def _prefix(cfg: Config) -> str:
+    """--procname-prefix, or --procname-prefix-spaced and a space (uWSGI's two spellings of one prefix)."""
+    return cfg.procname_prefix or (cfg.procname_prefix_spaced + " " if cfg.procname_prefix_spaced else "")
+
+
+def app_label(cfg: Config) -> str:
     """What names this instance among others on the host: the config file that names the app (or,
     failing that, its sockets, or any config file), else the app's module or file, else the
     emperor's vassal directories or the zergpool's socket."""

@@ -27,6 +27,7 @@ import time
 from typing import Any, Callable
 
 from zergserve import exitcodes
+from zergserve.config import Config
 from zergserve.inotify import Inotify
 from zergserve.log import logger
 
@@ -111,7 +112,7 @@ def module_files() -> list[str]:
     return sorted(files)
 
 
-def lazy_app_files(cfg: Any) -> list[str]:
+def lazy_app_files(cfg: Config) -> list[str]:
     """With --lazy-apps the master never imports the app: a throwaway child imports it and
     reports the module files it then has (development mode only; the master stays clean)."""
     from zergserve import app as app_loader

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
+from zergserve.config import Config
 from zergserve.log import logger, printable
 
 _CHUNK = 65536  # read size where a body is not sent with sendfile (ranges, ASGI)
@@ -97,7 +98,7 @@ class Files:
                                os.fsdecode(mount.root), os.fsdecode(mount.prefix or b"/"))
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Files":
+    def from_config(cls, cfg: Config) -> "Files":
         return cls(cfg.check_static, cfg.static_map, cfg.static_map2, cfg.static_index, cfg.static_safe,
                    cfg.static_expires, cfg.static_expires_type, cfg.mimefile)
 
@@ -202,7 +203,7 @@ class Files:
             if span == "unsatisfiable":
                 file.close()
                 return Answer(416, [*headers, (b"Content-Range", b"bytes */%d" % size), (b"Content-Length", b"0")])
-            if span is not None:
+            if isinstance(span, tuple):  # else None: the header is ignored
                 status, (offset, length) = 206, span
                 headers.append((b"Content-Range", b"bytes %d-%d/%d" % (offset, offset + length - 1, size)))
         headers.append((b"Content-Length", b"%d" % length))

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zergserve import exitcodes, sockets
+from zergserve.config import Config
 from zergserve.parent_death import die_with_parent
 from zergserve.log import logger
 from zergserve.master import fork_worker
@@ -31,7 +32,7 @@ from zergserve.scoreboard import Scoreboard
 from zergserve.workers import cores
 
 
-def run(cfg: Any, app: Any, worker_class: type) -> int:
+def run(cfg: Config, app: Any, worker_class: type) -> int:
     """Boot the trial worker (on `app`, or loading it itself when None: --lazy-apps), ask it the
     check URLs, stop it; 0 when the reload may go on."""
     deadline = time.monotonic() + max(cfg.worker_reload_mercy, 1)

@@ -18,7 +18,7 @@ import os
 import selectors
 import signal
 from collections.abc import Sequence
-from typing import Any
+
 
 from zergserve import config, exitcodes, handover, privileges, proctitle, sockets
 from zergserve.emperor import protocol
@@ -38,7 +38,7 @@ def parse(spec: str) -> tuple[str, list[str]]:
     return path, items
 
 
-def run(cfg: Any, argv: Sequence[str] = (), emperor_fd: int | None = None,
+def run(cfg: config.Config, argv: Sequence[str] = (), emperor_fd: int | None = None,
         inherited: dict | None = None) -> int:
     """Bind every pool and answer zergs until TERM/INT/QUIT (or the emperor says stop); HUP is harmless.
     `inherited`: the sockets a reload's previous image handed over (handover.py)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from typing import Any
+
+from zergserve.config import Config
 
 
-def install(cfg: Any) -> bool:
+def install(cfg: Config) -> bool:
     """Make `import uwsgi` (and `import uwsgidecorators`) work for the app; False if a real uwsgi
     module is importable and was left alone. Call after --chdir/--pythonpath, before the app loads."""
     if "uwsgi" in sys.modules or importlib.util.find_spec("uwsgi") is not None:

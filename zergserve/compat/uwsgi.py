@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from setproctitle import setproctitle
 
-from zergserve import __version__, config
+from zergserve import __version__, config, proctitle
 from zergserve.log import logger
 
 version = __version__.encode()
@@ -45,14 +45,16 @@ _master_pid = os.getpid()
 _lock_fd = -1
 _thread_locks: dict[int, threading.Lock] = {}
 _mule_hook: Callable[[bytes], Any] | None = None
+_cfg: config.Config | None = None  # for setprocname's --procname-prefix and --procname-append
 
 
-def configure(cfg: Any) -> None:
+def configure(cfg: config.Config) -> None:
     """Fill in what the configuration says (the master, before any fork)."""
-    global numproc, buffer_size, _master_pid
+    global numproc, buffer_size, _master_pid, _cfg
     numproc = cfg.processes
     buffer_size = cfg.buffer_size
     _master_pid = os.getpid()
+    _cfg = cfg
     opt.clear()
     for option in config.OPTIONS:  # what zergserve always does (enable-threads, master...) is on
         if option.flag and getattr(cfg, option.attr):
@@ -125,7 +127,8 @@ def _signal_master(signum: int) -> bool:
 
 
 def setprocname(name: str) -> None:
-    setproctitle(name)
+    """The title, between --procname-prefix(-spaced) and --procname-append, as uWSGI sets it."""
+    setproctitle(proctitle.framed(_cfg, name) if _cfg is not None else name)
 
 
 def log(message: str) -> bool:

@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from zergserve import __version__, metrics, proctitle, sockets
+from zergserve.config import Config
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.broodlord import Broodlord
 from zergserve.emperor.monitor import Inotify, Monitor, build_monitor, only_non_vassal_writes
@@ -45,7 +46,7 @@ _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal
 
 
 class Emperor:
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.notify = Notifier.take(os.environ)  # taken out first: vassals inherit the environment
         self.notified_vassals = -1

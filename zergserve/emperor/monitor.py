@@ -19,18 +19,20 @@ import selectors
 import stat
 from typing import Any, Callable
 
+from zergserve.config import Config, files
 from zergserve.inotify import Inotify
 
 from zergserve.emperor import tyrant
 from zergserve.log import logger, printable
 
-VALID_EXTENSIONS = (".ini", ".json", ".js", ".toml") + (
-    (".yml", ".yaml") if importlib.util.find_spec("yaml") is not None else ())
+# The kinds of config file a vassal may be (yaml only where PyYAML is installed to read it).
+VALID_EXTENSIONS = files.extensions(files.READ if importlib.util.find_spec("yaml") is not None
+                                    else tuple(kind for kind in files.READ if kind != "yaml"))
 _IGNORED_SUFFIXES = (".skel", "~", ".swp", ".swx", ".tmp", ".bak")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def build_monitor(arg: str, cfg: Any) -> Monitor:
+def build_monitor(arg: str, cfg: Config) -> Monitor:
     """The monitor for one --emperor argument; ValueError for an unknown scheme or a bad argument."""
     scheme = _SCHEME.match(arg)
     if scheme is None or scheme.group(1) in ("dir", "glob"):

@@ -35,6 +35,7 @@ import selectors
 import time
 from typing import Any, Callable, NamedTuple
 
+from zergserve.config import Config
 from zergserve.emperor import tyrant
 from zergserve.emperor.monitor import Monitor, extensions
 from zergserve.log import logger, printable
@@ -75,7 +76,7 @@ def redact(conninfo: str) -> str:
 class PgMonitor(Monitor):
     """One pg:// --emperor argument: the rows of its query, and a LISTEN that wakes the emperor."""
 
-    def __init__(self, arg: str, cfg: Any) -> None:
+    def __init__(self, arg: str, cfg: Config) -> None:
         conninfo, _, query = arg[len("pg://"):].partition(";")
         self.arg = arg
         self.kind = "pg"

@@ -11,14 +11,13 @@ import time
 from typing import Any
 
 from zergserve import config
+from zergserve.config import files
 from zergserve.emperor import protocol, tyrant
 from zergserve.emperor.monitor import Monitor
 from zergserve.parent_death import die_with_parent
 from zergserve.log import logger, printable
 
 RUNNING, STOPPING = 0, 1
-_TYPE_FLAGS = {".ini": "--ini", ".json": "--json", ".js": "--json", ".toml": "--toml", ".yml": "--yaml",
-               ".yaml": "--yaml", ".xml": "--xml"}
 
 
 class Vassal:
@@ -56,7 +55,7 @@ class Vassal:
         self.stopped = False  # the emperor stopped it: its death is no failure
         self.spawned_at = 0.0  # time.monotonic() of the spawn
 
-    def spawn(self, cfg: Any, broodlord_num: int = 0, config_fd: int = -1) -> None:
+    def spawn(self, cfg: config.Config, broodlord_num: int = 0, config_fd: int = -1) -> None:
         """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and its
         config open as ZERGSERVE_CONFIG_FD ("FD:NAME") when there is one to hand over: the checked
         file in tyrant mode, else what the monitor hands over (a database row's text)."""
@@ -175,7 +174,7 @@ class Vassal:
                 "respawns": self.respawns, "sos": self.sos, "reinforced_in": round(self.reinforced_in, 3)}
 
 
-def vassal_argv(cfg: Any, file: str, section: str | None = None) -> list[str]:
+def vassal_argv(cfg: config.Config, file: str, section: str | None = None) -> list[str]:
     """uWSGI's order: binary, --include-before files, --set pairs, TYPEFLAG FILE[:SECTION], --include
     files. A zergserve vassal in tyrant mode reads FILE from the descriptor the emperor checked
     (ZERGSERVE_CONFIG_FD names FILE exactly), never by name."""
@@ -199,7 +198,8 @@ def _close(fd: int) -> None:
 
 
 def _type_flag(name: str) -> str:
-    return _TYPE_FLAGS.get(os.path.splitext(name)[1], "--ini")
+    """The option that reads the file `name`: uWSGI's --xml too, for a vassal that is uWSGI."""
+    return "--" + (files.kind_of(name, (*files.READ, "xml")) or "ini")
 
 
 def vassal_environ(environ: Any) -> dict[str, str]:

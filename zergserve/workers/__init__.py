@@ -6,6 +6,7 @@ import importlib
 from typing import Any, Callable
 
 from zergserve import app as app_loader
+from zergserve.config import Config
 
 CLASSES = {
     "sync": "zergserve.workers.sync:SyncWorker",
@@ -19,7 +20,7 @@ SERVES = {"sync": "wsgi", "gthread": "wsgi", "gevent": "wsgi", "asyncio": "asgi"
 LOOP_TICKS = {"gevent", "asyncio"}
 
 
-def load_app(cfg: Any) -> Callable[..., Any]:
+def load_app(cfg: Config) -> Callable[..., Any]:
     """The configured app, refused (AppLoadError) if the configured worker class cannot call it."""
     return app_loader.load(cfg.module, cfg.wsgi_file, cfg.callable, SERVES[cfg.worker], cfg.worker)
 
@@ -29,6 +30,6 @@ def get(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def cores(cfg: Any) -> int:
+def cores(cfg: Config) -> int:
     """Scoreboard cores per worker row: one per request thread of the gthread worker, else none."""
     return cfg.threads if cfg.worker == "gthread" else 0

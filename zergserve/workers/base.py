@@ -40,7 +40,7 @@ class Worker:
 
     keep_alive = False
 
-    def __init__(self, wid: int, cfg: Any, listeners: list[Listener], app: Callable | None,
+    def __init__(self, wid: int, cfg: config.Config, listeners: list[Listener], app: Callable | None,
                  scoreboard: Scoreboard, close_fds: list[int]) -> None:
         self.wid = wid
         self.cfg = cfg
@@ -269,7 +269,7 @@ class Worker:
                 take(conn, peer, listener)
 
 
-def head_limits(cfg: Any) -> Limits:
+def head_limits(cfg: config.Config) -> Limits:
     """The HTTP head limits (0: none). uWSGI reads a whole HTTP head into --buffer-size, so its users
     raise that for long URLs and big cookies: a buffer-size above its default raises the line and
     field limits with it, as in uWSGI; it never lowers them."""
@@ -281,7 +281,7 @@ def head_limits(cfg: Any) -> Limits:
                   limit(cfg.limit_request_field_size), max(Limits().head, raised))
 
 
-def tick_interval(cfg: Any) -> float:
+def tick_interval(cfg: config.Config) -> float:
     """How often an event loop ticks its heartbeat: often enough that --harakiri sees a live loop."""
     return min(1.0, cfg.harakiri / 4) if cfg.harakiri else 1.0
 

@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable
 
 from zergserve import connection, wsgi
+from zergserve.config import Config
 from zergserve.exchange import Exchange
 from zergserve.log import logger
 from zergserve.scoreboard import BUSY, IDLE, PAUSED, CoreWriter, RowWriter
@@ -41,7 +42,7 @@ class ThreadsWorker(Worker):
 
     keep_alive = True
 
-    def __init__(self, wid: int, cfg: Any, listeners: list[Listener], app: Callable | None,
+    def __init__(self, wid: int, cfg: Config, listeners: list[Listener], app: Callable | None,
                  scoreboard: Any, close_fds: list[int]) -> None:
         super().__init__(wid, cfg, listeners, app, scoreboard, close_fds)
         self.core_writers = scoreboard.core_writers(wid)

@@ -1,7 +1,8 @@
-"""Config files and the language uWSGI users write in them: reading ini/json/toml/yaml (and the file an
-emperor hands over open), includes, uWSGI's configuration logic (for/if-* blocks), magic variables,
-placeholders, $(ENV) and @(file). config.py owns the option table and merges the sources; this module
-turns one file into its settings, in order, recording every error on the way."""
+"""Config files and the language uWSGI users write in them: the file kinds by extension, reading
+ini/json/toml/yaml (and the file an emperor hands over open), includes, uWSGI's configuration logic
+(for/if-* blocks), magic variables, placeholders, $(ENV) and @(file). options.py owns the table and
+merge.py merges the sources; this module turns one file into its settings, in order, recording every
+error on the way."""
 
 from __future__ import annotations
 
@@ -9,12 +10,23 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from zergserve import __version__, accesslog, config
+from zergserve import __version__, accesslog
+from zergserve.config.converters import integer
+from zergserve.config.errors import ConfigError
+from zergserve.config.options import find
+from zergserve.config.settings import Setting, as_text, file_option, resolve_set
 
-EXTENSIONS = {".ini": "ini", ".json": "json", ".js": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
+# Config files by extension, for every reader of a file name: a bare argument, include, the emperor's
+# monitors (which files are vassals) and the vassal's command line (--KIND FILE). The kind is the option
+# that reads such a file; xml is uWSGI's, read by no option here: only a --binary-path uWSGI vassal reads it.
+EXTENSIONS = {".ini": "ini", ".json": "json", ".js": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml",
+              ".xml": "xml"}
+READ = ("ini", "json", "toml", "yaml")
+# Tyrant mode: "FD:NAME", the vassal's config file NAME as the emperor opened and checked it (see _read).
+CONFIG_FD_VARIABLE = "ZERGSERVE_CONFIG_FD"
 DEFAULT_SECTIONS = ("uwsgi", "zergserve")
 MAX_INCLUDE_DEPTH = 16
 # Configuration logic (uWSGI's ConfigLogic): the keys that open a block, what closes it, and the test of
@@ -39,26 +51,26 @@ class Scope:
         self.referenced: set[str] = set()
         self.last_file: str | None = None
         self.first: dict[str, str] | None = None
-        self.inherited: list[config.Setting] = []
+        self.inherited: list[Setting] = []
         self.errors: list[str] = []
         self.warnings: list[str] = []
         self.started = time.time()
         self.magic_only = False  # an inherited file: uWSGI expands nothing else there
 
-    def define(self, setting: config.Setting) -> None:
-        if config.is_file_option(setting):
+    def define(self, setting: Setting) -> None:
+        if file_option(setting) is not None:
             return
         values = setting.value if isinstance(setting.value, list) else [setting.value]
         if not values:
             return
-        value = config.as_text(values[-1])
+        value = as_text(values[-1])
         self.values[setting.key] = value
         if setting.opt is not None:
             self.values[setting.opt.name] = value
 
     def lookup(self, name: str) -> str | None:
         """The value of the option or placeholder `name` set so far (an alias names its option)."""
-        option = config.find(name)
+        option = find(name)
         for candidate in (name, option.name if option else None):
             if candidate in self.values:
                 return self.values[candidate]
@@ -68,7 +80,7 @@ class Scope:
 # --- files -----------------------------------------------------------------------------------------
 
 def expand_file(kind: str, path: str, section: str | None, given: str, source: str, depth: int, scope: Scope,
-                template: bool = False) -> list[config.Setting]:
+                template: bool = False) -> list[Setting]:
     """The settings of one file in order, with its includes read in their place, its logic blocks
     (for, if-*) applied and its values expanded (magic variables, placeholders, environment, @()).
     An error is recorded in the scope and the line skipped, so that every error of a file shows."""
@@ -88,11 +100,11 @@ def expand_file(kind: str, path: str, section: str | None, given: str, source: s
     except OSError as exc:
         scope.errors.append(f"{source}: cannot read {kind} file {path!r}: {exc.strerror}")
         return []
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         scope.errors.append(str(exc))
         return []
     magic = _magic(path, given, section, scope, template)
-    settings: list[config.Setting] = []
+    settings: list[Setting] = []
 
     def one(key: str, value: Any, where: str, context: str | None) -> None:
         if isinstance(value, list):
@@ -100,10 +112,10 @@ def expand_file(kind: str, path: str, section: str | None, given: str, source: s
                      for item in value]
         elif isinstance(value, str):
             value = _substitute(value, magic, scope, where, context)
-        setting = config.resolve_set(config.Setting(config.find(key), key, value, where))
-        if config.is_file_option(setting):
+        setting = resolve_set(Setting(find(key), key, value, where))
+        if (option := file_option(setting)) is not None:
             for item in setting.value if isinstance(setting.value, list) else [setting.value]:
-                settings.extend(read_named(setting.opt.name, config.as_text(item), path, where, depth + 1, scope,
+                settings.extend(read_named(option, as_text(item), path, where, depth + 1, scope,
                                            template))
             return
         scope.define(setting)
@@ -112,13 +124,13 @@ def expand_file(kind: str, path: str, section: str | None, given: str, source: s
     for key, value, where, context in _logic(raw, magic, scope):
         try:
             one(key, value, where, context)
-        except config.ConfigError as exc:
+        except ConfigError as exc:
             scope.errors.append(str(exc))
     return settings
 
 
 def read_named(option: str, spec: str, including: str | None, source: str, depth: int, scope: Scope,
-               template: bool) -> list[config.Setting]:
+               template: bool) -> list[Setting]:
     """The settings of the file an ini/json/toml/yaml/include/inherit setting names: relative to the
     including file if any; an empty name is a section of that file (or of the file read last).
     include reads any format by its extension; inherit's settings are kept for the very end."""
@@ -135,7 +147,7 @@ def read_named(option: str, spec: str, including: str | None, source: str, depth
 
 
 def _inherit(path: str, section: str | None, given: str, source: str, depth: int,
-             scope: Scope) -> list[config.Setting]:
+             scope: Scope) -> list[Setting]:
     """uWSGI's --inherit: the template's settings go after every other source, with its magic
     variables expanded and nothing else: uWSGI leaves $(), @() and %() there as they are written,
     so here they are an error rather than text that looks expanded and is not."""
@@ -150,7 +162,7 @@ def _logic(raw: list[tuple[str, Any, str]], magic: dict[str, str],
            scope: Scope) -> Iterator[tuple[str, Any, str, str | None]]:
     """uWSGI's configuration logic: (key, value, where, %(_) value) of every line a for/if block
     keeps, each block line once per loop item. Blocks do not nest, as in uWSGI."""
-    block: tuple[str, str, list[str | None]] | None = None  # opening key, where, contexts
+    block: tuple[str, str, Sequence[str | None]] | None = None  # opening key, where, contexts
     lines: list[tuple[str, Any, str]] = []
     for key, value, where in raw:
         low = key.lower().replace("_", "-")
@@ -169,9 +181,9 @@ def _logic(raw: list[tuple[str, Any, str]], magic: dict[str, str],
                 continue
             block = (low, where, [])
             try:
-                arg = _substitute(config.as_text(value), magic, scope, where, None)
+                arg = _substitute(as_text(value), magic, scope, where, None)
                 block = (low, where, _contexts(low, arg, scope))
-            except config.ConfigError as exc:
+            except ConfigError as exc:
                 scope.errors.append(str(exc))
             except ValueError as exc:
                 scope.errors.append(f"{where}: {key}: {exc}")
@@ -183,7 +195,7 @@ def _logic(raw: list[tuple[str, Any, str]], magic: dict[str, str],
         scope.errors.append(f"{block[1]}: {block[0]} without its end{BLOCK_KIND[block[0]]}")
 
 
-def _contexts(key: str, arg: str, scope: Scope) -> list[str | None]:
+def _contexts(key: str, arg: str, scope: Scope) -> Sequence[str | None]:
     """The %(_) values a block's lines are read with: one per loop item, one for an if that holds
     (the variable's, option's or path's value), none for an if that does not."""
     if key == "for":
@@ -192,7 +204,7 @@ def _contexts(key: str, arg: str, scope: Scope) -> list[str | None]:
         import glob
         return sorted(glob.glob(arg))
     if key == "for-times":
-        return [str(n) for n in range(1, config.integer(0)(arg) + 1)] if arg.strip() else []
+        return [str(n) for n in range(1, integer(0)(arg) + 1)] if arg.strip() else []
     if key == "for-readline":
         try:
             with open(arg, encoding="utf-8") as fh:
@@ -215,10 +227,10 @@ def _contexts(key: str, arg: str, scope: Scope) -> list[str | None]:
 
 def _read(path: str, env: Mapping[str, str]) -> bytes:
     """The bytes of a config file. In tyrant mode the emperor passes the vassal its file already
-    open (config.CONFIG_FD_VARIABLE): it checked the owner on that descriptor, so reading the name again
+    open (CONFIG_FD_VARIABLE): it checked the owner on that descriptor, so reading the name again
     would let anyone who can write the directory swap the file in between. The name still gives
     the magic variables (%n, %d, ...); includes are opened by name, after the privilege drop."""
-    fd, sep, name = env.get(config.CONFIG_FD_VARIABLE, "").partition(":")
+    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
     if not (sep and fd.isdigit() and os.path.abspath(name) == os.path.abspath(path)):
         with open(path, "rb") as fh:
             return fh.read()
@@ -231,10 +243,10 @@ def _read(path: str, env: Mapping[str, str]) -> bytes:
 
 
 def _checked_file(spec: str, env: Mapping[str, str]) -> tuple[str, str | None] | None:
-    """(file, section) when `spec` is the file the emperor passed open (config.CONFIG_FD_VARIABLE), or
+    """(file, section) when `spec` is the file the emperor passed open (CONFIG_FD_VARIABLE), or
     that file with a :section: matched on the name as given, never split by what exists on disk,
     so `app.ini:x.ini` next to the checked `app.ini` is never read in its place (nor the reverse)."""
-    fd, sep, name = env.get(config.CONFIG_FD_VARIABLE, "").partition(":")
+    fd, sep, name = env.get(CONFIG_FD_VARIABLE, "").partition(":")
     if not (sep and fd.isdigit() and name):
         return None
     if spec == name:
@@ -255,9 +267,36 @@ def split_section(spec: str) -> tuple[str, str | None]:
 
 
 def file_kind(spec: str) -> str | None:
-    """ini, json, toml or yaml by extension; None for anything else."""
-    path = split_section(spec)[0]
-    return EXTENSIONS.get(os.path.splitext(path)[1].lower())
+    """ini, json, toml or yaml by the extension of FILE[:section]; None for anything else."""
+    return kind_of(split_section(spec)[0])
+
+
+def kind_of(path: str, read: tuple[str, ...] = READ) -> str | None:
+    """The kind of config file `path` is by its extension, if one of `read` (the emperor asks for
+    xml too, for a vassal that is uWSGI)."""
+    kind = EXTENSIONS.get(os.path.splitext(path)[1].lower())
+    return kind if kind in read else None
+
+
+def extensions(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """The file name endings of these kinds of config file."""
+    return tuple(ext for ext, kind in EXTENSIONS.items() if kind in kinds)
+
+
+def parse_file(path: str, section: str | None = None,
+               environ: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """(key, value, 'file:line') of one config file and the files it includes, with its magic
+    variables, placeholders and $(ENV) applied; a list value gives one tuple per item. Keys are
+    not checked against the table (the emperor reads vassal files with it)."""
+    env = os.environ if environ is None else environ
+    if section is None:
+        path, section = split_section(path)
+    scope = Scope(env)
+    settings = expand_file(file_kind(path) or "ini", path, section, path, path, 0, scope)
+    if scope.errors:
+        raise ConfigError("\n".join(scope.errors))
+    return [(s.key, as_text(item), s.source) for s in settings + scope.inherited
+            for item in (s.value if isinstance(s.value, list) else [s.value])]
 
 
 def _read_ini(path: str, content: str, section: str | None) -> list[tuple[str, str, str]]:
@@ -273,7 +312,7 @@ def _read_ini(path: str, content: str, section: str | None) -> list[tuple[str, s
             continue
         if stripped.startswith("["):
             if not stripped.endswith("]"):
-                raise config.ConfigError(f"{path}:{lineno}: malformed section header {stripped!r}")
+                raise ConfigError(f"{path}:{lineno}: malformed section header {stripped!r}")
             current = stripped[1:-1].strip()
             seen.add(current)
             continue
@@ -281,7 +320,7 @@ def _read_ini(path: str, content: str, section: str | None) -> list[tuple[str, s
             key, _, value = stripped.partition("=")
             found[current].append((key.strip(), value.strip(), f"{path}:{lineno}"))
     if section and section not in seen:
-        raise config.ConfigError(f"{path}: no section [{section}]")
+        raise ConfigError(f"{path}: no section [{section}]")
     return [item for name in wanted for item in found[name]]
 
 
@@ -296,19 +335,19 @@ def _read_structured(kind: str, path: str, data: bytes, section: str | None) -> 
             doc = _yaml(path).safe_load(data)
         else:
             doc = _tomllib().loads(data.decode("utf-8"))
-    except config.ConfigError:
+    except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - each parser has its own errors (yaml.YAMLError is no ValueError)
-        raise config.ConfigError(f"{path}: invalid {kind}: {exc}") from None
+        raise ConfigError(f"{path}: invalid {kind}: {exc}") from None
     if not isinstance(doc, dict):
-        raise config.ConfigError(f"{path}: the top level must be an object")
+        raise ConfigError(f"{path}: the top level must be an object")
     if section and section not in doc:
-        raise config.ConfigError(f"{path}: no section {section!r}")
+        raise ConfigError(f"{path}: no section {section!r}")
     items: list[tuple[str, Any, str]] = []
     for name in (section,) if section else DEFAULT_SECTIONS:
         table = doc.get(name, {})
         if not isinstance(table, dict):
-            raise config.ConfigError(f"{path}: {name!r} must be an object")
+            raise ConfigError(f"{path}: {name!r} must be an object")
         for key, value in table.items():
             where = f"{path}:{name}.{key}"
             if isinstance(value, list):
@@ -323,7 +362,7 @@ def _scalar(value: Any, where: str) -> str | bool:
         return value
     if isinstance(value, (int, float)):
         return str(value)
-    raise config.ConfigError(f"{where}: unsupported value {value!r} (use a string, number, boolean or list)")
+    raise ConfigError(f"{where}: unsupported value {value!r} (use a string, number, boolean or list)")
 
 
 def _tomllib() -> Any:
@@ -331,16 +370,16 @@ def _tomllib() -> Any:
     try:
         import tomllib
     except ImportError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[import-not-found,no-redef]
     return tomllib
 
 
 def _yaml(path: str) -> Any:
     """PyYAML, imported only when a YAML file is read; it is optional."""
     try:
-        import yaml
+        import yaml  # type: ignore[import-untyped]
     except ImportError:
-        raise config.ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
+        raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
     return yaml
 
 
@@ -396,32 +435,32 @@ def _substitute(value: str, magic: dict[str, str], scope: Scope, where: str, con
     def replace(match: re.Match[str]) -> str:
         name, letter, var, source = match.groups()
         if scope.magic_only and letter is None:
-            raise config.ConfigError(f"{where}: {match.group(0)}: uWSGI expands only magic variables (%n, %d...) "
+            raise ConfigError(f"{where}: {match.group(0)}: uWSGI expands only magic variables (%n, %d...) "
                                      "in a file read by inherit; use include to expand the rest")
         if name is not None:
             if name == "_":
                 if context is None:
-                    raise config.ConfigError(f"{where}: %(_) has no value here: it is set inside for/endfor and "
+                    raise ConfigError(f"{where}: %(_) has no value here: it is set inside for/endfor and "
                                              f"if-*/endif blocks (and if-not-env, if-not-opt give none)")
                 return context
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise config.ConfigError(f"{where}: %({name}): placeholder math and other expressions are not "
+                raise ConfigError(f"{where}: %({name}): placeholder math and other expressions are not "
                                          "supported")
             scope.referenced.add(name)
             found = scope.lookup(name)
             if found is None and accesslog.is_placeholder(name):
                 return match.group(0)  # a log-format's own %(addr), left for it, as uWSGI leaves it
             if found is None:
-                raise config.ConfigError(f"{where}: unknown placeholder %({name}): it must be set before it is used")
+                raise ConfigError(f"{where}: unknown placeholder %({name}): it must be set before it is used")
             return found
         if letter is not None:
             if letter in magic:
                 return magic[letter]
-            raise config.ConfigError(f"{where}: unknown magic variable %{letter} (write %% for a literal %)")
+            raise ConfigError(f"{where}: unknown magic variable %{letter} (write %% for a literal %)")
         if var is not None:
             parts = re.fullmatch(r"([^:-]*)(?:(:-|-)(.*))?", var, re.S)
             if parts is None:
-                raise config.ConfigError(f"{where}: $({var}): expected $(NAME), $(NAME:-DEFAULT) or $(NAME-DEFAULT)")
+                raise ConfigError(f"{where}: $({var}): expected $(NAME), $(NAME:-DEFAULT) or $(NAME-DEFAULT)")
             name, sep, fallback = parts.groups()
             found = scope.env.get(name)
             if sep == ":-":
@@ -441,23 +480,23 @@ def _read_value(source: str, where: str) -> str:
         try:
             done = subprocess.run(source[len("exec://"):], shell=True, stdout=subprocess.PIPE, check=False)
         except OSError as exc:
-            raise config.ConfigError(f"{where}: @({source}): {exc.strerror}") from None
+            raise ConfigError(f"{where}: @({source}): {exc.strerror}") from None
         if done.returncode:
-            raise config.ConfigError(f"{where}: @({source}): the command exited with status {done.returncode}")
+            raise ConfigError(f"{where}: @({source}): the command exited with status {done.returncode}")
         data = done.stdout
     elif re.match(r"[a-z]+://", source):
-        raise config.ConfigError(f"{where}: @({source}): only files and exec:// are supported")
+        raise ConfigError(f"{where}: @({source}): only files and exec:// are supported")
     else:
         try:
             with open(source, "rb") as fh:
                 data = fh.read()
         except OSError as exc:
-            raise config.ConfigError(f"{where}: @({source}): cannot read it: {exc.strerror}") from None
+            raise ConfigError(f"{where}: @({source}): cannot read it: {exc.strerror}") from None
     text_value = data.decode("utf-8", "replace")
     return text_value[:-1] if text_value.endswith(("\n", "\r")) else text_value
 
 
-def placeholder_names(settings: Iterable[config.Setting]) -> set[str]:
+def placeholder_names(settings: Iterable[Setting]) -> set[str]:
     """Names used as %(name) in values that were not expanded (the command line, environment)."""
     names: set[str] = set()
     for setting in settings:
