@@ -56,7 +56,7 @@ def test_stats_on_a_public_address_warns_at_start(workdir, stats):
 def test_connect_and_read_prints_the_stats_document(spawn, workdir):
     addr, stats = str(workdir / "app.sock"), str(workdir / "stats.sock")
     server = spawn("--module", "echo:application", "--http", addr, "--stats", stats, wait=addr)
-    wait_for(lambda: os.path.exists(stats), message="stats socket")
+    server.wait_log("stats server enabled")  # listening: the file alone exists from bind() on
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-m", "zergserve", "--connect-and-read", stats], capture_output=True,
                          env=env, timeout=30)
@@ -72,7 +72,7 @@ def test_stats_http_answers_a_client_that_sent_a_request(spawn, workdir):
     server reads what it sent before closing."""
     addr, stats = str(workdir / "app.sock"), str(workdir / "stats.sock")
     server = spawn("--module", "echo:application", "--http", addr, "--stats", stats, "--stats-http", wait=addr)
-    wait_for(lambda: os.path.exists(stats), message="stats socket")
+    server.wait_log("stats server enabled")  # listening: the file alone exists from bind() on
     for _ in range(20):
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)

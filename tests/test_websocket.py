@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from conftest import bound, connect, free_port, http_request, wait_for, _answers
+from conftest import bound, connect, http_request, wait_for, _answers
 from nginx import Nginx, requires_nginx
 from test_metrics import scrape
 from test_nginx_examples import NGINX_USER, render
