@@ -408,7 +408,7 @@ class GlobEmperor(Emperor):
         self.dir.mkdir(exist_ok=True)
         self.stats = str(workdir / "emperor.stats")
         self.server = spawn("--emperor", f"glob://{self.dir}/*.ini", "--emperor-stats", self.stats, *extra)
-        wait_for(lambda: os.path.exists(self.stats), message="emperor stats socket")
+        wait_for(lambda: fetch(self.stats), message="emperor stats socket answering")  # its file exists before it listens
 
 
 def test_broodlord_with_a_glob_monitor_numbers_its_zergs(spawn, workdir):
