@@ -1,9 +1,9 @@
-"""Benchmark zergserve against gunicorn and uWSGI in the same run, and print ratios.
+"""Benchmark zergserve against gunicorn, uWSGI and granian in the same run, and print ratios.
 
     python bench/run.py [--duration 10] [--connections 50] [--workers 2] [--only NAME ...]
 
 Each server serves bench/hello.py with the same number of workers; wrk (Debian package) loads it
-on loopback. Two families are measured:
+on loopback. The families measured:
 
 * behind nginx `uwsgi_pass` over a UNIX socket: zergserve --socket, uWSGI --socket,
   gunicorn --protocol uwsgi;
@@ -11,8 +11,15 @@ on loopback. Two families are measured:
 * threads, HTTP served by the workers with `--threads` (4) per process, clients closing after each
   response (`threads-close`) and keeping connections alive (`threads-ka`): zergserve --threads,
   uWSGI --threads (--http-socket; --http11-socket for keep-alive), gunicorn -k gthread --threads.
+* gevent keep-alive (`gevent-ka`), HTTP with clients keeping connections alive: zergserve
+  --worker gevent, gunicorn -k gevent, granian --interface wsgi.
+* ASGI keep-alive (`asgi-ka`), bench/hello_asgi.py: zergserve --worker asyncio on each --loop
+  (asyncio, uvloop), uvicorn --http httptools and --http h11 on each --loop, granian --interface asgi.
+  Ratios compare zergserve with each peer on the same loop (granian's own runtime against both).
 
-gunicorn and uWSGI are installed from PyPI into a separate venv (bench/.peers, made on first run).
+gunicorn, uWSGI, uvicorn[standard] (with httptools and uvloop), gevent and granian are installed from
+PyPI into a separate venv (bench/.peers, made on first run; the ones missing are added to an older
+one); their versions are printed with each run.
 Results: requests/s, p99 latency, worker RSS after warm-up, and ratios of zergserve to each peer.
 A JSON copy goes to bench/results/.
 """
@@ -62,6 +69,7 @@ def main() -> int:
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"bench: {tool} is not installed (apt-get install wrk nginx-light)")
     peers = ensure_peers()
+    print("bench: " + peer_versions(peers))
     tmp = Path(tempfile.mkdtemp(prefix="zsbench-"))
     best: dict[str, Result] = {}
     try:
@@ -70,7 +78,7 @@ def main() -> int:
                 if args.only and target["name"] not in args.only:
                     continue
                 result = measure(target, tmp, args)
-                print(f"round {round_no} {target['name']:16} {result.rps:8.0f} req/s  p99 {result.p99_ms:6.2f} ms  "
+                print(f"round {round_no} {target['name']:25} {result.rps:8.0f} req/s  p99 {result.p99_ms:6.2f} ms  "
                       f"rss {result.rss_mb:5.1f} MB  errors {result.errors}", flush=True)
                 if target["name"] not in best or result.rps > best[target["name"]].rps:
                     best[target["name"]] = result
@@ -86,20 +94,36 @@ def main() -> int:
 
 
 def ensure_peers() -> Path:
-    """One clean venv for all three servers: gunicorn and uWSGI from PyPI, zergserve from this tree.
+    """One clean venv for every server: the peers from PyPI, zergserve from this tree.
 
     The same interpreter and site-packages for everyone, so worker memory compares like with like.
     """
     python = PEERS / "bin" / "python"
-    if not (PEERS / "bin" / "uwsgi").exists() or not (PEERS / "bin" / "gunicorn").exists():
-        print("bench: installing gunicorn and uWSGI into bench/.peers (uWSGI compiles, about a minute)")
+    if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "gunicorn", "uwsgi"], check=True)
+    missing = [package for command, package in PEER_PACKAGES if not (PEERS / "bin" / command).exists()]
+    if missing:
+        print(f"bench: installing {' '.join(missing)} into bench/.peers (uWSGI compiles, about a minute)")
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *missing, *ASGI_EXTRAS], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(ROOT)],
                    check=True, capture_output=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "h11", "setproctitle"], check=True,
-                   capture_output=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "h11", "setproctitle", "gevent",
+                    "packaging"], check=True, capture_output=True)  # gunicorn -k gevent imports packaging
     return PEERS / "bin"
+
+
+PEER_PACKAGES = (("gunicorn", "gunicorn"), ("uwsgi", "uwsgi"), ("uvicorn", "uvicorn[standard]"),
+                 ("granian", "granian"))
+ASGI_EXTRAS = ("httptools", "uvloop")  # uvicorn[standard] brings them; named so an old venv gets them too
+
+
+def peer_versions(peers: Path) -> str:
+    """The versions every server of this run has, as one line."""
+    code = ("import importlib.metadata as m\n"
+            "print(', '.join(f'{p} {m.version(p)}' for p in ('zergserve', 'gunicorn', 'uwsgi', 'uvicorn', "
+            "'httptools', 'uvloop', 'h11', 'gevent', 'granian')))")
+    return subprocess.run([str(peers / "python"), "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def targets(peers: Path, tmp: Path, workers: int, threads: int) -> list[dict]:
@@ -128,6 +152,40 @@ def targets(peers: Path, tmp: Path, workers: int, threads: int) -> list[dict]:
             http = f"127.0.0.1:{free_port()}"
             found.append({"name": f"{name}-{family}", "family": family, "cmd": cmd + [http], "http": http,
                           "close": close})
+    gevent_ka = (("zergserve", zerg + ["--worker", "gevent", "--http"]),
+                 ("gunicorn", [str(peers / "gunicorn"), "--chdir", str(HERE), "-w", str(workers), "-k", "gevent",
+                               "hello:application", "--bind"]),
+                 ("granian", [str(peers / "granian"), "--interface", "wsgi", "--working-dir", str(HERE),
+                              "--workers", str(workers), "--no-access-log", "--host", "127.0.0.1",
+                              "hello:application", "--port"]))
+    for name, cmd in gevent_ka:
+        http = f"127.0.0.1:{free_port()}"
+        found.append({"name": f"{name}-gevent-ka", "family": "gevent-ka",
+                      "cmd": cmd + [http.rpartition(":")[2] if name == "granian" else http], "http": http,
+                      "close": False})
+    for name, cmd in asgi_targets(peers, workers).items():
+        port = free_port()
+        http = f"127.0.0.1:{port}"
+        cmd = [part.replace("{port}", str(port)) for part in cmd]
+        found.append({"name": name, "family": "asgi-ka", "cmd": cmd, "http": http, "close": False})
+    return found
+
+
+def asgi_targets(peers: Path, workers: int) -> dict[str, list[str]]:
+    """The ASGI keep-alive family: every server on bench/hello_asgi.py with `workers` processes,
+    logging off; {port} is filled in by targets()."""
+    zerg = [str(peers / "zergserve"), "--chdir", str(HERE), "--module", "hello_asgi:application", "--worker",
+            "asyncio", "-p", str(workers), "--disable-logging", "--http", "127.0.0.1:{port}"]
+    uvicorn = [str(peers / "uvicorn"), "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", "{port}",
+               "--workers", str(workers), "--no-access-log", "--log-level", "warning", "--lifespan", "on"]
+    found = {}
+    for loop in ("asyncio", "uvloop"):
+        found[f"zergserve-asgi-{loop}"] = zerg + ["--loop", loop]
+        for http in ("httptools", "h11"):
+            found[f"uvicorn-{http}-{loop}"] = uvicorn + ["--http", http, "--loop", loop, "hello_asgi:application"]
+    found["granian-asgi"] = [str(peers / "granian"), "--interface", "asgi", "--working-dir", str(HERE),
+                             "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers), "--no-ws",
+                             "--log-level", "warning", "hello_asgi:application"]
     return found
 
 
@@ -236,13 +294,16 @@ def report(results: list[Result]) -> None:
     for r in results:
         print(f"| {r.name} | {r.rps:.0f} | {r.p99_ms:.2f} | {r.rss_mb:.1f} | {r.errors} |")
     print()
-    for family, suffix in (("nginx", "uwsgi"), ("http", "http"), ("threads-close", "threads-close"),
-                           ("threads-ka", "threads-ka")):
-        ours = f"zergserve-{suffix}"
+    pairs = [(family, f"zergserve-{suffix}", (f"uwsgi-{suffix}", f"gunicorn-{suffix}", f"granian-{suffix}"))
+             for family, suffix in (("nginx", "uwsgi"), ("http", "http"), ("threads-close", "threads-close"),
+                                    ("threads-ka", "threads-ka"), ("gevent-ka", "gevent-ka"))]
+    pairs += [("asgi-ka", f"zergserve-asgi-{loop}",
+               (f"uvicorn-httptools-{loop}", f"uvicorn-h11-{loop}", "granian-asgi")) for loop in ("asyncio", "uvloop")]
+    for family, ours, peers in pairs:
         if ours not in by_name:
             continue
         mine = by_name[ours]
-        for peer in (f"uwsgi-{suffix}", f"gunicorn-{suffix}"):
+        for peer in peers:
             if peer in by_name and by_name[peer].rps:
                 other = by_name[peer]
                 print(f"{family}: {ours} / {peer}: throughput {mine.rps / other.rps:.2f}x, "

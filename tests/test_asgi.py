@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 
@@ -12,7 +13,7 @@ import threading
 
 import pytest
 
-from conftest import bound, connect, fetch, http_request, recv_all, responses, wait_for
+from conftest import APPS, ROOT, bound, connect, fetch, http_request, recv_all, responses, wait_for
 from conftest import start as start_instance
 from test_master import Load
 from zergserve import asgi
@@ -306,3 +307,55 @@ def test_a_client_that_does_not_read_holds_the_app_back(spawn, workdir):
             sent = int(record.read_text() or 0)
             assert sent <= total // 1048576 + 32, (sent, total)  # the kernel's buffers, not 1000 MB
         wait_for(lambda: int(record.read_text() or 0) >= 16, message="the app to go on")
+
+
+def peak_rss(pid: int) -> int:
+    """The most memory process `pid` ever held resident, in bytes (VmHWM)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_client_that_never_reads_does_not_grow_the_worker(loop, spawn, workdir):
+    """Flow control against a client that takes nothing of a 500 MB stream: the app's sends wait
+    while the transport's buffer is over its mark (pause_writing), so the worker's peak memory
+    stays near where it was, until the send pace drops the client. Without it the app would put
+    the whole stream into the buffer before the first check."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    server = start(spawn, workdir, "--loop", loop, "--socket-timeout", "1")
+    pid = fetch(server.stats)["workers"][0]["pid"]
+    before = peak_rss(pid)
+    with connect(server.addr, timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /bigstream?size=500000000 HTTP/1.1\r\nHost: h\r\n\r\n")
+        server.wait_log("client took", timeout=20)
+    assert peak_rss(pid) - before < 64 * 1048576, (before, peak_rss(pid))
+    assert http_request(server.addr)[::2] == (200, b"hello")
+
+
+def hidden_uvloop(workdir) -> dict[str, str]:
+    """An environment in which `import uvloop` fails, as where it is not installed."""
+    hide = workdir / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['uvloop'] = None\n")
+    return {"PYTHONPATH": os.pathsep.join([str(hide), str(ROOT), str(APPS)])}
+
+
+def test_loop_uvloop_without_uvloop_is_a_start_error(spawn, workdir):
+    server = spawn("--module", "asgi_app:application", "--worker", "asyncio", "--loop", "uvloop", "--http",
+                   bound().arg, env=hidden_uvloop(workdir))
+    assert server.wait_exit(15) == 2
+    assert "--loop uvloop: uvloop is not installed" in server.log()
+
+
+def test_loop_auto_without_uvloop_serves_on_asyncio(spawn, workdir):
+    listener = bound()
+    addr = listener.addr
+    server = spawn("--module", "asgi_app:application", "--worker", "asyncio", "--http", listener.arg,
+                   env=hidden_uvloop(workdir), wait=addr)
+    assert http_request(addr)[::2] == (200, b"hello")
+    assert "uvloop" not in server.log()

@@ -14,17 +14,33 @@ import pytest
 from conftest import at_once, bound, connect, fetch, free_port, http_request, recv_all, responses, wait_for
 from zergserve.protocols.uwsgi import encode_packet
 
-WORKERS = ("sync", "gthread", "gevent", "asyncio")
-BIG = {"sync": "/big?size=%d", "gthread": "/big?size=%d", "gevent": "/big?size=%d", "asyncio": "/bigstream?size=%d"}
+WORKERS = ("sync", "gthread", "gevent", "asyncio", "asyncio-uvloop")  # the asyncio worker on each --loop
+
+
+def asgi(worker: str) -> bool:
+    return worker.startswith("asyncio")
+
+
+def worker_args(worker: str) -> tuple[str, ...]:
+    """The module and class options of `worker` (skipped where its library is not installed)."""
+    if worker == "gevent":
+        pytest.importorskip("gevent")
+    if worker == "asyncio-uvloop":
+        pytest.importorskip("uvloop")
+    if asgi(worker):
+        loop = worker.partition("-")[2] or "asyncio"
+        return ("--module", "asgi_app:application", "--worker", "asyncio", "--loop", loop)
+    return ("--module", "echo:application", "--worker", worker)
+
+
+def big(worker: str, size: int) -> bytes:
+    return ("/bigstream?size=%d" if asgi(worker) else "/big?size=%d").encode() % size
 
 
 def start(worker: str, spawn, workdir, *extra: str):
     """One worker of `worker`'s class serving HTTP and uwsgi on UNIX sockets."""
-    if worker == "gevent":
-        pytest.importorskip("gevent")
-    module = "asgi_app:application" if worker == "asyncio" else "echo:application"
     http, usock, stats = (str(workdir / name) for name in ("http.sock", "app.sock", "stats.sock"))
-    server = spawn("--module", module, "--worker", worker, "--http", http, "--socket", usock, "-p", "1",
+    server = spawn(*worker_args(worker), "--http", http, "--socket", usock, "-p", "1",
                    "--stats", stats, "--worker-reload-mercy", "5", *extra, wait=http)
     server.addr, server.usock, server.stats = http, usock, stats
     wait_for(lambda: all(w["status"] == "idle" for w in fetch(stats)["workers"]), message="workers idle")
@@ -88,7 +104,7 @@ def test_client_that_never_reads_frees_the_worker(worker, spawn, workdir):
     server = start(worker, spawn, workdir, "--socket-timeout", "1")
     with connect(server.addr, timeout=30) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.sendall(b"GET " + (BIG[worker] % 50_000_000).encode() + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        sock.sendall(b"GET " + big(worker, 50_000_000) + b" HTTP/1.1\r\nHost: h\r\n\r\n")
         server.wait_log("client took", timeout=20)
         wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="worker idle")
         assert http_request(server.addr)[0] == 200
@@ -100,7 +116,7 @@ def test_client_reading_below_send_min_rate_is_dropped(worker, spawn, workdir):
     server = start(worker, spawn, workdir, "--socket-timeout", "1", "--send-min-rate", "1000000")
     with connect(server.addr, timeout=30) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.sendall(b"GET " + (BIG[worker] % 50_000_000).encode() + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        sock.sendall(b"GET " + big(worker, 50_000_000) + b" HTTP/1.1\r\nHost: h\r\n\r\n")
         got = 0
         while "client took" not in server.log():
             data = sock.recv(4096)
@@ -117,11 +133,8 @@ def test_client_reading_below_send_min_rate_is_dropped(worker, spawn, workdir):
 def test_master_killed_while_a_worker_holds_a_request(worker, spawn, workdir):
     """kill -9 of the master: its worker, busy in a long request, gives up the listening socket
     at once (a new master binds the same address) and is gone within --worker-reload-mercy."""
-    if worker == "gevent":
-        pytest.importorskip("gevent")
-    module = "asgi_app:application" if worker == "asyncio" else "echo:application"
     addr = f"127.0.0.1:{free_port()}"
-    args = ("--module", module, "--worker", worker, "--http", addr, "-p", "1", "--worker-reload-mercy", "6")
+    args = (*worker_args(worker), "--http", addr, "-p", "1", "--worker-reload-mercy", "6")
     stats = str(workdir / "stats.sock")
     server = spawn(*args, "--stats", stats, wait=addr)
     held = connect(addr, timeout=30)
@@ -174,14 +187,14 @@ def _zombie(pid: int) -> bool:
 @pytest.mark.parametrize("worker", WORKERS)
 def test_absolute_form_authority_wins_over_host(worker, spawn, workdir):
     server = start(worker, spawn, workdir)
-    path = "/env" if worker != "asyncio" else "/echo"
+    path = "/echo" if asgi(worker) else "/env"
     with connect(server.addr) as sock:
         sock.sendall(b"GET http://real.example%s HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n"
                      % path.encode())
         reply = recv_all(sock)
     assert reply.startswith(b"HTTP/1.1 200 "), reply[:100]
     data = json.loads(reply.split(b"\r\n\r\n", 1)[1])
-    if worker == "asyncio":
+    if asgi(worker):
         assert data["headers"]["host"] == "real.example"
     else:
         assert data["HTTP_HOST"] == "real.example" and data["PATH_INFO"] == "/env"
@@ -248,10 +261,7 @@ def test_public_address_detection():
 def test_no_exposure_warning_on_loopback_or_for_many_connection_workers(worker, spawn, workdir):
     """The warning itself needs a non-loopback bind, which tests never make (see the unit test)."""
     listener = bound()
-    module = "asgi_app:application" if worker == "asyncio" else "echo:application"
-    if worker == "gevent":
-        pytest.importorskip("gevent")
-    server = spawn("--module", module, "--worker", worker, "--http", listener.arg, wait=listener.addr)
+    server = spawn(*worker_args(worker), "--http", listener.arg, wait=listener.addr)
     assert "beyond loopback" not in server.wait_log("spawned worker 1")
 
 
@@ -304,7 +314,8 @@ def test_uwsgi_body_is_exactly_content_length(worker, spawn, workdir):
 
 # --- behaviour the per-worker test files each had a copy of ---------------------------------------
 
-KEEP_ALIVE = ("gevent", "asyncio")  # the sync worker answers every HTTP request with Connection: close
+# the sync worker answers every HTTP request with Connection: close
+KEEP_ALIVE = ("gevent", "asyncio", "asyncio-uvloop")
 
 
 @pytest.mark.parametrize("worker", KEEP_ALIVE)

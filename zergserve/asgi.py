@@ -112,17 +112,19 @@ def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
             name, value = item
         except (TypeError, ValueError):
             raise AppError(f"header {item!r} is not a (name, value) pair") from None
-        if not isinstance(name, (bytes, bytearray)) or not isinstance(value, (bytes, bytearray)):
-            raise AppError(f"header {item!r}: name and value must be bytes")
-        check_field(bytes(name), bytes(value), name, value)
-        out.append((bytes(name), bytes(value)))
+        if type(name) is not bytes or type(value) is not bytes:
+            if not isinstance(name, (bytes, bytearray)) or not isinstance(value, (bytes, bytearray)):
+                raise AppError(f"header {item!r}: name and value must be bytes")
+            name, value = bytes(name), bytes(value)
+        check_field(name, value, name, value)
+        out.append((name, value))
     return out
 
 
 class Response:
     """What the app sent so far, for the access log, the scoreboard and the error path."""
 
-    __slots__ = ("status", "headers", "head_sent", "sent", "finished", "gone", "done")
+    __slots__ = ("status", "headers", "head_sent", "sent", "finished", "gone", "done", "event")
 
     def __init__(self) -> None:
         self.status = 0
@@ -131,7 +133,13 @@ class Response:
         self.sent = 0
         self.finished = False
         self.gone = False  # the client left (a read or write failed): not the app's fault
-        self.done = asyncio.Event()  # the response ended or the client left: receive() says disconnect
+        self.done = False  # the response ended or the client left: receive() says disconnect
+        self.event: asyncio.Event | None = None  # made only for a receive() that waits for `done`
+
+    def end(self) -> None:
+        self.done = True
+        if self.event is not None:
+            self.event.set()
 
 
 APP_FAILURES = (Exception, SystemExit, KeyboardInterrupt)  # one 500, never the worker
@@ -145,7 +153,7 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
 
     async def receive() -> dict[str, Any]:
         nonlocal ended
-        if response.done.is_set():
+        if response.done:
             return {"type": "http.disconnect"}
         if ended:  # the body was read: only a disconnect is left to report, once the client leaves
             await _until_gone(response, sink)
@@ -157,7 +165,7 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
             chunk = await pull()
         except ClientDisconnected:
             response.gone = True
-            response.done.set()
+            response.end()
             return {"type": "http.disconnect"}
         ended = not chunk
         return {"type": "http.request", "body": chunk, "more_body": bool(chunk)}
@@ -182,7 +190,8 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
             data = message.get("body", b"")
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise AppError(f"body must be bytes, got {type(data).__name__}")
-            data = bytes(data)
+            if type(data) is not bytes:
+                data = bytes(data)
             more = bool(message.get("more_body", False))
             try:
                 if not response.head_sent:
@@ -194,10 +203,10 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
                 if not more:
                     response.finished = True
                     await sink.finish()
-                    response.done.set()
+                    response.end()
             except OSError as exc:  # the socket failed: the client, not the app
                 response.gone = True
-                response.done.set()
+                response.end()
                 if isinstance(exc, ClientDisconnected):
                     raise
                 raise ClientDisconnected(str(exc)) from exc
@@ -221,23 +230,25 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
         log_error(f"error in app for {printable(scope['method'])} {scope['path']!r}:\n" + "".join(traceback.format_exception(exc)).rstrip())
         await _error_response(response, sink, 500, _ERROR_BODY)
     finally:
-        response.done.set()
+        response.end()
         sink.unwatch()
     return response
 
 
 async def _until_gone(response: Response, sink: Sink) -> None:
     """Wait until the response ends or the client closes the connection (then `response.gone`)."""
+    if response.event is None:
+        response.event = asyncio.Event()
     watch = asyncio.ensure_future(sink.closed())
-    done = asyncio.ensure_future(response.done.wait())
+    done = asyncio.ensure_future(response.event.wait())
     try:
         await asyncio.wait((watch, done), return_when=asyncio.FIRST_COMPLETED)
     finally:
         watch.cancel()
         done.cancel()
-    if watch.done() and not watch.cancelled() and not response.done.is_set():
+    if watch.done() and not watch.cancelled() and not response.done:
         response.gone = True
-        response.done.set()
+        response.end()
 
 
 async def _error_response(response: Response, sink: Sink, status: int, body: bytes) -> None:

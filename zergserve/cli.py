@@ -8,7 +8,7 @@ import sys
 import traceback
 
 from zergserve import app as app_loader
-from zergserve import compat, config, exitcodes, handover, log, privileges, sockets, trial, workers, zerg
+from zergserve import compat, config, exitcodes, handover, log, loops, privileges, sockets, workers, zerg
 from zergserve.exitcodes import StartError
 from zergserve.emperor import protocol
 from zergserve.hooks import Hooks, HooksError
@@ -187,6 +187,11 @@ def run_instance(cfg: config.Config, argv: list[str], emperor_fd: int | None = N
         except cheaper.CheaperError as exc:
             logger.error("%s", exc)
             return exitcodes.USAGE
+    try:
+        loops.check(cfg.loop)
+    except loops.LoopError as exc:
+        logger.error("%s", exc)
+        return exitcodes.USAGE
     if cfg.check_static or cfg.static_map or cfg.static_map2:
         from zergserve import static  # here: an instance without static files never imports it
         try:
@@ -357,6 +362,7 @@ def _check_config(cfg: config.Config, inherited: dict | None = None) -> int:
         if app is None:
             return exitcodes.APP_LOAD_ERROR
     if reload_check:
+        from zergserve import trial  # here: http.client (email, ssl) would otherwise sit in every worker's memory
         code = trial.run(cfg, app, workers.get(cfg.worker))
         if code:
             return code

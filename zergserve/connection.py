@@ -52,12 +52,15 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
         while True:
             action = ex.next_action()
             if action is RECEIVE:
-                if park is not None and ex.idle and not _readable(conn):
+                idle = ex.kept_alive and not ex.received_any  # ex.idle, without a property call per request
+                if idle and park is not None and not _readable(conn):
                     park(conn, ex)
                     parked = True
                     return
                 try:
-                    ex.receive_data(_recv(conn, RECV, ex.deadline))
+                    # idle without a poller (gevent): the client sends its next request only once it
+                    # has read our response, so a read tried before waiting would find nothing
+                    ex.receive_data(_recv(conn, RECV, ex.deadline, idle and park is None))
                 except (socket.timeout, TimeoutError):
                     ex.timed_out()
             elif type(action) is Reply:
@@ -85,26 +88,22 @@ def _readable(conn: socket.socket) -> bool:
 
 def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:
     """Run the app for one request; False when the connection must close afterwards."""
-    body = wsgi.Input(_body_pull(conn, ex) if ex.has_body else None)
+    body = wsgi.Input(_body_pull(conn, ex)) if ex.has_body else wsgi.NO_BODY
+    base = ctx.environs.get(listener)
+    if base is None:
+        base = ctx.environs[listener] = wsgi.base_environ(*listener.server_name_port())
     if ex.http:
-        environ = wsgi.http_environ(_base_environ(ctx, listener), ex.request, ex.peer, body)
+        environ = wsgi.http_environ(base, ex.request, ex.peer, body)
     else:
-        environ = wsgi.uwsgi_environ(_base_environ(ctx, listener), ex.variables, body)
-    response = wsgi.run(ctx.app, environ, _Sink(conn, ex, ctx.pace()), ctx.log_error, ctx.log_refusal)
+        environ = wsgi.uwsgi_environ(base, ex.variables, body)
+    response = wsgi.run(ctx.app, environ, _Sink(conn, ex, SendPace(ctx.socket_timeout, ctx.send_min_rate)),
+                        ctx.log_error, ctx.log_refusal)
     after = ex.after_response(response.status, response.sent)
     if after == DRAIN:
         after = KEEP if _drain(body) else LINGER
     if after == LINGER:
         _linger_close(conn)
     return after == KEEP and ex.next_request()
-
-
-def _base_environ(ctx: Context, listener: Listener) -> dict[str, Any]:
-    """The per-listener part of the environ, built once per worker."""
-    env = ctx.environs.get(listener.fileno())
-    if env is None:
-        env = ctx.environs[listener.fileno()] = wsgi.base_environ(*listener.server_name_port())
-    return env
 
 
 def _drain(body: wsgi.Input) -> bool:
@@ -177,10 +176,11 @@ class _Sink:
 
 # --- socket calls ------------------------------------------------------------------------------
 
-def _recv(conn: socket.socket, size: int, deadline: float) -> bytes:
+def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -> bytes:
     """recv() bounded by an absolute deadline (socket.timeout past it), so a byte-a-second trickle
-    cannot hold the worker; tried without waiting first, as the bytes are usually there."""
-    if conn.gettimeout() == 0.0:
+    cannot hold the worker; tried without waiting first, as the bytes are usually there, unless
+    the caller knows they are not (`wait`)."""
+    if not wait and conn.gettimeout() == 0.0:
         try:
             return conn.recv(size)
         except BlockingIOError:

@@ -55,7 +55,7 @@ class Context:
         self.send_min_rate = send_min_rate
         self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
         self.idle: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets of kept-alive connections between requests
-        self.environs: dict[int, dict[str, Any]] = {}  # a WSGI driver's per-listener environ, built once
+        self.environs: dict[Any, dict[str, Any]] = {}  # a WSGI driver's environ per listener, built once
 
     # Why a WebSocket upgrade is refused (501), '' where the worker serves it (workers/asyncio.py).
     websocket_refusal = "WebSocket needs --worker asyncio (an ASGI app)"
@@ -115,8 +115,8 @@ class Exchange:
     started = 0.0
     request: h1.Request | None = None  # HTTP: the request head
     variables: dict[str, str] = {}  # uwsgi: the packet's vars
-    _REQUEST_STATE = ("method", "target", "protocol", "has_body", "clock", "read", "continued", "body_done",
-                      "body_failed", "raw", "head_sent", "head_count", "started")
+    _REQUEST_STATE = frozenset(("method", "target", "protocol", "has_body", "clock", "read", "continued",
+                                "body_done", "body_failed", "raw", "head_sent", "head_count", "started"))
 
     def __init__(self, ctx: Context, listener: Any, peer: Any, handle: Any = None) -> None:
         self.ctx = ctx
@@ -140,7 +140,8 @@ class Exchange:
 
     def receive_data(self, data: bytes) -> None:
         """Bytes for the request head (b'' when the client closed its side)."""
-        self._busy()
+        if self.kept_alive and self.handle is not None:  # _busy(), inline: this runs for every request
+            self.ctx.idle.discard(self.handle)
         self.fed = True
         self.received_any = self.received_any or bool(data)
         if self.http:
@@ -204,7 +205,7 @@ class Exchange:
         if ctx.limit_post and event.content_length is not None and event.content_length > ctx.limit_post:
             ctx.log_refusal(f"http: body of {event.content_length} bytes over limit-post {ctx.limit_post}")
             return self._refuse(413, h.error_response(h1.HTTPError(413, "body over limit-post")), True)
-        if ctx.websocket_refusal and h1.is_websocket_upgrade(event):
+        if ctx.websocket_refusal and event.upgrade and h1.is_websocket_upgrade(event):
             ctx.log_error(f"http: WebSocket upgrade for {printable(event.target)!r} refused with 501: "
                           f"{ctx.websocket_refusal} (peer {self.where})")
             return self._refuse(501, h.error_response(h1.HTTPError(501, "WebSocket not served")), True)
@@ -338,12 +339,13 @@ class Exchange:
         refuses what it cannot frame: AppError); uwsgi: a raw response as uWSGI writes it."""
         self.head_count = len(headers)
         if not self.http:
-            parts = [b"%s %d %s\r\n" % (self.protocol.encode("latin-1"), status, reason)]
-            parts.extend(b"%s: %s\r\n" % header for header in headers)
-            parts.append(b"\r\n")
-            self.head_sent = sum(map(len, parts))
-            parts.append(body)
-            return b"".join(parts)
+            lines = [b"%s %d %s\r\n" % (self.protocol.encode("latin-1"), status, reason)]
+            for header in headers:
+                lines.append(b"%s: %s\r\n" % header)
+            lines.append(b"\r\n")
+            data = b"".join(lines)
+            self.head_sent = len(data)
+            return data + body if body else data
         try:
             data = self.h.send_response(status, reason, headers)
         except h1.HTTPError as exc:
@@ -396,8 +398,9 @@ class Exchange:
         self.deadline = time.monotonic() + (self.ctx.keepalive_timeout or self.ctx.http_timeout)
         self.kept_alive = True
         self.received_any = False
-        for name in self._REQUEST_STATE:
-            self.__dict__.pop(name, None)  # back to the class's defaults
+        state = self.__dict__
+        for name in state.keys() & self._REQUEST_STATE:
+            del state[name]  # back to the class's defaults
         return True
 
 

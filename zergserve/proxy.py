@@ -75,6 +75,9 @@ def trusted(peer: Any) -> bool:
     return _trust.peer(peer)
 
 
+FORWARDED_KEYS = frozenset(("HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED"))  # all it reads
+
+
 def apply_environ(env: dict[str, Any], peer: Any) -> None:
     """Rewrite wsgi.url_scheme, REMOTE_ADDR and REMOTE_PORT of an HTTP request from a trusted peer."""
     proto, xff, rfc7239 = env.get("HTTP_X_FORWARDED_PROTO"), env.get("HTTP_X_FORWARDED_FOR"), env.get("HTTP_FORWARDED")

@@ -46,8 +46,11 @@ _OFF_INFO = _OFF_HIST + _HIST.size
 _CORE = struct.Struct("=Qd")
 _OFF_WS = _OFF_INFO + _REQ_INFO
 _Q = struct.Struct("=Q")
-_COUNTERS = struct.Struct("=QQQ")  # requests, exceptions, tx
 _D = struct.Struct("=d")
+# One write per request edge: status, the three counters and the request start are contiguous.
+_EDGE = struct.Struct("=iQQQd")
+_INFO = struct.Struct(f"{_REQ_INFO - 1}s")  # the request line, cut and NUL-padded; the last byte stays 0
+assert _OFF_STATUS + 4 == _OFF_REQUESTS and _OFF_REQUESTS + 24 == _OFF_START
 
 
 class Row(NamedTuple):
@@ -201,14 +204,18 @@ class RowWriter:
 
     def begin(self, request_line: bytes, now: float) -> None:
         """A request has started: busy, its start time and its request line for harakiri logs."""
-        info = self.base + _OFF_INFO
-        self.mem[info:info + _REQ_INFO] = request_line[:_REQ_INFO - 1].ljust(_REQ_INFO, b"\0")
-        _STATUS.pack_into(self.mem, self.base + _OFF_STATUS, BUSY)
-        _D.pack_into(self.mem, self.base + _OFF_START, now)
+        base = self.base
+        _INFO.pack_into(self.mem, base + _OFF_INFO, request_line)
+        _EDGE.pack_into(self.mem, base + _OFF_STATUS, BUSY, self.requests, self.exceptions, self.tx, now)
 
-    def end(self, sent: int, elapsed: float, failed: bool) -> None:
+    def show(self, request_line: bytes) -> None:
+        """The request line alone, for a shared row whose oldest request changed."""
+        _INFO.pack_into(self.mem, self.base + _OFF_INFO, request_line)
+
+    def end(self, sent: int, elapsed: float, failed: bool, busy_since: float = 0.0) -> None:
         """A request has ended: counters, time in requests, the response-time histogram, moving
-        average of the response time, back to idle. `sent` is what the stats call tx: uWSGI counts the
+        average of the response time, back to idle, or still busy since `busy_since` (a row that
+        others' requests share: base.SharedRow). `sent` is what the stats call tx: uWSGI counts the
         response head in it as well as the body."""
         self.requests += 1
         self.tx += sent
@@ -217,16 +224,15 @@ class RowWriter:
         micros = elapsed * 1e6
         self.avg_rt = micros if self.requests == 1 else self.avg_rt + (micros - self.avg_rt) / 16
         self.running += int(micros)
-        base = self.base
+        mem, base = self.mem, self.base
         bucket = bisect.bisect_left(BUCKETS, elapsed)
         if bucket < len(BUCKETS):
             self.buckets[bucket] += 1
-            _Q.pack_into(self.mem, base + _OFF_HIST + 8 * bucket, self.buckets[bucket])
-        _COUNTERS.pack_into(self.mem, base + _OFF_REQUESTS, self.requests, self.exceptions, self.tx)
-        _Q.pack_into(self.mem, base + _OFF_RUNNING, self.running)
-        _D.pack_into(self.mem, base + _OFF_START, 0.0)
-        _D.pack_into(self.mem, base + _OFF_AVG, self.avg_rt)
-        _STATUS.pack_into(self.mem, base + _OFF_STATUS, IDLE)
+            _Q.pack_into(mem, base + _OFF_HIST + 8 * bucket, self.buckets[bucket])
+        _Q.pack_into(mem, base + _OFF_RUNNING, self.running)
+        _D.pack_into(mem, base + _OFF_AVG, self.avg_rt)
+        _EDGE.pack_into(mem, base + _OFF_STATUS, BUSY if busy_since else IDLE, self.requests, self.exceptions,
+                        self.tx, busy_since)
 
 
 class Totals(NamedTuple):

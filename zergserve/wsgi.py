@@ -19,7 +19,7 @@ from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, Re
                                   check_field, printable, reason)
 
 __all__ = ["AppError", "ClientDisconnected", "RequestError", "RequestTimeout", "RequestTooLarge", "check_field",
-           "printable", "reason", "run", "Input", "FileWrapper", "http_environ", "uwsgi_environ", "base_environ"]
+           "printable", "reason", "run", "Input", "NO_BODY", "FileWrapper", "http_environ", "uwsgi_environ", "base_environ"]
 
 _STATUS = re.compile(r"([1-5][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
 _ERROR_BODY = b"Internal Server Error\n"
@@ -142,6 +142,9 @@ class Input:
         return self._done
 
 
+NO_BODY = Input(None)  # wsgi.input of every request without a body: it holds no state
+
+
 def base_environ(server_name: str, server_port: str) -> dict[str, Any]:
     """The per-listener part of the environ, built once and copied per request."""
     return {
@@ -174,22 +177,27 @@ def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> 
     else:
         env["REMOTE_ADDR"] = ""
     for name, value in request.headers:
-        if "_" in name:
-            continue  # would collide with '-' after the CGI mapping (reliability rule 3)
-        if name == "content-length":
-            env["CONTENT_LENGTH"] = value
-            continue
-        if name == "content-type":
-            env["CONTENT_TYPE"] = value
-            continue
-        key = "HTTP_" + name.upper().replace("-", "_")
+        key = _CGI_NAMES.get(name)
+        if key is None:
+            if "_" in name:
+                continue  # would collide with '-' after the CGI mapping (reliability rule 3)
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if len(_CGI_NAMES) < _CACHE_SIZE:
+                _CGI_NAMES[name] = key
         if key in env:
+            if key == "CONTENT_LENGTH" or key == "CONTENT_TYPE":
+                env[key] = value
+                continue
             env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
         else:
             env[key] = value
     env["wsgi.input"] = body
-    proxy.apply_environ(env, peer)
+    if not proxy.FORWARDED_KEYS.isdisjoint(env):
+        proxy.apply_environ(env, peer)
     return env
+
+
+_CGI_NAMES = {"content-length": "CONTENT_LENGTH", "content-type": "CONTENT_TYPE"}  # header name → environ key
 
 
 def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) -> dict[str, Any]:
@@ -210,16 +218,18 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) 
                 else:
                     del env[key]
     scheme = variables.get("UWSGI_SCHEME") or variables.get("REQUEST_SCHEME")
-    if scheme == "https" or variables.get("HTTPS", "").lower() in ("on", "1"):
+    https = variables.get("HTTPS")
+    if scheme == "https" or (https and https.lower() in ("on", "1")):
         env["wsgi.url_scheme"] = "https"
-    env.setdefault("REQUEST_METHOD", "GET")
-    env.setdefault("PATH_INFO", "")
-    env.setdefault("QUERY_STRING", "")
-    env.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
+    if not env.keys() >= _UWSGI_DEFAULTS.keys():  # nginx's uwsgi_params send them all
+        for key, value in _UWSGI_DEFAULTS.items():
+            env.setdefault(key, value)
     env["wsgi.input"] = body
     return env
 
 
+# What a uwsgi environ holds even when the packet lacks it.
+_UWSGI_DEFAULTS = {"REQUEST_METHOD": "GET", "PATH_INFO": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.0"}
 _CACHE_SIZE = 256  # distinct statuses and header fields remembered as already checked
 
 
@@ -323,7 +333,11 @@ class Response:
             raise AppError("write() before start_response()")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise AppError(f"body chunks must be bytes, got {type(data).__name__}")
-        data = self._clip(bytes(data))
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self.length is not None and self.sent + len(data) > self.length:
+            self.truncated = True
+            data = data[: max(0, self.length - self.sent)]
         try:
             if not self.head_sent:
                 self.sink.send_head(self.status, self.reason, self.headers, data)
@@ -335,16 +349,6 @@ class Response:
         except OSError as exc:  # the socket failed: the client, not the app
             raise ClientDisconnected(str(exc)) from exc
         self.sent += len(data)
-
-    def _clip(self, data: bytes) -> bytes:
-        if self.length is not None and self.sent + len(data) > self.length:
-            self.truncated = True
-            return data[: max(0, self.length - self.sent)]
-        return data
-
-    @property
-    def complete(self) -> bool:
-        return self.length is None or self.sent == self.length
 
 
 # What an app may raise that must cost it one 500, not the worker: sys.exit() in a view would
@@ -363,10 +367,10 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
         result = app(environ, response.start_response)
         if response.headers is None and isinstance(result, list) and not result:
             raise AppError("app returned without calling start_response()")
-        if isinstance(result, FileWrapper) and response.headers is not None and not response.head_sent:
-            _send_file(response, result)
-        elif isinstance(result, (list, tuple)) and len(result) == 1 and not response.head_sent:
+        if isinstance(result, (list, tuple)) and len(result) == 1 and not response.head_sent:
             _send_single(response, result[0])
+        elif isinstance(result, FileWrapper) and response.headers is not None and not response.head_sent:
+            _send_file(response, result)
         else:
             for chunk in result:
                 if chunk:
@@ -376,7 +380,8 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
         if response.truncated:
             log_error(f"app sent more than its Content-Length ({response.length}) for {_where(environ)}: "
                       "truncated, connection closed")
-        if not response.complete and environ.get("REQUEST_METHOD") != "HEAD" and response.status not in (204, 304):
+        if (response.length is not None and response.sent != response.length
+                and environ.get("REQUEST_METHOD") != "HEAD" and response.status not in (204, 304)):
             log_error(f"app sent {response.sent} of its Content-Length {response.length} bytes for {_where(environ)}: "
                       "connection closed")
             sink.abort()

@@ -104,6 +104,9 @@ OPTIONS: tuple[Option, ...] = (
       "system's)", aliases=("thread-stacksize", "threads-stack-size", "thread-stack-size"), group="processes"),
     O("worker-connections", integer(1), 1000, "most connections a gevent or asyncio worker serves at once",
       group="processes"),
+    O("loop", choice("auto", "asyncio", "uvloop"), "auto", "the asyncio worker's event loop, as uvicorn's: "
+      "uvloop (pip install zergserve[uvloop]; asking for it without it installed is a start error), asyncio "
+      "(the standard library's), or auto: uvloop when it is installed", group="processes"),
     O("gevent", integer(1), None, "uWSGI's gevent loop: the same as --worker gevent --worker-connections N",
       group="processes"),
     O("harakiri", integer(0), 0, "kill a worker stuck on one request for more than N seconds (0: off)", "t",

@@ -50,6 +50,7 @@ class Config:
     threads: int
     threads_stacksize: int
     worker_connections: int
+    loop: str
     gevent: int | None
     harakiri: int
     max_requests: int

@@ -64,6 +64,22 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _HEX = re.compile(rb"[0-9A-Fa-f]*")
+# The same rules over the head decoded as latin-1 text: a whole request line in one match, a field
+# name with its colon in another (tchar excludes ':', so this is the name up to the first colon).
+_CTL_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])")
+# A whole head that breaks no syntax rule, in one match (then _FIELD splits its field block): a
+# request line, then field lines of a token name, a colon and a value of no CTL but HTAB, each
+# ending in CRLF. No two parts can take the same character, so the match is linear.
+_HEAD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])\r\n"
+                   r"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
+_FIELD = re.compile(r"([^:]+):([^\r]*)\r\n")
+# Response fields send_response() reads or replaces: Content-Length, hop-by-hop, Connection, Date, Server.
+_RESPONSE_FIELDS = {b"content-length": 0, b"transfer-encoding": 1, b"keep-alive": 1, b"connection": 2,
+                    b"date": 3, b"server": 4}
+# Fields the head gate reads, by lowercase name: framing, Host, Content-Type, Expect, Connection, Upgrade.
+_SPECIAL = {"content-length": 0, "transfer-encoding": 1, "host": 2, "content-type": 3, "expect": 4,
+            "connection": 5, "upgrade": 6}
 _MAX_CHUNK_LINE = 8190  # a chunk-size line with its extensions; fixed, so '0 = unlimited' field sizes keep it
 REASONS = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
            414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
@@ -119,16 +135,20 @@ class Request(NamedTuple):
     chunked: bool
     expect_continue: bool
     keep_alive: bool
+    upgrade: bool = False  # an Upgrade header is present (is_websocket_upgrade() looks further only then)
 
+
+_new_request = tuple.__new__  # Request(...) without the Python-level __new__ a NamedTuple adds
 
 Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel  # NEED_DATA and PAUSED are _Sentinels
 
 
 class _DateCache:
-    """The Date header changes once a second; format it once a second."""
+    """The Date header changes once a second; format it (and its field line) once a second."""
 
     stamp = 0
     value = b""
+    line = b""
 
     @classmethod
     def get(cls) -> bytes:
@@ -136,7 +156,15 @@ class _DateCache:
         if now != cls.stamp:
             cls.stamp = now
             cls.value = _http_date(now)
+            cls.line = b"Date: %s\r\n" % cls.value
         return cls.value
+
+    @classmethod
+    def get_line(cls) -> bytes:
+        """`Date: <now>\r\n`."""
+        if int(time.time()) != cls.stamp:
+            cls.get()
+        return cls.line
 
 
 _DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
@@ -151,37 +179,41 @@ def _http_date(stamp: float) -> bytes:
 
 
 class HTTPConnection:
-    """One server-side HTTP/1.1 connection."""
+    """One server-side HTTP/1.1 connection.
+
+    Its state starts from the class's defaults (every change is an assignment to the instance),
+    so a new connection costs only its three settings."""
+
+    _bmode = _B_NONE  # how the current request's body is framed
+    _left = 0  # Content-Length bytes, or the current chunk's data bytes, still to come
+    _body_done = False
+    # Head input: _buf[_pos:] is unparsed. Absolute indexes into _buf remember how far the
+    # unfinished head was checked, so a head split into many reads is scanned once.
+    _buf: bytes | bytearray = b""
+    _pos = 0
+    _scanned = 0
+    _line_start = 0
+    _lines = 0
+    _eof = False
+    _in_head = True
+    _error: HTTPError | None = None
+    _request: Request | None = None
+    # The chunked body parser.
+    _cstate = _C_DONE
+    _trailer_bytes = 0
+    _framing_bytes = 0  # chunk framing (size lines and CRLFs) minus the data it carried
+    # Response state.
+    _continue_sent = False
+    _started = False
+    _finished = False
+    _close_after = False
+    _framing = _NONE
+    _out_left = 0
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS, keep_alive: bool = True, server: bytes = b"zergserve") -> None:
         self.limits = limits
         self.keep_alive = keep_alive
         self.server = server
-        self._bmode = _B_NONE  # how the current request's body is framed
-        self._left = 0  # Content-Length bytes, or the current chunk's data bytes, still to come
-        self._body_done = False
-        # Head input: _buf[_pos:] is unparsed. Absolute indexes into _buf remember how far the
-        # unfinished head was checked, so a head split into many reads is scanned once.
-        self._buf: bytes | bytearray = b""
-        self._pos = 0
-        self._scanned = 0
-        self._line_start = 0
-        self._lines = 0
-        self._eof = False
-        self._in_head = True
-        self._error: HTTPError | None = None
-        self._request: Request | None = None
-        # The chunked body parser.
-        self._cstate = _C_DONE
-        self._trailer_bytes = 0
-        self._framing_bytes = 0  # chunk framing (size lines and CRLFs) minus the data it carried
-        # Response state.
-        self._continue_sent = False
-        self._started = False
-        self._finished = False
-        self._close_after = False
-        self._framing = _NONE
-        self._out_left = 0
 
     # --- input ------------------------------------------------------------------------------
 
@@ -322,6 +354,8 @@ class HTTPConnection:
 
     def _next_head(self) -> Event:
         buf, pos = self._buf, self._pos
+        if pos >= len(buf) and not self._eof:
+            return NEED_DATA  # a kept-alive connection between requests: nothing to look at
         while buf.startswith(b"\r\n", pos):  # RFC 9112 §2.2: ignore empty lines before a request line
             pos += 2
         if pos != self._pos:
@@ -377,69 +411,58 @@ class HTTPConnection:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
 
     def _parse_head(self, head: bytes) -> Request:
-        """Check and parse a complete head: linear bytes operations only, every rule of RFC 9112
-        §2–§7 that h11 is lenient about, and the limits."""
+        """Check and parse a complete head: linear operations only, every rule of RFC 9112
+        §2–§7 that h11 is lenient about, and the limits. The head is decoded once (latin-1 keeps
+        every byte) and its syntax checked by one match (_HEAD); a head it refuses goes to
+        _refuse_head(), which names the first fault."""
         limits = self.limits
         if len(head) > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
-        if _CTL.search(head):
-            raise self._fail(400, "control character in request head")
-        crlf = head.count(b"\r\n")
-        if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
-            raise self._fail(400, "bare CR or LF in request head")
-        lines = head[:-4].split(b"\r\n")
-        line = lines[0]
-        if len(line) > limits.request_line:
+        text = str(head, "latin-1")
+        match = _HEAD.fullmatch(text)
+        if match is None:
+            raise self._refuse_head(text)
+        method, target, minor, block = match.groups()
+        if match.end(3) > limits.request_line:
             raise self._fail(414, f"request line longer than {limits.request_line} bytes")
-        if len(lines) - 1 > limits.fields:
+        fields = _FIELD.findall(block)
+        if len(fields) > limits.fields:
             raise self._fail(431, f"more than {limits.fields} header fields")
-        parts = line.split(b" ")
-        if len(parts) != 3:
-            raise self._fail(400, "malformed request line")
-        method, target, version = parts
-        if not _TOKEN.fullmatch(method):
-            raise self._fail(400, "invalid method")
-        if version == b"HTTP/1.1":
-            http_version = "1.1"
-        elif version == b"HTTP/1.0":
-            http_version = "1.0"
-        elif _VERSION.fullmatch(version):
-            raise self._fail(505, f"unsupported version {version.decode('latin-1')}")
-        else:
-            raise self._fail(400, "malformed HTTP version")
-        if not _TARGET.fullmatch(target):
-            raise self._fail(400, "invalid request target")
-        if method == b"CONNECT":
-            raise self._fail(405, "CONNECT is not served")
-        if target[:1] != b"/":
-            if target == b"*":
-                if method != b"OPTIONS":
-                    raise self._fail(400, "'*' target is only for OPTIONS")
-            elif not target.lower().startswith((b"http://", b"https://")):
-                raise self._fail(400, "request target must be origin-form or absolute-form")
+        self._check_target(method, target)
+        if len(block) > limits.field_size - 2:  # one of the fields may be too long
+            for name, value in fields:
+                if len(name) + len(value) + 3 > limits.field_size:  # with its colon and CRLF, as gunicorn counts
+                    raise self._fail(431, f"header line longer than {limits.field_size} bytes")
+        http_version = "1.1" if minor == "1" else "1.0"
         headers = []
         lengths, codings, hosts, types = [], [], 0, 0
-        expect = close = keep = False
-        for field in lines[1:]:
-            if len(field) + 2 > limits.field_size:  # the whole field line with its CRLF, as gunicorn counts
-                raise self._fail(431, f"header line longer than {limits.field_size} bytes")
-            colon = self._colon(field, "header")
-            name = field[:colon].lower().decode("latin-1")
-            value = field[colon + 1:].strip(b" \t").decode("latin-1")
-            if name == "content-length":
-                lengths.append(value)
-            elif name == "transfer-encoding":
-                codings.append(value)
-            elif name == "host":
-                hosts += 1
-            elif name == "content-type":
-                types += 1
-            elif name == "expect":
-                expect = value.lower() == "100-continue"
-            elif name == "connection":
-                tokens = [token.strip(" \t") for token in value.lower().split(",")]
-                close = close or "close" in tokens
-                keep = keep or "keep-alive" in tokens
+        expect = close = keep = upgrade = False
+        for name, value in fields:
+            name = name.lower()
+            value = value.strip(" \t")
+            special = _SPECIAL.get(name)
+            if special is not None:
+                if special == 0:
+                    lengths.append(value)
+                elif special == 1:
+                    codings.append(value)
+                elif special == 2:
+                    hosts += 1
+                elif special == 3:
+                    types += 1
+                elif special == 4:
+                    expect = value.lower() == "100-continue"
+                elif special == 5:
+                    low = value.lower()
+                    if "," in low:
+                        tokens = [token.strip(" \t") for token in low.split(",")]
+                        close = close or "close" in tokens
+                        keep = keep or "keep-alive" in tokens
+                    else:  # one token, already stripped
+                        close = close or low == "close"
+                        keep = keep or low == "keep-alive"
+                else:
+                    upgrade = True
             headers.append((name, value))
         if http_version == "1.1" and hosts != 1:
             raise self._fail(400, "HTTP/1.1 needs exactly one Host header")
@@ -466,8 +489,7 @@ class HTTPConnection:
             if len(value) > 18:
                 raise self._fail(413, "Content-Length too large")
             length = int(value)
-        target_s = target.decode("latin-1")
-        path, _, query = target_s.partition("?")
+        path, _, query = target.partition("?")
         if path[:1] != "/" and path != "*":
             # absolute-form: its authority wins over Host (RFC 9112 §3.2.2), its path is the path
             authority, slash, rest = path.split("://", 1)[1].partition("/")
@@ -476,10 +498,62 @@ class HTTPConnection:
             path = slash + rest or "/"
             headers = [(name, value) for name, value in headers if name != "host"]
             headers.append(("host", authority))
-        return Request(method=method.decode("latin-1"), target=target_s, path=path, query=query,
-                       http_version=http_version, headers=headers, content_length=length,
-                       chunked=bool(codings), expect_continue=expect and http_version == "1.1",
-                       keep_alive=not close if http_version == "1.1" else keep and not close)
+        return _new_request(Request, (method, target, path, query, http_version, headers, length, bool(codings),
+                                      expect and http_version == "1.1",
+                                      not close if http_version == "1.1" else keep and not close, upgrade))
+
+    def _check_target(self, method: str, target: str) -> None:
+        """What the request line's syntax lets through but the server refuses: CONNECT, and a
+        target in neither origin-form nor absolute-form (nor `*` for OPTIONS)."""
+        if method == "CONNECT":
+            raise self._fail(405, "CONNECT is not served")
+        if target[0] != "/":
+            if target == "*":
+                if method != "OPTIONS":
+                    raise self._fail(400, "'*' target is only for OPTIONS")
+            elif not target.lower().startswith(("http://", "https://")):
+                raise self._fail(400, "request target must be origin-form or absolute-form")
+
+    def _refuse_head(self, text: str) -> HTTPError:
+        """The error for a head that _HEAD refused: each rule checked in turn, the first broken
+        one named (with the limits checked before the syntax, in the order of a valid head)."""
+        limits = self.limits
+        if _CTL_TEXT.search(text):
+            return self._fail(400, "control character in request head")
+        crlf = text.count("\r\n")
+        if text.count("\n") != crlf or text.count("\r") != crlf:
+            return self._fail(400, "bare CR or LF in request head")
+        lines = text[:-4].split("\r\n")
+        line = lines[0]
+        if len(line) > limits.request_line:
+            return self._fail(414, f"request line longer than {limits.request_line} bytes")
+        if len(lines) - 1 > limits.fields:
+            return self._fail(431, f"more than {limits.fields} header fields")
+        match = _REQUEST_LINE.fullmatch(line)
+        if match is None:
+            return self._refuse_request_line(line.encode("latin-1"))
+        self._check_target(match.group(1), match.group(2))
+        for field in lines[1:]:
+            if len(field) + 2 > limits.field_size:  # the whole field line with its CRLF, as gunicorn counts
+                return self._fail(431, f"header line longer than {limits.field_size} bytes")
+            self._colon(field.encode("latin-1"), "header")
+        return self._fail(400, "malformed request head")  # unreachable: _HEAD takes what passes the rules
+
+    def _refuse_request_line(self, line: bytes) -> HTTPError:
+        """The error for a request line that _REQUEST_LINE refused, checked part by part."""
+        parts = line.split(b" ")
+        if len(parts) != 3:
+            return self._fail(400, "malformed request line")
+        method, target, version = parts
+        if not _TOKEN.fullmatch(method):
+            return self._fail(400, "invalid method")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+            if _VERSION.fullmatch(version):
+                return self._fail(505, f"unsupported version {version.decode('latin-1')}")
+            return self._fail(400, "malformed HTTP version")
+        if not _TARGET.fullmatch(target):
+            return self._fail(400, "invalid request target")
+        raise AssertionError("the request line pattern refused a valid line")  # pragma: no cover
 
     # --- output -----------------------------------------------------------------------------
 
@@ -505,25 +579,26 @@ class HTTPConnection:
         have_date = have_server = close = False
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         for name, value in headers:
-            low = name.lower()
-            if low == b"content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise HTTPError(500, f"invalid Content-Length {value!r} in response")
-                if length is not None:
+            kind = _RESPONSE_FIELDS.get(name.lower())
+            if kind is not None:
+                if kind == 0:
+                    if not value.isdigit() or (length is not None and int(value) != length):
+                        raise HTTPError(500, f"invalid Content-Length {value!r} in response")
+                    if length is not None:
+                        continue
+                    length = int(value)
+                elif kind == 1:
+                    continue  # hop-by-hop: the framing is ours to choose
+                elif kind == 2:
+                    close = close or b"close" in value.lower()
                     continue
-                length = int(value)
-            elif low in (b"transfer-encoding", b"keep-alive"):
-                continue  # hop-by-hop: the framing is ours to choose
-            elif low == b"connection":
-                close = close or b"close" in value.lower()
-                continue
-            elif low == b"date":
-                have_date = True
-            elif low == b"server":
-                have_server = True
+                elif kind == 3:
+                    have_date = True
+                else:
+                    have_server = True
             lines.append(b"%s: %s\r\n" % (name, value))
         if not have_date:
-            lines.append(b"Date: %s\r\n" % _DateCache.get())
+            lines.append(_DateCache.get_line())
         if not have_server:
             lines.append(b"Server: %s\r\n" % self.server)
         self._started = True
@@ -621,6 +696,8 @@ def _tokens(value: str) -> set[str]:
 
 def is_websocket_upgrade(request: Request) -> bool:
     """Whether a request head asks to become a WebSocket (RFC 6455 §4.1: Upgrade and Connection)."""
+    if not request.upgrade:
+        return False
     upgrade = connection = ""
     for name, value in request.headers:
         low = name.lower()

@@ -1,34 +1,31 @@
 """The asyncio worker: ASGI apps on one event loop per process, many connections at once.
 
 It speaks both protocols through the same sans-I/O exchange as the other workers (HTTP/1.1 with
-keep-alive and pipelining, or one uwsgi packet per connection); only the reads and writes are
-coroutines here. The app's lifespan startup runs before the worker says it is ready, its
-shutdown after the last connection closed. Signals only set the base worker's flags; the wake-up
-pipe, watched by the loop, makes it look at them at once. The scoreboard row is shared by the
-requests in flight, as in the gevent worker (base.SharedRow).
+keep-alive and pipelining, or one uwsgi packet per connection); each connection is an asyncio
+Protocol (aioconnection.py) fed by its transport, and only the app call runs as a task. The loop is
+asyncio's or uvloop's (`--loop`, loops.py). Accepting is this worker's own (a reader on each
+listening socket, one connection per wake-up), so it stops at --worker-connections and while
+paused, leaving the excess in the kernel's backlog for the other workers. The app's lifespan
+startup runs before the worker says it is ready, its shutdown after the last connection closed.
+Signals only set the base worker's flags and write the wake-up pipe, which the loop watches. The
+scoreboard row is shared by the requests in flight, as in the gevent worker (base.SharedRow).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
-import time
-import traceback
-from typing import Any
+from typing import Any, Callable
 
 from zergserve import app as app_loader
-from zergserve import asgi, connection, websocket
-from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, RECEIVE, Exchange, Reply
+from zergserve import asgi, loops, websocket
+from zergserve.aioconnection import HttpProtocol
 from zergserve.log import logger
-from zergserve.pacing import SendPace
 from zergserve.scoreboard import IDLE, PAUSED
-from zergserve.protocols.http import is_websocket_upgrade
 from zergserve.sockets import Listener
-from zergserve.workers.base import SharedRow, Worker, tick_interval
-from zergserve.wsgi import RequestError
-
-_LINGER_SECONDS = 2.0
-_LINGER_BYTES = 1 << 20
+from zergserve.workers.base import WORKER_SIGNALS, SharedRow, Worker, tick_interval
 
 
 class AsyncioWorker(Worker):
@@ -46,8 +43,10 @@ class AsyncioWorker(Worker):
         self.ws_options = websocket.Options(cfg.ws_max_size, cfg.ws_ping_interval, cfg.ws_ping_timeout,
                                             cfg.ws_per_message_deflate)
         self.websockets: set[websocket.Session] = set()  # open ones, for the stats and a stop's 1001
-        self.loop = asyncio.new_event_loop()
+        self.loop = loops.new_loop(cfg.loop)
         asyncio.set_event_loop(self.loop)
+        self._wake_on_signals()
+        self.loop.run_until_complete(self._first_stream())
         self.lifespan = asgi.Lifespan(self.app, lambda text: logger.info("worker %d: %s", self.wid, text),
                                       self.log_error, self.cfg.lifespan, self.cfg.lifespan_timeout)
         try:
@@ -55,10 +54,40 @@ class AsyncioWorker(Worker):
         except asgi.LifespanFailed as exc:
             raise app_loader.AppLoadError(f"ASGI lifespan startup failed: {exc}") from None
         self.active = 0  # connections holding one of the --worker-connections slots
-        self.room = asyncio.Event()  # set while active < --worker-connections
-        self.room.set()
-        self.tasks: set[asyncio.Task] = set()
+        self.connections: set[HttpProtocol] = set()  # every open one, slotted or drained on a stop
+        self.accepting = False  # readers are on the listening sockets
+        self.serving = False  # accepting is wanted (neither paused nor stopping)
+        self.backoff = False  # out of descriptors or memory: accepting waits a moment
+        self.emptied: asyncio.Future | None = None  # a stop's wait for the last connection
+        self.servers: dict[int, tuple[str, str]] = {}  # per listener, its name and port for scopes
         self.woke = asyncio.Event()
+
+    def _wake_on_signals(self) -> None:
+        """uvloop points signal.set_wakeup_fd at its own socket while it runs, so the handlers
+        write the worker's wake-up pipe themselves (on asyncio's loop that is one byte more)."""
+        for signum in (*WORKER_SIGNALS, signal.SIGIO):
+            handler = signal.getsignal(signum)
+            if callable(handler):
+                signal.signal(signum, self._waking(handler))
+
+    async def _first_stream(self) -> None:
+        """Open and close one transport before serving: libuv (uvloop) reserves a descriptor at
+        its first stream, for its EMFILE recovery, and it belongs to the worker's steady count of
+        descriptors from the start, not to the first client's."""
+        ours, theirs = socket.socketpair()
+        with theirs:
+            transport, _ = await self.loop.connect_accepted_socket(asyncio.Protocol, ours)
+            transport.close()
+            await asyncio.sleep(0)
+
+    def _waking(self, handler: Callable) -> Callable:
+        def wrapped(signum: int, frame: Any) -> None:
+            handler(signum, frame)
+            try:
+                os.write(self.wake_w, b"\0")
+            except OSError:
+                pass
+        return wrapped
 
     def serve_forever(self) -> None:
         try:
@@ -70,23 +99,22 @@ class AsyncioWorker(Worker):
         loop = self.loop
         loop.add_reader(self.wake_r, self._on_wakeup)
         self._tick()
-        acceptors: list[asyncio.Task] = []
         while not self.done():
-            if self.paused and acceptors:
-                _cancel(acceptors)
-                acceptors = []
+            if self.paused and self.serving:
+                self.serving = False
                 self.row.set_status(PAUSED)
-            elif not self.paused and not acceptors:
-                acceptors = [loop.create_task(self._accept_forever(listener)) for listener in self.listeners]
+            elif not self.paused and not self.serving:
+                self.serving = True
                 if not self.ctx.row.inflight:
                     self.row.set_status(IDLE)
+            self._watch_listeners()
             try:
                 await asyncio.wait_for(self.woke.wait(), 1.0)  # done() also looks at orphaning, max-requests
             except TimeoutError:
                 pass
             self.woke.clear()
-        _cancel(acceptors)
-        await asyncio.sleep(0)  # let the acceptors unregister from the loop
+        self.serving = False
+        self._watch_listeners()
         if self.orphan:
             super().release_listeners()
         loop.remove_reader(self.wake_r)
@@ -95,12 +123,16 @@ class AsyncioWorker(Worker):
         for session in list(self.websockets):
             session.going_away()
         self.drain_queue(lambda conn, peer, listener: self._spawn(conn, peer, listener, slotted=False))
-        if self.tasks:
-            _, pending = await asyncio.wait(set(self.tasks), timeout=self.cfg.worker_reload_mercy)
-            if pending:
+        if self.connections:
+            self.emptied = loop.create_future()
+            try:
+                await asyncio.wait_for(self.emptied, self.cfg.worker_reload_mercy)
+            except TimeoutError:
                 logger.error("worker %d: %d connections still open after %ds, closing them",
-                             self.wid, len(pending), self.cfg.worker_reload_mercy)
-                _cancel(pending)
+                             self.wid, len(self.connections), self.cfg.worker_reload_mercy)
+                for conn in list(self.connections):
+                    conn.drop()
+                await asyncio.sleep(0)  # let the cancelled requests unwind
         await self.lifespan.shutdown()
 
     def _tick(self) -> None:
@@ -114,302 +146,74 @@ class AsyncioWorker(Worker):
         self.woke.set()
 
     def release_listeners(self) -> None:
-        """Done by _serve once the acceptors stopped watching the sockets."""
+        """Done by _serve once the loop stopped watching the sockets."""
 
-    async def _accept_forever(self, listener: Listener) -> None:
-        """Accept on one listener while a connection slot is free; a task per connection.
+    def close_idle(self) -> None:
+        """On a stop: every kept-alive connection between requests closes now (each knows whether
+        it is one: a set of them kept up to date would cost every request)."""
+        for conn in list(self.connections):
+            conn.close_idle()
 
-        A slot is taken only together with a connection (no await between the check and the
-        accept): an acceptor waiting on a quiet listener holds none, and above the cap the excess
-        stays in the kernel's backlog, where another worker may take it.
-        """
-        sock = listener.sock
-        while True:
-            await self.room.wait()
-            await self._readable(sock)
-            if self.active >= self.cfg.worker_connections:
-                continue  # another listener's acceptor took the last slot meanwhile
-            try:
-                conn, peer = sock.accept()
-            except OSError as exc:
-                backoff = self.accept_error(exc, listener)
-                if backoff:
-                    await asyncio.sleep(backoff)
-                continue
-            self._spawn(conn, peer, listener)
+    # --- accepting -----------------------------------------------------------------------------
 
-    async def _readable(self, sock: socket.socket) -> None:
-        ready = self.loop.create_future()
-        self.loop.add_reader(sock, ready.set_result, None)
+    def _watch_listeners(self) -> None:
+        """Readers on the listening sockets while serving with a slot free, none otherwise."""
+        want = self.serving and not self.backoff and self.active < self.cfg.worker_connections
+        if want == self.accepting:
+            return
+        self.accepting = want
+        for listener in self.listeners:
+            if want:
+                self.loop.add_reader(listener.sock, self._accept, listener)
+            else:
+                self.loop.remove_reader(listener.sock)
+
+    def _accept(self, listener: Listener) -> None:
+        """One connection per wake-up: a queue of many is shared with the other workers."""
         try:
-            await ready
-        finally:
-            self.loop.remove_reader(sock)
+            conn, peer = listener.sock.accept()
+        except OSError as exc:
+            backoff = self.accept_error(exc, listener)
+            if backoff:
+                self.backoff = True
+                self._watch_listeners()
+                self.loop.call_later(backoff, self._end_backoff)
+            return
+        self._spawn(conn, peer, listener)
+
+    def _end_backoff(self) -> None:
+        self.backoff = False
+        self._watch_listeners()
 
     def _spawn(self, conn: socket.socket, peer: Any, listener: Listener, slotted: bool = True) -> None:
-        """A task for the connection; `slotted` when it takes one of the --worker-connections slots."""
-        task = self.loop.create_task(self._serve_connection(conn, peer, listener))
-        self.tasks.add(task)
+        """Hand the socket to the loop as a transport with its protocol; `slotted` when it takes
+        one of the --worker-connections slots."""
+        protocol = HttpProtocol(self, listener, peer, slotted)
+        self.connections.add(protocol)
         if slotted:
             self.active += 1
-            if self.active >= self.cfg.worker_connections:
-                self.room.clear()
-        task.add_done_callback(self._connection_done if slotted else self.tasks.discard)
+            self._watch_listeners()
+        self.loop.create_task(self._attach(protocol, conn))
 
-    def _connection_done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        self.active -= 1
-        self.room.set()
-
-    async def _serve_connection(self, conn: socket.socket, peer: Any, listener: Listener) -> None:
-        """Serve one connection until it is done, as the exchange says; never raises for anything
-        a client sends (the blocking twin is connection.serve)."""
-        ctx = self.ctx
+    async def _attach(self, protocol: HttpProtocol, conn: socket.socket) -> None:
         try:
-            conn.setblocking(False)
-            ex = Exchange(ctx, listener, peer, conn)
-            while True:
-                action = ex.next_action()
-                if action is RECEIVE:
-                    try:
-                        data = await self._recv(conn, RECV, ex.deadline)
-                    except TimeoutError:
-                        ex.timed_out()
-                    else:
-                        ex.receive_data(data)
-                elif isinstance(action, Reply):
-                    await self._send_all(conn, action.data, ctx.pace())
-                    if action.linger:
-                        await self._linger_close(conn)
-                    return
-                elif not await self._serve_request(conn, listener, ex):
-                    return
-        except (OSError, asyncio.CancelledError):
-            pass
-        except Exception:
-            self.log_error("connection failed:\n" + traceback.format_exc().rstrip())
-        finally:
-            conn.close()
-
-    async def _serve_request(self, conn: socket.socket, listener: Listener, ex: Exchange) -> bool:
-        """Run the app for one request; False when the connection must close afterwards."""
-        server, state = listener.server_name_port(), self.lifespan.state
-        if ex.http and is_websocket_upgrade(ex.request):
-            await self._serve_websocket(conn, ex, websocket.scope(ex.request, ex.peer, server, state))
-            return False
-        body = _Body(self, conn, ex)
-        if ex.http:
-            scope = asgi.http_scope(ex.request, ex.peer, server, state)
-        else:
-            scope = asgi.uwsgi_scope(ex.variables, server, state)
-        response = await asgi.run(self.app, scope, body.pull if ex.has_body else None, _Sink(self, conn, ex),
-                                  self.ctx.log_error, self.ctx.log_refusal)
-        after = ex.after_response(response.status, response.sent)
-        if after == DRAIN:
-            after = KEEP if await body.drain() else LINGER
-        if after == LINGER:
-            await self._linger_close(conn)
-        return after == KEEP and ex.next_request()
-
-    async def _serve_websocket(self, conn: socket.socket, ex: Exchange, scope: dict[str, Any]) -> None:
-        """One WebSocket session on this connection, which closes after it (websocket.py)."""
-        transport = _Transport(self, conn, ex)
-        session = websocket.Session(self.app, scope, transport, self.ws_options, self.log_error)
-        self.websockets.add(session)
-        self.row.set_websockets(len(self.websockets))
-        status = 0
-        try:
-            status = await session.run(websocket.request_head(ex.request) + ex.h.trailing())
-        finally:
-            transport.close()
-            self.websockets.discard(session)
-            self.row.set_websockets(len(self.websockets))
-            ex.after_response(status or 499, session.sent)
-
-    # --- socket calls --------------------------------------------------------------------------
-
-    async def _recv(self, conn: socket.socket, size: int, deadline: float) -> bytes:
-        """recv() bounded by an absolute deadline (TimeoutError past it)."""
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        return await asyncio.wait_for(self.loop.sock_recv(conn, size), left)
-
-    async def _send_all(self, conn: socket.socket, data: bytes, pace: SendPace) -> None:
-        """Send everything, or raise TimeoutError once the client reads slower than the pace
-        allows (connection.sending says when to wait and for how long)."""
-        for wait in connection.sending(conn, data, pace):
-            ready = self.loop.create_future()
-            self.loop.add_writer(conn, ready.set_result, None)
-            try:
-                await asyncio.wait_for(ready, wait)
-            except TimeoutError:
-                pass
-            finally:
-                self.loop.remove_writer(conn)
-
-    async def _linger_close(self, conn: socket.socket) -> None:
-        """Half-close and discard what the client still sends, so our reply is not lost to a RST."""
-        try:
-            conn.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + _LINGER_SECONDS
-            total = 0
-            while total < _LINGER_BYTES:
-                data = await self._recv(conn, RECV, deadline)
-                if not data:
-                    break
-                total += len(data)
+            await self.loop.connect_accepted_socket(lambda: protocol, conn)
         except OSError:
-            pass
+            conn.close()
+            self.connection_done(protocol)
 
+    def connection_done(self, protocol: HttpProtocol) -> None:
+        """A connection closed and its request, if any, ended: its slot is free."""
+        self.connections.discard(protocol)
+        if protocol.slotted:
+            self.active -= 1
+            self._watch_listeners()
+        if not self.connections and self.emptied is not None and not self.emptied.done():
+            self.emptied.set_result(None)
 
-class _Body:
-    """The request body as the ASGI adapter pulls it: the exchange's pieces, read as it asks."""
-
-    __slots__ = ("worker", "conn", "ex")
-
-    def __init__(self, worker: AsyncioWorker, conn: socket.socket, ex: Exchange) -> None:
-        self.worker = worker
-        self.conn = conn
-        self.ex = ex
-
-    async def pull(self) -> bytes:
-        ex = self.ex
-        interim = ex.interim()
-        if interim:
-            await self.worker._send_all(self.conn, interim, ex.ctx.pace())
-        while True:
-            piece = ex.body_next()
-            if type(piece) is bytes:
-                return piece
-            try:
-                data = await self.worker._recv(self.conn, ex.want, time.monotonic() + piece)
-            except TimeoutError:
-                ex.body_stalled()
-            ex.body_data(data)
-
-    async def drain(self) -> bool:
-        """Read what the app left of the body so the next request can be parsed; give up past the cap."""
-        total = 0
-        try:
-            while chunk := await self.pull():
-                total += len(chunk)
-                if total > DRAIN_CAP:
-                    return False
-        except (OSError, RequestError):
-            return False
-        return True
-
-
-class _Sink:
-    """Puts the exchange's response bytes on the socket (asgi.Sink). Each write waits until the
-    kernel took the bytes, so an app that streams to a slow reader waits with it (flow control)."""
-
-    __slots__ = ("worker", "conn", "ex", "pace", "watch")
-
-    def __init__(self, worker: AsyncioWorker, conn: socket.socket, ex: Exchange) -> None:
-        self.worker = worker
-        self.conn = conn
-        self.ex = ex
-        self.pace = ex.ctx.pace()
-        self.watch: asyncio.Future | None = None  # closed()'s wait for the socket to be readable
-
-    async def closed(self) -> None:
-        """Return at the client's EOF (or a reset). Bytes that arrive first are a pipelined request,
-        left for the exchange: the client is there, and this waits until cancelled."""
-        loop = self.worker.loop
-        while True:
-            self.watch = watch = loop.create_future()
-            loop.add_reader(self.conn, _wake, watch)
-            try:
-                await watch
-            finally:
-                if self.watch is watch:
-                    self.unwatch()
-            try:
-                data = self.conn.recv(1, socket.MSG_PEEK)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            await loop.create_future()
-
-    def unwatch(self) -> None:
-        if self.watch is not None:
-            self.worker.loop.remove_reader(self.conn)
-            self.watch.cancel()
-            self.watch = None
-
-    async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        await self.worker._send_all(self.conn, self.ex.head(status, reason, headers, body), self.pace)
-
-    async def send_body(self, data: bytes) -> None:
-        framed = self.ex.data(data)
-        if framed:
-            await self.worker._send_all(self.conn, framed, self.pace)
-
-    async def finish(self) -> None:
-        end = self.ex.end()
-        if end:
-            await self.worker._send_all(self.conn, end, self.pace)
-
-    def abort(self) -> None:
-        self.ex.abort()
-
-
-class _Transport:
-    """A WebSocket session's reads and writes on the socket (websocket.Transport).
-
-    The socket stays registered with the loop between reads (loop.sock_recv registers and
-    unregisters it for each wait, two epoll_ctl calls per message); it is unregistered only when
-    it turns readable while nobody reads, so a session that pauses (a full inbox) costs no wake-ups."""
-
-    __slots__ = ("worker", "conn", "pace", "waiter", "registered")
-
-    def __init__(self, worker: AsyncioWorker, conn: socket.socket, ex: Exchange) -> None:
-        self.worker = worker
-        self.conn = conn
-        self.pace = ex.ctx.pace()
-        self.waiter: asyncio.Future | None = None
-        self.registered = False
-
-    async def recv(self) -> bytes:
-        while True:
-            try:
-                return self.conn.recv(RECV)
-            except (BlockingIOError, InterruptedError):
-                pass
-            if not self.registered:
-                self.worker.loop.add_reader(self.conn, self._readable)
-                self.registered = True
-            self.waiter = self.worker.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-
-    def _readable(self) -> None:
-        if self.waiter is None:
-            self.close()
-        elif not self.waiter.done():
-            self.waiter.set_result(None)
-
-    def close(self) -> None:
-        if self.registered:
-            self.worker.loop.remove_reader(self.conn)
-            self.registered = False
-
-    async def send(self, data: bytes) -> None:
-        await self.worker._send_all(self.conn, data, self.pace)
-
-
-def _wake(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _cancel(tasks: Any) -> None:
-    for task in list(tasks):
-        task.cancel()
+    def server_of(self, listener: Listener) -> tuple[str, str]:
+        """The listener's name and port for the scope, asked of the kernel once."""
+        server = self.servers.get(id(listener))
+        if server is None:
+            server = self.servers[id(listener)] = listener.server_name_port()
+        return server

@@ -293,27 +293,33 @@ class SharedRow:
     finishes: --harakiri then kills a worker that finished nothing for N seconds while busy, not
     one whose long request runs among others that finish."""
 
-    __slots__ = ("row", "worker", "inflight", "line")
+    __slots__ = ("row", "worker", "inflight", "line", "shown")
 
     def __init__(self, row: RowWriter, worker: Worker) -> None:
         self.row = row
         self.worker = worker
         self.inflight = 0
-        self.line = b""
+        self.line = b""  # the request line of the latest request begun
+        self.shown = b""  # the one the row holds
 
     def begin(self, request_line: bytes, now: float) -> None:
         self.inflight += 1
         self.line = request_line
         if self.inflight == 1:
             self.row.begin(request_line, now)
+            self.shown = request_line
 
     def end(self, sent: int, elapsed: float, failed: bool) -> None:
         self.inflight -= 1
-        self.row.end(sent, elapsed, failed)
         if self.inflight:
-            self.row.begin(self.line, time.time())
-        elif self.worker.paused:
-            self.row.set_status(PAUSED)
+            if self.line != self.shown:
+                self.row.show(self.line)
+                self.shown = self.line
+            self.row.end(sent, elapsed, failed, busy_since=time.time())
+        else:
+            self.row.end(sent, elapsed, failed)
+            if self.worker.paused:
+                self.row.set_status(PAUSED)
 
     @property
     def requests(self) -> int:

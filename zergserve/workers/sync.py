@@ -88,8 +88,8 @@ class SyncWorker(Worker):
                     return
             else:
                 connection.serve(conn, peer, listener, ctx)
-            if self.done() or self.paused:
-                return
+            if not self.alive or self.paused or (self.max_requests and self.row.requests >= self.max_requests):
+                return  # serve_forever's done() says why (and looks for a dead master, a syscall)
 
 
 def is_public(sockname: tuple) -> bool:

@@ -56,7 +56,7 @@ class ThreadsWorker(Worker):
         for listener in self.listeners:  # the environ every request copies says threads may run the app
             env = wsgi.base_environ(*listener.server_name_port())
             env["wsgi.multithread"] = True
-            self.ctx.environs[listener.fileno()] = env
+            self.ctx.environs[listener] = env
 
     def serve_forever(self) -> None:
         self.poller = select.epoll()
