@@ -7,7 +7,7 @@ import importlib.util
 
 import pytest
 
-from conftest import APPS, free_port, http_request
+from conftest import APPS, bound, http_request
 
 from zergserve.app import interface
 
@@ -42,7 +42,7 @@ def test_interface_detection():
 @pytest.mark.parametrize("lazy", [False, True], ids=["preload", "lazy-apps"])
 def test_wrong_interface_is_refused_at_start(spawn, worker, module, advice, lazy):
     extra = ["--lazy-apps"] if lazy else []
-    server = spawn("--module", module, "--worker", worker, "--http", f"127.0.0.1:{free_port()}", *extra)
+    server = spawn("--module", module, "--worker", worker, "--http", bound().arg, *extra)
     assert server.wait_exit(timeout=15) == 4
     log = server.log()
     assert f"the {worker} worker serves" in log and advice in log
@@ -51,7 +51,7 @@ def test_wrong_interface_is_refused_at_start(spawn, worker, module, advice, lazy
 
 def test_starlette_style_startup_failure_logs_only_the_failure(spawn):
     server = spawn("--module", "asgi_lifespan:starlette_failing", "--worker", "asyncio",
-                   "--http", f"127.0.0.1:{free_port()}")
+                   "--http", bound().arg)
     assert server.wait_exit(timeout=15) == 4
     log = server.log()
     assert "ASGI lifespan startup failed: Traceback" in log
@@ -60,8 +60,9 @@ def test_starlette_style_startup_failure_logs_only_the_failure(spawn):
 
 
 def test_lifespan_auto_serves_an_app_without_lifespan(spawn):
-    addr = f"127.0.0.1:{free_port()}"
-    server = spawn("--module", "asgi_lifespan:http_only", "--worker", "asyncio", "--http", addr, wait=addr)
+    listener = bound()
+    addr = listener.addr
+    server = spawn("--module", "asgi_lifespan:http_only", "--worker", "asyncio", "--http", listener.arg, wait=addr)
     assert http_request(addr)[2] == b"hello"
     assert "does not support ASGI lifespan (AssertionError: unsupported scope lifespan); serving without it" \
         in server.log()
@@ -69,22 +70,23 @@ def test_lifespan_auto_serves_an_app_without_lifespan(spawn):
 
 def test_lifespan_on_fails_an_app_that_raises_on_it(spawn):
     server = spawn("--module", "asgi_lifespan:http_only", "--worker", "asyncio", "--lifespan", "on",
-                   "--http", f"127.0.0.1:{free_port()}")
+                   "--http", bound().arg)
     assert server.wait_exit(timeout=15) == 4
     assert "the app raised on the lifespan scope (--lifespan on)" in server.log()
     assert "serving without" not in server.log()
 
 
 def test_lifespan_off_never_sends_the_scope(spawn):
-    addr = f"127.0.0.1:{free_port()}"
+    listener = bound()
+    addr = listener.addr
     server = spawn("--module", "asgi_lifespan:starlette_failing", "--worker", "asyncio", "--lifespan", "off",
-                   "--http", addr, wait=addr)
+                   "--http", listener.arg, wait=addr)
     assert http_request(addr)[2] == b"never"
     assert "lifespan" not in server.log()
 
 
 def test_lifespan_timeout_fails_a_hanging_startup(spawn):
     server = spawn("--module", "asgi_lifespan:hanging_startup", "--worker", "asyncio", "--lifespan-timeout", "1",
-                   "--http", f"127.0.0.1:{free_port()}")
+                   "--http", bound().arg)
     assert server.wait_exit(timeout=15) == 4
     assert "ASGI lifespan startup failed: not complete after 1s (--lifespan-timeout)" in server.log()

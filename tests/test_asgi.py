@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from conftest import APPS, ROOT, bound, connect, fetch, free_port, http_request, recv_all, responses, wait_for
+from conftest import APPS, ROOT, bound, connect, fetch, http_request, recv_all, responses, wait_for
 from conftest import start as start_instance
 from test_master import Load
 from zergserve import asgi
@@ -346,16 +346,16 @@ def hidden_uvloop(workdir) -> dict[str, str]:
 
 
 def test_loop_uvloop_without_uvloop_is_a_start_error(spawn, workdir):
-    addr = f"127.0.0.1:{free_port()}"
-    server = spawn("--module", "asgi_app:application", "--worker", "asyncio", "--loop", "uvloop", "--http", addr,
-                   env=hidden_uvloop(workdir))
+    server = spawn("--module", "asgi_app:application", "--worker", "asyncio", "--loop", "uvloop", "--http",
+                   bound().arg, env=hidden_uvloop(workdir))
     assert server.wait_exit(15) == 2
     assert "--loop uvloop: uvloop is not installed" in server.log()
 
 
 def test_loop_auto_without_uvloop_serves_on_asyncio(spawn, workdir):
-    addr = f"127.0.0.1:{free_port()}"
-    server = spawn("--module", "asgi_app:application", "--worker", "asyncio", "--http", addr,
+    listener = bound()
+    addr = listener.addr
+    server = spawn("--module", "asgi_app:application", "--worker", "asyncio", "--http", listener.arg,
                    env=hidden_uvloop(workdir), wait=addr)
     assert http_request(addr)[::2] == (200, b"hello")
     assert "uvloop" not in server.log()

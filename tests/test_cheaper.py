@@ -243,7 +243,7 @@ def test_metrics_and_stats_show_the_target_and_each_change(spawn, workdir):
     metrics = str(workdir / "metrics.sock")
     server, sock, stats = start(spawn, workdir, "-p", "3", "--cheaper", "1", "--cheaper-overload", "1",
                                 "--metrics", metrics)
-    wait_for(lambda: Path(metrics).exists(), message="the metrics socket")
+    server.wait_log("metrics server enabled")
     first = scrape(metrics)
     assert total(first, "zergserve_workers_target") == 1
     assert total(first, "zergserve_cheaper_workers", bound="min") == 1

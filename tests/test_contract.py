@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import at_once, connect, fetch, free_port, http_request, recv_all, responses, wait_for
+from conftest import at_once, bound, connect, fetch, free_port, http_request, recv_all, responses, wait_for
 from zergserve.protocols.uwsgi import encode_packet
 
 WORKERS = ("sync", "gthread", "gevent", "asyncio", "asyncio-uvloop")  # the asyncio worker on each --loop
@@ -260,8 +260,8 @@ def test_public_address_detection():
 @pytest.mark.parametrize("worker", WORKERS)
 def test_no_exposure_warning_on_loopback_or_for_many_connection_workers(worker, spawn, workdir):
     """The warning itself needs a non-loopback bind, which tests never make (see the unit test)."""
-    addr = f"127.0.0.1:{free_port()}"
-    server = spawn(*worker_args(worker), "--http", addr, wait=addr)
+    listener = bound()
+    server = spawn(*worker_args(worker), "--http", listener.arg, wait=listener.addr)
     assert "beyond loopback" not in server.wait_log("spawned worker 1")
 
 

@@ -141,9 +141,9 @@ def test_trailer_fields_that_rfc9110_forbids_are_refused(field):
 
 
 def test_tiny_chunks_cost_bounded_framing():
-    """A million one-byte chunks are refused after their framing outgrows the data by 64 KiB."""
+    """A million one-byte chunks are refused after their framing outgrows the data by 64 KiB (the
+    bytes fed before the refusal bound the work; no clock needed)."""
     data = CHUNKED + b"1\r\nx\r\n" * 1_000_000 + b"0\r\n\r\n"
-    started = time.perf_counter()
     conn = HTTPConnection()
     served(conn, CHUNKED)
     fed = len(CHUNKED)
@@ -155,7 +155,6 @@ def test_tiny_chunks_cost_bounded_framing():
                 pass
     assert info.value.status == 400 and "chunk framing" in info.value.reason
     assert fed < 200_000
-    assert time.perf_counter() - started < 2.0
     tiny = b"1\r\nx\r\n" * 17000 + b"0\r\n\r\n"  # 68,000 bytes of framing over 17,000 of data
     assert only_error(CHUNKED + tiny) == 400
     large = both(CHUNKED + b"1000\r\n" + b"a" * 4096 + b"\r\n" + tiny)

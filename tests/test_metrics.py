@@ -39,7 +39,7 @@ def start(spawn, workdir, *extra: str):
     sock = str(workdir / "app.sock")
     server = spawn("--module", "echo:application", "--http", sock, "--stats", str(workdir / "stats.sock"),
                    "--metrics", str(workdir / "metrics.sock"), *extra, wait=sock)
-    wait_for(lambda: os.path.exists(workdir / "metrics.sock"), message="metrics socket")  # made after --http's
+    server.wait_log("metrics server enabled")  # listening (made after --http's): the file alone exists from bind() on
     return server, sock, str(workdir / "stats.sock"), str(workdir / "metrics.sock")
 
 

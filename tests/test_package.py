@@ -3,6 +3,7 @@ supported Python found on this machine, and the installed `zergserve` command se
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -53,16 +54,20 @@ def test_installs_and_serves(dist: Path, version: str, kind: str, tmp_path: Path
     python = _interpreter(version)
     if python is None:
         pytest.skip(f"no Python {version} on this machine")
+    # Clean: no PYTHONPATH, else a source tree on it (with the egg-info a build leaves) reads as
+    # zergserve already installed and pip skips the artefact.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     venv = tmp_path / "venv"
-    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
+    # No pip in the venv (ensurepip takes seconds): this pip installs into it with --python.
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120, env=env)
     artefact = next(dist.glob(f"*.{kind}"))
-    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(artefact)],
-                             capture_output=True, text=True, timeout=240)
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                              "-q", str(artefact)], capture_output=True, text=True, timeout=240, env=env)
     assert install.returncode == 0, install.stdout + install.stderr
     (tmp_path / "hello.py").write_text(APP)
     sock = str(tmp_path / "http.sock")
     proc = subprocess.Popen([str(venv / "bin" / "zergserve"), "--wsgi-file", "hello.py", "--http", sock],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         status, _, body = wait_for(lambda: http_request(sock), timeout=30, message="the installed zergserve")
         assert (status, body) == (200, b"installed")

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import connect, free_port, http_request, recv_all
+from conftest import bound, connect, http_request, recv_all
 from zergserve.protocols.uwsgi import encode_packet
 
 WORKERS = {
@@ -51,8 +51,9 @@ def test_untrusted_peer_changes_nothing(spawn, workdir, worker):
 
 @pytest.mark.parametrize("worker", WORKERS)
 def test_trusted_networks_over_tcp(spawn, workdir, worker):
-    addr = f"127.0.0.1:{free_port()}"
-    spawn("--module", *WORKERS[worker], "--http", addr, "--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.0/8",
+    listener = bound()
+    addr = listener.addr
+    spawn("--module", *WORKERS[worker], "--http", listener.arg, "--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.0/8",
           wait=addr)
     # both hops on the right are trusted proxies: the client is the first address left of them
     assert seen(addr, worker, {**XFF, "X-Forwarded-For": "198.51.100.4, 10.1.2.3, 127.0.0.1"}) == \

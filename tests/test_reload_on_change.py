@@ -36,6 +36,8 @@ def start(spawn, workdir: Path, *extra: str):
     server = spawn("--module", "liveapp:application", "--http", sock, "-p", "2", "--check-interval", "0.2",
                    *extra, wait=sock)
     server.wait_log(" worker(s)")  # the master's loop runs: what it watches has its reference times
+    # Both forked (the line above comes first): the tests compare later generations with these pids.
+    wait_for(lambda: len(server.worker_pids()) == 2, message="both workers forked")
     return server, sock
 
 
@@ -48,6 +50,7 @@ def test_touch_reload_is_the_checked_graceful_reload(spawn, workdir):
     bump(second)
     server.wait_log(f"touch-reload: {second} changed")
     server.wait_log("re-executing the master")
+    server.wait_log("new workers ready")  # the re-executed master has loaded the app: it may change now
     wait_for(lambda: old.isdisjoint(server.worker_pids()) and len(server.worker_pids()) == 2,
              message="a new generation of workers")
     assert get(sock).startswith("v1 ")

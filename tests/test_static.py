@@ -230,13 +230,14 @@ def test_unreadable_mimefile_is_a_start_error(workdir):
 @requires_nginx
 @pytest.mark.nginx
 def test_behind_nginx_uwsgi_pass(spawn, tree):
-    from conftest import free_port, http_request
+    from conftest import bound, http_request
     sock = str(tree / "u.sock")
     spawn("--module", "echo:application", "--socket", sock, "-p", "1", "--static-map", f"/s={tree / 'root'}",
           wait=sock)
-    port = free_port()
-    nginx = Nginx(tree, f"server {{ listen 127.0.0.1:{port}; location / {{ include uwsgi_params; "
-                        f"uwsgi_pass unix:{sock}; }} }}")
+    front = bound()
+    port = front.port
+    nginx = Nginx(tree, f"server {{ listen {front.addr}; location / {{ include uwsgi_params; "
+                        f"uwsgi_pass unix:{sock}; }} }}", (front,))
     try:
         from conftest import wait_for
         status, headers, body = wait_for(lambda: http_request(f"127.0.0.1:{port}", "GET", "/s/big.bin"))

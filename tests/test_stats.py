@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import APPS, ROOT, fetch, http_request, wait_for
+from conftest import APPS, ROOT, connect, fetch, http_request, recv_all, wait_for
 
 WARNING = "is reachable from other hosts"
 
@@ -56,7 +56,7 @@ def test_stats_on_a_public_address_warns_at_start(workdir, stats):
 def test_connect_and_read_prints_the_stats_document(spawn, workdir):
     addr, stats = str(workdir / "app.sock"), str(workdir / "stats.sock")
     server = spawn("--module", "echo:application", "--http", addr, "--stats", stats, wait=addr)
-    wait_for(lambda: os.path.exists(stats), message="stats socket")
+    server.wait_log("stats server enabled")  # listening: the file alone exists from bind() on
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-m", "zergserve", "--connect-and-read", stats], capture_output=True,
                          env=env, timeout=30)
@@ -72,7 +72,7 @@ def test_stats_http_answers_a_client_that_sent_a_request(spawn, workdir):
     server reads what it sent before closing."""
     addr, stats = str(workdir / "app.sock"), str(workdir / "stats.sock")
     server = spawn("--module", "echo:application", "--http", addr, "--stats", stats, "--stats-http", wait=addr)
-    wait_for(lambda: os.path.exists(stats), message="stats socket")
+    server.wait_log("stats server enabled")  # listening: the file alone exists from bind() on
     for _ in range(20):
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
@@ -83,3 +83,9 @@ def test_stats_http_answers_a_client_that_sent_a_request(spawn, workdir):
                 reply += chunk
         head, _, body = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.0 200 OK") and json.loads(body)["pid"] == server.pid
+    # What a loaded host does to curl: its request arrives after the reply went out (here, after the
+    # client read it to the server's end of sending). The server still takes it: no EPIPE, no reset.
+    with connect(stats) as sock:
+        reply = recv_all(sock)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: curl\r\nAccept: */*\r\n\r\n")
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["pid"] == server.pid

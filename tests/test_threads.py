@@ -197,10 +197,9 @@ def test_threads_in_a_zerg_and_its_server(spawn, workdir):
 
 def test_a_vassal_with_threads_serves_them_at_once(spawn, workdir):
     from test_emperor import Emperor
-    from conftest import free_port
     emperor = Emperor(spawn, workdir)
     stats = str(workdir / "vassal.stats")
-    addr = emperor.write("app.ini", free_port(), f"threads = 3\nstats = {stats}\n")
+    addr = emperor.write("app.ini", extra=f"threads = 3\nstats = {stats}\n")
     wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
 
     class Vassal:
@@ -236,19 +235,18 @@ def test_term_answers_the_connections_queued_while_every_thread_was_busy(spawn, 
 def test_broodlord_zergs_with_threads_take_the_queue_of_a_threaded_vassal(spawn, workdir):
     """Both threads of the vassal held, its queue asks for a zerg (threads too), which serves from it;
     idle again, the zerg leaves."""
-    from conftest import APPS, free_port
+    from conftest import APPS
     from test_emperor import Emperor
     from test_broodlord import zergs
     emperor = Emperor(spawn, workdir, "--emperor-broodlord", "1")
-    port, zsock = free_port(), str(workdir / "brood.zerg")
+    addr, zsock = str(workdir / "brood.sock"), str(workdir / "brood.zerg")
     (emperor.dir / "brood.ini").write_text(
         "[uwsgi]\n"
-        f"chdir = {APPS}\nmodule = echo:application\nhttp = 127.0.0.1:{port}\nprocesses = 1\nthreads = 2\n"
+        f"chdir = {APPS}\nmodule = echo:application\nhttp = {addr}\nprocesses = 1\nthreads = 2\n"
         f"zerg-server = {zsock}\nvassal-sos-backlog = 2\nstats = {workdir / 'vassal.stats'}\n"
         "[zerg]\n"
         f"chdir = {APPS}\nmodule = echo:application\nzerg = {zsock}\nprocesses = 1\nthreads = 2\n"
         "idle = 2\ndie-on-idle = true\n")
-    addr = f"127.0.0.1:{port}"
     wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
 
     class Target:

@@ -53,7 +53,7 @@ def test_uwsgi_zerg_attaches_to_zergserve_server(spawn, workdir, uwsgi):
     stats = str(workdir / "s.sock")
     main = spawn("--module", "echo:application", "--socket", listener.arg, "--zerg-server", zsock, "--stats", stats,
                  wait=addr)
-    wait_for(lambda: os.path.exists(zsock))
+    main.wait_log("zerg server enabled")
     zerg = uwsgi("--master", "-p", "1", "--zerg", zsock)
     main.signal(signal.SIGTSTP)
     wait_for(lambda: fetch(stats)["workers"][0]["status"] == "pause")

@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from conftest import connect, free_port, http_request, wait_for, _answers
+from conftest import bound, connect, http_request, wait_for, _answers
 from nginx import Nginx, requires_nginx
 from test_metrics import scrape
 from test_nginx_examples import NGINX_USER, render
@@ -207,11 +207,12 @@ def test_through_nginx_proxy_pass_with_the_shipped_example(spawn, workdir):
     """nginx/websocket.conf as shipped (paths and port only), nginx's workers as www-data."""
     workdir.chmod(0o755)
     (workdir / "run").mkdir()
-    port = free_port()
+    front = bound()
+    port = front.port
     usock = str(workdir / "run" / "http.sock")
     spawn("--module", "ws_app:application", "--worker", "asyncio", "--http", usock, "--chmod-socket", "666",
           "--forwarded-allow-ips", "*", wait=usock)
-    proxy = Nginx(workdir, render("websocket.conf", workdir, port, []), user=NGINX_USER)
+    proxy = Nginx(workdir, render("websocket.conf", workdir, port, []), (front,), user=NGINX_USER)
     try:
         wait_for(lambda: _answers(f"127.0.0.1:{port}"), message="nginx listening")
         with ws_connect(f"ws://127.0.0.1:{port}/echo?via=nginx", subprotocols=["chat"], open_timeout=10) as client:

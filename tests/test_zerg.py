@@ -356,8 +356,8 @@ def test_zergpool_queues_until_zergs_attach(spawn, workdir):
     b1, b2 = bound(), bound()
     p1, p2 = b1.port, b2.port
     pool = str(workdir / "pool.sock")
-    spawn("--zergpool", f"{pool}:{b1.arg},{b2.arg}", "--zergpool-protocol", "http")
-    wait_for(lambda: os.path.exists(pool), message="pool socket")
+    proc = spawn("--zergpool", f"{pool}:{b1.arg},{b2.arg}", "--zergpool-protocol", "http")
+    proc.wait_log("zerg server enabled")  # listening: the file alone exists from bind() on
     results: list = []
 
     def ask(port: int) -> None:
@@ -388,7 +388,7 @@ def test_zergpool_survives_hup_with_connections_queued(spawn, workdir):
     port = listener.port
     pool = str(workdir / "pool.sock")
     proc = spawn("--zergpool", f"{pool}:{listener.arg}", "--zergpool-protocol", "http")
-    wait_for(lambda: os.path.exists(pool), message="pool socket")
+    proc.wait_log("zerg server enabled")  # listening: the file alone exists from bind() on
     results: list = []
 
     def ask() -> None:
@@ -415,7 +415,7 @@ def test_zergpool_ignores_garbage_and_early_close(spawn, workdir):
     port = listener.port
     pool = str(workdir / "pool.sock")
     proc = spawn("--zergpool", f"{pool}:{listener.arg}")
-    wait_for(lambda: os.path.exists(pool))
+    proc.wait_log("zerg server enabled")
     for _ in range(20):
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(pool)
@@ -657,9 +657,10 @@ def test_a_flood_of_refused_peers_writes_a_few_lines(spawn, workdir):
         pytest.skip("needs root to connect as another uid")
     name = f"@zs-flood-{os.getpid()}-{time.monotonic_ns()}"
     stats = str(workdir / "flood.stats")
-    port = free_port()
-    addr = f"127.0.0.1:{port}"
-    main = spawn("--module", "echo:application", "--http", addr, "--zerg-server", name, "--stats", stats, wait=addr)
+    listener = bound()
+    addr = listener.addr
+    main = spawn("--module", "echo:application", "--http", listener.arg, "--zerg-server", name, "--stats", stats,
+                 wait=addr)
     main.wait_log("zerg server enabled")
     before = len(main.log())
     count = 20000

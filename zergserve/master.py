@@ -575,7 +575,9 @@ class Master:
                      "%ds (worker-reload-mercy); killed it; old workers keep serving",
                      self.reload_check_pid, self.cfg.worker_reload_mercy)
         _kill(self.reload_check_pid, signal.SIGKILL)
-        self.reload_check_killed = True
+        # The slot is free at once: a HUP right after this line starts a new check instead of meeting
+        # "reload already in progress" until the killed one is reaped (as nobody's child, then).
+        self.reload_check_pid = None
         self.notify.ready("reload aborted (the check took too long); old workers keep serving")
 
     def _reload_check_done(self, code: int) -> None:

@@ -53,7 +53,7 @@ class StatsServer:
         try:
             conn.settimeout(CLIENT_TIMEOUT)
             conn.sendall(self.reply(conn))
-            _linger(conn)
+            _linger(conn, self.http)
         except OSError:
             pass
         except Exception as exc:
@@ -71,18 +71,21 @@ class StatsServer:
         sockets.close_listener(self.listener, vacuum)
 
 
-def _linger(conn: socket.socket) -> None:
-    """If the client sent something (curl's request, under --stats-http), say we are done and read
-    it until the client closes: a close with unread bytes would reset the connection and could cut
-    the reply. A client that sent nothing (uwsgitop, nc) costs no wait."""
-    conn.setblocking(False)
-    try:
-        if not conn.recv(_HEAD_LIMIT):
+def _linger(conn: socket.socket, http: bool = False) -> None:
+    """If the client sent something, say we are done and read it until the client closes: a close
+    with unread bytes would reset the connection and could cut the reply. A raw client that sent
+    nothing (uwsgitop, nc) costs no wait. Under --stats-http the client's request may still be on its
+    way (curl connects, then sends; the reply can be out first on a loaded host): wait for it, or for
+    the close, up to the client time budget."""
+    if not http:
+        conn.setblocking(False)
+        try:
+            if not conn.recv(_HEAD_LIMIT):
+                return
+        except BlockingIOError:
             return
-    except BlockingIOError:
-        return
     conn.shutdown(socket.SHUT_WR)
-    conn.settimeout(_LINGER)
+    conn.settimeout(CLIENT_TIMEOUT if http else _LINGER)
     try:
         while conn.recv(_HEAD_LIMIT):
             pass
