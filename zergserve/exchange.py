@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from zergserve.pacing import BodyClock, BodyTimeout, SendPace
@@ -26,36 +27,35 @@ RECV = 65536  # the most a driver reads at once
 DRAIN_CAP = 65536  # body bytes an app left unread that are read to keep the connection
 
 
+@dataclass(eq=False)
 class Context:
     """Everything a connection needs from its worker, fixed for the worker's life."""
 
-    def __init__(self, app: Callable, row: Any, wid: int, log_error: Callable[[str], None],
-                 access_log: Callable[[str], None] | None, limits: h1.Limits, http_timeout: float = 4.0,
-                 socket_timeout: float = 4.0, keepalive_timeout: float = 0.0, limit_post: int = 0,
-                 buffer_size: int = 4096, max_vars: int = 128, keep_alive: bool = False,
-                 body_timeout: float = 20.0, body_min_rate: float = 500.0, send_min_rate: float = 500.0,
-                 log_refusal: Callable[[str], None] | None = None) -> None:
-        self.app = app
-        self.row = row
-        self.wid = wid
-        self.log_error = log_error
-        self.log_refusal = log_refusal or log_error  # why a request was refused or a client left: its access
-        # line has the status
-        self.access_log = access_log
-        self.limits = limits
-        self.http_timeout = http_timeout
-        self.socket_timeout = socket_timeout
-        self.keepalive_timeout = keepalive_timeout
-        self.limit_post = limit_post
-        self.buffer_size = buffer_size
-        self.max_vars = max_vars
-        self.keep_alive = keep_alive
-        self.body_timeout = body_timeout
-        self.body_min_rate = body_min_rate
-        self.send_min_rate = send_min_rate
-        self.draining = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
-        self.idle: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets of kept-alive connections between requests
-        self.environs: dict[Any, dict[str, Any]] = {}  # a WSGI driver's environ per listener, built once
+    app: Callable
+    row: Any
+    wid: int
+    log_error: Callable[[str], None]
+    access_log: Callable[[str], None] | None
+    limits: h1.Limits
+    http_timeout: float = 4.0
+    socket_timeout: float = 4.0
+    keepalive_timeout: float = 0.0
+    limit_post: int = 0
+    buffer_size: int = 4096
+    max_vars: int = 128
+    keep_alive: bool = False
+    body_timeout: float = 20.0
+    body_min_rate: float = 500.0
+    send_min_rate: float = 500.0
+    # Why a request was refused or a client left (its access line has the status): log_error if None.
+    log_refusal: Callable[[str], None] | None = None
+    draining: bool = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
+    idle: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)  # kept-alive sockets between requests
+    environs: dict[Any, dict[str, Any]] = field(default_factory=dict)  # a WSGI driver's environ per listener
+
+    def __post_init__(self) -> None:
+        if self.log_refusal is None:
+            self.log_refusal = self.log_error
 
     # Why a WebSocket upgrade is refused (501), '' where the worker serves it (workers/asyncio.py).
     websocket_refusal = "WebSocket needs --worker asyncio (an ASGI app)"
