@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ROOT
@@ -107,3 +109,15 @@ def test_plugins_use_only_the_plugin_interface() -> None:
     assert {"zergserve.cheaper", "zergserve.elastic", "zergserve.emperor.vassal_link"} <= set(plugins)
     beyond = {module: sorted(_master_uses(path) - members) for module, path in plugins.items()}
     assert not any(beyond.values()), f"plugins reaching past plugin.Host: {beyond}"
+
+
+def test_a_sync_worker_imports_nothing_it_does_not_use() -> None:
+    """What a sync worker's process imports from zergserve leaves out the libraries only other
+    roles or worker classes need: each costs every worker resident memory (asyncio and ssl about
+    2 MB; the reload check's http.client and email; inspect, which dataclasses imports)."""
+    code = ("import sys, zergserve.cli, zergserve.master, zergserve.workers.sync\n"
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                cwd=ROOT).stdout.split())
+    heavy = {"asyncio", "ssl", "http.client", "email", "inspect", "dataclasses", "uvloop", "gevent"}
+    assert not heavy & loaded, f"imported by every sync worker: {sorted(heavy & loaded)}"

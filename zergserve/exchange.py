@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from zergserve.pacing import BodyClock, BodyTimeout, SendPace
@@ -27,16 +26,10 @@ RECV = 65536  # the most a driver reads at once
 DRAIN_CAP = 65536  # body bytes an app left unread that are read to keep the connection
 
 
-@dataclass(eq=False)
 class Context:
-    """Everything a connection needs from its worker, fixed for the worker's life."""
+    """Everything a connection needs from its worker, fixed for the worker's life. The settings
+    are keyword arguments named as the class attributes below, which are their defaults."""
 
-    app: Callable
-    row: Any
-    wid: int
-    log_error: Callable[[str], None]
-    access_log: Callable[[str], None] | None
-    limits: h1.Limits
     http_timeout: float = 4.0
     socket_timeout: float = 4.0
     keepalive_timeout: float = 0.0
@@ -47,15 +40,21 @@ class Context:
     body_timeout: float = 20.0
     body_min_rate: float = 500.0
     send_min_rate: float = 500.0
-    # Why a request was refused or a client left (its access line has the status): log_error if None.
-    log_refusal: Callable[[str], None] | None = None
     draining: bool = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
-    idle: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)  # kept-alive sockets between requests
-    environs: dict[Any, dict[str, Any]] = field(default_factory=dict)  # a WSGI driver's environ per listener
 
-    def __post_init__(self) -> None:
-        if self.log_refusal is None:
-            self.log_refusal = self.log_error
+    def __init__(self, app: Callable, row: Any, wid: int, log_error: Callable[[str], None],
+                 access_log: Callable[[str], None] | None, limits: h1.Limits,
+                 log_refusal: Callable[[str], None] | None = None, **settings: Any) -> None:
+        self.app, self.row, self.wid, self.limits = app, row, wid, limits
+        self.log_error, self.access_log = log_error, access_log
+        # Why a request was refused or a client left (its access line has the status).
+        self.log_refusal = log_refusal or log_error
+        for name, value in settings.items():
+            if name not in Context.__annotations__:
+                raise TypeError(f"Context has no setting {name!r}")
+            setattr(self, name, value)
+        self.idle: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets of kept-alive connections between requests
+        self.environs: dict[Any, dict[str, Any]] = {}  # a WSGI driver's environ per listener, built once
 
     # Why a WebSocket upgrade is refused (501), '' where the worker serves it (workers/asyncio.py).
     websocket_refusal = "WebSocket needs --worker asyncio (an ASGI app)"

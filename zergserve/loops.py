@@ -5,8 +5,11 @@ is not installed is a start error, found by the master before it forks (`check`)
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class LoopError(Exception):
@@ -32,8 +35,11 @@ def check(name: str) -> None:
 
 
 def new_loop(name: str) -> asyncio.AbstractEventLoop:
-    """A new event loop of the kind `name` (auto, asyncio, uvloop) says."""
+    """A new event loop of the kind `name` (auto, asyncio, uvloop) says. asyncio is imported
+    here, not by the module: the cli imports this one, and a sync worker has no use for asyncio's
+    memory."""
     if resolve(name) == "uvloop":
         import uvloop
         return uvloop.new_event_loop()
+    import asyncio
     return asyncio.new_event_loop()
