@@ -4,6 +4,7 @@ found on this machine), and the installed `zergserve` command serves a request."
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -62,8 +63,9 @@ def test_installs_and_serves(dist: Path, version: str, kind: str, tmp_path: Path
     assert install.returncode == 0, install.stdout + install.stderr
     if shutil.which("gcc"):  # the optional extension is built wherever a compiler is
         code = "from zergserve.protocols import uwsgi; print(uwsgi.ACCELERATED)"
+        env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "ZERGSERVE_PURE_PYTHON")}
         check = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True,
-                               timeout=60, cwd=tmp_path)
+                               timeout=60, cwd=tmp_path, env=env)
         assert check.stdout.strip() == "True", check.stdout + check.stderr
     (tmp_path / "hello.py").write_text(APP)
     sock = str(tmp_path / "http.sock")
