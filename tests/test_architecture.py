@@ -1,5 +1,5 @@
-"""ARCHITECTURE.md's module table is the import rule: every module is listed with its layer, and no
-module imports a layer above its own."""
+"""ARCHITECTURE.md's module table is the import rule: every module (Python, or a C extension's .c source)
+is listed with its layer, and no module imports a layer above its own."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ LAYERS = ["base", "codec", "adapter", "driver", "worker", "role", "cli"]  # bott
 
 
 def _table() -> dict[str, str]:
-    """module name → layer, from the rows `| \\`zergserve/x.py\\` | layer | … |` of ARCHITECTURE.md."""
+    """module name → layer, from the rows `| \\`zergserve/x.py\\` | layer | … |` (or x.c) of ARCHITECTURE.md."""
     text = (ROOT / "ARCHITECTURE.md").read_text()
-    rows = re.findall(r"^\| `(zergserve/[\w/]+\.py)` \| (\w+) \|", text, re.MULTILINE)
+    rows = re.findall(r"^\| `(zergserve/[\w/]+\.(?:py|c))` \| (\w+) \|", text, re.MULTILINE)
     return {_module(Path(path)): layer for path, layer in rows}
 
 
@@ -42,6 +42,7 @@ def _imports(path: Path, module: str) -> set[str]:
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
                 found.add(candidate if (ROOT / (candidate.replace(".", "/") + ".py")).exists()
+                          or (ROOT / (candidate.replace(".", "/") + ".c")).exists()
                           or (ROOT / candidate.replace(".", "/")).is_dir() else base)
     return {name for name in found if name.startswith("zergserve")}
 
@@ -50,11 +51,17 @@ def _sources() -> dict[str, Path]:
     return {_module(path.relative_to(ROOT)): path for path in sorted((ROOT / "zergserve").rglob("*.py"))}
 
 
+def _extensions() -> set[str]:
+    """The compiled modules, named by their C source."""
+    return {_module(path.relative_to(ROOT)) for path in (ROOT / "zergserve").rglob("*.c")}
+
+
 def test_every_module_is_in_the_table() -> None:
     table = _table()
     assert set(table.values()) <= set(LAYERS), f"unknown layer in ARCHITECTURE.md: {set(table.values()) - set(LAYERS)}"
-    missing = sorted(set(_sources()) - set(table))
-    stale = sorted(set(table) - set(_sources()))
+    modules = set(_sources()) | _extensions()
+    missing = sorted(modules - set(table))
+    stale = sorted(set(table) - modules)
     assert not missing, f"modules not in ARCHITECTURE.md's table: {missing}"
     assert not stale, f"ARCHITECTURE.md lists modules that no longer exist: {stale}"
 
@@ -74,9 +81,12 @@ def test_imports_point_down() -> None:
 
 
 def test_codecs_import_nothing_of_zergserve() -> None:
+    """Nothing but a codec's own compiled accelerator (a .c module of the codec layer)."""
+    accelerators = {module for module in _extensions() if _table().get(module) == "codec"}
     for module, path in _sources().items():
         if module.startswith("zergserve.protocols"):
-            assert not _imports(path, module), f"{module} imports {_imports(path, module)}"
+            imported = _imports(path, module) - accelerators
+            assert not imported, f"{module} imports {imported}"
 
 
 def test_the_emperor_never_imports_a_worker_or_the_master() -> None:

@@ -1,5 +1,8 @@
 """The uwsgi codec alone: every framing rule of uWSGI 2.0, and property tests on random, truncated,
-split and mutated input (reliability.md §3.11, checks C19, C20, C22 at the codec level)."""
+split and mutated input (reliability.md §3.11, checks C19, C20, C22 at the codec level).
+
+Every test runs twice: on the compiled vars loop (skipped when it is not built) and on the Python one.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zergserve.protocols import uwsgi
 from zergserve.protocols.uwsgi import (HEADER, MODIFIER_PING, MODIFIER_WSGI, PONG, BadContentLength,
                                        EmptyConnection, Packet, PacketParser, UwsgiError, content_length,
                                        encode_packet, encode_vars, parse_header, parse_vars)
@@ -22,6 +26,17 @@ NGINX = [("QUERY_STRING", "a=1"), ("REQUEST_METHOD", "POST"), ("CONTENT_TYPE", "
          ("SERVER_NAME", "example.com"), ("HTTP_HOST", "example.com"), ("HTTP_USER_AGENT", "curl/8.5.0"),
          ("HTTP_ACCEPT", "*/*"), ("HTTP_CONTENT_TYPE", "text/plain"), ("HTTP_CONTENT_LENGTH", "5"),
          ("HTTP_X_FORWARDED_FOR", "10.0.0.1, 10.0.0.2"), ("HTTP_COOKIE", "a=1; b=2"), ("HTTP_X_EMPTY", "")]
+
+
+@pytest.fixture(scope="module", params=["c", "python"], autouse=True)
+def fast_loop(request):
+    """The vars loop every test here goes through; module scope, so hypothesis sees no per-test fixture."""
+    loop = uwsgi._fast_vars_c if request.param == "c" else uwsgi._fast_vars_py
+    if loop is None:
+        pytest.skip("the C accelerator is not built (or ZERGSERVE_PURE_PYTHON is set)")
+    saved, uwsgi._fast_vars = uwsgi._fast_vars, loop
+    yield request.param
+    uwsgi._fast_vars = saved
 
 
 def raw_vars(pairs: list[tuple[bytes, bytes]]) -> bytes:

@@ -12,8 +12,9 @@ whatever the bytes.
 
 from __future__ import annotations
 
+import os
 import struct
-from typing import Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 HEADER = struct.Struct("<BHB")
 HEADER_SIZE = 4
@@ -153,11 +154,22 @@ def parse_header(data: bytes) -> tuple[int, int, int]:
 def parse_vars(block: bytes, max_vars: int = 128) -> dict[str, str]:
     """Decode a vars block (latin-1, so every byte survives); the last of a repeated key wins.
 
+    The fast loop (C when the accelerator is built, else Python) checks nothing it does not have
+    to and refuses a malformed block; the careful parser then names the fault as uWSGI does.
+    """
+    result = _fast_vars(block, max_vars)
+    if result is None:
+        _explain(block, max_vars)
+    return result  # type: ignore[return-value]  # _explain always raises
+
+
+def _fast_vars_py(block: bytes, max_vars: int) -> dict[str, str] | None:
+    """The vars of a well-formed block, None for any other: the hottest loop of a uwsgi request.
+
     The block is decoded once and sliced as text, since latin-1 maps byte offsets to character
-    offsets: one str per key and value, no intermediate bytes. This is the hottest loop of a
-    uwsgi request, so it checks nothing it does not have to: a length that points past the block
-    raises IndexError or ends beyond it, an empty key leaves "" in the dict, and any of these
-    hands the block to the careful parser, which names the fault as uWSGI does.
+    offsets: one str per key and value, no intermediate bytes. A length that points past the
+    block raises IndexError or ends beyond it, an empty key leaves "" in the dict: either refuses.
+    _uwsgi_speedups.fast_vars is the same function in C.
     """
     text = str(block, "latin-1")
     result: dict[str, str] = {}
@@ -172,10 +184,26 @@ def parse_vars(block: bytes, max_vars: int = 128) -> dict[str, str]:
             pos = vstart + (block[kend] | block[kend + 1] << 8)
             result[text[kstart:kend]] = text[vstart:pos]
     except IndexError:
-        pos = -1
+        return None
     if pos != end or "" in result:
-        _explain(block, max_vars)
+        return None
     return result
+
+
+def _load_accelerator() -> Callable[[bytes, int], dict[str, str] | None] | None:
+    """The compiled fast loop, unless absent (no compiler at install) or ZERGSERVE_PURE_PYTHON=1."""
+    if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from zergserve.protocols._uwsgi_speedups import fast_vars
+    except ImportError:
+        return None
+    return fast_vars
+
+
+_fast_vars_c = _load_accelerator()
+_fast_vars = _fast_vars_c or _fast_vars_py
+ACCELERATED = _fast_vars_c is not None
 
 
 def _explain(block: bytes, max_vars: int) -> None:

@@ -1,0 +1,121 @@
+"""The compiled uwsgi vars loop against the Python one: the same dict or the same refusal for any block,
+and a server forced onto the Python loop with ZERGSERVE_PURE_PYTHON=1 still serves and names faults."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, raw, start
+from zergserve.protocols import uwsgi
+
+fast_c = uwsgi._fast_vars_c
+needs_c = pytest.mark.skipif(fast_c is None, reason="the C accelerator is not built (or ZERGSERVE_PURE_PYTHON is set)")
+
+pairs = st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=20)), max_size=12)
+
+
+def pack(items: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v for k, v in items)
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> bytes:
+    """Valid blocks (empty keys included), then cut, extended or with bytes overwritten."""
+    block = bytearray(pack(draw(pairs)))
+    kind = draw(st.sampled_from(["valid", "cut", "extra", "mutated", "random"]))
+    if kind == "cut" and block:
+        del block[draw(st.integers(0, len(block) - 1)):]
+    elif kind == "extra":
+        block += draw(st.binary(min_size=1, max_size=6))
+    elif kind == "mutated" and block:
+        for _ in range(draw(st.integers(1, 4))):
+            block[draw(st.integers(0, len(block) - 1))] = draw(st.integers(0, 255))
+    elif kind == "random":
+        block = bytearray(draw(st.binary(max_size=200)))
+    return bytes(block)
+
+
+def outcome(block: bytes, max_vars: int) -> tuple[str, object]:
+    """What parse_vars does with the block: its dict (with key order) or its error type and text."""
+    try:
+        result = uwsgi.parse_vars(block, max_vars)
+    except Exception as exc:  # every exception is compared, not only UwsgiError
+        return type(exc).__name__, str(exc)
+    return "ok", list(result.items())
+
+
+@needs_c
+@settings(max_examples=1500, deadline=None)
+@given(blocks(), st.integers(-2, 14))
+@example(b"", 0)
+@example(b"\x00\x00\x00\x00", 128)
+@example(b"\x01\x00a\x00\x00\x01\x00a\x01\x00b", 128)
+@example(b"\x01\x00a\x00\x00", 0)
+@example(b"\x01", 128)
+@example(b"\x01\x00a\x00", 128)
+def test_c_and_python_agree(block, max_vars):
+    python = uwsgi._fast_vars_py(block, max_vars)
+    compiled = fast_c(block, max_vars)
+    assert compiled == python and (compiled is None or list(compiled.items()) == list(python.items()))
+    saved = uwsgi._fast_vars
+    try:
+        uwsgi._fast_vars = uwsgi._fast_vars_py
+        expected = outcome(block, max_vars)
+        uwsgi._fast_vars = fast_c
+        assert outcome(block, max_vars) == expected
+    finally:
+        uwsgi._fast_vars = saved
+
+
+@needs_c
+@pytest.mark.parametrize("block", [b"\x01\x00a\x01\x00b", bytearray(b"\x01\x00a\x01\x00b"),
+                                   memoryview(b"xx\x01\x00a\x01\x00b")[2:]])
+def test_c_takes_any_bytes_like_and_any_int(block):
+    assert fast_c(block, 128) == uwsgi._fast_vars_py(block, 128) == {"a": "b"}
+    assert fast_c(block, 10 ** 30) == uwsgi._fast_vars_py(block, 10 ** 30) == {"a": "b"}
+    assert fast_c(block, -(10 ** 30)) is uwsgi._fast_vars_py(block, -(10 ** 30)) is None
+    for bad in ("1", 1.5, None):
+        with pytest.raises(TypeError):
+            uwsgi._fast_vars_py(block, bad)
+        with pytest.raises(TypeError):
+            fast_c(block, bad)
+    with pytest.raises(TypeError):
+        fast_c("text", 128)
+
+
+def accelerated(env: dict[str, str]) -> str:
+    code = "from zergserve.protocols import uwsgi; print(uwsgi.ACCELERATED)"
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                          capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+
+@needs_c
+def test_pure_python_env_forces_the_fallback():
+    assert accelerated({"ZERGSERVE_PURE_PYTHON": "1"}) == "False"
+    assert accelerated({"ZERGSERVE_PURE_PYTHON": "0"}) == "True"
+
+
+APP = """from zergserve.protocols import uwsgi
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [f"{environ['PATH_INFO']} accelerated={uwsgi.ACCELERATED}".encode('latin-1')]
+"""
+
+
+def test_server_on_the_python_loop(spawn, workdir, monkeypatch):
+    (workdir / "which.py").write_text(APP)
+    monkeypatch.setenv("ZERGSERVE_PURE_PYTHON", "1")  # the server's environment is copied from ours
+    server = start(spawn, workdir, "--socket-timeout", "2",
+                   module="which:application", workers=1, http=None, uwsgi="unix", stats=False, mercy=None)
+    reply = raw(server.addr, uwsgi.encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/caf\xe9",
+                                                  "SERVER_PROTOCOL": "HTTP/1.1"}))
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"/caf\xe9 accelerated=False")
+    assert raw(server.addr, struct.pack("<BHB", 0, 6, 0) + b"\x00\x00\x02\x00ab", half_close=True) == b""
+    server.wait_log("uwsgi key cannot be null")
