@@ -419,7 +419,10 @@ def test_zergpool_ignores_garbage_and_early_close(spawn, workdir):
     for _ in range(20):
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(pool)
-            sock.sendall(b"garbage" * 100)
+            try:
+                sock.sendall(b"garbage" * 100)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server answers a connection at once and closes it, whatever it then sends
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(pool)
     assert proc.proc.poll() is None
