@@ -55,6 +55,7 @@ from zergserve.log import logger
 from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.scoreboard import STARTING, Row, Scoreboard, wall
 from zergserve.stats import StatsServer
+from zergserve.supervision import Supervisor
 from zergserve.workers import LOOP_TICKS, cores
 from zergserve.workers.base import WORKER_SIGNALS
 
@@ -98,7 +99,7 @@ class Retiring:
         self.wid = wid  # 0: a worker of the previous image (its id is not handed over)
 
 
-class Master:
+class Master(Supervisor):
     """Supervises a pool of workers of one class over a set of listeners."""
 
     def __init__(self, cfg: Config, listeners: list[sockets.Listener], app: Any, worker_class: type,
@@ -133,6 +134,7 @@ class Master:
         self.stats_extras: list[Callable[[], dict[str, Any]]] = []
         self.handovers: dict[str, Callable[[], Any]] = {}
         self.stopping: str | None = None  # graceful | leave | quick
+        self._next_cycle = 0.0  # when the --check-interval checks run next
         self.zerg = any(listener.attached for listener in listeners)
         self.cheap = False
         self.stop_deadline = 0.0
@@ -175,30 +177,27 @@ class Master:
         elif not self.rolled_back:
             for wid in range(1, self.num_workers + 1):
                 self.spawn(wid)
-        next_cycle = time.monotonic()
-        while True:
-            due = min([next_cycle] + [timer[0] for timer in self.timers])
-            timeout = max(0.0, due - time.monotonic()) if not self.stopping else 0.2
-            self.notify.wait(self.selector, timeout)
-            self._handle_signals()
-            self._reap()
-            if self.stopping:
-                if self._stop_progress():
-                    break
-                continue
-            self._retire_old_generation()
-            self._respawn_missing()
-            self._run_timers()
-            if time.monotonic() < next_cycle:
-                continue
-            next_cycle = time.monotonic() + self.cfg.check_interval
-            self._harakiri()
-            self._kill_overdue()
-            self._watch_reload_check()
-            for task in self.housekeeping:
-                task()
+        self._next_cycle = time.monotonic()
+        self.supervise()
         self._cleanup()
         return self.exit_code
+
+    def _due(self) -> float:
+        return min([self._next_cycle] + [timer[0] for timer in self.timers])
+
+    def _tick(self) -> None:
+        """Workers replaced and timers run at every pass; the checks once a --check-interval."""
+        self._retire_old_generation()
+        self._respawn_missing()
+        self._run_timers()
+        if time.monotonic() < self._next_cycle:
+            return
+        self._next_cycle = time.monotonic() + self.cfg.check_interval
+        self._harakiri()
+        self._kill_overdue()
+        self._watch_reload_check()
+        for task in self.housekeeping:
+            task()
 
     @property
     def pid(self) -> int:

@@ -38,6 +38,7 @@ from zergserve.log import logger, printable
 from zergserve.sdnotify import Notifier
 from zergserve.wakeup import drain, record_signals, wakeup_pipe
 from zergserve.stats import StatsServer
+from zergserve.supervision import Supervisor
 
 _SETTLE = 0.1
 _BOOTED = (protocol.SPAWNED, protocol.ACCEPTING, protocol.LOYAL)  # a vassal saying it started: its slot frees
@@ -45,7 +46,7 @@ _SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal
             signal.SIGCHLD, signal.SIGWINCH)
 
 
-class Emperor:
+class Emperor(Supervisor):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.notify = Notifier.take(os.environ)  # taken out first: vassals inherit the environment
@@ -60,6 +61,7 @@ class Emperor:
         self.metrics: metrics.MetricsServer | None = None
         self.stop_all_deadline = 0.0
         self.scan_now = True
+        self.last_scan = 0.0
         self.scans = 0
         self.retry_at = 0.0  # when the next scan is due before --emperor-freq: a budget or throttle expires
         self.held = False  # a start was refused for want of a slot: scan again when one frees
@@ -112,35 +114,36 @@ class Emperor:
             monitor.attach(self.selector, self._wake_at)
         logger.info("*** starting zergserve %s emperor (pid %d) on %s ***", __version__, os.getpid(),
                     ", ".join(m.name for m in self.monitors))
-        last_scan = 0.0
-        while True:
-            next_scan = last_scan + self.cfg.emperor_freq
-            if self.retry_at:
-                next_scan = min(next_scan, self.retry_at)
-            timeout = 0.0 if self.scan_now else max(0.0, next_scan - time.monotonic())
-            if self.stop_all_deadline:
-                timeout = 0.2
-            self.notify.wait(self.selector, min(timeout, 1.0))
-            self._handle_signals()
-            self._reap()
-            if self.stop_all_deadline:
-                if self._stop_all_progress():
-                    break
-                continue
-            if self.scan_now or time.monotonic() >= next_scan:
-                self.scan_now = False
-                self.retry_at = 0.0
-                last_scan = time.monotonic()
-                self.scan()
-                self._notify_vassals()
-            self._check_heartbeats()
-            self.broodlord.check_boots()
-            self._kill_overdue_stops()
+        self.supervise()
         logger.info("The Emperor is buried.")
         self.close_servers()
         if self.cfg.emperor_pidfile:
             _remove_pidfile(self.cfg.emperor_pidfile)
         return 0
+
+    def is_stopping(self) -> bool:
+        return bool(self.stop_all_deadline)
+
+    def _next_scan(self) -> float:
+        """When the monitors are scanned next: every --emperor-freq, sooner after a change."""
+        next_scan = self.last_scan + self.cfg.emperor_freq
+        return min(next_scan, self.retry_at) if self.retry_at else next_scan
+
+    def _due(self) -> float:
+        """The next scan, and at least a pass a second for heartbeats, zergs' boots and stops."""
+        now = time.monotonic()
+        return now if self.scan_now else min(self._next_scan(), now + 1.0)
+
+    def _tick(self) -> None:
+        if self.scan_now or time.monotonic() >= self._next_scan():
+            self.scan_now = False
+            self.retry_at = 0.0
+            self.last_scan = time.monotonic()
+            self.scan()
+            self._notify_vassals()
+        self._check_heartbeats()
+        self.broodlord.check_boots()
+        self._kill_overdue_stops()
 
     # --- scanning ---------------------------------------------------------------------------
 
@@ -400,7 +403,7 @@ class Emperor:
         for vassal in self.vassals.values():
             vassal.stop(self.cfg.emperor_graceful_shutdown)
 
-    def _stop_all_progress(self) -> bool:
+    def _stop_progress(self) -> bool:
         if not self.vassals:
             return True
         if time.monotonic() > self.stop_all_deadline:
