@@ -119,6 +119,7 @@ def test_a_broken_hooks_file_stops_the_start_and_aborts_a_reload(spawn, workdir)
     hooks.write_text("def on_starting(server):\n    pass\n")
     sock = str(workdir / "app.sock")
     server = spawn("--module", "echo:application", "--http", sock, "--hooks", str(hooks), wait=sock)
+    wait_for(lambda: http_request(sock)[0] == 200, message="the app serving")  # the socket listens before it
     hooks.write_text("def on_starting(server:\n")
     server.signal(signal.SIGHUP)
     server.wait_log("reload aborted", timeout=20)

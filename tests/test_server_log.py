@@ -59,6 +59,8 @@ def test_reload_aborted_is_logged_after_the_app_configured_logging(spawn, workdi
     (workdir / "shop.py").write_text((APPS / "flask_logging.py").read_text())
     addr = str(workdir / "http.sock")
     server = spawn("--module", "shop:application", "--http", addr, wait=addr)
+    # The socket listens before the app is imported: break the file only once the app serves.
+    wait_for(lambda: ask(addr, "/") == 200, message="the app serving")
     (workdir / "shop.py").write_text("def broken(:\n")
     server.signal(signal.SIGHUP)
     server.wait_log("reload aborted")
