@@ -625,10 +625,10 @@ class Master(Supervisor):
         self.workers.clear()
         self.respawn_at.clear()
         for listener in self.added_listeners:  # a refused connection, not one left waiting in a backlog
-            logger.error("closing %s: the rolled-back configuration added it; the previous workers do not "
-                         "serve it", listener.name)
             self.listeners.remove(listener)
             sockets.close_listener(listener, vacuum=True)
+            logger.error("closed %s: the rolled-back configuration added it; the previous workers do not "
+                         "serve it", listener.name)
         self.added_listeners = []
         self.notified_ready = True
         self.notify.ready(f"reload rolled back ({reason}); the previous workers keep serving")
