@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Callable
 
 from zergserve import proxy

@@ -199,7 +199,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             server = hub.server_of(self.listener)
             state = hub.lifespan.state
-            if ex.http and is_websocket_upgrade(ex.request):
+            if ex.http and ex.request is not None and is_websocket_upgrade(ex.request):
                 await self._serve_websocket(websocket.scope(ex.request, ex.peer, server, state))
             else:
                 self.pace = None
@@ -290,7 +290,7 @@ class HttpProtocol(asyncio.Protocol):
             await self._write(interim)
         while True:
             piece = ex.body_next()
-            if type(piece) is bytes:
+            if isinstance(piece, bytes):
                 return piece
             if self.inbuf:
                 data, self.inbuf = self.inbuf, b""

@@ -59,8 +59,6 @@ def load(module: str | None, wsgi_file: str | None, callable_name: str = "applic
     other kind is refused here, at start, rather than answering 500 to every request."""
     if module and wsgi_file:
         raise AppLoadError("give either --module or --wsgi-file, not both")
-    if not module and not wsgi_file:
-        raise AppLoadError("no application: use --module pkg.mod:callable or --wsgi-file FILE")
     if module:
         modname, _, attr = module.partition(":")
         attr = attr or callable_name
@@ -73,10 +71,12 @@ def load(module: str | None, wsgi_file: str | None, callable_name: str = "applic
         except Exception as exc:
             raise AppLoadError(f"importing {modname!r} failed: {exc!r}") from exc
         where = f"module {modname!r}"
-    else:
+    elif wsgi_file:
         attr = callable_name
-        mod = _load_file(wsgi_file)  # type: ignore[arg-type]
+        mod = _load_file(wsgi_file)
         where = f"file {wsgi_file!r}"
+    else:
+        raise AppLoadError("no application: use --module pkg.mod:callable or --wsgi-file FILE")
     try:
         app = _resolve(mod, attr)
     except AttributeError:
@@ -113,7 +113,7 @@ def interface(app: Any) -> str | None:
     if isinstance(app, types.MethodType):
         bound, app = bound + 1, app.__func__
     elif isinstance(app, type):
-        bound, app = bound + 1, app.__init__
+        bound, app = bound + 1, getattr(app, "__init__")  # the function, whatever its signature
     elif not isinstance(app, types.FunctionType):
         bound, app = bound + 1, getattr(type(app), "__call__", None)
     code = getattr(app, "__code__", None)

@@ -351,8 +351,9 @@ def _check_config(cfg: config.Config, inherited: dict | None = None) -> int:
     tries what the new master will bind and create, and boots a trial worker of the new app that
     must answer the --reload-check-url requests (trial.py), so that a reload that would fail is
     refused while the old workers go on serving."""
-    reload_check = inherited is not None and "reload_check" in inherited
-    if reload_check:
+    reload_check = False
+    if inherited is not None and "reload_check" in inherited:
+        reload_check = True
         code = _check_reload_resources(cfg, inherited)
         if code:
             return code

@@ -127,7 +127,7 @@ def _body_pull(conn: socket.socket, ex: Exchange) -> Callable[[int], bytes]:
             send_all(conn, interim, ex.ctx.pace())
         while True:
             piece = ex.body_next()
-            if type(piece) is bytes:
+            if isinstance(piece, bytes):
                 return piece
             try:
                 data = _recv(conn, ex.want, time.monotonic() + piece)

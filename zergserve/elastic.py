@@ -28,10 +28,11 @@ watch on its own timer.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Protocol
 
 from zergserve.emperor import protocol
 from zergserve.log import logger
@@ -45,8 +46,14 @@ HORIZON = 2.0  # an SOS asks for the queue expected this many seconds ahead (a z
 MOST_ZERGS = 16  # per SOS; the emperor's --emperor-broodlord caps it further
 
 
+class Send(Protocol):
+    """Send a byte to the emperor, `count` times in one write (VassalLink.send)."""
+
+    def __call__(self, byte: int, count: int = 1) -> None: ...
+
+
 class Elastic:
-    def __init__(self, master: Host, send: Callable[..., None] | None,
+    def __init__(self, master: Host, send: Send | None,
                  ask_to_die: Callable[[], None] | None = None) -> None:
         self.master = master
         self.cfg = master.cfg
@@ -63,7 +70,7 @@ class Elastic:
         self.loaded_at = 0.0
         master.add_housekeeping(self.housekeeping)
         if send is not None and self.cfg.vassal_sos_backlog:
-            master.add_timer(self._backlog_watch)
+            master.add_timer(functools.partial(self._backlog_watch, send))
         master.add_wake_task(self._woken)
 
     def _woken(self) -> None:
@@ -84,9 +91,9 @@ class Elastic:
         if self.send is None or master.is_cheap():
             return
         if self.cfg.vassal_sos:
-            self._overload_sos(now, live, busy)
+            self._overload_sos(now, live, busy, self.send)
 
-    def _backlog_watch(self) -> float:
+    def _backlog_watch(self, send: Send) -> float:
         """--vassal-sos-backlog: SOS for as many zergs as the queue calls for; returns when to look again."""
         master = self.master
         lengths = [] if master.is_cheap() else master.queue_lengths()
@@ -112,11 +119,11 @@ class Elastic:
             zergs = min(MOST_ZERGS, max(1, math.ceil((queued + growth * HORIZON) / threshold)))
             logger.info("SOS: %d connections queued on %s (threshold %d, growing %.0f/s): %d zerg(s) wanted",
                         queued, name, threshold, growth, zergs)
-            self.send(protocol.SOS, zergs)
+            send(protocol.SOS, zergs)
             self.asked_at, self.asked_queue = now, queued
         return LOADED_WATCH
 
-    def _overload_sos(self, now: float, live: list[Row], busy: list[Row]) -> None:
+    def _overload_sos(self, now: float, live: list[Row], busy: list[Row], send: Send) -> None:
         """uWSGI counts a cycle as overloaded when every worker is busy and asks at most once per S;
         here the whole last S seconds must have been overloaded, too. As in uWSGI (busy workers against
         -p), an instance whose cheaper subsystem may still add workers is not overloaded yet."""
@@ -129,7 +136,7 @@ class Elastic:
         if now - self.last_idle_worker > limit and now - self.last_overload_sos > limit:
             self.last_overload_sos = now
             logger.info("SOS: no idle worker among %d for more than %ds", len(live), limit)
-            self.send(protocol.SOS)
+            send(protocol.SOS)
 
     def _idle(self, now: float) -> None:
         idle_for = int(now - self.last_activity)

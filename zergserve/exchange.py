@@ -16,6 +16,7 @@ import time
 import weakref
 from typing import Any, Callable, NamedTuple
 
+from zergserve.accesslog import AccessLog
 from zergserve.pacing import BodyClock, BodyTimeout, SendPace
 from zergserve.protocols import http as h1
 from zergserve.protocols import uwsgi
@@ -43,7 +44,7 @@ class Context:
     draining: bool = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
 
     def __init__(self, app: Callable, row: Any, wid: int, log_error: Callable[[str], None],
-                 access_log: Callable[[str], None] | None, limits: h1.Limits,
+                 access_log: AccessLog | None, limits: h1.Limits,
                  log_refusal: Callable[[str], None] | None = None, **settings: Any) -> None:
         self.app, self.row, self.wid, self.limits = app, row, wid, limits
         self.log_error, self.access_log = log_error, access_log

@@ -53,11 +53,11 @@ from zergserve.hooks import Hooks, WorkerInfo
 from zergserve.sdnotify import Notifier
 from zergserve.log import logger
 from zergserve.wakeup import drain, record_signals, wakeup_pipe
-from zergserve.scoreboard import STARTING, Row, Scoreboard, wall
+from zergserve.scoreboard import STARTING, Core, Row, Scoreboard, wall
 from zergserve.stats import StatsServer
 from zergserve.supervision import Supervisor
 from zergserve.workers import LOOP_TICKS, cores
-from zergserve.workers.base import WORKER_SIGNALS
+from zergserve.workers.base import WORKER_SIGNALS, Worker
 
 _HANDLED = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGTTIN,
             signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGCHLD)
@@ -102,7 +102,7 @@ class Retiring:
 class Master(Supervisor):
     """Supervises a pool of workers of one class over a set of listeners."""
 
-    def __init__(self, cfg: Config, listeners: list[sockets.Listener], app: Any, worker_class: type,
+    def __init__(self, cfg: Config, listeners: list[sockets.Listener], app: Any, worker_class: type[Worker],
                  argv: list[str], start_cwd: str | None = None, notify: Notifier | None = None,
                  hooks: Hooks | None = None, inherited: dict[str, Any] | None = None) -> None:
         """`inherited`: what the previous image handed over (handover.take), None on a fresh start."""
@@ -125,7 +125,7 @@ class Master(Supervisor):
         self.respawn_at: dict[int, float] = {}
         self.history: dict[int, WorkerProc] = {}
         self.signals: list[int] = []
-        self.selector = selectors.DefaultSelector()
+        self.selector: selectors.DefaultSelector = selectors.DefaultSelector()  # its fd: master_fds()
         self.housekeeping: list[Callable[[], None]] = []
         self.timers: list[list[Any]] = []  # [when due (monotonic), task returning seconds to its next turn]
         self.cleanups: list[Callable[[], None]] = []
@@ -142,7 +142,7 @@ class Master(Supervisor):
         self.reload_check_pid: int | None = None
         self.reload_check_deadline = 0.0
         self.reload_check_killed = False
-        self.pidfile_written = False
+        self.pidfile_written: str | None = None  # the path, for --vacuum
         self.exit_code = 0
         self.started = time.monotonic()
         self.scoreboard = Scoreboard(max(self.num_workers, 1), cores=cores(cfg))
@@ -301,16 +301,16 @@ class Master(Supervisor):
         self._ready_w = ready_w
         self.add_reader(ready_r, lambda: self._worker_ready(ready_r))
         if cfg.stats:
-            self.stats = open_stats(cfg, self.stats_document)
+            self.stats = open_stats(cfg.stats, cfg, self.stats_document)
             self.add_reader(self.stats, self.stats.serve_one)
             logger.info("stats server enabled on %s", cfg.stats)
         if cfg.metrics:
-            self.metrics = open_metrics(cfg, self.metrics_text)
+            self.metrics = open_metrics(cfg.metrics, cfg, self.metrics_text)
             self.add_reader(self.metrics, self.metrics.serve_one)
             logger.info("metrics server enabled on %s (GET /metrics)", cfg.metrics)
         if cfg.pidfile:
             write_pidfile(cfg.pidfile)
-            self.pidfile_written = True
+            self.pidfile_written = cfg.pidfile
         for listener in self.listeners:
             logger.info("%s socket %s (%s, fd %d)", listener.proto, listener.name, listener.origin,
                         listener.fileno())
@@ -418,9 +418,9 @@ class Master(Supervisor):
                            f"({detail})", code if code in what else exitcodes.BOOT_ERROR)
             return
         if code in (exitcodes.APP_LOAD_ERROR, exitcodes.BOOT_ERROR) and not self._booted(proc):
-            what = "load the app" if code == exitcodes.APP_LOAD_ERROR else "boot"
+            failed = "load the app" if code == exitcodes.APP_LOAD_ERROR else "boot"
             logger.error("worker %d (pid %d) could not %s; stopping the master instead of respawning it",
-                         proc.wid, proc.pid, what)
+                         proc.wid, proc.pid, failed)
             self.exit_code = code
             self.begin_stop("quick")
             return
@@ -768,9 +768,9 @@ class Master(Supervisor):
         for server in (self.stats, self.metrics):
             if server is not None:
                 server.close(vacuum)
-        if vacuum and self.pidfile_written:
+        if vacuum and self.pidfile_written is not None:
             try:
-                os.unlink(self.cfg.pidfile)
+                os.unlink(self.pidfile_written)
             except OSError:
                 pass
         logger.info("master %d exiting (code %d)", os.getpid(), self.exit_code)
@@ -786,7 +786,7 @@ class Master(Supervisor):
             total_queue += queue
             socks.append({"name": listener.name, "proto": listener.proto, "queue": queue,
                           "max_queue": max_queue or self.cfg.listen, "shared": 0, "can_offload": 0})
-        workers = []
+        workers: list[dict[str, Any]] = []  # JSON objects
         # Up to --processes: workers stopped by TTOU or the cheaper subsystem show as "cheap", as in uWSGI.
         for row in self.scoreboard.rows()[: max(self.num_workers, self.cfg.processes)]:
             proc = self.workers.get(row.wid)
@@ -836,9 +836,9 @@ class Master(Supervisor):
             doc.update(provider())
         return doc
 
-    def _cores(self, row: Any) -> list[dict[str, Any]]:
+    def _cores(self, row: Row) -> list[dict[str, Any]]:
         """uWSGI's cores of a worker: its request threads (gthread), else the one the row stands for."""
-        cores = self.scoreboard.core_list(row.wid) or [(row.requests, row.request_start)]
+        cores = self.scoreboard.core_list(row.wid) or [Core(row.requests, row.request_start)]
         return [{"id": i, "requests": requests, "static_requests": 0, "routed_requests": 0,
                  "offloaded_requests": 0, "write_errors": 0, "read_errors": 0, "in_request": int(bool(start)),
                  "vars": [], "req_info": {"request_start": wall(start)} if start else {}}
@@ -850,7 +850,7 @@ class Master(Supervisor):
         return metrics.render(metrics.instance(self.stats_document(), totals))
 
 
-def fork_worker(worker_class: type, wid: int, cfg: Config, listeners: list[sockets.Listener], app: Any,
+def fork_worker(worker_class: type[Worker], wid: int, cfg: Config, listeners: list[sockets.Listener], app: Any,
                 scoreboard: Scoreboard, close_fds: list[int], ready_w: int, paused: bool = False,
                 child_setup: Callable[[], None] | None = None,
                 on_exit: Callable[[], None] | None = None, lifeline_fd: int = -1) -> int:
@@ -886,17 +886,17 @@ def fork_worker(worker_class: type, wid: int, cfg: Config, listeners: list[socke
     return pid
 
 
-def open_stats(cfg: Config, document: Callable[[], dict[str, Any]]) -> StatsServer:
+def open_stats(address: str, cfg: Config, document: Callable[[], dict[str, Any]]) -> StatsServer:
     try:
-        return StatsServer(cfg.stats, document, http=cfg.stats_http, minified=cfg.stats_minified,
+        return StatsServer(address, document, http=cfg.stats_http, minified=cfg.stats_minified,
                            chmod=cfg.chmod_socket)
     except sockets.AddressError as exc:
         raise StartError(f"stats server: {exc}") from None
 
 
-def open_metrics(cfg: Config, document: Callable[[], str]) -> metrics.MetricsServer:
+def open_metrics(address: str, cfg: Config, document: Callable[[], str]) -> metrics.MetricsServer:
     try:
-        return metrics.MetricsServer(cfg.metrics, document, chmod=cfg.chmod_socket)
+        return metrics.MetricsServer(address, document, chmod=cfg.chmod_socket)
     except sockets.AddressError as exc:
         raise StartError(f"metrics server: {exc}") from None
 
@@ -914,9 +914,9 @@ def check_start(cfg: Config, held_names: list[str]) -> None:
     sockets and pidfile. The addresses the running master holds (`held_names`, canonical) are
     not probed: the master closes them just before its re-exec."""
     if cfg.stats and sockets.canonical_name(cfg.stats) not in held_names:
-        open_stats(cfg, dict).close(vacuum=True)
+        open_stats(cfg.stats, cfg, dict).close(vacuum=True)
     if cfg.metrics and sockets.canonical_name(cfg.metrics) not in held_names:
-        open_metrics(cfg, str).close(vacuum=True)
+        open_metrics(cfg.metrics, cfg, str).close(vacuum=True)
     if cfg.pidfile:
         existed = os.path.lexists(cfg.pidfile)
         try:

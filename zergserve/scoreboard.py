@@ -137,11 +137,13 @@ class Scoreboard:
     def row(self, wid: int) -> Row:
         """The row of worker `wid`'s current process: its counters start at 0 with each spawn."""
         base = wid * self.row_size
-        values = _ROW.unpack_from(self.mem, base)
+        (pid, status, requests, exceptions, tx, request_start, heartbeat, avg_rt, spawned,
+         running_time) = _ROW.unpack_from(self.mem, base)
         buckets = _HIST.unpack_from(self.mem, base + _OFF_HIST)
         raw = self.mem[base + _OFF_INFO:base + _OFF_INFO + _REQ_INFO]
-        return Row(wid, *values, buckets=buckets, request=raw.split(b"\0", 1)[0].decode("latin-1"),
-                   websockets=_I.unpack_from(self.mem, base + _OFF_WS)[0])
+        return Row(wid, pid, status, requests, exceptions, tx, request_start, heartbeat, avg_rt, spawned,
+                   running_time, buckets, raw.split(b"\0", 1)[0].decode("latin-1"),
+                   _I.unpack_from(self.mem, base + _OFF_WS)[0])
 
     def lifetime(self, wid: int) -> "Totals":
         """Worker `wid`'s counters over every process that held the row since the master started:

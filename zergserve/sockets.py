@@ -21,10 +21,15 @@ import os
 import socket
 import stat
 import struct
+from typing import Any
 
 PROTOCOLS = ("http", "uwsgi")
 SD_LISTEN_FDS_START = 3
 _TCP_INFO_UNACKED = struct.Struct("=7B x 6I")  # up to tcpi_unacked; see linux/tcp.h
+
+# What socket.bind() and connect() take: a UNIX path (or '\0'-led abstract name), an IPv4
+# (host, port) or an IPv6 (host, port, flowinfo, scope_id).
+SockAddr = str | tuple[str, int] | tuple[str, int, int, int]
 
 
 class AddressError(ValueError):
@@ -66,7 +71,7 @@ class Listener:
         return self.name, ""
 
 
-def parse_address(addr: str) -> tuple[socket.AddressFamily, object]:
+def parse_address(addr: str) -> tuple[socket.AddressFamily, SockAddr]:
     """Turn an address string into (family, sockaddr); raise AddressError if it is malformed."""
     if not addr:
         raise AddressError("empty address")
@@ -134,9 +139,8 @@ def canonical_name(addr: str) -> str:
         family, sockaddr = parse_address(addr)
     except AddressError:
         return addr
-    if family == socket.AF_UNIX:
-        path = str(sockaddr)
-        return _render(family, path) if path.startswith("\0") else os.path.abspath(path)
+    if isinstance(sockaddr, str):  # AF_UNIX: a path or an abstract name
+        return _render(family, sockaddr) if sockaddr.startswith("\0") else os.path.abspath(sockaddr)
     try:
         infos = socket.getaddrinfo(sockaddr[0], sockaddr[1], family, socket.SOCK_STREAM)
     except (OSError, UnicodeError):
@@ -144,12 +148,14 @@ def canonical_name(addr: str) -> str:
     return _render(family, infos[0][4]) if infos else addr
 
 
-def _render(family: int, addr: object) -> str:
-    if family == socket.AF_INET:
-        host, port = addr  # type: ignore[misc]
+def _render(family: int, addr: tuple[Any, ...] | str | bytes) -> str:
+    """`addr` as getsockname() gives it: an INET (host, port) or INET6 (host, port, flow, scope)
+    tuple, a UNIX path or abstract name (bytes when not UTF-8)."""
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        if family == socket.AF_INET6:
+            return f"[{host}]:{port}"
         return f":{port}" if host == "0.0.0.0" else f"{host}:{port}"
-    if family == socket.AF_INET6:
-        return f"[{addr[0]}]:{addr[1]}"  # type: ignore[index]
     if isinstance(addr, bytes):
         addr = addr.decode("latin-1")
     text = str(addr)

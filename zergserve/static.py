@@ -248,7 +248,7 @@ def wsgi_app(files: Files, app: Callable) -> Callable:
             if wrapper is not None:
                 return wrapper(found.file, _CHUNK)
         return _Slice(found.file, found.offset, found.length)
-    static.__wrapped__ = app  # type: ignore[attr-defined]
+    static.__wrapped__ = app  # type: ignore[attr-defined]  # a function attribute: app.interface() looks through it
     return static
 
 
@@ -277,7 +277,7 @@ def asgi_app(files: Files, app: Callable) -> Callable:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             body.close()
-    static.__wrapped__ = app  # type: ignore[attr-defined]
+    static.__wrapped__ = app  # type: ignore[attr-defined]  # a function attribute: app.interface() looks through it
     return static
 
 

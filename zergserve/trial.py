@@ -30,9 +30,10 @@ from zergserve.log import logger
 from zergserve.master import fork_worker
 from zergserve.scoreboard import Scoreboard
 from zergserve.workers import cores
+from zergserve.workers.base import Worker
 
 
-def run(cfg: Config, app: Any, worker_class: type) -> int:
+def run(cfg: Config, app: Any, worker_class: type[Worker]) -> int:
     """Boot the trial worker (on `app`, or loading it itself when None: --lazy-apps), ask it the
     check URLs, stop it; 0 when the reload may go on."""
     deadline = time.monotonic() + max(cfg.worker_reload_mercy, 1)

@@ -20,10 +20,11 @@ try:
     from wsproto import ConnectionState, ConnectionType, WSConnection
     from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, RejectConnection,
                                 RejectData, Request, TextMessage)
-    from wsproto.extensions import PerMessageDeflate
+    from wsproto.extensions import Extension, PerMessageDeflate
     from wsproto.utilities import RemoteProtocolError
+    HAVE_WSPROTO = True
 except ImportError:  # WebSocket is refused with 501 (available() says why)
-    WSConnection = None  # type: ignore[assignment,misc]
+    HAVE_WSPROTO = False
 
 from zergserve import asgi
 from zergserve.exchange import raw_error
@@ -36,7 +37,7 @@ CONNECTING, OPEN, CLOSING, CLOSED = range(4)
 
 def available() -> str:
     """Why WebSocket cannot be served here ('' when it can): wsproto must be installed."""
-    return "" if WSConnection is not None else "wsproto is not installed (pip install 'zergserve[websocket]')"
+    return "" if HAVE_WSPROTO else "wsproto is not installed (pip install 'zergserve[websocket]')"
 
 
 def scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str, Any]) -> dict[str, Any]:
@@ -168,10 +169,15 @@ class Session:
                 await self._close(message.get("code") or 1000, message.get("reason") or "")
         elif kind == "websocket.send" and self.state == OPEN:
             data, text = message.get("bytes"), message.get("text")
-            if (data is None) == (text is None):
+            event: TextMessage | BytesMessage
+            if text is not None and data is None:
+                event = TextMessage(data=text)
+                self.sent += len(text.encode())
+            elif data is not None and text is None:
+                event = BytesMessage(data=bytes(data))
+                self.sent += len(data)
+            else:
                 raise AppError("websocket.send needs exactly one of 'bytes' and 'text'")
-            event = TextMessage(data=text) if text is not None else BytesMessage(data=bytes(data))
-            self.sent += len(text.encode() if text is not None else data)
             await self._write(event)
         elif kind == "websocket.http.response.start" and self.state == CONNECTING:
             await self._deny(message)
@@ -194,7 +200,7 @@ class Session:
             raise AppError(f"subprotocol {subprotocol!r} was not offered by the client")
         headers = asgi.encode_headers(message.get("headers", []))
         offered = self.options.deflate and any("permessage-deflate" in str(ext) for ext in self.offered)
-        extensions = [PerMessageDeflate()] if offered else []
+        extensions: list[Extension] = [PerMessageDeflate()] if offered else []
         self.state = OPEN
         self.status = 101
         await self._write(AcceptConnection(subprotocol=subprotocol, extensions=extensions, extra_headers=headers))

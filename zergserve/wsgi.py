@@ -71,10 +71,10 @@ class Input:
         self._done = pull is None
 
     def _fill(self, want: int) -> bool:
-        if self._done:
+        if self._done or self._pull is None:
             return False
         try:
-            chunk = self._pull(max(want, 8192))  # type: ignore[misc]
+            chunk = self._pull(max(want, 8192))
         except ClientDisconnected:
             raise
         except OSError as exc:  # the socket failed while the app read: the client is gone
@@ -328,7 +328,8 @@ class Response:
                 self.length = int(value)
         return self.write
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """The app's write(); a chunk that is no bytes-like object is the app's error."""
         if self.headers is None:
             raise AppError("write() before start_response()")
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -430,12 +431,14 @@ def _send_single(response: Response, chunk: Any) -> None:
 
 def _send_file(response: Response, wrapper: FileWrapper) -> None:
     """Serve a FileWrapper with os.sendfile where the sink and file allow it, else by reading."""
+    if response.headers is None:
+        raise AppError("app returned without calling start_response()")
     fd = wrapper.fileno()
     if fd is not None and response.length is None:
         try:
             size = os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR)
             response.length = size
-            response.headers.append((b"Content-Length", str(size).encode()))  # type: ignore[union-attr]
+            response.headers.append((b"Content-Length", str(size).encode()))
         except OSError:
             fd = None
     if fd is not None:

@@ -35,13 +35,13 @@ def forked(wid: int, lock_fd: int) -> None:
     fork (with --lazy-apps before the app loads, so functions registered by its import do not).
     `lock_fd` is open in every worker (the scoreboard's): uwsgi.lock() takes POSIX locks on it."""
     module = sys.modules.get("uwsgi")
-    if getattr(module, "__name__", "") != "zergserve.compat.uwsgi":
+    if module is None or getattr(module, "__name__", "") != "zergserve.compat.uwsgi":
         return
-    module.worker_started(wid, lock_fd)  # type: ignore[union-attr]
+    module.worker_started(wid, lock_fd)
 
 
 def exiting() -> None:
     """In a worker that leaves: the app's `uwsgi.atexit`, as uWSGI calls it."""
     module = sys.modules.get("uwsgi")
-    if getattr(module, "__name__", "") == "zergserve.compat.uwsgi":
-        module.worker_exiting()  # type: ignore[union-attr]
+    if module is not None and getattr(module, "__name__", "") == "zergserve.compat.uwsgi":
+        module.worker_exiting()

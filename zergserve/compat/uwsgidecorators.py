@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-import uwsgi  # zergserve.compat.uwsgi, put in sys.modules before this is imported
+from zergserve.compat import uwsgi  # the module apps import as `uwsgi` (compat.install() puts it there)
 
 postfork_chain: list["postfork"] = []
 

@@ -17,7 +17,7 @@ T = TypeVar("T", int, float)
 def _metavar(name: str) -> Callable[[Callable[[str], Any]], Callable[[str], Any]]:
     """Label a converter with the placeholder --help shows for its value (N, MODE, ...)."""
     def mark(convert: Callable[[str], Any]) -> Callable[[str], Any]:
-        convert.metavar = name  # type: ignore[attr-defined]
+        convert.metavar = name  # type: ignore[attr-defined]  # a function attribute, read by docs.metavar()
         return convert
     return mark
 
@@ -141,7 +141,7 @@ def choice(*names: str) -> Callable[[str], str]:
         if value.strip() not in names:
             raise ValueError(f"invalid choice {value!r} (choose from {', '.join(names)})")
         return value.strip()
-    convert.choices = names  # type: ignore[attr-defined]
+    convert.choices = names  # type: ignore[attr-defined]  # a function attribute, listed by the docs
     return convert
 
 

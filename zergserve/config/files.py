@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -367,17 +368,17 @@ def _scalar(value: Any, where: str) -> str | bool:
 
 def _tomllib() -> Any:
     """tomllib, imported only when a TOML file is read (workers never need it)."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[import-not-found,no-redef]
+    else:
+        import tomli as tomllib
     return tomllib
 
 
 def _yaml(path: str) -> Any:
     """PyYAML, imported only when a YAML file is read; it is optional."""
     try:
-        import yaml  # type: ignore[import-untyped]
+        import yaml
     except ImportError:
         raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
     return yaml

@@ -211,7 +211,7 @@ class Emperor(Supervisor):
             if zerg:
                 self.broodlord_num += 1
             try:
-                vassal.spawn(self.cfg, self.broodlord_num, checked.fd if checked is not None else -1)
+                sock = vassal.spawn(self.cfg, self.broodlord_num, checked.fd if checked is not None else -1)
             except OSError as exc:
                 logger.error("[emperor] %s", exc)  # names escaped by Vassal.spawn
                 if zerg:
@@ -225,7 +225,7 @@ class Emperor(Supervisor):
             if checked is not None:
                 checked.close()
         self.vassals[id(vassal)] = vassal
-        self.selector.register(vassal.sock, selectors.EVENT_READ, lambda v=vassal: self._message(v))
+        self.selector.register(sock, selectors.EVENT_READ, lambda v=vassal: self._message(v))
         return vassal
 
     def _tyrant_check(self, file: str, monitor: Monitor) -> tyrant.CheckedConfig | None:

@@ -43,8 +43,9 @@ from zergserve.log import logger, printable
 try:
     import psycopg
     from psycopg import sql
+    HAVE_PSYCOPG = True
 except ImportError:  # the pg extra is optional: only a pg:// monitor needs it
-    psycopg = None
+    HAVE_PSYCOPG = False
 
 DEFAULT_QUERY = "SELECT name, config, EXTRACT(epoch FROM ts) FROM vassals"
 # Bounds on how long the emperor's loop can wait for the database, unless the conninfo (or the
@@ -85,7 +86,7 @@ class PgMonitor(Monitor):
         self.nofollow = cfg.emperor_nofollow
         self.query = query.strip() or DEFAULT_QUERY
         self.name = f"pg://{redact(conninfo)};{self.query}"
-        if psycopg is None:
+        if not HAVE_PSYCOPG:
             raise ValueError(f"emperor: {self.name}: the pg:// monitor needs psycopg: pip install 'zergserve[pg]'")
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
@@ -102,7 +103,7 @@ class PgMonitor(Monitor):
         self.rows: dict[str, Row] = {}
         self.fds: dict[str, int] = {}  # name → the memfd holding its row's text
         self.spawned_as: dict[str, tuple[int, int]] = {}
-        self.refused: dict[str, str] = {}  # rows skipped, with the reason last logged
+        self.refused_rows: dict[str, str] = {}  # rows skipped, with the reason last logged
         self.state, self.since, self.last_error = "connecting", time.time(), ""
         self.failures = 0
         self.retry_at = 0.0
@@ -182,7 +183,8 @@ class PgMonitor(Monitor):
 
     def _connect(self) -> None:
         try:
-            conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=None, **self.connect_args)
+            conninfo = psycopg.conninfo.make_conninfo(self.conninfo, **self.connect_args)
+            conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
         except psycopg.Error as exc:
             self._failed("cannot connect", exc)
             return
@@ -259,9 +261,9 @@ class PgMonitor(Monitor):
         """Take the query's rows: new ones get a memfd, a newer ts rewrites it, gone ones close it."""
         rows: dict[str, Row] = {}
         for record in records:
-            row = self._row(record)
-            if row is not None:
-                rows[row[0]] = row[1]
+            named = self._row(record)
+            if named is not None:
+                rows[named[0]] = named[1]
         for name in list(self.rows):
             if name not in rows:
                 os.close(self.fds.pop(name))
@@ -303,13 +305,13 @@ class PgMonitor(Monitor):
             except (KeyError, ValueError) as exc:
                 self._refuse(name, f"row {name!r}: {exc}")
                 return None
-        self.refused.pop(name, None)
+        self.refused_rows.pop(name, None)
         config = bytes(text) if isinstance(text, (bytes, memoryview)) else str(text).encode()
         return name, Row(config, stamp, identity)
 
     def _refuse(self, name: str, reason: str) -> None:
-        if self.refused.get(name) != reason:
-            self.refused[name] = reason
+        if self.refused_rows.get(name) != reason:
+            self.refused_rows[name] = reason
             logger.error("[emperor-pg] %s", printable(reason))
 
     def _identity_changed(self, name: str, row: Row) -> bool:

@@ -55,10 +55,11 @@ class Vassal:
         self.stopped = False  # the emperor stopped it: its death is no failure
         self.spawned_at = 0.0  # time.monotonic() of the spawn
 
-    def spawn(self, cfg: config.Config, broodlord_num: int = 0, config_fd: int = -1) -> None:
+    def spawn(self, cfg: config.Config, broodlord_num: int = 0, config_fd: int = -1) -> socket.socket:
         """Fork and exec the vassal with its end of a fresh socketpair as UWSGI_EMPEROR_FD, and its
         config open as ZERGSERVE_CONFIG_FD ("FD:NAME") when there is one to hand over: the checked
-        file in tyrant mode, else what the monitor hands over (a database row's text)."""
+        file in tyrant mode, else what the monitor hands over (a database row's text). Returns our
+        end (also `sock`), for the emperor's selector."""
         if self.uid is None:
             self.uid, self.gid = self.monitor.identity(self.file)
         handed = -1
@@ -109,6 +110,7 @@ class Vassal:
         self.booted, self.spawned_at = False, time.monotonic()
         logger.info("[emperor] vassal %s spawned (pid %d): %s", self.label, self.pid,
                     printable(" ".join(argv)))
+        return ours
 
     def starting(self, now: float, allowance: float) -> bool:
         """Whether it holds one of the global throttle's slots: spawned, running, not yet said it

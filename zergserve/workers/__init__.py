@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from zergserve import app as app_loader
 from zergserve.config import Config
+
+if TYPE_CHECKING:  # base imports this package (load_app)
+    from zergserve.workers.base import Worker
 
 CLASSES = {
     "sync": "zergserve.workers.sync:SyncWorker",
@@ -25,7 +28,7 @@ def load_app(cfg: Config) -> Callable[..., Any]:
     return app_loader.load(cfg.module, cfg.wsgi_file, cfg.callable, SERVES[cfg.worker], cfg.worker)
 
 
-def get(name: str) -> type:
+def get(name: str) -> type[Worker]:
     module, _, attr = CLASSES[name].partition(":")
     return getattr(importlib.import_module(module), attr)
 

@@ -48,7 +48,7 @@ class AsyncioWorker(Worker):
         asyncio.set_event_loop(self.loop)
         self._wake_on_signals()
         self.loop.run_until_complete(self._first_stream())
-        self.lifespan = asgi.Lifespan(self.app, lambda text: logger.info("worker %d: %s", self.wid, text),
+        self.lifespan = asgi.Lifespan(self.ctx.app, lambda text: logger.info("worker %d: %s", self.wid, text),
                                       self.log_error, self.cfg.lifespan, self.cfg.lifespan_timeout)
         try:
             self.loop.run_until_complete(self.lifespan.startup())

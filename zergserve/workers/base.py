@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from zergserve import app as app_loader
 from zergserve import accesslog, config, exchange, parent_death, proctitle, proxy
+from zergserve.config.options import BY_NAME
 from zergserve.exitcodes import APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR, BOOT_ERROR as EXIT_BOOT_ERROR, OK as EXIT_OK
 from zergserve.log import logger
 from zergserve.wakeup import drain, wakeup_pipe
@@ -333,7 +334,7 @@ def head_limits(cfg: config.Config) -> Limits:
     """The HTTP head limits (0: none). uWSGI reads a whole HTTP head into --buffer-size, so its users
     raise that for long URLs and big cookies: a buffer-size above its default raises the line and
     field limits with it, as in uWSGI; it never lowers them."""
-    raised = cfg.buffer_size if cfg.buffer_size > config.find("buffer-size").default else 0
+    raised = cfg.buffer_size if cfg.buffer_size > BY_NAME["buffer-size"].default else 0
 
     def limit(value: int) -> int:
         return max(value, raised) if value else 1 << 30
