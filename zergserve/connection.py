@@ -58,9 +58,12 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
                     parked = True
                     return
                 try:
-                    # idle without a poller (gevent): the client sends its next request only once it
-                    # has read our response, so a read tried before waiting would find nothing
-                    ex.receive_data(_recv(conn, RECV, ex.deadline, idle and park is None))
+                    if idle and park is None and ex.ctx.wait_readable is not None:
+                        ex.receive_data(_recv_turn(conn, ex.deadline, ex.ctx.wait_readable))
+                    else:
+                        # idle without a poller: the client sends its next request only once it has
+                        # read our response, so a read tried before waiting would find nothing
+                        ex.receive_data(_recv(conn, RECV, ex.deadline, idle and park is None))
                 except (socket.timeout, TimeoutError):
                     ex.timed_out()
             elif type(action) is Reply:
@@ -190,6 +193,19 @@ def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -
         raise TimeoutError
     conn.settimeout(left)
     return conn.recv(size)
+
+
+def _recv_turn(conn: socket.socket, deadline: float, wait_readable: Callable[[socket.socket, float], None]) -> bytes:
+    """A kept-alive connection's next request, read after waiting for it in the worker's loop."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        wait_readable(conn, left)
+        try:
+            return conn.recv(RECV)
+        except BlockingIOError:
+            continue  # woken for nothing: wait again
 
 
 def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:
