@@ -122,7 +122,7 @@ class ThreadsWorker(Worker):
                         item = parked.pop(fd, None)
                     if item is not None:
                         self._forget(fd)  # parked again (registered anew) or closed by resume()
-                        connection.resume(item[0], item[1], self._park)
+                        connection.resume(item[0], item[1], self._park, readable=True)
                 except Exception as exc:  # serve() raises for nothing a client sends: this is our bug
                     self.log_error(f"request thread {core}: {exc!r}")
 
