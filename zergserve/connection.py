@@ -62,8 +62,8 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
                     return
                 readable = False
                 try:
-                    if idle and park is None and ex.ctx.wait_readable is not None:
-                        ex.receive_data(_recv_turn(conn, ex.deadline, ex.ctx.wait_readable))
+                    if idle and park is None and ex.ctx.turn is not None:
+                        ex.receive_data(_recv_turn(conn, ex.deadline, ex.ctx.turn))
                     else:
                         # idle without a poller: the client sends its next request only once it has
                         # read our response, so a read tried before waiting would find nothing
@@ -190,17 +190,18 @@ def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -
     return conn.recv(size)
 
 
-def _recv_turn(conn: socket.socket, deadline: float, wait_readable: Callable[[socket.socket, float], None]) -> bytes:
-    """A kept-alive connection's next request, read after waiting for it in the worker's loop."""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        wait_readable(conn, left)
+def _recv_turn(conn: socket.socket, deadline: float, turn: Callable[[], None]) -> bytes:
+    """A kept-alive connection's next request; if it is there already (a fast client), the worker's
+    other ready connections go first (turn()), as they would had it been waited for."""
+    if conn.gettimeout() == 0.0:
         try:
-            return conn.recv(RECV)
+            data = conn.recv(RECV)
         except BlockingIOError:
-            continue  # woken for nothing: wait again
+            pass
+        else:
+            turn()
+            return data
+    return _recv(conn, RECV, deadline, wait=True)
 
 
 def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:

@@ -41,9 +41,9 @@ class Context:
     body_min_rate: float = 500.0
     send_min_rate: float = 500.0
     draining: bool = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
-    # How a blocking driver waits for a kept-alive connection's next request in the worker's own
-    # loop, raising TimeoutError past the seconds given (gevent's hub); None: in recv itself.
-    wait_readable: Callable[[Any, float], None] | None = None
+    # Lets the worker's other ready connections run first (gevent.sleep(0)): a blocking driver calls
+    # it when a kept-alive connection's next request was there before it had to wait for it.
+    turn: Callable[[], None] | None = None
 
     def __init__(self, app: Callable, row: Any, wid: int, log_error: Callable[[str], None],
                  access_log: Callable[[str], None] | None, limits: h1.Limits,

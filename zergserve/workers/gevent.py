@@ -35,7 +35,6 @@ class GeventWorker(Worker):
     def boot(self) -> None:
         import gevent
         from gevent import monkey
-        from gevent.socket import wait_read
         monkey.patch_all()
         super().boot()  # before the hub exists: gevent's os.close() defers closing fds it may watch
         self.hub = hub = gevent.get_hub()
@@ -44,10 +43,9 @@ class GeventWorker(Worker):
         hub.SYSTEM_ERROR = (*hub.SYSTEM_ERROR, QuickStop)
         hub.NOT_ERROR = (*hub.NOT_ERROR, QuickStop)
         self.ctx.row = SharedRow(self.row, self)
-        # A kept-alive connection's next request is read only after a turn through the hub, even
-        # when it is already there: a fast client would otherwise be served again and again while
-        # the worker's other connections wait.
-        self.ctx.wait_readable = lambda conn, seconds: wait_read(conn.fileno(), seconds, TimeoutError)
+        # gevent's recv does not yield when the bytes are there: a fast client's connection would
+        # be served again and again while the worker's other connections wait.
+        self.ctx.turn = gevent.sleep
 
     def inside_app(self) -> bool:
         """Handlers run in whichever greenlet holds the main thread: a request's greenlet means the
