@@ -1,13 +1,15 @@
 """The event-loop driver: one accepted connection as an asyncio Protocol, moved by an Exchange.
 
 The twin of connection.py (the blocking driver) for the asyncio worker. The transport calls
-data_received / eof_received / connection_lost; those feed the exchange (exchange.py) and act on
+buffer_updated / eof_received / connection_lost; those feed the exchange (exchange.py) and act on
 what it says, with no task, future or timer of their own. Only the app call runs as a task, one
 per request. What the exchange did not ask for yet (a body the app has not read, a pipelined
 request) waits in a buffer, and reading pauses while that buffer is over `_HIGH_WATER`; writes
 wait while the transport's buffer is over its high-water mark (pause_writing / resume_writing),
 paced as every driver's (pacing.py). One timer per connection serves every deadline and is moved
-only when it fires early, so a kept-alive request costs no timer call.
+only when it fires early, so a kept-alive request costs no timer call. Reads go into one buffer
+the worker's connections share (a BufferedProtocol), not a fresh 256 KiB bytes object per read,
+whose allocation is an mmap, mremap and munmap once it is above malloc's mmap threshold.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from zergserve.protocols.http import is_websocket_upgrade
 from zergserve.vocabulary import RequestError
 
 _HIGH_WATER = 65536  # bytes read ahead of the exchange before reading pauses
+_READ_SIZE = 65536  # the most one read takes
+_read_buffer = memoryview(bytearray(_READ_SIZE))  # every connection's reads land here, copied out at once
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 1 << 20
 
@@ -34,7 +38,7 @@ _LINGER_BYTES = 1 << 20
 HEAD, REQUEST, LINGERING, CLOSED = range(4)
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(asyncio.BufferedProtocol):
     """One HTTP or uwsgi connection of the asyncio worker.
 
     `hub` is the worker: ctx, app, lifespan, ws_options, websockets, server_of(listener),
@@ -76,6 +80,12 @@ class HttpProtocol(asyncio.Protocol):
         self.sock = transport.get_extra_info("socket")
         self.read_until = self.ex.deadline
         self._arm(self.read_until)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         state = self.state

@@ -37,7 +37,8 @@ class Sink(Protocol):
 
 
 def http_scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str, Any]) -> dict[str, Any]:
-    """The scope of a parsed HTTP request (protocols.http.Request)."""
+    """The scope of a parsed HTTP request (protocols.http.Request); `server` is the listener's
+    (name, port), the same tuple for every request on it."""
     path = request.path
     raw_path = path.encode("latin-1")
     return proxy.apply_scope({
@@ -52,7 +53,7 @@ def http_scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str
         "root_path": "",
         "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.headers],
         "client": (peer[0], peer[1]) if peer else None,
-        "server": _server(*server),
+        "server": _scope_server(server),
         "state": state.copy(),
     }, peer)
 
@@ -94,6 +95,18 @@ def _decode_path(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def _scope_server(server: tuple[str, str]) -> tuple[str, int | None] | None:
+    """The scope's "server" for a listener's (name, port), made once per listener."""
+    scoped = _SERVERS.get(server, _UNSET)
+    if scoped is _UNSET:
+        scoped = _SERVERS[server] = _server(*server)
+    return scoped  # type: ignore[return-value]
+
+
+_SERVERS: dict[tuple[str, str], Any] = {}
+_UNSET = object()
+
+
 def _server(name: str, port: str) -> tuple[str, int | None] | None:
     if not name:
         return None
@@ -101,7 +114,8 @@ def _server(name: str, port: str) -> tuple[str, int | None] | None:
 
 
 def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    """Validate the app's headers: an iterable of (name, value) byte strings, checked like WSGI's."""
+    """Validate the app's headers: an iterable of (name, value) byte strings, checked like WSGI's.
+    Most apps send the same few fields on every response: each is checked once and remembered."""
     out = []
     try:
         items = list(headers)
@@ -109,16 +123,32 @@ def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
         raise AppError(f"headers must be iterable, got {type(headers).__name__}") from None
     for item in items:
         try:
-            name, value = item
-        except (TypeError, ValueError):
-            raise AppError(f"header {item!r} is not a (name, value) pair") from None
-        if type(name) is not bytes or type(value) is not bytes:
-            if not isinstance(name, (bytes, bytearray)) or not isinstance(value, (bytes, bytearray)):
-                raise AppError(f"header {item!r}: name and value must be bytes")
-            name, value = bytes(name), bytes(value)
-        check_field(name, value, name, value)
-        out.append((name, value))
+            field = _FIELDS.get(item) if type(item) is tuple else None
+        except TypeError:  # an unhashable item: _check_field says what is wrong with it
+            field = None
+        if field is None:
+            field = _check_field(item)
+            if len(_FIELDS) < _CACHE_SIZE:
+                _FIELDS[item] = field
+        out.append(field)
     return out
+
+
+_CACHE_SIZE = 256  # distinct header fields remembered as already checked
+_FIELDS: dict[Any, tuple[bytes, bytes]] = {}
+
+
+def _check_field(item: Any) -> tuple[bytes, bytes]:
+    try:
+        name, value = item
+    except (TypeError, ValueError):
+        raise AppError(f"header {item!r} is not a (name, value) pair") from None
+    if type(name) is not bytes or type(value) is not bytes:
+        if not isinstance(name, (bytes, bytearray)) or not isinstance(value, (bytes, bytearray)):
+            raise AppError(f"header {item!r}: name and value must be bytes")
+        name, value = bytes(name), bytes(value)
+    check_field(name, value, name, value)
+    return name, value
 
 
 class Response:

@@ -34,8 +34,9 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
     The socket starts non-blocking: the request is usually already there and the response fits
     the send buffer, so the common case costs one recv and one send; timeouts (and their extra
     syscalls) are set only when the socket makes us wait. With `park` (the gthread worker), a
-    kept-alive connection whose next request has not arrived is handed to park() instead of
-    waited for here; resume() goes on with it once it is readable.
+    kept-alive connection is handed to park() between requests instead of waited for here, even
+    when its next request is already there, so that a fast client takes its turn with the
+    others; resume() goes on with it once it is readable.
     """
     try:
         conn.setblocking(False)
@@ -45,22 +46,28 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
     resume(conn, Exchange(ctx, listener, peer, conn), park)
 
 
-def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exchange], None] | None = None) -> None:
-    """Serve a connection from where its exchange stands until it is done (closed) or parked."""
+def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exchange], None] | None = None,
+           readable: bool = False) -> None:
+    """Serve a connection from where its exchange stands until it is done (closed) or parked;
+    `readable`: the poller found it so, and it is read before it could be parked again."""
     parked = False
     try:
         while True:
             action = ex.next_action()
             if action is RECEIVE:
                 idle = ex.kept_alive and not ex.received_any  # ex.idle, without a property call per request
-                if idle and park is not None and not _readable(conn):
+                if idle and park is not None and not readable:  # even if its next request is there
                     park(conn, ex)
                     parked = True
                     return
+                readable = False
                 try:
-                    # idle without a poller (gevent): the client sends its next request only once it
-                    # has read our response, so a read tried before waiting would find nothing
-                    ex.receive_data(_recv(conn, RECV, ex.deadline, idle and park is None))
+                    if idle and park is None and ex.ctx.turn is not None:
+                        ex.receive_data(_recv_turn(conn, ex.deadline, ex.ctx.turn))
+                    else:
+                        # idle without a poller: the client sends its next request only once it has
+                        # read our response, so a read tried before waiting would find nothing
+                        ex.receive_data(_recv(conn, RECV, ex.deadline, idle and park is None))
                 except (socket.timeout, TimeoutError):
                     ex.timed_out()
             elif type(action) is Reply:
@@ -75,15 +82,6 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
     finally:
         if not parked:
             conn.close()
-
-
-def _readable(conn: socket.socket) -> bool:
-    """Whether a read would not wait (bytes or EOF are there)."""
-    try:
-        conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:
@@ -190,6 +188,20 @@ def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -
         raise TimeoutError
     conn.settimeout(left)
     return conn.recv(size)
+
+
+def _recv_turn(conn: socket.socket, deadline: float, turn: Callable[[], None]) -> bytes:
+    """A kept-alive connection's next request; if it is there already (a fast client), the worker's
+    other ready connections go first (turn()), as they would had it been waited for."""
+    if conn.gettimeout() == 0.0:
+        try:
+            data = conn.recv(RECV)
+        except BlockingIOError:
+            pass
+        else:
+            turn()
+            return data
+    return _recv(conn, RECV, deadline, wait=True)
 
 
 def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:

@@ -43,6 +43,9 @@ class GeventWorker(Worker):
         hub.SYSTEM_ERROR = (*hub.SYSTEM_ERROR, QuickStop)
         hub.NOT_ERROR = (*hub.NOT_ERROR, QuickStop)
         self.ctx.row = SharedRow(self.row, self)
+        # gevent's recv does not yield when the bytes are there: a fast client's connection would
+        # be served again and again while the worker's other connections wait.
+        self.ctx.turn = gevent.sleep
 
     def inside_app(self) -> bool:
         """Handlers run in whichever greenlet holds the main thread: a request's greenlet means the

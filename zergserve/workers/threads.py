@@ -120,9 +120,8 @@ class ThreadsWorker(Worker):
                         continue
                     with self.lock:
                         item = parked.pop(fd, None)
-                    if item is not None:
-                        self._forget(fd)  # parked again (registered anew) or closed by resume()
-                        connection.resume(item[0], item[1], self._park)
+                    if item is not None:  # its one-shot registration is spent: parking re-arms it
+                        connection.resume(item[0], item[1], self._park, readable=True)
                 except Exception as exc:  # serve() raises for nothing a client sends: this is our bug
                     self.log_error(f"request thread {core}: {exc!r}")
 
@@ -145,7 +144,10 @@ class ThreadsWorker(Worker):
                 conn.close()
                 return
             self.parked[fd] = (conn, ex)
-            self.poller.register(fd, _PARKED_EVENTS)
+            try:  # re-armed, one syscall; closing the socket takes it out of the epoll
+                self.poller.modify(fd, _PARKED_EVENTS)
+            except FileNotFoundError:  # parked for the first time
+                self.poller.register(fd, _PARKED_EVENTS)
 
     def _expire(self) -> float:
         """Close kept-alive connections whose --keep-alive wait is over (parked in deadline order);
