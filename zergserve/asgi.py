@@ -100,7 +100,7 @@ def _scope_server(server: tuple[str, str]) -> tuple[str, int | None] | None:
     scoped = _SERVERS.get(server, _UNSET)
     if scoped is _UNSET:
         scoped = _SERVERS[server] = _server(*server)
-    return scoped  # type: ignore[return-value]
+    return scoped
 
 
 _SERVERS: dict[tuple[str, str], Any] = {}
