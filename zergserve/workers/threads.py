@@ -64,6 +64,7 @@ class ThreadsWorker(Worker):
         self.by_fd = {listener.fileno(): listener for listener in self.listeners}
         self.parked: collections.OrderedDict[int, tuple[socket.socket, Exchange]] = collections.OrderedDict()
         self.lock = threading.Lock()
+        self.accepting_stopped = False
         self.stop_r, self.stop_w = os.pipe2(os.O_CLOEXEC)  # readable at the stop: every thread leaves
         self.poller.register(self.stop_r, select.EPOLLIN)
         pool = [start_thread(self._thread, f"core {i}", i) for i in range(self.cfg.threads)]
@@ -124,6 +125,19 @@ class ThreadsWorker(Worker):
                         connection.resume(item[0], item[1], self._park, readable=True)
                 except Exception as exc:  # serve() raises for nothing a client sends: this is our bug
                     self.log_error(f"request thread {core}: {exc!r}")
+                if self.max_requests and self.row.requests >= self.max_requests:
+                    self._stop_accepting()
+
+    def _stop_accepting(self) -> None:
+        """--max-requests reached: no thread accepts another connection (they wait in the queue for
+        the next worker), and the main thread, woken, leaves its loop to recycle the worker."""
+        with self.lock:
+            if self.accepting_stopped:
+                return
+            self.accepting_stopped = True
+        for fd in self.by_fd:
+            self._forget(fd)
+        os.write(self.wake_w, b"m")
 
     def _accept(self, listener: Listener) -> None:
         try:
