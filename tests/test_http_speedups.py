@@ -132,9 +132,8 @@ def test_c_takes_any_bytes_like(head):
                                             True, False)
     assert fast_c(head, Limits(10 ** 30, 10 ** 30, 10 ** 30, 10 ** 30)) is not None
     assert fast_c(head, Limits(-(10 ** 30), 1, 1, 1)) is None
-    for bad in ((1, 2, 3), None, [4094, 100, 8190, 65536], (1, 2, 3, "4")):
-        with pytest.raises(TypeError):
-            fast_c(head, bad)
+    for odd in ((1, 2, 3), None, [4094, 100, 8190, 65536], (1, 2, 3, "4"), (4094.0, 100, 8190, 65536)):
+        assert fast_c(head, odd) is None  # the Python judges them
     with pytest.raises(TypeError):
         fast_c("text", DEFAULT_LIMITS)
 

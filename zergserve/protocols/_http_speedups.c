@@ -96,12 +96,16 @@ lower_name(const unsigned char *data, Py_ssize_t len)
     return name;
 }
 
-/* One limit of the Limits tuple as a C size (huge ints clamp, as comparisons with them would). */
+/* One limit of the Limits tuple as a C size (huge ints clamp, as comparisons with them would); 0
+ * with no error set for what is no int. */
 static int
 get_limit(PyObject *limits, Py_ssize_t index, Py_ssize_t *out)
 {
-    *out = PyNumber_AsSsize_t(PyTuple_GET_ITEM(limits, index), NULL);
-    return !(*out == -1 && PyErr_Occurred());
+    PyObject *limit = PyTuple_GET_ITEM(limits, index);
+    if (!PyLong_Check(limit))
+        return 0;
+    *out = PyNumber_AsSsize_t(limit, NULL);
+    return 1;
 }
 
 /* What the special fields said; the values point into the head. */
@@ -246,14 +250,11 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "fast_head(head, limits) takes 2 arguments");
         return NULL;
     }
-    limits = args[1];
-    if (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) < 4) {
-        PyErr_SetString(PyExc_TypeError, "fast_head() needs the Limits tuple");
-        return NULL;
-    }
-    if (!get_limit(limits, 0, &max_line) || !get_limit(limits, 1, &max_fields)
-            || !get_limit(limits, 2, &field_size) || !get_limit(limits, 3, &max_head))
-        return NULL;
+    limits = args[1];  /* anything but a tuple of 4 ints is the Python's to judge */
+    if (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) < 4 || !get_limit(limits, 0, &max_line)
+            || !get_limit(limits, 1, &max_fields) || !get_limit(limits, 2, &field_size)
+            || !get_limit(limits, 3, &max_head))
+        Py_RETURN_NONE;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     data = (const unsigned char *)view.buf;
