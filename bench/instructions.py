@@ -1,7 +1,7 @@
 """Instructions per request of one zergserve worker, counted by callgrind: a figure that load on a
 shared machine does not disturb, unlike requests/s (bench/run.py, which compares with peers).
 
-    python bench/instructions.py FAMILY [--requests 2000] [--warmup 300] [--pure] [--log]
+    python bench/instructions.py FAMILY [--requests 2000] [--rounds 3] [--warmup 300] [--pure] [--log]
 
 FAMILY is what bench/run.py's family of the same kind serves, with one worker (-p 1):
   http-close  the sync worker, bench/hello.py over HTTP, one connection per request (Connection: close)
@@ -10,10 +10,11 @@ FAMILY is what bench/run.py's family of the same kind serves, with one worker (-
   asgi-ka     the asyncio worker, bench/hello_asgi.py over HTTP, every request on one kept-alive connection
 
 The server runs under `valgrind --tool=callgrind --trace-children=yes` from this source tree (set
-PYTHONPATH to run another one). After the warm-up requests, the worker's counters are zeroed
+PYTHONPATH to run another one), with PYTHONHASHSEED=0 so that two runs count alike, on a socket
+bound here and handed over as fd://N. After the warm-up requests, the worker's counters are zeroed
 (`callgrind_control -z PID`), the measured requests are sent one after another from a plain socket
 client, the counters are dumped (`callgrind_control -d PID`) and their total is divided by the
-number of requests. --pure sets ZERGSERVE_PURE_PYTHON=1 (the codecs without their C accelerators);
+number of requests; that --rounds times, keeping the least. --pure sets ZERGSERVE_PURE_PYTHON=1 (the codecs without their C accelerators);
 access logging is off, as in bench/run.py, unless --log. The callgrind files stay in --out for
 callgrind_annotate.
 """
@@ -111,10 +112,19 @@ def check(answer: bytes) -> None:
         raise RuntimeError(f"unexpected answer {answer[:200]!r}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
+def listener(family: str, out: Path) -> tuple[socket.socket, str]:
+    """The server's socket, bound here and handed over as fd://N (no port another process may take
+    between a probe and the server's bind): a UNIX socket for uwsgi, else TCP on 127.0.0.1."""
+    if family == "uwsgi":
+        sock = socket.socket(socket.AF_UNIX)
+        address = str(out / "app.sock")
+        sock.bind(address)
+    else:
+        sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        address = "127.0.0.1:%d" % sock.getsockname()[1]
+    sock.listen(100)
+    return sock, address
 
 
 def callgrind(pid: int, *args: str) -> None:
@@ -132,24 +142,27 @@ def worker_pid(master: int, timeout: float) -> int:
     raise TimeoutError("no worker")
 
 
-def total_instructions(out: Path, pid: int) -> int:
-    """The instructions of the last dump of `pid` (the one after the zeroing)."""
+def dumped(out: Path, pid: int, number: int) -> int:
+    """The instructions in dump `number` of `pid` (callgrind numbers them from 1), once it is written."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        dumps = sorted(out.glob(f"callgrind.out.{pid}.*"), key=lambda path: path.stat().st_mtime)
-        if dumps:
-            text = dumps[-1].read_text(errors="replace")
-            found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+        path = out / f"callgrind.out.{pid}.{number}"
+        if path.exists():
+            found = re.search(r"^(?:summary|totals): (\d+)", path.read_text(errors="replace"), re.M)
             if found:
                 return int(found.group(1))
         time.sleep(0.2)
-    raise TimeoutError(f"no callgrind dump of {pid} in {out}")
+    raise TimeoutError(f"no callgrind dump {number} of {pid} in {out}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("family", choices=sorted(FAMILIES))
     parser.add_argument("--requests", type=int, default=2000, help="requests counted")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="count this many times in a row and keep the least: work the worker does each "
+                             "second (the Date header, its loop's timeouts) adds more per request when "
+                             "the machine is busy")
     parser.add_argument("--warmup", type=int, default=300, help="requests before the counters are zeroed")
     parser.add_argument("--pure", action="store_true", help="ZERGSERVE_PURE_PYTHON=1: no C accelerators")
     parser.add_argument("--log", action="store_true", help="keep the access log on")
@@ -157,16 +170,20 @@ def main() -> int:
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="zs-instructions-"))
     out.mkdir(parents=True, exist_ok=True)
-    address = str(out / "app.sock") if args.family == "uwsgi" else f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
+    sock, address = listener(args.family, out)
+    # One hash seed: the same dict and set layouts in every run, so two runs count the same.
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT)), "PYTHONHASHSEED": "0"}
     env.pop("ZERGSERVE_PURE_PYTHON", None)
     if args.pure:
         env["ZERGSERVE_PURE_PYTHON"] = "1"
     command = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={out}/callgrind.out.%p",
                sys.executable, "-m", "zergserve", "--chdir", str(HERE), "-p", "1",
-               *([] if args.log else ["--disable-logging"]), *FAMILIES[args.family], address]
+               *([] if args.log else ["--disable-logging"]), *FAMILIES[args.family], f"fd://{sock.fileno()}"]
     with open(out / "server.log", "wb") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # cwd: `python -m` puts it first on sys.path, before PYTHONPATH: not a tree with a zergserve in it.
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  pass_fds=[sock.fileno()], cwd=out)
+    sock.close()  # the server holds it; once it is gone, the address refuses
     client = Client(args.family, address)
     try:
         deadline = time.monotonic() + 300
@@ -181,18 +198,21 @@ def main() -> int:
         worker = worker_pid(server.pid, 60)
         for _ in range(args.warmup):
             client.request()
-        callgrind(worker, "-z")
-        for _ in range(args.requests):
-            client.request()
-        callgrind(worker, "-d")
-        total = total_instructions(out, worker)
+        counts = []
+        for number in range(1, args.rounds + 1):
+            callgrind(worker, "-z")
+            for _ in range(args.requests):
+                client.request()
+            callgrind(worker, "-d")
+            counts.append(dumped(out, worker, number) / args.requests)
     finally:
         client.close()
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
     accelerated = "pure Python" if args.pure else "C accelerators if built"
-    print(f"{args.family} ({accelerated}): {total / args.requests:,.0f} instructions per request "
-          f"({total:,} over {args.requests} requests; callgrind files in {out})")
+    print(f"{args.family} ({accelerated}): {min(counts):,.0f} instructions per request, the least of "
+          f"{args.rounds} rounds of {args.requests} ({', '.join(f'{count:,.0f}' for count in counts)}; "
+          f"callgrind files in {out})")
     return 0
 
 

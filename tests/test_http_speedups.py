@@ -1,20 +1,18 @@
 """The compiled head gate against the Python one: the same Request or the same HTTPError (status and
 reason) for any head, valid, cut, mutated or random, under any limits; and a server forced onto the
-Python gate with ZERGSERVE_PURE_PYTHON=1 still serves and refuses."""
+Python codecs (this gate, the uwsgi vars loop) with ZERGSERVE_PURE_PYTHON=1 still serves and refuses."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import struct
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, raw, start
+from conftest import accelerated, raw, start
 from test_http_codec import events
-from zergserve.protocols import http
+from zergserve.protocols import http, uwsgi
 from zergserve.protocols.http import DEFAULT_LIMITS, HTTPConnection, HTTPError, Limits
 
 fast_c = http._load_accelerator()
@@ -138,29 +136,32 @@ def test_c_takes_any_bytes_like(head):
         fast_c("text", DEFAULT_LIMITS)
 
 
-def accelerated(env: dict[str, str]) -> str:
-    code = "from zergserve.protocols import http; print(http.ACCELERATED)"
-    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-                          capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-
-
 @needs_c
-def test_pure_python_env_forces_the_fallback():
-    assert accelerated({"ZERGSERVE_PURE_PYTHON": "1"}) == "False"
-    assert accelerated({"ZERGSERVE_PURE_PYTHON": "0"}) == "True"
+@pytest.mark.parametrize("codec", ["http", "uwsgi"])
+def test_pure_python_env_forces_the_fallbacks(codec):
+    assert accelerated(codec, {"ZERGSERVE_PURE_PYTHON": "1"}) == "False"
+    assert accelerated(codec, {"ZERGSERVE_PURE_PYTHON": "0"}) == "True"
 
 
-APP = """from zergserve.protocols import http
+APP = """from zergserve.protocols import http, uwsgi
 def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
-    return [f"{environ['PATH_INFO']} {environ.get('HTTP_X_A')} accelerated={http.ACCELERATED}".encode('latin-1')]
+    flags = f"{http.ACCELERATED} {uwsgi.ACCELERATED}"
+    return [f"{environ['PATH_INFO']} {environ.get('HTTP_X_A')} {flags}".encode('latin-1')]
 """
 
 
-def test_server_on_the_python_gate(spawn, workdir, monkeypatch):
+def test_server_on_the_python_codecs(spawn, workdir, monkeypatch):
+    """ZERGSERVE_PURE_PYTHON=1: both codecs on their Python paths in a real server serve, and refuse."""
     (workdir / "which.py").write_text(APP)
     monkeypatch.setenv("ZERGSERVE_PURE_PYTHON", "1")  # the server's environment is copied from ours
-    server = start(spawn, workdir, module="which:application", workers=1)
-    reply = raw(server.addr, b"GET /p HTTP/1.1\r\nHost: h\r\nX-A:  b \r\nConnection: close\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"/p b accelerated=False")
-    assert raw(server.addr, b"GET /p HTTP/1.1\r\nHost: h\r\nX-A: \x01\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    server = start(spawn, workdir, "--socket-timeout", "2", module="which:application", workers=1, uwsgi="unix",
+                   stats=False, mercy=None)
+    reply = raw(server.http, b"GET /p HTTP/1.1\r\nHost: h\r\nX-A:  b \r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"/p b False False")
+    assert raw(server.http, b"GET /p HTTP/1.1\r\nHost: h\r\nX-A: \x01\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    reply = raw(server.usock, uwsgi.encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/caf\xe9",
+                                                   "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_X_A": "c"}))
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"/caf\xe9 c False False")
+    assert raw(server.usock, struct.pack("<BHB", 0, 6, 0) + b"\x00\x00\x02\x00ab", half_close=True) == b""
+    server.wait_log("uwsgi key cannot be null")
