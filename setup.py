@@ -1,10 +1,11 @@
-"""The optional C accelerator of the uwsgi vars loop; everything else is in pyproject.toml.
+"""The optional C accelerators of the codecs (the uwsgi vars loop, the HTTP head gate's common case);
+everything else is in pyproject.toml.
 
 optional=True: without a compiler (or Python headers) the build logs a warning and the package
-installs pure Python, which behaves the same (zergserve/protocols/uwsgi.py falls back).
+installs pure Python, which behaves the same (zergserve/protocols/uwsgi.py and http.py fall back).
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("zergserve.protocols._uwsgi_speedups",
-                             ["zergserve/protocols/_uwsgi_speedups.c"], optional=True)])
+setup(ext_modules=[Extension(f"zergserve.protocols._{name}_speedups", [f"zergserve/protocols/_{name}_speedups.c"],
+                             optional=True) for name in ("uwsgi", "http")])

@@ -115,6 +115,13 @@ def fetch(addr: str, timeout: float = 5.0) -> dict[str, Any]:
     return json.loads(data)
 
 
+def accelerated(codec: str, env: dict[str, str]) -> str:
+    """`zergserve.protocols.<codec>.ACCELERATED` in a fresh interpreter with `env` added: "True" or "False"."""
+    code = f"from zergserve.protocols import {codec}; print({codec}.ACCELERATED)"
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                          capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+
+
 def gone(pid: int) -> bool:
     """Exited, or a zombie its parent has not reaped yet (the state follows the ')' ending the comm,
     which a process title may fill with spaces)."""

@@ -1,5 +1,6 @@
 """The HTTP/1.1 codec alone: the gate in front of h11 with the bytes of research reliability.md §1.1,
-§1.2, §1.7 and checks C03–C17, each fed whole and byte at a time, and fuzzed."""
+§1.2, §1.7 and checks C03–C17, each fed whole and byte at a time, and fuzzed; every test on the
+compiled head gate and on the pure-Python one."""
 
 from __future__ import annotations
 
@@ -11,11 +12,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zergserve.protocols import http
 from zergserve.protocols.http import (NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage, HTTPConnection,
                                       HTTPError, Limits, Request)
 
 SMUGGLE = b"GET /smug HTTP/1.1\r\nHost: h\r\n\r\n"
 CHUNKED = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.fixture(scope="module", params=["c", "python"], autouse=True)
+def head_gate(request):
+    """The head gate every test here goes through; module scope, so hypothesis sees no per-test fixture."""
+    compiled = http._load_accelerator()
+    if request.param == "c" and compiled is None:
+        pytest.skip("the C accelerator is not built (or ZERGSERVE_PURE_PYTHON is set)")
+    saved, http._fast_head = http._fast_head, compiled if request.param == "c" else None
+    yield request.param
+    http._fast_head = saved
 
 
 def events(data: bytes, split: bool = False, keep_alive: bool = True, eof: bool = True) -> list[Any]:

@@ -66,11 +66,11 @@ def test_installs_and_serves(dist: Path, version: str, kind: str, tmp_path: Path
                               "-q", str(artefact)], capture_output=True, text=True, timeout=240, env=env)
     assert install.returncode == 0, install.stdout + install.stderr
     if shutil.which("gcc"):  # the optional extension is built wherever a compiler is
-        code = "from zergserve.protocols import uwsgi; print(uwsgi.ACCELERATED)"
+        code = "from zergserve.protocols import http, uwsgi; print(uwsgi.ACCELERATED, http.ACCELERATED)"
         env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "ZERGSERVE_PURE_PYTHON")}
         check = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True,
                                timeout=60, cwd=tmp_path, env=env)
-        assert check.stdout.strip() == "True", check.stdout + check.stderr
+        assert check.stdout.strip() == "True True", check.stdout + check.stderr
     (tmp_path / "hello.py").write_text(APP)
     sock = str(tmp_path / "http.sock")
     proc = subprocess.Popen([str(venv / "bin" / "zergserve"), "--wsgi-file", "hello.py", "--http", sock],

@@ -1,18 +1,14 @@
-"""The compiled uwsgi vars loop against the Python one: the same dict or the same refusal for any block,
-and a server forced onto the Python loop with ZERGSERVE_PURE_PYTHON=1 still serves and names faults."""
+"""The compiled uwsgi vars loop against the Python one: the same dict or the same refusal for any block
+(a server forced onto the Python codecs is in test_http_speedups.py)."""
 
 from __future__ import annotations
 
-import os
 import struct
-import subprocess
-import sys
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, raw, start
 from zergserve.protocols import uwsgi
 
 fast_c = uwsgi._fast_vars_c
@@ -88,34 +84,3 @@ def test_c_takes_any_bytes_like_and_any_int(block):
             fast_c(block, bad)
     with pytest.raises(TypeError):
         fast_c("text", 128)
-
-
-def accelerated(env: dict[str, str]) -> str:
-    code = "from zergserve.protocols import uwsgi; print(uwsgi.ACCELERATED)"
-    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-                          capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-
-
-@needs_c
-def test_pure_python_env_forces_the_fallback():
-    assert accelerated({"ZERGSERVE_PURE_PYTHON": "1"}) == "False"
-    assert accelerated({"ZERGSERVE_PURE_PYTHON": "0"}) == "True"
-
-
-APP = """from zergserve.protocols import uwsgi
-def application(environ, start_response):
-    start_response('200 OK', [('Content-Type', 'text/plain')])
-    return [f"{environ['PATH_INFO']} accelerated={uwsgi.ACCELERATED}".encode('latin-1')]
-"""
-
-
-def test_server_on_the_python_loop(spawn, workdir, monkeypatch):
-    (workdir / "which.py").write_text(APP)
-    monkeypatch.setenv("ZERGSERVE_PURE_PYTHON", "1")  # the server's environment is copied from ours
-    server = start(spawn, workdir, "--socket-timeout", "2",
-                   module="which:application", workers=1, http=None, uwsgi="unix", stats=False, mercy=None)
-    reply = raw(server.addr, uwsgi.encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/caf\xe9",
-                                                  "SERVER_PROTOCOL": "HTTP/1.1"}))
-    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"/caf\xe9 accelerated=False")
-    assert raw(server.addr, struct.pack("<BHB", 0, 6, 0) + b"\x00\x00\x02\x00ab", half_close=True) == b""
-    server.wait_log("uwsgi key cannot be null")

@@ -11,8 +11,8 @@ from zergserve.config.hints import unknown
 from zergserve.config.options import find
 from zergserve.config.settings import Setting, resolve_set
 
-# Variables of uWSGI's and our own machinery, never options (ZERGSERVE_PURE_PYTHON: the uwsgi codec's
-# switch off its C accelerator, read at import, before any config exists).
+# Variables of uWSGI's and our own machinery, never options (ZERGSERVE_PURE_PYTHON: the codecs' switch
+# off their C accelerators, read at import, before any config exists).
 _RESERVED_ENV = frozenset({"UWSGI_RELOADS", "UWSGI_VASSALS_DIR", "UWSGI_EMPEROR_FD", "UWSGI_EMPEROR_FD_CONFIG",
                            "UWSGI_BROODLORD_NUM", "UWSGI_EMPEROR_PROXY", "UWSGI_JAIL_PID",
                            "UWSGI_ORIGINAL_PROC_NAME", CONFIG_FD_VARIABLE, "ZERGSERVE_PURE_PYTHON"})

@@ -19,9 +19,10 @@ Any error kills the connection: next_event keeps raising it and nothing more is 
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 class _Sentinel:
     def __init__(self, name: str) -> None:
@@ -139,6 +140,22 @@ class Request(NamedTuple):
 
 
 _new_request = tuple.__new__  # Request(...) without the Python-level __new__ a NamedTuple adds
+
+
+def _load_accelerator() -> Callable[[bytes, Limits], tuple | None] | None:
+    """The compiled head gate (its common case: an origin-form head that passes), unless absent (no
+    compiler at install) or ZERGSERVE_PURE_PYTHON=1; whatever it returns None for, _parse_head reads."""
+    if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from zergserve.protocols._http_speedups import fast_head
+    except ImportError:
+        return None
+    return fast_head
+
+
+_fast_head = _load_accelerator()
+ACCELERATED = _fast_head is not None
 
 Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel  # NEED_DATA and PAUSED are _Sentinels
 
@@ -414,8 +431,13 @@ class HTTPConnection:
         """Check and parse a complete head: linear operations only, every rule of RFC 9112
         §2–§7 that h11 is lenient about, and the limits. The head is decoded once (latin-1 keeps
         every byte) and its syntax checked by one match (_HEAD); a head it refuses goes to
-        _refuse_head(), which names the first fault."""
+        _refuse_head(), which names the first fault. The compiled _fast_head, when there, reads
+        the common valid head in one pass and leaves every other head to the Python below."""
         limits = self.limits
+        if _fast_head is not None:
+            fields = _fast_head(head, limits)
+            if fields is not None:
+                return _new_request(Request, fields)
         if len(head) > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
         text = str(head, "latin-1")

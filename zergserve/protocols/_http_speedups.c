@@ -1,0 +1,356 @@
+/* The HTTP/1.1 request head gate's common case in C: the optional accelerator of
+ * zergserve/protocols/http.py.
+ *
+ * fast_head(head, limits) reads a complete request head in one forward pass (no backtracking):
+ * exactly the syntax of http._HEAD (a token method, SP, a target of \x21-\x7e, SP, HTTP/1.0 or
+ * HTTP/1.1, CRLF, field lines `token:value` with a value of HTAB, SP, VCHAR or obs-text, each
+ * ending in CRLF, then CRLF), the field split (names lowercased, values stripped of SP and HTAB)
+ * and the special fields _parse_head reads. It returns the 11 fields of an http.Request for an
+ * origin-form head within the limits that _parse_head would accept, and None for anything else:
+ * a fault, a limit, absolute-form, `*`, CONNECT, an unusual Content-Length or Transfer-Encoding.
+ * The Python then parses the head itself, so every refusal and every error text stays there.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* RFC 9110 tchar: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA */
+static unsigned char is_tchar[256];
+
+static void
+init_tchar(void)
+{
+    const char *extra = "!#$%&'*+-.^_`|~";
+    int c;
+    for (c = '0'; c <= '9'; c++)
+        is_tchar[c] = 1;
+    for (c = 'a'; c <= 'z'; c++)
+        is_tchar[c] = is_tchar[c - 'a' + 'A'] = 1;
+    for (; *extra; extra++)
+        is_tchar[(unsigned char)*extra] = 1;
+}
+
+/* A field value byte: HTAB, SP, VCHAR or obs-text (no CTL but HTAB, no DEL). */
+#define IS_VALUE(c) ((c) == '\t' || ((c) >= 0x20 && (c) != 0x7f))
+#define LOWER(c) ((c) >= 'A' && (c) <= 'Z' ? (c) + 32 : (c))
+
+/* Whether data[0:len] equals the lowercase ASCII word, ignoring ASCII case. No latin-1 letter
+ * lowercases to ASCII, so this is Python's value.lower() == word. */
+static int
+equals_lower(const unsigned char *data, Py_ssize_t len, const char *word)
+{
+    Py_ssize_t i;
+    if (len != (Py_ssize_t)strlen(word))
+        return 0;
+    for (i = 0; i < len; i++)
+        if (LOWER(data[i]) != (unsigned char)word[i])
+            return 0;
+    return 1;
+}
+
+static int
+is_blank(unsigned char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* The Connection value's comma-separated tokens, stripped of SP and HTAB, set *close or *keep. */
+static void
+connection_tokens(const unsigned char *data, Py_ssize_t len, int *close, int *keep)
+{
+    Py_ssize_t start = 0, end, a, b;
+    while (start <= len) {
+        for (end = start; end < len && data[end] != ','; end++)
+            ;
+        a = start;
+        b = end;
+        while (a < b && is_blank(data[a]))
+            a++;
+        while (b > a && is_blank(data[b - 1]))
+            b--;
+        if (equals_lower(data + a, b - a, "close"))
+            *close = 1;
+        else if (equals_lower(data + a, b - a, "keep-alive"))
+            *keep = 1;
+        start = end + 1;
+    }
+}
+
+static PyObject *
+latin1(const unsigned char *data, Py_ssize_t len)
+{
+    return PyUnicode_DecodeLatin1((const char *)data, len, NULL);
+}
+
+/* A lowercase str of an ASCII token. */
+static PyObject *
+lower_name(const unsigned char *data, Py_ssize_t len)
+{
+    PyObject *name = PyUnicode_New(len, 127);
+    Py_UCS1 *out;
+    Py_ssize_t i;
+    if (name == NULL)
+        return NULL;
+    out = PyUnicode_1BYTE_DATA(name);
+    for (i = 0; i < len; i++)
+        out[i] = LOWER(data[i]);
+    return name;
+}
+
+/* One limit of the Limits tuple as a C size (huge ints clamp, as comparisons with them would); 0
+ * with no error set for what is no int. */
+static int
+get_limit(PyObject *limits, Py_ssize_t index, Py_ssize_t *out)
+{
+    PyObject *limit = PyTuple_GET_ITEM(limits, index);
+    if (!PyLong_Check(limit))
+        return 0;
+    *out = PyNumber_AsSsize_t(limit, NULL);
+    return 1;
+}
+
+/* What the special fields said; the values point into the head. */
+typedef struct {
+    int hosts, types, lengths, codings, expect, close, keep, upgrade;
+    const unsigned char *length, *coding;
+    Py_ssize_t length_len, coding_len;
+} Specials;
+
+/* Note a field whose lowercase name is `name` (the 7 names have 7 lengths). */
+static void
+note_special(Specials *s, const Py_UCS1 *name, Py_ssize_t name_len, const unsigned char *value, Py_ssize_t len)
+{
+    switch (name_len) {
+    case 14:
+        if (memcmp(name, "content-length", 14) == 0) {
+            s->lengths++;
+            s->length = value;
+            s->length_len = len;
+        }
+        break;
+    case 17:
+        if (memcmp(name, "transfer-encoding", 17) == 0) {
+            s->codings++;
+            s->coding = value;
+            s->coding_len = len;
+        }
+        break;
+    case 4:
+        if (memcmp(name, "host", 4) == 0)
+            s->hosts++;
+        break;
+    case 12:
+        if (memcmp(name, "content-type", 12) == 0)
+            s->types++;
+        break;
+    case 6:
+        if (memcmp(name, "expect", 6) == 0)
+            s->expect = equals_lower(value, len, "100-continue");
+        break;
+    case 10:
+        if (memcmp(name, "connection", 10) == 0)
+            connection_tokens(value, len, &s->close, &s->keep);
+        break;
+    case 7:
+        if (memcmp(name, "upgrade", 7) == 0)
+            s->upgrade = 1;
+        break;
+    }
+}
+
+/* The head's fields from `pos` (just after the request line's CRLF) as (name, value) pairs
+ * appended to `headers`: 1 when the head ends right after them, 0 to refuse, -1 on error. */
+static int
+read_fields(const unsigned char *data, Py_ssize_t len, Py_ssize_t pos, Py_ssize_t max_fields,
+            Py_ssize_t field_size, PyObject *headers, Specials *s)
+{
+    Py_ssize_t count = 0;
+    while (len - pos >= 2 && !(data[pos] == '\r' && data[pos + 1] == '\n')) {
+        Py_ssize_t start = pos, colon, vstart, vend, end;
+        PyObject *name, *value, *pair;
+        while (pos < len && is_tchar[data[pos]])
+            pos++;
+        if (pos == start || pos == len || data[pos] != ':')
+            return 0;
+        colon = pos++;
+        while (pos < len && IS_VALUE(data[pos]))
+            pos++;
+        if (len - pos < 2 || data[pos] != '\r' || data[pos + 1] != '\n')
+            return 0;
+        end = pos;
+        pos += 2;
+        if (++count > max_fields || end - start + 2 > field_size)
+            return 0;
+        vstart = colon + 1;
+        vend = end;
+        while (vstart < vend && is_blank(data[vstart]))
+            vstart++;
+        while (vend > vstart && is_blank(data[vend - 1]))
+            vend--;
+        name = lower_name(data + start, colon - start);
+        if (name == NULL)
+            return -1;
+        value = latin1(data + vstart, vend - vstart);
+        if (value == NULL) {
+            Py_DECREF(name);
+            return -1;
+        }
+        note_special(s, PyUnicode_1BYTE_DATA(name), colon - start, data + vstart, vend - vstart);
+        pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(name);
+            Py_DECREF(value);
+            return -1;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        if (PyList_Append(headers, pair) < 0) {
+            Py_DECREF(pair);
+            return -1;
+        }
+        Py_DECREF(pair);
+    }
+    return len - pos == 2;  /* the final CRLF ends the head */
+}
+
+/* The Content-Length to report: -1 for none, -2 to refuse (what _parse_head raises on). */
+static long long
+content_length(const Specials *s, int http11)
+{
+    long long length = 0;
+    Py_ssize_t i;
+    if (s->codings) {
+        if (s->lengths || !http11 || s->codings > 1 || !equals_lower(s->coding, s->coding_len, "chunked"))
+            return -2;
+    }
+    if (!s->lengths)
+        return -1;
+    if (s->lengths > 1 || s->length_len == 0 || s->length_len > 18)
+        return -2;
+    for (i = 0; i < s->length_len; i++) {
+        if (s->length[i] < '0' || s->length[i] > '9')
+            return -2;
+        length = length * 10 + (s->length[i] - '0');
+    }
+    return length;
+}
+
+static PyObject *
+fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t len, pos = 0, method_end, target_start, target_end, line_end, question;
+    Py_ssize_t max_line, max_fields, field_size, max_head;
+    const unsigned char *data;
+    PyObject *limits, *headers = NULL, *result = NULL;
+    Specials s = {0};
+    long long length;
+    int http11, found;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fast_head(head, limits) takes 2 arguments");
+        return NULL;
+    }
+    limits = args[1];  /* anything but a tuple of 4 ints is the Python's to judge */
+    if (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) < 4 || !get_limit(limits, 0, &max_line)
+            || !get_limit(limits, 1, &max_fields) || !get_limit(limits, 2, &field_size)
+            || !get_limit(limits, 3, &max_head))
+        Py_RETURN_NONE;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    data = (const unsigned char *)view.buf;
+    len = view.len;
+    if (len > max_head)
+        goto refuse;
+    /* The request line: method SP target SP HTTP/1.x CRLF. */
+    while (pos < len && is_tchar[data[pos]])
+        pos++;
+    method_end = pos;
+    if (method_end == 0 || pos == len || data[pos] != ' ')
+        goto refuse;
+    target_start = ++pos;
+    while (pos < len && data[pos] >= 0x21 && data[pos] <= 0x7e)
+        pos++;
+    target_end = pos;
+    if (target_end == target_start || len - pos < 11 || memcmp(data + pos, " HTTP/1.", 8) != 0
+            || (data[pos + 8] != '0' && data[pos + 8] != '1') || data[pos + 9] != '\r' || data[pos + 10] != '\n')
+        goto refuse;
+    http11 = data[pos + 8] == '1';
+    line_end = pos + 9;
+    if (line_end > max_line || data[target_start] != '/'
+            || (method_end == 7 && memcmp(data, "CONNECT", 7) == 0))
+        goto refuse;
+    headers = PyList_New(0);
+    if (headers == NULL)
+        goto fail;
+    found = read_fields(data, len, line_end + 2, max_fields, field_size, headers, &s);
+    if (found < 0)
+        goto fail;
+    if (!found || s.hosts > 1 || (http11 && s.hosts != 1) || s.types > 1)
+        goto refuse;
+    length = content_length(&s, http11);
+    if (length == -2)
+        goto refuse;
+    for (question = target_start; question < target_end && data[question] != '?'; question++)
+        ;
+    {
+        Py_ssize_t i, after = question + (question < target_end);
+        PyObject *items[11] = {
+            latin1(data, method_end),
+            latin1(data + target_start, target_end - target_start),
+            latin1(data + target_start, question - target_start),
+            latin1(data + after, target_end - after),
+            PyUnicode_FromString(http11 ? "1.1" : "1.0"),
+            Py_NewRef(headers),
+            length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length),
+            PyBool_FromLong(s.codings),
+            PyBool_FromLong(s.expect && http11),
+            PyBool_FromLong(http11 ? !s.close : s.keep && !s.close),
+            PyBool_FromLong(s.upgrade),
+        };
+        result = PyTuple_New(11);
+        for (i = 0; i < 11; i++) {
+            if (items[i] == NULL || result == NULL) {
+                Py_CLEAR(result);
+                Py_XDECREF(items[i]);
+            } else
+                PyTuple_SET_ITEM(result, i, items[i]);
+        }
+    }
+    Py_DECREF(headers);
+    PyBuffer_Release(&view);
+    return result;
+refuse:
+    Py_XDECREF(headers);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(headers);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
+     "fast_head(head, limits) -> tuple | None: the Request fields of a common valid head, else None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef_Slot slots[] = {
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_http_speedups",
+    "The HTTP/1.1 head gate's common case in C; zergserve.protocols.http falls back to Python without it.",
+    0, methods, slots, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__http_speedups(void)
+{
+    init_tchar();
+    return PyModuleDef_Init(&module);
+}
