@@ -329,9 +329,148 @@ fail:
     return NULL;
 }
 
+/* The response header fields of HTTPConnection.send_response (its loop over the app's headers,
+ * which the adapters validated): each (name, value) of bytes written as "name: value\r\n",
+ * except Content-Length (written once; a repeat with the same value dropped), Transfer-Encoding
+ * and Keep-Alive (dropped: the framing is the codec's) and Connection (dropped, a "close" in it
+ * noted); Date and Server are noted as present. */
+enum { FIELD_OTHER, FIELD_LENGTH, FIELD_DROP, FIELD_CONNECTION, FIELD_DATE, FIELD_SERVER };
+
+static int
+response_field(const unsigned char *name, Py_ssize_t len)
+{
+    switch (len) {
+    case 4:
+        return equals_lower(name, len, "date") ? FIELD_DATE : FIELD_OTHER;
+    case 6:
+        return equals_lower(name, len, "server") ? FIELD_SERVER : FIELD_OTHER;
+    case 10:
+        if (equals_lower(name, len, "connection"))
+            return FIELD_CONNECTION;
+        return equals_lower(name, len, "keep-alive") ? FIELD_DROP : FIELD_OTHER;
+    case 14:
+        return equals_lower(name, len, "content-length") ? FIELD_LENGTH : FIELD_OTHER;
+    case 17:
+        return equals_lower(name, len, "transfer-encoding") ? FIELD_DROP : FIELD_OTHER;
+    }
+    return FIELD_OTHER;
+}
+
+/* Whether "close" occurs in data[0:len], ignoring ASCII case (Python's b"close" in value.lower()). */
+static int
+has_close(const unsigned char *data, Py_ssize_t len)
+{
+    Py_ssize_t i;
+    for (i = 0; i + 5 <= len; i++)
+        if (LOWER(data[i]) == 'c' && equals_lower(data + i, 5, "close"))
+            return 1;
+    return 0;
+}
+
+/* fast_fields(headers) -> (block, length, close, have_date, have_server) | None: the fields above
+ * as one bytes block, the Content-Length (None without one) and the three flags. None for anything
+ * else, where the Python loop raises what it raises: headers that are not a list of 2-tuples of
+ * bytes, a Content-Length that is not 1 to 18 ASCII digits or that differs from an earlier one. */
+static PyObject *
+fast_fields(PyObject *self, PyObject *headers)
+{
+    Py_ssize_t count, i, size = 0;
+    long long length = -1;
+    int close = 0, have_date = 0, have_server = 0, length_written = 0;
+    PyObject *block, *length_obj;
+    char *out;
+
+    if (!PyList_CheckExact(headers))
+        Py_RETURN_NONE;
+    count = PyList_GET_SIZE(headers);
+    for (i = 0; i < count; i++) {  /* check and measure; nothing below calls back into Python */
+        PyObject *item = PyList_GET_ITEM(headers, i), *name, *value;
+        const unsigned char *v;
+        Py_ssize_t vlen, j;
+        long long number = 0;
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2)
+            Py_RETURN_NONE;
+        name = PyTuple_GET_ITEM(item, 0);
+        value = PyTuple_GET_ITEM(item, 1);
+        if (!PyBytes_CheckExact(name) || !PyBytes_CheckExact(value))
+            Py_RETURN_NONE;
+        v = (const unsigned char *)PyBytes_AS_STRING(value);
+        vlen = PyBytes_GET_SIZE(value);
+        switch (response_field((const unsigned char *)PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))) {
+        case FIELD_LENGTH:
+            if (vlen < 1 || vlen > 18)
+                Py_RETURN_NONE;
+            for (j = 0; j < vlen; j++) {
+                if (v[j] < '0' || v[j] > '9')
+                    Py_RETURN_NONE;
+                number = number * 10 + (v[j] - '0');
+            }
+            if (length >= 0) {
+                if (number != length)
+                    Py_RETURN_NONE;
+                continue;  /* the same length again: written once */
+            }
+            length = number;
+            break;
+        case FIELD_DROP:
+            continue;
+        case FIELD_CONNECTION:
+            close = close || has_close(v, vlen);
+            continue;
+        case FIELD_DATE:
+            have_date = 1;
+            break;
+        case FIELD_SERVER:
+            have_server = 1;
+            break;
+        }
+        size += PyBytes_GET_SIZE(name) + vlen + 4;
+    }
+    block = PyBytes_FromStringAndSize(NULL, size);
+    if (block == NULL)
+        return NULL;
+    out = PyBytes_AS_STRING(block);
+    for (i = 0; i < count; i++) {  /* the same walk, writing */
+        PyObject *item = PyList_GET_ITEM(headers, i);
+        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
+        Py_ssize_t nlen = PyBytes_GET_SIZE(name), vlen = PyBytes_GET_SIZE(value);
+        int kind = response_field((const unsigned char *)PyBytes_AS_STRING(name), nlen);
+        if (kind == FIELD_DROP || kind == FIELD_CONNECTION)
+            continue;
+        if (kind == FIELD_LENGTH) {
+            if (length_written)
+                continue;
+            length_written = 1;
+        }
+        memcpy(out, PyBytes_AS_STRING(name), nlen);
+        out += nlen;
+        *out++ = ':';
+        *out++ = ' ';
+        memcpy(out, PyBytes_AS_STRING(value), vlen);
+        out += vlen;
+        *out++ = '\r';
+        *out++ = '\n';
+    }
+    if (length >= 0) {
+        length_obj = PyLong_FromLongLong(length);
+        if (length_obj == NULL) {
+            Py_DECREF(block);
+            return NULL;
+        }
+    }
+    else {
+        length_obj = Py_None;
+        Py_INCREF(Py_None);
+    }
+    return Py_BuildValue("(NNNNN)", block, length_obj, PyBool_FromLong(close), PyBool_FromLong(have_date),
+                         PyBool_FromLong(have_server));
+}
+
 static PyMethodDef methods[] = {
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
      "fast_head(head, limits) -> tuple | None: the Request fields of a common valid head, else None."},
+    {"fast_fields", (PyCFunction)fast_fields, METH_O,
+     "fast_fields(headers) -> tuple | None: a response's header block, Content-Length and flags, else None."},
     {NULL, NULL, 0, NULL},
 };
 

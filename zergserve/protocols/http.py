@@ -142,19 +142,22 @@ class Request(NamedTuple):
 _new_request = tuple.__new__  # Request(...) without the Python-level __new__ a NamedTuple adds
 
 
-def _load_accelerator() -> Callable[[bytes, Limits], tuple | None] | None:
-    """The compiled head gate (its common case: an origin-form head that passes), unless absent (no
-    compiler at install) or ZERGSERVE_PURE_PYTHON=1; whatever it returns None for, _parse_head reads."""
+def _load_accelerator(name: str = "fast_head") -> Callable[..., tuple | None] | None:
+    """A function of the compiled accelerator (fast_head: the head gate's common case, an
+    origin-form head that passes; fast_fields: the response's usual header fields), unless it is
+    absent (no compiler at install) or ZERGSERVE_PURE_PYTHON=1; whatever it returns None for, the
+    Python reads."""
     if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from zergserve.protocols._http_speedups import fast_head
+        from zergserve.protocols import _http_speedups
     except ImportError:
         return None
-    return fast_head
+    return getattr(_http_speedups, name)
 
 
 _fast_head = _load_accelerator()
+_fast_fields = _load_accelerator("fast_fields")
 ACCELERATED = _fast_head is not None
 
 Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel  # NEED_DATA and PAUSED are _Sentinels
@@ -193,6 +196,37 @@ def _http_date(stamp: float) -> bytes:
     t = time.gmtime(stamp)
     return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (_DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1],
                                                      t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def _response_fields(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, int | None, bool, bool, bool]:
+    """The app's header fields as send_response writes them, and what it reads of them: (the block
+    of field lines, the Content-Length or None, whether Connection says close, whether Date and
+    Server are there). Content-Length is written once, Transfer-Encoding, Keep-Alive and Connection
+    never (the framing is ours to choose). The compiled fast_fields does the same for the usual
+    headers and leaves the others (a bad or conflicting Content-Length) to this."""
+    length = None
+    have_date = have_server = close = False
+    lines = []
+    for name, value in headers:
+        kind = _RESPONSE_FIELDS.get(name.lower())
+        if kind is not None:
+            if kind == 0:
+                if not value.isdigit() or (length is not None and int(value) != length):
+                    raise HTTPError(500, f"invalid Content-Length {value!r} in response")
+                if length is not None:
+                    continue
+                length = int(value)
+            elif kind == 1:
+                continue  # hop-by-hop: the framing is ours to choose
+            elif kind == 2:
+                close = close or b"close" in value.lower()
+                continue
+            elif kind == 3:
+                have_date = True
+            else:
+                have_server = True
+        lines.append(b"%s: %s\r\n" % (name, value))
+    return b"".join(lines), length, close, have_date, have_server
 
 
 class HTTPConnection:
@@ -597,28 +631,9 @@ class HTTPConnection:
         if not 200 <= status <= 999:
             raise HTTPError(500, f"cannot send status {status} as a final response")
         request = self._request
-        length = None
-        have_date = have_server = close = False
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        for name, value in headers:
-            kind = _RESPONSE_FIELDS.get(name.lower())
-            if kind is not None:
-                if kind == 0:
-                    if not value.isdigit() or (length is not None and int(value) != length):
-                        raise HTTPError(500, f"invalid Content-Length {value!r} in response")
-                    if length is not None:
-                        continue
-                    length = int(value)
-                elif kind == 1:
-                    continue  # hop-by-hop: the framing is ours to choose
-                elif kind == 2:
-                    close = close or b"close" in value.lower()
-                    continue
-                elif kind == 3:
-                    have_date = True
-                else:
-                    have_server = True
-            lines.append(b"%s: %s\r\n" % (name, value))
+        fields = _fast_fields(headers) if _fast_fields is not None else None
+        block, length, close, have_date, have_server = fields if fields is not None else _response_fields(headers)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason), block]
         if not have_date:
             lines.append(_DateCache.get_line())
         if not have_server:
