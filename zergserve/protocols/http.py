@@ -469,9 +469,9 @@ class HTTPConnection:
         the common valid head in one pass and leaves every other head to the Python below."""
         limits = self.limits
         if _fast_head is not None:
-            fields = _fast_head(head, limits)
-            if fields is not None:
-                return _new_request(Request, fields)
+            fast = _fast_head(head, limits)
+            if fast is not None:
+                return _new_request(Request, fast)
         if len(head) > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
         text = str(head, "latin-1")

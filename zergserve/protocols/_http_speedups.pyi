@@ -1,0 +1,6 @@
+"""The types of the optional C accelerator (_http_speedups.c), which mypy cannot read."""
+
+from typing import Any
+
+def fast_head(head: bytes, limits: tuple[int, int, int, int], /) -> tuple[Any, ...] | None: ...
+def fast_fields(headers: list[tuple[bytes, bytes]], /) -> tuple[bytes, int | None, bool, bool, bool] | None: ...
