@@ -12,11 +12,11 @@ FAMILY is what bench/run.py's family of the same kind serves, with one worker (-
 The server runs under `valgrind --tool=callgrind --trace-children=yes` from this source tree (set
 PYTHONPATH to run another one), with PYTHONHASHSEED=0 so that two runs count alike, on a socket
 bound here and handed over as fd://N. After the warm-up requests, the worker's counters are zeroed
-(`callgrind_control -z PID`), the measured requests are sent one after another from a plain socket
-client, the counters are dumped (`callgrind_control -d PID`) and their total is divided by the
-number of requests; that --rounds times, keeping the least. --pure sets ZERGSERVE_PURE_PYTHON=1 (the codecs without their C accelerators);
-access logging is off, as in bench/run.py, unless --log. The callgrind files stay in --out for
-callgrind_annotate.
+(`callgrind_control -z PID`), the measured requests are sent from a plain socket client (see
+Client), the counters are dumped (`callgrind_control -d PID`) and their total is divided by the
+number of requests; that --rounds times, keeping the least. --pure sets ZERGSERVE_PURE_PYTHON=1
+(the codecs without their C accelerators); access logging is off, as in bench/run.py, unless --log.
+The callgrind files stay in --out for callgrind_annotate.
 """
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ UWSGI_PACKET = encode_packet({
 
 
 class Client:
-    """Sends one request at a time, as the family's clients do, and checks each answer."""
+    """Sends requests as the family's clients do and checks each answer: one after another on one
+    kept-alive connection, or, for the close families, a connection per request, `queue` of them
+    connected and sent before the first answer is read, so that the worker finds the next one
+    waiting, as under wrk's 50 connections (a worker that waits for its client does work that
+    depends on timing)."""
 
     def __init__(self, family: str, address: str) -> None:
         self.family = family
@@ -73,19 +77,24 @@ class Client:
         sock.settimeout(120)  # callgrind runs the server some 50 times slower
         return sock
 
-    def request(self) -> None:
+    def requests(self, count: int, queue: int = 10) -> None:
         if self.family.endswith("-ka"):
             if self.kept is None:
                 self.kept = self.connect()
-            self.kept.sendall(HTTP_REQUEST)
-            check(read_response(self.kept))
+            for _ in range(count):
+                self.kept.sendall(HTTP_REQUEST)
+                check(read_response(self.kept))
             return
-        with self.connect() as sock:
-            sock.sendall(UWSGI_PACKET if self.family == "uwsgi" else HTTP_CLOSE)
-            answer = b""
-            while chunk := sock.recv(65536):
-                answer += chunk
-            check(answer)
+        for start in range(0, count, queue):
+            sockets = [self.connect() for _ in range(min(queue, count - start))]
+            for sock in sockets:
+                sock.sendall(UWSGI_PACKET if self.family == "uwsgi" else HTTP_CLOSE)
+            for sock in sockets:
+                with sock:
+                    answer = b""
+                    while chunk := sock.recv(65536):
+                        answer += chunk
+                    check(answer)
 
     def close(self) -> None:
         if self.kept is not None:
@@ -189,20 +198,18 @@ def main() -> int:
         deadline = time.monotonic() + 300
         while True:  # the first answer: the worker is up
             try:
-                client.request()
+                client.requests(1)
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError(f"the server did not answer; see {out / 'server.log'}") from None
                 time.sleep(0.5)
         worker = worker_pid(server.pid, 60)
-        for _ in range(args.warmup):
-            client.request()
+        client.requests(args.warmup)
         counts = []
         for number in range(1, args.rounds + 1):
             callgrind(worker, "-z")
-            for _ in range(args.requests):
-                client.request()
+            client.requests(args.requests)
             callgrind(worker, "-d")
             counts.append(dumped(out, worker, number) / args.requests)
     finally:

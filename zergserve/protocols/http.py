@@ -5,7 +5,8 @@ with Transfer-Encoding, TE on HTTP/1.0, obs-fold, bare LF or CR, control bytes, 
 lines, heads of any size. Each request head is held until it is complete, checked with a few linear
 bytes operations (no regex with nested quantifiers, CVE-2020-5236) and parsed here; an unfinished
 head is bounded as it grows, and each byte of it is scanned a constant number of times, however it
-is split into reads.
+is split into reads. A complete head that passes goes through C when the optional accelerator is
+built (_http_speedups.c); whatever it does not take, the Python below reads and names.
 
 Request bodies are framed here too, in the same pass (Content-Length, or chunked: size lines,
 chunk footers, trailers, EOF). A chunk line or a trailer line must end in CRLF, hold no bare CR or
