@@ -24,6 +24,7 @@ from zergserve.sockets import Listener
 __all__ = ["Context", "serve", "resume", "send_all", "sending", "unsent"]
 
 _LINGER_SECONDS = 2.0
+_STREAK = 8  # requests a connection may take back to back before it waits its turn
 _LINGER_BYTES = 1 << 20
 
 
@@ -34,9 +35,8 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
     The socket starts non-blocking: the request is usually already there and the response fits
     the send buffer, so the common case costs one recv and one send; timeouts (and their extra
     syscalls) are set only when the socket makes us wait. With `park` (the gthread worker), a
-    kept-alive connection is handed to park() between requests instead of waited for here, even
-    when its next request is already there, so that a fast client takes its turn with the
-    others; resume() goes on with it once it is readable.
+    kept-alive connection whose next request has not arrived is handed to park() instead of
+    waited for here; resume() goes on with it once it is readable.
     """
     try:
         conn.setblocking(False)
@@ -49,21 +49,37 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
 def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exchange], None] | None = None,
            readable: bool = False) -> None:
     """Serve a connection from where its exchange stands until it is done (closed) or parked;
-    `readable`: the poller found it so, and it is read before it could be parked again."""
+    `readable`: the poller found it so, and it is read before it could be parked again.
+
+    A fast client's next request is often there before the response's bookkeeping is done: it is
+    taken at once, but only `_STREAK` times in a row; then the connection waits its turn (parked,
+    or the worker's `turn()`), so that it cannot hold a thread or the gevent hub from the others."""
     parked = False
+    streak = 0  # requests taken back to back, already there, since this connection last waited
     try:
         while True:
             action = ex.next_action()
             if action is RECEIVE:
                 idle = ex.kept_alive and not ex.received_any  # ex.idle, without a property call per request
-                if idle and park is not None and not readable:  # even if its next request is there
-                    park(conn, ex)
-                    parked = True
-                    return
+                if idle and park is not None and not readable:
+                    if streak >= _STREAK or not _readable(conn):
+                        park(conn, ex)
+                        parked = True
+                        return
+                    streak += 1
                 readable = False
                 try:
                     if idle and park is None and ex.ctx.turn is not None:
-                        ex.receive_data(_recv_turn(conn, ex.deadline, ex.ctx.turn))
+                        data = _ready(conn)
+                        if data is None:  # waited for: its turn came through the worker's loop
+                            streak = 0
+                            data = _recv(conn, RECV, ex.deadline, wait=True)
+                        else:
+                            streak += 1
+                            if streak >= _STREAK:
+                                streak = 0
+                                ex.ctx.turn()
+                        ex.receive_data(data)
                     else:
                         # idle without a poller: the client sends its next request only once it has
                         # read our response, so a read tried before waiting would find nothing
@@ -82,6 +98,15 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
     finally:
         if not parked:
             conn.close()
+
+
+def _readable(conn: socket.socket) -> bool:
+    """Whether a read would not wait (bytes or EOF are there)."""
+    try:
+        conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:
@@ -190,18 +215,14 @@ def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -
     return conn.recv(size)
 
 
-def _recv_turn(conn: socket.socket, deadline: float, turn: Callable[[], None]) -> bytes:
-    """A kept-alive connection's next request; if it is there already (a fast client), the worker's
-    other ready connections go first (turn()), as they would had it been waited for."""
-    if conn.gettimeout() == 0.0:
-        try:
-            data = conn.recv(RECV)
-        except BlockingIOError:
-            pass
-        else:
-            turn()
-            return data
-    return _recv(conn, RECV, deadline, wait=True)
+def _ready(conn: socket.socket) -> bytes | None:
+    """What a non-blocking read finds (b'' at EOF), or None when nothing is there yet."""
+    if conn.gettimeout() != 0.0:
+        return None
+    try:
+        return conn.recv(RECV)
+    except BlockingIOError:
+        return None
 
 
 def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:

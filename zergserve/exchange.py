@@ -43,7 +43,7 @@ class Context:
     send_min_rate: float = 500.0
     draining: bool = False  # set by a worker that is stopping: answer what is in hand, keep nothing alive
     # Lets the worker's other ready connections run first (gevent.sleep(0)): a blocking driver calls
-    # it when a kept-alive connection's next request was there before it had to wait for it.
+    # it when a kept-alive connection took several requests in a row without waiting for one.
     turn: Callable[[], None] | None = None
 
     def __init__(self, app: Callable, row: Any, wid: int, log_error: Callable[[str], None],

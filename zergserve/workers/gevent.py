@@ -44,7 +44,7 @@ class GeventWorker(Worker):
         hub.NOT_ERROR = (*hub.NOT_ERROR, QuickStop)
         self.ctx.row = SharedRow(self.row, self)
         # gevent's recv does not yield when the bytes are there: a fast client's connection would
-        # be served again and again while the worker's other connections wait.
+        # be served again and again while the worker's other connections wait (connection.resume).
         self.ctx.turn = gevent.sleep
 
     def inside_app(self) -> bool:
