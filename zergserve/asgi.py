@@ -15,7 +15,8 @@ from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
 from zergserve import proxy
-from zergserve.vocabulary import AppError, ClientDisconnected, RequestError, check_field, printable, reason
+from zergserve.vocabulary import (AppError, CheckedFields, ClientDisconnected, RequestError, check_field, printable,
+                                  reason)
 
 ASGI = {"version": "3.0", "spec_version": "2.3"}
 _ERROR_BODY = b"Internal Server Error\n"
@@ -114,28 +115,12 @@ def _server(name: str, port: str) -> tuple[str, int | None] | None:
 
 
 def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    """Validate the app's headers: an iterable of (name, value) byte strings, checked like WSGI's.
-    Most apps send the same few fields on every response: each is checked once and remembered."""
-    out = []
+    """Validate the app's headers: an iterable of (name, value) byte strings, checked like WSGI's."""
     try:
         items = list(headers)
     except TypeError:
         raise AppError(f"headers must be iterable, got {type(headers).__name__}") from None
-    for item in items:
-        try:
-            field = _FIELDS.get(item) if type(item) is tuple else None
-        except TypeError:  # an unhashable item: _check_field says what is wrong with it
-            field = None
-        if field is None:
-            field = _check_field(item)
-            if len(_FIELDS) < _CACHE_SIZE:
-                _FIELDS[item] = field
-        out.append(field)
-    return out
-
-
-_CACHE_SIZE = 256  # distinct header fields remembered as already checked
-_FIELDS: dict[Any, tuple[bytes, bytes]] = {}
+    return _FIELDS.encode(items)
 
 
 def _check_field(item: Any) -> tuple[bytes, bytes]:
@@ -149,6 +134,9 @@ def _check_field(item: Any) -> tuple[bytes, bytes]:
         name, value = bytes(name), bytes(value)
     check_field(name, value, name, value)
     return name, value
+
+
+_FIELDS = CheckedFields(_check_field)
 
 
 class Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from zergserve.log import quoted as printable  # noqa: F401 - the adapters' name for it
 from zergserve.protocols import http as h1
@@ -53,6 +53,31 @@ def check_field(bname: bytes, bvalue: bytes, name: Any, value: Any) -> None:
         raise AppError(f"invalid header name {name!r}")
     if _BAD_VALUE.search(bvalue):
         raise AppError(f"invalid header value for {name!r}: {value!r}")
+
+
+class CheckedFields:
+    """Response header fields an adapter has checked (`check`: the app's item to a (name, value)
+    byte pair, or AppError), remembered up to `size` of them: most apps send the same few fields on
+    every response, so each is checked once."""
+
+    def __init__(self, check: Callable[[Any], tuple[bytes, bytes]], size: int = 256) -> None:
+        self.check = check
+        self.size = size
+        self.known: dict[Any, tuple[bytes, bytes]] = {}
+
+    def encode(self, items: Iterable[Any]) -> list[tuple[bytes, bytes]]:
+        known, out = self.known, []
+        for item in items:
+            try:
+                field = known.get(item) if type(item) is tuple else None
+            except TypeError:  # an unhashable item: check() says what is wrong with it
+                field = None
+            if field is None:
+                field = self.check(item)
+                if len(known) < self.size:
+                    known[item] = field
+            out.append(field)
+        return out
 
 
 def reason(code: int) -> bytes:

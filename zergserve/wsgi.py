@@ -15,8 +15,8 @@ from typing import Any, Callable, Protocol
 from urllib.parse import unquote_to_bytes
 
 from zergserve import proxy
-from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge,
-                                  check_field, printable, reason)
+from zergserve.vocabulary import (AppError, CheckedFields, ClientDisconnected, RequestError, RequestTimeout,
+                                  RequestTooLarge, check_field, printable, reason)
 
 __all__ = ["AppError", "ClientDisconnected", "RequestError", "RequestTimeout", "RequestTooLarge", "check_field",
            "printable", "reason", "run", "Input", "NO_BODY", "FileWrapper", "http_environ", "uwsgi_environ", "base_environ"]
@@ -230,7 +230,7 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) 
 
 # What a uwsgi environ holds even when the packet lacks it.
 _UWSGI_DEFAULTS = {"REQUEST_METHOD": "GET", "PATH_INFO": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.0"}
-_CACHE_SIZE = 256  # distinct statuses and header fields remembered as already checked
+_CACHE_SIZE = 256  # distinct statuses and header names remembered as already checked
 
 
 def parse_status(status: Any) -> tuple[int, bytes]:
@@ -259,25 +259,10 @@ def _parse_status(status: Any) -> tuple[int, bytes]:
 
 
 def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    """Validate the app's headers; CR, LF, NUL or a bad name would let it split the response.
-    Most apps send the same few fields on every response: each is checked once and remembered."""
+    """Validate the app's headers; CR, LF, NUL or a bad name would let it split the response."""
     if not isinstance(headers, list):
         raise AppError(f"headers must be a list, got {type(headers).__name__}")
-    out = []
-    for item in headers:
-        try:
-            field = _FIELDS.get(item) if type(item) is tuple else None
-        except TypeError:  # an unhashable value: _encode_field says what is wrong with it
-            field = None
-        if field is None:
-            field = _encode_field(item)
-            if len(_FIELDS) < _CACHE_SIZE:
-                _FIELDS[item] = field
-        out.append(field)
-    return out
-
-
-_FIELDS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+    return _FIELDS.encode(headers)
 
 
 def _encode_field(item: Any) -> tuple[bytes, bytes]:
@@ -292,6 +277,9 @@ def _encode_field(item: Any) -> tuple[bytes, bytes]:
         raise AppError(f"header {item!r} is not latin-1") from None
     check_field(bname, bvalue, name, value)
     return bname, bvalue
+
+
+_FIELDS = CheckedFields(_encode_field)
 
 
 class Response:

@@ -6,7 +6,7 @@ lines, heads of any size. Each request head is held until it is complete, checke
 bytes operations (no regex with nested quantifiers, CVE-2020-5236) and parsed here; an unfinished
 head is bounded as it grows, and each byte of it is scanned a constant number of times, however it
 is split into reads. A complete head that passes goes through C when the optional accelerator is
-built (_http_speedups.c); whatever it does not take, the Python below reads and names.
+built (_speedups.c); whatever it does not take, the Python below reads and names.
 
 Request bodies are framed here too, in the same pass (Content-Length, or chunked: size lines,
 chunk footers, trailers, EOF). A chunk line or a trailer line must end in CRLF, hold no bare CR or
@@ -151,10 +151,10 @@ def _load_accelerator(name: str = "fast_head") -> Callable[..., tuple | None] | 
     if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from zergserve.protocols import _http_speedups
+        from zergserve.protocols import _speedups
     except ImportError:
         return None
-    return getattr(_http_speedups, name)
+    return getattr(_speedups, name)
 
 
 _fast_head = _load_accelerator()

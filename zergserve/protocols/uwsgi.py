@@ -169,7 +169,7 @@ def _fast_vars_py(block: bytes | bytearray, max_vars: int) -> dict[str, str] | N
     The block is decoded once and sliced as text, since latin-1 maps byte offsets to character
     offsets: one str per key and value, no intermediate bytes. A length that points past the
     block raises IndexError or ends beyond it, an empty key leaves "" in the dict: either refuses.
-    _uwsgi_speedups.fast_vars is the same function in C.
+    _speedups.fast_vars is the same function in C.
     """
     text = str(block, "latin-1")
     result: dict[str, str] = {}
@@ -195,7 +195,7 @@ def _load_accelerator() -> Callable[[bytes | bytearray, int], dict[str, str] | N
     if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from zergserve.protocols._uwsgi_speedups import fast_vars
+        from zergserve.protocols._speedups import fast_vars
     except ImportError:
         return None
     return fast_vars

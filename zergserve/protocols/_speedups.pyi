@@ -1,6 +1,9 @@
-"""The types of the optional C accelerator (_http_speedups.c), which mypy cannot read."""
+"""The types of the codecs' optional C accelerator (_speedups.c), which mypy cannot read."""
 
 from typing import Any
 
+from _typeshed import ReadableBuffer
+
+def fast_vars(block: ReadableBuffer, max_vars: int, /) -> dict[str, str] | None: ...
 def fast_head(head: bytes, limits: tuple[int, int, int, int], /) -> tuple[Any, ...] | None: ...
 def fast_fields(headers: list[tuple[bytes, bytes]], /) -> tuple[bytes, int | None, bool, bool, bool] | None: ...

@@ -1,5 +1,11 @@
-/* The HTTP/1.1 request head gate's common case in C: the optional accelerator of
- * zergserve/protocols/http.py.
+/* The codecs' optional accelerator in C: the common cases of zergserve/protocols/uwsgi.py and
+ * zergserve/protocols/http.py, each of which falls back to its own Python without it (no compiler
+ * at install, or ZERGSERVE_PURE_PYTHON=1). Only fast paths live here: whatever a function does
+ * not take, it answers None for, and the Python parses it and names the fault.
+ *
+ * fast_vars(block, max_vars) is exactly uwsgi._fast_vars_py: a dict of latin-1 str for a vars
+ * block that is well formed (every length inside the block, no empty key, at most max_vars
+ * pairs, the last of a repeated key wins), None for anything else.
  *
  * fast_head(head, limits) reads a complete request head in one forward pass (no backtracking):
  * exactly the syntax of http._HEAD (a token method, SP, a target of \x21-\x7e, SP, HTTP/1.0 or
@@ -8,11 +14,80 @@
  * and the special fields _parse_head reads. It returns the 11 fields of an http.Request for an
  * origin-form head within the limits that _parse_head would accept, and None for anything else:
  * a fault, a limit, absolute-form, `*`, CONNECT, an unusual Content-Length or Transfer-Encoding.
- * The Python then parses the head itself, so every refusal and every error text stays there.
+ *
+ * fast_fields(headers) is the response header loop of HTTPConnection.send_response.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* --- uwsgi: the vars loop ------------------------------------------------------------------- */
+
+static PyObject *
+fast_vars(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t max_vars, pos = 0, count;
+    PyObject *result, *key, *value;
+    const unsigned char *data;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "fast_vars(block, max_vars) takes 2 arguments");
+        return NULL;
+    }
+    max_vars = PyNumber_AsSsize_t(args[1], NULL);  /* clamps like range() would accept any int */
+    if (max_vars == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    data = (const unsigned char *)view.buf;
+    result = PyDict_New();
+    if (result == NULL)
+        goto fail;
+    for (count = 0; count < max_vars && pos < view.len; count++) {
+        Py_ssize_t klen, vlen, kstart;
+        if (view.len - pos < 2)
+            goto refuse;
+        klen = data[pos] | data[pos + 1] << 8;
+        kstart = pos + 2;
+        if (klen == 0 || view.len - kstart < klen + 2)
+            goto refuse;
+        vlen = data[kstart + klen] | data[kstart + klen + 1] << 8;
+        pos = kstart + klen + 2;
+        if (view.len - pos < vlen)
+            goto refuse;
+        key = PyUnicode_DecodeLatin1((const char *)data + kstart, klen, NULL);
+        if (key == NULL)
+            goto fail;
+        value = PyUnicode_DecodeLatin1((const char *)data + pos, vlen, NULL);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        pos += vlen;
+        if (PyDict_SetItem(result, key, value) < 0) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            goto fail;
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+    }
+    if (pos != view.len)
+        goto refuse;
+    PyBuffer_Release(&view);
+    return result;
+refuse:
+    Py_DECREF(result);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(result);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+
+/* --- HTTP: the request head gate and the response's fields ---------------------------------- */
 /* RFC 9110 tchar: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA */
 static unsigned char is_tchar[256];
 
@@ -108,12 +183,26 @@ get_limit(PyObject *limits, Py_ssize_t index, Py_ssize_t *out)
     return 1;
 }
 
-/* What the special fields said; the values point into the head. */
+/* A framing field: how often it came, and its last value (pointing into the head). */
 typedef struct {
-    int hosts, types, lengths, codings, expect, close, keep, upgrade;
-    const unsigned char *length, *coding;
-    Py_ssize_t length_len, coding_len;
+    int count;
+    const unsigned char *value;
+    Py_ssize_t len;
+} Framing;
+
+/* What the special fields said. */
+typedef struct {
+    int hosts, types, expect, close, keep, upgrade;
+    Framing length, coding;
 } Specials;
+
+static void
+seen(Framing *field, const unsigned char *value, Py_ssize_t len)
+{
+    field->count++;
+    field->value = value;
+    field->len = len;
+}
 
 /* Note a field whose lowercase name is `name` (the 7 names have 7 lengths). */
 static void
@@ -121,18 +210,12 @@ note_special(Specials *s, const Py_UCS1 *name, Py_ssize_t name_len, const unsign
 {
     switch (name_len) {
     case 14:
-        if (memcmp(name, "content-length", 14) == 0) {
-            s->lengths++;
-            s->length = value;
-            s->length_len = len;
-        }
+        if (memcmp(name, "content-length", 14) == 0)
+            seen(&s->length, value, len);
         break;
     case 17:
-        if (memcmp(name, "transfer-encoding", 17) == 0) {
-            s->codings++;
-            s->coding = value;
-            s->coding_len = len;
-        }
+        if (memcmp(name, "transfer-encoding", 17) == 0)
+            seen(&s->coding, value, len);
         break;
     case 4:
         if (memcmp(name, "host", 4) == 0)
@@ -218,18 +301,19 @@ content_length(const Specials *s, int http11)
 {
     long long length = 0;
     Py_ssize_t i;
-    if (s->codings) {
-        if (s->lengths || !http11 || s->codings > 1 || !equals_lower(s->coding, s->coding_len, "chunked"))
+    if (s->coding.count) {
+        if (s->length.count || !http11 || s->coding.count > 1
+            || !equals_lower(s->coding.value, s->coding.len, "chunked"))
             return -2;
     }
-    if (!s->lengths)
+    if (!s->length.count)
         return -1;
-    if (s->lengths > 1 || s->length_len == 0 || s->length_len > 18)
+    if (s->length.count > 1 || s->length.len == 0 || s->length.len > 18)
         return -2;
-    for (i = 0; i < s->length_len; i++) {
-        if (s->length[i] < '0' || s->length[i] > '9')
+    for (i = 0; i < s->length.len; i++) {
+        if (s->length.value[i] < '0' || s->length.value[i] > '9')
             return -2;
-        length = length * 10 + (s->length[i] - '0');
+        length = length * 10 + (s->length.value[i] - '0');
     }
     return length;
 }
@@ -302,7 +386,7 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyUnicode_FromString(http11 ? "1.1" : "1.0"),
             Py_NewRef(headers),
             length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length),
-            PyBool_FromLong(s.codings),
+            PyBool_FromLong(s.coding.count),
             PyBool_FromLong(s.expect && http11),
             PyBool_FromLong(http11 ? !s.close : s.keep && !s.close),
             PyBool_FromLong(s.upgrade),
@@ -467,6 +551,8 @@ fast_fields(PyObject *self, PyObject *headers)
 }
 
 static PyMethodDef methods[] = {
+    {"fast_vars", (PyCFunction)(void (*)(void))fast_vars, METH_FASTCALL,
+     "fast_vars(block, max_vars) -> dict | None: the vars of a well-formed block, else None."},
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
      "fast_head(head, limits) -> tuple | None: the Request fields of a common valid head, else None."},
     {"fast_fields", (PyCFunction)fast_fields, METH_O,
@@ -474,22 +560,15 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef_Slot slots[] = {
-#if PY_VERSION_HEX >= 0x030C0000
-    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
-#endif
-    {0, NULL},
-};
+PyDoc_STRVAR(module_doc, "The codecs' common cases in C; zergserve.protocols.uwsgi and .http fall back to Python.");
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_http_speedups",
-    "The HTTP/1.1 head gate's common case in C; zergserve.protocols.http falls back to Python without it.",
-    0, methods, slots, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, .m_name = "_speedups", .m_doc = module_doc, .m_size = -1, .m_methods = methods,
 };
 
 PyMODINIT_FUNC
-PyInit__http_speedups(void)
+PyInit__speedups(void)
 {
     init_tchar();
-    return PyModuleDef_Init(&module);
+    return PyModule_Create(&module);
 }
