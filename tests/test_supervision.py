@@ -181,6 +181,9 @@ def test_c28_half_open_flood_leaves_no_trace(spawn, workdir, proto):
     server = start(spawn, workdir, "--socket-timeout", "120", backlog=1024)
     target = server.http if proto == "http" else server.uwsgi
     workers = stats_pids(server)
+    # A row says idle just before its worker closes its ready pipe and makes its loop's epoll.
+    wait_for(lambda: all("anon_inode:[eventpoll]" in fd_kinds(pid) for pid in workers),
+             message="workers in their loops")
     baseline = {pid: fd_kinds(pid) for pid in [server.pid, *workers]}
 
     for i in range(2000):

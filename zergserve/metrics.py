@@ -153,7 +153,9 @@ class MetricsServer(StatsServer):
     what = "metrics"
 
     def __init__(self, addr: str, document: Callable[[], str], *, chmod: int | None = None) -> None:
-        super().__init__(addr, document, chmod=chmod)
+        # http: after the reply, wait for the client's close (its body may still be on its way), as
+        # --stats-http does; a close with its bytes unread would reset the connection
+        super().__init__(addr, document, http=True, chmod=chmod)
 
     def reply(self, conn: socket.socket) -> bytes:
         head = read_head(conn)
