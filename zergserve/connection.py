@@ -203,11 +203,10 @@ def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -
     """recv() bounded by an absolute deadline (socket.timeout past it), so a byte-a-second trickle
     cannot hold the worker; tried without waiting first, as the bytes are usually there, unless
     the caller knows they are not (`wait`)."""
-    if not wait and conn.gettimeout() == 0.0:
-        try:
-            return conn.recv(size)
-        except BlockingIOError:
-            pass
+    if not wait:
+        data = _ready(conn, size)
+        if data is not None:
+            return data
     left = deadline - time.monotonic()
     if left <= 0:
         raise TimeoutError
@@ -215,12 +214,12 @@ def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -
     return conn.recv(size)
 
 
-def _ready(conn: socket.socket) -> bytes | None:
-    """What a non-blocking read finds (b'' at EOF), or None when nothing is there yet."""
+def _ready(conn: socket.socket, size: int = RECV) -> bytes | None:
+    """What a read that does not wait finds (b'' at EOF), or None when nothing is there yet."""
     if conn.gettimeout() != 0.0:
         return None
     try:
-        return conn.recv(RECV)
+        return conn.recv(size)
     except BlockingIOError:
         return None
 
