@@ -6,11 +6,15 @@ sets the scheme."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import bound, connect, http_request, recv_all
+from zergserve import proxy, sockets
 from zergserve.protocols.uwsgi import encode_packet
 
 WORKERS = {
@@ -87,3 +91,32 @@ def test_bad_allow_list_is_a_clear_error(spawn, workdir):
                    "--forwarded-allow-ips", "127.0.0.1,nginx.local")
     assert server.wait_exit() == 2
     assert "invalid proxy address 'nginx.local'" in server.log()
+
+
+# --- the address checks, against the ipaddress module they replace ----------------------------
+
+def _oracle(text: str):
+    """What ipaddress makes of `text`: the address (an IPv4-mapped one as IPv4), or None."""
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None
+    return getattr(ip, "ipv4_mapped", None) or ip
+
+
+ADDRESS_TEXT = st.one_of(st.ip_addresses().map(str),
+                         st.ip_addresses(v=4).map(lambda ip: f"::ffff:{ip}"),
+                         st.ip_addresses(v=6).map(lambda ip: f"{ip}%eth0"),
+                         st.text(alphabet="0123456789abcdef.:%fx ", max_size=45))
+TRUST = "10.0.0.0/8, 2001:db8::/32, 192.0.2.1, ::1, 127.0.0.0/31"
+
+
+@settings(max_examples=800, deadline=None)
+@given(ADDRESS_TEXT)
+def test_address_checks_agree_with_ipaddress(text):
+    ip = _oracle(text)
+    assert proxy.canonical(text) == (None if ip is None else str(ip))
+    if ip is not None:
+        assert sockets.is_loopback(text) == ip.is_loopback
+    networks = [ipaddress.ip_network(item.strip()) for item in TRUST.split(",")]
+    assert proxy.Trust(TRUST).address(text) == (ip is not None and any(ip in net for net in networks))

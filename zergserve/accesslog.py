@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Callable
 
 from zergserve import proxy
@@ -222,6 +221,12 @@ def _strftime(fmt: str, when: float) -> str:
     return cached[1]
 
 
+def _json(text: str) -> str:
+    """A JSON string literal of `text` (a JSON --log-format's fields); json is imported by the first."""
+    from json.encoder import encode_basestring_ascii
+    return encode_basestring_ascii(text)
+
+
 def _iso(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when)) + f".{int(when % 1 * 1000):03d}" + \
         time.strftime("%z", time.localtime(when))
@@ -230,7 +235,7 @@ def _iso(when: float) -> str:
 _HELPERS = {
     "_addr": _addr, "_vars": _vars, "_pktsize": _pktsize, "_var": _var, "_cl": _cl,
     "_statm": _statm, "_strftime": _strftime, "_ctime": time.ctime, "_iso": _iso,
-    "_json": encode_basestring_ascii,
+    "_json": _json,
     "_printable": quoted, "_pid": os.getpid, "REMOTE_USER": "REMOTE_USER", "HTTP_HOST": "HTTP_HOST",
     "HTTP_REFERER": "HTTP_REFERER", "HTTP_USER_AGENT": "HTTP_USER_AGENT", "LTIME": "%d/%b/%Y:%H:%M:%S %z",
     "ONE_DECIMAL": ".1f", "SIX_DECIMALS": ".6f", "DASH": "-", "EMPTY": "",

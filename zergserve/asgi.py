@@ -10,13 +10,12 @@ sent, else the connection is cut.
 from __future__ import annotations
 
 import asyncio
-import traceback
 from typing import Any, Awaitable, Callable, Protocol
-from urllib.parse import unquote_to_bytes
 
 from zergserve import proxy
+from zergserve.log import traceback_text
 from zergserve.vocabulary import (AppError, CheckedFields, ClientDisconnected, RequestError, check_field, printable,
-                                  reason)
+                                  reason, unquote)
 
 ASGI = {"version": "3.0", "spec_version": "2.3"}
 _ERROR_BODY = b"Internal Server Error\n"
@@ -48,7 +47,7 @@ def http_scope(request: Any, peer: Any, server: tuple[str, str], state: dict[str
         "http_version": request.http_version,
         "method": request.method,
         "scheme": "http",
-        "path": _decode_path(unquote_to_bytes(raw_path) if "%" in path else raw_path),
+        "path": _decode_path(unquote(raw_path) if "%" in path else raw_path),
         "raw_path": raw_path,
         "query_string": request.query.encode("latin-1"),
         "root_path": "",
@@ -245,7 +244,7 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
         (log_client or log_error)(f"bad request body for {printable(scope['method'])} {scope['path']!r}: {exc}")
         await _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
     except APP_FAILURES as exc:
-        log_error(f"error in app for {printable(scope['method'])} {scope['path']!r}:\n" + "".join(traceback.format_exception(exc)).rstrip())
+        log_error(f"error in app for {printable(scope['method'])} {scope['path']!r}:\n" + traceback_text(exc))
         await _error_response(response, sink, 500, _ERROR_BODY)
     finally:
         response.end()
@@ -333,7 +332,7 @@ class Lifespan:
                           "without lifespan")
         elif self.mode == "on":
             raise LifespanFailed("the app raised on the lifespan scope (--lifespan on):\n" +
-                                 "".join(traceback.format_exception(self._error)).rstrip())
+                                 traceback_text(self._error))
         else:
             self.log_info(f"the app does not support ASGI lifespan ({type(self._error).__name__}: "
                           f"{self._error}); serving without it (--lifespan auto)")
@@ -359,7 +358,7 @@ class Lifespan:
         except APP_FAILURES as exc:
             self._error = exc  # before startup completed, startup() says what it means
             if self._started and not self._failed:
-                self.log_error("error in app's lifespan:\n" + "".join(traceback.format_exception(exc)).rstrip())
+                self.log_error("error in app's lifespan:\n" + traceback_text(exc))
         finally:
             self._outbox.put_nowait({"type": "lifespan.ended"})
 

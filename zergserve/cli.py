@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import traceback
 
 from zergserve import app as app_loader
 from zergserve import compat, config, exitcodes, handover, log, loops, privileges, sockets, workers, zerg
 from zergserve.exitcodes import StartError
 from zergserve.emperor import protocol
 from zergserve.hooks import Hooks, HooksError
-from zergserve.log import logger
+from zergserve.log import logger, traceback_text
 from zergserve.master import Master, check_start, hold_signals
 from zergserve.sdnotify import Notifier
 
@@ -336,7 +335,7 @@ def _load_app(cfg: config.Config):
     except app_loader.AppLoadError as exc:
         logger.error("cannot load the app: %s", exc)
         if exc.__cause__ is not None:
-            logger.error("%s", "".join(traceback.format_exception(exc.__cause__)).rstrip())
+            logger.error("%s", traceback_text(exc.__cause__))
         return None
 
 

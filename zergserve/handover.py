@@ -15,7 +15,6 @@ inherit it, and hands each role what it adopts.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -33,6 +32,7 @@ def take(environ: MutableMapping[str, str]) -> dict[str, Any] | None:
     raw = environ.pop(VARIABLE, None)
     if raw is None:
         return None
+    import json  # here, not at the top: a fresh start (every worker's master) needs no JSON
     try:
         state = json.loads(raw)
     except ValueError as exc:
@@ -60,6 +60,7 @@ def adopt_listeners(state: dict[str, Any] | None) -> dict[str, sockets.Listener]
 
 def environ_with(state: dict[str, Any], environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """A copy of the environment that hands `state` to the next image."""
+    import json
     env = dict(os.environ if environ is None else environ)
     env[VARIABLE] = json.dumps(state)
     return env

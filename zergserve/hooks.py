@@ -21,10 +21,9 @@ has `wid` (uWSGI's worker id), `age` (gunicorn's name for the same), `pid` and `
 from __future__ import annotations
 
 import os
-import traceback
 from typing import Any, Callable
 
-from zergserve.log import ServerLog, logger
+from zergserve.log import ServerLog, logger, traceback_text
 
 NAMES = ("on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "worker_exit", "child_exit",
          "on_exit")
@@ -69,7 +68,7 @@ class Hooks:
         try:
             function(*args)
         except Exception:
-            logger.error("hook %s (%s) raised:\n%s", name, self.path, traceback.format_exc().rstrip())
+            logger.error("hook %s (%s) raised:\n%s", name, self.path, traceback_text())
 
 
 def _load(path: str) -> dict[str, Callable[..., Any]]:
@@ -79,7 +78,7 @@ def _load(path: str) -> dict[str, Callable[..., Any]]:
     try:
         namespace = runpy.run_path(path, run_name="__zergserve_hooks__")
     except Exception as exc:
-        raise HooksError(f"hooks file {path!r} failed: {exc!r}\n{traceback.format_exc().rstrip()}") from None
+        raise HooksError(f"hooks file {path!r} failed: {exc!r}\n{traceback_text()}") from None
     functions = {}
     for name in NAMES:
         if name in namespace:

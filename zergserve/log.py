@@ -214,3 +214,13 @@ def _mtime(path: str) -> float:
         return os.stat(path).st_mtime
     except OSError:
         return 0.0
+
+
+def traceback_text(exc: BaseException | None = None) -> str:
+    """The traceback of `exc` (by default, of the exception being handled) as log text.
+    `traceback` is imported here, on the first error: with linecache, tokenize, textwrap and
+    contextlib it is a third of a megabyte that a worker which never fails need not hold."""
+    import traceback
+    if exc is None:
+        return traceback.format_exc().rstrip()
+    return "".join(traceback.format_exception(exc)).rstrip()

@@ -10,14 +10,35 @@ every title, the app's own `uwsgi.setprocname()` included, as uWSGI frames them.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
-
-from setproctitle import setproctitle
+from typing import Callable
 
 from zergserve.config import Config
 
 _APP_OPTIONS = ("module", "wsgi-file")
 _SOCKET_OPTIONS = ("http", "socket", "zerg", "zergpool", "emperor")
+
+
+def _load_setproctitle() -> Callable[[str], None]:
+    """setproctitle's C function, loaded without the package's __init__, which imports `logging`
+    (with threading's and string's share, 0.15 MB in every worker) only to report a missing C
+    module. Where the C module is not found beside it, the package as it is."""
+    spec = importlib.util.find_spec("setproctitle")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, "_setproctitle" + suffix)
+            if os.path.isfile(path):
+                loader = importlib.machinery.ExtensionFileLoader("setproctitle._setproctitle", path)
+                module = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(loader.name, loader, origin=path))
+                loader.exec_module(module)
+                return module.setproctitle
+    from setproctitle import setproctitle as package_function
+    return package_function
+
+
+setproctitle = _load_setproctitle()
 
 
 def set_title(cfg: Config, role: str, master: bool = False) -> None:

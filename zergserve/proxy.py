@@ -11,14 +11,22 @@ passes the client address and nginx's `HTTPS` variable itself (wsgi.uwsgi_enviro
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any
+import socket
+from typing import TYPE_CHECKING, Any
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from zergserve import sockets
+
+if TYPE_CHECKING:
+    import ipaddress
+
+    Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Trust:
-    """A parsed allow-list: `*`, `unix`, addresses and networks (`10.0.0.0/8`), comma-separated."""
+    """A parsed allow-list: `*`, `unix`, addresses and networks (`10.0.0.0/8`), comma-separated.
+
+    Addresses are compared in their canonical text (an IPv4-mapped IPv6 one as IPv4), parsed by
+    the socket module; `ipaddress` is imported only for a list with networks in it."""
 
     def __init__(self, spec: str) -> None:
         self.everyone = False
@@ -30,15 +38,19 @@ class Trust:
                 self.everyone = True
             elif item in ("unix", "unix:"):
                 self.unix = True
+            elif (address := canonical(item)) is not None:
+                self.exact.add(address)
             else:
+                import ipaddress
                 try:
                     net = ipaddress.ip_network(item, strict=False)
                 except ValueError:
                     raise ValueError(f"invalid proxy address {item!r} (an IP, a network like 10.0.0.0/8, "
                                      f"'unix' or '*')") from None
-                self.networks.append(net)
                 if net.num_addresses == 1:
                     self.exact.add(str(net.network_address))
+                else:
+                    self.networks.append(net)
 
     def peer(self, peer: Any) -> bool:
         """Whether the connection's peer (accept()'s address; '' for a UNIX socket) is trusted."""
@@ -51,13 +63,27 @@ class Trust:
     def address(self, text: str) -> bool:
         if self.everyone or text in self.exact:
             return True
-        try:
-            ip = ipaddress.ip_address(text.partition("%")[0])
-        except ValueError:
+        address = canonical(text)
+        if address is None:
             return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if address in self.exact:
+            return True
+        if not self.networks:
+            return False
+        import ipaddress
+        ip = ipaddress.ip_address(address)
         return any(ip in net for net in self.networks)
+
+
+def canonical(text: str) -> str | None:
+    """An IP address's canonical text (an IPv4-mapped IPv6 address as IPv4, no zone); None if
+    `text` is not an address."""
+    packed = sockets.packed_address(text)
+    if len(packed) == 16 and packed[:12] == sockets.IPV4_MAPPED:
+        packed = packed[12:]
+    if not packed:
+        return None
+    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
 
 
 DEFAULT = "127.0.0.1,::1,unix"

@@ -16,7 +16,6 @@ everything and workers inherit the descriptors through fork.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import stat
@@ -108,10 +107,33 @@ def is_local(sock: socket.socket) -> bool:
     """Whether only this host can reach the socket: UNIX, or TCP on 127.0.0.0/8 or ::1."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return True
-    address = ipaddress.ip_address(sock.getsockname()[0].split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+    return is_loopback(sock.getsockname()[0])
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an IP address (as getsockname() gives it) is a loopback one: 127.0.0.0/8, ::1, or
+    127.0.0.0/8 mapped into IPv6."""
+    packed = packed_address(host)
+    if len(packed) == 16 and packed[:12] == IPV4_MAPPED:
+        packed = packed[12:]
+    return packed[:1] == b"\x7f" if len(packed) == 4 else packed == IPV6_LOOPBACK
+
+
+def packed_address(host: str) -> bytes:
+    """An IPv4 (4 bytes) or IPv6 (16 bytes) address in binary, b'' for anything else; a zone
+    (`%eth0`) is dropped. The socket module's parser: `ipaddress` would cost every worker a
+    quarter of a megabyte for these few checks (proxy.py keeps it for networks)."""
+    host = host.partition("%")[0]
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_pton(family, host)
+        except OSError:
+            pass
+    return b""
+
+
+IPV4_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d
+IPV6_LOOPBACK = bytes(15) + b"\x01"
 
 
 def socket_name(sock: socket.socket) -> str:
@@ -141,8 +163,9 @@ def canonical_name(addr: str) -> str:
         return addr
     if isinstance(sockaddr, str):  # AF_UNIX: a path or an abstract name
         return _render(family, sockaddr) if sockaddr.startswith("\0") else os.path.abspath(sockaddr)
-    try:
-        infos = socket.getaddrinfo(sockaddr[0], sockaddr[1], family, socket.SOCK_STREAM)
+    host = sockaddr[0]
+    try:  # an ASCII name as bytes: getaddrinfo() would otherwise load the idna codec, and stringprep with it
+        infos = socket.getaddrinfo(host.encode() if host.isascii() else host, sockaddr[1], family, socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return addr
     return _render(family, infos[0][4]) if infos else addr

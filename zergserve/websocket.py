@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import traceback
 from typing import Any, Callable, NamedTuple, Protocol
 
 try:
@@ -28,6 +27,7 @@ except ImportError:  # WebSocket is refused with 501 (available() says why)
 
 from zergserve import asgi
 from zergserve.exchange import raw_error
+from zergserve.log import traceback_text
 from zergserve.vocabulary import AppError, ClientDisconnected, printable, reason
 
 _QUEUE = 16  # messages read ahead of the app; reading pauses while the queue is full
@@ -126,7 +126,7 @@ class Session:
         except ClientDisconnected:
             pass
         except asgi.APP_FAILURES as exc:
-            self.log_error(f"error in app for {self.where}:\n" + "".join(traceback.format_exception(exc)).rstrip())
+            self.log_error(f"error in app for {self.where}:\n" + traceback_text(exc))
             if self.state == CONNECTING:
                 await self._refuse(500)
             else:

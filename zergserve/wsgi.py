@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-import traceback
 from typing import Any, Callable, Protocol
-from urllib.parse import unquote_to_bytes
 
 from zergserve import proxy
+from zergserve.log import traceback_text
 from zergserve.vocabulary import (AppError, CheckedFields, ClientDisconnected, RequestError, RequestTimeout,
-                                  RequestTooLarge, check_field, printable, reason)
+                                  RequestTooLarge, check_field, printable, reason, unquote)
 
 __all__ = ["AppError", "ClientDisconnected", "RequestError", "RequestTimeout", "RequestTooLarge", "check_field",
            "printable", "reason", "run", "Input", "NO_BODY", "FileWrapper", "http_environ", "uwsgi_environ", "base_environ"]
@@ -167,7 +166,7 @@ def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> 
     env = base.copy()
     path = request.path
     env["REQUEST_METHOD"] = request.method
-    env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    env["PATH_INFO"] = unquote(path).decode("latin-1") if "%" in path else path
     env["QUERY_STRING"] = request.query
     env["REQUEST_URI"] = env["RAW_URI"] = request.target
     env["SERVER_PROTOCOL"] = "HTTP/" + request.http_version
@@ -388,7 +387,7 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
         _error_response(response, sink, exc.status, reason(exc.status) + b"\n")
     except _APP_FAILURES as exc:
         log_error(f"error in app for {_where(environ)}:\n"
-                  + "".join(traceback.format_exception(exc)).rstrip())
+                  + traceback_text(exc))
         _error_response(response, sink, 500, _ERROR_BODY)
     finally:
         close = getattr(result, "close", None)
@@ -396,7 +395,7 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
             try:
                 close()
             except _APP_FAILURES as exc:
-                log_error("error in app's close():\n" + "".join(traceback.format_exception(exc)).rstrip())
+                log_error("error in app's close():\n" + traceback_text(exc))
     return response
 
 

@@ -16,13 +16,10 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from typing import Any, Callable
 
-from setproctitle import setproctitle
-
 from zergserve import __version__, config, proctitle
-from zergserve.log import logger
+from zergserve.log import logger, traceback_text
 
 version = __version__.encode()
 version_info = tuple(int(part) if part.isdigit() else part for part in __version__.split("."))
@@ -89,7 +86,7 @@ def _call(name: str, hook: Callable[[], Any] | None) -> None:
     try:
         hook()
     except Exception:
-        logger.error("worker %d: uwsgi.%s raised:\n%s", _worker_id, name, traceback.format_exc().rstrip())
+        logger.error("worker %d: uwsgi.%s raised:\n%s", _worker_id, name, traceback_text())
 
 
 def worker_id() -> int:
@@ -128,7 +125,7 @@ def _signal_master(signum: int) -> bool:
 
 def setprocname(name: str) -> None:
     """The title, between --procname-prefix(-spaced) and --procname-append, as uWSGI sets it."""
-    setproctitle(proctitle.framed(_cfg, name) if _cfg is not None else name)
+    proctitle.setproctitle(proctitle.framed(_cfg, name) if _cfg is not None else name)
 
 
 def log(message: str) -> bool:

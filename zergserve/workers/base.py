@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import signal
 import socket
 import sys
 import threading
 import time
-import traceback
 from typing import Any, Callable
 
 from zergserve import app as app_loader
 from zergserve import accesslog, config, exchange, parent_death, proctitle, proxy
 from zergserve.config.options import BY_NAME
 from zergserve.exitcodes import APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR, BOOT_ERROR as EXIT_BOOT_ERROR, OK as EXIT_OK
-from zergserve.log import logger
+from zergserve.log import logger, traceback_text
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
 from zergserve.scoreboard import IDLE, PAUSED, STOPPING, RowWriter, Scoreboard
@@ -67,7 +65,7 @@ class Worker:
         self.leaving = False  # INT on a zerg: finish the request in hand, leave the queue to the others
         self.zerg = any(listener.attached for listener in listeners)
         self.max_requests = (cfg.max_requests + (wid - 1) * cfg.max_requests_delta
-                             + random.randint(0, cfg.max_requests_jitter)) if cfg.max_requests else 0
+                             + _jitter(cfg.max_requests_jitter)) if cfg.max_requests else 0
         self.wake_r = self.wake_w = -1
         self.ready_fd = -1  # the master's "a worker is ready" pipe, set by the master after the fork
         self.lifeline_fd = -1  # read end of the pipe whose closing says the master died (lifeline.py)
@@ -93,10 +91,10 @@ class Worker:
         except app_loader.AppLoadError as exc:
             logger.error("worker %d: cannot load the app: %s", self.wid, exc)
             if exc.__cause__ is not None:
-                logger.error("%s", "".join(traceback.format_exception(exc.__cause__)).rstrip())
+                logger.error("%s", traceback_text(exc.__cause__))
             os._exit(EXIT_APP_LOAD_ERROR)
         except Exception:
-            logger.error("worker %d: boot failed:\n%s", self.wid, traceback.format_exc().rstrip())
+            logger.error("worker %d: boot failed:\n%s", self.wid, traceback_text())
             os._exit(EXIT_BOOT_ERROR)
         try:
             self.row.set_status(PAUSED if self.paused else IDLE)  # respawned while the master is paused
@@ -106,7 +104,7 @@ class Worker:
             self.row.set_status(STOPPING)
             os._exit(EXIT_OK)  # no exit hooks, no flush: what the master asked for is gone at once
         except Exception:
-            logger.error("worker %d: crashed:\n%s", self.wid, traceback.format_exc().rstrip())
+            logger.error("worker %d: crashed:\n%s", self.wid, traceback_text())
             code = 1
         finally:
             self.row.set_status(STOPPING)
@@ -385,3 +383,11 @@ class SharedRow:
     @property
     def requests(self) -> int:
         return self.row.requests
+
+
+def _jitter(most: int) -> int:
+    """A random number in 0..most (--max-requests-jitter); `random` is imported only when asked."""
+    if not most:
+        return 0
+    import random
+    return random.randint(0, most)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import select
 import socket
 import time
 
-from zergserve import connection
+from zergserve import connection, sockets
 from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
 from zergserve.workers.base import Worker
@@ -100,5 +99,4 @@ class SyncWorker(Worker):
 
 def is_public(sockname: tuple) -> bool:
     """Whether a TCP socket bound to `sockname` can be reached from beyond this host's loopback."""
-    address = ipaddress.ip_address(sockname[0].split("%")[0])
-    return not (getattr(address, "ipv4_mapped", None) or address).is_loopback
+    return not sockets.is_loopback(sockname[0])
