@@ -7,7 +7,8 @@ FAMILY is what bench/run.py's family of the same kind serves, with one worker (-
   http-close  the sync worker, bench/hello.py over HTTP, one connection per request (Connection: close)
   http-ka     the gthread worker (--threads 2), bench/hello.py over HTTP, every request on one kept-alive connection
   uwsgi       the sync worker, bench/hello.py over the uwsgi protocol (nginx-like vars) on a UNIX socket
-  asgi-ka     the asyncio worker, bench/hello_asgi.py over HTTP, every request on one kept-alive connection
+  asgi-ka     the asyncio worker on asyncio's own loop, bench/hello_asgi.py over HTTP, every request on one kept-alive connection
+  asgi-ka-uvloop  the same on uvloop's event loop (--loop uvloop)
 
 The server runs under `valgrind --tool=callgrind --trace-children=yes` from this source tree (set
 PYTHONPATH to run another one), with PYTHONHASHSEED=0 so that two runs count alike, on a socket
@@ -42,7 +43,8 @@ FAMILIES = {
     "http-close": ["--module", "hello:application", "--http"],
     "http-ka": ["--module", "hello:application", "--threads", "2", "--http"],
     "uwsgi": ["--module", "hello:application", "--socket"],
-    "asgi-ka": ["--module", "hello_asgi:application", "--worker", "asyncio", "--http"],
+    "asgi-ka": ["--module", "hello_asgi:application", "--worker", "asyncio", "--loop", "asyncio", "--http"],
+    "asgi-ka-uvloop": ["--module", "hello_asgi:application", "--worker", "asyncio", "--loop", "uvloop", "--http"],
 }
 # What wrk sends, with the Connection header bench/run.py adds for the close families.
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
@@ -78,7 +80,7 @@ class Client:
         return sock
 
     def requests(self, count: int, queue: int = 10) -> None:
-        if self.family.endswith("-ka"):
+        if "-ka" in self.family:
             if self.kept is None:
                 self.kept = self.connect()
             for _ in range(count):
