@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import traceback
 from math import inf
 from typing import Any
 
 from zergserve import asgi, websocket
 from zergserve.connection import unsent
 from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECEIVE, Exchange, Reply
+from zergserve.log import traceback_text
 from zergserve.pacing import SendPace
 from zergserve.protocols.http import is_websocket_upgrade
 from zergserve.vocabulary import RequestError
@@ -38,7 +38,7 @@ _LINGER_BYTES = 1 << 20
 HEAD, REQUEST, LINGERING, CLOSED = range(4)
 
 
-class HttpProtocol(asyncio.BufferedProtocol):
+class HttpProtocol(asyncio.Protocol):
     """One HTTP or uwsgi connection of the asyncio worker.
 
     `hub` is the worker: ctx, app, lifespan, ws_options, websockets, server_of(listener),
@@ -80,12 +80,6 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self.sock = transport.get_extra_info("socket")
         self.read_until = self.ex.deadline
         self._arm(self.read_until)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _read_buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -199,7 +193,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
             self._failed()
 
     def _failed(self) -> None:
-        self.hub.log_error("connection failed:\n" + traceback.format_exc().rstrip())
+        self.hub.log_error("connection failed:\n" + traceback_text())
         self._close()
 
     async def _request(self) -> None:
@@ -226,7 +220,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
         except asyncio.CancelledError:
             pass
         except Exception:
-            hub.log_error("connection failed:\n" + traceback.format_exc().rstrip())
+            hub.log_error("connection failed:\n" + traceback_text())
         finally:
             self.task = None
         if self.lost:
@@ -479,6 +473,18 @@ class HttpProtocol(asyncio.BufferedProtocol):
             self.transport.abort()  # the last bytes never left: --socket-timeout
         else:
             self._wake_writer()
+
+
+class BufferedHttpProtocol(HttpProtocol, asyncio.BufferedProtocol):
+    """HttpProtocol reading into the shared buffer: asyncio's own loop allocates a fresh bytes
+    object of 256 KiB per read for a plain Protocol. uvloop reads into a buffer of its own, and
+    calling two methods per read instead of one costs more there, so it gets the plain one."""
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_read_buffer[:nbytes]))
 
 
 class _WebSocketIO:

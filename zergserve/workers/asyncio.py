@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from zergserve import app as app_loader
 from zergserve import asgi, loops, websocket
-from zergserve.aioconnection import HttpProtocol
+from zergserve.aioconnection import BufferedHttpProtocol, HttpProtocol
 from zergserve.log import logger
 from zergserve.scoreboard import IDLE, PAUSED
 from zergserve.sockets import Listener
@@ -45,6 +45,7 @@ class AsyncioWorker(Worker):
                                             cfg.ws_per_message_deflate)
         self.websockets: set[websocket.Session] = set()  # open ones, for the stats and a stop's 1001
         self.loop = loops.new_loop(cfg.loop)
+        self.protocol = HttpProtocol if loops.resolve(cfg.loop) == "uvloop" else BufferedHttpProtocol
         asyncio.set_event_loop(self.loop)
         self._wake_on_signals()
         self.loop.run_until_complete(self._first_stream())
@@ -205,7 +206,7 @@ class AsyncioWorker(Worker):
     def _spawn(self, conn: socket.socket, peer: Any, listener: Listener, slotted: bool = True) -> None:
         """Hand the socket to the loop as a transport with its protocol; `slotted` when it takes
         one of the --worker-connections slots."""
-        protocol = HttpProtocol(self, listener, peer, slotted)
+        protocol = self.protocol(self, listener, peer, slotted)
         self.connections.add(protocol)
         if slotted:
             self.active += 1
