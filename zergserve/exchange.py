@@ -57,7 +57,9 @@ class Context:
             if name not in Context.__annotations__:
                 raise TypeError(f"Context has no setting {name!r}")
             setattr(self, name, value)
-        self.idle: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets of kept-alive connections between requests
+        # A blocking driver's kept-alive connections (their exchanges, each added once): on a stop,
+        # Worker.close_idle() ends the wait of those between requests.
+        self.kept: weakref.WeakSet[Exchange] = weakref.WeakSet()
         self.environs: dict[Any, dict[str, Any]] = {}  # a WSGI driver's environ per listener, built once
 
     # Why a WebSocket upgrade is refused (501), '' where the worker serves it (workers/asyncio.py).
@@ -97,10 +99,11 @@ KEEP, DRAIN, LINGER, CLOSED = "keep", "drain", "linger", "closed"
 class Exchange:
     """One accepted connection, from its first byte to its close.
 
-    Per-request state starts from the class's defaults: a connection costs only what it changes."""
+    Per-request state starts from the class's defaults, and goes back to them after each request
+    (next_request: one dict update)."""
 
     received_any = False
-    fed = False  # receive_data() was called (with bytes or EOF)
+    fed = False  # bytes or EOF came since the codec last had nothing to parse (new, or idle between requests)
     kept_alive = False  # a request was served before on this connection
     pending: Action | None = None  # decided by timed_out(), returned next
     method = target = protocol = ""
@@ -126,7 +129,7 @@ class Exchange:
     def __init__(self, ctx: Context, listener: Any, peer: Any, handle: Any = None) -> None:
         self.ctx = ctx
         self.listener = listener
-        self.handle = handle  # the driver's socket, listed in ctx.idle while the connection is idle
+        self.handle = handle  # the driver's socket, for Worker.close_idle() (ctx.kept)
         self.peer = peer
         self.http = listener.proto == "http"
         if self.http:
@@ -145,8 +148,6 @@ class Exchange:
 
     def receive_data(self, data: bytes) -> None:
         """Bytes for the request head (b'' when the client closed its side)."""
-        if self.kept_alive and self.handle is not None:  # _busy(), inline: this runs for every request
-            self.ctx.idle.discard(self.handle)
         self.fed = True
         self.received_any = self.received_any or bool(data)
         if self.http:
@@ -156,7 +157,6 @@ class Exchange:
 
     def timed_out(self) -> None:
         """The RECEIVE deadline passed: a 408 if a head had begun, else a quiet close."""
-        self._busy()
         self.pending = CLOSE
         if self.http and self.received_any:
             self.ctx.log_refusal(f"http: request head not complete within {self.ctx.http_timeout:g}s "
@@ -171,10 +171,6 @@ class Exchange:
             self.head_sent = len(data)
             self.ctx.access_log.request(self, status, 0)
         return Reply(data, linger)
-
-    def _busy(self) -> None:
-        if self.kept_alive and self.handle is not None:  # only a kept-alive connection is ever idle
-            self.ctx.idle.discard(self.handle)
 
     def next_action(self) -> Action:
         """What the driver does next."""
@@ -198,11 +194,8 @@ class Exchange:
             self.ctx.log_refusal(f"http: {exc.status} {exc.reason} (peer {self.where})")
             return self._refuse(exc.status, h.error_response(exc), True)
         if event is h1.NEED_DATA:
-            if self.idle:
-                if self.ctx.draining:
-                    return CLOSE  # a stopping worker keeps nothing alive
-                if self.handle is not None:
-                    self.ctx.idle.add(self.handle)  # Worker.close_idle() ends the wait on a stop
+            if self.idle and self.ctx.draining:
+                return CLOSE  # a stopping worker keeps nothing alive
             return RECEIVE
         if not isinstance(event, h1.Request):
             return CLOSE  # ConnectionClosed, or PAUSED with nothing more to do
@@ -401,12 +394,17 @@ class Exchange:
         if self.ctx.draining or not self.h.start_next_cycle():
             return False
         self.deadline = time.monotonic() + (self.ctx.keepalive_timeout or self.ctx.http_timeout)
+        if not self.kept_alive and self.handle is not None:
+            self.ctx.kept.add(self)
         self.kept_alive = True
         self.received_any = False
-        state = self.__dict__
-        for name in state.keys() & self._REQUEST_STATE:
-            del state[name]  # back to the class's defaults
+        self.__dict__.update(_REQUEST_DEFAULTS)
+        if not self.h.has_input():  # the usual case: next_action() says RECEIVE without asking the codec
+            self.fed = False
         return True
+
+
+_REQUEST_DEFAULTS = {name: getattr(Exchange, name) for name in Exchange._REQUEST_STATE}  # one update resets them
 
 
 def raw_error(protocol: str, status: int) -> bytes:

@@ -7,7 +7,7 @@ The table lives in a memfd so that it can be handed across the master's re-exec 
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 import mmap
 import os
 import struct
@@ -17,13 +17,14 @@ from typing import NamedTuple
 # Upper bounds (seconds) of the response-time histogram: Prometheus' default buckets. Each row counts
 # the requests that fell in each bucket (not cumulative); the last, +Inf, is `requests` itself.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_LAST_BUCKET = len(BUCKETS)
 
-# pid, status, requests, exceptions, tx bytes, request start, last heartbeat, avg response time (µs),
-# spawn time, time spent in requests (µs, uWSGI's running_time), the histogram's buckets, then the
+# pid, status, requests, exceptions, tx bytes, request start, avg response time (µs), time spent in
+# requests (µs, uWSGI's running_time), last heartbeat, spawn time, the histogram's buckets, then the
 # request line being served (method and path, for the harakiri log). Request start and heartbeat are
 # time.monotonic() (CLOCK_MONOTONIC is one clock for every process of the host), for harakiri and the
 # busyness measures; the stats show them as timestamps (`wall`). The spawn time is a timestamp.
-_ROW = struct.Struct("=iiQQQddddQ")
+_ROW = struct.Struct("=iiQQQddQdd")
 _HIST = struct.Struct(f"={len(BUCKETS)}Q")
 _REQ_INFO = 120
 ROW_SIZE = 384
@@ -39,9 +40,7 @@ _OFF_PID = 0
 _OFF_STATUS = 4
 _OFF_REQUESTS = 8
 _OFF_START = 8 + 8 * 3
-_OFF_HEARTBEAT = _OFF_START + 8
-_OFF_AVG = _OFF_HEARTBEAT + 8
-_OFF_RUNNING = _OFF_AVG + 16
+_OFF_HEARTBEAT = _OFF_START + 24
 _OFF_HIST = _ROW.size
 _OFF_INFO = _OFF_HIST + _HIST.size
 # A worker's cores (uWSGI's name for its request threads), after its row: requests, request start.
@@ -49,10 +48,13 @@ _CORE = struct.Struct("=Qd")
 _OFF_WS = _OFF_INFO + _REQ_INFO
 _Q = struct.Struct("=Q")
 _D = struct.Struct("=d")
-# One write per request edge: status, the three counters and the request start are contiguous.
+# One write per request edge: status, the three counters and the request start are contiguous, and
+# at a request's end the average and running time after them.
 _EDGE = struct.Struct("=iQQQd")
+_END = struct.Struct("=iQQQddQ")
 _INFO = struct.Struct(f"{_REQ_INFO - 1}s")  # the request line, cut and NUL-padded; the last byte stays 0
 assert _OFF_STATUS + 4 == _OFF_REQUESTS and _OFF_REQUESTS + 24 == _OFF_START
+assert _OFF_STATUS + _END.size == _OFF_HEARTBEAT
 
 
 class Row(NamedTuple):
@@ -132,13 +134,13 @@ class Scoreboard:
             self.carried[wid] = self.lifetime(wid)
         base = wid * self.row_size
         self.mem[base:base + self.row_size] = bytes(self.row_size)
-        _ROW.pack_into(self.mem, base, pid, STARTING, 0, 0, 0, 0.0, time.monotonic(), 0.0, time.time(), 0)
+        _ROW.pack_into(self.mem, base, pid, STARTING, 0, 0, 0, 0.0, 0.0, 0, time.monotonic(), time.time())
 
     def row(self, wid: int) -> Row:
         """The row of worker `wid`'s current process: its counters start at 0 with each spawn."""
         base = wid * self.row_size
-        (pid, status, requests, exceptions, tx, request_start, heartbeat, avg_rt, spawned,
-         running_time) = _ROW.unpack_from(self.mem, base)
+        (pid, status, requests, exceptions, tx, request_start, avg_rt, running_time, heartbeat,
+         spawned) = _ROW.unpack_from(self.mem, base)
         buckets = _HIST.unpack_from(self.mem, base + _OFF_HIST)
         raw = self.mem[base + _OFF_INFO:base + _OFF_INFO + _REQ_INFO]
         return Row(wid, pid, status, requests, exceptions, tx, request_start, heartbeat, avg_rt, spawned,
@@ -234,15 +236,12 @@ class RowWriter:
         micros = elapsed * 1e6
         self.avg_rt = micros if self.requests == 1 else self.avg_rt + (micros - self.avg_rt) / 16
         self.running += int(micros)
-        mem, base = self.mem, self.base
-        bucket = bisect.bisect_left(BUCKETS, elapsed)
-        if bucket < len(BUCKETS):
-            self.buckets[bucket] += 1
-            _Q.pack_into(mem, base + _OFF_HIST + 8 * bucket, self.buckets[bucket])
-        _Q.pack_into(mem, base + _OFF_RUNNING, self.running)
-        _D.pack_into(mem, base + _OFF_AVG, self.avg_rt)
-        _EDGE.pack_into(mem, base + _OFF_STATUS, BUSY if busy_since else IDLE, self.requests, self.exceptions,
-                        self.tx, busy_since)
+        bucket = bisect_left(BUCKETS, elapsed)
+        if bucket < _LAST_BUCKET:
+            count = self.buckets[bucket] = self.buckets[bucket] + 1
+            _Q.pack_into(self.mem, self.base + _OFF_HIST + 8 * bucket, count)
+        _END.pack_into(self.mem, self.base + _OFF_STATUS, BUSY if busy_since else IDLE, self.requests,
+                       self.exceptions, self.tx, busy_since, self.avg_rt, self.running)
 
 
 class Totals(NamedTuple):

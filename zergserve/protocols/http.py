@@ -713,6 +713,10 @@ class HTTPConnection:
         self._cstate = _C_DONE
         return True
 
+    def has_input(self) -> bool:
+        """Whether bytes not parsed yet, or the client's EOF, wait for next_event()."""
+        return self._pos < len(self._buf) or self._eof
+
     def trailing(self) -> bytes:
         """The bytes received after the request head: on a protocol switch (a WebSocket's 101),
         the first bytes of the new protocol."""

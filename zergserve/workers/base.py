@@ -286,11 +286,12 @@ class Worker:
     def close_idle(self) -> None:
         """On a stop: end the wait of every kept-alive connection between requests (its read sees
         EOF and it closes), instead of holding the stop for --keep-alive seconds."""
-        for conn in list(self.ctx.idle):
-            try:
-                conn.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+        for ex in list(self.ctx.kept):
+            if ex.idle:
+                try:
+                    ex.handle.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
 
     def accept_error(self, exc: OSError, listener: Listener) -> float:
         """What a failed accept() means for every worker class: seconds to back off (out of
