@@ -83,7 +83,7 @@ class Worker:
         """Boot and serve; always ends the process."""
         code = EXIT_OK
         try:
-            self.in_app = True  # a lazy app's import may take long: a quick stop need not wait for it
+            self.enter_app()  # a lazy app's import may take long: a quick stop need not wait for it
             self.boot()
             self.in_app = False
         except QuickStop:
@@ -196,6 +196,13 @@ class Worker:
         self.alive = False
         if self.inside_app():
             raise QuickStop
+
+    def enter_app(self) -> None:
+        """The main thread is about to run the app's code, or wait on it: a QUIT from now on
+        raises QuickStop where it lands (_quit), and one that came before, while the loop was on
+        its way here, raises now instead of waiting for the app."""
+        self.in_app = True
+        self.check_quit()
 
     def check_quit(self) -> None:
         """For the loops, whenever they wake: raise QuickStop once a quick stop was recorded."""
@@ -322,7 +329,7 @@ class Worker:
                     pending.remove(listener)
                     continue
                 budget -= 1
-                self.in_app = True  # a sync or gthread worker serves it here, in the main thread
+                self.enter_app()  # a sync or gthread worker serves it here, in the main thread
                 try:
                     take(conn, peer, listener)
                 finally:

@@ -88,8 +88,8 @@ class SyncWorker(Worker):
                     time.sleep(backoff)
                     return
             else:
-                self.in_app = True  # a QUIT now cannot wait for the loop: see Worker._quit
                 try:
+                    self.enter_app()  # a QUIT now cannot wait for the loop: see Worker._quit
                     connection.serve(conn, peer, listener, ctx)
                 finally:
                     self.in_app = False

@@ -92,7 +92,7 @@ class ThreadsWorker(Worker):
             self.parked.clear()
         self.drain_queue(lambda conn, peer, listener: connection.serve(conn, peer, listener, self.ctx))
         os.write(self.stop_w, b"x")
-        self.in_app = True  # the main thread now waits on the app's requests: a QUIT cannot wait for them
+        self.enter_app()  # the main thread now waits on the app's requests: a QUIT cannot wait for them
         deadline = time.monotonic() + self.cfg.worker_reload_mercy
         for thread in pool:
             thread.join(max(0.0, deadline - time.monotonic()))
