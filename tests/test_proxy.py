@@ -115,7 +115,7 @@ TRUST = "10.0.0.0/8, 2001:db8::/32, 192.0.2.1, ::1, 127.0.0.0/31"
 @given(ADDRESS_TEXT)
 def test_address_checks_agree_with_ipaddress(text):
     ip = _oracle(text)
-    assert proxy.canonical(text) == (None if ip is None else str(ip))
+    assert sockets.packed_address(text) == (b"" if ip is None else ip.packed)
     if ip is not None:
         assert sockets.is_loopback(text) == ip.is_loopback
     networks = [ipaddress.ip_network(item.strip()) for item in TRUST.split(",")]

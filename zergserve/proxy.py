@@ -11,7 +11,6 @@ passes the client address and nginx's `HTTPS` variable itself (wsgi.uwsgi_enviro
 
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING, Any
 
 from zergserve import sockets
@@ -25,21 +24,21 @@ if TYPE_CHECKING:
 class Trust:
     """A parsed allow-list: `*`, `unix`, addresses and networks (`10.0.0.0/8`), comma-separated.
 
-    Addresses are compared in their canonical text (an IPv4-mapped IPv6 one as IPv4), parsed by
-    the socket module; `ipaddress` is imported only for a list with networks in it."""
+    Addresses are compared in binary (an IPv4-mapped IPv6 one as IPv4), parsed by the socket
+    module (sockets.packed_address); `ipaddress` is imported only for a list with networks."""
 
     def __init__(self, spec: str) -> None:
         self.everyone = False
         self.unix = False
-        self.exact: set[str] = set()
+        self.exact: set[bytes] = set()
         self.networks: list[Network] = []
         for item in filter(None, (part.strip() for part in spec.split(","))):
             if item == "*":
                 self.everyone = True
             elif item in ("unix", "unix:"):
                 self.unix = True
-            elif (address := canonical(item)) is not None:
-                self.exact.add(address)
+            elif packed := sockets.packed_address(item):
+                self.exact.add(packed)
             else:
                 import ipaddress
                 try:
@@ -48,7 +47,7 @@ class Trust:
                     raise ValueError(f"invalid proxy address {item!r} (an IP, a network like 10.0.0.0/8, "
                                      f"'unix' or '*')") from None
                 if net.num_addresses == 1:
-                    self.exact.add(str(net.network_address))
+                    self.exact.add(sockets.packed_address(str(net.network_address)))
                 else:
                     self.networks.append(net)
 
@@ -61,29 +60,18 @@ class Trust:
         return self.address(peer[0])
 
     def address(self, text: str) -> bool:
-        if self.everyone or text in self.exact:
+        if self.everyone:
             return True
-        address = canonical(text)
-        if address is None:
+        packed = sockets.packed_address(text)
+        if not packed:
             return False
-        if address in self.exact:
+        if packed in self.exact:
             return True
         if not self.networks:
             return False
         import ipaddress
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(packed)
         return any(ip in net for net in self.networks)
-
-
-def canonical(text: str) -> str | None:
-    """An IP address's canonical text (an IPv4-mapped IPv6 address as IPv4, no zone); None if
-    `text` is not an address."""
-    packed = sockets.packed_address(text)
-    if len(packed) == 16 and packed[:12] == sockets.IPV4_MAPPED:
-        packed = packed[12:]
-    if not packed:
-        return None
-    return socket.inet_ntop(socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed)
 
 
 DEFAULT = "127.0.0.1,::1,unix"

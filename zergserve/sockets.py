@@ -114,22 +114,24 @@ def is_loopback(host: str) -> bool:
     """Whether an IP address (as getsockname() gives it) is a loopback one: 127.0.0.0/8, ::1, or
     127.0.0.0/8 mapped into IPv6."""
     packed = packed_address(host)
-    if len(packed) == 16 and packed[:12] == IPV4_MAPPED:
-        packed = packed[12:]
     return packed[:1] == b"\x7f" if len(packed) == 4 else packed == IPV6_LOOPBACK
 
 
 def packed_address(host: str) -> bytes:
-    """An IPv4 (4 bytes) or IPv6 (16 bytes) address in binary, b'' for anything else; a zone
-    (`%eth0`) is dropped. The socket module's parser: `ipaddress` would cost every worker a
-    quarter of a megabyte for these few checks (proxy.py keeps it for networks)."""
+    """An IP address in binary: IPv4 in 4 bytes (an IPv4-mapped IPv6 address too), IPv6 in 16,
+    b'' for anything else; a zone (`%eth0`) is dropped. The socket module's parser: `ipaddress`
+    would cost every worker a quarter of a megabyte for these few checks (proxy.py keeps it for
+    networks)."""
     host = host.partition("%")[0]
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            return socket.inet_pton(family, host)
-        except OSError:
-            pass
-    return b""
+    try:
+        return socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        return b""
+    return packed[12:] if packed[:12] == IPV4_MAPPED else packed
 
 
 IPV4_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d
