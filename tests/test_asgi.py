@@ -194,16 +194,18 @@ def test_bad_response_headers_are_refused(headers):
 class _Sink:
     def __init__(self) -> None:
         self.heads: list[tuple[int, bytes]] = []
-        self.body = b""
+        self.sent = b""
         self.aborted = False
 
-    async def send_head(self, status, reason, headers, body):
+    def head(self, status, reason, headers, body, last):
         self.heads.append((status, body))
+        return False
 
-    async def send_body(self, data):
-        self.body += data
+    def body(self, data, last):
+        self.sent += data
+        return False
 
-    async def finish(self):
+    async def drain(self):
         pass
 
     def abort(self):

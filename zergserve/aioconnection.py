@@ -352,7 +352,7 @@ class HttpProtocol(asyncio.Protocol):
     # --- writing (asgi.Sink) -------------------------------------------------------------------
 
     def _put(self, data: bytes) -> bool:
-        """Hand `data` to the transport; True when the writer must wait (_drain) before more."""
+        """Hand `data` to the transport; True when the writer must wait (drain) before more."""
         if self.lost:
             raise ConnectionResetError("client gone")
         self.transport.write(data)
@@ -361,9 +361,9 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _write(self, data: bytes) -> None:
         if self._put(data):
-            await self._drain()
+            await self.drain()
 
-    async def _drain(self) -> None:
+    async def drain(self) -> None:
         """Wait until the transport takes more, or raise once the client reads slower than the pace."""
         pace = self.pace
         if pace is None:
@@ -396,20 +396,12 @@ class HttpProtocol(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        if self._put(self.ex.head(status, reason, headers, body)):
-            await self._drain()
+    def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes, last: bool) -> bool:
+        return self._put(self.ex.head(status, reason, headers, body, last))
 
-    async def send_body(self, data: bytes) -> None:
-        framed = self.ex.data(data)
-        if framed and self._put(framed):
-            await self._drain()
-
-    async def finish(self) -> None:
-        if self.ex.http:
-            end = self.ex.end()
-            if end and self._put(end):
-                await self._drain()
+    def body(self, data: bytes, last: bool) -> bool:
+        framed = self.ex.data(data, last)
+        return self._put(framed) if framed else False
 
     def abort(self) -> None:
         self.ex.abort()

@@ -24,11 +24,14 @@ Pull = Callable[[], Awaitable[bytes]]  # the next body chunk, b'' at the end of 
 
 
 class Sink(Protocol):
-    """What a protocol driver offers `run()` to put a response on its wire."""
+    """What a protocol driver offers `run()` to put a response on its wire. Writing does not wait:
+    `head` and `body` hand the bytes on (`last`: the response ends with them) and say whether the
+    writer must wait (`drain`) before it writes more; most responses never do, so they cost no
+    coroutine of the sink's."""
 
-    async def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
-    async def send_body(self, data: bytes) -> None: ...
-    async def finish(self) -> None: ...
+    def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes, last: bool) -> bool: ...
+    def body(self, data: bytes, last: bool) -> bool: ...
+    async def drain(self) -> None: ...
     def abort(self) -> None: ...
     async def closed(self) -> None:
         """Return once the client has closed the connection (EOF or an error on it)."""
@@ -212,15 +215,16 @@ async def run(app: Callable, scope: dict[str, Any], pull: Pull | None, sink: Sin
             more = bool(message.get("more_body", False))
             try:
                 if not response.head_sent:
-                    await sink.send_head(response.status, reason(response.status), response.headers, data)
+                    wait = sink.head(response.status, reason(response.status), response.headers, data, not more)
                     response.head_sent = True  # after: a head the codec refused leaves room for a 500
-                elif data:
-                    await sink.send_body(data)
+                else:
+                    wait = sink.body(data, not more) if data or not more else False
                 response.sent += len(data)
                 if not more:
                     response.finished = True
-                    await sink.finish()
                     response.end()
+                if wait:
+                    await sink.drain()
             except OSError as exc:  # the socket failed: the client, not the app
                 response.gone = True
                 response.end()
@@ -277,9 +281,10 @@ async def _error_response(response: Response, sink: Sink, status: int, body: byt
     response.head_sent = response.finished = True
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
     try:
-        await sink.send_head(status, reason(status), headers, body)
+        wait = sink.head(status, reason(status), headers, body, True)
         response.sent = len(body)
-        await sink.finish()
+        if wait:
+            await sink.drain()
     except OSError:
         sink.abort()
 

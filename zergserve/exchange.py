@@ -332,9 +332,11 @@ class Exchange:
 
     # --- the response --------------------------------------------------------------------------
 
-    def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+             last: bool = False) -> bytes:
         """The response head (and first body bytes) for the wire. HTTP: framed by the codec (which
-        refuses what it cannot frame: AppError); uwsgi: a raw response as uWSGI writes it."""
+        refuses what it cannot frame: AppError); uwsgi: a raw response as uWSGI writes it. With
+        `last`, the body ends here too (end())."""
         self.head_count = len(headers)
         if not self.http:
             lines = [b"%s %d %s\r\n" % (self.protocol.encode("latin-1"), status, reason)]
@@ -349,13 +351,17 @@ class Exchange:
         except h1.HTTPError as exc:
             raise AppError(f"cannot send the response: {exc.reason}") from None
         self.head_sent = len(data)
-        return data + self.h.send_data(body) if body else data
+        if body:
+            data += self.h.send_data(body)
+        return data + self.end() if last else data
 
-    def data(self, data: bytes) -> bytes:
-        """Body bytes for the wire (none on HTTP once the response is aborted or unframed)."""
+    def data(self, data: bytes, last: bool = False) -> bytes:
+        """Body bytes for the wire (none on HTTP once the response is aborted or unframed); with
+        `last`, the end of the body after them (end())."""
         if not self.http:
             return data
-        return b"" if self.raw else self.h.send_data(data)
+        framed = b"" if self.raw else self.h.send_data(data)
+        return framed + self.end() if last else framed
 
     def end(self) -> bytes:
         """The end of the body (the last chunk for chunked framing)."""
