@@ -203,8 +203,9 @@ class HttpProtocol(asyncio.Protocol):
         try:
             server = hub.server_of(self.listener)
             state = hub.lifespan.state
-            if ex.http and ex.request is not None and is_websocket_upgrade(ex.request):
-                await self._serve_websocket(websocket.scope(ex.request, ex.peer, server, state))
+            request = ex.request
+            if ex.http and request is not None and request.upgrade and is_websocket_upgrade(request):
+                await self._serve_websocket(websocket.scope(request, ex.peer, server, state))
             else:
                 self.pace = None
                 if ex.http:
