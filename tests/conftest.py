@@ -160,6 +160,26 @@ def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
+def sent_requests(addr: str, path: str, count: int) -> list[socket.socket]:
+    """`count` connections, each with a GET of `path` already sent (Connection: close). Once this
+    returns every one is accepted or in the listener's queue, which a stop serves: a test that
+    signals the server can count on all of them, as it could not on client threads that may not
+    have connected yet (`status_of` reads each answer)."""
+    socks = []
+    for _ in range(count):
+        sock = connect(addr)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        socks.append(sock)
+    return socks
+
+
+def status_of(sock: socket.socket, timeout: float = 10.0) -> int:
+    """The status of the one response on `sock` (0 if none came), which is then closed."""
+    with sock:
+        answer = recv_all(sock, timeout)
+    return int(answer[9:12]) if answer.startswith(b"HTTP/1.1 ") else 0
+
+
 def raw(addr: str, payload: bytes, timeout: float = 5.0, half_close: bool = False) -> bytes:
     """Send bytes on a fresh connection (then shut our side if asked) and return all until EOF."""
     with connect(addr, timeout) as sock:

@@ -9,11 +9,9 @@ import os
 import signal
 import socket
 
-import threading
-
 import pytest
 
-from conftest import APPS, ROOT, bound, connect, fetch, http_request, recv_all, responses, wait_for
+from conftest import APPS, ROOT, bound, connect, fetch, http_request, recv_all, responses, sent_requests, status_of, wait_for
 from conftest import start as start_instance
 from test_master import Load
 from zergserve import asgi
@@ -87,20 +85,14 @@ def test_body_over_limit_post_is_413(spawn, workdir):
 
 def test_term_finishes_in_flight_requests(spawn, workdir):
     server = start(spawn, workdir)
-    results: list[int] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        http_request(server.addr, "GET", "/sleep?s=1", timeout=10)[0])) for _ in range(5)]
-    for thread in threads:
-        thread.start()
+    clients = sent_requests(server.addr, "/sleep?s=1", 5)
     with connect(server.addr) as idle:  # a kept-alive connection between requests closes at once
         idle.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
         responses(idle, 1)
         wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "busy", message="requests in flight")
         server.signal(signal.SIGTERM)
         assert recv_all(idle, timeout=5) == b""
-    for thread in threads:
-        thread.join(10)
-    assert results == [200] * 5
+    assert [status_of(client) for client in clients] == [200] * 5
     assert server.wait_exit() == 0
 
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import bound, connect, fetch, http_request, recv_all, wait_for
+from conftest import bound, connect, fetch, http_request, recv_all, sent_requests, status_of, wait_for
 from conftest import start as start_instance
 from test_master import Load
 
@@ -30,16 +30,10 @@ def test_a_trickling_client_does_not_hold_the_worker(spawn, workdir):
 
 def test_term_finishes_in_flight_requests(spawn, workdir):
     server = start(spawn, workdir)
-    results: list[int] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        http_request(server.addr, "GET", "/sleep?s=1", timeout=10)[0])) for _ in range(5)]
-    for thread in threads:
-        thread.start()
+    clients = sent_requests(server.addr, "/sleep?s=1", 5)
     wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "busy", message="requests in flight")
     server.signal(signal.SIGTERM)
-    for thread in threads:
-        thread.join(10)
-    assert results == [200] * 5
+    assert [status_of(client) for client in clients] == [200] * 5
     assert server.wait_exit() == 0
 
 
