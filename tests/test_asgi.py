@@ -11,7 +11,8 @@ import socket
 
 import pytest
 
-from conftest import APPS, ROOT, bound, connect, fetch, http_request, recv_all, responses, sent_requests, status_of, wait_for
+from conftest import (APPS, ROOT, bound, connect, fetch, http_request, recv_all, responses, sent_requests, status_of,
+                      wait_for)
 from conftest import start as start_instance
 from test_master import Load
 from zergserve import asgi
