@@ -121,6 +121,9 @@ def test_zerg_keeps_its_sockets_across_its_own_reload(spawn, workdir):
     z.signal(signal.SIGHUP)
     wait_for(lambda: fetch(z.stats)["workers"][0]["pid"] not in (0, old) and
              fetch(z.stats)["workers"][0]["status"] == "idle", timeout=20, message="zerg reloaded")
+    # the old worker serves what the queue holds on its way out (drain_queue): once it is gone,
+    # only the new one answers
+    wait_for(lambda: gone(old), timeout=20, message="the old worker gone")
     new = str(fetch(z.stats)["workers"][0]["pid"]).encode()
     assert pids_answering(main.addr, 5) == {new}
 
