@@ -184,6 +184,14 @@ def test_bad_response_headers_are_refused(headers):
         asgi.encode_headers(headers)
 
 
+def test_response_headers_as_lists_and_bytearrays_are_taken():
+    """ASGI allows any iterable pair and bytes-like values; the cache of checked fields keeps only
+    what it can hash, and answers the same the second time."""
+    for _ in range(2):
+        assert asgi.encode_headers([[b"x", b"y"], (b"a", bytearray(b"b")), (b"c", b"d")]) == \
+            [(b"x", b"y"), (b"a", b"b"), (b"c", b"d")]
+
+
 class _Sink:
     def __init__(self) -> None:
         self.heads: list[tuple[int, bytes]] = []

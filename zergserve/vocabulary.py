@@ -67,24 +67,23 @@ class CheckedFields:
 
     def encode(self, items: list[Any]) -> list[tuple[bytes, bytes]]:
         known = self.known
+        found: list[Any]
         try:
             found = list(map(known.get, items))  # every field known: one pass in C
-        except TypeError:  # an unhashable item (a list pair): checked one by one below
-            found = [None]
+        except TypeError:  # an unhashable item (a list pair, a bytearray value): each is checked
+            found = [None] * len(items)
         if None not in found:
-            return found  # type: ignore[return-value]  # no None in it
-        out = []
-        for item in items:
-            try:
-                field = known.get(item) if type(item) is tuple else None
-            except TypeError:  # an unhashable item: check() says what is wrong with it
-                field = None
+            return found
+        for index, field in enumerate(found):
             if field is None:
-                field = self.check(item)
-                if len(known) < self.size:
-                    known[item] = field
-            out.append(field)
-        return out
+                item = items[index]
+                found[index] = field = self.check(item)
+                if type(item) is tuple and len(known) < self.size:
+                    try:
+                        known[item] = field
+                    except TypeError:  # a bytearray in it: checked again next time
+                        pass
+        return found
 
 
 def reason(code: int) -> bytes:
