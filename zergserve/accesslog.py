@@ -119,6 +119,9 @@ def compile_format(spec: str, ctx: Any = None, datefmt: str = DEFAULT_DATE) -> F
     parts.append(_literal(fmt[pos:]))
     source = "lambda ex, status, sent, now, elapsed: f" + repr("".join(parts))
     scope = {**_HELPERS, **names, "ctx": ctx, "datefmt": datefmt}
+    if quote == "_json":  # json only for a JSON format: most workers never load it
+        from json.encoder import encode_basestring_ascii
+        scope["_json"] = encode_basestring_ascii
     return eval(source, scope)  # noqa: S307 - the source is built above from a fixed table
 
 
@@ -221,12 +224,6 @@ def _strftime(fmt: str, when: float) -> str:
     return cached[1]
 
 
-def _json(text: str) -> str:
-    """A JSON string literal of `text` (a JSON --log-format's fields); json is imported by the first."""
-    from json.encoder import encode_basestring_ascii
-    return encode_basestring_ascii(text)
-
-
 def _iso(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when)) + f".{int(when % 1 * 1000):03d}" + \
         time.strftime("%z", time.localtime(when))
@@ -235,7 +232,6 @@ def _iso(when: float) -> str:
 _HELPERS = {
     "_addr": _addr, "_vars": _vars, "_pktsize": _pktsize, "_var": _var, "_cl": _cl,
     "_statm": _statm, "_strftime": _strftime, "_ctime": time.ctime, "_iso": _iso,
-    "_json": _json,
     "_printable": quoted, "_pid": os.getpid, "REMOTE_USER": "REMOTE_USER", "HTTP_HOST": "HTTP_HOST",
     "HTTP_REFERER": "HTTP_REFERER", "HTTP_USER_AGENT": "HTTP_USER_AGENT", "LTIME": "%d/%b/%Y:%H:%M:%S %z",
     "ONE_DECIMAL": ".1f", "SIX_DECIMALS": ".6f", "DASH": "-", "EMPTY": "",
