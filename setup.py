@@ -1,10 +1,52 @@
-"""The codecs' optional C accelerator (the uwsgi vars loop, the HTTP head gate's and response fields'
-common cases); everything else is in pyproject.toml.
+"""The compiled parts, both optional; everything else is in pyproject.toml.
 
-optional=True: without a compiler (or Python headers) the build logs a warning and the package
-installs pure Python, which behaves the same (zergserve/protocols/uwsgi.py and http.py fall back).
+- The codecs' C accelerator (zergserve/protocols/_speedups.c): the uwsgi vars loop, the HTTP head
+  gate's and the response fields' common cases.
+- The request path compiled by mypyc (the modules zergserve/compiled.py names): the same typed
+  source, run as C. ZERGSERVE_MYPYC=0 skips it.
+
+Both are optional=True: without a compiler (or Python headers, or mypyc) the build logs a warning
+and the package installs pure Python, which behaves the same.
+
+`python setup.py` is not how to install (use pip); `python -c "import setup; setup.build_in_place()"`
+compiles both into a source tree with any setuptools, as `pip install -e .` does.
 """
+
+from __future__ import annotations
+
+import os
+import runpy
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("zergserve.protocols._speedups", ["zergserve/protocols/_speedups.c"], optional=True)])
+
+def extensions() -> list[Extension]:
+    extensions = [Extension("zergserve.protocols._speedups", ["zergserve/protocols/_speedups.c"], optional=True)]
+    if os.environ.get("ZERGSERVE_MYPYC", "1") == "0":
+        return extensions
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        print("warning: mypyc is not installed: the request path stays pure Python")
+        return extensions
+    compiled = runpy.run_path(os.path.join("zergserve", "compiled.py"))
+    paths = [os.path.join(*module.split(".")) + ".py" for module in compiled["MODULES"]]
+    for extension in mypycify(paths, opt_level="3", group_name=compiled["GROUP"]):
+        extension.optional = True
+        extensions.append(extension)
+    return extensions
+
+
+def build_in_place() -> None:
+    """Compile the extensions next to their sources, from the source tree's root, without reading
+    pyproject.toml (an older setuptools than the build's cannot)."""
+    from setuptools.dist import Distribution
+
+    distribution = Distribution({"name": "zergserve", "ext_modules": extensions()})
+    command = distribution.get_command_obj("build_ext")
+    command.inplace = True
+    distribution.run_command("build_ext")
+
+
+if __name__ == "__main__":
+    setup(ext_modules=extensions())

@@ -17,9 +17,13 @@ from zergserve.protocols.uwsgi import encode_packet
 
 
 class Row:
+    """The scoreboard row, and where make_ctx() puts the context's error and access lines."""
+
     def __init__(self) -> None:
         self.begun: list[bytes] = []
         self.ended: list[int] = []
+        self.errors: list[str] = []
+        self.lines: list[str] = []
 
     def begin(self, line: bytes, now: float) -> None:
         self.begun.append(line)
@@ -35,10 +39,11 @@ class Listener:
 
 
 def make_ctx(**options: Any) -> Context:
-    ctx = Context(app=None, row=Row(), wid=1, log_error=lambda line: ctx.errors.append(line),
-                  access_log=None, limits=h1.Limits(), keep_alive=True, **options)
-    ctx.access_log = AccessLog(compile_format("zergserve", ctx), lambda line, now: ctx.lines.append(line))
-    ctx.errors, ctx.lines = [], []  # type: ignore[attr-defined]
+    """A context whose error lines and access lines land in its row's `errors` and `lines`."""
+    row = Row()
+    ctx = Context(app=None, row=row, wid=1, log_error=row.errors.append, access_log=None, limits=h1.Limits(),
+                  keep_alive=True, **options)
+    ctx.access_log = AccessLog(compile_format("zergserve", ctx), lambda line, now: row.lines.append(line))
     return ctx
 
 
@@ -142,13 +147,13 @@ def test_timeouts_408_only_when_bytes_arrived():
     ex = Exchange(ctx, Listener("http"), None)
     assert ex.next_action() is RECEIVE
     ex.timed_out()
-    assert ex.next_action() is CLOSE and ctx.errors == []
+    assert ex.next_action() is CLOSE and ctx.row.errors == []
     ex = Exchange(ctx, Listener("http"), None)
     ex.receive_data(b"GET / HT")
     assert ex.next_action() is RECEIVE
     ex.timed_out()
     action = ex.next_action()
-    assert action.data.startswith(b"HTTP/1.1 408 ") and "request head not complete" in ctx.errors[0]
+    assert action.data.startswith(b"HTTP/1.1 408 ") and "request head not complete" in ctx.row.errors[0]
 
 
 def test_a_body_the_app_left_is_drained_then_the_next_request():
@@ -178,7 +183,7 @@ def test_expect_continue_once_and_access_line_escaped():
     ex.receive_data(encode_packet({"REQUEST_URI": "/x\n", "REMOTE_ADDR": "1.2.3.4\nforged"}))
     assert ex.next_action() is SERVE
     ex.after_response(200, 0)
-    assert ctx.lines[0].startswith('1.2.3.4\\nforged "GET /x\\n HTTP/1.0" 200 0 ')
+    assert ctx.row.lines[0].startswith('1.2.3.4\\nforged "GET /x\\n HTTP/1.0" 200 0 ')
     ex = Exchange(ctx, Listener("http"), None)
     ex.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
     ex.next_action()
@@ -201,9 +206,9 @@ def test_uwsgi_refusal_over_a_unix_socket_names_the_listener():
     ex = Exchange(ctx, Listener("uwsgi"), "")
     ex.receive_data(encode_packet({"CONTENT_LENGTH": "-1", "REMOTE_ADDR": "1.2.3.4"}))
     action = ex.next_action()
-    assert action.data.startswith(b"HTTP/1.0 400 Bad Request\r\n") and "(peer uwsgi.sock)" in ctx.errors[0]
+    assert action.data.startswith(b"HTTP/1.0 400 Bad Request\r\n") and "(peer uwsgi.sock)" in ctx.row.errors[0]
     ex = Exchange(ctx, Listener("uwsgi"), "")
     ex.receive_data(encode_packet({"REMOTE_ADDR": "1.2.3.4"}))
     assert ex.next_action() is SERVE
     ex.after_response(200, 0)
-    assert ctx.lines[-1].startswith('1.2.3.4 "GET  HTTP/1.0" 200 0 ')
+    assert ctx.row.lines[-1].startswith('1.2.3.4 "GET  HTTP/1.0" 200 0 ')

@@ -143,26 +143,28 @@ def test_pure_python_env_forces_the_fallbacks(codec):
     assert accelerated(codec, {"ZERGSERVE_PURE_PYTHON": "0"}) == "True"
 
 
-APP = """from zergserve.protocols import http, uwsgi
+APP = """from zergserve import compiled
+from zergserve.protocols import http, uwsgi
 def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
-    flags = f"{http.ACCELERATED} {uwsgi.ACCELERATED}"
+    flags = f"{http.ACCELERATED} {uwsgi.ACCELERATED} {compiled.ACTIVE}"
     return [f"{environ['PATH_INFO']} {environ.get('HTTP_X_A')} {flags}".encode('latin-1')]
 """
 
 
 def test_server_on_the_python_codecs(spawn, workdir, monkeypatch):
-    """ZERGSERVE_PURE_PYTHON=1: both codecs on their Python paths in a real server serve, and refuse."""
+    """ZERGSERVE_PURE_PYTHON=1: both codecs on their Python paths (no C accelerator, no mypyc) in a
+    real server serve, and refuse."""
     (workdir / "which.py").write_text(APP)
     monkeypatch.setenv("ZERGSERVE_PURE_PYTHON", "1")  # the server's environment is copied from ours
     server = start(spawn, workdir, "--socket-timeout", "2", module="which:application", workers=1, uwsgi="unix",
                    stats=False, mercy=None)
     reply = raw(server.http, b"GET /p HTTP/1.1\r\nHost: h\r\nX-A:  b \r\nConnection: close\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"/p b False False")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"/p b False False False")
     assert raw(server.http, b"GET /p HTTP/1.1\r\nHost: h\r\nX-A: \x01\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     reply = raw(server.usock, uwsgi.encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/caf\xe9",
                                                    "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_X_A": "c"}))
-    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"/caf\xe9 c False False")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"/caf\xe9 c False False False")
     assert raw(server.usock, struct.pack("<BHB", 0, 6, 0) + b"\x00\x00\x02\x00ab", half_close=True) == b""
     server.wait_log("uwsgi key cannot be null")
 

@@ -52,7 +52,7 @@ class HttpProtocol(asyncio.Protocol):
         self.slotted = slotted  # holds one of the --worker-connections slots
         self.transport: Any = None
         self.sock: Any = None
-        self.ex: Exchange = Exchange(hub.ctx, listener, peer)  # no handle: the worker's close_idle() asks each
+        self.ex: Exchange = Exchange(hub.ctx, listener, peer)
         self.state = HEAD
         self.inbuf = b""  # bytes read that the exchange has not asked for yet
         self.eof = False  # the client closed its side (or the connection is lost)

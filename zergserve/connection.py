@@ -43,7 +43,7 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
     except OSError:
         conn.close()
         return
-    resume(conn, Exchange(ctx, listener, peer, conn), park)
+    resume(conn, Exchange(ctx, listener, peer), park)
 
 
 def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exchange], None] | None = None,
@@ -54,7 +54,7 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
     A fast client's next request is often there before the response's bookkeeping is done: it is
     taken at once, but only `_STREAK` times in a row; then the connection waits its turn (parked,
     or the worker's `turn()`), so that it cannot hold a thread or the gevent hub from the others."""
-    parked = False
+    parked = kept = False
     streak = 0  # requests taken back to back, already there, since this connection last waited
     try:
         while True:
@@ -67,6 +67,9 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
                         parked = True
                         return
                     streak += 1
+                elif idle and not kept:  # it may wait here between requests: close_idle() must find it
+                    ex.ctx.kept[ex] = conn
+                    kept = True
                 readable = False
                 try:
                     if idle and park is None and ex.ctx.turn is not None:
@@ -96,6 +99,8 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
     except OSError:
         pass
     finally:
+        if kept:
+            del ex.ctx.kept[ex]
         if not parked:
             conn.close()
 

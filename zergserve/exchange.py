@@ -13,8 +13,7 @@ h11's `_connection.py` is the model, one level up.
 from __future__ import annotations
 
 import time
-import weakref
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Final, NamedTuple
 
 from zergserve.accesslog import AccessLog
 from zergserve.pacing import BodyClock, BodyTimeout, SendPace
@@ -54,12 +53,13 @@ class Context:
         # Why a request was refused or a client left (its access line has the status).
         self.log_refusal = log_refusal or log_error
         for name, value in settings.items():
-            if name not in Context.__annotations__:
+            if name.startswith("_") or not hasattr(Context, name) or callable(getattr(Context, name)):
                 raise TypeError(f"Context has no setting {name!r}")
             setattr(self, name, value)
-        # A blocking driver's kept-alive connections (their exchanges, each added once): on a stop,
-        # Worker.close_idle() ends the wait of those between requests.
-        self.kept: weakref.WeakSet[Exchange] = weakref.WeakSet()
+        # The blocking driver's kept-alive connections that wait in a read, by exchange (connection.py
+        # adds each once, and removes it at its close): on a stop, Worker.close_idle() ends the wait
+        # of those between requests.
+        self.kept: dict[Exchange, Any] = {}
         self.environs: dict[Any, dict[str, Any]] = {}  # a WSGI driver's environ per listener, built once
 
     # Why a WebSocket upgrade is refused (501), '' where the worker serves it (workers/asyncio.py).
@@ -94,19 +94,21 @@ CLOSE = Reply(b"", False)  # close the connection now
 Action = Reply | _Step
 # What to do after a response (Exchange.after_response):
 KEEP, DRAIN, LINGER, CLOSED = "keep", "drain", "linger", "closed"
+_NO_VARS: Final[dict[str, str]] = {}
 
 
 class Exchange:
     """One accepted connection, from its first byte to its close.
 
     Per-request state starts from the class's defaults, and goes back to them after each request
-    (next_request: one dict update)."""
+    (next_request)."""
 
     received_any = False
     fed = False  # bytes or EOF came since the codec last had nothing to parse (new, or idle between requests)
     kept_alive = False  # a request was served before on this connection
-    pending: Action | None = None  # decided by timed_out(), returned next
-    method = target = protocol = ""
+    method = ""
+    target = ""
+    protocol = ""
     has_body = False
     length = 0  # uwsgi: body bytes still to read
     first = b""  # uwsgi: body bytes that came with the packet
@@ -121,16 +123,13 @@ class Exchange:
     started = 0.0  # time.time() at the request's start: the access log's timestamps
     began = 0.0  # time.monotonic() then: the row's request start, the response time
     request: h1.Request | None = None  # HTTP: the request head
-    variables: dict[str, str] = {}  # uwsgi: the packet's vars
-    _REQUEST_STATE = frozenset(("method", "target", "protocol", "has_body", "clock", "read", "continued",
-                                "body_done", "body_failed", "raw", "head_sent", "head_count", "started",
-                                "began"))
+    variables: dict[str, str] = _NO_VARS  # uwsgi: the packet's vars
 
-    def __init__(self, ctx: Context, listener: Any, peer: Any, handle: Any = None) -> None:
+    def __init__(self, ctx: Context, listener: Any, peer: Any) -> None:
         self.ctx = ctx
         self.listener = listener
-        self.handle = handle  # the driver's socket, for Worker.close_idle() (ctx.kept)
         self.peer = peer
+        self.pending: Action | None = None  # decided by timed_out(), returned next
         self.http = listener.proto == "http"
         if self.http:
             self.h = h1.HTTPConnection(ctx.limits, keep_alive=ctx.keep_alive)
@@ -400,17 +399,17 @@ class Exchange:
         if self.ctx.draining or not self.h.start_next_cycle():
             return False
         self.deadline = time.monotonic() + (self.ctx.keepalive_timeout or self.ctx.http_timeout)
-        if not self.kept_alive and self.handle is not None:
-            self.ctx.kept.add(self)
         self.kept_alive = True
         self.received_any = False
-        self.__dict__.update(_REQUEST_DEFAULTS)
+        self.method = self.target = self.protocol = ""
+        self.has_body = self.continued = self.body_done = self.body_failed = self.raw = False
+        self.clock = None
+        self.read = self.head_sent = self.head_count = 0
+        self.started = self.began = 0.0
         if not self.h.has_input():  # the usual case: next_action() says RECEIVE without asking the codec
             self.fed = False
         return True
 
-
-_REQUEST_DEFAULTS = {name: getattr(Exchange, name) for name in Exchange._REQUEST_STATE}  # one update resets them
 
 
 def raw_error(protocol: str, status: int) -> bytes:

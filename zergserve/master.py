@@ -46,7 +46,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from zergserve import __version__, compat, exitcodes, handover, metrics, proctitle, sockets
+from zergserve import __version__, compat, compiled, exitcodes, handover, metrics, proctitle, sockets
 from zergserve.config import Config
 from zergserve.exitcodes import StartError
 from zergserve.hooks import Hooks, WorkerInfo
@@ -316,8 +316,8 @@ class Master(Supervisor):
                         listener.fileno())
         for warning in self.worker_class.start_warnings(self.listeners):
             logger.warning("%s", warning)
-        logger.info("zergserve %s master %d: %d %s worker(s)", __version__, os.getpid(), self.num_workers,
-                    cfg.worker)
+        logger.info("zergserve %s master %d: %d %s worker(s), request path %s", __version__, os.getpid(),
+                    self.num_workers, cfg.worker, compiled.STATUS)
 
     def _worker_ready(self, ready_r: int) -> None:
         drain(ready_r)

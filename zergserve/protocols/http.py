@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, Final, NamedTuple
 
 class _Sentinel:
     def __init__(self, name: str) -> None:
@@ -96,9 +96,21 @@ _NOT_IN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host", 
 # million one-byte chunks is refused after a few thousand, not parsed for seconds.
 _FRAMING_ALLOWANCE = 65536
 
-_NONE, _LENGTH, _CHUNKED, _CLOSE = "none", "length", "chunked", "close"  # response framings
-_C_LINE, _C_DATA, _C_CRLF, _C_TRAILER, _C_DONE = 0, 1, 2, 3, 4  # where a chunked body's parser is
-_B_NONE, _B_LENGTH, _B_CHUNKED = 0, 1, 2  # request body framings
+# Response framings.
+_NONE: Final = 0
+_LENGTH: Final = 1
+_CHUNKED: Final = 2
+_CLOSE: Final = 3
+# Where a chunked body's parser is.
+_C_LINE: Final = 0
+_C_DATA: Final = 1
+_C_CRLF: Final = 2
+_C_TRAILER: Final = 3
+_C_DONE: Final = 4
+# Request body framings.
+_B_NONE: Final = 0
+_B_LENGTH: Final = 1
+_B_CHUNKED: Final = 2
 _CHUNK_EXT = re.compile(rb"(?:;[^\r\n]*)?[ \t]*")  # what may follow a chunk size, as h11 reads it
 
 
@@ -167,26 +179,27 @@ Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel  # NEED_DAT
 class _DateCache:
     """The Date header changes once a second; format it (and its field line) once a second."""
 
-    stamp = 0
-    value = b""
-    line = b""
+    def __init__(self) -> None:
+        self.stamp = 0
+        self.value = b""
+        self.line = b""
 
-    @classmethod
-    def get(cls) -> bytes:
+    def get(self) -> bytes:
         now = int(time.time())
-        if now != cls.stamp:
-            cls.stamp = now
-            cls.value = _http_date(now)
-            cls.line = b"Date: %s\r\n" % cls.value
-        return cls.value
+        if now != self.stamp:
+            self.stamp = now
+            self.value = _http_date(now)
+            self.line = b"Date: %s\r\n" % self.value
+        return self.value
 
-    @classmethod
-    def get_line(cls) -> bytes:
+    def get_line(self) -> bytes:
         """`Date: <now>\r\n`."""
-        if int(time.time()) != cls.stamp:
-            cls.get()
-        return cls.line
+        if int(time.time()) != self.stamp:
+            self.get()
+        return self.line
 
+
+_date = _DateCache()
 
 _DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
 _MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
@@ -636,7 +649,7 @@ class HTTPConnection:
         block, length, close, have_date, have_server = fields if fields is not None else _response_fields(headers)
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason), block]
         if not have_date:
-            lines.append(_DateCache.get_line())
+            lines.append(_date.get_line())
         if not have_server:
             lines.append(b"Server: %s\r\n" % self.server)
         self._started = True
@@ -665,11 +678,11 @@ class HTTPConnection:
         """Body bytes framed for the wire; bytes past a declared Content-Length are cut and the
         connection will close (its framing could no longer be trusted)."""
         framing = self._framing
-        if not data or framing is _NONE or self._finished:
+        if not data or framing == _NONE or self._finished:
             return b""
-        if framing is _CHUNKED:
+        if framing == _CHUNKED:
             return b"%x\r\n%s\r\n" % (len(data), data)
-        if framing is _LENGTH:
+        if framing == _LENGTH:
             if len(data) > self._out_left:
                 self._close_after = True
                 data = data[:self._out_left]
@@ -682,9 +695,9 @@ class HTTPConnection:
         if self._finished:
             return b""
         self._finished = True
-        if self._framing is _LENGTH and self._out_left:
+        if self._framing == _LENGTH and self._out_left:
             self._close_after = True
-        return b"0\r\n\r\n" if self._framing is _CHUNKED else b""
+        return b"0\r\n\r\n" if self._framing == _CHUNKED else b""
 
     def error_response(self, err: HTTPError) -> bytes:
         """A complete error response that closes the connection; b'' if a response has started."""
@@ -695,7 +708,7 @@ class HTTPConnection:
         body = f"{err.status} {reason}\n".encode()
         return (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n"
                 b"Date: %s\r\nServer: %s\r\n\r\n%s"
-                % (err.status, reason.encode(), len(body), _DateCache.get(), self.server, body))
+                % (err.status, reason.encode(), len(body), _date.get(), self.server, body))
 
     def start_next_cycle(self) -> bool:
         """Get ready for the next request; False when the connection must close instead. A request

@@ -151,7 +151,7 @@ def parse_header(data: bytes) -> tuple[int, int, int]:
     return HEADER.unpack_from(data)
 
 
-def parse_vars(block: bytes | bytearray, max_vars: int = 128) -> dict[str, str]:
+def parse_vars(block: bytes | bytearray | memoryview, max_vars: int = 128) -> dict[str, str]:
     """Decode a vars block (latin-1, so every byte survives); the last of a repeated key wins.
 
     The fast loop (C when the accelerator is built, else Python) checks nothing it does not have
@@ -163,7 +163,7 @@ def parse_vars(block: bytes | bytearray, max_vars: int = 128) -> dict[str, str]:
     return result  # type: ignore[return-value]  # _explain always raises
 
 
-def _fast_vars_py(block: bytes | bytearray, max_vars: int) -> dict[str, str] | None:
+def _fast_vars_py(block: bytes | bytearray | memoryview, max_vars: int) -> dict[str, str] | None:
     """The vars of a well-formed block, None for any other: the hottest loop of a uwsgi request.
 
     The block is decoded once and sliced as text, since latin-1 maps byte offsets to character
@@ -190,7 +190,7 @@ def _fast_vars_py(block: bytes | bytearray, max_vars: int) -> dict[str, str] | N
     return result
 
 
-def _load_accelerator() -> Callable[[bytes | bytearray, int], dict[str, str] | None] | None:
+def _load_accelerator() -> Callable[[bytes | bytearray | memoryview, int], dict[str, str] | None] | None:
     """The compiled fast loop, unless absent (no compiler at install) or ZERGSERVE_PURE_PYTHON=1."""
     if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
         return None
@@ -206,7 +206,7 @@ _fast_vars = _fast_vars_c or _fast_vars_py
 ACCELERATED = _fast_vars_c is not None
 
 
-def _explain(block: bytes | bytearray, max_vars: int) -> None:
+def _explain(block: bytes | bytearray | memoryview, max_vars: int) -> None:
     """Raise the UwsgiError for a vars block the fast loop refused, checking each length."""
     pos, end = 0, len(block)
     for _ in range(max_vars):

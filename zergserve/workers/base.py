@@ -293,10 +293,10 @@ class Worker:
     def close_idle(self) -> None:
         """On a stop: end the wait of every kept-alive connection between requests (its read sees
         EOF and it closes), instead of holding the stop for --keep-alive seconds."""
-        for ex in list(self.ctx.kept):
+        for ex, conn in list(self.ctx.kept.items()):
             if ex.idle:
                 try:
-                    ex.handle.shutdown(socket.SHUT_RD)
+                    conn.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
 

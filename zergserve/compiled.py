@@ -1,0 +1,83 @@
+"""Which modules mypyc compiles, and whether a process runs them compiled or from their source.
+
+The request path (the codecs, the exchange, the blocking driver, the WSGI adapter, the asyncio
+connection and the ASGI adapter) is plain typed Python that setup.py also compiles with mypyc
+when it can: the same source, several times faster per request. The compiled modules sit next to
+their .py files and Python's import prefers them. Their source runs instead when:
+
+- ZERGSERVE_PURE_PYTHON=1 (the tests' and bench's way to run both builds of the same code);
+- a source file is newer than the compiled group in a source checkout (an edit since the last
+  `pip install -e .`): running stale machine code for a changed file would be worse than slower.
+
+It is all or nothing: the compiled modules call each other natively, so a mix would hold two
+copies of a class. This module imports only the standard library: setup.py reads MODULES from it.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import sys
+from types import ModuleType
+from typing import Sequence
+
+# Compiled together (one shared library, `zergserve/_compiled__mypyc*.so`), in dependency order.
+MODULES = ("zergserve.protocols.http", "zergserve.protocols.uwsgi", "zergserve.exchange", "zergserve.wsgi",
+           "zergserve.connection")
+GROUP = "zergserve._compiled"
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the directory holding zergserve/
+
+
+def _path(module: str) -> str:
+    return os.path.join(_ROOT, *module.split(".")) + ".py"
+
+
+def _built() -> str | None:
+    """The compiled group's shared library, if there is one for this interpreter."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        library = _path(GROUP + "__mypyc")[:-3] + suffix
+        if os.path.exists(library):
+            return library
+    return None
+
+
+def _stale(library: str) -> list[str]:
+    """The compiled modules whose source changed after the build, in a source checkout only (an
+    installed package's file times say nothing about its build)."""
+    if not os.path.exists(os.path.join(_ROOT, "setup.py")):
+        return []
+    built = os.stat(library).st_mtime
+    return [module for module in MODULES if os.stat(_path(module)).st_mtime > built]
+
+
+class _SourceFinder:
+    """A meta path finder for the compiled modules' .py files, ahead of the compiled modules."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+                  ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in MODULES:
+            return None
+        import importlib.util  # only in a process that runs the source
+
+        return importlib.util.spec_from_file_location(fullname, _path(fullname))
+
+
+def _choose() -> str:
+    """Decide, once per process, and say what was decided (the master logs it)."""
+    library = _built()
+    if library is None:
+        return "pure Python (not compiled)"
+    if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
+        reason = "ZERGSERVE_PURE_PYTHON is set"
+    else:
+        stale = _stale(library)
+        if not stale:
+            return "compiled (mypyc)"
+        reason = f"{', '.join(stale)} changed since the build: `pip install -e .` compiles them again"
+    sys.meta_path.insert(0, _SourceFinder())
+    return f"pure Python ({reason})"
+
+
+STATUS = _choose()
+ACTIVE = STATUS.startswith("compiled")
