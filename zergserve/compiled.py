@@ -23,7 +23,7 @@ from typing import Sequence
 
 # Compiled together (one shared library, `zergserve/_compiled__mypyc*.so`), in dependency order.
 MODULES = ("zergserve.protocols.http", "zergserve.protocols.uwsgi", "zergserve.exchange", "zergserve.wsgi",
-           "zergserve.connection")
+           "zergserve.connection", "zergserve.asgi", "zergserve.aioconnection")
 GROUP = "zergserve._compiled"
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the directory holding zergserve/
