@@ -120,7 +120,7 @@ def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Ex
     base = ctx.environs.get(listener)
     if base is None:
         base = ctx.environs[listener] = wsgi.base_environ(*listener.server_name_port())
-    if ex.http:
+    if ex.request is not None:  # HTTP
         environ = wsgi.http_environ(base, ex.request, ex.peer, body)
     else:
         environ = wsgi.uwsgi_environ(base, ex.variables, body)

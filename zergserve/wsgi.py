@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 
 from zergserve import proxy
 from zergserve.log import traceback_text
+from zergserve.protocols.http import Request
 from zergserve.vocabulary import (AppError, CheckedFields, ClientDisconnected, RequestError, RequestTimeout,
                                   RequestTooLarge, check_field, printable, reason, unquote)
 
@@ -161,7 +162,7 @@ def base_environ(server_name: str, server_port: str) -> dict[str, Any]:
     }
 
 
-def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> dict[str, Any]:
+def http_environ(base: dict[str, Any], request: Request, peer: Any, body: Input) -> dict[str, Any]:
     """Environ for a parsed HTTP request (protocols.http.Request)."""
     env = base.copy()
     path = request.path
@@ -191,7 +192,7 @@ def http_environ(base: dict[str, Any], request: Any, peer: Any, body: Input) -> 
         else:
             env[key] = value
     env["wsgi.input"] = body
-    if not proxy.FORWARDED_KEYS.isdisjoint(env):
+    if not env.keys().isdisjoint(proxy.FORWARDED_KEYS):  # a view against a set looks up the smaller one's keys
         proxy.apply_environ(env, peer)
     return env
 
@@ -296,7 +297,9 @@ class Response:
         self.length: int | None = None
         self.truncated = False
 
-    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+    def start_response(self, status: Any, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
+        """PEP 3333's start_response; what the app passes is checked here (parse_status,
+        encode_headers: AppError naming the fault), so the parameters say Any, which mypyc does not check."""
         if exc_info is not None:
             try:
                 if self.head_sent:
@@ -315,8 +318,8 @@ class Response:
                 self.length = int(value)
         return self.write
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """The app's write(); a chunk that is no bytes-like object is the app's error."""
+    def write(self, data: Any) -> None:
+        """The app's write(); a chunk that is no bytes-like object is the app's error (AppError)."""
         if self.headers is None:
             raise AppError("write() before start_response()")
         if not isinstance(data, (bytes, bytearray, memoryview)):
