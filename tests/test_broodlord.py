@@ -10,12 +10,16 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import APPS, ROOT, Bound, bound, fetch, handed_over, http_request, passed_fds, wait_for
 from loadtest.probe import tcp_backlog
 from test_emperor import Emperor
+from zergserve.emperor.broodlord import Broodlord
+from zergserve.emperor.throttle import Throttle
+from zergserve.emperor.vassal import Vassal
 
 
 def statuses(stats: str) -> list[str]:
@@ -441,3 +445,43 @@ def test_a_file_named_like_the_zerg_is_never_read_in_its_place(spawn, workdir):
     assert emperor.server.log().count("no zerg for vassal brood.ini") == 1
     with pytest.raises(OSError):
         http_request(str(stranger))
+
+
+class _Monitor:
+    def path_of(self, name: str) -> str:
+        return f"/nonexistent/{name}"
+
+
+class _Emperor:
+    """What Broodlord.sos() reads of the emperor: settings, vassals, the throttle; add() records."""
+
+    def __init__(self) -> None:
+        self.cfg = SimpleNamespace(emperor_broodlord=1, emperor_throttle=5000, emperor_no_blacklist=False)
+        self.throttle = Throttle(burst=1, step_ms=1000, max_ms=60000)
+        self.vassals: dict = {}
+        self.refused: dict = {}
+        self.added: list = []
+
+    def add(self, file, monitor, mtime, zerg=False):
+        vassal = self.vassals[file + ":zerg"] = Vassal(file, monitor, mtime, zerg=zerg)
+        self.added.append(vassal)
+        return vassal
+
+
+def test_no_zerg_spawns_while_one_that_never_accepted_is_on_its_way_out():
+    """Its end of the socketpair closed (cursed) but not yet reaped: its exit code decides whether
+    the next one is throttled, so an SOS in between must wait for it (soak: two spawns of a broken
+    [zerg] section 0.1 s apart)."""
+    emperor = _Emperor()
+    broodlord = Broodlord(emperor)
+    vassal = emperor.vassals["brood.ini"] = Vassal("brood.ini", _Monitor(), 0.0)
+    broodlord.sos(vassal, 1)
+    assert [z.name for z in emperor.added] == ["brood.ini:zerg"]
+    zerg = emperor.added[0]
+    zerg.set_stopping()  # what the emperor does at its EOF, before _reap() sees the exit
+    broodlord.sos(vassal, 16)
+    assert len(emperor.added) == 1
+    broodlord.exited(zerg, 2)  # reaped: a failed boot
+    del emperor.vassals["brood.ini:zerg"]
+    broodlord.sos(vassal, 16)
+    assert len(emperor.added) == 1 and emperor.throttle.backoff("brood.ini:zerg") > 0

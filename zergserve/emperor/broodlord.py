@@ -39,7 +39,10 @@ class Broodlord:
         name = vassal.name + ":zerg"
         if emperor.throttle.backoff(name):
             return
-        zergs = [v for v in emperor.vassals.values() if v.zerg and v.name == name and v.status == RUNNING]
+        zergs = [v for v in emperor.vassals.values() if v.zerg and v.name == name]
+        if any(z.status != RUNNING and not z.accepting for z in zergs):
+            return  # one that never accepted is on its way out: its exit says whether the next one waits
+        zergs = [z for z in zergs if z.status == RUNNING]
         booting = sum(1 for z in zergs if not z.accepting)
         count = min(wanted - booting, limit - len(zergs))
         if count <= 0:
