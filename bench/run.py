@@ -118,10 +118,13 @@ ASGI_EXTRAS = ("httptools", "uvloop")  # uvicorn[standard] brings them; named so
 
 
 def peer_versions(peers: Path) -> str:
-    """The versions every server of this run has, as one line."""
+    """The versions every server of this run has, as one line; then whether zergserve's request path
+    is compiled (mypyc) there."""
     code = ("import importlib.metadata as m\n"
             "print(', '.join(f'{p} {m.version(p)}' for p in ('zergserve', 'gunicorn', 'uwsgi', 'uvicorn', "
-            "'httptools', 'uvloop', 'h11', 'gevent', 'granian')))")
+            "'httptools', 'uvloop', 'h11', 'gevent', 'granian')))\n"
+            "from zergserve import compiled\n"
+            "print(f'zergserve request path: {compiled.STATUS}')")
     return subprocess.run([str(peers / "python"), "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip()
 
