@@ -2,8 +2,8 @@
 
 - The codecs' C accelerator (zergserve/protocols/_speedups.c): the uwsgi vars loop, the HTTP head
   gate's and the response fields' common cases.
-- The request path compiled by mypyc (the modules zergserve/compiled.py names): the same typed
-  source, run as C. ZERGSERVE_MYPYC=0 skips it.
+- The request path compiled by mypyc (the groups of modules zergserve/compiled.py names): the same
+  typed source, run as C. ZERGSERVE_MYPYC=0 skips it.
 
 Both are optional=True: without a compiler (or Python headers, or mypyc) the build logs a warning
 and the package installs pure Python, which behaves the same.
@@ -29,9 +29,9 @@ def extensions() -> list[Extension]:
     except ImportError:
         print("warning: mypyc is not installed: the request path stays pure Python")
         return extensions
-    compiled = runpy.run_path(os.path.join("zergserve", "compiled.py"))
-    paths = [os.path.join(*module.split(".")) + ".py" for module in compiled["MODULES"]]
-    for extension in mypycify(paths, opt_level="3", group_name=compiled["GROUP"]):
+    groups = [([os.path.join(*module.split(".")) + ".py" for module in modules], group)
+              for group, modules in runpy.run_path(os.path.join("zergserve", "compiled.py"))["GROUPS"].items()]
+    for extension in mypycify([path for paths, _ in groups for path in paths], opt_level="3", separate=groups):
         extension.optional = True
         extensions.append(extension)
     return extensions

@@ -9,8 +9,8 @@ their .py files and Python's import prefers them. Their source runs instead when
 - a source file is newer than the compiled group in a source checkout (an edit since the last
   `pip install -e .`): running stale machine code for a changed file would be worse than slower.
 
-It is all or nothing: the compiled modules call each other natively, so a mix would hold two
-copies of a class. This module imports only the standard library: setup.py reads MODULES from it.
+It is all or nothing: compiled modules check the classes they take against the compiled ones, so
+a mix would hold two copies of a class that do not pass for each other. This module imports only the standard library: setup.py reads MODULES from it.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-# Compiled together (one shared library, `zergserve/_compiled__mypyc*.so`), in dependency order.
-MODULES = ("zergserve.protocols.http", "zergserve.protocols.uwsgi", "zergserve.exchange", "zergserve.wsgi",
-           "zergserve.connection", "zergserve.asgi", "zergserve.aioconnection")
-GROUP = "zergserve._compiled"
+# Compiled in two groups, a shared library each (`zergserve/<group>__mypyc*.so`), in dependency
+# order: calls within a group are native; a WSGI worker loads only the first group's library.
+GROUPS = {"zergserve._wsgi_path": ("zergserve.protocols.http", "zergserve.protocols.uwsgi", "zergserve.exchange",
+                                   "zergserve.wsgi", "zergserve.connection"),
+          "zergserve._asgi_path": ("zergserve.asgi", "zergserve.aioconnection")}
+MODULES = tuple(module for modules in GROUPS.values() for module in modules)
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the directory holding zergserve/
 
@@ -33,21 +35,24 @@ def _path(module: str) -> str:
     return os.path.join(_ROOT, *module.split(".")) + ".py"
 
 
-def _built() -> str | None:
-    """The compiled group's shared library, if there is one for this interpreter."""
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        library = _path(GROUP + "__mypyc")[:-3] + suffix
-        if os.path.exists(library):
-            return library
-    return None
+def _built() -> list[str]:
+    """The groups' shared libraries for this interpreter; empty unless every group is there."""
+    libraries = []
+    for group in GROUPS:
+        found = [path for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                 if os.path.exists(path := _path(group + "__mypyc")[:-3] + suffix)]
+        if not found:
+            return []
+        libraries.append(found[0])
+    return libraries
 
 
-def _stale(library: str) -> list[str]:
+def _stale(libraries: list[str]) -> list[str]:
     """The compiled modules whose source changed after the build, in a source checkout only (an
     installed package's file times say nothing about its build)."""
     if not os.path.exists(os.path.join(_ROOT, "setup.py")):
         return []
-    built = os.stat(library).st_mtime
+    built = min(os.stat(library).st_mtime for library in libraries)
     return [module for module in MODULES if os.stat(_path(module)).st_mtime > built]
 
 
@@ -65,13 +70,13 @@ class _SourceFinder:
 
 def _choose() -> str:
     """Decide, once per process, and say what was decided (the master logs it)."""
-    library = _built()
-    if library is None:
+    libraries = _built()
+    if not libraries:
         return "pure Python (not compiled)"
     if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
         reason = "ZERGSERVE_PURE_PYTHON is set"
     else:
-        stale = _stale(library)
+        stale = _stale(libraries)
         if not stale:
             return "compiled (mypyc)"
         reason = f"{', '.join(stale)} changed since the build: `pip install -e .` compiles them again"
