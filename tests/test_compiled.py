@@ -58,8 +58,14 @@ def test_a_source_edited_after_the_build_runs_from_source(tmp_path: Path) -> Non
     later = max(os.stat(library).st_mtime for library in (tmp_path / "zergserve").glob("*__mypyc*.so")) + 10
     os.utime(source, (later, later))
     status, module = _status(tmp_path)
-    assert module == str(tmp_path / "zergserve" / "exchange.py")  # the whole group, not just wsgi
+    assert module == str(tmp_path / "zergserve" / "exchange.py")  # every compiled module, not just wsgi
     assert status == "pure Python (zergserve.wsgi changed since the build: `pip install -e .` compiles them again)"
+    package = tmp_path / "zergserve"
+    wsgi_path, asgi_path = (next(package.glob(f"_{name}_path__mypyc*.so")) for name in ("wsgi", "asgi"))
+    for path, at in ((asgi_path, later), (source, later + 5), (wsgi_path, later + 10)):
+        os.utime(path, (at, at))  # only the WSGI group built again after the edit: each group by its own build
+    assert _status(tmp_path)[0] == "compiled (mypyc)"
+    os.utime(source, (later + 20, later + 20))
     (tmp_path / "setup.py").unlink()  # an installed package: its file times say nothing
     assert _status(tmp_path)[0] == "compiled (mypyc)"
 

@@ -35,25 +35,25 @@ def _path(module: str) -> str:
     return os.path.join(_ROOT, *module.split(".")) + ".py"
 
 
-def _built() -> list[str]:
-    """The groups' shared libraries for this interpreter; empty unless every group is there."""
-    libraries = []
+def _built() -> dict[str, str]:
+    """Each group's shared library for this interpreter, by group; empty unless every group is there."""
+    libraries = {}
     for group in GROUPS:
         found = [path for suffix in importlib.machinery.EXTENSION_SUFFIXES
                  if os.path.exists(path := _path(group + "__mypyc")[:-3] + suffix)]
         if not found:
-            return []
-        libraries.append(found[0])
+            return {}
+        libraries[group] = found[0]
     return libraries
 
 
-def _stale(libraries: list[str]) -> list[str]:
-    """The compiled modules whose source changed after the build, in a source checkout only (an
-    installed package's file times say nothing about its build)."""
+def _stale(libraries: dict[str, str]) -> list[str]:
+    """The compiled modules whose source changed after their group's build, in a source checkout
+    only (an installed package's file times say nothing about its build)."""
     if not os.path.exists(os.path.join(_ROOT, "setup.py")):
         return []
-    built = min(os.stat(library).st_mtime for library in libraries)
-    return [module for module in MODULES if os.stat(_path(module)).st_mtime > built]
+    return [module for group, library in libraries.items() for module in GROUPS[group]
+            if os.stat(_path(module)).st_mtime > os.stat(library).st_mtime]
 
 
 class _SourceFinder:

@@ -204,26 +204,24 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) 
     """Environ for a uwsgi packet: its vars are already CGI variables (nginx's uwsgi_params).
 
     uWSGI's magic `UWSGI_*` vars (which load code in uWSGI) are dropped, and a var named like a
-    `wsgi.*` key cannot replace the server's; one scan of the joined names finds either."""
+    `wsgi.*` key cannot replace the server's."""
     env = base.copy()
     env.update(variables)
-    names = "\0".join(variables)
-    if "UWSGI_" in names or "wsgi." in names:
-        for key in variables:
-            if key.startswith("UWSGI_"):
+    for key in variables:
+        if key.startswith("UWSGI_"):
+            del env[key]
+        elif key.startswith("wsgi."):
+            if key in base:
+                env[key] = base[key]
+            else:
                 del env[key]
-            elif key.startswith("wsgi."):
-                if key in base:
-                    env[key] = base[key]
-                else:
-                    del env[key]
     scheme = variables.get("UWSGI_SCHEME") or variables.get("REQUEST_SCHEME")
     https = variables.get("HTTPS")
     if scheme == "https" or (https and https.lower() in ("on", "1")):
         env["wsgi.url_scheme"] = "https"
-    if not env.keys() >= _UWSGI_DEFAULTS.keys():  # nginx's uwsgi_params send them all
-        for key, value in _UWSGI_DEFAULTS.items():
-            env.setdefault(key, value)
+    for key, value in _UWSGI_DEFAULTS.items():  # nginx's uwsgi_params send them all
+        if key not in env:
+            env[key] = value
     env["wsgi.input"] = body
     return env
 
@@ -393,7 +391,8 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
                   + traceback_text(exc))
         _error_response(response, sink, 500, _ERROR_BODY)
     finally:
-        close = getattr(result, "close", None)
+        # A list (what most apps return) has no close(): getattr would make and drop an AttributeError.
+        close = None if type(result) is list else getattr(result, "close", None)
         if close is not None:
             try:
                 close()
