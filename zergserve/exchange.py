@@ -129,7 +129,9 @@ class Exchange:
         self.ctx = ctx
         self.listener = listener
         self.peer = peer
-        self.pending: Action | None = None  # decided by timed_out(), returned next
+        # Decided by timed_out(), returned next. (Set here: mypyc leaves a class default of this
+        # union type unset.)
+        self.pending: Action | None = None
         self.http = listener.proto == "http"
         if self.http:
             self.h = h1.HTTPConnection(ctx.limits, keep_alive=ctx.keep_alive)
@@ -409,7 +411,6 @@ class Exchange:
         if not self.h.has_input():  # the usual case: next_action() says RECEIVE without asking the codec
             self.fed = False
         return True
-
 
 
 def raw_error(protocol: str, status: int) -> bytes:
