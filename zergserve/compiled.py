@@ -10,7 +10,8 @@ their .py files and Python's import prefers them. Their source runs instead when
   `pip install -e .`): running stale machine code for a changed file would be worse than slower.
 
 It is all or nothing: compiled modules check the classes they take against the compiled ones, so
-a mix would hold two copies of a class that do not pass for each other. This module imports only the standard library: setup.py reads MODULES from it.
+a mix would hold two copies of a class that do not pass for each other. This module imports only
+the standard library: setup.py reads GROUPS from it.
 """
 
 from __future__ import annotations

@@ -83,9 +83,10 @@ _RESPONSE_FIELDS = {b"content-length": 0, b"transfer-encoding": 1, b"keep-alive"
 _SPECIAL = {"content-length": 0, "transfer-encoding": 1, "host": 2, "content-type": 3, "expect": 4,
             "connection": 5, "upgrade": 6}
 _MAX_CHUNK_LINE = 8190  # a chunk-size line with its extensions; fixed, so '0 = unlimited' field sizes keep it
-REASONS: dict[int, str] = {400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
-           414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-           501: "Not Implemented", 505: "HTTP Version Not Supported"}  # RFC 9110's phrases, for every response
+REASONS: dict[int, str] = {  # RFC 9110's phrases, for every response
+    400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+    414: "URI Too Long", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 505: "HTTP Version Not Supported"}
 # Fields a trailer must not carry (RFC 9110 §6.5.1): framing, routing, request modifiers, auth, content.
 _NOT_IN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host", b"trailer", b"te", b"connection",
                               b"expect", b"range", b"if-match", b"if-none-match", b"if-modified-since",
