@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import tempfile
 
 from setuptools import Extension, setup
 
@@ -31,7 +32,19 @@ def extensions() -> list[Extension]:
         return extensions
     groups = [([os.path.join(*module.split(".")) + ".py" for module in modules], group)
               for group, modules in runpy.run_path(os.path.join("zergserve", "compiled.py"))["GROUPS"].items()]
-    for extension in mypycify([path for paths, _ in groups for path in paths], opt_level="3", separate=groups):
+    # A fresh type cache: mypyc's incremental mode (which its groups use) can crash reading the
+    # cache an earlier build left in .mypy_cache (`pip install -e .`, then `python -m build`).
+    saved = os.environ.get("MYPY_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["MYPY_CACHE_DIR"] = cache
+        try:
+            compiled = mypycify([path for paths, _ in groups for path in paths], opt_level="3", separate=groups)
+        finally:
+            if saved is None:
+                del os.environ["MYPY_CACHE_DIR"]
+            else:
+                os.environ["MYPY_CACHE_DIR"] = saved
+    for extension in compiled:
         extension.optional = True
         extensions.append(extension)
     return extensions
