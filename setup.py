@@ -33,17 +33,11 @@ def extensions() -> list[Extension]:
     groups = [([os.path.join(*module.split(".")) + ".py" for module in modules], group)
               for group, modules in runpy.run_path(os.path.join("zergserve", "compiled.py"))["GROUPS"].items()]
     # A fresh type cache: mypyc's incremental mode (which its groups use) can crash reading the
-    # cache an earlier build left in .mypy_cache (`pip install -e .`, then `python -m build`).
-    saved = os.environ.get("MYPY_CACHE_DIR")
+    # cache an earlier build left in .mypy_cache (`pip install -e .`, then `python -m build`). A build
+    # process compiles once, so the variable need not be restored.
     with tempfile.TemporaryDirectory() as cache:
         os.environ["MYPY_CACHE_DIR"] = cache
-        try:
-            compiled = mypycify([path for paths, _ in groups for path in paths], opt_level="3", separate=groups)
-        finally:
-            if saved is None:
-                del os.environ["MYPY_CACHE_DIR"]
-            else:
-                os.environ["MYPY_CACHE_DIR"] = saved
+        compiled = mypycify([path for paths, _ in groups for path in paths], opt_level="3", separate=groups)
     for extension in compiled:
         extension.optional = True
         extensions.append(extension)
