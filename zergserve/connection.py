@@ -7,6 +7,7 @@ gevent worker unchanged (its sockets are cooperative), one greenlet per connecti
 
 from __future__ import annotations
 
+import _socket
 import fcntl
 import os
 import select
@@ -21,15 +22,17 @@ from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RE
 from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
 
-__all__ = ["Context", "serve", "resume", "send_all", "sending", "unsent"]
+__all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsent"]
+
+Socket = _socket.socket  # the C class under socket.socket: what the sync worker accepts (workers/sync.py)
 
 _LINGER_SECONDS = 2.0
 _STREAK = 8  # requests a connection may take back to back before it waits its turn
 _LINGER_BYTES = 1 << 20
 
 
-def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
-          park: Callable[[socket.socket, Exchange], None] | None = None) -> None:
+def serve(conn: Socket, peer: Any, listener: Listener, ctx: Context,
+          park: Callable[[Socket, Exchange], None] | None = None) -> None:
     """Serve one connection until it is done; never raises for anything a client sends.
 
     The socket starts non-blocking: the request is usually already there and the response fits
@@ -46,7 +49,7 @@ def serve(conn: socket.socket, peer: Any, listener: Listener, ctx: Context,
     resume(conn, Exchange(ctx, listener, peer), park)
 
 
-def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exchange], None] | None = None,
+def resume(conn: Socket, ex: Exchange, park: Callable[[Socket, Exchange], None] | None = None,
            readable: bool = False) -> None:
     """Serve a connection from where its exchange stands until it is done (closed) or parked;
     `readable`: the poller found it so, and it is read before it could be parked again.
@@ -105,7 +108,7 @@ def resume(conn: socket.socket, ex: Exchange, park: Callable[[socket.socket, Exc
             conn.close()
 
 
-def _readable(conn: socket.socket) -> bool:
+def _readable(conn: Socket) -> bool:
     """Whether a read would not wait (bytes or EOF are there)."""
     try:
         conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
@@ -114,7 +117,7 @@ def _readable(conn: socket.socket) -> bool:
     return True
 
 
-def _serve_request(conn: socket.socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:
+def _serve_request(conn: Socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:
     """Run the app for one request; False when the connection must close afterwards."""
     body = wsgi.Input(_body_pull(conn, ex)) if ex.has_body else wsgi.NO_BODY
     base = ctx.environs.get(listener)
@@ -147,7 +150,7 @@ def _drain(body: wsgi.Input) -> bool:
     return True
 
 
-def _body_pull(conn: socket.socket, ex: Exchange) -> Callable[[int], bytes]:
+def _body_pull(conn: Socket, ex: Exchange) -> Callable[[int], bytes]:
     """wsgi.Input's pull function: the exchange's body pieces, read from the socket as it asks."""
     def pull(size: int) -> bytes:
         interim = ex.interim()
@@ -171,7 +174,7 @@ class _Sink:
 
     __slots__ = ("conn", "ex", "pace")
 
-    def __init__(self, conn: socket.socket, ex: Exchange, pace: SendPace) -> None:
+    def __init__(self, conn: Socket, ex: Exchange, pace: SendPace) -> None:
         self.conn = conn
         self.ex = ex
         self.pace = pace
@@ -204,7 +207,7 @@ class _Sink:
 
 # --- socket calls ------------------------------------------------------------------------------
 
-def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -> bytes:
+def _recv(conn: Socket, size: int, deadline: float, wait: bool = False) -> bytes:
     """recv() bounded by an absolute deadline (socket.timeout past it), so a byte-a-second trickle
     cannot hold the worker; tried without waiting first, as the bytes are usually there, unless
     the caller knows they are not (`wait`)."""
@@ -219,7 +222,7 @@ def _recv(conn: socket.socket, size: int, deadline: float, wait: bool = False) -
     return conn.recv(size)
 
 
-def _ready(conn: socket.socket, size: int = RECV) -> bytes | None:
+def _ready(conn: Socket, size: int = RECV) -> bytes | None:
     """What a read that does not wait finds (b'' at EOF), or None when nothing is there yet."""
     if conn.gettimeout() != 0.0:
         return None
@@ -229,7 +232,7 @@ def _ready(conn: socket.socket, size: int = RECV) -> bytes | None:
         return None
 
 
-def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:
+def send_all(conn: Socket, data: bytes, pace: SendPace) -> None:
     """Send everything, or raise TimeoutError once the client reads slower than `pace` allows.
 
     Python's sendall() bounds the whole transfer, which would cut a slow but live download of a
@@ -242,14 +245,14 @@ def send_all(conn: socket.socket, data: bytes, pace: SendPace) -> None:
         _poll_out(conn, wait)
 
 
-def _poll_out(conn: socket.socket, seconds: float) -> None:
+def _poll_out(conn: Socket, seconds: float) -> None:
     """Wait at most `seconds` for the socket to be writable."""
     poller = select.poll()
     poller.register(conn, select.POLLOUT)
     poller.poll(seconds * 1000)
 
 
-def sending(conn: socket.socket, data: bytes, pace: SendPace) -> Iterable[float]:
+def sending(conn: Socket, data: bytes, pace: SendPace) -> Iterable[float]:
     """Send `data` on a non-blocking socket; the seconds the driver may wait for it to be writable,
     each time it is full (SendTimeout once the client took too little). The first send is tried
     at once and usually takes the whole response: then there is nothing to iterate."""
@@ -261,7 +264,7 @@ def sending(conn: socket.socket, data: bytes, pace: SendPace) -> Iterable[float]
     return _send_rest(conn, memoryview(data)[sent:], pace) if sent < len(data) else ()
 
 
-def _send_rest(conn: socket.socket, view: memoryview, pace: SendPace) -> Iterator[float]:
+def _send_rest(conn: Socket, view: memoryview, pace: SendPace) -> Iterator[float]:
     """The rest of a send: the kernel says writable only once a third of a large send buffer is
     free, so progress is read from the send queue's length, not from wake-ups."""
     while view:
@@ -278,7 +281,7 @@ def _send_rest(conn: socket.socket, view: memoryview, pace: SendPace) -> Iterato
         pace.waited(time.monotonic() - started, unsent(conn))
 
 
-def unsent(conn: socket.socket) -> int:
+def unsent(conn: Socket) -> int:
     """Bytes still waiting in the socket's send queue (SIOCOUTQ), -1 if the kernel will not say."""
     try:
         return struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
@@ -286,7 +289,7 @@ def unsent(conn: socket.socket) -> int:
         return -1
 
 
-def _sendfile(conn: socket.socket, fd: int, offset: int, file: Any, count: int | None, pace: SendPace) -> int:
+def _sendfile(conn: Socket, fd: int, offset: int, file: Any, count: int | None, pace: SendPace) -> int:
     """os.sendfile() of `count` bytes of `fd` from `offset`, paced as send_all()."""
     if count is None:
         count = os.fstat(fd).st_size - offset
@@ -311,7 +314,7 @@ def _sendfile(conn: socket.socket, fd: int, offset: int, file: Any, count: int |
     return total
 
 
-def _linger_close(conn: socket.socket) -> None:
+def _linger_close(conn: Socket) -> None:
     """Half-close and discard what the client is still sending, so our reply is not lost to a RST."""
     try:
         conn.shutdown(socket.SHUT_WR)

@@ -7,10 +7,10 @@ kept a connection open would leave every other client waiting in the backlog.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import select
-import socket
 import time
 
 from zergserve import connection, sockets
@@ -40,6 +40,7 @@ class SyncWorker(Worker):
     def serve_forever(self) -> None:
         poller = select.epoll()
         by_fd = {listener.fileno(): listener for listener in self.listeners}
+        accepts = {fd: _Accept(listener) for fd, listener in by_fd.items()}
         poller.register(self.wake_r, select.EPOLLIN)
         registered = False
         while not self.done():
@@ -60,24 +61,19 @@ class SyncWorker(Worker):
                 if fd == self.wake_r:
                     self.drain_wakeups()
                 elif registered:
-                    self._accept_all(by_fd[fd])
+                    self._accept_all(accepts[fd])
         poller.close()
         self.drain_queue(lambda conn, peer, listener: connection.serve(conn, peer, listener, self.ctx))
 
-    def _accept_all(self, listener) -> None:
+    def _accept_all(self, accept: "_Accept") -> None:
         """Serve connections from this listener until its queue is empty or we must stop. The first
-        is served even if we must stop: EPOLLEXCLUSIVE woke no other worker for it.
-
-        socket.accept() re-reads the listener's family and type through IntEnum properties on
-        every call (about 2 µs of a 40 µs request); the raw `_accept` and a socket built from
-        values read once skip that."""
-        raw_accept = listener.sock._accept
-        family, kind = int(listener.sock.family), int(listener.sock.type)
+        is served even if we must stop: EPOLLEXCLUSIVE woke no other worker for it."""
+        listener, raw_accept, family, kind = accept.listener, accept.raw, accept.family, accept.kind
         ctx = self.ctx
         while True:
             try:
                 fd, peer = raw_accept()
-                conn = socket.socket(family, kind, 0, fd)
+                conn = _socket.socket(family, kind, 0, fd)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -95,6 +91,20 @@ class SyncWorker(Worker):
                     self.in_app = False
             if not self.alive or self.paused or (self.max_requests and self.row.requests >= self.max_requests):
                 return  # serve_forever's done() says why (and looks for a dead master, a syscall)
+
+
+class _Accept:
+    """What accepting on one listener needs, read once: socket.accept() re-reads the listener's
+    family and type through IntEnum properties and wraps each connection in socket.py's Python
+    class (about 4 µs of a 40 µs request); the raw `_accept` and the C socket class skip both.
+    Nothing on the request path needs socket.py's additions (makefile, sendfile)."""
+
+    __slots__ = ("listener", "raw", "family", "kind")
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.raw = listener.sock._accept  # type: ignore[attr-defined]  # (typeshed lists accept() only)
+        self.family, self.kind = int(listener.sock.family), int(listener.sock.type)
 
 
 def is_public(sockname: tuple) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import os
 import select
-import socket
 import threading
 import time
 from typing import Any, Callable
@@ -62,7 +61,7 @@ class ThreadsWorker(Worker):
     def serve_forever(self) -> None:
         self.poller = select.epoll()
         self.by_fd = {listener.fileno(): listener for listener in self.listeners}
-        self.parked: collections.OrderedDict[int, tuple[socket.socket, Exchange]] = collections.OrderedDict()
+        self.parked: collections.OrderedDict[int, tuple[connection.Socket, Exchange]] = collections.OrderedDict()
         self.lock = threading.Lock()
         self.accepting_stopped = False
         self.stop_r, self.stop_w = os.pipe2(os.O_CLOEXEC)  # readable at the stop: every thread leaves
@@ -150,7 +149,7 @@ class ThreadsWorker(Worker):
             return
         connection.serve(conn, peer, listener, self.ctx, self._park)
 
-    def _park(self, conn: socket.socket, ex: Exchange) -> None:
+    def _park(self, conn: connection.Socket, ex: Exchange) -> None:
         """A connection waits for its next request: into the epoll, no thread held."""
         fd = conn.fileno()
         with self.lock:
