@@ -15,7 +15,7 @@ import socket
 import struct
 import termios
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Final, Iterable, Iterator
 
 from zergserve import wsgi
 from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RECEIVE, Exchange, Reply
@@ -26,9 +26,9 @@ __all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsen
 
 Socket = _socket.socket  # the C class under socket.socket: what the sync worker accepts (workers/sync.py)
 
-_LINGER_SECONDS = 2.0
-_STREAK = 8  # requests a connection may take back to back before it waits its turn
-_LINGER_BYTES = 1 << 20
+_LINGER_SECONDS: Final = 2.0
+_STREAK: Final = 8  # requests a connection may take back to back before it waits its turn
+_LINGER_BYTES: Final = 1 << 20
 
 
 def serve(conn: Socket, peer: Any, listener: Listener, ctx: Context,

@@ -22,8 +22,8 @@ from zergserve.protocols import uwsgi
 from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge,
                                   printable, reason)
 
-RECV = 65536  # the most a driver reads at once
-DRAIN_CAP = 65536  # body bytes an app left unread that are read to keep the connection
+RECV: Final = 65536  # the most a driver reads at once
+DRAIN_CAP: Final = 65536  # body bytes an app left unread that are read to keep the connection
 
 
 class Context:
@@ -88,12 +88,15 @@ class _Step:
         return self.name
 
 
-RECEIVE = _Step("RECEIVE")  # read bytes for receive_data() until Exchange.deadline; past it, timed_out()
-SERVE = _Step("SERVE")  # call the app with Exchange.request (HTTP) or Exchange.variables (uwsgi)
-CLOSE = Reply(b"", False)  # close the connection now
+RECEIVE: Final = _Step("RECEIVE")  # read bytes for receive_data() until Exchange.deadline; past it, timed_out()
+SERVE: Final = _Step("SERVE")  # call the app with Exchange.request (HTTP) or Exchange.variables (uwsgi)
+CLOSE: Final = Reply(b"", False)  # close the connection now
 Action = Reply | _Step
 # What to do after a response (Exchange.after_response):
-KEEP, DRAIN, LINGER, CLOSED = "keep", "drain", "linger", "closed"
+KEEP: Final = "keep"
+DRAIN: Final = "drain"
+LINGER: Final = "linger"
+CLOSED: Final = "closed"
 _NO_VARS: Final[dict[str, str]] = {}
 
 

@@ -12,47 +12,55 @@ import mmap
 import os
 import struct
 import time
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 # Upper bounds (seconds) of the response-time histogram: Prometheus' default buckets. Each row counts
 # the requests that fell in each bucket (not cumulative); the last, +Inf, is `requests` itself.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-_LAST_BUCKET = len(BUCKETS)
+BUCKETS: Final[tuple[float, ...]] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_LAST_BUCKET: Final = len(BUCKETS)
+_FIRST_BOUND: Final = 0.005  # BUCKETS[0]: most responses fall in the first bucket, found without a search
 
 # pid, status, requests, exceptions, tx bytes, request start, avg response time (µs), time spent in
 # requests (µs, uWSGI's running_time), last heartbeat, spawn time, the histogram's buckets, then the
 # request line being served (method and path, for the harakiri log). Request start and heartbeat are
 # time.monotonic() (CLOCK_MONOTONIC is one clock for every process of the host), for harakiri and the
 # busyness measures; the stats show them as timestamps (`wall`). The spawn time is a timestamp.
-_ROW = struct.Struct("=iiQQQddQdd")
-_HIST = struct.Struct(f"={len(BUCKETS)}Q")
-_REQ_INFO = 120
-ROW_SIZE = 384
-_I = struct.Struct("=I")  # after the request line: the open WebSockets (asyncio worker)
+_ROW: Final = struct.Struct("=iiQQQddQdd")
+_HIST: Final = struct.Struct(f"={len(BUCKETS)}Q")
+_REQ_INFO: Final = 120
+ROW_SIZE: Final = 384
+_I: Final = struct.Struct("=I")  # after the request line: the open WebSockets (asyncio worker)
 assert _ROW.size + _HIST.size + _REQ_INFO + _I.size <= ROW_SIZE
 
-STARTING, IDLE, BUSY, STOPPING, PAUSED, CHEAP, DEAD = range(7)
-STATUS_NAMES = {STARTING: "starting", IDLE: "idle", BUSY: "busy", STOPPING: "stopping",
-                PAUSED: "pause", CHEAP: "cheap", DEAD: "dead"}
+# (Final: the compiled build reads them as constants, not from the module's dict, on every request.)
+STARTING: Final = 0
+IDLE: Final = 1
+BUSY: Final = 2
+STOPPING: Final = 3
+PAUSED: Final = 4
+CHEAP: Final = 5
+DEAD: Final = 6
+STATUS_NAMES: Final = {STARTING: "starting", IDLE: "idle", BUSY: "busy", STOPPING: "stopping",
+                       PAUSED: "pause", CHEAP: "cheap", DEAD: "dead"}
 
-_STATUS = struct.Struct("=i")
-_OFF_PID = 0
-_OFF_STATUS = 4
-_OFF_REQUESTS = 8
-_OFF_START = 8 + 8 * 3
-_OFF_HEARTBEAT = _OFF_START + 24
-_OFF_HIST = _ROW.size
-_OFF_INFO = _OFF_HIST + _HIST.size
+_STATUS: Final = struct.Struct("=i")
+_OFF_PID: Final = 0
+_OFF_STATUS: Final = 4
+_OFF_REQUESTS: Final = 8
+_OFF_START: Final = 8 + 8 * 3
+_OFF_HEARTBEAT: Final = _OFF_START + 24
+_OFF_HIST: Final = _ROW.size
+_OFF_INFO: Final = _OFF_HIST + _HIST.size
 # A worker's cores (uWSGI's name for its request threads), after its row: requests, request start.
-_CORE = struct.Struct("=Qd")
-_OFF_WS = _OFF_INFO + _REQ_INFO
-_Q = struct.Struct("=Q")
-_D = struct.Struct("=d")
+_CORE: Final = struct.Struct("=Qd")
+_OFF_WS: Final = _OFF_INFO + _REQ_INFO
+_Q: Final = struct.Struct("=Q")
+_D: Final = struct.Struct("=d")
 # One write per request edge: status, the three counters and the request start are contiguous, and
 # at a request's end the average and running time after them.
-_EDGE = struct.Struct("=iQQQd")
-_END = struct.Struct("=iQQQddQ")
-_INFO = struct.Struct(f"{_REQ_INFO - 1}s")  # the request line, cut and NUL-padded; the last byte stays 0
+_EDGE: Final = struct.Struct("=iQQQd")
+_END: Final = struct.Struct("=iQQQddQ")
+_INFO: Final = struct.Struct(f"{_REQ_INFO - 1}s")  # the request line, cut and NUL-padded; the last byte stays 0
 assert _OFF_STATUS + 4 == _OFF_REQUESTS and _OFF_REQUESTS + 24 == _OFF_START
 assert _OFF_STATUS + _END.size == _OFF_HEARTBEAT
 
@@ -236,7 +244,7 @@ class RowWriter:
         micros = elapsed * 1e6
         self.avg_rt = micros if self.requests == 1 else self.avg_rt + (micros - self.avg_rt) / 16
         self.running += int(micros)
-        bucket = bisect_left(BUCKETS, elapsed)
+        bucket = 0 if elapsed <= _FIRST_BOUND else bisect_left(BUCKETS, elapsed)
         if bucket < _LAST_BUCKET:
             count = self.buckets[bucket] = self.buckets[bucket] + 1
             _Q.pack_into(self.mem, self.base + _OFF_HIST + 8 * bucket, count)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Final, Protocol
 
 from zergserve import proxy
 from zergserve.log import traceback_text
@@ -192,12 +192,15 @@ def http_environ(base: dict[str, Any], request: Request, peer: Any, body: Input)
         else:
             env[key] = value
     env["wsgi.input"] = body
-    if not env.keys().isdisjoint(proxy.FORWARDED_KEYS):  # a view against a set looks up the smaller one's keys
-        proxy.apply_environ(env, peer)
+    for key in _FORWARDED_KEYS:
+        if key in env:
+            proxy.apply_environ(env, peer)
+            break
     return env
 
 
-_CGI_NAMES = {"content-length": "CONTENT_LENGTH", "content-type": "CONTENT_TYPE"}  # header name → environ key
+_CGI_NAMES: Final = {"content-length": "CONTENT_LENGTH", "content-type": "CONTENT_TYPE"}  # header name → environ key
+_FORWARDED_KEYS: Final = tuple(proxy.FORWARDED_KEYS)  # three keys, looked up in the environ
 
 
 def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) -> dict[str, Any]:
@@ -228,7 +231,7 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) 
 
 # What a uwsgi environ holds even when the packet lacks it.
 _UWSGI_DEFAULTS = {"REQUEST_METHOD": "GET", "PATH_INFO": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.0"}
-_CACHE_SIZE = 256  # distinct statuses and header names remembered as already checked
+_CACHE_SIZE: Final = 256  # distinct statuses and header names remembered as already checked
 
 
 def parse_status(status: Any) -> tuple[int, bytes]:
@@ -242,7 +245,7 @@ def parse_status(status: Any) -> tuple[int, bytes]:
     return parsed
 
 
-_STATUSES: dict[str, tuple[int, bytes]] = {}
+_STATUSES: Final[dict[str, tuple[int, bytes]]] = {}
 
 
 def _parse_status(status: Any) -> tuple[int, bytes]:
@@ -277,7 +280,7 @@ def _encode_field(item: Any) -> tuple[bytes, bytes]:
     return bname, bvalue
 
 
-_FIELDS = CheckedFields(_encode_field)
+_FIELDS: Final = CheckedFields(_encode_field)
 
 
 class Response:

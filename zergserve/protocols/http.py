@@ -73,14 +73,14 @@ _REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/
 # A whole head that breaks no syntax rule, in one match (then _FIELD splits its field block): a
 # request line, then field lines of a token name, a colon and a value of no CTL but HTAB, each
 # ending in CRLF. No two parts can take the same character, so the match is linear.
-_HEAD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])\r\n"
+_HEAD: Final = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.([01])\r\n"
                    r"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
-_FIELD = re.compile(r"([^:]+):([^\r]*)\r\n")
+_FIELD: Final = re.compile(r"([^:]+):([^\r]*)\r\n")
 # Response fields send_response() reads or replaces: Content-Length, hop-by-hop, Connection, Date, Server.
 _RESPONSE_FIELDS = {b"content-length": 0, b"transfer-encoding": 1, b"keep-alive": 1, b"connection": 2,
                     b"date": 3, b"server": 4}
 # Fields the head gate reads, by lowercase name: framing, Host, Content-Type, Expect, Connection, Upgrade.
-_SPECIAL = {"content-length": 0, "transfer-encoding": 1, "host": 2, "content-type": 3, "expect": 4,
+_SPECIAL: Final = {"content-length": 0, "transfer-encoding": 1, "host": 2, "content-type": 3, "expect": 4,
             "connection": 5, "upgrade": 6}
 _MAX_CHUNK_LINE = 8190  # a chunk-size line with its extensions; fixed, so '0 = unlimited' field sizes keep it
 REASONS: dict[int, str] = {  # RFC 9110's phrases, for every response
@@ -153,7 +153,7 @@ class Request(NamedTuple):
     upgrade: bool = False  # an Upgrade header is present (is_websocket_upgrade() looks further only then)
 
 
-_new_request = tuple.__new__  # Request(...) without the Python-level __new__ a NamedTuple adds
+_new_request: Final = tuple.__new__  # Request(...) without the Python-level __new__ a NamedTuple adds
 
 
 def _load_accelerator(name: str = "fast_head") -> Callable[..., tuple | None] | None:
@@ -171,7 +171,7 @@ def _load_accelerator(name: str = "fast_head") -> Callable[..., tuple | None] | 
 
 
 _fast_head = _load_accelerator()
-_fast_fields = _load_accelerator("fast_fields")
+_fast_fields: Final = _load_accelerator("fast_fields")
 ACCELERATED = _fast_head is not None
 
 Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel  # NEED_DATA and PAUSED are _Sentinels
@@ -200,7 +200,7 @@ class _DateCache:
         return self.line
 
 
-_date = _DateCache()
+_date: Final = _DateCache()
 
 _DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
 _MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
