@@ -21,6 +21,8 @@ needs_c = pytest.mark.skipif(fast_c is None, reason="the C accelerator is not bu
 TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 VCHARS = "".join(map(chr, range(0x21, 0x7f)))
 SPECIAL = ["Host", "Content-Length", "Transfer-Encoding", "Content-Type", "Expect", "Connection", "Upgrade"]
+# Names the C gate returns interned (any case), and near misses of them.
+KNOWN = ["User-Agent", "Accept", "Accept-Encoding", "Cookie", "X-Real-IP", "TE", "DNT", "Hos", "Hostt", "User-Agenx"]
 WORDS = [b"close", b"keep-alive", b"Keep-Alive", b"CLOSE", b"100-continue", b"100-Continue", b"chunked",
          b"Chunked", b"gzip", b"0", b"5", b"007", b"-1", b"1" * 18, b"1" * 19, b"\xb2", b" 5 ", b"\t12\t",
          b"close, keep-alive", b" keep-alive ,\tclose ", b",,", b"websocket", b"h", b""]
@@ -45,7 +47,7 @@ def heads(draw: st.DrawFn) -> bytes:
     version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"] + ([] if good else [b"HTTP/2.0", b"HTTP/1.2", b"http/1.1"])))
     fields = []
     for _ in range(draw(st.integers(0, 6))):
-        name = draw(st.sampled_from(SPECIAL) | st.text(TCHARS, min_size=1, max_size=6)
+        name = draw(st.sampled_from(SPECIAL + KNOWN) | st.text(TCHARS, min_size=1, max_size=6)
                     if good else st.text(TCHARS + ": ", max_size=6))
         name = draw(st.sampled_from([name, name.lower(), name.upper()]))
         fields.append(name.encode() + b":" + draw(GOOD_VALUE if good else ANY_VALUE))
@@ -120,6 +122,22 @@ def test_connections_fed_heads_agree(data, split):
         finally:
             http._fast_head = saved
     assert found[0] == found[1]
+
+
+@needs_c
+def test_c_interns_common_names():
+    """Common methods, versions and field names are the same str object on every request."""
+    import sys
+
+    head = b"POST /a?b HTTP/1.1\r\nHOST: h\r\nUser-agent: u\r\nX-Mine: m\r\nContent-Length: 0\r\n\r\n"
+    method, target, path, query, version, headers = fast_c(head, DEFAULT_LIMITS)[:6]
+    assert (method, target, path, query, version) == ("POST", "/a?b", "/a", "b", "1.1")
+    assert headers == [("host", "h"), ("user-agent", "u"), ("x-mine", "m"), ("content-length", "0")]
+    for known in (method, version, headers[0][0], headers[1][0], headers[3][0]):
+        assert known is sys.intern(known)
+    assert headers[2][0] is not fast_c(head, DEFAULT_LIMITS)[5][2][0]  # others are made anew
+    request = fast_c(b"GET /a HTTP/1.0\r\n\r\n", DEFAULT_LIMITS)
+    assert request[1] is request[2] and request[4] == "1.0"  # the path is the target when there is no query
 
 
 @needs_c

@@ -14,7 +14,11 @@ from zergserve.protocols import uwsgi
 fast_c = uwsgi._fast_vars_c
 needs_c = pytest.mark.skipif(fast_c is None, reason="the C accelerator is not built (or ZERGSERVE_PURE_PYTHON is set)")
 
-pairs = st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=20)), max_size=12)
+# Names the C loop knows (and returns interned), near-misses of them, and any bytes.
+NAMES = [b"REQUEST_METHOD", b"HTTP_HOST", b"PATH_INFO", b"HTTPS", b"HTTP_DNT", b"HTTP_HOS", b"HTTP_HOSTS",
+         b"REQUEST_METHOd", b"SERVER_PORT", b"SERVER_PORX"]
+pairs = st.lists(st.tuples(st.one_of(st.binary(max_size=12), st.sampled_from(NAMES)), st.binary(max_size=20)),
+                 max_size=12)
 
 
 def pack(items: list[tuple[bytes, bytes]]) -> bytes:
@@ -84,3 +88,15 @@ def test_c_takes_any_bytes_like_and_any_int(block):
             fast_c(block, bad)
     with pytest.raises(TypeError):
         fast_c("text", 128)
+
+
+@needs_c
+def test_known_names_come_interned():
+    """nginx's uwsgi_params names are the same str object every time; others are new ones."""
+    import sys
+
+    block = pack([(b"REQUEST_METHOD", b"GET"), (b"HTTP_X_CUSTOM", b"1"), (b"HTTP_HOST", b"a")])
+    names = list(fast_c(block, 128))
+    assert names == ["REQUEST_METHOD", "HTTP_X_CUSTOM", "HTTP_HOST"]
+    assert names[0] is sys.intern("REQUEST_METHOD") and names[2] is sys.intern("HTTP_HOST")
+    assert names[1] is not list(fast_c(block, 128))[1]

@@ -211,9 +211,10 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) 
     env = base.copy()
     env.update(variables)
     for key in variables:
-        if key.startswith("UWSGI_"):
+        first = key[0]  # (a var has a key; one character is cheaper to test than two prefixes)
+        if first == "U" and key.startswith("UWSGI_"):
             del env[key]
-        elif key.startswith("wsgi."):
+        elif first == "w" and key.startswith("wsgi."):
             if key in base:
                 env[key] = base[key]
             else:

@@ -22,12 +22,106 @@
 
 /* --- uwsgi: the vars loop ------------------------------------------------------------------- */
 
+/* Names that come again and again, as interned str: a known name costs a table probe instead of a
+ * new str and its hash, and the environ's and the scope's lookups of it compare pointers. Any other
+ * name is made as before. One table holds uwsgi var names (matched exactly), one HTTP field names
+ * (matched ignoring ASCII case, returned lowercase). */
+#define NAME_SLOTS 128  /* a power of two, over twice the names of a table */
+struct names {
+    const char *const *text;
+    int count;
+    int fold;  /* match ignoring ASCII case (the text is lowercase) */
+    PyObject *str[NAME_SLOTS / 2];
+    signed char slot[NAME_SLOTS];  /* an index into str, -1 for an empty slot */
+};
+
+#define LOWER(c) ((c) >= 'A' && (c) <= 'Z' ? (c) + 32 : (c))
+
+static const char *const var_text[] = {
+    "QUERY_STRING", "REQUEST_METHOD", "CONTENT_TYPE", "CONTENT_LENGTH", "REQUEST_URI", "PATH_INFO",
+    "DOCUMENT_ROOT", "SERVER_PROTOCOL", "REQUEST_SCHEME", "HTTPS", "REMOTE_ADDR", "REMOTE_PORT",
+    "SERVER_ADDR", "SERVER_PORT", "SERVER_NAME", "SCRIPT_NAME", "UWSGI_SCHEME", "HTTP_HOST",
+    "HTTP_USER_AGENT", "HTTP_ACCEPT", "HTTP_ACCEPT_ENCODING", "HTTP_ACCEPT_LANGUAGE", "HTTP_CONNECTION",
+    "HTTP_COOKIE", "HTTP_REFERER", "HTTP_CACHE_CONTROL", "HTTP_UPGRADE_INSECURE_REQUESTS",
+    "HTTP_AUTHORIZATION", "HTTP_ORIGIN", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_REAL_IP", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_PRAGMA",
+    "HTTP_SEC_FETCH_SITE", "HTTP_SEC_FETCH_MODE", "HTTP_SEC_FETCH_DEST", "HTTP_DNT", "HTTP_X_REQUESTED_WITH",
+};
+static const char *const field_text[] = {
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection", "content-type",
+    "content-length", "transfer-encoding", "expect", "upgrade", "te", "cookie", "referer", "cache-control",
+    "upgrade-insecure-requests", "authorization", "origin", "x-forwarded-for", "x-forwarded-proto",
+    "x-real-ip", "forwarded", "if-none-match", "if-modified-since", "pragma", "sec-fetch-site",
+    "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user", "dnt", "x-requested-with", "keep-alive",
+};
+static const char *const method_text[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+static struct names request_methods = {method_text, (int)(sizeof(method_text) / sizeof(method_text[0])), 0, {0}, {0}};
+static PyObject *version_11, *version_10;  /* Request.http_version */
+static struct names vars = {var_text, (int)(sizeof(var_text) / sizeof(var_text[0])), 0, {0}, {0}};
+static struct names fields = {field_text, (int)(sizeof(field_text) / sizeof(field_text[0])), 1, {0}, {0}};
+
+static unsigned int
+name_hash(const unsigned char *name, Py_ssize_t len)
+{
+    return ((unsigned int)len * 31u + LOWER(name[0]) * 7u + LOWER(name[len - 1]) * 3u + LOWER(name[len / 2]))
+           & (NAME_SLOTS - 1);
+}
+
+static int
+init_names(struct names *table)
+{
+    int i;
+    memset(table->slot, -1, sizeof(table->slot));
+    for (i = 0; i < table->count; i++) {
+        Py_ssize_t len = (Py_ssize_t)strlen(table->text[i]);
+        unsigned int slot = name_hash((const unsigned char *)table->text[i], len);
+        table->str[i] = PyUnicode_InternFromString(table->text[i]);
+        if (table->str[i] == NULL)
+            return -1;
+        while (table->slot[slot] >= 0)
+            slot = (slot + 1) & (NAME_SLOTS - 1);
+        table->slot[slot] = (signed char)i;
+    }
+    return 0;
+}
+
+/* A new reference to the known str for name[0:len], or NULL (no error set) if it is not known. */
+static PyObject *
+known_name(struct names *table, const unsigned char *name, Py_ssize_t len)
+{
+    unsigned int slot = name_hash(name, len);
+    int i;
+    while ((i = table->slot[slot]) >= 0) {
+        PyObject *candidate = table->str[i];
+        if (PyUnicode_GET_LENGTH(candidate) == len) {
+            const Py_UCS1 *text = PyUnicode_1BYTE_DATA(candidate);
+            Py_ssize_t k = 0;
+            if (table->fold)
+                while (k < len && LOWER(name[k]) == text[k])
+                    k++;
+            else if (memcmp(text, name, len) == 0)
+                k = len;
+            if (k == len)
+                return Py_NewRef(candidate);
+        }
+        slot = (slot + 1) & (NAME_SLOTS - 1);
+    }
+    return NULL;
+}
+
+static PyObject *
+var_name(const unsigned char *name, Py_ssize_t len)
+{
+    PyObject *known = known_name(&vars, name, len);
+    return known != NULL ? known : PyUnicode_DecodeLatin1((const char *)name, len, NULL);
+}
+
 static PyObject *
 fast_vars(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
     Py_ssize_t max_vars, pos = 0, count;
-    PyObject *result, *key, *value;
+    PyObject *result = NULL, *key, *value;
     const unsigned char *data;
 
     if (nargs != 2) {
@@ -40,24 +134,36 @@ fast_vars(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     data = (const unsigned char *)view.buf;
-    result = PyDict_New();
-    if (result == NULL)
-        goto fail;
+    /* First the lengths alone: a malformed block is refused before anything is made, and the
+     * dict is made at its final size. */
     for (count = 0; count < max_vars && pos < view.len; count++) {
-        Py_ssize_t klen, vlen, kstart;
+        Py_ssize_t klen, vlen;
         if (view.len - pos < 2)
             goto refuse;
         klen = data[pos] | data[pos + 1] << 8;
-        kstart = pos + 2;
-        if (klen == 0 || view.len - kstart < klen + 2)
+        pos += 2;
+        if (klen == 0 || view.len - pos < klen + 2)
             goto refuse;
-        vlen = data[kstart + klen] | data[kstart + klen + 1] << 8;
-        pos = kstart + klen + 2;
+        pos += klen;
+        vlen = data[pos] | data[pos + 1] << 8;
+        pos += 2;
         if (view.len - pos < vlen)
             goto refuse;
-        key = PyUnicode_DecodeLatin1((const char *)data + kstart, klen, NULL);
+        pos += vlen;
+    }
+    if (pos != view.len)
+        goto refuse;
+    result = _PyDict_NewPresized(count);
+    if (result == NULL)
+        goto fail;
+    for (pos = 0; pos < view.len;) {
+        Py_ssize_t klen = data[pos] | data[pos + 1] << 8, vlen;
+        key = var_name(data + pos + 2, klen);
         if (key == NULL)
             goto fail;
+        pos += 2 + klen;
+        vlen = data[pos] | data[pos + 1] << 8;
+        pos += 2;
         value = PyUnicode_DecodeLatin1((const char *)data + pos, vlen, NULL);
         if (value == NULL) {
             Py_DECREF(key);
@@ -72,12 +178,9 @@ fast_vars(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(key);
         Py_DECREF(value);
     }
-    if (pos != view.len)
-        goto refuse;
     PyBuffer_Release(&view);
     return result;
 refuse:
-    Py_DECREF(result);
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
 fail:
@@ -106,8 +209,6 @@ init_tchar(void)
 
 /* A field value byte: HTAB, SP, VCHAR or obs-text (no CTL but HTAB, no DEL). */
 #define IS_VALUE(c) ((c) == '\t' || ((c) >= 0x20 && (c) != 0x7f))
-#define LOWER(c) ((c) >= 'A' && (c) <= 'Z' ? (c) + 32 : (c))
-
 /* Whether data[0:len] equals the lowercase ASCII word, ignoring ASCII case. No latin-1 letter
  * lowercases to ASCII, so this is Python's value.lower() == word. */
 static int
@@ -156,13 +257,16 @@ latin1(const unsigned char *data, Py_ssize_t len)
     return PyUnicode_DecodeLatin1((const char *)data, len, NULL);
 }
 
-/* A lowercase str of an ASCII token. */
+/* A lowercase str of an ASCII token (the interned one of a common field name). */
 static PyObject *
 lower_name(const unsigned char *data, Py_ssize_t len)
 {
-    PyObject *name = PyUnicode_New(len, 127);
+    PyObject *name = known_name(&fields, data, len);
     Py_UCS1 *out;
     Py_ssize_t i;
+    if (name != NULL)
+        return name;
+    name = PyUnicode_New(len, 127);
     if (name == NULL)
         return NULL;
     out = PyUnicode_1BYTE_DATA(name);
@@ -378,12 +482,15 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         ;
     {
         Py_ssize_t i, after = question + (question < target_end);
+        PyObject *method = known_name(&request_methods, data, method_end);
+        PyObject *target = latin1(data + target_start, target_end - target_start);
         PyObject *items[11] = {
-            latin1(data, method_end),
-            latin1(data + target_start, target_end - target_start),
-            latin1(data + target_start, question - target_start),
+            method != NULL ? method : latin1(data, method_end),
+            target,
+            question == target_end && target != NULL ? Py_NewRef(target)
+                                                     : latin1(data + target_start, question - target_start),
             latin1(data + after, target_end - after),
-            PyUnicode_FromString(http11 ? "1.1" : "1.0"),
+            Py_NewRef(http11 ? version_11 : version_10),
             Py_NewRef(headers),
             length < 0 ? Py_NewRef(Py_None) : PyLong_FromLongLong(length),
             PyBool_FromLong(s.coding.count),
@@ -570,5 +677,11 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     init_tchar();
+    if (init_names(&vars) < 0 || init_names(&fields) < 0 || init_names(&request_methods) < 0)
+        return NULL;
+    version_11 = PyUnicode_InternFromString("1.1");
+    version_10 = PyUnicode_InternFromString("1.0");
+    if (version_11 == NULL || version_10 == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }
