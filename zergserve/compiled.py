@@ -24,8 +24,9 @@ from typing import Sequence
 
 # Compiled in two groups, a shared library each (`zergserve/<group>__mypyc*.so`), in dependency
 # order: calls within a group are native; a WSGI worker loads only the first group's library.
-GROUPS = {"zergserve._wsgi_path": ("zergserve.protocols.http", "zergserve.protocols.uwsgi", "zergserve.exchange",
-                                   "zergserve.wsgi", "zergserve.connection", "zergserve.scoreboard"),
+GROUPS = {"zergserve._wsgi_path": ("zergserve.protocols.http", "zergserve.protocols.uwsgi", "zergserve.vocabulary",
+                                   "zergserve.pacing", "zergserve.scoreboard", "zergserve.exchange", "zergserve.wsgi",
+                                   "zergserve.connection"),
           "zergserve._asgi_path": ("zergserve.asgi", "zergserve.aioconnection")}
 MODULES = tuple(module for modules in GROUPS.values() for module in modules)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 
+from zergserve.oserrors import SendTimeout
+
 
 class BodyTimeout(Exception):
     """The request body came slower than its bound: answer 408."""
@@ -41,10 +43,6 @@ class BodyClock:
         if left <= 0:
             raise BodyTimeout(f"request body slower than {self.rate:g} bytes/s after {self.timeout:g}s")
         return left
-
-
-class SendTimeout(TimeoutError):
-    """The client took too little of the response for too long: drop the connection."""
 
 
 class SendPace:

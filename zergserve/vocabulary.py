@@ -1,14 +1,15 @@
 """What the adapters (wsgi, asgi) and the exchange share: request errors, the header field
-check, reason phrases and log escaping (log.quoted). Imports nothing of the package but the HTTP codec and
-the log."""
+check, reason phrases and log escaping (log.quoted). Imports nothing of the package but the HTTP codec,
+the log and oserrors."""
 
 from __future__ import annotations
 
 import re
 from http import HTTPStatus
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 from zergserve.log import quoted as printable  # noqa: F401 - the adapters' name for it
+from zergserve.oserrors import ClientDisconnected  # noqa: F401 - the adapters import it from here
 from zergserve.protocols import http as h1
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -17,20 +18,16 @@ _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _REASONS.update((code, text.encode()) for code, text in h1.REASONS.items())  # one phrase per status everywhere
 
 
-class ClientDisconnected(OSError):
-    """The client went away (or stalled past the timeout) while the app was reading the body."""
-
-
 class RequestError(Exception):
     """The request body turned out bad while the app read it: answer `status` if still possible."""
 
-    status = 400
+    status: ClassVar[int] = 400  # (ClassVar: a class attribute in the compiled build as well)
 
 
 class RequestTooLarge(RequestError):
     """The body grew past --limit-post while being read."""
 
-    status = 413
+    status: ClassVar[int] = 413
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"body over limit-post ({limit} bytes)")
@@ -39,7 +36,7 @@ class RequestTooLarge(RequestError):
 class RequestTimeout(RequestError):
     """The body came slower than --body-timeout and --body-min-rate allow."""
 
-    status = 408
+    status: ClassVar[int] = 408
 
 
 class AppError(Exception):
