@@ -64,22 +64,20 @@ class CheckedFields:
 
     def encode(self, items: list[Any]) -> list[tuple[bytes, bytes]]:
         known = self.known
-        found: list[Any]
-        try:
-            found = list(map(known.get, items))  # every field known: one pass in C
-        except TypeError:  # an unhashable item (a list pair, a bytearray value): each is checked
-            found = [None] * len(items)
-        if None not in found:
-            return found
-        for index, field in enumerate(found):
+        found: list[tuple[bytes, bytes]] = []
+        for item in items:
+            try:
+                field = known.get(item)
+            except TypeError:  # an unhashable item (a list pair, a bytearray value): checked each time
+                field = None
             if field is None:
-                item = items[index]
-                found[index] = field = self.check(item)
+                field = self.check(item)
                 if type(item) is tuple and len(known) < self.size:
                     try:
                         known[item] = field
                     except TypeError:  # a bytearray in it: checked again next time
                         pass
+            found.append(field)
         return found
 
 

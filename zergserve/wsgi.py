@@ -314,7 +314,7 @@ class Response:
         self.headers = encode_headers(headers)
         self.length = None
         for name, value in self.headers:
-            if name.lower() == b"content-length":
+            if len(name) == 14 and name.lower() == b"content-length":  # (the length first: no lower() for others)
                 if not value.isdigit():
                     raise AppError(f"invalid Content-Length {value!r}")
                 self.length = int(value)
