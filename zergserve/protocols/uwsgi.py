@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Final, Mapping, NamedTuple
 
-HEADER = struct.Struct("<BHB")
-HEADER_SIZE = 4
-MODIFIER_WSGI = 0
-MODIFIER_PING = 100
-PONG = b"\x64\x00\x00\x01"
-_MAX_STRSIZE = 0xFFFF
-_U16 = struct.Struct("<H")
-_HTTP_LIKE = frozenset((b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC",
+HEADER: Final = struct.Struct("<BHB")
+HEADER_SIZE: Final = 4
+MODIFIER_WSGI: Final = 0
+MODIFIER_PING: Final = 100
+PONG: Final = b"\x64\x00\x00\x01"
+_MAX_STRSIZE: Final = 0xFFFF
+_U16: Final = struct.Struct("<H")
+_HTTP_LIKE: Final = frozenset((b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC",
                         b"PRI "))
-_HTTP_HINT = "; this looks like HTTP sent to a uwsgi socket"
-_TLS_HINT = "; this looks like TLS sent to a uwsgi socket"
+_HTTP_HINT: Final = "; this looks like HTTP sent to a uwsgi socket"
+_TLS_HINT: Final = "; this looks like TLS sent to a uwsgi socket"
 
 
 class UwsgiError(ValueError):
@@ -47,6 +47,9 @@ class Packet(NamedTuple):
     modifier1: int
     modifier2: int
     vars: dict[str, str]
+
+
+_new_packet: Final = tuple.__new__  # Packet(...) without the Python-level __new__ a NamedTuple adds
 
 
 class PacketParser:
@@ -103,13 +106,13 @@ class PacketParser:
             if self._eof:
                 raise UwsgiError(f"truncated packet: got {len(buf)} of {end} bytes")
             return None
-        modifier1, _, modifier2 = HEADER.unpack_from(buf)
+        modifier1, modifier2 = buf[0], buf[3]
         self._done = True
-        self._trailing = bytes(buf[end:])
+        self._trailing = bytes(buf[end:]) if len(buf) > end else b""
         self._buf = b""
         if modifier1 == MODIFIER_PING:
-            return Packet(modifier1, modifier2, {})
-        return Packet(modifier1, modifier2, parse_vars(buf[HEADER_SIZE:end], self.max_vars))
+            return _new_packet(Packet, (modifier1, modifier2, {}))
+        return _new_packet(Packet, (modifier1, modifier2, parse_vars(buf[HEADER_SIZE:end], self.max_vars)))
 
     @property
     def started(self) -> bool:
