@@ -21,12 +21,11 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 from zergserve.config import Config
 from zergserve.log import logger, printable
+from zergserve.protocols.http import REASONS
 
 _CHUNK = 65536  # read size where a body is not sent with sendfile (ranges, ASGI)
 _INLINE = 32768  # smaller bodies are read and written with the head: one write beats head + sendfile
 _RANGE = re.compile(rb"bytes=(\d*)-(\d*)\Z")
-_REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 403: "Forbidden",
-            416: "Range Not Satisfiable"}
 _FORBIDDEN = b"Forbidden\n"
 _PROC = os.path.isdir("/proc/self/fd")  # the kernel's word on an open file's real path
 
@@ -239,7 +238,7 @@ def wsgi_app(files: Files, app: Callable) -> Callable:
                              lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
         if found is None:
             return app(environ, start_response)
-        start_response(f"{found.status} {_REASONS[found.status]}",
+        start_response(f"{found.status} {REASONS[found.status]}",
                        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in found.headers])
         if found.file is None:
             return [found.body] if found.body else []

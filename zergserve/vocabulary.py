@@ -5,8 +5,7 @@ the log and oserrors."""
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Final, Iterable
 
 from zergserve.log import quoted as printable  # noqa: F401 - the adapters' name for it
 from zergserve.oserrors import ClientDisconnected  # noqa: F401 - the adapters import it from here
@@ -14,8 +13,7 @@ from zergserve.protocols import http as h1
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-_REASONS.update((code, text.encode()) for code, text in h1.REASONS.items())  # one phrase per status everywhere
+_REASONS: Final = {code: text.encode() for code, text in h1.REASONS.items()}
 
 
 class RequestError(Exception):
