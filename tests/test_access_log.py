@@ -176,8 +176,8 @@ def test_log_level_warning_keeps_errors_only(spawn, workdir):
 
 @pytest.mark.parametrize("worker", WORKERS)
 def test_refusals_and_clients_that_left_are_access_lines(spawn, workdir, worker):
-    server, http, uwsgi = start(spawn, workdir, worker, "--log-format", "ACCESS %(status) %(method) %(uri)",
-                                "--http-timeout", "0.5")
+    server, http, uwsgi = start(spawn, workdir, worker, "--log-format",
+                                "ACCESS %(status) %(method) %(uri)|%(time) %(epoch)", "--http-timeout", "0.5")
     assert raw_unix(http, b"GET /\x01bad HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
     assert raw_unix(http, b"GET /slow HTTP/1.1\r\nHost: a\r\n").startswith(b"HTTP/1.1 408")
     with socket.socket(socket.AF_UNIX) as sock:  # a client that leaves in the middle of its body
@@ -187,8 +187,10 @@ def test_refusals_and_clients_that_left_are_access_lines(spawn, workdir, worker)
     reply = uwsgi_request(uwsgi, {"REQUEST_METHOD": "POST", "REQUEST_URI": "/x", "CONTENT_LENGTH": "-1"})
     assert b" 400 " in reply.split(b"\r\n")[0]
     wait_for(lambda: "ACCESS 499 POST /echo" in server.log())
-    lines = [x for x in server.log().splitlines() if x.startswith("ACCESS")]
+    lines, times = zip(*(x.split("|") for x in server.log().splitlines() if x.startswith("ACCESS")))
     assert "ACCESS 400  " in lines and "ACCESS 408  " in lines and "ACCESS 400 POST /x" in lines, lines
+    for began, logged in (map(int, pair.split()) for pair in times):  # a refusal began when it was refused
+        assert 0 <= logged - began <= 60, times
     assert "Traceback" not in server.log() and "ERROR" not in server.log(), server.log()
 
 

@@ -41,7 +41,8 @@ DEFAULT_DATE = "%Y-%m-%d %H:%M:%S"  # --logdate without a value, and %(ftime)
 
 # Placeholder → a Python expression over the formatter's arguments (ex, status, sent, now, elapsed)
 # and the names in _HELPERS. `elapsed` is in seconds; `sent` counts body bytes; ex.head_sent the
-# response head. _STRINGS are escaped (or JSON-quoted); _NUMBERS cannot hold client bytes.
+# response head; the request began at `now - elapsed`. _STRINGS are escaped (or JSON-quoted);
+# _NUMBERS cannot hold client bytes.
 _NUMBERS = {
     "status": "status",
     "rsize": "sent",
@@ -51,10 +52,10 @@ _NUMBERS = {
     "micros": "int(elapsed * 1000000)",
     "secs": "format(elapsed, SIX_DECIMALS)",
     "mstime": "format(elapsed * 1000, ONE_DECIMAL)",
-    "time": "int(ex.started)",
+    "time": "int(now - elapsed)",
     "epoch": "int(now)",
-    "tmsecs": "int(ex.started * 1000)",
-    "tmicros": "int(ex.started * 1000000)",
+    "tmsecs": "int((now - elapsed) * 1000)",
+    "tmicros": "int((now - elapsed) * 1000000)",
     "pid": "_pid()",
     "wid": "ctx.wid",
     "cl": "_cl(ex)",
@@ -79,10 +80,10 @@ _STRINGS = {
     "host": "_var(ex, HTTP_HOST) or DASH",
     "referer": "_var(ex, HTTP_REFERER) or DASH",
     "uagent": "_var(ex, HTTP_USER_AGENT) or DASH",
-    "ltime": "_strftime(LTIME, ex.started)",
-    "ftime": "_strftime(datefmt, ex.started)",
-    "ctime": "_ctime(ex.started)",
-    "iso": "_iso(ex.started)",
+    "ltime": "_strftime(LTIME, now - elapsed)",
+    "ftime": "_strftime(datefmt, now - elapsed)",
+    "ctime": "_ctime(now - elapsed)",
+    "iso": "_iso(now - elapsed)",
 }
 NAMES = (*_NUMBERS, *_STRINGS, "var.NAME")
 _PLACEHOLDER = re.compile(r"%\(([A-Za-z0-9_.\-]+)\)")

@@ -3,6 +3,11 @@
 The exchange (exchange.py) decides everything about the request lifecycle; this module only
 reads, writes and waits. Blocking sockets with timeouts serve the sync worker as they are and a
 gevent worker unchanged (its sockets are cooperative), one greenlet per connection.
+
+A read or write tried before any wait passes MSG_DONTWAIT, so a connection may come in blocking
+mode, as accept() makes it, with no syscall to change that; a timeout is set only once the socket
+makes us wait. (A gevent socket must come non-blocking: in blocking mode gevent waits for it
+whatever the flags.)
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 from typing import Any, Callable, Final, Iterable, Iterator
 
 from zergserve import wsgi
-from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RECEIVE, Exchange, Reply
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, RECV_HEAD, Context, RECEIVE, Exchange, Reply
 from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
 
@@ -26,6 +31,7 @@ __all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsen
 
 Socket = _socket.socket  # the C class under socket.socket: what the sync worker accepts (workers/sync.py)
 
+_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _LINGER_SECONDS: Final = 2.0
 _STREAK: Final = 8  # requests a connection may take back to back before it waits its turn
 _LINGER_BYTES: Final = 1 << 20
@@ -35,17 +41,12 @@ def serve(conn: Socket, peer: Any, listener: Listener, ctx: Context,
           park: Callable[[Socket, Exchange], None] | None = None) -> None:
     """Serve one connection until it is done; never raises for anything a client sends.
 
-    The socket starts non-blocking: the request is usually already there and the response fits
-    the send buffer, so the common case costs one recv and one send; timeouts (and their extra
+    The request is usually already there and the response fits the send buffer, so the common
+    case costs one recv and one send, neither waiting (MSG_DONTWAIT); timeouts (and their extra
     syscalls) are set only when the socket makes us wait. With `park` (the gthread worker), a
     kept-alive connection whose next request has not arrived is handed to park() instead of
     waited for here; resume() goes on with it once it is readable.
     """
-    try:
-        conn.setblocking(False)
-    except OSError:
-        conn.close()
-        return
     resume(conn, Exchange(ctx, listener, peer), park)
 
 
@@ -79,7 +80,7 @@ def resume(conn: Socket, ex: Exchange, park: Callable[[Socket, Exchange], None] 
                         data = _ready(conn)
                         if data is None:  # waited for: its turn came through the worker's loop
                             streak = 0
-                            data = _recv(conn, RECV, ex.deadline, wait=True)
+                            data = _recv(conn, RECV_HEAD, ex.deadline, wait=True)
                         else:
                             streak += 1
                             if streak >= _STREAK:
@@ -89,7 +90,7 @@ def resume(conn: Socket, ex: Exchange, park: Callable[[Socket, Exchange], None] 
                     else:
                         # idle without a poller: the client sends its next request only once it has
                         # read our response, so a read tried before waiting would find nothing
-                        ex.receive_data(_recv(conn, RECV, ex.deadline, idle and park is None))
+                        ex.receive_data(_recv(conn, RECV_HEAD, ex.deadline, idle and park is None))
                 except (socket.timeout, TimeoutError):
                     ex.timed_out()
             elif type(action) is Reply:
@@ -222,12 +223,12 @@ def _recv(conn: Socket, size: int, deadline: float, wait: bool = False) -> bytes
     return conn.recv(size)
 
 
-def _ready(conn: Socket, size: int = RECV) -> bytes | None:
+def _ready(conn: Socket, size: int = RECV_HEAD) -> bytes | None:
     """What a read that does not wait finds (b'' at EOF), or None when nothing is there yet."""
-    if conn.gettimeout() != 0.0:
+    if conn.gettimeout():  # a wait set a timeout: recv() would poll for it first
         return None
     try:
-        return conn.recv(size)
+        return conn.recv(size, _DONTWAIT)
     except BlockingIOError:
         return None
 
@@ -239,7 +240,7 @@ def send_all(conn: Socket, data: bytes, pace: SendPace) -> None:
     large body, and a timeout per write would let a client taking one byte at a time hold the
     worker forever; the pace (pacing.py) asks for a minimum rate while we wait.
     """
-    if conn.gettimeout() != 0.0:
+    if conn.gettimeout():  # a wait set a timeout: send() would poll for it first
         conn.setblocking(False)
     for wait in sending(conn, data, pace):
         _poll_out(conn, wait)
@@ -253,11 +254,11 @@ def _poll_out(conn: Socket, seconds: float) -> None:
 
 
 def sending(conn: Socket, data: bytes, pace: SendPace) -> Iterable[float]:
-    """Send `data` on a non-blocking socket; the seconds the driver may wait for it to be writable,
+    """Send `data` without waiting in send(); the seconds the driver may wait for it to be writable,
     each time it is full (SendTimeout once the client took too little). The first send is tried
     at once and usually takes the whole response: then there is nothing to iterate."""
     try:
-        sent = conn.send(data)
+        sent = conn.send(data, _DONTWAIT)
     except BlockingIOError:
         sent = 0
     pace.accepted += sent
@@ -269,7 +270,7 @@ def _send_rest(conn: Socket, view: memoryview, pace: SendPace) -> Iterator[float
     free, so progress is read from the send queue's length, not from wake-ups."""
     while view:
         try:
-            sent = conn.send(view)
+            sent = conn.send(view, _DONTWAIT)
         except BlockingIOError:
             sent = 0
         if sent:

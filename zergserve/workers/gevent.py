@@ -82,7 +82,7 @@ class GeventWorker(Worker):
             super().release_listeners()
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         self.close_idle()
-        self.drain_queue(lambda conn, peer, listener: pool.spawn(connection.serve, conn, peer, listener, self.ctx))
+        self.drain_queue(lambda conn, peer, listener: pool.spawn(self._serve, conn, peer, listener))
         if not self._join(pool, self.cfg.worker_reload_mercy):
             logger.error("worker %d: %d connections still open after %ds, closing them",
                          self.wid, len(pool), self.cfg.worker_reload_mercy)
@@ -148,7 +148,13 @@ class GeventWorker(Worker):
                 except OSError as exc:
                     time.sleep(self.accept_error(exc, listener))
                     continue
-                pool.spawn(connection.serve, conn, peer, listener, self.ctx)
+                pool.spawn(self._serve, conn, peer, listener)
         finally:
             sock.close()
+
+    def _serve(self, conn: Any, peer: Any, listener: Listener) -> None:
+        """connection.serve() on a non-blocking socket: in blocking mode gevent's recv() would wait
+        for bytes even when told not to (MSG_DONTWAIT). For gevent's sockets this is no syscall."""
+        conn.setblocking(False)
+        connection.serve(conn, peer, listener, self.ctx)
 
