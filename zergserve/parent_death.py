@@ -50,7 +50,7 @@ def watch(fd: int, on_death: Callable[[], None]) -> None:
             poller.poll()
         on_death()
 
-    start_thread(wait, "lifeline")
+    start_thread(wait)
 
 
 def cut(fd: int) -> bool:

@@ -4,10 +4,11 @@ start with signals blocked, so that they reach the main thread."""
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 
 def wakeup_pipe() -> tuple[int, int]:
@@ -32,14 +33,22 @@ def drain(fd: int) -> None:
         pass
 
 
-def start_thread(target: Callable[..., object], name: str, *args: object) -> threading.Thread:
-    """Start a daemon thread with every signal blocked (it inherits the mask it starts with), so
-    that the kernel delivers signals to the main thread: a handler that must interrupt the main
-    thread's wait (a sleep in the app, a join) runs there, not in a thread that would swallow it."""
-    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+@contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Threads started meanwhile have every signal blocked (a thread inherits the mask it starts
+    with), so that the kernel delivers signals to the main thread: a handler that must interrupt
+    the main thread's wait (a sleep in the app, a join) runs there, not in a thread that would
+    swallow it."""
     before = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     try:
-        thread.start()
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
-    return thread
+
+
+def start_thread(target: Callable[..., object], *args: object) -> None:
+    """Start a helper thread with every signal blocked (signals_blocked). A bare _thread one: for
+    the one watcher thread of a worker, the threading module would cost every process about
+    0.2 MB. It does not keep the process alive, as a daemon thread would not."""
+    with signals_blocked():
+        _thread.start_new_thread(target, args)

@@ -10,11 +10,11 @@ functions raise AttributeError, which is how code that works with or without the
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import os
 import signal
 import socket
-import threading
 import time
 from typing import Any, Callable
 
@@ -40,7 +40,7 @@ spooler: Callable[..., Any] | None = None  # uwsgidecorators sets it; zergserve 
 _worker_id = 0
 _master_pid = os.getpid()
 _lock_fd = -1
-_thread_locks: dict[int, threading.Lock] = {}
+_thread_locks: dict[int, _thread.LockType] = {}
 _mule_hook: Callable[[bytes], Any] | None = None
 _cfg: config.Config | None = None  # for setprocname's --procname-prefix and --procname-append
 
@@ -145,7 +145,7 @@ def lock(num: int = 0) -> None:
     """Take lock `num`, shared by every worker of the instance (and the threads of each)."""
     if num < 0:
         raise ValueError("lock number must be >= 0")
-    _thread_locks.setdefault(num, threading.Lock()).acquire()
+    _thread_locks.setdefault(num, _thread.allocate_lock()).acquire()
     if _lock_fd >= 0:  # in a worker (the master, loading the app, has no other process to exclude)
         fcntl.lockf(_lock_fd, fcntl.LOCK_EX, 1, num)
 

@@ -12,8 +12,8 @@ import errno
 import os
 import signal
 import socket
+import _thread
 import sys
-import threading
 import time
 from typing import Any, Callable
 
@@ -70,7 +70,7 @@ class Worker:
         self.ready_fd = -1  # the master's "a worker is ready" pipe, set by the master after the fork
         self.lifeline_fd = -1  # read end of the pipe whose closing says the master died (lifeline.py)
         self.orphan = False
-        self.orphan_lock = threading.Lock()  # the lifeline's watcher and the loop's getppid() check
+        self.orphan_lock = _thread.allocate_lock()  # the lifeline's watcher and the loop's getppid() check
         self.ppid = os.getppid()  # forked by the master: this is its pid
         self.on_exit: Callable[[], None] | None = None  # set by the master: hooks for a worker that leaves
 

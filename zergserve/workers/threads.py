@@ -31,7 +31,7 @@ from zergserve.log import logger
 from zergserve.scoreboard import BUSY, IDLE, PAUSED, CoreWriter, RowWriter
 from zergserve.sockets import Listener
 from zergserve.workers.base import Worker
-from zergserve.wakeup import start_thread
+from zergserve.wakeup import signals_blocked
 from zergserve.workers.sync import _ACCEPT_EVENTS
 
 _PARKED_EVENTS = select.EPOLLIN | select.EPOLLONESHOT
@@ -66,7 +66,11 @@ class ThreadsWorker(Worker):
         self.accepting_stopped = False
         self.stop_r, self.stop_w = os.pipe2(os.O_CLOEXEC)  # readable at the stop: every thread leaves
         self.poller.register(self.stop_r, select.EPOLLIN)
-        pool = [start_thread(self._thread, f"core {i}", i) for i in range(self.cfg.threads)]
+        pool = [threading.Thread(target=self._thread, args=(i,), name=f"core {i}", daemon=True)
+                for i in range(self.cfg.threads)]
+        with signals_blocked():
+            for thread in pool:
+                thread.start()
         while not self.done():
             if self.pause_changed():
                 for fd in self.by_fd:
