@@ -151,6 +151,22 @@ class Limits(NamedTuple):
 
 
 DEFAULT_LIMITS = Limits()
+SERVER: Final = b"zergserve"  # the Server header's value
+_SERVER_LINE: Final = b"Server: zergserve\r\n"
+# Status lines by (code, reason), made once: formatting one costs more than the rest of the head.
+# Bounded, as an app may make up reason phrases.
+_STATUS_LINES: Final[dict[tuple[int, bytes], bytes]] = {}
+_STATUS_LINES_MAX: Final = 256
+
+
+def _status_line(status: int, reason: bytes) -> bytes:
+    key = (status, reason)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_STATUS_LINES) < _STATUS_LINES_MAX:
+            _STATUS_LINES[key] = line
+    return line
 
 
 class Request(NamedTuple):
@@ -292,7 +308,7 @@ class HTTPConnection:
     _framing = _NONE
     _out_left = 0
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS, keep_alive: bool = True, server: bytes = b"zergserve") -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS, keep_alive: bool = True, server: bytes = SERVER) -> None:
         self.limits = limits
         self.keep_alive = keep_alive
         self.server = server
@@ -664,11 +680,11 @@ class HTTPConnection:
         request = self._request
         fields = _fast_fields(headers) if _fast_fields is not None else None
         block, length, close, have_date, have_server = fields if fields is not None else _response_fields(headers)
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason), block]
+        lines = [_status_line(status, reason), block]
         if not have_date:
             lines.append(_date.get_line())
         if not have_server:
-            lines.append(b"Server: %s\r\n" % self.server)
+            lines.append(_SERVER_LINE if self.server is SERVER else b"Server: %s\r\n" % self.server)
         self._started = True
         self._close_after = close
         if request.method == "HEAD" or status in (204, 304):
