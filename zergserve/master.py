@@ -365,7 +365,7 @@ class Master(Supervisor):
         finally:
             os.close(life_r)
         self.lifelines[pid] = life_w
-        self.scoreboard.writer(wid).set_pid(pid)
+        self.scoreboard.set_pid(wid, pid)
         previous = self.history.get(wid)
         proc = WorkerProc(wid, pid, time.monotonic())
         if previous is not None:
