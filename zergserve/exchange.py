@@ -215,7 +215,7 @@ class Exchange:
             return self._refuse(501, h.error_response(h1.HTTPError(501, "WebSocket not served")), True)
         if ctx.draining:
             h.keep_alive = False  # this response says Connection: close
-        self.method, self.target, self.protocol = event.method, event.target, "HTTP/" + event.http_version
+        self.method, self.target, self.protocol = event.method, event.target, h1.protocol_name(event.http_version)
         self.has_body = event.chunked or bool(event.content_length)
         self._begin()
         self.request = event

@@ -14,7 +14,7 @@ from typing import Any, Callable, Final, Protocol
 
 from zergserve import proxy
 from zergserve.log import traceback_text
-from zergserve.protocols.http import Request
+from zergserve.protocols.http import Request, protocol_name
 from zergserve.vocabulary import (AppError, CheckedFields, ClientDisconnected, RequestError, RequestTimeout,
                                   RequestTooLarge, check_field, printable, reason, unquote)
 
@@ -170,7 +170,7 @@ def http_environ(base: dict[str, Any], request: Request, peer: Any, body: Input)
     env["PATH_INFO"] = unquote(path).decode("latin-1") if "%" in path else path
     env["QUERY_STRING"] = request.query
     env["REQUEST_URI"] = env["RAW_URI"] = request.target
-    env["SERVER_PROTOCOL"] = "HTTP/" + request.http_version
+    env["SERVER_PROTOCOL"] = protocol_name(request.http_version)
     if peer:
         env["REMOTE_ADDR"] = peer[0]
         env["REMOTE_PORT"] = str(peer[1])

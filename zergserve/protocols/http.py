@@ -151,6 +151,14 @@ class Limits(NamedTuple):
 
 
 DEFAULT_LIMITS = Limits()
+_PROTOCOL_NAMES: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+def protocol_name(http_version: str) -> str:
+    """SERVER_PROTOCOL for a request's version ('1.1' -> 'HTTP/1.1'), without a new string for
+    the usual ones."""
+    return _PROTOCOL_NAMES.get(http_version) or "HTTP/" + http_version
+
 SERVER: Final = b"zergserve"  # the Server header's value
 _SERVER_LINE: Final = b"Server: zergserve\r\n"
 # Status lines by (code, reason), made once: formatting one costs more than the rest of the head.
@@ -454,7 +462,7 @@ class HTTPConnection:
         buf, pos = self._buf, self._pos
         if pos >= len(buf) and not self._eof:
             return NEED_DATA  # a kept-alive connection between requests: nothing to look at
-        while buf.startswith(b"\r\n", pos):  # RFC 9112 §2.2: ignore empty lines before a request line
+        while buf[pos:pos + 2] == b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request line
             pos += 2
         if pos != self._pos:
             self._pos = pos
@@ -470,8 +478,9 @@ class HTTPConnection:
                     raise self._fail(400, "truncated request head (connection closed)")
                 return ConnectionClosed()
             return NEED_DATA
-        head = bytes(buf[pos:end + 4])
         pos = end + 4
+        # Usually the whole buffer is the head, as it came: then it is not copied.
+        head = buf if pos == len(buf) and type(buf) is bytes and not self._pos else bytes(buf[self._pos:pos])
         self._pos = self._scanned = self._line_start = pos
         self._lines = 0
         request = self._parse_head(head)
