@@ -27,6 +27,8 @@ from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, RECV_HEAD, 
 from zergserve.pacing import SendPace
 from zergserve.sockets import Listener
 
+_monotonic: Final = time.monotonic  # held by the compiled build, not looked up in the time module per call
+
 __all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsent"]
 
 Socket = _socket.socket  # the C class under socket.socket: what the sync worker accepts (workers/sync.py)
@@ -162,7 +164,7 @@ def _body_pull(conn: Socket, ex: Exchange) -> Callable[[int], bytes]:
             if isinstance(piece, bytes):
                 return piece
             try:
-                data = _recv(conn, ex.want, time.monotonic() + piece)
+                data = _recv(conn, ex.want, _monotonic() + piece)
             except (socket.timeout, TimeoutError):
                 ex.body_stalled()
             ex.body_data(data)
@@ -216,7 +218,7 @@ def _recv(conn: Socket, size: int, deadline: float, wait: bool = False) -> bytes
         data = _ready(conn, size)
         if data is not None:
             return data
-    left = deadline - time.monotonic()
+    left = deadline - _monotonic()
     if left <= 0:
         raise TimeoutError
     conn.settimeout(left)
@@ -277,9 +279,9 @@ def _send_rest(conn: Socket, view: memoryview, pace: SendPace) -> Iterator[float
             pace.accepted += sent
             view = view[sent:]
             continue
-        started = time.monotonic()
+        started = _monotonic()
         yield pace.wait(unsent(conn))
-        pace.waited(time.monotonic() - started, unsent(conn))
+        pace.waited(_monotonic() - started, unsent(conn))
 
 
 def unsent(conn: Socket) -> int:
@@ -301,9 +303,9 @@ def _sendfile(conn: Socket, fd: int, offset: int, file: Any, count: int | None, 
             try:
                 sent = os.sendfile(conn.fileno(), fd, offset + total, min(count - total, 1 << 20))
             except BlockingIOError:
-                started = time.monotonic()
+                started = _monotonic()
                 _poll_out(conn, pace.wait(unsent(conn)))
-                pace.waited(time.monotonic() - started, unsent(conn))
+                pace.waited(_monotonic() - started, unsent(conn))
                 continue
             if not sent:
                 break
@@ -319,10 +321,10 @@ def _linger_close(conn: Socket) -> None:
     """Half-close and discard what the client is still sending, so our reply is not lost to a RST."""
     try:
         conn.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + _LINGER_SECONDS
+        deadline = _monotonic() + _LINGER_SECONDS
         total = 0
         while total < _LINGER_BYTES:
-            left = deadline - time.monotonic()
+            left = deadline - _monotonic()
             if left <= 0:
                 break
             conn.settimeout(left)

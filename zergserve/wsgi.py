@@ -142,7 +142,7 @@ class Input:
         return self._done
 
 
-NO_BODY = Input(None)  # wsgi.input of every request without a body: it holds no state
+NO_BODY: Final = Input(None)  # wsgi.input of every request without a body: it holds no state
 
 
 def base_environ(server_name: str, server_port: str) -> dict[str, Any]:
@@ -324,9 +324,9 @@ class Response:
         """The app's write(); a chunk that is no bytes-like object is the app's error (AppError)."""
         if self.headers is None:
             raise AppError("write() before start_response()")
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise AppError(f"body chunks must be bytes, got {type(data).__name__}")
         if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):  # (a subclass of bytes too)
+                raise AppError(f"body chunks must be bytes, got {type(data).__name__}")
             data = bytes(data)
         if self.length is not None and self.sent + len(data) > self.length:
             self.truncated = True

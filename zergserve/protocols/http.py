@@ -25,6 +25,9 @@ import re
 import time
 from typing import Callable, Final, NamedTuple
 
+_time: Final = time.time  # held by the compiled build, not looked up in the time module per call
+
+
 class _Sentinel:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -33,8 +36,8 @@ class _Sentinel:
         return self.name
 
 
-NEED_DATA = _Sentinel("NEED_DATA")
-PAUSED = _Sentinel("PAUSED")
+NEED_DATA: Final = _Sentinel("NEED_DATA")
+PAUSED: Final = _Sentinel("PAUSED")
 
 
 class Data(NamedTuple):
@@ -226,7 +229,7 @@ class _DateCache:
         self.line = b""
 
     def get(self) -> bytes:
-        now = int(time.time())
+        now = int(_time())
         if now != self.stamp:
             self.stamp = now
             self.value = _http_date(now)
@@ -235,7 +238,7 @@ class _DateCache:
 
     def get_line(self) -> bytes:
         """`Date: <now>\r\n`."""
-        if int(time.time()) != self.stamp:
+        if int(_time()) != self.stamp:
             self.get()
         return self.line
 
