@@ -202,7 +202,8 @@ class Worker:
         raises QuickStop where it lands (_quit), and one that came before, while the loop was on
         its way here, raises now instead of waiting for the app."""
         self.in_app = True
-        self.check_quit()
+        if self.quitting:  # check_quit(), without a second call for every request
+            raise QuickStop
 
     def check_quit(self) -> None:
         """For the loops, whenever they wake: raise QuickStop once a quick stop was recorded."""
