@@ -88,7 +88,7 @@ _SPECIAL: Final = {"content-length": 0, "transfer-encoding": 1, "host": 2, "cont
 _MAX_CHUNK_LINE = 8190  # a chunk-size line with its extensions; fixed, so '0 = unlimited' field sizes keep it
 # The registered status codes' reason phrases, as RFC 9110 and the IANA registry name them, for every
 # response (the worker's and the apps' that give a bare code). A table rather than http.HTTPStatus:
-# that enum costs every worker about 0.25 MB.
+# that enum (and HTTPMethod) cost every worker about 60 kB.
 REASONS: Final[dict[int, str]] = {
     100: "Continue", 101: "Switching Protocols", 102: "Processing", 103: "Early Hints",
     200: "OK", 201: "Created", 202: "Accepted", 203: "Non-Authoritative Information", 204: "No Content",
