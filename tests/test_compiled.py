@@ -18,9 +18,10 @@ from conftest import ROOT, start
 from zergserve import compiled
 
 needs_build = pytest.mark.skipif(not compiled._built(), reason="the request path is not compiled (no mypyc at install)")
-# The in-process suites of the compiled modules: codecs, exchange, WSGI adapter (about 30 s).
+# The in-process suites of the compiled modules: codecs, exchange, WSGI adapter, scoreboard (about 30 s).
 UNIT_SUITES = ["tests/test_http_codec.py", "tests/test_http_speedups.py", "tests/test_uwsgi_codec.py",
-               "tests/test_uwsgi_speedups.py", "tests/test_exchange.py", "tests/test_wsgi.py"]
+               "tests/test_uwsgi_speedups.py", "tests/test_exchange.py", "tests/test_wsgi.py",
+               "tests/test_scoreboard.py"]
 STATUS = "from zergserve import compiled, exchange; print(compiled.STATUS); print(exchange.__file__)"
 
 

@@ -800,3 +800,14 @@ def test_websocket_upgrade_and_the_bytes_after_its_head():
     h = HTTPConnection()
     h.receive_data(b"GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n")  # no Connection: upgrade
     assert not is_websocket_upgrade(h.next_event())
+
+
+def test_status_lines_are_made_once_and_their_table_is_bounded():
+    """An app may make up reason phrases: each still gets its own status line, and the table of
+    lines made once stops growing at its bound."""
+    for i in range(http._STATUS_LINES_MAX + 50):
+        conn = HTTPConnection()
+        served(conn, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", False)
+        head = conn.send_response(200 + i % 300, b"Made Up %d" % i, [(b"Content-Length", b"0")])
+        assert head.startswith(b"HTTP/1.1 %d Made Up %d\r\n" % (200 + i % 300, i))
+    assert len(http._STATUS_LINES) <= http._STATUS_LINES_MAX
