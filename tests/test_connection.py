@@ -52,13 +52,17 @@ def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
     return [path.encode() + b":" + body]
 
 
-def exchange(data: bytes, proto: str = "http", keep_alive: bool = True) -> tuple[bytes, list[str]]:
-    """Serve one connection that sends `data` then half-closes; everything it answered, and the errors logged."""
+def exchange(data: bytes, proto: str = "http", keep_alive: bool = True,
+             timeout: float | None = None) -> tuple[bytes, list[str]]:
+    """Serve one connection that sends `data` then half-closes; everything it answered, and the
+    errors logged. The server's end comes in blocking mode, as accept() makes it, or with
+    `timeout` (what socket.setdefaulttimeout() in an app gives every new socket)."""
     errors: list[str] = []
     ctx = connection.Context(app=app, row=Scoreboard(1).writer(1), wid=1, log_error=errors.append,
                              access_log=None, limits=h1.Limits(), http_timeout=2, socket_timeout=2,
                              keep_alive=keep_alive)
     client, server = socket.socketpair()
+    server.settimeout(timeout)
     with client:
         client.sendall(data)
         client.shutdown(socket.SHUT_WR)
@@ -77,6 +81,13 @@ def bodies(out: bytes) -> list[bytes]:
 
 def get(path: str, extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: h\r\n{extra}\r\n".encode()
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_a_socket_in_blocking_mode_or_with_a_timeout_is_served(timeout):
+    post = b"POST /read HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nxyz"
+    out, errors = exchange(get("/a") + post + get("/b"), timeout=timeout)
+    assert bodies(out) == [b"/a:", b"/read:xyz", b"/b:"] and not errors
 
 
 def test_pipelined_requests_without_bodies_each_get_an_answer():

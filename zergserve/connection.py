@@ -49,6 +49,12 @@ def serve(conn: Socket, peer: Any, listener: Listener, ctx: Context,
     kept-alive connection whose next request has not arrived is handed to park() instead of
     waited for here; resume() goes on with it once it is readable.
     """
+    if conn.gettimeout():  # socket.setdefaulttimeout() in the app: each try would poll first
+        try:
+            conn.setblocking(False)
+        except OSError:
+            conn.close()
+            return
     resume(conn, Exchange(ctx, listener, peer), park)
 
 
