@@ -15,7 +15,6 @@ whose allocation is an mmap, mremap and munmap once it is above malloc's mmap th
 from __future__ import annotations
 
 import asyncio
-import time
 from math import inf
 from typing import Any, Final
 
@@ -23,11 +22,9 @@ from zergserve import asgi, websocket
 from zergserve.connection import unsent
 from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECEIVE, Exchange, Reply
 from zergserve.log import traceback_text
-from zergserve.pacing import SendPace
+from zergserve.pacing import SendPace, monotonic
 from zergserve.protocols.http import is_websocket_upgrade
 from zergserve.vocabulary import RequestError
-
-_monotonic: Final = time.monotonic  # held by the compiled build, not looked up in the time module per call
 
 _HIGH_WATER = 65536  # bytes read ahead of the exchange before reading pauses
 _READ_SIZE = 65536  # the most one read takes
@@ -267,7 +264,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
-        self.read_until = _monotonic() + _LINGER_SECONDS
+        self.read_until = monotonic() + _LINGER_SECONDS
         self._arm(self.read_until)
 
     def _close(self) -> None:
@@ -279,7 +276,7 @@ class HttpProtocol(asyncio.Protocol):
         self.read_until = inf
         self.transport.close()
         if not self.lost and self.transport.get_write_buffer_size():
-            self.write_until = _monotonic() + self.hub.ctx.socket_timeout
+            self.write_until = monotonic() + self.hub.ctx.socket_timeout
             self._arm(self.write_until)
 
     def _done(self) -> None:
@@ -339,7 +336,7 @@ class HttpProtocol(asyncio.Protocol):
         """Wait for bytes or EOF; False when `seconds` passed first."""
         waiter = self.read_waiter = self.loop.create_future()
         if seconds != inf:
-            self.read_until = _monotonic() + seconds
+            self.read_until = monotonic() + seconds
             self._arm(self.read_until)
         try:
             return await waiter
@@ -374,10 +371,10 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         while self.write_paused and not self.lost:
             pace.accepted = self.written - transport.get_write_buffer_size()
-            started = _monotonic()
+            started = monotonic()
             await self._wait_write(pace.wait(unsent(self.sock)))
             pace.accepted = self.written - transport.get_write_buffer_size()
-            pace.waited(_monotonic() - started, unsent(self.sock))
+            pace.waited(monotonic() - started, unsent(self.sock))
         if self.lost:
             raise ConnectionResetError("client gone")
 
@@ -385,7 +382,7 @@ class HttpProtocol(asyncio.Protocol):
         waiter = self.write_waiter
         if waiter is None or waiter.done():
             waiter = self.write_waiter = self.loop.create_future()
-        deadline = _monotonic() + seconds
+        deadline = monotonic() + seconds
         if deadline < self.write_until:
             self.write_until = deadline
             self._arm(deadline)
@@ -437,12 +434,12 @@ class HttpProtocol(asyncio.Protocol):
             if self.timer is not None:
                 self.timer.cancel()
             self.timer_at = deadline
-            self.timer = self.loop.call_later(max(deadline - _monotonic(), 0.0), self._on_timer)
+            self.timer = self.loop.call_later(max(deadline - monotonic(), 0.0), self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
         self.timer_at = inf
-        now = _monotonic()
+        now = monotonic()
         if self.read_until <= now:
             self.read_until = inf
             self._read_expired()

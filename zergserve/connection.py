@@ -19,15 +19,12 @@ import select
 import socket
 import struct
 import termios
-import time
 from typing import Any, Callable, Final, Iterable, Iterator
 
 from zergserve import wsgi
-from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, RECV_HEAD, Context, RECEIVE, Exchange, Reply
-from zergserve.pacing import SendPace
+from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RECEIVE, Exchange, Reply
+from zergserve.pacing import SendPace, monotonic
 from zergserve.sockets import Listener
-
-_monotonic: Final = time.monotonic  # held by the compiled build, not looked up in the time module per call
 
 __all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsent"]
 
@@ -88,7 +85,7 @@ def resume(conn: Socket, ex: Exchange, park: Callable[[Socket, Exchange], None] 
                         data = _ready(conn)
                         if data is None:  # waited for: its turn came through the worker's loop
                             streak = 0
-                            data = _recv(conn, RECV_HEAD, ex.deadline, wait=True)
+                            data = _recv(conn, RECV, ex.deadline, wait=True)
                         else:
                             streak += 1
                             if streak >= _STREAK:
@@ -98,7 +95,7 @@ def resume(conn: Socket, ex: Exchange, park: Callable[[Socket, Exchange], None] 
                     else:
                         # idle without a poller: the client sends its next request only once it has
                         # read our response, so a read tried before waiting would find nothing
-                        ex.receive_data(_recv(conn, RECV_HEAD, ex.deadline, idle and park is None))
+                        ex.receive_data(_recv(conn, RECV, ex.deadline, idle and park is None))
                 except (socket.timeout, TimeoutError):
                     ex.timed_out()
             elif type(action) is Reply:
@@ -170,7 +167,7 @@ def _body_pull(conn: Socket, ex: Exchange) -> Callable[[int], bytes]:
             if isinstance(piece, bytes):
                 return piece
             try:
-                data = _recv(conn, ex.want, _monotonic() + piece)
+                data = _recv(conn, ex.want, monotonic() + piece)
             except (socket.timeout, TimeoutError):
                 ex.body_stalled()
             ex.body_data(data)
@@ -224,14 +221,14 @@ def _recv(conn: Socket, size: int, deadline: float, wait: bool = False) -> bytes
         data = _ready(conn, size)
         if data is not None:
             return data
-    left = deadline - _monotonic()
+    left = deadline - monotonic()
     if left <= 0:
         raise TimeoutError
     conn.settimeout(left)
     return conn.recv(size)
 
 
-def _ready(conn: Socket, size: int = RECV_HEAD) -> bytes | None:
+def _ready(conn: Socket, size: int = RECV) -> bytes | None:
     """What a read that does not wait finds (b'' at EOF), or None when nothing is there yet."""
     if conn.gettimeout():  # a wait set a timeout: recv() would poll for it first
         return None
@@ -285,9 +282,9 @@ def _send_rest(conn: Socket, view: memoryview, pace: SendPace) -> Iterator[float
             pace.accepted += sent
             view = view[sent:]
             continue
-        started = _monotonic()
+        started = monotonic()
         yield pace.wait(unsent(conn))
-        pace.waited(_monotonic() - started, unsent(conn))
+        pace.waited(monotonic() - started, unsent(conn))
 
 
 def unsent(conn: Socket) -> int:
@@ -309,9 +306,9 @@ def _sendfile(conn: Socket, fd: int, offset: int, file: Any, count: int | None, 
             try:
                 sent = os.sendfile(conn.fileno(), fd, offset + total, min(count - total, 1 << 20))
             except BlockingIOError:
-                started = _monotonic()
+                started = monotonic()
                 _poll_out(conn, pace.wait(unsent(conn)))
-                pace.waited(_monotonic() - started, unsent(conn))
+                pace.waited(monotonic() - started, unsent(conn))
                 continue
             if not sent:
                 break
@@ -327,10 +324,10 @@ def _linger_close(conn: Socket) -> None:
     """Half-close and discard what the client is still sending, so our reply is not lost to a RST."""
     try:
         conn.shutdown(socket.SHUT_WR)
-        deadline = _monotonic() + _LINGER_SECONDS
+        deadline = monotonic() + _LINGER_SECONDS
         total = 0
         while total < _LINGER_BYTES:
-            left = deadline - _monotonic()
+            left = deadline - monotonic()
             if left <= 0:
                 break
             conn.settimeout(left)

@@ -12,22 +12,16 @@ h11's `_connection.py` is the model, one level up.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Final, NamedTuple
 
 from zergserve.accesslog import AccessLog
-from zergserve.pacing import BodyClock, BodyTimeout, SendPace
+from zergserve.pacing import BodyClock, BodyTimeout, SendPace, monotonic
 from zergserve.protocols import http as h1
 from zergserve.protocols import uwsgi
 from zergserve.vocabulary import (AppError, ClientDisconnected, RequestError, RequestTimeout, RequestTooLarge,
                                   printable, reason)
 
-_monotonic: Final = time.monotonic  # held by the compiled build, not looked up in the time module per call
-
-RECV: Final = 65536  # the most a driver reads at once: a body's pieces
-# A read for a request head: most heads are a few hundred bytes, and glibc consolidates its heap
-# each time the unused tail of a 64 KiB read buffer is given back (about 1 µs a request).
-RECV_HEAD: Final = 16384
+RECV: Final = 65536  # the most a driver reads at once
 DRAIN_CAP: Final = 65536  # body bytes an app left unread that are read to keep the connection
 
 
@@ -142,10 +136,10 @@ class Exchange:
         self.http = listener.proto == "http"
         if self.http:
             self.h = h1.HTTPConnection(ctx.limits, keep_alive=ctx.keep_alive)
-            self.deadline = _monotonic() + ctx.http_timeout
+            self.deadline = monotonic() + ctx.http_timeout
         else:
             self.parser = uwsgi.PacketParser(ctx.buffer_size, ctx.max_vars)
-            self.deadline = _monotonic() + ctx.socket_timeout
+            self.deadline = monotonic() + ctx.socket_timeout
 
     @property
     def where(self) -> str:
@@ -255,7 +249,7 @@ class Exchange:
         return SERVE
 
     def _begin(self) -> None:
-        self.began = _monotonic()
+        self.began = monotonic()
         self.ctx.row.begin(f"{self.method} {self.target}".encode("latin-1", "replace"), self.began)
 
     # --- the request body ----------------------------------------------------------------------
@@ -393,7 +387,7 @@ class Exchange:
         """End the request (scoreboard row, access line) and say what becomes of the connection:
         KEEP it for the next request, DRAIN the body the app left (then drained()), LINGER, CLOSE."""
         ctx = self.ctx
-        ctx.row.end(self.head_sent + sent, _monotonic() - self.began, status >= 500)
+        ctx.row.end(self.head_sent + sent, monotonic() - self.began, status >= 500)
         if ctx.access_log is not None:
             ctx.access_log.request(self, status, sent)
         body_left = self.has_body and not self.body_done
@@ -407,7 +401,7 @@ class Exchange:
         """Get ready for the next request on a kept-alive connection; False to close instead."""
         if self.ctx.draining or not self.h.start_next_cycle():
             return False
-        self.deadline = _monotonic() + (self.ctx.keepalive_timeout or self.ctx.http_timeout)
+        self.deadline = monotonic() + (self.ctx.keepalive_timeout or self.ctx.http_timeout)
         self.kept_alive = True
         self.received_any = False
         self.method = self.target = self.protocol = ""

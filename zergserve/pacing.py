@@ -19,7 +19,9 @@ from typing import Final
 
 from zergserve.oserrors import SendTimeout
 
-_monotonic: Final = time.monotonic  # held by the compiled build, not looked up in the time module per call
+# time.monotonic, held by the compiled build rather than looked up in the time module at each
+# call; the drivers and the exchange read the clock through it too.
+monotonic: Final = time.monotonic
 
 
 class BodyTimeout(Exception):
@@ -34,7 +36,7 @@ class BodyClock:
     def __init__(self, timeout: float, rate: float) -> None:
         self.timeout = timeout
         self.rate = rate
-        self.deadline = _monotonic() + timeout if timeout > 0 else float("inf")
+        self.deadline = monotonic() + timeout if timeout > 0 else float("inf")
 
     def received(self, count: int) -> None:
         if self.rate > 0:
@@ -42,7 +44,7 @@ class BodyClock:
 
     def left(self) -> float:
         """Seconds the driver may wait for the next bytes; raises BodyTimeout when none are left."""
-        left = self.deadline - _monotonic()
+        left = self.deadline - monotonic()
         if left <= 0:
             raise BodyTimeout(f"request body slower than {self.rate:g} bytes/s after {self.timeout:g}s")
         return left

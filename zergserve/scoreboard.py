@@ -49,7 +49,7 @@ _OFF_INFO: Final = _OFF_HIST + _HIST.size
 _OFF_WS: Final = _OFF_INFO + _REQ_INFO
 # A worker's cores (uWSGI's name for its request threads), after its row: requests, request start.
 _CORE: Final = struct.Struct("=Qd")
-assert _CORE.size == 16 and ROW_SIZE % 8 == 0
+assert _CORE.size == 16
 # The worker writes its row through typed views of it (RowWriter), a field at a time: indexes of
 # its 4-byte fields, 8-byte counters and 8-byte times.
 _I_STATUS: Final = 1

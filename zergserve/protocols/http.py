@@ -162,6 +162,7 @@ def protocol_name(http_version: str) -> str:
     the usual ones."""
     return _PROTOCOL_NAMES.get(http_version) or "HTTP/" + http_version
 
+
 SERVER: Final = b"zergserve"  # the Server header's value
 _SERVER_LINE: Final = b"Server: zergserve\r\n"
 # Status lines by (code, reason), made once: formatting one costs more than the rest of the head.
