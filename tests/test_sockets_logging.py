@@ -69,6 +69,38 @@ def test_ipv6_and_chmod_socket(spawn, workdir):
             assert conn.recv(100).startswith(b"HTTP/1.1 200")
 
 
+def test_tcp_sockets_defer_accept():
+    """TCP_DEFER_ACCEPT on TCP listeners zergserve binds, one --socket-timeout long as in uWSGI;
+    --no-defer-accept (0) leaves it off; a UNIX socket has no such option and is left alone."""
+    assert sockets.defer_accept_seconds(4.0) == 4
+    assert sockets.defer_accept_seconds(0.5) == 1
+    assert sockets.defer_accept_seconds(4.0, enabled=False) == 0
+    deferred = sockets.bind("127.0.0.1:0", "http", defer_accept=4)
+    plain = sockets.bind("127.0.0.1:0", "http")
+    try:
+        assert deferred.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+        assert plain.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == 0
+        sockets.set_defer_accept(deferred, 0)  # a reload with --no-defer-accept
+        assert deferred.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == 0
+    finally:
+        deferred.sock.close()
+        plain.sock.close()
+
+
+def test_silent_tcp_client_does_not_hold_a_sync_worker(spawn, workdir):
+    """One sync worker, a client that connects and says nothing, and a long --http-timeout: the
+    kernel keeps the silent connection from accept(), so the next client is served meanwhile
+    (without the defer, the worker would sit in its read for the whole minute)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = spawn("--module", "echo:application", "-p", "1", "--http-timeout", "60",
+                   "--http", str(workdir / "up.sock"), "--http", f"127.0.0.1:{port}", wait=str(workdir / "up.sock"))
+    server.wait_log(f"http socket 127.0.0.1:{port} ")
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        assert http_request(f"127.0.0.1:{port}", timeout=20)[0] == 200
+
+
 def test_fd_and_systemd_activation(workdir):
     """A listening socket passed as fd 3 with LISTEN_FDS/LISTEN_PID, as systemd does."""
     listener = socket.socket()

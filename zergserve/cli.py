@@ -293,6 +293,7 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
     attached = {sockets.canonical_name(item.name) for item in listeners}
     activated = [f"fd://{fd}" for fd in sockets.systemd_fds()]
     unflagged = [(addr, "http") for addr in activated if addr not in configured]
+    defer = sockets.defer_accept_seconds(cfg.socket_timeout, not cfg.no_defer_accept)
     fresh: list[sockets.Listener] = []
     try:
         for addr, proto in [*configured.items(), *unflagged]:
@@ -301,11 +302,13 @@ def bind_listeners(cfg: config.Config, adopted: dict[str, sockets.Listener],
             listener = _take_adopted(addr, adopted)
             if listener is not None:
                 listener.proto = proto
+                if listener.origin == "bound":  # ours, and the option may have changed since
+                    sockets.set_defer_accept(listener, defer)
             elif addr in activated:
                 listener = sockets.from_fd(int(addr[len("fd://"):]), proto, name=addr, origin="systemd")
             else:
                 listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket,
-                                        privileges.socket_owner(cfg.chown_socket))
+                                        privileges.socket_owner(cfg.chown_socket), defer)
                 fresh.append(listener)
             listeners.append(listener)
     except sockets.AddressError:

@@ -16,6 +16,7 @@ everything and workers inherit the descriptors through fork.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import socket
 import stat
@@ -190,9 +191,10 @@ def _render(family: int, addr: tuple[Any, ...] | str | bytes) -> str:
 
 
 def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None,
-         chown: tuple[int, int] | None = None) -> Listener:
+         chown: tuple[int, int] | None = None, defer_accept: int = 0) -> Listener:
     """Bind and listen on `addr`; a stale UNIX socket file left by a dead server is replaced.
-    `chmod` and `chown` ((uid, gid), -1 keeps one) apply to a UNIX socket's file."""
+    `chmod` and `chown` ((uid, gid), -1 keeps one) apply to a UNIX socket's file; `defer_accept`
+    to a TCP socket (see set_defer_accept)."""
     if proto not in PROTOCOLS:
         raise AddressError(f"unknown protocol {proto!r}")
     if addr.startswith("fd://"):
@@ -229,7 +231,23 @@ def bind(addr: str, proto: str, backlog: int = 100, chmod: int | None = None,
         sock.close()
         raise AddressError(f"cannot bind {addr}: {exc.strerror or exc}") from None
     sock.setblocking(False)
-    return Listener(sock, addr, proto, path=path, inode=inode)
+    listener = Listener(sock, addr, proto, path=path, inode=inode)
+    set_defer_accept(listener, defer_accept)
+    return listener
+
+
+def defer_accept_seconds(socket_timeout: float, enabled: bool = True) -> int:
+    """uWSGI's defer: one --socket-timeout, in whole seconds (--no-defer-accept: none)."""
+    return math.ceil(socket_timeout) if enabled else 0
+
+
+def set_defer_accept(listener: Listener, seconds: int) -> None:
+    """Have the kernel hold a TCP connection back from accept() until its first bytes arrive, for up
+    to `seconds` (0: accept at once), as uWSGI does on every TCP socket it binds. A worker is then
+    never woken for a connection it would only wait on: that costs a failed read and a poll on every
+    early accept, and a sync worker's whole self for each client that connects and says nothing."""
+    if listener.is_tcp and hasattr(socket, "TCP_DEFER_ACCEPT"):
+        listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, seconds)
 
 
 def from_fd(fd: int, proto: str, name: str | None = None, origin: str = "inherited") -> Listener:

@@ -54,6 +54,7 @@ def run(cfg: config.Config, argv: Sequence[str] = (), emperor_fd: int | None = N
     bound: list[sockets.Listener] = []
     pools: list[tuple[str, list[sockets.Listener]]] = []
     try:
+        defer = sockets.defer_accept_seconds(cfg.socket_timeout, not cfg.no_defer_accept)
         for spec in cfg.zergpool:
             path, addrs = parse(spec)
             pool = []
@@ -63,7 +64,7 @@ def run(cfg: config.Config, argv: Sequence[str] = (), emperor_fd: int | None = N
                     listener = kept.pop(addr)
                 else:
                     listener = sockets.bind(addr, proto, cfg.listen, cfg.chmod_socket,
-                                            privileges.socket_owner(cfg.chown_socket))
+                                            privileges.socket_owner(cfg.chown_socket), defer)
                 bound.append(listener)
                 pool.append(listener)
                 logger.info("zergpool %s bound to %s (%s, fd %d)", path, addr, proto, listener.fileno())

@@ -90,6 +90,9 @@ OPTIONS: tuple[Option, ...] = _sections((
     O("socket", address, (), "serve the uwsgi protocol on ADDR (for nginx uwsgi_pass)", "s", ("uwsgi-socket",),
       repeatable=True),
     O("listen", integer(1, 65535), 100, "listen backlog of every socket", "l", ("backlog",)),
+    O("no-defer-accept", boolean, False, "accept a TCP connection as soon as it opens; by default, as in uWSGI, "
+      "the kernel holds it back until its first bytes arrive, for up to --socket-timeout seconds "
+      "(TCP_DEFER_ACCEPT), so no worker waits on a client that has said nothing", flag=True),
     O("chmod-socket", mode, None, "mode of UNIX sockets (without a value: 666)", "C", const="666"),
     O("forwarded-allow-ips", proxies, proxy.DEFAULT, "trust X-Forwarded-Proto/-For (or Forwarded) from these "
       "peers on --http: comma-separated IPs, networks (10.0.0.0/8), 'unix' for UNIX socket peers, '*' for "

@@ -39,6 +39,7 @@ class Config:
     http: list[str]
     socket: list[str]
     listen: int
+    no_defer_accept: bool
     chmod_socket: int | None
     forwarded_allow_ips: str
     vacuum: bool
