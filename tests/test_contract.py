@@ -7,11 +7,12 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 
 import pytest
 
-from conftest import at_once, bound, connect, fetch, free_port, http_request, recv_all, responses, wait_for
+from conftest import at_once, bound, connect, fetch, free_port, http_request, raw, recv_all, responses, wait_for
 from zergserve.protocols.uwsgi import encode_packet
 
 WORKERS = ("sync", "gthread", "gevent", "asyncio", "asyncio-uvloop")  # the asyncio worker on each --loop
@@ -125,6 +126,32 @@ def test_client_reading_below_send_min_rate_is_dropped(worker, spawn, workdir):
             assert got < 40_000_000, "the whole body went out at a rate under --send-min-rate"
             time.sleep(0.1)
     assert http_request(server.addr)[0] == 200
+
+
+# --- a response that ends its TCP connection goes out with the FIN ------------------------------
+
+BLOCKING = ("sync", "gthread", "gevent")  # the blocking driver's classes (connection._Sink)
+
+
+@pytest.mark.parametrize("proto", ("http", "uwsgi"))
+@pytest.mark.parametrize("worker", BLOCKING)
+def test_last_response_shares_its_segment_with_the_fin(worker, proto, spawn):
+    """The client of a connection that closes after its response receives three segments: the
+    SYN-ACK, the acknowledgement of its request, and the response with the FIN (a FIN of its own
+    would make four; tcpi_segs_in of TCP_INFO counts them)."""
+    listener = bound()
+    spawn(*worker_args(worker), f"--{'http' if proto == 'http' else 'socket'}", listener.arg, "-p", "1")
+    request = (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" if proto == "http" else
+               encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REQUEST_URI": "/",
+                              "SERVER_PROTOCOL": "HTTP/1.1"}))
+    wait_for(lambda: raw(listener.addr, request).endswith(b"hello"), message="the worker answering")
+    with connect(listener.addr, timeout=10) as sock:
+        sock.sendall(request)
+        answer = recv_all(sock, 10)
+        segments_in = int.from_bytes(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144)[140:144],
+                                     sys.byteorder)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"hello")
+    assert segments_in <= 3, f"{segments_in} segments in: the FIN came on its own"
 
 
 # --- item 5: a worker notices a dead master at once ----------------------------------------------

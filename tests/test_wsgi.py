@@ -17,12 +17,16 @@ class Sink:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body = b""
         self.finished = self.aborted = False
+        self.lasts: list[bool] = []  # each send's `last`
 
-    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+                  last: bool) -> None:
         self.status, self.headers, self.body = status, headers, body
+        self.lasts.append(last)
 
-    def send_body(self, data: bytes) -> None:
+    def send_body(self, data: bytes, last: bool) -> None:
         self.body += data
+        self.lasts.append(last)
 
     def sendfile(self, file: Any, count: int | None) -> int | None:
         return None
@@ -67,6 +71,24 @@ def test_good_headers_are_encoded_and_remembered():
         assert errors == [] and sink.status == 201
         assert sink.headers[:2] == [(b"Content-Type", b"text/plain"), (b"X-A", b"caf\xe9")]
         assert (b"Content-Length", b"4") in sink.headers and sink.body == b"body"
+
+
+@pytest.mark.parametrize("headers, chunks, lasts", [
+    ([], [b"body"], [True]),  # one chunk: its Content-Length is added, so the head and body are last
+    ([("Content-Length", "6")], [b"ab", b"cd", b"ef"], [False, False, True]),
+    ([("Content-Length", "3")], [b"ab", b"cdef", b"gh"], [False, True]),  # cut at 3, the rest dropped
+    ([("Content-Length", "0")], [], [True]),
+    ([], [b"ab", b"cd"], [False, False]),  # no length: only the end (finish) closes the body
+])
+def test_the_write_that_completes_the_content_length_is_last(headers, chunks, lasts):
+    """The sink learns which bytes end the response, so that a connection closing after it can send
+    them with its FIN (connection._Sink)."""
+    def app(environ, start_response):
+        start_response("200 OK", headers)
+        return chunks
+    sink, errors = Sink(), []
+    wsgi.run(app, {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, sink, errors.append)
+    assert sink.lasts == lasts and sink.finished
 
 
 @pytest.mark.parametrize("status", ["2000 OK", "200  OK\n", b"200 OK", 200, "099 Low"])

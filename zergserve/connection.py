@@ -31,6 +31,9 @@ __all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsen
 Socket = _socket.socket  # the C class under socket.socket: what the sync worker accepts (workers/sync.py)
 
 _DONTWAIT: Final = int(socket.MSG_DONTWAIT)
+_MORE: Final = int(socket.MSG_MORE)
+_UNIX: Final = int(socket.AF_UNIX)
+_SHUT_WR: Final = int(socket.SHUT_WR)
 _LINGER_SECONDS: Final = 2.0
 _STREAK: Final = 8  # requests a connection may take back to back before it waits its turn
 _LINGER_BYTES: Final = 1 << 20
@@ -176,22 +179,38 @@ def _body_pull(conn: Socket, ex: Exchange) -> Callable[[int], bytes]:
 
 
 class _Sink:
-    """Puts the exchange's response bytes on the socket (wsgi.Sink)."""
+    """Puts the exchange's response bytes on the socket (wsgi.Sink).
 
-    __slots__ = ("conn", "ex", "pace")
+    On a TCP connection that closes after the response, its last bytes go with MSG_MORE and
+    finish() shuts the sending side: the kernel sends them and the FIN in one segment, which the
+    client acknowledges once. A close-per-request exchange then takes 8 segments instead of 10,
+    less work for both ends' network stacks than all of the request's Python (the sync worker's
+    common case; any worker's last response on a connection)."""
+
+    __slots__ = ("conn", "ex", "pace", "corked")
 
     def __init__(self, conn: Socket, ex: Exchange, pace: SendPace) -> None:
         self.conn = conn
         self.ex = ex
         self.pace = pace
+        self.corked = False
 
-    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        send_all(self.conn, self.ex.head(status, reason, headers, body), self.pace)
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+                  last: bool) -> None:
+        data = self.ex.head(status, reason, headers, body)
+        send_all(self.conn, data, self.pace, self._cork(last))
 
-    def send_body(self, data: bytes) -> None:
+    def send_body(self, data: bytes, last: bool) -> None:
         framed = self.ex.data(data)
         if framed:
-            send_all(self.conn, framed, self.pace)
+            send_all(self.conn, framed, self.pace, self._cork(last))
+
+    def _cork(self, last: bool) -> int:
+        """The flags for the response's bytes: MSG_MORE for its last ones when the FIN follows them."""
+        if last and self.ex.closes_after() and self.conn.family != _UNIX:
+            self.corked = True
+            return _MORE
+        return 0
 
     def sendfile(self, file: Any, count: int | None) -> int | None:
         try:
@@ -205,7 +224,12 @@ class _Sink:
     def finish(self) -> None:
         end = self.ex.end()
         if end:
-            send_all(self.conn, end, self.pace)
+            send_all(self.conn, end, self.pace, self._cork(True))
+        if self.corked:  # now, not at the close: the app's close() and the access log come first
+            try:
+                self.conn.shutdown(_SHUT_WR)
+            except OSError:
+                pass  # the client is gone: the close will say so to nobody
 
     def abort(self) -> None:
         self.ex.abort()
@@ -238,7 +262,7 @@ def _ready(conn: Socket, size: int = RECV) -> bytes | None:
         return None
 
 
-def send_all(conn: Socket, data: bytes, pace: SendPace) -> None:
+def send_all(conn: Socket, data: bytes, pace: SendPace, flags: int = 0) -> None:
     """Send everything, or raise TimeoutError once the client reads slower than `pace` allows.
 
     Python's sendall() bounds the whole transfer, which would cut a slow but live download of a
@@ -247,7 +271,7 @@ def send_all(conn: Socket, data: bytes, pace: SendPace) -> None:
     """
     if conn.gettimeout():  # a wait set a timeout: send() would poll for it first
         conn.setblocking(False)
-    for wait in sending(conn, data, pace):
+    for wait in sending(conn, data, pace, flags):
         _poll_out(conn, wait)
 
 
@@ -258,24 +282,24 @@ def _poll_out(conn: Socket, seconds: float) -> None:
     poller.poll(seconds * 1000)
 
 
-def sending(conn: Socket, data: bytes, pace: SendPace) -> Iterable[float]:
+def sending(conn: Socket, data: bytes, pace: SendPace, flags: int = 0) -> Iterable[float]:
     """Send `data` without waiting in send(); the seconds the driver may wait for it to be writable,
     each time it is full (SendTimeout once the client took too little). The first send is tried
     at once and usually takes the whole response: then there is nothing to iterate."""
     try:
-        sent = conn.send(data, _DONTWAIT)
+        sent = conn.send(data, _DONTWAIT | flags)
     except BlockingIOError:
         sent = 0
     pace.accepted += sent
-    return _send_rest(conn, memoryview(data)[sent:], pace) if sent < len(data) else ()
+    return _send_rest(conn, memoryview(data)[sent:], pace, flags) if sent < len(data) else ()
 
 
-def _send_rest(conn: Socket, view: memoryview, pace: SendPace) -> Iterator[float]:
+def _send_rest(conn: Socket, view: memoryview, pace: SendPace, flags: int) -> Iterator[float]:
     """The rest of a send: the kernel says writable only once a third of a large send buffer is
     free, so progress is read from the send queue's length, not from wake-ups."""
     while view:
         try:
-            sent = conn.send(view, _DONTWAIT)
+            sent = conn.send(view, _DONTWAIT | flags)
         except BlockingIOError:
             sent = 0
         if sent:

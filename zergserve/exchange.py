@@ -369,6 +369,11 @@ class Exchange:
         """The end of the body (the last chunk for chunked framing)."""
         return self.h.send_end() if self.http and not self.raw else b""
 
+    def closes_after(self) -> bool:
+        """Whether the connection closes once the response is out: uwsgi always, HTTP when the
+        response said Connection: close."""
+        return not self.http or self.h.must_close
+
     def abort(self) -> None:
         """The response cannot complete (or goes out unframed): the connection closes after it."""
         self.raw = True

@@ -28,8 +28,9 @@ _ERROR_BODY = b"Internal Server Error\n"
 class Sink(Protocol):
     """What a protocol driver offers `run()` to put a response on its wire."""
 
-    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None: ...
-    def send_body(self, data: bytes) -> None: ...
+    def send_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes,
+                  last: bool) -> None: ...
+    def send_body(self, data: bytes, last: bool) -> None: ...
     def sendfile(self, file: Any, count: int | None) -> int | None: ...
     def finish(self) -> None: ...
     def abort(self) -> None: ...
@@ -328,15 +329,18 @@ class Response:
             if not isinstance(data, (bytes, bytearray, memoryview)):  # (a subclass of bytes too)
                 raise AppError(f"body chunks must be bytes, got {type(data).__name__}")
             data = bytes(data)
-        if self.length is not None and self.sent + len(data) > self.length:
-            self.truncated = True
-            data = data[: max(0, self.length - self.sent)]
+        last = False  # these bytes complete the declared Content-Length: the sink may send them with the close
+        if self.length is not None:
+            if self.sent + len(data) > self.length:
+                self.truncated = True
+                data = data[: max(0, self.length - self.sent)]
+            last = self.sent + len(data) == self.length
         try:
             if not self.head_sent:
-                self.sink.send_head(self.status, self.reason, self.headers, data)
+                self.sink.send_head(self.status, self.reason, self.headers, data, last)
                 self.head_sent = True  # after: a head the codec refused leaves room for a 500
             elif data:
-                self.sink.send_body(data)
+                self.sink.send_body(data, last)
         except ClientDisconnected:
             raise
         except OSError as exc:  # the socket failed: the client, not the app
@@ -454,7 +458,7 @@ def _error_response(response: Response, sink: Sink, status: int, body: bytes) ->
     response.head_sent = True
     headers = [(b"Content-Type", b"text/plain"), (b"Content-Length", str(len(body)).encode())]
     try:
-        sink.send_head(status, reason(status), headers, body)
+        sink.send_head(status, reason(status), headers, body, True)
         response.sent = len(body)
         sink.finish()
     except OSError:
