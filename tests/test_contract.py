@@ -133,25 +133,46 @@ def test_client_reading_below_send_min_rate_is_dropped(worker, spawn, workdir):
 BLOCKING = ("sync", "gthread", "gevent")  # the blocking driver's classes (connection._Sink)
 
 
-@pytest.mark.parametrize("proto", ("http", "uwsgi"))
+@pytest.mark.parametrize("proto, path, ending", [
+    ("http", "/", b"hello"),  # a list: the close sends what MSG_MORE held
+    ("http", "/chunks", b"0\r\n\r\n"),  # a generator: its chunked end, held and sent at once (shutdown)
+    ("uwsgi", "/", b"hello"),
+])
 @pytest.mark.parametrize("worker", BLOCKING)
-def test_last_response_shares_its_segment_with_the_fin(worker, proto, spawn):
-    """The client of a connection that closes after its response receives three segments: the
-    SYN-ACK, the acknowledgement of its request, and the response with the FIN (a FIN of its own
-    would make four; tcpi_segs_in of TCP_INFO counts them)."""
+def test_last_response_shares_its_segment_with_the_fin(worker, proto, path, ending, spawn):
+    """The client of a connection that closes after its response receives two segments without
+    data, the SYN-ACK and the acknowledgement of its request: the FIN comes with the response's
+    last bytes, not on its own (TCP_INFO's tcpi_segs_in less tcpi_data_segs_in counts them)."""
     listener = bound()
     spawn(*worker_args(worker), f"--{'http' if proto == 'http' else 'socket'}", listener.arg, "-p", "1")
-    request = (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" if proto == "http" else
-               encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "REQUEST_URI": "/",
-                              "SERVER_PROTOCOL": "HTTP/1.1"}))
-    wait_for(lambda: raw(listener.addr, request).endswith(b"hello"), message="the worker answering")
+    request = (b"GET %s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" % path.encode() if proto == "http"
+               else encode_packet({"REQUEST_METHOD": "GET", "PATH_INFO": path, "REQUEST_URI": path,
+                                   "SERVER_PROTOCOL": "HTTP/1.1"}))
+    wait_for(lambda: raw(listener.addr, request).endswith(ending), message="the worker answering")
     with connect(listener.addr, timeout=10) as sock:
         sock.sendall(request)
         answer = recv_all(sock, 10)
-        segments_in = int.from_bytes(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144)[140:144],
-                                     sys.byteorder)
-    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"hello")
-    assert segments_in <= 3, f"{segments_in} segments in: the FIN came on its own"
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    segments_in, data_segments_in = (int.from_bytes(info[at:at + 4], sys.byteorder) for at in (140, 152))
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(ending)
+    assert segments_in - data_segments_in <= 2, f"{segments_in - data_segments_in} segments in without data"
+
+
+@pytest.mark.parametrize("worker", BLOCKING)
+def test_held_last_bytes_leave_before_the_apps_close(worker, spawn, workdir):
+    """Bytes held for the FIN must not wait for the app's close() (a framework's may take long):
+    the client reads the whole response, to its EOF, while close() is still held."""
+    listener = bound()
+    spawn(*worker_args(worker), "--http", listener.arg, "-p", "1")
+    gate = workdir / "gate"
+    wait_for(lambda: raw(listener.addr, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").endswith(b"hello"),
+             message="the worker answering")
+    try:
+        answer = raw(listener.addr, b"GET /held-close?f=%s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+                     % str(gate).encode(), timeout=10)
+    finally:
+        gate.touch()
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"\r\n\r\ndone")
 
 
 # --- item 5: a worker notices a dead master at once ----------------------------------------------

@@ -31,7 +31,7 @@ class Sink:
     def sendfile(self, file: Any, count: int | None) -> int | None:
         return None
 
-    def finish(self) -> None:
+    def finish(self, flush: bool) -> None:
         self.finished = True
 
     def abort(self) -> None:

@@ -181,11 +181,11 @@ def _body_pull(conn: Socket, ex: Exchange) -> Callable[[int], bytes]:
 class _Sink:
     """Puts the exchange's response bytes on the socket (wsgi.Sink).
 
-    On a TCP connection that closes after the response, its last bytes go with MSG_MORE and
-    finish() shuts the sending side: the kernel sends them and the FIN in one segment, which the
-    client acknowledges once. A close-per-request exchange then takes 8 segments instead of 10,
-    less work for both ends' network stacks than all of the request's Python (the sync worker's
-    common case; any worker's last response on a connection)."""
+    On a TCP connection that closes after the response, its last bytes go with MSG_MORE: the
+    kernel holds them for the FIN and sends both in one segment, which the client acknowledges
+    once. A close-per-request exchange then takes 8 segments instead of 10, less work for both
+    ends' network stacks than all of the request's Python (the sync worker's common case; any
+    worker's last response on a connection)."""
 
     __slots__ = ("conn", "ex", "pace", "corked")
 
@@ -221,11 +221,13 @@ class _Sink:
             return None
         return _sendfile(self.conn, fd, offset, file, count, self.pace)
 
-    def finish(self) -> None:
+    def finish(self, flush: bool) -> None:
+        """The end of the body; with `flush` (the app's iterable has a close() to run, which may
+        take a while), held bytes leave now with the FIN (shutdown), else at the close soon after."""
         end = self.ex.end()
         if end:
             send_all(self.conn, end, self.pace, self._cork(True))
-        if self.corked:  # now, not at the close: the app's close() and the access log come first
+        if self.corked and flush:
             try:
                 self.conn.shutdown(_SHUT_WR)
             except OSError:

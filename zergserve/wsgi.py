@@ -32,7 +32,7 @@ class Sink(Protocol):
                   last: bool) -> None: ...
     def send_body(self, data: bytes, last: bool) -> None: ...
     def sendfile(self, file: Any, count: int | None) -> int | None: ...
-    def finish(self) -> None: ...
+    def finish(self, flush: bool) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -384,7 +384,7 @@ def run(app: Callable, environ: dict[str, Any], sink: Sink, log_error: Callable[
             sink.abort()
         else:
             try:
-                sink.finish()
+                sink.finish(type(result) is not list)  # (an iterable's close() runs next: see _Sink.finish)
             except OSError as exc:
                 raise ClientDisconnected(str(exc)) from exc
     except ClientDisconnected as exc:  # raised by the sink or wsgi.input only: the app's own OSErrors are its errors
@@ -460,6 +460,6 @@ def _error_response(response: Response, sink: Sink, status: int, body: bytes) ->
     try:
         sink.send_head(status, reason(status), headers, body, True)
         response.sent = len(body)
-        sink.finish()
+        sink.finish(False)
     except OSError:
         sink.abort()

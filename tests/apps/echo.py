@@ -14,6 +14,26 @@ def _json(start_response, obj, status="200 OK"):
     return [body]
 
 
+def _wait_for_file(path, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class _HeldClose:
+    """A whole response whose close() waits for the test's file (as a framework's close() may
+    wait on its database): the client must have it meanwhile."""
+
+    def __init__(self, gate):
+        self.gate = gate
+
+    def __iter__(self):
+        yield b"done"
+
+    def close(self):
+        _wait_for_file(self.gate)
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
@@ -55,11 +75,12 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
     if path == "/gate":  # held until the test creates the file named by ?f= (at most 30 s)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(query["f"]) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for_file(query["f"])
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
+    if path == "/held-close":  # the response whole, then close() held until ?f= exists
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+        return _HeldClose(query["f"])
     if path == "/stacksize":
         import threading
         start_response("200 OK", [("Content-Type", "text/plain")])
