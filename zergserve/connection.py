@@ -1,13 +1,11 @@
-"""The blocking driver: one accepted connection over a blocking socket, moved by an Exchange.
+"""The blocking driver: one accepted connection over a C socket, moved by an Exchange.
 
 The exchange (exchange.py) decides everything about the request lifecycle; this module only
-reads, writes and waits. Blocking sockets with timeouts serve the sync worker as they are and a
-gevent worker unchanged (its sockets are cooperative), one greenlet per connection.
-
-A read or write tried before any wait passes MSG_DONTWAIT, so a connection may come in blocking
-mode, as accept() makes it, with no syscall to change that; a timeout is set only once the socket
-makes us wait. (A gevent socket must come non-blocking: in blocking mode gevent waits for it
-whatever the flags.)
+reads, writes and waits. Every read and write passes MSG_DONTWAIT, so a connection may stay in
+the blocking mode accept() gave it, with no syscall to change that; when one finds nothing to do,
+the driver waits for the socket with a deadline: in poll() for the sync and gthread workers, on
+the hub for the gevent worker, whose greenlets (one per connection) then use the same C sockets
+and never gevent's wrappers around them (use_wait).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RE
 from zergserve.pacing import SendPace, monotonic
 from zergserve.sockets import Listener
 
-__all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsent"]
+__all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsent", "poll_wait", "use_wait"]
 
 Socket = _socket.socket  # the C class under socket.socket: what the sync worker accepts (workers/sync.py)
 
@@ -34,6 +32,8 @@ _DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _MORE: Final = int(socket.MSG_MORE)
 _UNIX: Final = int(socket.AF_UNIX)
 _SHUT_WR: Final = int(socket.SHUT_WR)
+_POLLIN: Final = select.POLLIN
+_POLLOUT: Final = select.POLLOUT
 _LINGER_SECONDS: Final = 2.0
 _STREAK: Final = 8  # requests a connection may take back to back before it waits its turn
 _LINGER_BYTES: Final = 1 << 20
@@ -44,8 +44,8 @@ def serve(conn: Socket, peer: Any, listener: Listener, ctx: Context,
     """Serve one connection until it is done; never raises for anything a client sends.
 
     The request is usually already there and the response fits the send buffer, so the common
-    case costs one recv and one send, neither waiting (MSG_DONTWAIT); timeouts (and their extra
-    syscalls) are set only when the socket makes us wait. With `park` (the gthread worker), a
+    case costs one recv and one send, neither waiting (MSG_DONTWAIT), and a wait only when the
+    socket makes us (_wait). With `park` (the gthread worker), a
     kept-alive connection whose next request has not arrived is handed to park() instead of
     waited for here; resume() goes on with it once it is readable.
     """
@@ -99,7 +99,7 @@ def resume(conn: Socket, ex: Exchange, park: Callable[[Socket, Exchange], None] 
                         # idle without a poller: the client sends its next request only once it has
                         # read our response, so a read tried before waiting would find nothing
                         ex.receive_data(_recv(conn, RECV, ex.deadline, idle and park is None))
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     ex.timed_out()
             elif type(action) is Reply:
                 send_all(conn, action.data, ex.ctx.pace())
@@ -171,7 +171,7 @@ def _body_pull(conn: Socket, ex: Exchange) -> Callable[[int], bytes]:
                 return piece
             try:
                 data = _recv(conn, ex.want, monotonic() + piece)
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 ex.body_stalled()
             ex.body_data(data)
 
@@ -239,25 +239,43 @@ class _Sink:
 
 # --- socket calls ------------------------------------------------------------------------------
 
+def poll_wait(fd: int, writing: bool, seconds: float) -> bool:
+    """Wait at most `seconds` for `fd` to be readable (or writable); whether it is. The blocking
+    worker classes wait in poll(); the gevent worker waits on its hub instead (use_wait)."""
+    poller = select.poll()
+    poller.register(fd, _POLLOUT if writing else _POLLIN)
+    return bool(poller.poll(max(seconds, 0.0) * 1000.0))
+
+
+_wait: Callable[[int, bool, float], bool] = poll_wait
+
+
+def use_wait(wait: Callable[[int, bool, float], bool]) -> None:
+    """Make every wait of this process's connections `wait` (a gevent worker's hub), in place of
+    poll_wait: the socket calls stay the C socket's own, tried without waiting."""
+    global _wait
+    _wait = wait
+
+
 def _recv(conn: Socket, size: int, deadline: float, wait: bool = False) -> bytes:
-    """recv() bounded by an absolute deadline (socket.timeout past it), so a byte-a-second trickle
+    """recv() bounded by an absolute deadline (TimeoutError past it), so a byte-a-second trickle
     cannot hold the worker; tried without waiting first, as the bytes are usually there, unless
     the caller knows they are not (`wait`)."""
     if not wait:
         data = _ready(conn, size)
         if data is not None:
             return data
-    left = deadline - monotonic()
-    if left <= 0:
-        raise TimeoutError
-    conn.settimeout(left)
-    return conn.recv(size)
+    while True:
+        left = deadline - monotonic()
+        if left <= 0 or not _wait(conn.fileno(), False, left):
+            raise TimeoutError
+        data = _ready(conn, size)
+        if data is not None:
+            return data
 
 
 def _ready(conn: Socket, size: int = RECV) -> bytes | None:
     """What a read that does not wait finds (b'' at EOF), or None when nothing is there yet."""
-    if conn.gettimeout():  # a wait set a timeout: recv() would poll for it first
-        return None
     try:
         return conn.recv(size, _DONTWAIT)
     except BlockingIOError:
@@ -271,17 +289,8 @@ def send_all(conn: Socket, data: bytes, pace: SendPace, flags: int = 0) -> None:
     large body, and a timeout per write would let a client taking one byte at a time hold the
     worker forever; the pace (pacing.py) asks for a minimum rate while we wait.
     """
-    if conn.gettimeout():  # a wait set a timeout: send() would poll for it first
-        conn.setblocking(False)
     for wait in sending(conn, data, pace, flags):
-        _poll_out(conn, wait)
-
-
-def _poll_out(conn: Socket, seconds: float) -> None:
-    """Wait at most `seconds` for the socket to be writable."""
-    poller = select.poll()
-    poller.register(conn, select.POLLOUT)
-    poller.poll(seconds * 1000)
+        _wait(conn.fileno(), True, wait)
 
 
 def sending(conn: Socket, data: bytes, pace: SendPace, flags: int = 0) -> Iterable[float]:
@@ -333,7 +342,7 @@ def _sendfile(conn: Socket, fd: int, offset: int, file: Any, count: int | None, 
                 sent = os.sendfile(conn.fileno(), fd, offset + total, min(count - total, 1 << 20))
             except BlockingIOError:
                 started = monotonic()
-                _poll_out(conn, pace.wait(unsent(conn)))
+                _wait(conn.fileno(), True, pace.wait(unsent(conn)))
                 pace.waited(monotonic() - started, unsent(conn))
                 continue
             if not sent:
@@ -354,13 +363,13 @@ def _linger_close(conn: Socket) -> None:
         total = 0
         while total < _LINGER_BYTES:
             left = deadline - monotonic()
-            if left <= 0:
+            if left <= 0 or not _wait(conn.fileno(), False, left):
                 break
-            conn.settimeout(left)
-            data = conn.recv(RECV)
-            if not data:
+            data = _ready(conn)
+            if data == b"":
                 break
-            total += len(data)
+            if data is not None:
+                total += len(data)
     except OSError:
         pass
 

@@ -1,9 +1,10 @@
 """The gevent worker: many connections per process, each served by a greenlet of its own.
 
 For what a blocking worker cannot do: HTTP keep-alive and pipelining, slow clients, long polls,
-streaming responses and apps that wait on the network. The connection code is the sync worker's:
-`monkey.patch_all()` in the forked worker makes its blocking sockets, timeouts and polls
-cooperative. The patch happens in the worker only (the master never runs gevent), after the fork:
+streaming responses and apps that wait on the network. The connection code is the sync worker's,
+on the same C sockets; only its waits go to the hub (connection.use_wait). `monkey.patch_all()` in
+the forked worker makes the app's own sockets, sleeps and locks cooperative. The patch happens in
+the worker only (the master never runs gevent), after the fork:
 an app the master loaded before it (the default; --lazy-apps loads in each worker) keeps any
 socket or lock it made at import unpatched, as with gunicorn's gevent worker.
 
@@ -15,9 +16,10 @@ blocking call), never one whose requests only wait.
 
 from __future__ import annotations
 
+import _socket
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from zergserve import connection
 from zergserve.log import logger
@@ -43,8 +45,9 @@ class GeventWorker(Worker):
         hub.SYSTEM_ERROR = (*hub.SYSTEM_ERROR, QuickStop)
         hub.NOT_ERROR = (*hub.NOT_ERROR, QuickStop)
         self.ctx.row = SharedRow(self.row, self)
-        # gevent's recv does not yield when the bytes are there: a fast client's connection would
-        # be served again and again while the worker's other connections wait (connection.resume).
+        connection.use_wait(_hub_wait())
+        # A recv that finds the bytes there does not yield: a fast client's connection would be
+        # served again and again while the worker's other connections wait (connection.resume).
         self.ctx.turn = gevent.sleep
 
     def inside_app(self) -> bool:
@@ -82,7 +85,9 @@ class GeventWorker(Worker):
             super().release_listeners()
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         self.close_idle()
-        self.drain_queue(lambda conn, peer, listener: pool.spawn(self._serve, conn, peer, listener))
+        self.drain_queue(lambda conn, peer, listener: pool.spawn(
+            connection.serve, _socket.socket(int(conn.family), int(conn.type), 0, conn.detach()), peer, listener,
+            self.ctx))  # (the C socket under the patched class's)
         if not self._join(pool, self.cfg.worker_reload_mercy):
             logger.error("worker %d: %d connections still open after %ds, closing them",
                          self.wid, len(pool), self.cfg.worker_reload_mercy)
@@ -134,27 +139,39 @@ class GeventWorker(Worker):
         one took the last slot must not take one more, which it would then hold out of the
         backlog (where another worker could serve it) until a slot frees.
         """
-        from gevent import socket as gsocket
-        sock = gsocket.socket(fileno=listener.sock.dup().detach())
+        from gevent.socket import wait_read
+        sock = listener.sock.dup()  # (the C calls only: a socket the patch did not touch)
         sock.setblocking(False)
+        raw_accept, family, kind = sock._accept, int(sock.family), int(sock.type)  # type: ignore[attr-defined]
         try:
             while True:
                 pool.wait_available()
-                gsocket.wait_read(sock.fileno())
+                wait_read(sock.fileno())
                 if pool.full():
                     continue
                 try:
-                    conn, peer = sock.accept()
+                    fd, peer = raw_accept()
+                except BlockingIOError:
+                    continue  # another worker took it
                 except OSError as exc:
                     time.sleep(self.accept_error(exc, listener))
                     continue
-                pool.spawn(self._serve, conn, peer, listener)
+                pool.spawn(connection.serve, _socket.socket(family, kind, 0, fd), peer, listener, self.ctx)
         finally:
             sock.close()
 
-    def _serve(self, conn: Any, peer: Any, listener: Listener) -> None:
-        """connection.serve() on a non-blocking socket: in blocking mode gevent's recv() would wait
-        for bytes even when told not to (MSG_DONTWAIT). For gevent's sockets this is no syscall."""
-        conn.setblocking(False)
-        connection.serve(conn, peer, listener, self.ctx)
+
+def _hub_wait() -> Callable[[int, bool, float], bool]:
+    """connection's wait in a gevent worker: the greenlet waits on the hub for the socket, as
+    gevent's own sockets do, without their Python wrapper around every C call."""
+    from gevent.socket import wait_read, wait_write
+
+    def wait(fd: int, writing: bool, seconds: float) -> bool:
+        try:
+            (wait_write if writing else wait_read)(fd, seconds, TimeoutError)
+        except TimeoutError:
+            return False
+        return True
+
+    return wait
 
