@@ -12,7 +12,9 @@ import mmap
 import os
 import struct
 import time
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
+
+from zergserve.pacing import monotonic
 
 # Upper bounds (seconds) of the response-time histogram: Prometheus' default buckets. Each row counts
 # the requests that fell in each bucket (not cumulative); the last, +Inf, is `requests` itself.
@@ -254,7 +256,7 @@ class RowWriter:
     def end(self, sent: int, elapsed: float, failed: bool, busy_since: float = 0.0) -> None:
         """A request has ended: counters, time in requests, the response-time histogram, moving
         average of the response time, back to idle, or still busy since `busy_since` (a row that
-        others' requests share: base.SharedRow). `sent` is what the stats call tx: uWSGI counts the
+        others' requests share: SharedRow). `sent` is what the stats call tx: uWSGI counts the
         response head in it as well as the body."""
         words, floats = self.words, self.floats
         self.requests += 1
@@ -275,6 +277,54 @@ class RowWriter:
             words[_W_HIST + bucket] = count
         floats[_F_START] = busy_since
         self.ints[_I_STATUS] = BUSY if busy_since else IDLE
+
+
+class SharedRow:
+    """The worker's scoreboard row as many concurrent requests see it (gevent and asyncio workers).
+
+    It is busy while any request is in flight, and its request start moves on each time one
+    finishes: --harakiri then kills a worker that finished nothing for N seconds while busy, not
+    one whose long request runs among others that finish."""
+
+    __slots__ = ("row", "worker", "inflight", "line", "shown")
+
+    def __init__(self, row: RowWriter, worker: PauseState) -> None:
+        self.row = row
+        self.worker = worker
+        self.inflight = 0
+        self.line = b""  # the request line of the latest request begun
+        self.shown = b""  # the one the row holds
+
+    def begin(self, request_line: bytes, now: float) -> None:
+        self.inflight += 1
+        self.line = request_line
+        if self.inflight == 1:
+            self.row.begin(request_line, now)
+            self.shown = request_line
+
+    def end(self, sent: int, elapsed: float, failed: bool) -> None:
+        self.inflight -= 1
+        if self.inflight:
+            if self.line != self.shown:
+                self.row.show(self.line)
+                self.shown = self.line
+            self.row.end(sent, elapsed, failed, busy_since=monotonic())
+        else:
+            self.row.end(sent, elapsed, failed)
+            if self.worker.pause_applied:  # not `paused`: a TSTP and its undo before the loop woke show nothing
+                self.row.set_status(PAUSED)
+
+    @property
+    def requests(self) -> int:
+        return self.row.requests
+
+
+class PauseState(Protocol):
+    """What SharedRow reads of its worker: whether the loop has applied a pause (TSTP; None: the
+    loop has not run yet)."""
+
+    @property
+    def pause_applied(self) -> bool | None: ...
 
 
 class Totals(NamedTuple):

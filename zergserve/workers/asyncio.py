@@ -8,7 +8,7 @@ listening socket, one connection per wake-up), so it stops at --worker-connectio
 paused, leaving the excess in the kernel's backlog for the other workers. The app's lifespan
 startup runs before the worker says it is ready, its shutdown after the last connection closed.
 Signals only set the base worker's flags and write the wake-up pipe, which the loop watches. The
-scoreboard row is shared by the requests in flight, as in the gevent worker (base.SharedRow).
+scoreboard row is shared by the requests in flight, as in the gevent worker (scoreboard.SharedRow).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from zergserve import app as app_loader
 from zergserve import asgi, loops, websocket
 from zergserve.aioconnection import BufferedHttpProtocol, HttpProtocol
 from zergserve.log import logger
-from zergserve.scoreboard import IDLE, PAUSED
+from zergserve.scoreboard import IDLE, PAUSED, SharedRow
 from zergserve.sockets import Listener
-from zergserve.workers.base import WORKER_SIGNALS, SharedRow, Worker, tick_interval
+from zergserve.workers.base import WORKER_SIGNALS, Worker, tick_interval
 
 
 class AsyncioWorker(Worker):

@@ -354,46 +354,6 @@ def tick_interval(cfg: config.Config) -> float:
     return min(1.0, cfg.harakiri / 4) if cfg.harakiri else 1.0
 
 
-class SharedRow:
-    """The worker's scoreboard row as many concurrent requests see it (gevent and asyncio workers).
-
-    It is busy while any request is in flight, and its request start moves on each time one
-    finishes: --harakiri then kills a worker that finished nothing for N seconds while busy, not
-    one whose long request runs among others that finish."""
-
-    __slots__ = ("row", "worker", "inflight", "line", "shown")
-
-    def __init__(self, row: RowWriter, worker: Worker) -> None:
-        self.row = row
-        self.worker = worker
-        self.inflight = 0
-        self.line = b""  # the request line of the latest request begun
-        self.shown = b""  # the one the row holds
-
-    def begin(self, request_line: bytes, now: float) -> None:
-        self.inflight += 1
-        self.line = request_line
-        if self.inflight == 1:
-            self.row.begin(request_line, now)
-            self.shown = request_line
-
-    def end(self, sent: int, elapsed: float, failed: bool) -> None:
-        self.inflight -= 1
-        if self.inflight:
-            if self.line != self.shown:
-                self.row.show(self.line)
-                self.shown = self.line
-            self.row.end(sent, elapsed, failed, busy_since=time.monotonic())
-        else:
-            self.row.end(sent, elapsed, failed)
-            if self.worker.pause_applied:  # not `paused`: a TSTP and its undo before the loop woke show nothing
-                self.row.set_status(PAUSED)
-
-    @property
-    def requests(self) -> int:
-        return self.row.requests
-
-
 def _jitter(most: int) -> int:
     """A random number in 0..most (--max-requests-jitter); `random` is imported only when asked."""
     if not most:

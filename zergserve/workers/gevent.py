@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 from zergserve import connection
 from zergserve.log import logger
-from zergserve.scoreboard import IDLE, PAUSED
+from zergserve.scoreboard import IDLE, PAUSED, SharedRow
 from zergserve.sockets import Listener
-from zergserve.workers.base import QuickStop, SharedRow, Worker, tick_interval
+from zergserve.workers.base import QuickStop, Worker, tick_interval
 
 
 
