@@ -97,6 +97,21 @@ def test_bad_status_is_a_500_every_time(status):
         assert serve(status, [])[0].status == 500
 
 
+@pytest.mark.parametrize("extra, dropped, kept", [
+    ({}, [], []),
+    ({"UWSGI_SCRIPT": "evil"}, ["UWSGI_SCRIPT"], []),
+    ({"wsgi.evil": "1"}, ["wsgi.evil"], []),
+    ({"HTTP_X_UWSGI_": "1", "X_wsgi.y": "2"}, [], ["HTTP_X_UWSGI_", "X_wsgi.y"]),  # inside a name: no prefix
+    ({"X_wsgi.y": "2", "UWSGI_APPID": "a"}, ["UWSGI_APPID"], ["X_wsgi.y"]),
+])
+def test_uwsgi_environ_finds_magic_vars_only_as_prefixes(extra, dropped, kept):
+    base = wsgi.base_environ("host", "80")
+    variables = {"REQUEST_METHOD": "GET", "PATH_INFO": "/wsgi.py", "QUERY_STRING": "UWSGI_FILE=x", **extra}
+    env = wsgi.uwsgi_environ(base, variables, wsgi.Input(None))
+    assert not any(name in env for name in dropped) and all(env[name] == extra[name] for name in kept)
+    assert env["PATH_INFO"] == "/wsgi.py" and env["QUERY_STRING"] == "UWSGI_FILE=x"
+
+
 def test_status_with_unknown_or_no_reason():
     assert serve("299 Custom Thing", [])[0].status == 299
     assert serve("204", [])[0].status == 204
