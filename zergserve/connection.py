@@ -44,10 +44,10 @@ def serve(conn: Socket, peer: Any, listener: Listener, ctx: Context,
     """Serve one connection until it is done; never raises for anything a client sends.
 
     The request is usually already there and the response fits the send buffer, so the common
-    case costs one recv and one send, neither waiting (MSG_DONTWAIT), and a wait only when the
-    socket makes us (_wait). With `park` (the gthread worker), a
-    kept-alive connection whose next request has not arrived is handed to park() instead of
-    waited for here; resume() goes on with it once it is readable.
+    case costs one recv and one send, neither waiting (MSG_DONTWAIT), and a wait (_wait) only when
+    the socket makes us. With `park` (the gthread worker), a kept-alive connection whose next
+    request has not arrived is handed to park() instead of waited for here; resume() goes on with
+    it once it is readable.
     """
     if conn.gettimeout():  # socket.setdefaulttimeout() in the app: each try would poll first
         try:
@@ -358,7 +358,7 @@ def _sendfile(conn: Socket, fd: int, offset: int, file: Any, count: int | None, 
 def _linger_close(conn: Socket) -> None:
     """Half-close and discard what the client is still sending, so our reply is not lost to a RST."""
     try:
-        conn.shutdown(socket.SHUT_WR)
+        conn.shutdown(_SHUT_WR)
         deadline = monotonic() + _LINGER_SECONDS
         total = 0
         while total < _LINGER_BYTES:

@@ -85,9 +85,8 @@ class GeventWorker(Worker):
             super().release_listeners()
         self.ctx.draining = True  # kept-alive connections close after the response in hand
         self.close_idle()
-        self.drain_queue(lambda conn, peer, listener: pool.spawn(
-            connection.serve, _socket.socket(int(conn.family), int(conn.type), 0, conn.detach()), peer, listener,
-            self.ctx))  # (the C socket under the patched class's)
+        self.drain_queue(lambda conn, peer, listener: pool.spawn(connection.serve, _c_socket(conn), peer, listener,
+                                                                 self.ctx))
         if not self._join(pool, self.cfg.worker_reload_mercy):
             logger.error("worker %d: %d connections still open after %ds, closing them",
                          self.wid, len(pool), self.cfg.worker_reload_mercy)
@@ -159,6 +158,11 @@ class GeventWorker(Worker):
                 pool.spawn(connection.serve, _socket.socket(family, kind, 0, fd), peer, listener, self.ctx)
         finally:
             sock.close()
+
+
+def _c_socket(conn: Any) -> _socket.socket:
+    """The C socket under one of the patched class (what the base class's drain accepts)."""
+    return _socket.socket(int(conn.family), int(conn.type), 0, conn.detach())
 
 
 def _hub_wait() -> Callable[[int, bool, float], bool]:
