@@ -116,6 +116,17 @@ def test_magic_vars_are_ignored(instance, workdir):
     assert not marker.exists()
 
 
+def test_reserved_vars_never_reach_the_environ(instance):
+    """The codec's flag for reserved names (UWSGI_*, wsgi.*) is what the environ builder trusts."""
+    variables = nginx_vars("GET", "/env", UWSGI_FILE="/tmp/evil.py", UWSGI_SCHEME="https",
+                           **{"wsgi.url_scheme": "javascript", "wsgi.evil": "1", "X_wsgi.kept": "2"})
+    env = json.loads(split(request(instance.addr, variables))[1])
+    assert "UWSGI_FILE" not in env and "UWSGI_SCHEME" not in env and "wsgi.evil" not in env
+    assert env["wsgi.url_scheme"] == "https" and env["X_wsgi.kept"] == "2"
+    plain = json.loads(split(request(instance.addr, nginx_vars("GET", "/env", SERVER_NAME="from-nginx")))[1])
+    assert plain["wsgi.url_scheme"] == "http" and plain["SERVER_NAME"] == "from-nginx"
+
+
 def test_one_packet_per_connection(instance):
     second = encode_packet(nginx_vars("GET", "/pid"))
     reply = raw(instance.addr, encode_packet(nginx_vars()) + second)

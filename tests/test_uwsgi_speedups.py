@@ -1,5 +1,5 @@
-"""The compiled uwsgi vars loop against the Python one: the same dict or the same refusal for any block
-(a server forced onto the Python codecs is in test_http_speedups.py)."""
+"""The compiled uwsgi vars loop against the Python one: the same dict, the same reserved flag or the
+same refusal for any block (a server forced onto the Python codecs is in test_http_speedups.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from zergserve.protocols import uwsgi
 fast_c = uwsgi._fast_vars_c
 needs_c = pytest.mark.skipif(fast_c is None, reason="the C accelerator is not built (or ZERGSERVE_PURE_PYTHON is set)")
 
-# Names the C loop knows (and returns interned), near-misses of them, and any bytes.
+# Names the C loop knows (and returns interned), near-misses of them, reserved names and near-misses
+# of those, and any bytes.
 NAMES = [b"REQUEST_METHOD", b"HTTP_HOST", b"PATH_INFO", b"HTTPS", b"HTTP_DNT", b"HTTP_HOS", b"HTTP_HOSTS",
-         b"REQUEST_METHOd", b"SERVER_PORT", b"SERVER_PORX"]
+         b"REQUEST_METHOd", b"SERVER_PORT", b"SERVER_PORX", b"UWSGI_SCHEME", b"UWSGI_", b"UWSGI", b"uWSGI_FILE",
+         b"wsgi.", b"wsgi", b"wsgi.input", b"WSGI.input", b"X_UWSGI_FILE"]
 pairs = st.lists(st.tuples(st.one_of(st.binary(max_size=12), st.sampled_from(NAMES)), st.binary(max_size=20)),
                  max_size=12)
 
@@ -43,12 +45,13 @@ def blocks(draw: st.DrawFn) -> bytes:
 
 
 def outcome(block: bytes, max_vars: int) -> tuple[str, object]:
-    """What parse_vars does with the block: its dict (with key order) or its error type and text."""
+    """What parse_block does with the block: its dict (with key order) and reserved flag, or its error
+    type and text."""
     try:
-        result = uwsgi.parse_vars(block, max_vars)
+        result, reserved = uwsgi.parse_block(block, max_vars)
     except Exception as exc:  # every exception is compared, not only UwsgiError
         return type(exc).__name__, str(exc)
-    return "ok", list(result.items())
+    return "ok", (list(result.items()), reserved)
 
 
 @needs_c
@@ -63,7 +66,7 @@ def outcome(block: bytes, max_vars: int) -> tuple[str, object]:
 def test_c_and_python_agree(block, max_vars):
     python = uwsgi._fast_vars_py(block, max_vars)
     compiled = fast_c(block, max_vars)
-    assert compiled == python and (compiled is None or list(compiled.items()) == list(python.items()))
+    assert compiled == python and (compiled is None or list(compiled[0].items()) == list(python[0].items()))
     saved = uwsgi._fast_vars
     try:
         uwsgi._fast_vars = uwsgi._fast_vars_py
@@ -78,8 +81,8 @@ def test_c_and_python_agree(block, max_vars):
 @pytest.mark.parametrize("block", [b"\x01\x00a\x01\x00b", bytearray(b"\x01\x00a\x01\x00b"),
                                    memoryview(b"xx\x01\x00a\x01\x00b")[2:]])
 def test_c_takes_any_bytes_like_and_any_int(block):
-    assert fast_c(block, 128) == uwsgi._fast_vars_py(block, 128) == {"a": "b"}
-    assert fast_c(block, 10 ** 30) == uwsgi._fast_vars_py(block, 10 ** 30) == {"a": "b"}
+    assert fast_c(block, 128) == uwsgi._fast_vars_py(block, 128) == ({"a": "b"}, False)
+    assert fast_c(block, 10 ** 30) == uwsgi._fast_vars_py(block, 10 ** 30) == ({"a": "b"}, False)
     assert fast_c(block, -(10 ** 30)) is uwsgi._fast_vars_py(block, -(10 ** 30)) is None
     for bad in ("1", 1.5, None):
         with pytest.raises(TypeError):
@@ -96,7 +99,7 @@ def test_known_names_come_interned():
     import sys
 
     block = pack([(b"REQUEST_METHOD", b"GET"), (b"HTTP_X_CUSTOM", b"1"), (b"HTTP_HOST", b"a")])
-    names = list(fast_c(block, 128))
+    names = list(fast_c(block, 128)[0])
     assert names == ["REQUEST_METHOD", "HTTP_X_CUSTOM", "HTTP_HOST"]
     assert names[0] is sys.intern("REQUEST_METHOD") and names[2] is sys.intern("HTTP_HOST")
-    assert names[1] is not list(fast_c(block, 128))[1]
+    assert names[1] is not list(fast_c(block, 128)[0])[1]

@@ -135,7 +135,7 @@ def _serve_request(conn: Socket, listener: Listener, ctx: Context, ex: Exchange)
     if ex.request is not None:  # HTTP
         environ = wsgi.http_environ(base, ex.request, ex.peer, body)
     else:
-        environ = wsgi.uwsgi_environ(base, ex.variables, body)
+        environ = wsgi.uwsgi_environ(base, ex.variables, body, ex.reserved_vars)
     response = wsgi.run(ctx.app, environ, _Sink(conn, ex, SendPace(ctx.socket_timeout, ctx.send_min_rate)),
                         ctx.log_error, ctx.log_refusal)
     after = ex.after_response(response.status, response.sent)

@@ -125,6 +125,7 @@ class Exchange:
     began = 0.0  # time.monotonic() at the request's start: the row's, the response time, the access log's
     request: h1.Request | None = None  # HTTP: the request head
     variables: dict[str, str] = _NO_VARS  # uwsgi: the packet's vars
+    reserved_vars = False  # uwsgi: whether a var's name is reserved (uwsgi.RESERVED_PREFIXES)
 
     def __init__(self, ctx: Context, listener: Any, peer: Any) -> None:
         self.ctx = ctx
@@ -234,6 +235,7 @@ class Exchange:
         self.target = variables.get("REQUEST_URI") or variables.get("PATH_INFO", "")
         self.protocol = variables.get("SERVER_PROTOCOL") or "HTTP/1.0"
         self.variables = variables
+        self.reserved_vars = packet.reserved
         try:
             length = uwsgi.content_length(variables)
         except uwsgi.BadContentLength as exc:
@@ -342,8 +344,8 @@ class Exchange:
         self.head_count = len(headers)
         if not self.http:
             lines = [b"%s %d %s\r\n" % (self.protocol.encode("latin-1"), status, reason)]
-            for header in headers:
-                lines.append(b"%s: %s\r\n" % header)
+            for name, value in headers:  # (unpacked: formatting a tuple as a whole takes bytes.__mod__)
+                lines.append(b"%s: %s\r\n" % (name, value))
             lines.append(b"\r\n")
             data = b"".join(lines)
             self.head_sent = len(data)

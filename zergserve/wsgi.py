@@ -204,23 +204,25 @@ _CGI_NAMES: Final = {"content-length": "CONTENT_LENGTH", "content-type": "CONTEN
 _FORWARDED_KEYS: Final = tuple(proxy.FORWARDED_KEYS)  # three keys, looked up in the environ
 
 
-def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) -> dict[str, Any]:
+def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input,
+                  reserved: bool = True) -> dict[str, Any]:
     """Environ for a uwsgi packet: its vars are already CGI variables (nginx's uwsgi_params).
 
     uWSGI's magic `UWSGI_*` vars (which load code in uWSGI) are dropped, and a var named like a
-    `wsgi.*` key cannot replace the server's."""
-    env = base.copy()
-    env.update(variables)
-    for key in variables:
-        first = key[0]  # (a var has a key; one character is cheaper to test than two prefixes)
-        if first == "U" and key.startswith("UWSGI_"):
-            del env[key]
-        elif first == "w" and key.startswith("wsgi."):
-            if key in base:
-                env[key] = base[key]
-            else:
+    `wsgi.*` key cannot replace the server's; `reserved=False` says there are none of either
+    (Packet.reserved). The environ starts as a copy of the vars, which the codec made with room
+    for the keys added here."""
+    env: dict[str, Any] = variables.copy()
+    if reserved:
+        for key in variables:
+            if key.startswith("UWSGI_") or key.startswith("wsgi."):
                 del env[key]
-    scheme = variables.get("UWSGI_SCHEME") or variables.get("REQUEST_SCHEME")
+    env.update(base)
+    for key in _PACKET_WINS:
+        value = variables.get(key)
+        if value is not None:
+            env[key] = value
+    scheme = (variables.get("UWSGI_SCHEME") if reserved else None) or variables.get("REQUEST_SCHEME")
     https = variables.get("HTTPS")
     if scheme == "https" or (https and https.lower() in ("on", "1")):
         env["wsgi.url_scheme"] = "https"
@@ -231,6 +233,8 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input) 
     return env
 
 
+# The CGI keys of the listener's base environ that a packet's vars of the same name replace.
+_PACKET_WINS: Final = ("SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT")
 # What a uwsgi environ holds even when the packet lacks it.
 _UWSGI_DEFAULTS = {"REQUEST_METHOD": "GET", "PATH_INFO": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.0"}
 _CACHE_SIZE: Final = 256  # distinct statuses and header names remembered as already checked

@@ -3,9 +3,10 @@
  * at install, or ZERGSERVE_PURE_PYTHON=1). Only fast paths live here: whatever a function does
  * not take, it answers None for, and the Python parses it and names the fault.
  *
- * fast_vars(block, max_vars) is exactly uwsgi._fast_vars_py: a dict of latin-1 str for a vars
- * block that is well formed (every length inside the block, no empty key, at most max_vars
- * pairs, the last of a repeated key wins), None for anything else.
+ * fast_vars(block, max_vars) is exactly uwsgi._fast_vars_py: (a dict of latin-1 str, whether a
+ * name is reserved) for a vars block that is well formed (every length inside the block, no empty
+ * key, at most max_vars pairs, the last of a repeated key wins), None for anything else. The dict
+ * has room for VARS_ROOM more keys, so that a copy the WSGI environ is built on needs no resize.
  *
  * fast_head(head, limits) reads a complete request head in one forward pass (no backtracking):
  * exactly the syntax of http._HEAD (a token method, SP, a target of \x21-\x7e, SP, HTTP/1.0 or
@@ -116,12 +117,24 @@ var_name(const unsigned char *name, Py_ssize_t len)
     return known != NULL ? known : PyUnicode_DecodeLatin1((const char *)name, len, NULL);
 }
 
+/* Room left in a vars dict for the keys a server adds to a copy of it (the WSGI environ adds a dozen). */
+#define VARS_ROOM 16
+
+/* uWSGI's magic vars (UWSGI_*) and names of the WSGI server's own keys (wsgi.*), which the environ
+ * must not take from a packet: uwsgi.RESERVED_PREFIXES. */
+static int
+reserved_name(const unsigned char *name, Py_ssize_t len)
+{
+    return (len >= 6 && memcmp(name, "UWSGI_", 6) == 0) || (len >= 5 && memcmp(name, "wsgi.", 5) == 0);
+}
+
 static PyObject *
 fast_vars(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
     Py_ssize_t max_vars, pos = 0, count;
-    PyObject *result = NULL, *key, *value;
+    PyObject *result = NULL, *key, *value, *pair;
+    int reserved = 0;
     const unsigned char *data;
 
     if (nargs != 2) {
@@ -153,11 +166,12 @@ fast_vars(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (pos != view.len)
         goto refuse;
-    result = _PyDict_NewPresized(count);
+    result = _PyDict_NewPresized(count + VARS_ROOM);
     if (result == NULL)
         goto fail;
     for (pos = 0; pos < view.len;) {
         Py_ssize_t klen = data[pos] | data[pos + 1] << 8, vlen;
+        reserved = reserved || reserved_name(data + pos + 2, klen);
         key = var_name(data + pos + 2, klen);
         if (key == NULL)
             goto fail;
@@ -179,7 +193,9 @@ fast_vars(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(value);
     }
     PyBuffer_Release(&view);
-    return result;
+    pair = PyTuple_Pack(2, result, reserved ? Py_True : Py_False);
+    Py_DECREF(result);
+    return pair;
 refuse:
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
@@ -659,7 +675,7 @@ fast_fields(PyObject *self, PyObject *headers)
 
 static PyMethodDef methods[] = {
     {"fast_vars", (PyCFunction)(void (*)(void))fast_vars, METH_FASTCALL,
-     "fast_vars(block, max_vars) -> dict | None: the vars of a well-formed block, else None."},
+     "fast_vars(block, max_vars) -> (dict, bool) | None: the vars of a well-formed block and whether a name is reserved, else None."},
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
      "fast_head(head, limits) -> tuple | None: the Request fields of a common valid head, else None."},
     {"fast_fields", (PyCFunction)fast_fields, METH_O,

@@ -42,11 +42,18 @@ class BadContentLength(UwsgiError):
 
 
 class Packet(NamedTuple):
-    """One parsed packet; a NamedTuple, not a dataclass, to keep `dataclasses` (~1 MB) out of workers."""
+    """One parsed packet; a NamedTuple, not a dataclass, to keep `dataclasses` (~1 MB) out of workers.
+    `reserved`: whether a var's name has one of RESERVED_PREFIXES."""
 
     modifier1: int
     modifier2: int
     vars: dict[str, str]
+    reserved: bool = False
+
+
+# uWSGI's magic vars (UWSGI_FILE and the like load code in uWSGI) and names of a WSGI server's own
+# environ keys: a packet's vars with these names must not reach the environ as they are.
+RESERVED_PREFIXES: Final = ("UWSGI_", "wsgi.")
 
 
 _new_packet: Final = tuple.__new__  # Packet(...) without the Python-level __new__ a NamedTuple adds
@@ -111,8 +118,9 @@ class PacketParser:
         self._trailing = bytes(buf[end:]) if len(buf) > end else b""
         self._buf = b""
         if modifier1 == MODIFIER_PING:
-            return _new_packet(Packet, (modifier1, modifier2, {}))
-        return _new_packet(Packet, (modifier1, modifier2, parse_vars(buf[HEADER_SIZE:end], self.max_vars)))
+            return _new_packet(Packet, (modifier1, modifier2, {}, False))
+        variables, reserved = parse_block(buf[HEADER_SIZE:end], self.max_vars)
+        return _new_packet(Packet, (modifier1, modifier2, variables, reserved))
 
     @property
     def started(self) -> bool:
@@ -155,7 +163,12 @@ def parse_header(data: bytes) -> tuple[int, int, int]:
 
 
 def parse_vars(block: bytes | bytearray | memoryview, max_vars: int = 128) -> dict[str, str]:
-    """Decode a vars block (latin-1, so every byte survives); the last of a repeated key wins.
+    """Decode a vars block (latin-1, so every byte survives); the last of a repeated key wins."""
+    return parse_block(block, max_vars)[0]
+
+
+def parse_block(block: bytes | bytearray | memoryview, max_vars: int = 128) -> tuple[dict[str, str], bool]:
+    """The vars of a block (parse_vars) and whether a name has one of RESERVED_PREFIXES.
 
     The fast loop (C when the accelerator is built, else Python) checks nothing it does not have
     to and refuses a malformed block; the careful parser then names the fault as uWSGI does.
@@ -166,8 +179,9 @@ def parse_vars(block: bytes | bytearray | memoryview, max_vars: int = 128) -> di
     return result  # type: ignore[return-value]  # _explain always raises
 
 
-def _fast_vars_py(block: bytes | bytearray | memoryview, max_vars: int) -> dict[str, str] | None:
-    """The vars of a well-formed block, None for any other: the hottest loop of a uwsgi request.
+def _fast_vars_py(block: bytes | bytearray | memoryview, max_vars: int) -> tuple[dict[str, str], bool] | None:
+    """The vars of a well-formed block and whether a name is reserved, None for any other block:
+    the hottest loop of a uwsgi request.
 
     The block is decoded once and sliced as text, since latin-1 maps byte offsets to character
     offsets: one str per key and value, no intermediate bytes. A length that points past the
@@ -190,10 +204,10 @@ def _fast_vars_py(block: bytes | bytearray | memoryview, max_vars: int) -> dict[
         return None
     if pos != end or "" in result:
         return None
-    return result
+    return result, any(key.startswith(RESERVED_PREFIXES) for key in result)
 
 
-def _load_accelerator() -> Callable[[bytes | bytearray | memoryview, int], dict[str, str] | None] | None:
+def _load_accelerator() -> Callable[[bytes | bytearray | memoryview, int], tuple[dict[str, str], bool] | None] | None:
     """The compiled fast loop, unless absent (no compiler at install) or ZERGSERVE_PURE_PYTHON=1."""
     if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
         return None
