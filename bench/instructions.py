@@ -7,6 +7,8 @@ FAMILY is what bench/run.py's family of the same kind serves, with one worker (-
   http-close  the sync worker, bench/hello.py over HTTP, one connection per request (Connection: close)
   http-ka     the gthread worker (--threads 2), bench/hello.py over HTTP, every request on one kept-alive connection
   uwsgi       the sync worker, bench/hello.py over the uwsgi protocol (nginx-like vars) on a UNIX socket
+  gevent-ka   the gevent worker, bench/hello.py over HTTP, every request on one kept-alive connection
+              (so every request waits on the hub for the next, which under wrk's 50 connections a third do)
   asgi-ka     the asyncio worker on asyncio's own loop, bench/hello_asgi.py over HTTP, every request on one kept-alive connection
   asgi-ka-uvloop  the same on uvloop's event loop (--loop uvloop)
 
@@ -43,6 +45,7 @@ FAMILIES = {
     "http-close": ["--module", "hello:application", "--http"],
     "http-ka": ["--module", "hello:application", "--threads", "2", "--http"],
     "uwsgi": ["--module", "hello:application", "--socket"],
+    "gevent-ka": ["--module", "hello:application", "--worker", "gevent", "--http"],
     "asgi-ka": ["--module", "hello_asgi:application", "--worker", "asyncio", "--loop", "asyncio", "--http"],
     "asgi-ka-uvloop": ["--module", "hello_asgi:application", "--worker", "asyncio", "--loop", "uvloop", "--http"],
 }
