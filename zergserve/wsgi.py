@@ -226,17 +226,17 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input,
     https = variables.get("HTTPS")
     if scheme == "https" or (https and https.lower() in ("on", "1")):
         env["wsgi.url_scheme"] = "https"
-    for key, value in _UWSGI_DEFAULTS.items():  # nginx's uwsgi_params send them all
-        if key not in env:
-            env[key] = value
+    # What a uwsgi environ holds even when the packet lacks it (nginx's uwsgi_params send them all).
+    env.setdefault("REQUEST_METHOD", "GET")
+    env.setdefault("PATH_INFO", "")
+    env.setdefault("QUERY_STRING", "")
+    env.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
     env["wsgi.input"] = body
     return env
 
 
 # The CGI keys of the listener's base environ that a packet's vars of the same name replace.
 _PACKET_WINS: Final = ("SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT")
-# What a uwsgi environ holds even when the packet lacks it.
-_UWSGI_DEFAULTS = {"REQUEST_METHOD": "GET", "PATH_INFO": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.0"}
 _CACHE_SIZE: Final = 256  # distinct statuses and header names remembered as already checked
 
 

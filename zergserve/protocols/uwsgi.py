@@ -135,7 +135,7 @@ class PacketParser:
 
 def _check_header(buf: bytes | bytearray, buffer_size: int) -> int:
     """The datasize of a header uWSGI would accept; the size check comes first, as in uWSGI."""
-    modifier1, size, _ = HEADER.unpack_from(buf)
+    modifier1, size = buf[0], buf[1] | buf[2] << 8  # HEADER's fields, without a struct call per packet
     if size > buffer_size:
         raise UwsgiError(f"invalid request block size: {size} (max {buffer_size})"
                          + (_foreign_hint(buf) or "; raise --buffer-size for larger request heads"))
