@@ -11,8 +11,9 @@ from bisect import bisect_left
 import mmap
 import os
 import struct
+import threading
 import time
-from typing import Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from zergserve.pacing import monotonic
 
@@ -228,10 +229,10 @@ class RowWriter:
 
     def set_status(self, status: int) -> None:
         self.ints[_I_STATUS] = status
-        self.floats[_F_HEARTBEAT] = time.monotonic()
+        self.floats[_F_HEARTBEAT] = monotonic()
 
     def heartbeat(self) -> None:
-        self.floats[_F_HEARTBEAT] = time.monotonic()
+        self.floats[_F_HEARTBEAT] = monotonic()
 
     def set_websockets(self, count: int) -> None:
         self.ints[_I_WS] = count
@@ -313,6 +314,75 @@ class SharedRow:
             self.row.end(sent, elapsed, failed)
             if self.worker.pause_applied:  # not `paused`: a TSTP and its undo before the loop woke show nothing
                 self.row.set_status(PAUSED)
+
+    @property
+    def requests(self) -> int:
+        return self.row.requests
+
+
+NO_CORE: Final = 1 << 30  # the core of a thread without an entry (a gthread worker's main thread at a stop)
+
+
+class CoreRows:
+    """The scoreboard as the exchange sees it from any of a gthread worker's threads: the calling
+    thread's core entry (`local.core`, a threading.local's), and the process's row, busy when every
+    thread is, its request start the oldest in flight (for harakiri). Compiled with the request
+    path, which calls it twice per request."""
+
+    __slots__ = ("row", "cores", "worker", "local", "threads", "max_requests", "wake_w", "lock", "started",
+                 "inflight")
+
+    def __init__(self, row: RowWriter, cores: list[CoreWriter], worker: PauseState, local: Any, threads: int,
+                 max_requests: int, wake_w: int) -> None:
+        self.row = row
+        self.cores = cores
+        self.worker = worker
+        self.local = local
+        self.threads = threads
+        self.max_requests = max_requests
+        self.wake_w = wake_w
+        self.lock = threading.Lock()
+        self.started: dict[int, tuple[float, bytes]] = {}  # core → start, request line
+        self.inflight = 0
+
+    def begin(self, request_line: bytes, now: float) -> None:
+        core: int = self.local.core
+        if core < len(self.cores):
+            self.cores[core].begin(now)
+        with self.lock:
+            self.started[core] = (now, request_line)
+            self.inflight = len(self.started)
+            if self.inflight == 1:
+                self.row.begin(request_line, now)
+            self._status()
+
+    def end(self, sent: int, elapsed: float, failed: bool) -> None:
+        core: int = self.local.core
+        if core < len(self.cores):
+            self.cores[core].end()
+        with self.lock:
+            self.started.pop(core, None)
+            self.inflight = len(self.started)
+            self.row.end(sent, elapsed, failed)  # writes idle and no request start
+            if self.started:
+                start, line = min(self.started.values())
+                self.row.begin(line, start)
+            self._status()
+        if self.max_requests and self.row.requests >= self.max_requests:
+            try:
+                os.write(self.wake_w, b"m")  # the main thread's done() sees it now, not at its next heartbeat
+            except OSError:
+                pass  # the pipe is full: the main thread is being woken already
+
+    @property
+    def full(self) -> bool:
+        return self.inflight >= self.threads
+
+    def _status(self) -> None:
+        """Busy only when every thread is; the row's request start stays the oldest in flight. (The
+        status alone: the worker's main thread writes the heartbeat.)"""
+        self.row.ints[_I_STATUS] = (PAUSED if self.worker.pause_applied
+                                    else BUSY if self.inflight >= self.threads else IDLE)
 
     @property
     def requests(self) -> int:

@@ -28,7 +28,7 @@ from zergserve import connection, wsgi
 from zergserve.config import Config
 from zergserve.exchange import Exchange
 from zergserve.log import logger
-from zergserve.scoreboard import BUSY, IDLE, PAUSED, CoreWriter, RowWriter
+from zergserve.scoreboard import BUSY, IDLE, NO_CORE, PAUSED, CoreRows
 from zergserve.sockets import Listener
 from zergserve.workers.base import Worker
 from zergserve.wakeup import signals_blocked
@@ -51,7 +51,8 @@ class ThreadsWorker(Worker):
         if self.cfg.threads_stacksize:
             threading.stack_size(self.cfg.threads_stacksize * 1024)
         super().boot()
-        self.rows = CoreRows(self.row, self.core_writers, self)
+        self.rows = CoreRows(self.row, self.core_writers, self, _Local(), self.cfg.threads, self.max_requests,
+                             self.wake_w)
         self.ctx.row = self.rows
         for listener in self.listeners:  # the environ every request copies says threads may run the app
             env = wsgi.base_environ(*listener.server_name_port())
@@ -188,64 +189,4 @@ class ThreadsWorker(Worker):
 
 
 class _Local(threading.local):
-    core = 1 << 30  # the main thread, serving the queue on a stop, has no core entry of its own
-
-
-class CoreRows:
-    """The scoreboard as the exchange sees it from any thread: the calling thread's core entry, and
-    the process's row (busy when every thread is; the oldest request in flight for harakiri)."""
-
-    def __init__(self, row: RowWriter, cores: list[CoreWriter], worker: Worker) -> None:
-        self.row = row
-        self.cores = cores
-        self.worker = worker
-        self.threads = worker.cfg.threads
-        self.local = _Local()
-        self.lock = threading.Lock()
-        self.started: dict[int, tuple[float, bytes]] = {}  # core → start, request line
-        self.inflight = 0
-
-    def begin(self, request_line: bytes, now: float) -> None:
-        core = self.local.core
-        if core < len(self.cores):
-            self.cores[core].begin(now)
-        with self.lock:
-            self.started[core] = (now, request_line)
-            self.inflight = len(self.started)
-            if self.inflight == 1:
-                self.row.begin(request_line, now)
-            self._status()
-
-    def end(self, sent: int, elapsed: float, failed: bool) -> None:
-        core = self.local.core
-        if core < len(self.cores):
-            self.cores[core].end()
-        with self.lock:
-            self.started.pop(core, None)
-            self.inflight = len(self.started)
-            self.row.end(sent, elapsed, failed)  # writes idle and no request start
-            if self.started:
-                start, line = min(self.started.values())
-                self.row.begin(line, start)
-            self._status()
-        worker = self.worker
-        if worker.max_requests and self.row.requests >= worker.max_requests:
-            try:
-                os.write(worker.wake_w, b"m")  # the main thread's done() sees it now, not at its next heartbeat
-            except OSError:
-                pass  # the pipe is full: the main thread is being woken already
-
-    @property
-    def full(self) -> bool:
-        return self.inflight >= self.threads
-
-    def _status(self) -> None:
-        """Busy only when every thread is; the row's request start stays the oldest in flight."""
-        if self.worker.pause_applied:
-            self.row.set_status(PAUSED)
-        else:
-            self.row.set_status(BUSY if self.full else IDLE)
-
-    @property
-    def requests(self) -> int:
-        return self.row.requests
+    core = NO_CORE  # the main thread, serving the queue on a stop, has no core entry of its own
