@@ -29,6 +29,7 @@ __all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsen
 Socket = _socket.socket  # the C class under socket.socket: what the sync worker accepts (workers/sync.py)
 
 _DONTWAIT: Final = int(socket.MSG_DONTWAIT)
+_PEEK: Final = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # (an int: `|` on socket's IntFlags runs enum's Python)
 _MORE: Final = int(socket.MSG_MORE)
 _UNIX: Final = int(socket.AF_UNIX)
 _SHUT_WR: Final = int(socket.SHUT_WR)
@@ -120,7 +121,7 @@ def resume(conn: Socket, ex: Exchange, park: Callable[[Socket, Exchange], None] 
 def _readable(conn: Socket) -> bool:
     """Whether a read would not wait (bytes or EOF are there)."""
     try:
-        conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        conn.recv(1, _PEEK)
     except BlockingIOError:
         return False
     return True
