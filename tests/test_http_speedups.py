@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from conftest import accelerated, raw, start
 from test_http_codec import events
 from zergserve.protocols import http, uwsgi
-from zergserve.protocols.http import DEFAULT_LIMITS, HTTPConnection, HTTPError, Limits
+from zergserve.protocols.http import DEFAULT_LIMITS, HTTPConnection, HTTPError, Limits, Request
 
 fast_c = http._load_accelerator()
 needs_c = pytest.mark.skipif(fast_c is None, reason="the C accelerator is not built (or ZERGSERVE_PURE_PYTHON is set)")
@@ -105,6 +105,8 @@ def test_c_and_python_agree(head, limit):
     assert outcome(head, fast_c, limit) == python
     compiled = fast_c(head, limit)
     assert compiled is None or compiled == tuple(python)
+    request = fast_c(head, limit, Request)
+    assert request == compiled and (request is None or type(request) is Request)
 
 
 @needs_c
@@ -227,3 +229,13 @@ def test_compiled_fields_leave_what_is_not_a_list_of_byte_pairs_to_python() -> N
     for headers in ([("a", "b")], [(b"a", b"b", b"c")], [[b"a", b"b"]], ((b"a", b"b"),), [(bytearray(b"a"), b"b")]):
         assert fields_c(headers) is None
     assert fields_c([]) == (b"", None, False, False, False)
+
+
+@needs_c
+def test_c_gate_refuses_a_class_that_is_no_tuple():
+    head = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    for bad in (dict, "Request", None):
+        with pytest.raises(TypeError):
+            fast_c(head, DEFAULT_LIMITS, bad)
+    with pytest.raises(TypeError):
+        fast_c(head, DEFAULT_LIMITS, Request, 1)

@@ -8,12 +8,13 @@
  * key, at most max_vars pairs, the last of a repeated key wins), None for anything else. The dict
  * has room for VARS_ROOM more keys, so that a copy the WSGI environ is built on needs no resize.
  *
- * fast_head(head, limits) reads a complete request head in one forward pass (no backtracking):
+ * fast_head(head, limits[, cls]) reads a complete request head in one forward pass (no backtracking):
  * exactly the syntax of http._HEAD (a token method, SP, a target of \x21-\x7e, SP, HTTP/1.0 or
  * HTTP/1.1, CRLF, field lines `token:value` with a value of HTAB, SP, VCHAR or obs-text, each
  * ending in CRLF, then CRLF), the field split (names lowercased, values stripped of SP and HTAB)
- * and the special fields _parse_head reads. It returns the 11 fields of an http.Request for an
- * origin-form head within the limits that _parse_head would accept, and None for anything else:
+ * and the special fields _parse_head reads. It returns the 11 fields of an http.Request (a tuple,
+ * or an instance of cls, a tuple subclass: the Request itself) for an origin-form head within the
+ * limits that _parse_head would accept, and None for anything else:
  * a fault, a limit, absolute-form, `*`, CONNECT, an unusual Content-Length or Transfer-Encoding.
  *
  * fast_fields(headers) is the response header loop of HTTPConnection.send_response.
@@ -446,13 +447,21 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t max_line, max_fields, field_size, max_head;
     const unsigned char *data;
     PyObject *limits, *headers = NULL, *result = NULL;
+    PyTypeObject *cls = &PyTuple_Type;  /* what to make: a tuple, or the Request class (a NamedTuple) */
     Specials s = {0};
     long long length;
     int http11, found;
 
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "fast_head(head, limits) takes 2 arguments");
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "fast_head(head, limits[, cls]) takes 2 or 3 arguments");
         return NULL;
+    }
+    if (nargs == 3) {
+        if (!PyType_Check(args[2]) || !PyType_IsSubtype((PyTypeObject *)args[2], &PyTuple_Type)) {
+            PyErr_SetString(PyExc_TypeError, "fast_head(): cls must be a subclass of tuple");
+            return NULL;
+        }
+        cls = (PyTypeObject *)args[2];
     }
     limits = args[1];  /* anything but a tuple of 4 ints is the Python's to judge */
     if (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) < 4 || !get_limit(limits, 0, &max_line)
@@ -514,7 +523,7 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyBool_FromLong(http11 ? !s.close : s.keep && !s.close),
             PyBool_FromLong(s.upgrade),
         };
-        result = PyTuple_New(11);
+        result = cls == &PyTuple_Type ? PyTuple_New(11) : cls->tp_alloc(cls, 11);
         for (i = 0; i < 11; i++) {
             if (items[i] == NULL || result == NULL) {
                 Py_CLEAR(result);
@@ -677,7 +686,7 @@ static PyMethodDef methods[] = {
     {"fast_vars", (PyCFunction)(void (*)(void))fast_vars, METH_FASTCALL,
      "fast_vars(block, max_vars) -> (dict, bool) | None: the vars of a well-formed block and whether a name is reserved, else None."},
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
-     "fast_head(head, limits) -> tuple | None: the Request fields of a common valid head, else None."},
+     "fast_head(head, limits[, cls]) -> tuple | None: the Request fields of a common valid head (as a cls), else None."},
     {"fast_fields", (PyCFunction)fast_fields, METH_O,
      "fast_fields(headers) -> tuple | None: a response's header block, Content-Length and flags, else None."},
     {NULL, NULL, 0, NULL},

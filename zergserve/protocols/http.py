@@ -529,9 +529,9 @@ class HTTPConnection:
         the common valid head in one pass and leaves every other head to the Python below."""
         limits = self.limits
         if _fast_head is not None:
-            fast = _fast_head(head, limits)
+            fast = _fast_head(head, limits, Request)
             if fast is not None:
-                return _new_request(Request, fast)
+                return fast  # type: ignore[return-value]  # (made a Request by the C code)
         if len(head) > limits.head:
             raise self._fail(431, f"request head larger than {limits.head} bytes")
         text = str(head, "latin-1")
