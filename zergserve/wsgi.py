@@ -265,6 +265,19 @@ def _parse_status(status: Any) -> tuple[int, bytes]:
     return code, phrase.encode("latin-1") if phrase else reason(code)
 
 
+def _content_length(value: bytes) -> int:
+    """The number in an app's Content-Length (plain ASCII digits, or AppError); a short one is read
+    here, cheaper than int() on bytes."""
+    if not value.isdigit():
+        raise AppError(f"invalid Content-Length {value!r}")
+    if len(value) > 9:
+        return int(value)
+    number = 0
+    for digit in value:
+        number = number * 10 + digit - 48
+    return number
+
+
 def encode_headers(headers: Any) -> list[tuple[bytes, bytes]]:
     """Validate the app's headers; CR, LF, NUL or a bad name would let it split the response."""
     if not isinstance(headers, list):
@@ -319,10 +332,9 @@ class Response:
         self.headers = encode_headers(headers)
         self.length = None
         for name, value in self.headers:
-            if len(name) == 14 and name.lower() == b"content-length":  # (the length first: no lower() for others)
-                if not value.isdigit():
-                    raise AppError(f"invalid Content-Length {value!r}")
-                self.length = int(value)
+            # (the length first: no lower() for other names, nor for the usual spelling)
+            if len(name) == 14 and (name == b"Content-Length" or name.lower() == b"content-length"):
+                self.length = _content_length(value)
         return self.write
 
     def write(self, data: Any) -> None:
