@@ -129,3 +129,16 @@ def test_uwsgi_environ_drops_magic_vars_and_keeps_the_servers_wsgi_keys():
     assert env["REQUEST_METHOD"] == "POST" and env["QUERY_STRING"] == "" and env["SERVER_PROTOCOL"] == "HTTP/1.0"
     https = wsgi.uwsgi_environ(base, {"HTTPS": "on"}, body)
     assert https["wsgi.url_scheme"] == "https" and base["wsgi.url_scheme"] == "http"
+
+
+@pytest.mark.parametrize("value, length", [
+    (b"0", 0), (b"13", 13), (b"999999999", 999999999), (b"000000000013", 13),
+    (b"123456789012345678901234", 123456789012345678901234),
+    (b"", None), (b"1a", None), (b"+1", None), (b"-1", None), (b" 1", None), (b"1 ", None), (b"\xb2", None),
+])
+def test_content_length_from_the_app_is_plain_digits(value, length):
+    if length is None:
+        with pytest.raises(wsgi.AppError):
+            wsgi._content_length(value)
+    else:
+        assert wsgi._content_length(value) == length
