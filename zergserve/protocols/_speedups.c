@@ -593,7 +593,7 @@ fast_fields(PyObject *self, PyObject *headers)
     Py_ssize_t count, i, size = 0;
     long long length = -1;
     int close = 0, have_date = 0, have_server = 0, length_written = 0;
-    PyObject *block, *length_obj;
+    PyObject *block, *length_obj, *result;
     char *out;
 
     if (!PyList_CheckExact(headers))
@@ -678,8 +678,11 @@ fast_fields(PyObject *self, PyObject *headers)
         length_obj = Py_None;
         Py_INCREF(Py_None);
     }
-    return Py_BuildValue("(NNNNN)", block, length_obj, PyBool_FromLong(close), PyBool_FromLong(have_date),
-                         PyBool_FromLong(have_server));
+    result = PyTuple_Pack(5, block, length_obj, close ? Py_True : Py_False, have_date ? Py_True : Py_False,
+                          have_server ? Py_True : Py_False);
+    Py_DECREF(block);
+    Py_DECREF(length_obj);
+    return result;
 }
 
 static PyMethodDef methods[] = {

@@ -165,19 +165,18 @@ def protocol_name(http_version: str) -> str:
 
 SERVER: Final = b"zergserve"  # the Server header's value
 _SERVER_LINE: Final = b"Server: zergserve\r\n"
-# Status lines by (code, reason), made once: formatting one costs more than the rest of the head.
-# Bounded, as an app may make up reason phrases.
-_STATUS_LINES: Final[dict[tuple[int, bytes], bytes]] = {}
-_STATUS_LINES_MAX: Final = 256
+# Status lines by code, made once: formatting one costs more than the rest of the head. One per
+# code (200..999, send_response's range), so an app that makes up reason phrases cannot grow it.
+_STATUS_LINES: Final[dict[int, tuple[bytes, bytes]]] = {}  # status → (the reason it was made with, its line)
 
 
 def _status_line(status: int, reason: bytes) -> bytes:
-    key = (status, reason)
-    line = _STATUS_LINES.get(key)
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if len(_STATUS_LINES) < _STATUS_LINES_MAX:
-            _STATUS_LINES[key] = line
+    """`HTTP/1.1 <status> <reason>\r\n`, made once per status (again when its reason differs)."""
+    known = _STATUS_LINES.get(status)
+    if known is not None and known[0] == reason:
+        return known[1]
+    line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+    _STATUS_LINES[status] = (reason, line)  # (the statuses are 200..999: the dict stays small)
     return line
 
 
