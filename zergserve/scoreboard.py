@@ -11,8 +11,8 @@ from bisect import bisect_left
 import mmap
 import os
 import struct
-import threading
 import time
+from _thread import allocate_lock  # (threading's Lock, without importing threading into every worker)
 from typing import Any, Final, NamedTuple, Protocol
 
 from zergserve.pacing import monotonic
@@ -341,7 +341,7 @@ class CoreRows:
         self.threads = threads
         self.max_requests = max_requests
         self.wake_w = wake_w
-        self.lock = threading.Lock()
+        self.lock = allocate_lock()
         self.started: dict[int, tuple[float, bytes]] = {}  # core → start, request line
         self.inflight = 0
 
