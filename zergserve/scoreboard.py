@@ -382,7 +382,7 @@ class CoreRows:
         """Busy only when every thread is; the row's request start stays the oldest in flight. (The
         status alone: the worker's main thread writes the heartbeat.)"""
         self.row.ints[_I_STATUS] = (PAUSED if self.worker.pause_applied
-                                    else BUSY if self.inflight >= self.threads else IDLE)
+                                    else BUSY if self.full else IDLE)
 
     @property
     def requests(self) -> int:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Final, Protocol
 from zergserve import proxy
 from zergserve.log import traceback_text
 from zergserve.protocols.http import Request, protocol_name
+from zergserve.protocols.uwsgi import RESERVED_PREFIXES
 from zergserve.vocabulary import (AppError, CheckedFields, ClientDisconnected, RequestError, RequestTimeout,
                                   RequestTooLarge, check_field, printable, reason, unquote)
 
@@ -215,7 +216,7 @@ def uwsgi_environ(base: dict[str, Any], variables: dict[str, str], body: Input,
     env: dict[str, Any] = variables.copy()
     if reserved:
         for key in variables:
-            if key.startswith("UWSGI_") or key.startswith("wsgi."):
+            if key.startswith(RESERVED_PREFIXES):
                 del env[key]
     env.update(base)
     for key in _PACKET_WINS:
