@@ -134,3 +134,46 @@ def test_an_apps_own_socket_errors_are_app_errors(path):
 def test_head_with_content_length_and_no_body_is_complete():
     out, errors = exchange(b"HEAD /head-no-body HTTP/1.1\r\nHost: h\r\n\r\n" + get("/after"))
     assert errors == [] and out.count(b"HTTP/1.1 200 OK") == 2 and b"Content-Length: 100" in out
+
+
+def _recvs() -> list[Callable[[socket.socket, int, int], bytes | None]]:
+    """The Python recv that does not wait, and the C one (_nowait.c) when it is built."""
+    try:
+        from zergserve._nowait import recv
+    except ImportError:
+        return [connection._python_recv_nowait]
+    return [connection._python_recv_nowait, recv]
+
+
+@pytest.mark.parametrize("recv", _recvs())
+def test_a_recv_that_does_not_wait_says_none_for_nothing_yet(recv):
+    """None while nothing is there, the bytes (at most `size`, left in place by a peek) once they
+    are, b'' at EOF, and an OSError of the errno's own class for a socket that cannot be read."""
+    a, b = socket.socketpair()
+    try:
+        assert recv(a, 65536, 0) is None
+        assert recv(a, 1, connection._PEEK) is None
+        b.sendall(b"GET / HTTP/1.1\r\n")
+        assert recv(a, 1, connection._PEEK) == b"G"
+        assert recv(a, 3, 0) == b"GET"
+        assert recv(a, 1 << 20, 0) == b" / HTTP/1.1\r\n"  # (more than the C buffer: a stream may return less)
+        assert recv(a, 65536, 0) is None
+        b.close()
+        assert recv(a, 65536, 0) == b""
+        a.close()
+        with pytest.raises(OSError):
+            recv(a, 65536, 0)
+        with pytest.raises(ValueError):
+            recv(socket.socket(), -1, 0)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_c_recv_is_used_unless_pure_python():
+    """The drivers take the C recv whenever it is built, as the codecs take theirs."""
+    import os
+    if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0") or len(_recvs()) == 1:
+        assert connection._recv_nowait is connection._python_recv_nowait
+    else:
+        assert connection._recv_nowait is _recvs()[1]

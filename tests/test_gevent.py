@@ -51,6 +51,19 @@ def test_reload_under_load_loses_nothing(spawn, workdir):
     assert load.failures == []
 
 
+def test_connections_one_after_another_on_the_same_fd_are_all_answered(spawn, workdir):
+    """Short connections from a few clients at once: a closed connection's fd comes back at once for
+    the next one, often in the same turn of the hub. The wait keeps a socket's watcher between its
+    waits, and must not hand it to the next socket on that fd, which epoll has not heard of."""
+    server = start(spawn, workdir)
+    load = Load(server.addr, clients=6)
+    try:
+        wait_for(lambda: load.ok >= 600 or load.failures, timeout=60, message="600 requests")
+    finally:
+        load.stop()
+    assert load.failures == []
+
+
 def test_harakiri_kills_a_stuck_loop_not_a_long_request_among_others(spawn, workdir):
     listener = bound()
     addr = listener.addr

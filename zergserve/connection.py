@@ -29,7 +29,7 @@ __all__ = ["Context", "Socket", "serve", "resume", "send_all", "sending", "unsen
 Socket = _socket.socket  # the C class under socket.socket: what the sync worker accepts (workers/sync.py)
 
 _DONTWAIT: Final = int(socket.MSG_DONTWAIT)
-_PEEK: Final = int(socket.MSG_PEEK | socket.MSG_DONTWAIT)  # (an int: `|` on socket's IntFlags runs enum's Python)
+_PEEK: Final = int(socket.MSG_PEEK)  # (an int: `|` on socket's IntFlags runs enum's Python)
 _MORE: Final = int(socket.MSG_MORE)
 _UNIX: Final = int(socket.AF_UNIX)
 _SHUT_WR: Final = int(socket.SHUT_WR)
@@ -120,11 +120,7 @@ def resume(conn: Socket, ex: Exchange, park: Callable[[Socket, Exchange], None] 
 
 def _readable(conn: Socket) -> bool:
     """Whether a read would not wait (bytes or EOF are there)."""
-    try:
-        conn.recv(1, _PEEK)
-    except BlockingIOError:
-        return False
-    return True
+    return _recv_nowait(conn, 1, _PEEK) is not None
 
 
 def _serve_request(conn: Socket, listener: Listener, ctx: Context, ex: Exchange) -> bool:
@@ -240,18 +236,18 @@ class _Sink:
 
 # --- socket calls ------------------------------------------------------------------------------
 
-def poll_wait(fd: int, writing: bool, seconds: float) -> bool:
-    """Wait at most `seconds` for `fd` to be readable (or writable); whether it is. The blocking
+def poll_wait(conn: Socket, writing: bool, seconds: float) -> bool:
+    """Wait at most `seconds` for `conn` to be readable (or writable); whether it is. The blocking
     worker classes wait in poll(); the gevent worker waits on its hub instead (use_wait)."""
     poller = select.poll()
-    poller.register(fd, _POLLOUT if writing else _POLLIN)
+    poller.register(conn, _POLLOUT if writing else _POLLIN)
     return bool(poller.poll(max(seconds, 0.0) * 1000.0))
 
 
-_wait: Callable[[int, bool, float], bool] = poll_wait
+_wait: Callable[[Socket, bool, float], bool] = poll_wait
 
 
-def use_wait(wait: Callable[[int, bool, float], bool]) -> None:
+def use_wait(wait: Callable[[Socket, bool, float], bool]) -> None:
     """Make every wait of this process's connections `wait` (a gevent worker's hub), in place of
     poll_wait: the socket calls stay the C socket's own, tried without waiting."""
     global _wait
@@ -268,7 +264,7 @@ def _recv(conn: Socket, size: int, deadline: float, wait: bool = False) -> bytes
             return data
     while True:
         left = deadline - monotonic()
-        if left <= 0 or not _wait(conn.fileno(), False, left):
+        if left <= 0 or not _wait(conn, False, left):
             raise TimeoutError
         data = _ready(conn, size)
         if data is not None:
@@ -277,10 +273,29 @@ def _recv(conn: Socket, size: int, deadline: float, wait: bool = False) -> bytes
 
 def _ready(conn: Socket, size: int = RECV) -> bytes | None:
     """What a read that does not wait finds (b'' at EOF), or None when nothing is there yet."""
+    return _recv_nowait(conn, size, 0)
+
+
+def _python_recv_nowait(conn: Socket, size: int, flags: int) -> bytes | None:
+    """_nowait.recv's behaviour in Python: the BlockingIOError it saves costs some 10k instructions."""
     try:
-        return conn.recv(size, _DONTWAIT)
+        return conn.recv(size, flags | _DONTWAIT)
     except BlockingIOError:
         return None
+
+
+def _load_recv_nowait() -> Callable[[Socket, int, int], bytes | None]:
+    """The C recv (_nowait.c), unless it is absent (no compiler at install) or ZERGSERVE_PURE_PYTHON=1."""
+    if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
+        return _python_recv_nowait
+    try:
+        from zergserve._nowait import recv
+    except ImportError:
+        return _python_recv_nowait
+    return recv
+
+
+_recv_nowait: Final = _load_recv_nowait()
 
 
 def send_all(conn: Socket, data: bytes, pace: SendPace, flags: int = 0) -> None:
@@ -291,7 +306,7 @@ def send_all(conn: Socket, data: bytes, pace: SendPace, flags: int = 0) -> None:
     worker forever; the pace (pacing.py) asks for a minimum rate while we wait.
     """
     for wait in sending(conn, data, pace, flags):
-        _wait(conn.fileno(), True, wait)
+        _wait(conn, True, wait)
 
 
 def sending(conn: Socket, data: bytes, pace: SendPace, flags: int = 0) -> Iterable[float]:
@@ -343,7 +358,7 @@ def _sendfile(conn: Socket, fd: int, offset: int, file: Any, count: int | None, 
                 sent = os.sendfile(conn.fileno(), fd, offset + total, min(count - total, 1 << 20))
             except BlockingIOError:
                 started = monotonic()
-                _wait(conn.fileno(), True, pace.wait(unsent(conn)))
+                _wait(conn, True, pace.wait(unsent(conn)))
                 pace.waited(monotonic() - started, unsent(conn))
                 continue
             if not sent:
@@ -364,7 +379,7 @@ def _linger_close(conn: Socket) -> None:
         total = 0
         while total < _LINGER_BYTES:
             left = deadline - monotonic()
-            if left <= 0 or not _wait(conn.fileno(), False, left):
+            if left <= 0 or not _wait(conn, False, left):
                 break
             data = _ready(conn)
             if data == b"":
