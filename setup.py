@@ -3,6 +3,7 @@
 - The codecs' C accelerator (zergserve/protocols/_speedups.c): the uwsgi vars loop, the HTTP head
   gate's and the response fields' common cases.
 - The drivers' recv that returns None for nothing yet (zergserve/_nowait.c) instead of raising.
+- The scoreboard row's writer (zergserve/_rowwriter.c): a request's stores into the shared row.
 - The request path compiled by mypyc (the groups of modules zergserve/compiled.py names): the same
   typed source, run as C. ZERGSERVE_MYPYC=0 skips it.
 
@@ -24,7 +25,8 @@ from setuptools import Extension, setup
 
 def extensions() -> list[Extension]:
     extensions = [Extension("zergserve.protocols._speedups", ["zergserve/protocols/_speedups.c"], optional=True),
-                  Extension("zergserve._nowait", ["zergserve/_nowait.c"], optional=True)]
+                  Extension("zergserve._nowait", ["zergserve/_nowait.c"], optional=True),
+                  Extension("zergserve._rowwriter", ["zergserve/_rowwriter.c"], optional=True)]
     if os.environ.get("ZERGSERVE_MYPYC", "1") == "0":
         return extensions
     try:

@@ -170,10 +170,11 @@ class Scoreboard:
     def rows(self) -> list[Row]:
         return [self.row(wid) for wid in range(1, self.size + 1)]
 
-    def writer(self, wid: int) -> "RowWriter":
+    def writer(self, wid: int) -> "RowHandle":
         """Worker `wid`'s writer, for the worker itself: its views of the table would keep the
-        master from growing it (grow() closes the mapping)."""
-        return RowWriter(self.mem, wid * self.row_size)
+        master from growing it (grow() closes the mapping). The C one when it is built."""
+        writer: RowHandle = _WRITER(self.mem, wid * self.row_size)
+        return writer
 
     def set_pid(self, wid: int, pid: int) -> None:
         struct.pack_into("=i", self.mem, wid * self.row_size + _OFF_PID, pid)
@@ -227,24 +228,29 @@ class RowWriter:
         self.running = 0
         self.buckets = [0] * len(BUCKETS)
 
-    def set_status(self, status: int) -> None:
+    def set_status(self, status: int, /) -> None:
+        """The status, and the heartbeat with it."""
         self.ints[_I_STATUS] = status
         self.floats[_F_HEARTBEAT] = monotonic()
+
+    def write_status(self, status: int, /) -> None:
+        """The status alone."""
+        self.ints[_I_STATUS] = status
 
     def heartbeat(self) -> None:
         self.floats[_F_HEARTBEAT] = monotonic()
 
-    def set_websockets(self, count: int) -> None:
+    def set_websockets(self, count: int, /) -> None:
         self.ints[_I_WS] = count
 
-    def begin(self, request_line: bytes, now: float) -> None:
+    def begin(self, request_line: bytes, now: float, /) -> None:
         """A request has started (`now`: time.monotonic()): its request line for harakiri logs, its
         start, busy (in that order: a master that sees busy sees the rest)."""
         self.show(request_line)
         self.floats[_F_START] = now
         self.ints[_I_STATUS] = BUSY
 
-    def show(self, request_line: bytes) -> None:
+    def show(self, request_line: bytes, /) -> None:
         """The request line alone (cut, NUL-terminated), also for a shared row whose oldest request
         changed."""
         size = len(request_line)
@@ -254,7 +260,7 @@ class RowWriter:
         else:
             self.info[:] = request_line[:_INFO_MAX]
 
-    def end(self, sent: int, elapsed: float, failed: bool, busy_since: float = 0.0) -> None:
+    def end(self, sent: int, elapsed: float, failed: bool, busy_since: float = 0.0, /) -> None:
         """A request has ended: counters, time in requests, the response-time histogram, moving
         average of the response time, back to idle, or still busy since `busy_since` (a row that
         others' requests share: SharedRow). `sent` is what the stats call tx: uWSGI counts the
@@ -280,6 +286,42 @@ class RowWriter:
         self.ints[_I_STATUS] = BUSY if busy_since else IDLE
 
 
+class RowHandle(Protocol):
+    """What a worker writes its row through: RowWriter, or the same class in C (_rowwriter.c),
+    which Scoreboard.writer() hands out when it is built."""
+
+    @property
+    def requests(self) -> int: ...
+
+    def set_status(self, status: int, /) -> None: ...
+
+    def write_status(self, status: int, /) -> None: ...
+
+    def heartbeat(self) -> None: ...
+
+    def set_websockets(self, count: int, /) -> None: ...
+
+    def begin(self, request_line: bytes, now: float, /) -> None: ...
+
+    def show(self, request_line: bytes, /) -> None: ...
+
+    def end(self, sent: int, elapsed: float, failed: bool, busy_since: float = 0.0, /) -> None: ...
+
+
+def _load_writer() -> Any:
+    """The C RowWriter, unless it is absent (no compiler at install) or ZERGSERVE_PURE_PYTHON=1."""
+    if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
+        return RowWriter
+    try:
+        from zergserve._rowwriter import RowWriter as CRowWriter
+    except ImportError:
+        return RowWriter
+    return CRowWriter
+
+
+_WRITER: Final = _load_writer()
+
+
 class SharedRow:
     """The worker's scoreboard row as many concurrent requests see it (gevent and asyncio workers).
 
@@ -289,14 +331,14 @@ class SharedRow:
 
     __slots__ = ("row", "worker", "inflight", "line", "shown")
 
-    def __init__(self, row: RowWriter, worker: PauseState) -> None:
+    def __init__(self, row: RowHandle, worker: PauseState) -> None:
         self.row = row
         self.worker = worker
         self.inflight = 0
         self.line = b""  # the request line of the latest request begun
         self.shown = b""  # the one the row holds
 
-    def begin(self, request_line: bytes, now: float) -> None:
+    def begin(self, request_line: bytes, now: float, /) -> None:
         self.inflight += 1
         self.line = request_line
         if self.inflight == 1:
@@ -309,7 +351,7 @@ class SharedRow:
             if self.line != self.shown:
                 self.row.show(self.line)
                 self.shown = self.line
-            self.row.end(sent, elapsed, failed, busy_since=monotonic())
+            self.row.end(sent, elapsed, failed, monotonic())  # (busy since now)
         else:
             self.row.end(sent, elapsed, failed)
             if self.worker.pause_applied:  # not `paused`: a TSTP and its undo before the loop woke show nothing
@@ -332,7 +374,7 @@ class CoreRows:
     __slots__ = ("row", "cores", "worker", "local", "threads", "max_requests", "wake_w", "lock", "started",
                  "inflight")
 
-    def __init__(self, row: RowWriter, cores: list[CoreWriter], worker: PauseState, local: Any, threads: int,
+    def __init__(self, row: RowHandle, cores: list[CoreWriter], worker: PauseState, local: Any, threads: int,
                  max_requests: int, wake_w: int) -> None:
         self.row = row
         self.cores = cores
@@ -345,7 +387,7 @@ class CoreRows:
         self.started: dict[int, tuple[float, bytes]] = {}  # core → start, request line
         self.inflight = 0
 
-    def begin(self, request_line: bytes, now: float) -> None:
+    def begin(self, request_line: bytes, now: float, /) -> None:
         core: int = self.local.core
         if core < len(self.cores):
             self.cores[core].begin(now)
@@ -381,8 +423,7 @@ class CoreRows:
     def _status(self) -> None:
         """Busy only when every thread is; the row's request start stays the oldest in flight. (The
         status alone: the worker's main thread writes the heartbeat.)"""
-        self.row.ints[_I_STATUS] = (PAUSED if self.worker.pause_applied
-                                    else BUSY if self.full else IDLE)
+        self.row.write_status(PAUSED if self.worker.pause_applied else BUSY if self.full else IDLE)
 
     @property
     def requests(self) -> int:

@@ -24,7 +24,7 @@ from zergserve.exitcodes import APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR, BOOT_ERRO
 from zergserve.log import logger, traceback_text
 from zergserve.wakeup import drain, wakeup_pipe
 from zergserve.protocols.http import Limits
-from zergserve.scoreboard import IDLE, PAUSED, STOPPING, RowWriter, Scoreboard
+from zergserve.scoreboard import IDLE, PAUSED, STOPPING, Scoreboard
 from zergserve.sockets import Listener
 from zergserve.workers import load_app
 
