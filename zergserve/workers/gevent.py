@@ -19,7 +19,7 @@ from __future__ import annotations
 import _socket
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from zergserve import connection
 from zergserve.log import logger
@@ -165,24 +165,44 @@ def _c_socket(conn: Any) -> _socket.socket:
     return _socket.socket(int(conn.family), int(conn.type), 0, conn.detach())
 
 
+_SWEEP: Final = 0.25  # seconds between looks at the long waits' deadlines
+_LONG: Final = 1.0  # a wait this long or longer has its deadline swept for, not a timer of its own
+
+
 def _hub_wait() -> Callable[[_socket.socket, bool, float], bool]:
     """connection's wait in a gevent worker: the greenlet waits on the hub for the socket, as
-    gevent's own sockets do, without their Python wrapper around every C call. The deadline is a
-    timer watcher of the hub's loop beside the io watcher, both waking one Waiter: gevent's
-    Timeout, which wait_read(fd, timeout) would make, costs some 24k instructions per wait, more
-    than the rest of a keep-alive request.
+    gevent's own sockets do, without their Python wrapper around every C call.
 
     A socket's io watcher is made on its first wait and kept for the next, as a gevent socket
     keeps its own: making one costs a microsecond and a syscall, starting and stopping it a
     quarter of that. Kept by fd, but remade for another socket on the same fd: a new watcher is
     what tells libev to register the fd with epoll anew (the kernel forgot the old one at its
-    close), which the old watcher, started again, would not."""
+    close), which the old watcher, started again, would not.
+
+    The deadline: gevent's Timeout, which wait_read(fd, timeout) would make, costs some 24k
+    instructions per wait, and a timer watcher of the hub's loop per wait still most of a
+    microsecond, while a keep-alive connection waits once per request. So a long wait (the
+    keep-alive and read timeouts, seconds) only notes its deadline, and one timer looks at the
+    noted deadlines every _SWEEP seconds while there are any, waking those past theirs: such a
+    wait ends at most _SWEEP late, as uWSGI's timeouts, checked once a second, end up to a
+    second late. A short wait (a send paced to a slow reader's rate) keeps a timer of its own."""
     from gevent import get_hub
     from gevent.hub import Waiter
 
     hub = get_hub()
     loop = hub.loop
     watchers: dict[int, tuple[_socket.socket, Any]] = {}
+    deadlines: dict[Any, float] = {}  # Waiter → the time.monotonic() it wakes with False at
+
+    def sweep() -> None:
+        now = time.monotonic()
+        for waiter, deadline in list(deadlines.items()):
+            if deadline <= now and deadlines.pop(waiter, None) is not None:
+                waiter.switch(False)
+        if not deadlines:
+            sweeper.stop()
+
+    sweeper = loop.timer(_SWEEP, _SWEEP, ref=False)
 
     def wait(conn: _socket.socket, writing: bool, seconds: float) -> bool:
         fd = conn.fileno()
@@ -192,13 +212,22 @@ def _hub_wait() -> Callable[[_socket.socket, bool, float], bool]:
             kept = watchers[key] = (conn, loop.io(fd, 2 if writing else 1))
         io = kept[1]
         waiter = Waiter(hub)
-        timer = loop.timer(max(seconds, 0.0))
         io.start(waiter.switch, True)
-        timer.start(waiter.switch, False, update=True)  # (from the loop's time now, not its last iteration's)
+        timer = None
+        if seconds >= _LONG:
+            deadlines[waiter] = time.monotonic() + seconds
+            if not sweeper.active:
+                sweeper.start(sweep)
+        else:
+            timer = loop.timer(max(seconds, 0.0))
+            timer.start(waiter.switch, False, update=True)  # (from the loop's time now, not its last iteration's)
         try:
             return bool(waiter.get())
         finally:
             io.stop()
-            timer.stop()
+            if timer is None:
+                deadlines.pop(waiter, None)
+            else:
+                timer.stop()
 
     return wait
