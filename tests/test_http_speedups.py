@@ -16,6 +16,7 @@ from zergserve.protocols import http, uwsgi
 from zergserve.protocols.http import DEFAULT_LIMITS, HTTPConnection, HTTPError, Limits, Request
 
 fast_c = http._load_accelerator()
+fast_request = http._load_accelerator("fast_request")
 needs_c = pytest.mark.skipif(fast_c is None, reason="the C accelerator is not built (or ZERGSERVE_PURE_PYTHON is set)")
 
 TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -116,14 +117,35 @@ def test_connections_fed_heads_agree(data, split):
     """A whole connection fed several heads, whole or byte at a time: the same events on both gates."""
     joined = b"".join(data)
     found = []
-    for gate in (fast_c, None):
-        saved, http._fast_head = http._fast_head, gate
+    for gate, finder in ((fast_c, fast_request), (None, None)):
+        saved = http._fast_head, http._fast_request
+        http._fast_head, http._fast_request = gate, finder
         try:
             found.append([(e.status, e.reason) if isinstance(e, HTTPError) else e if isinstance(e, tuple) else repr(e)
                           for e in events(joined, split)])  # EndOfMessage and ConnectionClosed by their repr
         finally:
-            http._fast_head = saved
+            http._fast_head, http._fast_request = saved
     assert found[0] == found[1]
+
+
+@needs_c
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=8), heads(), st.binary(max_size=12), limits)
+@example(b"", b"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", b"", DEFAULT_LIMITS)
+@example(b"xx", b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /", DEFAULT_LIMITS)
+def test_the_c_finder_reads_what_the_gate_would(before, head, after, limit):
+    """fast_request finds the head that starts at the position and reads it as fast_head would,
+    or says None; whatever follows the head (a pipelined request, a body) is left where it is."""
+    buf = before + head + after
+    found = fast_request(buf, len(before), limit, Request)
+    end = buf.find(b"\r\n\r\n", len(before))
+    if end < 0 or buf.startswith(b"\r\n", len(before)):
+        assert found is None
+        return
+    expected = fast_c(buf[len(before):end + 4], limit, Request)
+    assert found == (None if expected is None else (expected, end + 4))
+    with pytest.raises(TypeError):
+        fast_request(bytearray(buf), len(before), limit, Request)
 
 
 @needs_c

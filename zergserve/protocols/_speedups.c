@@ -440,38 +440,20 @@ content_length(const Specials *s, int http11)
 }
 
 static PyObject *
-fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+parse_head(const unsigned char *data, Py_ssize_t len, PyObject *limits, PyTypeObject *cls)
 {
-    Py_buffer view;
-    Py_ssize_t len, pos = 0, method_end, target_start, target_end, line_end, question;
+    Py_ssize_t pos = 0, method_end, target_start, target_end, line_end, question;
     Py_ssize_t max_line, max_fields, field_size, max_head;
-    const unsigned char *data;
-    PyObject *limits, *headers = NULL, *result = NULL;
-    PyTypeObject *cls = &PyTuple_Type;  /* what to make: a tuple, or the Request class (a NamedTuple) */
+    PyObject *headers = NULL, *result = NULL;
     Specials s = {0};
     long long length;
     int http11, found;
 
-    if (nargs != 2 && nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "fast_head(head, limits[, cls]) takes 2 or 3 arguments");
-        return NULL;
-    }
-    if (nargs == 3) {
-        if (!PyType_Check(args[2]) || !PyType_IsSubtype((PyTypeObject *)args[2], &PyTuple_Type)) {
-            PyErr_SetString(PyExc_TypeError, "fast_head(): cls must be a subclass of tuple");
-            return NULL;
-        }
-        cls = (PyTypeObject *)args[2];
-    }
-    limits = args[1];  /* anything but a tuple of 4 ints is the Python's to judge */
+    /* anything but a tuple of 4 ints is the Python's to judge */
     if (!PyTuple_Check(limits) || PyTuple_GET_SIZE(limits) < 4 || !get_limit(limits, 0, &max_line)
             || !get_limit(limits, 1, &max_fields) || !get_limit(limits, 2, &field_size)
             || !get_limit(limits, 3, &max_head))
         Py_RETURN_NONE;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    data = (const unsigned char *)view.buf;
-    len = view.len;
     if (len > max_head)
         goto refuse;
     /* The request line: method SP target SP HTTP/1.x CRLF. */
@@ -494,7 +476,7 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto refuse;
     headers = PyList_New(0);
     if (headers == NULL)
-        goto fail;
+        return NULL;
     found = read_fields(data, len, line_end + 2, max_fields, field_size, headers, &s);
     if (found < 0)
         goto fail;
@@ -533,16 +515,93 @@ fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_DECREF(headers);
-    PyBuffer_Release(&view);
     return result;
 refuse:
     Py_XDECREF(headers);
-    PyBuffer_Release(&view);
     Py_RETURN_NONE;
 fail:
     Py_XDECREF(headers);
-    PyBuffer_Release(&view);
     return NULL;
+}
+
+static int
+get_cls(PyObject *arg, PyTypeObject **cls)
+{
+    if (!PyType_Check(arg) || !PyType_IsSubtype((PyTypeObject *)arg, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a subclass of tuple");
+        return 0;
+    }
+    *cls = (PyTypeObject *)arg;
+    return 1;
+}
+
+static PyObject *
+fast_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    PyTypeObject *cls = &PyTuple_Type;  /* what to make: a tuple, or the Request class (a NamedTuple) */
+    PyObject *result;
+
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "fast_head(head, limits[, cls]) takes 2 or 3 arguments");
+        return NULL;
+    }
+    if (nargs == 3 && !get_cls(args[2], &cls))
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    result = parse_head((const unsigned char *)view.buf, view.len, args[1], cls);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* The head at the start of a connection's buffer, found and read in one call: the codec's usual
+ * step between requests, which otherwise slices, searches and copies in Python first. None for
+ * anything else (no complete head yet, empty lines before it, a head parse_head leaves to the
+ * Python), which the Python then reads as before. */
+static PyObject *
+fast_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyTypeObject *cls;
+    Py_ssize_t pos, len;
+    const char *data, *end;
+    PyObject *request, *result;
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "fast_request(buf, pos, limits, cls) takes 4 arguments");
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "fast_request(): buf must be bytes");
+        return NULL;
+    }
+    if (!get_cls(args[3], &cls))
+        return NULL;
+    pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    len = PyBytes_GET_SIZE(args[0]);
+    data = PyBytes_AS_STRING(args[0]);
+    if (pos < 0 || len - pos < 4 || (data[pos] == '\r' && data[pos + 1] == '\n'))
+        Py_RETURN_NONE;
+    end = memmem(data + pos, len - pos, "\r\n\r\n", 4);
+    if (end == NULL)
+        Py_RETURN_NONE;
+    request = parse_head((const unsigned char *)data + pos, end + 4 - (data + pos), args[2], cls);
+    if (request == NULL || request == Py_None)
+        return request;
+    result = PyTuple_New(2);
+    if (result == NULL) {
+        Py_DECREF(request);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, request);
+    PyTuple_SET_ITEM(result, 1, PyLong_FromSsize_t(end + 4 - data));
+    if (PyTuple_GET_ITEM(result, 1) == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
 }
 
 /* The response header fields of HTTPConnection.send_response (its loop over the app's headers,
@@ -690,6 +749,8 @@ static PyMethodDef methods[] = {
      "fast_vars(block, max_vars) -> (dict, bool) | None: the vars of a well-formed block and whether a name is reserved, else None."},
     {"fast_head", (PyCFunction)(void (*)(void))fast_head, METH_FASTCALL,
      "fast_head(head, limits[, cls]) -> tuple | None: the Request fields of a common valid head (as a cls), else None."},
+    {"fast_request", (PyCFunction)(void (*)(void))fast_request, METH_FASTCALL,
+     "fast_request(buf, pos, limits, cls) -> (request, end) | None: fast_head of the head that starts at buf[pos], found there."},
     {"fast_fields", (PyCFunction)fast_fields, METH_O,
      "fast_fields(headers) -> tuple | None: a response's header block, Content-Length and flags, else None."},
     {NULL, NULL, 0, NULL},

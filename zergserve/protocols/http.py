@@ -215,6 +215,7 @@ def _load_accelerator(name: str = "fast_head") -> Callable[..., tuple | None] | 
 
 _fast_head = _load_accelerator()
 _fast_fields: Final = _load_accelerator("fast_fields")
+_fast_request = _load_accelerator("fast_request")  # fast_head of the head at the buffer's position, found there
 ACCELERATED = _fast_head is not None
 
 Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel  # NEED_DATA and PAUSED are _Sentinels
@@ -465,6 +466,10 @@ class HTTPConnection:
         buf, pos = self._buf, self._pos
         if pos >= len(buf) and not self._eof:
             return NEED_DATA  # a kept-alive connection between requests: nothing to look at
+        if _fast_request is not None and type(buf) is bytes:
+            fast = _fast_request(buf, pos, self.limits, Request)
+            if fast is not None:
+                return self._took_head(fast[0], fast[1])
         while buf[pos:pos + 2] == b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request line
             pos += 2
         if pos != self._pos:
@@ -486,7 +491,12 @@ class HTTPConnection:
         head = buf if pos == len(buf) and type(buf) is bytes and not self._pos else bytes(buf[self._pos:pos])
         self._pos = self._scanned = self._line_start = pos
         self._lines = 0
-        request = self._parse_head(head)
+        return self._took_head(self._parse_head(head), pos)
+
+    def _took_head(self, request: Request, end: int) -> Request:
+        """A head was read, up to `end` in the buffer: the body's framing follows from it."""
+        self._pos = self._scanned = self._line_start = end
+        self._lines = 0
         self._in_head = False
         self._request = request
         if request.chunked:
