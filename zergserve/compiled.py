@@ -16,11 +16,12 @@ the standard library: setup.py reads GROUPS from it.
 
 from __future__ import annotations
 
+import importlib
 import importlib.machinery
 import os
 import sys
 from types import ModuleType
-from typing import Sequence
+from typing import Any, Sequence
 
 # Compiled in two groups, a shared library each (`zergserve/<group>__mypyc*.so`), in dependency
 # order: calls within a group are native; a WSGI worker loads only the first group's library.
@@ -70,12 +71,30 @@ class _SourceFinder:
         return importlib.util.spec_from_file_location(fullname, _path(fullname))
 
 
+def pure_python_requested() -> bool:
+    """ZERGSERVE_PURE_PYTHON=1: run every optional C part's Python instead (the tests' and bench's
+    way to run both builds of the same code)."""
+    return os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0")
+
+
+def accelerator(module: str, name: str) -> Any:
+    """`name` from the optional C extension `module` (setup.py builds them when a compiler is
+    there), or None when it is absent or pure_python_requested(): the caller then runs its Python,
+    which behaves the same."""
+    if pure_python_requested():
+        return None
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        return None
+
+
 def _choose() -> str:
     """Decide, once per process, and say what was decided (the master logs it)."""
     libraries = _built()
     if not libraries:
         return "pure Python (not compiled)"
-    if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
+    if pure_python_requested():
         reason = "ZERGSERVE_PURE_PYTHON is set"
     else:
         stale = _stale(libraries)

@@ -19,7 +19,7 @@ import struct
 import termios
 from typing import Any, Callable, Final, Iterable, Iterator
 
-from zergserve import wsgi
+from zergserve import compiled, wsgi
 from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RECEIVE, Exchange, Reply
 from zergserve.pacing import SendPace, monotonic
 from zergserve.sockets import Listener
@@ -284,18 +284,8 @@ def _python_recv_nowait(conn: Socket, size: int, flags: int) -> bytes | None:
         return None
 
 
-def _load_recv_nowait() -> Callable[[Socket, int, int], bytes | None]:
-    """The C recv (_nowait.c), unless it is absent (no compiler at install) or ZERGSERVE_PURE_PYTHON=1."""
-    if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
-        return _python_recv_nowait
-    try:
-        from zergserve._nowait import recv
-    except ImportError:
-        return _python_recv_nowait
-    return recv
-
-
-_recv_nowait: Final = _load_recv_nowait()
+_recv_nowait: Final[Callable[[Socket, int, int], bytes | None]] = (
+    compiled.accelerator("zergserve._nowait", "recv") or _python_recv_nowait)
 
 
 def send_all(conn: Socket, data: bytes, pace: SendPace, flags: int = 0) -> None:

@@ -15,6 +15,7 @@ import time
 from _thread import allocate_lock  # (threading's Lock, without importing threading into every worker)
 from typing import Any, Final, NamedTuple, Protocol
 
+from zergserve import compiled
 from zergserve.pacing import monotonic
 
 # Upper bounds (seconds) of the response-time histogram: Prometheus' default buckets. Each row counts
@@ -308,18 +309,8 @@ class RowHandle(Protocol):
     def end(self, sent: int, elapsed: float, failed: bool, busy_since: float = 0.0, /) -> None: ...
 
 
-def _load_writer() -> Any:
-    """The C RowWriter, unless it is absent (no compiler at install) or ZERGSERVE_PURE_PYTHON=1."""
-    if os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0"):
-        return RowWriter
-    try:
-        from zergserve._rowwriter import RowWriter as CRowWriter
-    except ImportError:
-        return RowWriter
-    return CRowWriter
-
-
-_WRITER: Final = _load_writer()
+_C_WRITER: Final = compiled.accelerator("zergserve._rowwriter", "RowWriter")
+_WRITER: Final = _C_WRITER or RowWriter
 
 
 class SharedRow:
