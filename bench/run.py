@@ -62,8 +62,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4, help="threads per worker in the threads families")
     parser.add_argument("--only", nargs="*", default=None, help="run only these targets")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="measure every target this many times, interleaved, and keep its best run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure every target this many times, interleaved, and keep its best run "
+                             "(figures on a shared 2-core machine move by up to a third between rounds)")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
