@@ -12,6 +12,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <stdint.h>
 #include <string.h>
@@ -262,18 +263,16 @@ RowWriter_get_buckets(RowWriter *self, void *closure)
     return list;
 }
 
-static PyObject *RowWriter_get_requests(RowWriter *self, void *c) { return PyLong_FromUnsignedLongLong(self->requests); }
-static PyObject *RowWriter_get_exceptions(RowWriter *self, void *c) { return PyLong_FromUnsignedLongLong(self->exceptions); }
-static PyObject *RowWriter_get_tx(RowWriter *self, void *c) { return PyLong_FromUnsignedLongLong(self->tx); }
-static PyObject *RowWriter_get_running(RowWriter *self, void *c) { return PyLong_FromUnsignedLongLong(self->running); }
-static PyObject *RowWriter_get_avg_rt(RowWriter *self, void *c) { return PyFloat_FromDouble(self->avg_rt); }
+static PyMemberDef RowWriter_members[] = {
+    {"requests", T_ULONGLONG, offsetof(RowWriter, requests), READONLY, "requests ended"},
+    {"exceptions", T_ULONGLONG, offsetof(RowWriter, exceptions), READONLY, "requests that failed (5xx)"},
+    {"tx", T_ULONGLONG, offsetof(RowWriter, tx), READONLY, "bytes sent"},
+    {"running", T_ULONGLONG, offsetof(RowWriter, running), READONLY, "microseconds in requests"},
+    {"avg_rt", T_DOUBLE, offsetof(RowWriter, avg_rt), READONLY, "moving average of the response time (µs)"},
+    {NULL},
+};
 
 static PyGetSetDef RowWriter_getset[] = {
-    {"requests", (getter)RowWriter_get_requests, NULL, "requests ended", NULL},
-    {"exceptions", (getter)RowWriter_get_exceptions, NULL, "requests that failed (5xx)", NULL},
-    {"tx", (getter)RowWriter_get_tx, NULL, "bytes sent", NULL},
-    {"running", (getter)RowWriter_get_running, NULL, "microseconds in requests", NULL},
-    {"avg_rt", (getter)RowWriter_get_avg_rt, NULL, "moving average of the response time (µs)", NULL},
     {"buckets", (getter)RowWriter_get_buckets, NULL, "the response-time histogram's counts", NULL},
     {NULL},
 };
@@ -299,6 +298,7 @@ static PyTypeObject RowWriterType = {
     .tp_init = (initproc)RowWriter_init,
     .tp_dealloc = (destructor)RowWriter_dealloc,
     .tp_methods = RowWriter_methods,
+    .tp_members = RowWriter_members,
     .tp_getset = RowWriter_getset,
 };
 
@@ -317,11 +317,6 @@ PyInit__rowwriter(void)
     Py_INCREF(&RowWriterType);
     if (PyModule_AddObject(m, "RowWriter", (PyObject *)&RowWriterType) < 0) {
         Py_DECREF(&RowWriterType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    if (PyModule_AddIntConstant(m, "ROW_SIZE", ROW_SIZE) < 0 || PyModule_AddIntConstant(m, "OFF_INFO", OFF_INFO) < 0
-        || PyModule_AddIntConstant(m, "OFF_WS", OFF_WS) < 0 || PyModule_AddIntConstant(m, "N_BUCKETS", N_BUCKETS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -2,11 +2,6 @@
 
 from typing import Any
 
-ROW_SIZE: int
-OFF_INFO: int
-OFF_WS: int
-N_BUCKETS: int
-
 class RowWriter:
     def __init__(self, mem: Any, base: int, /) -> None: ...
     @property
