@@ -206,25 +206,36 @@ RowWriter_end(RowWriter *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* One of the row's 4-byte fields from a Python int. */
 static PyObject *
-RowWriter_set_status(RowWriter *self, PyObject *arg)
+store_int(RowWriter *self, PyObject *arg, int offset)
 {
-    int status;
-    if (!ready(self) || !as_int(arg, &status))
+    int value;
+    if (!ready(self) || !as_int(arg, &value))
         return NULL;
-    put_i32(self->row + OFF_STATUS, status);
-    put_f64(self->row + OFF_HEARTBEAT, monotonic_now());
+    put_i32(self->row + offset, value);
     Py_RETURN_NONE;
 }
 
 static PyObject *
 RowWriter_write_status(RowWriter *self, PyObject *arg)
 {
-    int status;
-    if (!ready(self) || !as_int(arg, &status))
-        return NULL;
-    put_i32(self->row + OFF_STATUS, status);
-    Py_RETURN_NONE;
+    return store_int(self, arg, OFF_STATUS);
+}
+
+static PyObject *
+RowWriter_set_websockets(RowWriter *self, PyObject *arg)
+{
+    return store_int(self, arg, OFF_WS);
+}
+
+static PyObject *
+RowWriter_set_status(RowWriter *self, PyObject *arg)
+{
+    PyObject *done = store_int(self, arg, OFF_STATUS);
+    if (done != NULL)
+        put_f64(self->row + OFF_HEARTBEAT, monotonic_now());
+    return done;
 }
 
 static PyObject *
@@ -233,16 +244,6 @@ RowWriter_heartbeat(RowWriter *self, PyObject *unused)
     if (!ready(self))
         return NULL;
     put_f64(self->row + OFF_HEARTBEAT, monotonic_now());
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-RowWriter_set_websockets(RowWriter *self, PyObject *arg)
-{
-    int count;
-    if (!ready(self) || !as_int(arg, &count))
-        return NULL;
-    put_i32(self->row + OFF_WS, count);
     Py_RETURN_NONE;
 }
 
