@@ -103,3 +103,20 @@ def test_known_names_come_interned():
     assert names == ["REQUEST_METHOD", "HTTP_X_CUSTOM", "HTTP_HOST"]
     assert names[0] is sys.intern("REQUEST_METHOD") and names[2] is sys.intern("HTTP_HOST")
     assert names[1] is not list(fast_c(block, 128)[0])[1]
+
+
+@needs_c
+def test_short_values_are_kept_and_given_again():
+    """A short value sent again is the str made the first time; a long one is made anew. Values
+    whose cache slots collide still come back as their own bytes (the differential test above
+    covers random ones)."""
+    long_value = b"q=" + b"x" * 100
+    block = pack([(b"REQUEST_METHOD", b"GET"), (b"SERVER_NAME", b"example.org"), (b"QUERY_STRING", long_value)])
+    first, again = fast_c(block, 128)[0], fast_c(block, 128)[0]
+    assert first == again == {"REQUEST_METHOD": "GET", "SERVER_NAME": "example.org", "QUERY_STRING": long_value.decode()}
+    assert first["SERVER_NAME"] is again["SERVER_NAME"] and first["REQUEST_METHOD"] is again["REQUEST_METHOD"]
+    assert first["QUERY_STRING"] is not again["QUERY_STRING"]
+    values = [b"v%d" % n for n in range(2000)] + [b"\xe9t\xe9", b"caf\xc3\xa9"]  # more than the slots
+    for _ in range(2):
+        for value in values:
+            assert fast_c(pack([(b"A", value)]), 128)[0] == {"A": value.decode("latin-1")}

@@ -118,6 +118,36 @@ var_name(const unsigned char *name, Py_ssize_t len)
     return known != NULL ? known : PyUnicode_DecodeLatin1((const char *)name, len, NULL);
 }
 
+/* Values that come again and again (the method, the protocol, the scheme, the server's name, port
+ * and document root, the client's address, Host, User-Agent): the str made for a short value is
+ * kept in a slot of a direct-mapped cache, and a later value of the same bytes takes a reference to
+ * it instead of a new str, and is not freed with its environ. A value whose slot holds another is
+ * made as before and takes the slot: the cache follows what the requests send, and holds at most
+ * VALUE_SLOTS short strings, each made by PyUnicode_DecodeLatin1 (one byte a character, compared as
+ * bytes). Longer values (queries, cookies) are made each time. */
+#define VALUE_SLOTS 256  /* a power of two */
+#define VALUE_MAX 48
+static PyObject *value_cache[VALUE_SLOTS];
+
+static PyObject *
+var_value(const unsigned char *value, Py_ssize_t len)
+{
+    unsigned int hash = 2166136261u;  /* FNV-1a */
+    Py_ssize_t i;
+    PyObject **slot, *made;
+    if (len <= 1 || len > VALUE_MAX)  /* CPython keeps "" and the one-character strings already */
+        return PyUnicode_DecodeLatin1((const char *)value, len, NULL);
+    for (i = 0; i < len; i++)
+        hash = (hash ^ value[i]) * 16777619u;
+    slot = &value_cache[(hash ^ (hash >> 16)) & (VALUE_SLOTS - 1)];
+    if (*slot != NULL && PyUnicode_GET_LENGTH(*slot) == len && memcmp(PyUnicode_1BYTE_DATA(*slot), value, len) == 0)
+        return Py_NewRef(*slot);
+    made = PyUnicode_DecodeLatin1((const char *)value, len, NULL);
+    if (made != NULL)
+        Py_XSETREF(*slot, Py_NewRef(made));
+    return made;
+}
+
 /* Room left in a vars dict for the keys a server adds to a copy of it (the WSGI environ adds a dozen). */
 #define VARS_ROOM 16
 
@@ -179,7 +209,7 @@ fast_vars(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         pos += 2 + klen;
         vlen = data[pos] | data[pos + 1] << 8;
         pos += 2;
-        value = PyUnicode_DecodeLatin1((const char *)data + pos, vlen, NULL);
+        value = var_value(data + pos, vlen);
         if (value == NULL) {
             Py_DECREF(key);
             goto fail;
