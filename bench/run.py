@@ -20,7 +20,10 @@ on loopback. The families measured:
 gunicorn, uWSGI, uvicorn[standard] (with httptools and uvloop), gevent and granian are installed from
 PyPI into a separate venv (bench/.peers, made on first run; the ones missing are added to an older
 one); their versions are printed with each run.
-Results: requests/s, p99 latency, worker RSS after warm-up, and ratios of zergserve to each peer.
+Results: requests/s, p99 latency, worker RSS after warm-up, the server's CPU time per request (user
+plus system of all its processes during the measured run, from /proc: on a shared machine a steadier
+figure of a server's cost than its requests/s, which also depend on how the scheduler shares the cores
+with wrk and nginx) and ratios of zergserve to each peer.
 A JSON copy goes to bench/results/.
 """
 
@@ -53,6 +56,7 @@ class Result:
     p99_ms: float
     rss_mb: float
     errors: int
+    cpu_us: float  # the server's user + system CPU time per request, in microseconds
 
 
 def main() -> int:
@@ -80,7 +84,8 @@ def main() -> int:
                     continue
                 result = measure(target, tmp, args)
                 print(f"round {round_no} {target['name']:25} {result.rps:8.0f} req/s  p99 {result.p99_ms:6.2f} ms  "
-                      f"rss {result.rss_mb:5.1f} MB  errors {result.errors}", flush=True)
+                      f"rss {result.rss_mb:5.1f} MB  cpu {result.cpu_us:5.1f} us/req  errors {result.errors}",
+                      flush=True)
                 if target["name"] not in best or result.rps > best[target["name"]].rps:
                     best[target["name"]] = result
     finally:
@@ -208,12 +213,16 @@ def measure(target: dict, tmp: Path, args: argparse.Namespace) -> Result:
             url = f"http://{target['http']}/"
         close = target.get("close", target["family"] == "http")  # sync HTTP servers close after each response: so do the clients
         wrk(url, 2, 10, 2, close)  # warm-up
+        before = cpu_ticks(server.pid)
         out = wrk(url, args.duration, args.connections, 2, close)
+        ticks = cpu_ticks(server.pid) - before
         rss = worker_rss(server.pid)
     finally:
         stop(server, nginx)
         log.close()
-    return Result(target["name"], target["family"], out["rps"], out["p99_ms"], rss, out["errors"])
+    served = out["rps"] * args.duration
+    cpu_us = ticks / os.sysconf("SC_CLK_TCK") * 1e6 / served if served else 0.0
+    return Result(target["name"], target["family"], out["rps"], out["p99_ms"], rss, out["errors"], cpu_us)
 
 
 def stop(server: subprocess.Popen, nginx: subprocess.Popen | None) -> None:
@@ -292,11 +301,22 @@ def worker_rss(master: int) -> float:
     return sum(sizes) / len(sizes) if sizes else 0.0
 
 
+def cpu_ticks(pid: int) -> int:
+    """User plus system clock ticks of `pid` and its descendants (every thread of each), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [child for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+    except OSError:
+        return 0  # gone meanwhile
+    return int(fields[11]) + int(fields[12]) + sum(cpu_ticks(int(child)) for child in children)
+
+
 def report(results: list[Result]) -> None:
     by_name = {r.name: r for r in results}
-    print("\n| target | req/s | p99 ms | worker RSS MB | errors |\n|---|---|---|---|---|")
+    print("\n| target | req/s | p99 ms | worker RSS MB | CPU µs/req | errors |\n|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r.name} | {r.rps:.0f} | {r.p99_ms:.2f} | {r.rss_mb:.1f} | {r.errors} |")
+        print(f"| {r.name} | {r.rps:.0f} | {r.p99_ms:.2f} | {r.rss_mb:.1f} | {r.cpu_us:.1f} | {r.errors} |")
     print()
     pairs = [(family, f"zergserve-{suffix}", (f"uwsgi-{suffix}", f"gunicorn-{suffix}", f"granian-{suffix}"))
              for family, suffix in (("nginx", "uwsgi"), ("http", "http"), ("threads-close", "threads-close"),
@@ -312,7 +332,8 @@ def report(results: list[Result]) -> None:
                 other = by_name[peer]
                 print(f"{family}: {ours} / {peer}: throughput {mine.rps / other.rps:.2f}x, "
                       f"p99 {mine.p99_ms / other.p99_ms if other.p99_ms else 0:.2f}x, "
-                      f"RSS {mine.rss_mb / other.rss_mb if other.rss_mb else 0:.2f}x")
+                      f"RSS {mine.rss_mb / other.rss_mb if other.rss_mb else 0:.2f}x, "
+                      f"CPU per request {mine.cpu_us / other.cpu_us if other.cpu_us else 0:.2f}x")
 
 
 def free_port() -> int:
