@@ -31,8 +31,9 @@ def test_a_row_reads_back_what_its_worker_wrote():
     assert seen.buckets[0] == 1 and seen.buckets[BUCKETS.index(0.5)] == 1 and sum(seen.buckets) == 2
     row.set_status(PAUSED)
     row.set_websockets(3)
+    row.set_connections(7)
     seen = board.row(1)
-    assert (seen.status, seen.websockets) == (PAUSED, 3) and seen.heartbeat > 0
+    assert (seen.status, seen.websockets, seen.connections) == (PAUSED, 3, 7) and seen.heartbeat > 0
     assert board.row(2).requests == 0 and other.requests == 0  # the neighbour's row is untouched
 
 
@@ -45,6 +46,22 @@ def test_the_request_line_is_cut_and_a_shorter_one_leaves_no_tail():
     assert board.row(1).request == "GET /y"
     row.end(10, 0.001, False)
     assert board.row(1).status == IDLE
+
+
+def test_the_fewest_connections_are_those_of_a_live_accepting_worker():
+    """What Worker.over_share compares with: the other workers that accept (idle or busy) and whose
+    heartbeat is recent, never the asking worker itself."""
+    board = Scoreboard(4)
+    now = time.monotonic()
+    for wid, status, connections in ((1, BUSY, 9), (2, IDLE, 5), (3, PAUSED, 0), (4, BUSY, 7)):
+        board.reset(wid, 100 + wid)
+        row = board.writer(wid)
+        row.set_status(status)
+        row.set_connections(connections)
+    assert board.fewest_connections(1, now - 10) == 5  # not 3's: paused
+    assert board.fewest_connections(2, now - 10) == 7
+    assert board.fewest_connections(2, time.monotonic() + 1) is None  # every heartbeat older than that
+    assert Scoreboard(1).fewest_connections(1, now - 10) is None  # no other worker
 
 
 def test_cores_count_their_requests():
@@ -80,6 +97,7 @@ _ops = st.lists(st.one_of(
     st.tuples(st.just("show"), _lines),
     st.tuples(st.just("write_status"), st.integers(0, 6)),
     st.tuples(st.just("set_websockets"), st.integers(0, 1 << 20)),
+    st.tuples(st.just("set_connections"), st.integers(0, 1 << 20)),
 ), max_size=40)
 
 

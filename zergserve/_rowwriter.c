@@ -32,6 +32,7 @@
 #define OFF_INFO (OFF_HIST + 8 * N_BUCKETS)
 #define INFO_MAX 119
 #define OFF_WS (OFF_INFO + 120)
+#define OFF_CONNS (OFF_WS + 4)
 #define IDLE 1
 #define BUSY 2
 
@@ -230,6 +231,12 @@ RowWriter_set_websockets(RowWriter *self, PyObject *arg)
 }
 
 static PyObject *
+RowWriter_set_connections(RowWriter *self, PyObject *arg)
+{
+    return store_int(self, arg, OFF_CONNS);
+}
+
+static PyObject *
 RowWriter_set_status(RowWriter *self, PyObject *arg)
 {
     PyObject *done = store_int(self, arg, OFF_STATUS);
@@ -286,6 +293,7 @@ static PyMethodDef RowWriter_methods[] = {
     {"write_status", (PyCFunction)RowWriter_write_status, METH_O, "write_status(status): the status alone"},
     {"heartbeat", (PyCFunction)RowWriter_heartbeat, METH_NOARGS, "heartbeat()"},
     {"set_websockets", (PyCFunction)RowWriter_set_websockets, METH_O, "set_websockets(count)"},
+    {"set_connections", (PyCFunction)RowWriter_set_connections, METH_O, "set_connections(count)"},
     {NULL},
 };
 

@@ -815,6 +815,7 @@ class Master(Supervisor):
                 "request_start": wall(row.request_start),
                 "cores": self._cores(row),
                 "websockets": row.websockets if alive else 0,
+                "connections": row.connections if alive else 0,
                 "apps": [],
             })
         doc = {

@@ -33,8 +33,10 @@ _ROW: Final = struct.Struct("=iiQQQddQdd")
 _HIST: Final = struct.Struct(f"={len(BUCKETS)}Q")
 _REQ_INFO: Final = 120
 ROW_SIZE: Final = 384
-_I: Final = struct.Struct("=I")  # after the request line: the open WebSockets (asyncio worker)
-assert _ROW.size + _HIST.size + _REQ_INFO + _I.size <= ROW_SIZE
+_STATUS: Final = struct.Struct("=i")
+_TIME: Final = struct.Struct("=d")
+_I: Final = struct.Struct("=I")  # after the request line: the open WebSockets (asyncio worker), then connections
+assert _ROW.size + _HIST.size + _REQ_INFO + 2 * _I.size <= ROW_SIZE
 
 # (Final: the compiled build reads them as constants, not from the module's dict, on every request.)
 STARTING: Final = 0
@@ -51,6 +53,7 @@ _OFF_PID: Final = 0
 _OFF_HIST: Final = _ROW.size
 _OFF_INFO: Final = _OFF_HIST + _HIST.size
 _OFF_WS: Final = _OFF_INFO + _REQ_INFO
+_OFF_CONNS: Final = _OFF_WS + _I.size  # the open connections of a worker that keeps them (Worker.over_share)
 # A worker's cores (uWSGI's name for its request threads), after its row: requests, request start.
 _CORE: Final = struct.Struct("=Qd")
 assert _CORE.size == 16
@@ -58,6 +61,7 @@ assert _CORE.size == 16
 # its 4-byte fields, 8-byte counters and 8-byte times.
 _I_STATUS: Final = 1
 _I_WS: Final = _OFF_WS // 4
+_I_CONNS: Final = _OFF_CONNS // 4
 _W_REQUESTS: Final = 1
 _W_EXCEPTIONS: Final = 2
 _W_TX: Final = 3
@@ -90,6 +94,7 @@ class Row(NamedTuple):
     buckets: tuple[int, ...]
     request: str
     websockets: int = 0
+    connections: int = 0
 
     def busy_until(self, now: float) -> float:
         """Seconds spent in requests up to `now` (time.monotonic()), the one in hand included: the
@@ -161,7 +166,7 @@ class Scoreboard:
         raw = self.mem[base + _OFF_INFO:base + _OFF_INFO + _REQ_INFO]
         return Row(wid, pid, status, requests, exceptions, tx, request_start, heartbeat, avg_rt, spawned,
                    running_time, buckets, raw.split(b"\0", 1)[0].decode("latin-1"),
-                   _I.unpack_from(self.mem, base + _OFF_WS)[0])
+                   _I.unpack_from(self.mem, base + _OFF_WS)[0], _I.unpack_from(self.mem, base + _OFF_CONNS)[0])
 
     def lifetime(self, wid: int) -> "Totals":
         """Worker `wid`'s counters over every process that held the row since the master started:
@@ -179,6 +184,20 @@ class Scoreboard:
 
     def set_pid(self, wid: int, pid: int) -> None:
         struct.pack_into("=i", self.mem, wid * self.row_size + _OFF_PID, pid)
+
+    def fewest_connections(self, wid: int, alive_since: float) -> int | None:
+        """The fewest open connections that another worker holds among those accepting (idle or busy)
+        whose heartbeat is newer than `alive_since`; None when there is no such worker."""
+        fewest = None
+        for other in range(1, self.size + 1):
+            base = other * self.row_size
+            if other == wid or _STATUS.unpack_from(self.mem, base + 4 * _I_STATUS)[0] not in (IDLE, BUSY):
+                continue
+            if _TIME.unpack_from(self.mem, base + 8 * _F_HEARTBEAT)[0] <= alive_since:
+                continue
+            count = _I.unpack_from(self.mem, base + _OFF_CONNS)[0]
+            fewest = count if fewest is None else min(fewest, count)
+        return fewest
 
     def core_list(self, wid: int) -> list[Core]:
         base = wid * self.row_size + ROW_SIZE
@@ -244,6 +263,9 @@ class RowWriter:
     def set_websockets(self, count: int, /) -> None:
         self.ints[_I_WS] = count
 
+    def set_connections(self, count: int, /) -> None:
+        self.ints[_I_CONNS] = count
+
     def begin(self, request_line: bytes, now: float, /) -> None:
         """A request has started (`now`: time.monotonic()): its request line for harakiri logs, its
         start, busy (in that order: a master that sees busy sees the rest)."""
@@ -301,6 +323,8 @@ class RowHandle(Protocol):
     def heartbeat(self) -> None: ...
 
     def set_websockets(self, count: int, /) -> None: ...
+
+    def set_connections(self, count: int, /) -> None: ...
 
     def begin(self, request_line: bytes, now: float, /) -> None: ...
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import _socket
 import os
+import select
 import time
 from typing import Any, Callable, Final
 
@@ -25,7 +26,7 @@ from zergserve import connection
 from zergserve.log import logger
 from zergserve.scoreboard import IDLE, PAUSED, SharedRow
 from zergserve.sockets import Listener
-from zergserve.workers.base import QuickStop, Worker, tick_interval
+from zergserve.workers.base import DEFER_MOST, DEFER_STEP, QuickStop, Worker, tick_interval
 
 
 
@@ -45,6 +46,7 @@ class GeventWorker(Worker):
         hub.SYSTEM_ERROR = (*hub.SYSTEM_ERROR, QuickStop)
         hub.NOT_ERROR = (*hub.NOT_ERROR, QuickStop)
         self.ctx.row = SharedRow(self.row, self)
+        self.connections = 0
         connection.use_wait(_hub_wait())
         # A recv that finds the bytes there does not yield: a fast client's connection would be
         # served again and again while the worker's other connections wait (connection.resume).
@@ -146,7 +148,7 @@ class GeventWorker(Worker):
             while True:
                 pool.wait_available()
                 wait_read(sock.fileno())
-                if pool.full():
+                if pool.full() or (self.over_share(self.connections) and self._left_to_others(sock.fileno())):
                     continue
                 try:
                     fd, peer = raw_accept()
@@ -155,9 +157,43 @@ class GeventWorker(Worker):
                 except OSError as exc:
                     time.sleep(self.accept_error(exc, listener))
                     continue
-                pool.spawn(connection.serve, _socket.socket(family, kind, 0, fd), peer, listener, self.ctx)
+                self._counted(1)
+                pool.spawn(self._serve, _socket.socket(family, kind, 0, fd), peer, listener)
         finally:
             sock.close()
+
+    def _serve(self, conn: _socket.socket, peer: Any, listener: Listener) -> None:
+        try:
+            connection.serve(conn, peer, listener, self.ctx)
+        finally:
+            self._counted(-1)
+
+    def _counted(self, change: int) -> None:
+        """The open connections, for the other workers' over_share() to read."""
+        self.connections += change
+        self.row.set_connections(self.connections)
+
+    def _left_to_others(self, fd: int) -> bool:
+        """Over its share: wait, up to DEFER_MOST, for another worker to take what is queued on `fd`
+        (True), or take it after all (False) once the wait is over or the share allows it."""
+        import gevent
+        deadline = time.monotonic() + DEFER_MOST
+        while time.monotonic() < deadline:
+            gevent.sleep(DEFER_STEP)
+            if not _queued(fd):
+                return True
+            if not self.over_share(self.connections):
+                return False
+        return False
+
+
+def _queued(fd: int) -> bool:
+    """Whether a listener has a connection queued, looked at without waiting (select.poll as it was
+    before the patch: gevent's would yield to the hub)."""
+    from gevent.monkey import get_original
+    poller = get_original("select", "poll")()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _c_socket(conn: Any) -> _socket.socket:
