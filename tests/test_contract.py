@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -536,3 +537,35 @@ def test_worker_holds_none_of_the_masters_sockets(worker, spawn, workdir):
     (stats,) = [f"socket:[{line.split()[6]}]" for line in open("/proc/net/unix") if line.rstrip().endswith(server.stats)]
     pid = fetch(server.stats)["workers"][0]["pid"]
     assert stats in _sockets(server.pid) and stats not in _sockets(pid)
+
+
+@pytest.mark.parametrize("worker", [w for w in WORKERS if w not in ("sync", "gthread")])
+def test_a_worker_over_its_share_of_connections_leaves_the_next_ones_to_another(worker, spawn, workdir):
+    """The workers that keep connections share them out. Twenty kept-alive connections queued while
+    both workers were stopped: the first to run takes three, then leaves the rest to the other (which
+    holds none) for up to 50 ms each, instead of taking all twenty before the other wakes and serving
+    all their requests alone (Worker.over_share)."""
+    server = start(worker, spawn, workdir, "-p", "2")
+    first, second = (w["pid"] for w in fetch(server.stats)["workers"])
+    clients = []
+    try:
+        os.kill(first, signal.SIGSTOP)
+        os.kill(second, signal.SIGSTOP)
+        for _ in range(20):
+            client = connect(server.addr)
+            client.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
+            clients.append(client)
+        os.kill(first, signal.SIGCONT)
+        wait_for(lambda: len(select.select(clients, [], [], 0)[0]) >= 3, message="three answered by the first")
+    finally:
+        os.kill(first, signal.SIGCONT)
+        os.kill(second, signal.SIGCONT)
+    try:
+        pids = [int(responses(client, 1)[0].rpartition(b"\r\n\r\n")[2]) for client in clients]
+        assert set(pids) == {first, second} and pids.count(second) >= 5, pids
+        assert [w["connections"] for w in fetch(server.stats)["workers"]] == [pids.count(first), pids.count(second)]
+    finally:
+        for client in clients:
+            client.close()
+    wait_for(lambda: [w["connections"] for w in fetch(server.stats)["workers"]] == [0, 0],
+             message="the closed connections no longer counted")

@@ -3,14 +3,12 @@ graceful stop and reload, pause, and the uwsgi protocol."""
 
 from __future__ import annotations
 
-import os
-import select
 import signal
 import threading
 
 import pytest
 
-from conftest import bound, connect, fetch, http_request, recv_all, responses, sent_requests, status_of, wait_for
+from conftest import bound, connect, fetch, http_request, recv_all, sent_requests, status_of, wait_for
 from conftest import start as start_instance
 from test_master import Load
 
@@ -64,37 +62,6 @@ def test_connections_one_after_another_on_the_same_fd_are_all_answered(spawn, wo
     finally:
         load.stop()
     assert load.failures == []
-
-
-def test_a_worker_over_its_share_of_connections_leaves_the_next_ones_to_another(spawn, workdir):
-    """Twenty kept-alive connections queued while both workers were stopped: the first to run takes
-    three, then leaves the rest to the other (which holds none) for up to 50 ms each, instead of
-    taking all twenty before the other wakes and serving all their requests alone."""
-    server = start(spawn, workdir, workers=2)
-    first, second = (worker["pid"] for worker in fetch(server.stats)["workers"])
-    clients = []
-    try:
-        os.kill(first, signal.SIGSTOP)
-        os.kill(second, signal.SIGSTOP)
-        for _ in range(20):
-            client = connect(server.addr)
-            client.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
-            clients.append(client)
-        os.kill(first, signal.SIGCONT)
-        wait_for(lambda: len(select.select(clients, [], [], 0)[0]) >= 3, message="three answered by the first")
-    finally:
-        os.kill(first, signal.SIGCONT)
-        os.kill(second, signal.SIGCONT)
-    try:
-        pids = [int(responses(client, 1)[0].rpartition(b"\r\n\r\n")[2]) for client in clients]
-        assert set(pids) == {first, second} and pids.count(second) >= 5, pids
-        assert [worker["connections"] for worker in fetch(server.stats)["workers"]] == [
-            pids.count(first), pids.count(second)]
-    finally:
-        for client in clients:
-            client.close()
-    wait_for(lambda: [worker["connections"] for worker in fetch(server.stats)["workers"]] == [0, 0],
-             message="the closed connections no longer counted")
 
 
 def test_harakiri_kills_a_stuck_loop_not_a_long_request_among_others(spawn, workdir):

@@ -63,7 +63,7 @@ def instance(doc: dict[str, Any], totals: list[Totals]) -> list[Family]:
         ("worker_rss_bytes", "gauge", "resident memory of the worker process", "rss"),
         ("worker_vsz_bytes", "gauge", "virtual memory of the worker process", "vsz"),
         ("websockets", "gauge", "open WebSocket connections (asyncio worker)", "websockets"),
-        ("connections", "gauge", "open client connections (gevent worker)", "connections"),
+        ("connections", "gauge", "open client connections (gevent and asyncio workers)", "connections"),
     ]
     families = []
     for suffix, kind, help, key in per_worker:

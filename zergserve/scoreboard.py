@@ -53,7 +53,7 @@ _OFF_PID: Final = 0
 _OFF_HIST: Final = _ROW.size
 _OFF_INFO: Final = _OFF_HIST + _HIST.size
 _OFF_WS: Final = _OFF_INFO + _REQ_INFO
-_OFF_CONNS: Final = _OFF_WS + _I.size  # the open connections of a worker that keeps them (Worker.over_share)
+_OFF_CONNS: Final = _OFF_WS + _I.size  # the open connections of a gevent or asyncio worker (Worker.over_share)
 # A worker's cores (uWSGI's name for its request threads), after its row: requests, request start.
 _CORE: Final = struct.Struct("=Qd")
 assert _CORE.size == 16

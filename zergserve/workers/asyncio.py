@@ -26,7 +26,7 @@ from zergserve.aioconnection import BufferedHttpProtocol, HttpProtocol
 from zergserve.log import logger
 from zergserve.scoreboard import IDLE, PAUSED, SharedRow
 from zergserve.sockets import Listener
-from zergserve.workers.base import WORKER_SIGNALS, Worker, tick_interval
+from zergserve.workers.base import DEFER_MOST, DEFER_STEP, WORKER_SIGNALS, Worker, queued, tick_interval
 
 
 class AsyncioWorker(Worker):
@@ -60,6 +60,7 @@ class AsyncioWorker(Worker):
         self.accepting = False  # readers are on the listening sockets
         self.serving = False  # accepting is wanted (neither paused nor stopping)
         self.backoff = False  # out of descriptors or memory: accepting waits a moment
+        self.deferring = False  # over its share of connections: accepting waits for the others (over_share)
         self.emptied: asyncio.Future | None = None  # a stop's wait for the last connection
         self.servers: dict[int, tuple[str, str]] = {}  # per listener, its name and port for scopes
         self.woke = asyncio.Event()
@@ -176,7 +177,8 @@ class AsyncioWorker(Worker):
 
     def _watch_listeners(self) -> None:
         """Readers on the listening sockets while serving with a slot free, none otherwise."""
-        want = self.serving and not self.backoff and self.active < self.cfg.worker_connections
+        want = (self.serving and not self.backoff and not self.deferring
+                and self.active < self.cfg.worker_connections)
         if want == self.accepting:
             return
         self.accepting = want
@@ -186,8 +188,18 @@ class AsyncioWorker(Worker):
             else:
                 self.loop.remove_reader(listener.sock)
 
-    def _accept(self, listener: Listener) -> None:
-        """One connection per wake-up: a queue of many is shared with the other workers."""
+    def _accept(self, listener: Listener, deadline: float = 0.0) -> None:
+        """One connection per wake-up: a queue of many is shared with the other workers. A worker
+        over its share leaves it to them, looking again every DEFER_STEP until DEFER_MOST has passed
+        (`deadline`) or it is taken."""
+        if self.over_share(self.active):
+            now = time.monotonic()
+            deadline = deadline or now + DEFER_MOST
+            if now < deadline:
+                self.deferring = True
+                self._watch_listeners()
+                self.loop.call_later(DEFER_STEP, self._after_deferring, listener, deadline)
+                return
         try:
             conn, peer = listener.sock.accept()
         except OSError as exc:
@@ -198,6 +210,14 @@ class AsyncioWorker(Worker):
                 self.loop.call_later(backoff, self._end_backoff)
             return
         self._spawn(conn, peer, listener)
+
+    def _after_deferring(self, listener: Listener, deadline: float) -> None:
+        """A look after DEFER_STEP: the readers back on if the worker may accept, and what is still
+        queued taken or left again, within the same `deadline`."""
+        self.deferring = False
+        self._watch_listeners()
+        if self.accepting and queued(listener.fileno()):
+            self._accept(listener, deadline)
 
     def _end_backoff(self) -> None:
         self.backoff = False
@@ -210,6 +230,7 @@ class AsyncioWorker(Worker):
         self.connections.add(protocol)
         if slotted:
             self.active += 1
+            self.row.set_connections(self.active)
             self._watch_listeners()
         self.loop.create_task(self._attach(protocol, conn))
 
@@ -225,6 +246,7 @@ class AsyncioWorker(Worker):
         self.connections.discard(protocol)
         if protocol.slotted:
             self.active -= 1
+            self.row.set_connections(self.active)
             self._watch_listeners()
         if not self.connections and self.emptied is not None and not self.emptied.done():
             self.emptied.set_result(None)

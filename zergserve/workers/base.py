@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import socket
 import _thread
@@ -38,6 +39,7 @@ _ACCEPT_SHORT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _SHARE_SLACK = 2
 DEFER_STEP = 0.002
 DEFER_MOST = 0.05
+_POLL = select.poll  # as imported by the master: gevent's patch in a worker replaces select.poll with a waiting one
 WORKER_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGUSR1}
 
 
@@ -358,6 +360,13 @@ class Worker:
                     take(conn, peer, listener)
                 finally:
                     self.in_app = False
+
+
+def queued(fd: int) -> bool:
+    """Whether a listening socket has a connection queued, looked at without waiting."""
+    poller = _POLL()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def head_limits(cfg: config.Config) -> Limits:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import _socket
 import os
-import select
 import time
 from typing import Any, Callable, Final
 
@@ -26,7 +25,7 @@ from zergserve import connection
 from zergserve.log import logger
 from zergserve.scoreboard import IDLE, PAUSED, SharedRow
 from zergserve.sockets import Listener
-from zergserve.workers.base import DEFER_MOST, DEFER_STEP, QuickStop, Worker, tick_interval
+from zergserve.workers.base import DEFER_MOST, DEFER_STEP, QuickStop, Worker, queued, tick_interval
 
 
 
@@ -180,20 +179,11 @@ class GeventWorker(Worker):
         deadline = time.monotonic() + DEFER_MOST
         while time.monotonic() < deadline:
             gevent.sleep(DEFER_STEP)
-            if not _queued(fd):
+            if not queued(fd):
                 return True
             if not self.over_share(self.connections):
                 return False
         return False
-
-
-def _queued(fd: int) -> bool:
-    """Whether a listener has a connection queued, looked at without waiting (select.poll as it was
-    before the patch: gevent's would yield to the hub)."""
-    from gevent.monkey import get_original
-    poller = get_original("select", "poll")()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _c_socket(conn: Any) -> _socket.socket:
