@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import APPS, ROOT, Bound, bound, fetch, handed_over, http_request, passed_fds, wait_for
+from conftest import APPS, ROOT, Bound, bound, fetch, handed_over, http_request, passed_fds, sent_requests, wait_for
 from loadtest.probe import tcp_backlog
 from test_emperor import Emperor
 from zergserve.emperor.broodlord import Broodlord
@@ -372,12 +372,24 @@ def test_one_call_for_several_zergs_starts_them_at_once_and_no_more(spawn, workd
     emperor = Emperor(spawn, workdir, "--emperor-broodlord", "3")
     addr = broodlord_vassal(emperor, str(workdir / "brood.zerg"), idle=60)
     wait_for(lambda: http_request(addr)[0] == 200, message="vassal serving")
-    block_worker(addr, 4, 12)
-    line = wait_for(lambda: re.search(r"sent SOS for (\d+) zerg\(s\): spawning (\d+)", emperor.server.log()),
-                    timeout=15, message="an SOS answered")
-    assert int(line.group(2)) >= 2, line.group(0)  # a queue of 11 at a threshold of 2 is more than one zerg
-    wait_for(lambda: [z["accepting"] for z in zergs(emperor)] == [1, 1, 1], timeout=20, message="three zergs serving")
-    assert emperor.server.log().count("vassal brood.ini:zerg spawned") == 3
+    # The vassal's master is stopped while the requests queue: its backlog watch then sees the whole
+    # queue at once, as it would a burst, and not the part of it that client threads made so far.
+    master = emperor.vassal("brood.ini")["pid"]
+    os.kill(master, signal.SIGSTOP)
+    try:
+        clients = sent_requests(addr, "/sleep?s=4", 12)  # the worker takes one, 11 wait
+    finally:
+        os.kill(master, signal.SIGCONT)
+    try:
+        line = wait_for(lambda: re.search(r"sent SOS for (\d+) zerg\(s\): spawning (\d+)", emperor.server.log()),
+                        timeout=15, message="an SOS answered")
+        assert int(line.group(2)) >= 2, line.group(0)  # a queue of 11 at a threshold of 2 is more than one zerg
+        wait_for(lambda: [z["accepting"] for z in zergs(emperor)] == [1, 1, 1], timeout=20,
+                 message="three zergs serving")
+        assert emperor.server.log().count("vassal brood.ini:zerg spawned") == 3
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_zerg_failing_at_boot_is_throttled(spawn, workdir):
