@@ -3,6 +3,7 @@ connections, like a later gevent worker) and what an app's exceptions turn into.
 
 from __future__ import annotations
 
+import select
 import socket
 import sys
 import threading
@@ -176,3 +177,125 @@ def test_the_c_recv_is_used_unless_pure_python():
     pure = os.environ.get("ZERGSERVE_PURE_PYTHON", "") not in ("", "0")
     expected = connection._python_recv_nowait if pure or len(_recvs()) == 1 else _recvs()[1]
     assert connection._recv_nowait is expected
+
+
+# --- the Outbox: kept-alive responses held to leave together (the gevent worker's) ---------------
+
+class Later:
+    """The loop's run_callback: what the outbox asks to run after the round, run when the test says."""
+
+    def __init__(self) -> None:
+        self.due: list[Callable[[], None]] = []
+
+    def __call__(self, function: Callable[[], None]) -> None:
+        self.due.append(function)
+
+    def run(self) -> None:
+        due, self.due = self.due, []
+        for function in due:
+            function()
+
+
+def spawn_thread(function: Callable[..., None], *args: Any) -> threading.Thread:
+    """The outbox's spawn, with a thread for a greenlet (the waits are poll()'s out of gevent)."""
+    thread = threading.Thread(target=function, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def outbox():
+    """An Outbox made this process's, its Later, what it logged, and a socketpair (server, client)."""
+    later, logged = Later(), []
+    box = connection.Outbox(later, spawn_thread, logged.append)
+    server, client = socket.socketpair()
+    connection.use_outbox(box)
+    try:
+        yield box, later, logged, server, client
+    finally:
+        connection.use_outbox(None)
+        server.close()
+        client.close()
+
+
+def pace(window: float = 5.0) -> Any:
+    from zergserve.pacing import SendPace
+    return SendPace(window, 1000)
+
+
+def readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        assert chunk, f"EOF after {len(data)} of {count} bytes"
+        data += chunk
+    return data
+
+
+def fill(sock: socket.socket) -> int:
+    """Fill `sock`'s send buffer: how many bytes it took."""
+    sock.setblocking(False)
+    total = 0
+    try:
+        while True:
+            total += sock.send(b"f" * 65536)
+    except BlockingIOError:
+        return total
+    finally:
+        sock.setblocking(True)
+
+
+def test_held_responses_leave_together_at_the_flush(outbox):
+    box, later, logged, server, client = outbox
+    box.hold(server, b"one", pace())
+    box.hold(server, b"two", pace())
+    assert not readable(client) and len(later.due) == 1  # one flush for the round
+    later.run()
+    assert read_exactly(client, 6) == b"onetwo" and not readable(client)
+    later.run()
+    assert not readable(client) and not logged
+
+
+def test_any_other_send_on_the_connection_releases_what_is_held_first(outbox):
+    box, later, logged, server, client = outbox
+    box.hold(server, b"first,", pace())
+    connection.send_all(server, b"second", pace())
+    assert read_exactly(client, 12) == b"first,second"
+    later.run()
+    assert not readable(client)
+
+
+def test_no_more_than_a_socket_buffer_is_held_for_a_connection(outbox):
+    """A client pipelining requests meets the socket's limits, not the worker's memory."""
+    box, later, logged, server, client = outbox
+    box.hold(server, b"x" * 10_000, pace())
+    box.hold(server, b"y" * 10_000, pace())  # 20,000 > _HOLD_MOST: both go now, in order
+    assert read_exactly(client, 20_000) == b"x" * 10_000 + b"y" * 10_000
+    assert not box.held
+
+
+def test_what_the_buffer_did_not_take_is_finished_after_the_flush(outbox):
+    box, later, logged, server, client = outbox
+    filled = fill(server)
+    box.hold(server, b"tail", pace())
+    later.run()
+    assert server in box.finishing  # the connection's own greenlet would go on meanwhile
+    data = read_exactly(client, filled + 4)
+    assert data.endswith(b"ftail") and data.count(b"f") == filled
+    box.release(server)  # waits for the finishing greenlet
+    assert not box.finishing and not logged
+
+
+def test_a_client_that_takes_nothing_of_the_rest_is_logged_and_cut_off(outbox):
+    box, later, logged, server, client = outbox
+    filled = fill(server)
+    box.hold(server, b"tail", pace(window=0.2))
+    later.run()
+    box.release(server)  # returns once the pace gave up on the client
+    assert len(logged) == 1 and logged[0].startswith("client gone during the end of a response: client took ")
+    assert read_exactly(client, filled) == b"f" * filled
+    assert client.recv(10) == b""  # shut down: the connection's wait for the next request ends

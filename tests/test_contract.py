@@ -176,6 +176,56 @@ def test_held_last_bytes_leave_before_the_apps_close(worker, spawn, workdir):
     assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b"\r\n\r\ndone")
 
 
+
+# --- the responses a worker holds to send with others (connection.Outbox) --------------------------
+
+KEPT_WSGI = ("gthread", "gevent")  # the WSGI classes that keep connections alive
+
+
+@pytest.mark.parametrize("worker", KEPT_WSGI)
+def test_pipelined_responses_of_every_size_arrive_whole_and_in_order(worker, spawn, workdir):
+    """Small responses (which the gevent worker holds until its hub has run every ready connection)
+    and large ones and files (sent at once) back to back on one connection: each arrives whole,
+    in the order asked, the small ones never overtaken."""
+    server = start(worker, spawn, workdir)
+    paths = [b"/big?size=%d" % n for n in (10, 300_000, 5, 16_384, 16_385, 1)] + [b"/file?size=70000", b"/big?size=7"]
+    with connect(server.addr, timeout=30) as sock:
+        sock.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path for path in paths))
+        replies = responses(sock, len(paths))
+    assert [len(reply.partition(b"\r\n\r\n")[2]) for reply in replies] == [10, 300_000, 5, 16_384, 16_385, 1,
+                                                                         70_000, 7]
+
+
+@pytest.mark.parametrize("worker", KEPT_WSGI)
+def test_kept_alive_response_leaves_before_the_apps_close(worker, spawn, workdir):
+    """A held response must not wait for the app's close() (a framework's may wait on its
+    database, in a call that holds the whole gevent worker): the client reads it while close()
+    still waits for the gate, then asks again."""
+    server = start(worker, spawn, workdir)
+    gate = workdir / "gate"
+    with connect(server.addr, timeout=10) as sock:
+        try:
+            sock.sendall(b"GET /held-close?block=1&f=%s HTTP/1.1\r\nHost: h\r\n\r\n" % str(gate).encode())
+            (reply,) = responses(sock, 1)  # (the socket's timeout, 10 s, is shorter than close()'s 30)
+        finally:
+            gate.touch()
+        assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"\r\n\r\ndone")
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert responses(sock, 1)[0].startswith(b"HTTP/1.1 200 OK")
+
+
+@pytest.mark.parametrize("worker", KEPT_WSGI)
+def test_pipelining_client_that_never_reads_is_dropped(worker, spawn, workdir):
+    """Small responses pile up in the buffers of a client that sends request after request and
+    reads none: it is dropped within --socket-timeout of the buffers filling, as one that does not
+    read a large response is, and the worker goes on."""
+    server = start(worker, spawn, workdir, "--socket-timeout", "1")
+    with connect(server.addr, timeout=30) as sock:
+        sock.sendall(b"GET /big?size=10000 HTTP/1.1\r\nHost: h\r\n\r\n" * 200)  # 2 MB of answers
+        server.wait_log("client took", timeout=20)
+        wait_for(lambda: fetch(server.stats)["workers"][0]["status"] == "idle", message="worker idle")
+        assert http_request(server.addr)[0] == 200
+
 # --- item 5: a worker notices a dead master at once ----------------------------------------------
 
 @pytest.mark.parametrize("worker", WORKERS)

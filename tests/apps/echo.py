@@ -14,24 +14,34 @@ def _json(start_response, obj, status="200 OK"):
     return [body]
 
 
-def _wait_for_file(path, seconds=30):
+def _wait_for_file(path, seconds=30, sleep=time.sleep):
     deadline = time.monotonic() + seconds
     while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
+        sleep(0.01)
+
+
+def _unpatched_sleep(seconds):
+    """time.sleep as it was before gevent's patch: a wait that holds the whole gevent worker, as a
+    database driver's blocking call does."""
+    if "gevent" in sys.modules:
+        from gevent.monkey import get_original
+        return get_original("time", "sleep")(seconds)
+    return time.sleep(seconds)
 
 
 class _HeldClose:
     """A whole response whose close() waits for the test's file (as a framework's close() may
     wait on its database): the client must have it meanwhile."""
 
-    def __init__(self, gate):
+    def __init__(self, gate, blocking):
         self.gate = gate
+        self.sleep = _unpatched_sleep if blocking else time.sleep
 
     def __iter__(self):
         yield b"done"
 
     def close(self):
-        _wait_for_file(self.gate)
+        _wait_for_file(self.gate, sleep=self.sleep)
 
 
 def application(environ, start_response):
@@ -78,9 +88,9 @@ def application(environ, start_response):
         _wait_for_file(query["f"])
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
-    if path == "/held-close":  # the response whole, then close() held until ?f= exists
+    if path == "/held-close":  # the response whole, then close() held until ?f= exists (&block=1: the whole process)
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
-        return _HeldClose(query["f"])
+        return _HeldClose(query["f"], query.get("block") == "1")
     if path == "/stacksize":
         import threading
         start_response("200 OK", [("Content-Type", "text/plain")])

@@ -50,6 +50,7 @@ class GeventWorker(Worker):
         # A recv that finds the bytes there does not yield: a fast client's connection would be
         # served again and again while the worker's other connections wait (connection.resume).
         self.ctx.turn = gevent.sleep
+        connection.use_outbox(connection.Outbox(hub.loop.run_callback, gevent.spawn, self.ctx.log_refusal))
 
     def inside_app(self) -> bool:
         """Handlers run in whichever greenlet holds the main thread: a request's greenlet means the
