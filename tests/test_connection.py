@@ -273,7 +273,7 @@ def test_no_more_than_a_socket_buffer_is_held_for_a_connection(outbox):
     """A client pipelining requests meets the socket's limits, not the worker's memory."""
     box, later, logged, server, client = outbox
     box.hold(server, b"x" * 10_000, pace())
-    box.hold(server, b"y" * 10_000, pace())  # 20,000 > _HOLD_MOST: both go now, in order
+    box.hold(server, b"y" * 10_000, pace())  # 20,000 > HOLD_MOST: both go now, in order
     assert read_exactly(client, 20_000) == b"x" * 10_000 + b"y" * 10_000
     assert not box.held
 

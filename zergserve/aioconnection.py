@@ -19,7 +19,7 @@ from math import inf
 from typing import Any, Final
 
 from zergserve import asgi, websocket
-from zergserve.connection import unsent
+from zergserve.connection import HOLD_MOST, unsent
 from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECEIVE, Exchange, Reply
 from zergserve.log import traceback_text
 from zergserve.pacing import SendPace, monotonic
@@ -61,6 +61,7 @@ class HttpProtocol(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.written = 0  # bytes handed to the transport, for the send pace
+        self.held = b""  # the end of a response, written when the worker's round is over (hold)
         self.pace: SendPace | None = None  # this response's, made at its first wait
         self.lingered = 0
         self.task: asyncio.Task | None = None
@@ -178,6 +179,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._arm(ex.deadline)
                     return
                 if type(action) is Reply:
+                    self.release()
                     self.transport.write(action.data)
                     if action.linger:
                         self._linger()
@@ -256,6 +258,7 @@ class HttpProtocol(asyncio.Protocol):
         self.state = LINGERING
         self.lingered = len(self.inbuf)
         self.inbuf = b""
+        self.release()
         try:
             self.transport.write_eof()
         except (OSError, RuntimeError, NotImplementedError):
@@ -272,6 +275,7 @@ class HttpProtocol(asyncio.Protocol):
         --socket-timeout is dropped."""
         if self.state == CLOSED:
             return
+        self.release()
         self.state = CLOSED
         self.read_until = inf
         self.transport.close()
@@ -351,13 +355,33 @@ class HttpProtocol(asyncio.Protocol):
 
     # --- writing (asgi.Sink) -------------------------------------------------------------------
 
-    def _put(self, data: bytes) -> bool:
-        """Hand `data` to the transport; True when the writer must wait (drain) before more."""
+    def _put(self, data: bytes, last: bool = False) -> bool:
+        """Hand `data` to the transport; True when the writer must wait (drain) before more.
+
+        The last bytes of a response on a connection kept alive, up to HOLD_MOST, are held until
+        the loop has run what was ready (the worker's hold), as the gevent worker's Outbox holds
+        them (connection.py says why); anything else written on the connection goes after them.
+        Not while the transport is full: that response is written and waited for (drain), so a
+        client that pipelines requests and reads none meets the send pace."""
         if self.lost:
             raise ConnectionResetError("client gone")
-        self.transport.write(data)
         self.written += len(data)
+        if last and not self.write_paused and len(self.held) + len(data) <= HOLD_MOST and not self.ex.closes_after():
+            if not self.held:
+                self.hub.hold(self)
+            self.held += data
+            return False
+        self.release()
+        self.transport.write(data)
         return self.write_paused
+
+    def release(self) -> None:
+        """Write what is held for this connection now."""
+        held = self.held
+        if held:
+            self.held = b""
+            if not self.lost:
+                self.transport.write(held)
 
     async def _write(self, data: bytes) -> None:
         if self._put(data):
@@ -397,11 +421,11 @@ class HttpProtocol(asyncio.Protocol):
                 waiter.set_result(None)
 
     def head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes, last: bool) -> bool:
-        return self._put(self.ex.head(status, reason, headers, body, last))
+        return self._put(self.ex.head(status, reason, headers, body, last), last)
 
     def body(self, data: bytes, last: bool) -> bool:
         framed = self.ex.data(data, last)
-        return self._put(framed) if framed else False
+        return self._put(framed, last) if framed else False
 
     def abort(self) -> None:
         self.ex.abort()
@@ -446,6 +470,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.write_until <= now:
             self.write_until = inf
             self._write_expired()
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """After the timer fired: armed again for the deadlines left, unless what the timer did
+        armed it. (A method of its own: in _on_timer, mypy would take `self.timer` for the None it
+        set there, and mypyc would check that it still is.)"""
         soonest = min(self.read_until, self.write_until)
         if soonest != inf and self.timer is None:
             self._arm(soonest)

@@ -25,7 +25,7 @@ from zergserve.exchange import DRAIN, DRAIN_CAP, KEEP, LINGER, RECV, Context, RE
 from zergserve.pacing import SendPace, monotonic
 from zergserve.sockets import Listener
 
-__all__ = ["Context", "Socket", "Outbox", "serve", "resume", "send_all", "sending", "unsent", "poll_wait",
+__all__ = ["HOLD_MOST", "Context", "Socket", "Outbox", "serve", "resume", "send_all", "sending", "unsent", "poll_wait",
            "use_wait", "use_outbox"]
 
 Socket = _socket.socket  # the C class under socket.socket: what the sync worker accepts (workers/sync.py)
@@ -40,7 +40,7 @@ _POLLOUT: Final = select.POLLOUT
 _LINGER_SECONDS: Final = 2.0
 _STREAK: Final = 8  # requests a connection may take back to back before it waits its turn
 _LINGER_BYTES: Final = 1 << 20
-_HOLD_MOST: Final = 16384  # the most an Outbox holds for a connection: what a fresh TCP socket's buffer takes (tcp_wmem)
+HOLD_MOST: Final = 16384  # the most a driver holds back for a connection: what a fresh TCP socket's buffer takes (tcp_wmem)
 
 
 def serve(conn: Socket, peer: Any, listener: Listener, ctx: Context,
@@ -215,7 +215,7 @@ class _Sink:
     def _send(self, data: bytes, last: bool) -> None:
         """The response's last bytes on a connection kept alive go to the worker's outbox, if it
         has one; the others leave now."""
-        if last and _outbox is not None and len(data) <= _HOLD_MOST and not self.ex.closes_after():
+        if last and _outbox is not None and len(data) <= HOLD_MOST and not self.ex.closes_after():
             _outbox.hold(self.conn, data, self.pace)
         else:
             send_all(self.conn, data, self.pace, self._cork(last))
@@ -287,7 +287,7 @@ class Outbox:
 
     Held bytes are the last of a response, and nothing else on that connection is sent before
     them: every other send on it, its close and an app's close() release them first (release).
-    A connection has at most what a fresh socket's buffer takes held (_HOLD_MOST): more leaves
+    A connection has at most what a fresh socket's buffer takes held (HOLD_MOST): more leaves
     at once, and its failures are the request's. What the buffer did not take at the flush (a
     client that stopped reading) is finished by a greenlet of its own (`spawn`), paced as the
     connection's own sends, while its connection waits for the next request; a failure there is
@@ -304,10 +304,10 @@ class Outbox:
 
     def hold(self, conn: Socket, data: bytes, pace: SendPace) -> None:
         """Send `data` on `conn` at the end of this round of the loop; at once, after what is held,
-        if the two are more than _HOLD_MOST or the last is still being finished (the responses to
+        if the two are more than HOLD_MOST or the last is still being finished (the responses to
         pipelined requests: a client that sends many and reads none meets the socket's limits)."""
         held = self.held.get(conn)
-        if conn in self.finishing or held is not None and len(held[0]) + len(data) > _HOLD_MOST:
+        if conn in self.finishing or held is not None and len(held[0]) + len(data) > HOLD_MOST:
             send_all(conn, data, pace)  # (which releases what is held first)
             return
         self.held[conn] = (data, pace) if held is None else (held[0] + data, held[1])

@@ -85,6 +85,8 @@ async def application(scope, receive, send):
             with open(query["record"], "w") as f:
                 f.write(str(sent))
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/big":  # one body of ?size= bytes, with its Content-Length
+        await _reply(send, 200, b"y" * int(query.get("size", "1000000")), b"application/octet-stream")
     elif path == "/bigstream":
         size = int(query.get("size", "20000000"))
         await send({"type": "http.response.start", "status": 200,

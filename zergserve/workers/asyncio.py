@@ -57,6 +57,7 @@ class AsyncioWorker(Worker):
             raise app_loader.AppLoadError(f"ASGI lifespan startup failed: {exc}") from None
         self.active = 0  # connections holding one of the --worker-connections slots
         self.connections: set[HttpProtocol] = set()  # every open one, slotted or drained on a stop
+        self.held: list[HttpProtocol] = []  # connections holding the end of a response (hold)
         self.accepting = False  # readers are on the listening sockets
         self.serving = False  # accepting is wanted (neither paused nor stopping)
         self.backoff = False  # out of descriptors or memory: accepting waits a moment
@@ -250,6 +251,18 @@ class AsyncioWorker(Worker):
             self._watch_listeners()
         if not self.connections and self.emptied is not None and not self.emptied.done():
             self.emptied.set_result(None)
+
+    def hold(self, protocol: HttpProtocol) -> None:
+        """`protocol` holds the end of a response: write it, and every other connection's, once
+        the loop has run what is ready now (call_soon runs in its next round)."""
+        self.held.append(protocol)
+        if len(self.held) == 1:
+            self.loop.call_soon(self._release_held)
+
+    def _release_held(self) -> None:
+        held, self.held = self.held, []
+        for protocol in held:
+            protocol.release()
 
     def server_of(self, listener: Listener) -> tuple[str, str]:
         """The listener's name and port for the scope, asked of the kernel once."""
