@@ -203,6 +203,18 @@ def at_once(addr: str, path: str, count: int) -> tuple[list[int], float]:
     return statuses, time.monotonic() - started
 
 
+def fill_send_buffer(sock: socket.socket, chunk: bytes = b"f" * 65536) -> int:
+    """Send `chunk` after `chunk` on `sock` until its buffers take no more, and leave it
+    non-blocking: how many bytes they took."""
+    sock.setblocking(False)
+    total = 0
+    try:
+        while True:
+            total += sock.send(chunk)
+    except BlockingIOError:
+        return total
+
+
 def responses(sock: socket.socket, count: int) -> list[bytes]:
     """Read `count` responses with Content-Length bodies off a kept-alive connection."""
     data, out = b"", []

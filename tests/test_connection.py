@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
+from conftest import fill_send_buffer
 from zergserve import connection
 from zergserve.protocols import http as h1
 from zergserve.protocols.uwsgi import encode_packet
@@ -237,16 +238,11 @@ def read_exactly(sock: socket.socket, count: int) -> bytes:
 
 
 def fill(sock: socket.socket) -> int:
-    """Fill `sock`'s send buffer: how many bytes it took."""
-    sock.setblocking(False)
-    total = 0
-    try:
-        while True:
-            total += sock.send(b"f" * 65536)
-    except BlockingIOError:
-        return total
-    finally:
-        sock.setblocking(True)
+    """Fill `sock`'s send buffer with b"f": how many bytes it took. (Blocking again after: the
+    outbox's sends pass MSG_DONTWAIT.)"""
+    filled = fill_send_buffer(sock)
+    sock.setblocking(True)
+    return filled
 
 
 def test_held_responses_leave_together_at_the_flush(outbox):

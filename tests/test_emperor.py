@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, bound, connect, fetch, free_port, http_request, wait_for
+from conftest import APPS, ROOT, bound, connect, fetch, fill_send_buffer, free_port, http_request, wait_for
 
 FAKE_VASSAL = '''\
 import os, socket, sys, time
@@ -651,13 +651,7 @@ def test_bad_emperor_fd_is_a_clear_error(spawn, workdir, value):
 def test_vassal_send_waits_for_room_instead_of_dropping(workdir):
     from zergserve.emperor import protocol
     vassal, emperor = socket.socketpair()
-    vassal.setblocking(False)
-    filled = 0
-    try:
-        while True:
-            filled += vassal.send(b"\x1a" * 4096)
-    except BlockingIOError:
-        pass
+    filled = fill_send_buffer(vassal, b"\x1a" * 4096)
     with pytest.raises(TimeoutError):
         protocol.send(vassal, protocol.LOYAL, timeout=0.1)
     received = bytearray()
