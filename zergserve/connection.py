@@ -215,7 +215,7 @@ class _Sink:
     def _send(self, data: bytes, last: bool) -> None:
         """The response's last bytes on a connection kept alive go to the worker's outbox, if it
         has one; the others leave now."""
-        if last and _outbox is not None and len(data) <= HOLD_MOST and not self.ex.closes_after():
+        if last and _outbox is not None and not self.ex.closes_after():
             _outbox.hold(self.conn, data, self.pace)
         else:
             send_all(self.conn, data, self.pace, self._cork(last))
@@ -304,10 +304,11 @@ class Outbox:
 
     def hold(self, conn: Socket, data: bytes, pace: SendPace) -> None:
         """Send `data` on `conn` at the end of this round of the loop; at once, after what is held,
-        if the two are more than HOLD_MOST or the last is still being finished (the responses to
-        pipelined requests: a client that sends many and reads none meets the socket's limits)."""
+        if the two are more than HOLD_MOST (a large response, or the responses to pipelined
+        requests: a client that sends many and reads none meets the socket's limits) or the one
+        before is still being finished."""
         held = self.held.get(conn)
-        if conn in self.finishing or held is not None and len(held[0]) + len(data) > HOLD_MOST:
+        if len(data) + (0 if held is None else len(held[0])) > HOLD_MOST or conn in self.finishing:
             send_all(conn, data, pace)  # (which releases what is held first)
             return
         self.held[conn] = (data, pace) if held is None else (held[0] + data, held[1])
@@ -338,7 +339,7 @@ class Outbox:
             except OSError:
                 pass
         finally:
-            del self.finishing[conn]
+            self.finishing.pop(conn, None)  # (a thread for a greenlet may end before spawn returns)
 
     def release(self, conn: Socket) -> None:
         """Put what is held for `conn` on the socket now, before anything else goes on it."""
